@@ -1,0 +1,164 @@
+/*
+ * backend: the table of operations that every compute backend implements (CPU now, CUDA
+ * next), and the tensor view they operate on. The forward passes (qwen3.c, vit.c) are
+ * written once over this table. Shape follows ggml-backend (ops + context); ops are
+ * called eagerly, in order, on the backend's stream.
+ *
+ * Rules for implementations:
+ *   - ops never allocate and never synchronize; memory comes from alloc() at init time;
+ *   - every tensor passed to an op lives in this backend's memory;
+ *   - per-step metadata (positions, KV slots, block tables) is handed over once per step
+ *     with set_step() and used by rope / kv_store / attn_paged;
+ *   - outputs may alias inputs only where an op says so.
+ * Called from one engine thread per backend instance.
+ */
+#ifndef VLM_BACKEND_H
+#define VLM_BACKEND_H
+
+#include "engine/base.h"
+
+enum dtype { DT_F32, DT_BF16, DT_F16, DT_I32, DT_COUNT };
+size_t dtype_size(enum dtype t);
+const char *dtype_name(enum dtype t);
+
+/* A view; never owns memory. ne[0] is the innermost (contiguous) dimension. Tensors handed
+ * to ops are contiguous unless an op says otherwise: nb[0] = elem size, nb[i] = nb[i-1]*ne[i-1]. */
+struct tensor {
+    void *data;     /* borrowed: host or device pointer, per backend */
+    enum dtype type;
+    int64_t ne[4];  /* elements per dim, innermost first */
+    int64_t nb[4];  /* stride in bytes per dim */
+};
+struct tensor tensor_make(void *data, enum dtype type, int64_t ne0, int64_t ne1, int64_t ne2,
+                          int64_t ne3); /* contiguous; pass 1 for unused dims */
+static inline int64_t tensor_nelem(const struct tensor *t)
+{
+    return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+}
+static inline size_t tensor_nbytes(const struct tensor *t)
+{
+    return (size_t)tensor_nelem(t) * dtype_size(t->type);
+}
+static inline int64_t tensor_nrows(const struct tensor *t)
+{
+    return t->ne[1] * t->ne[2] * t->ne[3];
+}
+/* Rows [r0, r0+n) of a 2-D view (ne[1] = rows), same row width. */
+struct tensor tensor_rows(const struct tensor *t, int64_t r0, int64_t n);
+
+/* One layer's paged KV cache. K and V each (n_blocks, block_size, n_kv_heads, head_dim):
+ * token slot s = block * block_size + offset lives at row s of a (n_blocks*block_size,
+ * n_kv_heads*head_dim) matrix. Block 0 is never handed to a request (the null block). */
+struct kv_layer {
+    void *k;            /* (n_blocks, block_size, n_kv_heads, head_dim), owned by the engine */
+    void *v;            /* same */
+    enum dtype type;
+    int32_t n_blocks, block_size, n_kv_heads, head_dim;
+};
+
+/* Per-step metadata, host arrays, borrowed for the duration of set_step(). Tokens of all
+ * sequences are concatenated: sequence s owns rows [q_start[s], q_start[s+1]) of every
+ * activation; its first new token has position ctx_len[s] - (q_start[s+1] - q_start[s]).
+ * Attention for a token at position p covers positions [0, p] of its own sequence. */
+struct step_meta {
+    int32_t n_seqs, n_tokens;
+    const int32_t *tokens;       /* (n_tokens) ids; image rows hold any valid id (overwritten) */
+    const int32_t *pos;          /* (n_tokens) position of each token */
+    const int32_t *slot;         /* (n_tokens) KV slot = block * block_size + offset */
+    const int32_t *q_start;      /* (n_seqs + 1) prefix sums of new tokens per sequence */
+    const int32_t *ctx_len;      /* (n_seqs) tokens in the cache after this step */
+    const int32_t *block_tables; /* (n_seqs, max_blocks) block ids, row-major */
+    int32_t max_blocks;
+};
+
+enum op {
+    OP_MATMUL, OP_ADD, OP_RMSNORM, OP_LAYERNORM, OP_ROPE_NEOX, OP_ROPE_TABLE, OP_SILU_MUL,
+    OP_GELU_ERF, OP_QUICK_GELU, OP_EMBED, OP_KV_STORE, OP_ATTN_PAGED, OP_ATTN_VARLEN,
+    OP_GATHER_ROWS, OP_SCATTER_ROWS, OP_CAST, OP_COUNT
+};
+
+struct backend_ops {
+    const char *name;
+    enum dtype act_type;          /* dtype activations are computed in (CPU: f32) */
+    void  (*destroy)(void *ctx);
+    /* memory; init time only. alloc returns NULL on failure. */
+    void *(*alloc)(void *ctx, size_t bytes);
+    void  (*release)(void *ctx, void *p);
+    void  (*upload)(void *ctx, void *dst, const void *src_host, size_t n);
+    void  (*download)(void *ctx, void *dst_host, const void *src, size_t n);
+    void  (*zero)(void *ctx, void *dst, size_t n);
+    void  (*sync)(void *ctx);
+    bool  (*supports)(void *ctx, enum op op, enum dtype type);
+    /* Makes a backend-resident copy of a host weight (any of f32/bf16/f16), converted to the
+     * dtype this backend computes weights in. Returns a tensor with .data from alloc(), or
+     * .data == NULL on failure. src may be a strided view of rows (TP slices). */
+    struct tensor (*load_weight)(void *ctx, const struct tensor *src_host);
+
+    /* ---- ops ---- */
+    void (*set_step)(void *ctx, const struct step_meta *m);
+    /* y(n, N) = x(n, K) · w(N, K)ᵀ (+ bias(N)) */
+    void (*matmul)(void *ctx, struct tensor *y, const struct tensor *x, const struct tensor *w,
+                   const struct tensor *bias);
+    /* y = a + b (same shape; y may alias a or b) */
+    void (*add)(void *ctx, struct tensor *y, const struct tensor *a, const struct tensor *b);
+    /* per row of ne[0]: y = w ⊙ x / sqrt(mean(x²) + eps); y may alias x */
+    void (*rmsnorm)(void *ctx, struct tensor *y, const struct tensor *x, const struct tensor *w,
+                    float eps);
+    /* per row of ne[0]: y = (x - mean) / sqrt(var + eps) ⊙ w + b; y may alias x */
+    void (*layernorm)(void *ctx, struct tensor *y, const struct tensor *x, const struct tensor *w,
+                      const struct tensor *b, float eps);
+    /* in place on x(n_tokens, n_heads, head_dim): rotate-half RoPE, positions from set_step,
+     * inv_freq_i = theta^(-2i/head_dim) */
+    void (*rope_neox)(void *ctx, struct tensor *x, float theta);
+    /* in place on x(n, n_heads, head_dim): x = x·cos + rot_half(x)·sin with per-row tables
+     * cos, sin (n, head_dim) f32 */
+    void (*rope_table)(void *ctx, struct tensor *x, const struct tensor *cos,
+                       const struct tensor *sin);
+    /* y(n, F) = silu(gate) ⊙ up; y may alias gate */
+    void (*silu_mul)(void *ctx, struct tensor *y, const struct tensor *gate,
+                     const struct tensor *up);
+    void (*gelu_erf)(void *ctx, struct tensor *y, const struct tensor *x);   /* may alias */
+    void (*quick_gelu)(void *ctx, struct tensor *y, const struct tensor *x); /* may alias */
+    /* y(n_tokens, dim) = table[tokens[i]] with tokens from set_step */
+    void (*embed)(void *ctx, struct tensor *y, const struct tensor *table);
+    /* writes k, v (n_tokens, n_kv_heads, head_dim) into the cache at the step's slots */
+    void (*kv_store)(void *ctx, struct kv_layer *kv, const struct tensor *k,
+                     const struct tensor *v);
+    /* o(n_tokens, n_heads, head_dim) = causal softmax(q·Kᵀ·scale)·V over each sequence's
+     * block table (positions [0, pos]); query head h reads KV head h / (n_heads/n_kv_heads) */
+    void (*attn_paged)(void *ctx, struct tensor *o, const struct tensor *q,
+                       const struct kv_layer *kv, float scale);
+    /* o(n, n_heads, head_dim): full (non-causal) attention inside each segment
+     * [cu_seqlens[i], cu_seqlens[i+1]); q, k, v (n, n_heads, head_dim); cu_seqlens is a host
+     * array of n_seg + 1 entries */
+    void (*attn_varlen)(void *ctx, struct tensor *o, const struct tensor *q,
+                        const struct tensor *k, const struct tensor *v,
+                        const int32_t *cu_seqlens, int32_t n_seg, float scale);
+    /* dst row i = src row idx[i] (idx host, n = dst rows) */
+    void (*gather_rows)(void *ctx, struct tensor *dst, const struct tensor *src,
+                        const int32_t *idx);
+    /* dst row idx[i] = src row i (idx host, n = src rows) */
+    void (*scatter_rows)(void *ctx, struct tensor *dst, const struct tensor *src,
+                         const int32_t *idx);
+    /* y = x converted to y's dtype (same shape) */
+    void (*cast)(void *ctx, struct tensor *y, const struct tensor *x);
+};
+
+struct backend {
+    const struct backend_ops *ops;
+    void *ctx; /* owned; ops->destroy frees it */
+};
+
+struct backend_params {
+    int n_threads; /* CPU: worker threads (0 = all cores) */
+    int device;    /* CUDA: device ordinal */
+};
+
+int backend_cpu_init(struct backend *b, const struct backend_params *p, struct vlm_err *err);
+#ifdef VLM_HAVE_CUDA
+int backend_cuda_init(struct backend *b, const struct backend_params *p, struct vlm_err *err);
+#endif
+/* Frees the backend; accepts a zeroed struct. */
+void backend_destroy(struct backend *b);
+
+#endif

@@ -1,0 +1,80 @@
+/*
+ * batch: the step contract between the scheduler (writes) and the engine (reads). Data only.
+ * Everything in a struct batch is borrowed for exactly one engine_execute() call; the engine
+ * never keeps a pointer from it. struct batch_out buffers belong to the engine and are valid
+ * until the next engine_execute().
+ */
+#ifndef VLM_BATCH_H
+#define VLM_BATCH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define VLM_MAX_TOP_LOGPROBS 20
+#define VLM_MAX_STOP_IDS 16
+
+/* Sampling parameters of one request (OpenAI / vLLM semantics). */
+struct sampling_params {
+    float temperature;        /* 0: greedy */
+    int32_t top_k;            /* <= 0: off */
+    float top_p;              /* 1: off */
+    float min_p;              /* 0: off */
+    float repetition_penalty; /* 1: off; applied to prompt and output tokens (HF/vLLM) */
+    float presence_penalty;   /* 0: off; output tokens only */
+    float frequency_penalty;  /* 0: off; output tokens only */
+    uint64_t seed;            /* per-request seed (random if the client gave none) */
+    int32_t logprobs;         /* -1: none; 0..VLM_MAX_TOP_LOGPROBS: chosen + this many top */
+};
+
+/* One image or video frame to run through the vision tower. pixels rows are in the order of
+ * ARCH_SPEC §4.4. Owned by the request; borrowed by the engine during the step. */
+struct mm_item {
+    uint64_t hash;        /* content hash (pixels + grid), the encoder-cache key */
+    const float *pixels;  /* (n_patches, patch_dim) f32, patch_dim = 3*t_patch*p*p */
+    int32_t grid_t, grid_h, grid_w;
+    int32_t n_patches;    /* grid_t * grid_h * grid_w */
+    int32_t n_tokens;     /* projector rows = n_patches / merge² */
+};
+
+/* A run of placeholder tokens in a request's prompt that the engine replaces by the rows of
+ * an encoded item: prompt positions [offset, offset + item->n_tokens). */
+struct mm_span {
+    int32_t offset;
+    const struct mm_item *item;
+};
+
+struct batch_seq {
+    uint32_t slot;                 /* engine row for per-sequence scratch, < max_seqs */
+    int32_t pos;                   /* position of tokens[0] == tokens already computed */
+    int32_t n_tokens;              /* new tokens this step: >1 prefill chunk, 1 decode */
+    const int32_t *tokens;         /* (n_tokens) */
+    const int32_t *blocks;         /* (n_blocks) block table covering [0, pos + n_tokens) */
+    int32_t n_blocks;
+    const struct mm_span *mm;      /* spans overlapping [pos, pos + n_tokens), (n_mm) */
+    int32_t n_mm;
+    const struct sampling_params *sp; /* NULL: don't sample (a non-final prefill chunk) */
+    const int32_t *prompt;         /* (n_prompt) for the repetition penalty */
+    int32_t n_prompt;
+    const int32_t *output;         /* (n_out) tokens generated so far (penalties) */
+    int32_t n_out;                 /* also seeds this step's random draw */
+};
+
+struct batch {
+    struct batch_seq *seqs;
+    int32_t n_seqs;
+    const struct mm_item *const *encode; /* items to run through the ViT this step, (n_encode) */
+    int32_t n_encode;
+    const uint64_t *evict;          /* encoder-cache entries no longer needed, (n_evict) */
+    int32_t n_evict;
+};
+
+/* One entry per sequence with sp != NULL, in batch order. */
+struct batch_out {
+    int32_t n;
+    int32_t *token;    /* (n) sampled ids */
+    float *logprob;    /* (n) log-probability of the sampled id (after temperature... see sampler.h) */
+    int32_t *top_ids;  /* (n, VLM_MAX_TOP_LOGPROBS) */
+    float *top_lp;     /* (n, VLM_MAX_TOP_LOGPROBS) */
+};
+
+#endif

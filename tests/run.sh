@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every test: the README's test command, and what .ci/run calls.
+#   1. installs what is missing (deploy/install-deps.sh --test)
+#   2. release build (CPU backend; CUDA compiled and linked when nvcc is present), ctest
+#   3. ASan+UBSan build, ctest on the unit and model labels
+#   4. libFuzzer build (clang), each fuzz target for a bounded time
+#   5. API tests: pytest with the official openai package against the real server
+# Environment: CI=true turns warnings into errors. VLM_FUZZ_SECONDS (default 30) bounds each
+# fuzz target. VLM_JOBS sets build parallelism (default: all cores).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+jobs="${VLM_JOBS:-$(nproc)}"
+werror=OFF
+[ "${CI:-}" = "true" ] && werror=ON
+export VLM_FUZZ_SECONDS="${VLM_FUZZ_SECONDS:-30}"
+
+step() { printf '\n==== %s ====\n' "$*"; }
+
+step "dependencies"
+bash deploy/install-deps.sh --test
+
+step "release build"
+cmake -S . -B build -DVLM_WERROR=$werror -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j "$jobs"
+(cd build && ctest --output-on-failure -j "$jobs")
+
+step "sanitizer build (ASan + UBSan)"
+cmake -S . -B build-asan -DVLM_WERROR=$werror -DVLM_SANITIZE=ON -DVLM_CUDA=OFF \
+      -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-asan -j "$jobs"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    ctest --output-on-failure -j "$jobs" -L 'unit|setup|model')
+
+step "fuzz targets (libFuzzer, ${VLM_FUZZ_SECONDS}s each)"
+CC=clang cmake -S . -B build-fuzz -DVLM_FUZZ=ON -DVLM_SANITIZE=ON -DVLM_CUDA=OFF \
+      -DCMAKE_BUILD_TYPE=Debug -DVLM_WERROR=OFF >/dev/null
+cmake --build build-fuzz -j "$jobs"
+(cd build-fuzz && ctest --output-on-failure -L fuzz)
+
+step "API tests (pytest + openai)"
+if compgen -G "tests/api/test_*.py" >/dev/null; then
+    VLM_BUILD_DIR="$root/build" .venv/bin/python -m pytest -q tests/api
+fi
