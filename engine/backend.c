@@ -1,0 +1,56 @@
+/* Tensor view helpers shared by every backend. */
+#include "engine/backend.h"
+
+#include <stdlib.h>
+
+size_t dtype_size(enum dtype t)
+{
+    switch (t) {
+    case DT_F32: return 4;
+    case DT_BF16: return 2;
+    case DT_F16: return 2;
+    case DT_I32: return 4;
+    default: VLM_ASSERT(!"bad dtype");
+    }
+    return 0;
+}
+
+const char *dtype_name(enum dtype t)
+{
+    switch (t) {
+    case DT_F32: return "f32";
+    case DT_BF16: return "bf16";
+    case DT_F16: return "f16";
+    case DT_I32: return "i32";
+    default: return "?";
+    }
+}
+
+struct tensor tensor_make(void *data, enum dtype type, int64_t ne0, int64_t ne1, int64_t ne2,
+                          int64_t ne3)
+{
+    struct tensor t = {.data = data, .type = type, .ne = {ne0, ne1, ne2, ne3}};
+    t.nb[0] = (int64_t)dtype_size(type);
+    for (int i = 1; i < 4; i++) t.nb[i] = t.nb[i - 1] * t.ne[i - 1];
+    return t;
+}
+
+struct tensor tensor_rows(const struct tensor *t, int64_t r0, int64_t n)
+{
+    VLM_ASSERT(r0 >= 0 && n >= 0 && r0 + n <= t->ne[1] && t->ne[2] == 1 && t->ne[3] == 1);
+    struct tensor v = *t;
+    v.data = (char *)t->data + r0 * t->nb[1];
+    v.ne[1] = n;
+    v.nb[2] = v.nb[1] * n;
+    v.nb[3] = v.nb[2];
+    return v;
+}
+
+void backend_destroy(struct backend *b)
+{
+    if (b && b->ops && b->ops->destroy) b->ops->destroy(b->ctx);
+    if (b) {
+        b->ops = NULL;
+        b->ctx = NULL;
+    }
+}

@@ -1,0 +1,61 @@
+/*
+ * CPU kernels: pure functions over f32 host arrays (the readable reference every other
+ * backend is checked against). No allocation, no global state; threads via OpenMP on the
+ * outer loop and OpenBLAS for the large products. Shapes are given innermost last in the
+ * comments. Called by engine/backend_cpu.c.
+ */
+#ifndef VLM_KERNELS_CPU_H
+#define VLM_KERNELS_CPU_H
+
+#include <stdint.h>
+
+/* y(M, N) = x(M, K) · w(N, K)ᵀ (+ bias(N) if non-NULL). OpenBLAS sgemm. */
+void cpu_matmul(float *y, const float *x, const float *w, const float *bias,
+                int64_t M, int64_t N, int64_t K);
+void cpu_set_blas_threads(int n);
+
+/* y = a + b, n elements; y may alias a or b. */
+void cpu_add(float *y, const float *a, const float *b, int64_t n);
+
+/* per row: y = w ⊙ x / sqrt(mean(x²) + eps). x, y (rows, dim); y may alias x. */
+void cpu_rmsnorm(float *y, const float *x, const float *w, int64_t rows, int64_t dim, float eps);
+/* per row: y = (x - mean)/sqrt(var + eps) ⊙ w + b (biased variance). y may alias x. */
+void cpu_layernorm(float *y, const float *x, const float *w, const float *b, int64_t rows,
+                   int64_t dim, float eps);
+
+/* In place on x(n_tok, n_heads, hd): rotate-half RoPE at positions pos(n_tok),
+ * inv_freq_i = 1 / theta^(2i/hd). */
+void cpu_rope_neox(float *x, const int32_t *pos, int64_t n_tok, int64_t n_heads, int64_t hd,
+                   float theta);
+/* In place on x(n, n_heads, hd): x = x·cos + rot_half(x)·sin, tables cos, sin (n, hd). */
+void cpu_rope_table(float *x, const float *cos, const float *sin, int64_t n, int64_t n_heads,
+                    int64_t hd);
+
+/* y = silu(g) ⊙ u; y may alias g or u. n elements. */
+void cpu_silu_mul(float *y, const float *g, const float *u, int64_t n);
+/* y = 0.5 x (1 + erf(x / √2)) */
+void cpu_gelu_erf(float *y, const float *x, int64_t n);
+/* y = x · sigmoid(1.702 x) */
+void cpu_quick_gelu(float *y, const float *x, int64_t n);
+
+/* y(n, dim) = table[ids[i]] */
+void cpu_embed(float *y, const float *table, const int32_t *ids, int64_t n, int64_t dim);
+
+/* kc, vc (n_slots, row); row = n_kv_heads * hd. Writes k, v (n_tok, row) at slot[i]. */
+void cpu_kv_store(float *kc, float *vc, const float *k, const float *v, const int32_t *slot,
+                  int64_t n_tok, int64_t row);
+
+/* Causal attention over paged KV. q, o (n_tokens, n_heads, hd). Sequence s owns token rows
+ * [q_start[s], q_start[s+1]); its token i is at position ctx_len[s] - n_s + i and attends to
+ * positions [0, that]. Position p of sequence s is cache slot
+ * block_tables[s * max_blocks + p / block_size] * block_size + p % block_size. */
+void cpu_attn_paged(float *o, const float *q, const float *kc, const float *vc,
+                    const int32_t *q_start, const int32_t *ctx_len, const int32_t *block_tables,
+                    int32_t n_seqs, int32_t max_blocks, int32_t block_size, int64_t n_heads,
+                    int64_t n_kv_heads, int64_t hd, float scale);
+
+/* Full attention inside each segment [cu[i], cu[i+1]). q, k, v, o (n, n_heads, hd). */
+void cpu_attn_varlen(float *o, const float *q, const float *k, const float *v,
+                     const int32_t *cu, int32_t n_seg, int64_t n_heads, int64_t hd, float scale);
+
+#endif
