@@ -4,7 +4,8 @@
 #   2. release build (CPU backend; CUDA compiled and linked when nvcc is present), ctest
 #   3. ASan+UBSan build, ctest on the unit and model labels
 #   4. libFuzzer build (clang), each fuzz target for a bounded time
-#   5. API tests: pytest with the official openai package against the real server
+#   5. API and deployment tests: pytest (official openai package against the real server,
+#      manifests and chart validated offline)
 # Environment: CI=true turns warnings into errors. VLM_FUZZ_SECONDS (default 30) bounds each
 # fuzz target. VLM_JOBS sets build parallelism (default: all cores).
 set -euo pipefail
@@ -38,7 +39,5 @@ CC=clang cmake -S . -B build-fuzz -DVLM_FUZZ=ON -DVLM_SANITIZE=ON -DVLM_CUDA=OFF
 cmake --build build-fuzz -j "$jobs"
 (cd build-fuzz && ctest --output-on-failure -L fuzz)
 
-step "API tests (pytest + openai)"
-if compgen -G "tests/api/test_*.py" >/dev/null; then
-    VLM_BUILD_DIR="$root/build" .venv/bin/python -m pytest -q tests/api
-fi
+step "API and deployment tests (pytest + openai)"
+VLM_BUILD_DIR="$root/build" .venv/bin/python -m pytest -q tests/deploy $(compgen -G "tests/api/test_*.py" >/dev/null && echo tests/api)
