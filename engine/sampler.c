@@ -1,0 +1,261 @@
+/*
+ * Sampling: logits row -> token. See sampler.h for the order of processing and the logprob
+ * convention. Everything here is O(vocab) per call except top-k (a quickselect) and top-p
+ * (a sort of the tokens that can possibly be in the nucleus).
+ */
+#include "engine/sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+/* ==== Scratch ==== */
+
+void sampler_ws_init(struct sampler_ws *w, int32_t vocab)
+{
+    VLM_ASSERT(vocab > 0);
+    w->vocab = vocab;
+    w->work = xmalloc((size_t)vocab * sizeof *w->work);
+    w->prob = xmalloc((size_t)vocab * sizeof *w->prob);
+    w->cand = xmalloc((size_t)vocab * sizeof *w->cand);
+    w->count = xcalloc((size_t)vocab, sizeof *w->count);
+}
+
+void sampler_ws_destroy(struct sampler_ws *w)
+{
+    if (!w) return;
+    free(w->work);
+    free(w->prob);
+    free(w->cand);
+    free(w->count);
+    memset(w, 0, sizeof *w);
+}
+
+struct sampling_params sampler_params_greedy(void)
+{
+    return (struct sampling_params){
+        .temperature = 0.0f,
+        .top_k = 0,
+        .top_p = 1.0f,
+        .min_p = 0.0f,
+        .repetition_penalty = 1.0f,
+        .presence_penalty = 0.0f,
+        .frequency_penalty = 0.0f,
+        .seed = 0,
+        .logprobs = -1,
+    };
+}
+
+/* ==== Random draw ====
+ * splitmix64 (Steele, Lea, Flood 2014) over a key made of the seed and the step counter: a
+ * counter-based generator, so step n of a request needs no state from steps < n. */
+
+static uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+double sampler_uniform(uint64_t seed, uint64_t n_out)
+{
+    uint64_t x = splitmix64(splitmix64(seed) ^ (n_out * 0xd1b54a32d192ed03ull + 1));
+    return (double)(x >> 11) * (1.0 / 9007199254740992.0); /* 53 bits -> [0, 1) */
+}
+
+/* ==== Penalties ==== */
+
+static void apply_penalties(struct sampler_ws *w, const struct sampling_params *sp,
+                            const int32_t *prompt, int32_t n_prompt, const int32_t *output,
+                            int32_t n_out)
+{
+    int32_t V = w->vocab;
+    int32_t *cnt = w->count; /* all zero on entry and on exit */
+
+    if (sp->repetition_penalty != 1.0f && sp->repetition_penalty > 0.0f) {
+        float rp = sp->repetition_penalty;
+        /* each distinct id once: count[] doubles as the "done" mark, then is cleared */
+        for (int pass = 0; pass < 2; pass++) {
+            const int32_t *ids = pass ? output : prompt;
+            int32_t n = pass ? n_out : n_prompt;
+            for (int32_t i = 0; i < n; i++) {
+                int32_t id = ids[i];
+                if (id < 0 || id >= V || cnt[id]) continue;
+                cnt[id] = 1;
+                w->work[id] = w->work[id] > 0.0f ? w->work[id] / rp : w->work[id] * rp;
+            }
+        }
+        for (int32_t i = 0; i < n_prompt; i++)
+            if (prompt[i] >= 0 && prompt[i] < V) cnt[prompt[i]] = 0;
+        for (int32_t i = 0; i < n_out; i++)
+            if (output[i] >= 0 && output[i] < V) cnt[output[i]] = 0;
+    }
+    if (sp->presence_penalty != 0.0f || sp->frequency_penalty != 0.0f) {
+        for (int32_t i = 0; i < n_out; i++)
+            if (output[i] >= 0 && output[i] < V) cnt[output[i]]++;
+        for (int32_t i = 0; i < n_out; i++) {
+            int32_t id = output[i];
+            if (id < 0 || id >= V || !cnt[id]) continue;
+            w->work[id] -= sp->presence_penalty + sp->frequency_penalty * (float)cnt[id];
+            cnt[id] = 0;
+        }
+    }
+}
+
+/* ==== Truncation ==== */
+
+/* a ranks before b: larger value, then lower id */
+static inline bool ranks_before(float va, int32_t a, float vb, int32_t b)
+{
+    return va > vb || (va == vb && a < b);
+}
+
+/* Reorders cand[0..n) so that cand[k-1] is the k-th element in rank order under key[] and
+ * everything before it ranks before it (Hoare quickselect, middle pivot). */
+static void select_kth(int32_t *cand, int32_t n, int32_t k, const float *key)
+{
+    int32_t lo = 0, hi = n - 1, target = k - 1;
+    while (lo < hi) {
+        int32_t p = cand[lo + (hi - lo) / 2];
+        float pv = key[p];
+        int32_t i = lo, j = hi;
+        while (i <= j) {
+            while (ranks_before(key[cand[i]], cand[i], pv, p)) i++;
+            while (ranks_before(pv, p, key[cand[j]], cand[j])) j--;
+            if (i <= j) {
+                int32_t t = cand[i];
+                cand[i] = cand[j];
+                cand[j] = t;
+                i++;
+                j--;
+            }
+        }
+        if (target <= j) hi = j;
+        else if (target >= i) lo = i;
+        else break;
+    }
+}
+
+/* qsort_r comparator: rank order under the key array passed as context */
+static int cmp_rank(const void *pa, const void *pb, void *ctx)
+{
+    const float *key = ctx;
+    int32_t a = *(const int32_t *)pa, b = *(const int32_t *)pb;
+    if (ranks_before(key[a], a, key[b], b)) return -1;
+    if (ranks_before(key[b], b, key[a], a)) return 1;
+    return 0;
+}
+
+/* Keeps the k best-ranked tokens of work[] (prob[] of the others set to 0). */
+static void apply_top_k(struct sampler_ws *w, int32_t k)
+{
+    int32_t V = w->vocab;
+    for (int32_t i = 0; i < V; i++) w->cand[i] = i;
+    select_kth(w->cand, V, k, w->work);
+    int32_t kid = w->cand[k - 1];
+    float kv = w->work[kid];
+    for (int32_t i = 0; i < V; i++)
+        if (ranks_before(kv, kid, w->work[i], i)) w->prob[i] = 0.0f;
+}
+
+/* Keeps the smallest set of the most likely tokens whose mass reaches top_p. A token whose
+ * probability is below (1 - top_p) / n_alive can never be in that set (if it were, every
+ * token outside the set would be at most as likely and their mass would exceed 1 - top_p),
+ * so only the others are sorted. */
+static void apply_top_p(struct sampler_ws *w, float top_p)
+{
+    int32_t V = w->vocab, n_alive = 0, n = 0;
+    double total = 0.0;
+    for (int32_t i = 0; i < V; i++) {
+        total += w->prob[i];
+        n_alive += w->prob[i] > 0.0f;
+    }
+    double floor_p = (1.0 - (double)top_p) / (double)n_alive * total;
+    for (int32_t i = 0; i < V; i++) {
+        if (w->prob[i] <= 0.0f) continue;
+        if ((double)w->prob[i] < floor_p) w->prob[i] = 0.0f;
+        else w->cand[n++] = i;
+    }
+    qsort_r(w->cand, (size_t)n, sizeof *w->cand, cmp_rank, w->prob);
+    double cum = 0.0, want = (double)top_p * total;
+    int32_t keep = 0;
+    while (keep < n && (keep == 0 || cum < want)) cum += w->prob[w->cand[keep++]];
+    for (int32_t j = keep; j < n; j++) w->prob[w->cand[j]] = 0.0f;
+}
+
+/* ==== Logprobs ==== */
+
+static void fill_logprobs(const float *logits, int32_t V, int32_t n_top, struct sampler_result *r)
+{
+    float mx = -INFINITY;
+    for (int32_t i = 0; i < V; i++) mx = logits[i] > mx ? logits[i] : mx;
+    double s = 0.0;
+    for (int32_t i = 0; i < V; i++) s += exp((double)logits[i] - mx);
+    double lse = mx + log(s);
+    r->logprob = (float)((double)logits[r->token] - lse);
+    r->n_top = n_top;
+    if (n_top <= 0) {
+        r->n_top = 0;
+        return;
+    }
+    /* insertion into a sorted list of n_top: fine for n_top <= 20 */
+    int32_t n = 0;
+    for (int32_t i = 0; i < V; i++) {
+        float v = logits[i];
+        if (n == n_top && !ranks_before(v, i, logits[r->top_ids[n - 1]], r->top_ids[n - 1]))
+            continue;
+        int32_t j = n < n_top ? n++ : n - 1;
+        while (j > 0 && ranks_before(v, i, logits[r->top_ids[j - 1]], r->top_ids[j - 1])) {
+            r->top_ids[j] = r->top_ids[j - 1];
+            j--;
+        }
+        r->top_ids[j] = i;
+    }
+    for (int32_t j = 0; j < n; j++) r->top_lp[j] = (float)((double)logits[r->top_ids[j]] - lse);
+}
+
+/* ==== Sampling ==== */
+
+int32_t sampler_sample(struct sampler_ws *w, const float *logits, const struct sampling_params *sp,
+                       const int32_t *prompt, int32_t n_prompt, const int32_t *output,
+                       int32_t n_out, struct sampler_result *r)
+{
+    int32_t V = w->vocab;
+    memcpy(w->work, logits, (size_t)V * sizeof *w->work);
+    apply_penalties(w, sp, prompt, n_prompt, output, n_out);
+
+    int32_t tok = 0;
+    if (!(sp->temperature > 1e-5f)) {
+        /* greedy: argmax, lowest id on ties */
+        for (int32_t i = 1; i < V; i++)
+            if (w->work[i] > w->work[tok]) tok = i;
+    } else {
+        float inv_t = 1.0f / sp->temperature, mx = -INFINITY;
+        for (int32_t i = 0; i < V; i++) {
+            w->work[i] *= inv_t;
+            mx = w->work[i] > mx ? w->work[i] : mx;
+        }
+        for (int32_t i = 0; i < V; i++) w->prob[i] = expf(w->work[i] - mx);
+        if (sp->top_k > 0 && sp->top_k < V) apply_top_k(w, sp->top_k);
+        if (sp->top_p > 0.0f && sp->top_p < 1.0f) apply_top_p(w, sp->top_p);
+        if (sp->min_p > 0.0f) {
+            /* the most likely token has prob 1 here and always survives top-k/top-p */
+            for (int32_t i = 0; i < V; i++)
+                if (w->prob[i] < sp->min_p) w->prob[i] = 0.0f;
+        }
+        double total = 0.0;
+        for (int32_t i = 0; i < V; i++) total += w->prob[i];
+        double target = sampler_uniform(sp->seed, (uint64_t)n_out) * total, cum = 0.0;
+        tok = -1;
+        for (int32_t i = 0; i < V; i++) {
+            if (w->prob[i] <= 0.0f) continue;
+            cum += w->prob[i];
+            tok = i;
+            if (cum > target) break;
+        }
+        VLM_ASSERT(tok >= 0);
+    }
+    r->token = tok;
+    fill_logprobs(logits, V, sp->logprobs, r);
+    return tok;
+}

@@ -1,0 +1,68 @@
+/*
+ * sampler: one logits row -> one token id, as a pure function of
+ *   (logits, sampling_params, seed, n_out, prompt ids, output ids).
+ * No state survives a call, so a request samples the same token whatever else shares its
+ * batch: the random draw comes from a counter-based generator keyed by (sp->seed, n_out).
+ *
+ * Order of processing (HF generate's warper order; vLLM applies the same penalties):
+ *   1. repetition penalty over the distinct ids of prompt + output (HF semantics: a positive
+ *      logit is divided by the penalty, a negative one multiplied);
+ *   2. presence and frequency penalties over output ids (OpenAI semantics:
+ *      logit -= presence * [count > 0] + frequency * count);
+ *   3. temperature == 0: greedy, argmax of the penalized logits, lowest id on ties; stop.
+ *   4. logits / temperature, then top-k (the k largest; ties at the k-th value broken by the
+ *      lower id), top-p (the smallest set of the most likely tokens whose mass reaches
+ *      top_p, renormalized), min-p (drop tokens whose probability is below
+ *      min_p * the largest probability);
+ *   5. one uniform draw u in [0,1) from splitmix64(seed, n_out), inverse CDF over the kept
+ *      tokens in descending-probability order (lower id first on equal probability).
+ * Ids outside [0, vocab) in prompt/output (image sentinels) are ignored by the penalties.
+ *
+ * Logprobs (the choice of vLLM v1's default "raw_logprobs"): log-softmax of the RAW logits
+ * row as the model produced it, before penalties, temperature and truncation. They describe
+ * the model, not the sampling recipe, and sum to one over the vocabulary. top-N lists the N
+ * most likely tokens of that same distribution, most likely first, lower id first on ties.
+ *
+ * Callers: engine.c (one call per sampled row), tests. Thread safety: a struct sampler_ws
+ * belongs to one thread at a time; sampler_sample is otherwise reentrant.
+ */
+#ifndef VLM_SAMPLER_H
+#define VLM_SAMPLER_H
+
+#include "engine/base.h"
+#include "engine/batch.h"
+
+/* Scratch for one vocabulary size; allocated once (never on the step path). */
+struct sampler_ws {
+    int32_t vocab;
+    float *work;     /* (vocab) penalized / scaled logits, owned */
+    float *prob;     /* (vocab) candidate probabilities, owned */
+    int32_t *cand;   /* (vocab) candidate ids, owned */
+    int32_t *count;  /* (vocab) occurrence counts, zero between calls, owned */
+};
+
+struct sampler_result {
+    int32_t token;
+    float logprob;                          /* of token, see the header comment */
+    int32_t n_top;                          /* entries filled below (= sp->logprobs or 0) */
+    int32_t top_ids[VLM_MAX_TOP_LOGPROBS];
+    float top_lp[VLM_MAX_TOP_LOGPROBS];
+};
+
+void sampler_ws_init(struct sampler_ws *w, int32_t vocab);
+void sampler_ws_destroy(struct sampler_ws *w); /* accepts a zeroed struct */
+
+/* Samples one token from logits (vocab = w->vocab) and fills *r. prompt/output may be NULL
+ * when their count is 0. Returns the token. */
+int32_t sampler_sample(struct sampler_ws *w, const float *logits, const struct sampling_params *sp,
+                       const int32_t *prompt, int32_t n_prompt, const int32_t *output,
+                       int32_t n_out, struct sampler_result *r);
+
+/* The uniform [0,1) draw used for step n_out of a request seeded with seed (exposed for
+ * tests). */
+double sampler_uniform(uint64_t seed, uint64_t n_out);
+
+/* Greedy defaults: temperature 0, no truncation, no penalties, no logprobs. */
+struct sampling_params sampler_params_greedy(void);
+
+#endif
