@@ -85,6 +85,10 @@ struct model {
  * On failure returns a negative code with a message naming the first missing or
  * mismatched tensor (or the bad config key) in *err; *m is left zeroed. */
 int model_load(struct model *m, const char *dir, struct vlm_err *err);
+/* Reads only config.json (+ generation_config.json) of dir into *cfg, without mapping any
+ * weights; has_vision is left false and merger_hidden is the config's
+ * navit_merger_hidden_dim (0 if absent): model_load() sets both from the tensors. */
+int model_read_config(struct model_config *cfg, const char *dir, struct vlm_err *err);
 void model_destroy(struct model *m); /* accepts a zeroed struct */
 
 #endif

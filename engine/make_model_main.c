@@ -1,0 +1,140 @@
+/*
+ * valley-make-model: writes a small deterministic Valley2.5-layout checkpoint folder
+ * (engine/testmodel.h). Used by the ctest fixtures of tests/models.txt and by developers.
+ *
+ *   valley-make-model --out DIR [--seed N] [--hidden N] [--layers N] [--heads N]
+ *       [--kv-heads N] [--head-dim N] [--ffn N] [--vocab N] [--tie] [--vit-depth N]
+ *       [--vit-dim N] [--vit-heads N] [--vit-mlp-ratio N] [--merger-hidden N] [--no-vision]
+ *       [--dtype bf16|f32] [--shards N] [--tokenizer DIR]
+ *
+ * Prints one line: the folder, whether it was written or already up to date, and a hash of
+ * its weight files (the same on every machine for the same arguments).
+ */
+#include "engine/safetensors.h"
+#include "engine/testmodel.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static void usage(FILE *f)
+{
+    struct testmodel_params d;
+    testmodel_defaults(&d);
+    fprintf(f,
+            "usage: valley-make-model --out DIR [options]\n"
+            "  --seed N           weight generator seed (%llu)\n"
+            "  --hidden N         hidden size (%d)\n"
+            "  --layers N         decoder layers (%d)\n"
+            "  --heads N          attention heads (%d)\n"
+            "  --kv-heads N       key/value heads (%d)\n"
+            "  --head-dim N       head dimension (%d)\n"
+            "  --ffn N            MLP intermediate size (%d)\n"
+            "  --vocab N          embedding rows (151936 with --tokenizer, else the small\n"
+            "                     synthesized tokenizer's size)\n"
+            "  --tie              tie the output projection to the embedding\n"
+            "  --vit-depth N      vision blocks (%d)\n"
+            "  --vit-dim N        vision width (%d)\n"
+            "  --vit-heads N      vision heads (%d)\n"
+            "  --vit-mlp-ratio N  vision MLP ratio (%d)\n"
+            "  --merger-hidden N  projector hidden width (%d)\n"
+            "  --no-vision        text only: no vision tower or projector\n"
+            "  --dtype bf16|f32   weight dtype (bf16)\n"
+            "  --shards N         split the weights into N files with an index (1)\n"
+            "  --tokenizer DIR    copy tokenizer.json and tokenizer_config.json from DIR\n"
+            "                     (default: synthesize a small byte-level BPE tokenizer)\n",
+            (unsigned long long)d.seed, d.hidden, d.layers, d.heads, d.kv_heads, d.head_dim,
+            d.ffn, d.vit_depth, d.vit_dim, d.vit_heads, d.vit_mlp_ratio, d.merger_hidden);
+}
+
+static bool parse_i32(const char *s, int32_t *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 0 || v > INT32_MAX) return false;
+    *out = (int32_t)v;
+    return true;
+}
+
+/* Hash of the weight files in name order, chained. */
+static uint64_t weights_hash(const char *dir)
+{
+    uint64_t h = 0;
+    struct dirent **names;
+    int n = scandir(dir, &names, NULL, alphasort);
+    for (int i = 0; i < n; i++) {
+        const char *nm = names[i]->d_name;
+        size_t len = strlen(nm);
+        if (len > 12 && !strcmp(nm + len - 12, ".safetensors")) {
+            char path[4096];
+            size_t sz;
+            snprintf(path, sizeof path, "%s/%s", dir, nm);
+            char *data = vlm_read_file(path, &sz);
+            if (data) h = vlm_hash64(data, sz, h);
+            free(data);
+        }
+        free(names[i]);
+    }
+    if (n >= 0) free(names);
+    return h;
+}
+
+int main(int argc, char **argv)
+{
+    struct testmodel_params p;
+    testmodel_defaults(&p);
+    const char *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int32_t *ip = NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
+        else if (!strcmp(a, "--tie")) { p.tie = true; continue; }
+        else if (!strcmp(a, "--no-vision")) { p.vision = false; continue; }
+        else if (!v) { fprintf(stderr, "valley-make-model: %s needs a value\n", a); return 2; }
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--tokenizer")) p.tokenizer_dir = v;
+        else if (!strcmp(a, "--dtype")) {
+            if (!strcmp(v, "bf16")) p.dtype = DT_BF16;
+            else if (!strcmp(v, "f32")) p.dtype = DT_F32;
+            else { fprintf(stderr, "valley-make-model: --dtype must be bf16 or f32, not '%s'\n", v); return 2; }
+        } else if (!strcmp(a, "--seed")) {
+            char *end;
+            errno = 0;
+            p.seed = strtoull(v, &end, 10);
+            if (errno || end == v || *end) { fprintf(stderr, "valley-make-model: bad --seed '%s'\n", v); return 2; }
+        }
+        else if (!strcmp(a, "--hidden")) ip = &p.hidden;
+        else if (!strcmp(a, "--layers")) ip = &p.layers;
+        else if (!strcmp(a, "--heads")) ip = &p.heads;
+        else if (!strcmp(a, "--kv-heads")) ip = &p.kv_heads;
+        else if (!strcmp(a, "--head-dim")) ip = &p.head_dim;
+        else if (!strcmp(a, "--ffn")) ip = &p.ffn;
+        else if (!strcmp(a, "--vocab")) ip = &p.vocab;
+        else if (!strcmp(a, "--vit-depth")) ip = &p.vit_depth;
+        else if (!strcmp(a, "--vit-dim")) ip = &p.vit_dim;
+        else if (!strcmp(a, "--vit-heads")) ip = &p.vit_heads;
+        else if (!strcmp(a, "--vit-mlp-ratio")) ip = &p.vit_mlp_ratio;
+        else if (!strcmp(a, "--merger-hidden")) ip = &p.merger_hidden;
+        else if (!strcmp(a, "--shards")) ip = &p.shards;
+        else { fprintf(stderr, "valley-make-model: unknown option '%s'\n", a); usage(stderr); return 2; }
+        if (ip && !parse_i32(v, ip)) {
+            fprintf(stderr, "valley-make-model: %s needs a non-negative integer, not '%s'\n", a, v);
+            return 2;
+        }
+        i++;
+    }
+    if (!out) { usage(stderr); return 2; }
+
+    bool fresh = testmodel_up_to_date(out, &p);
+    struct vlm_err err = {0};
+    uint64_t t0 = vlm_now_ns();
+    if (testmodel_write(out, &p, &err)) {
+        fprintf(stderr, "valley-make-model: %s\n", err.msg);
+        return 1;
+    }
+    printf("%s: %s in %.2f s, weights hash %016llx\n", out, fresh ? "up to date" : "written",
+           (double)(vlm_now_ns() - t0) * 1e-9, (unsigned long long)weights_hash(out));
+    return 0;
+}

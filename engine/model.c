@@ -1,0 +1,387 @@
+/*
+ * model: config.json (+ generation_config.json) -> struct model_config, then every tensor
+ * bound by name to a host view into the mapped safetensors files, with its shape checked
+ * against the config. See model.h for the names and ARCH_SPEC §1, §2, §10.2 for the keys.
+ */
+#include "engine/model.h"
+
+#include "engine/safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define MODEL_VIT_PREFIX "model.qwen2vl_vision_tower."
+
+/* ==== config.json ====
+ * Keys are read one by one with a default (or "required"), a type check and bounds, so a
+ * bad value fails with the key's name. The text keys are Qwen3's, at the top level; the
+ * vision keys are under "vision_config" and fall back to the Qwen2-VL values of §1.2. */
+
+struct cfg_ctx {
+    const char *file;     /* "config.json", for messages */
+    struct vlm_err *err;
+    int rc;               /* first error; later reads are skipped */
+};
+
+/* o[key] as an integer in [lo, hi]; def when absent or null, unless required. */
+static int32_t cfg_int(struct cfg_ctx *c, const cJSON *o, const char *key, bool required,
+                       int64_t def, int64_t lo, int64_t hi)
+{
+    if (c->rc) return 0;
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!j || cJSON_IsNull(j)) {
+        if (required) c->rc = vlm_err_set(c->err, VLM_EINVAL, 500, "%s: missing key \"%s\"", c->file, key);
+        return (int32_t)def;
+    }
+    double v = cJSON_IsNumber(j) ? j->valuedouble : -1e300;
+    if (!cJSON_IsNumber(j) || !(v >= (double)lo && v <= (double)hi) || v != (double)(int64_t)v) {
+        c->rc = vlm_err_set(c->err, VLM_EINVAL, 500,
+                            "%s: \"%s\" must be an integer in [%lld, %lld]", c->file, key,
+                            (long long)lo, (long long)hi);
+        return 0;
+    }
+    return (int32_t)v;
+}
+
+/* o[key] as a number in (lo, hi]; def when absent or null. */
+static double cfg_num(struct cfg_ctx *c, const cJSON *o, const char *key, double def, double lo,
+                      double hi)
+{
+    if (c->rc) return 0;
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!j || cJSON_IsNull(j)) return def;
+    if (!cJSON_IsNumber(j) || !(j->valuedouble > lo && j->valuedouble <= hi)) {
+        c->rc = vlm_err_set(c->err, VLM_EINVAL, 500, "%s: \"%s\" must be a number in (%g, %g]",
+                            c->file, key, lo, hi);
+        return 0;
+    }
+    return j->valuedouble;
+}
+
+static bool cfg_bool(struct cfg_ctx *c, const cJSON *o, const char *key, bool def)
+{
+    if (c->rc) return false;
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!j || cJSON_IsNull(j)) return def;
+    if (!cJSON_IsBool(j)) {
+        c->rc = vlm_err_set(c->err, VLM_EINVAL, 500, "%s: \"%s\" must be true or false", c->file, key);
+        return false;
+    }
+    return cJSON_IsTrue(j);
+}
+
+/* eos_token_id: an integer or a list of integers; appended to cfg->eos_token_ids without
+ * duplicates. */
+static void cfg_eos(struct cfg_ctx *c, const cJSON *o, struct model_config *cfg)
+{
+    if (c->rc) return;
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, "eos_token_id");
+    if (!j || cJSON_IsNull(j)) return;
+    const cJSON *first = cJSON_IsArray(j) ? j->child : j;
+    for (const cJSON *v = first; v; v = cJSON_IsArray(j) ? v->next : NULL) {
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= INT32_MAX) ||
+            v->valuedouble != (double)(int32_t)v->valuedouble) {
+            c->rc = vlm_err_set(c->err, VLM_EINVAL, 500,
+                                "%s: \"eos_token_id\" must be a token id or a list of them", c->file);
+            return;
+        }
+        int32_t id = (int32_t)v->valuedouble;
+        bool dup = false;
+        for (int32_t i = 0; i < cfg->n_eos; i++) dup |= cfg->eos_token_ids[i] == id;
+        if (!dup && cfg->n_eos < VLM_MAX_EOS) cfg->eos_token_ids[cfg->n_eos++] = id;
+    }
+}
+
+static cJSON *read_json(const char *dir, const char *name, bool required, struct vlm_err *err,
+                        int *rc)
+{
+    char path[4096];
+    size_t len;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    char *text = vlm_read_file(path, &len);
+    *rc = 0;
+    if (!text) {
+        if (required || errno != ENOENT)
+            *rc = vlm_err_set(err, VLM_EIO, 500, "%s: cannot read: %s", path, strerror(errno));
+        return NULL;
+    }
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        *rc = vlm_err_set(err, VLM_EINVAL, 500, "%s: not a JSON object", path);
+        return NULL;
+    }
+    return root;
+}
+
+static void parse_vision_config(struct cfg_ctx *c, const cJSON *root, struct model_config *cfg)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "vision_config");
+    if (v && !cJSON_IsObject(v) && !cJSON_IsNull(v)) {
+        c->rc = vlm_err_set(c->err, VLM_EINVAL, 500, "config.json: \"vision_config\" must be an object");
+        return;
+    }
+    if (!cJSON_IsObject(v)) v = NULL; /* all defaults: cJSON lookups on NULL return NULL */
+    c->file = "config.json vision_config";
+    cfg->vit_depth = cfg_int(c, v, "depth", false, 32, 1, 1024);
+    cfg->vit_embed_dim = cfg_int(c, v, "embed_dim", false, 1280, 1, 1 << 16);
+    cfg->vit_num_heads = cfg_int(c, v, "num_heads", false, 16, 1, 1024);
+    double ratio = cfg_num(c, v, "mlp_ratio", 4.0, 0.0, 64.0);
+    cfg->vit_mlp_hidden = (int32_t)((double)cfg->vit_embed_dim * ratio); /* int(dim*ratio), as HF */
+    int32_t p = cfg_int(c, v, "spatial_patch_size", false, 14, 1, 1024);
+    cfg->patch_size = cfg_int(c, v, "patch_size", false, p, 1, 1024);
+    cfg->temporal_patch_size = cfg_int(c, v, "temporal_patch_size", false, 2, 1, 64);
+    cfg->spatial_merge_size = cfg_int(c, v, "spatial_merge_size", false, 2, 1, 64);
+    int32_t ch = cfg_int(c, v, "in_channels", false, 3, 1, 64);
+    cfg->in_chans = cfg_int(c, v, "in_chans", false, ch, 1, 64);
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(v, "hidden_act");
+    cfg->vit_quick_gelu = true;
+    if (!c->rc && act && !cJSON_IsNull(act)) {
+        if (cJSON_IsString(act) && !strcmp(act->valuestring, "quick_gelu")) cfg->vit_quick_gelu = true;
+        else if (cJSON_IsString(act) && !strcmp(act->valuestring, "gelu")) cfg->vit_quick_gelu = false;
+        else c->rc = vlm_err_set(c->err, VLM_EINVAL, 500,
+                                 "config.json vision_config: \"hidden_act\" must be \"quick_gelu\" or \"gelu\"");
+    }
+    if (!c->rc && (cfg->vit_embed_dim % cfg->vit_num_heads || cfg->vit_mlp_hidden < 1))
+        c->rc = vlm_err_set(c->err, VLM_EINVAL, 500,
+                            "config.json vision_config: embed_dim %d is not a multiple of num_heads %d",
+                            cfg->vit_embed_dim, cfg->vit_num_heads);
+    c->file = "config.json";
+}
+
+int model_read_config(struct model_config *cfg, const char *dir, struct vlm_err *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    int rc;
+    cJSON *root = read_json(dir, "config.json", true, err, &rc);
+    if (!root) return rc;
+    struct cfg_ctx c = {.file = "config.json", .err = err};
+
+    cfg->hidden_size = cfg_int(&c, root, "hidden_size", true, 0, 1, 1 << 16);
+    cfg->n_layers = cfg_int(&c, root, "num_hidden_layers", true, 0, 1, 1024);
+    cfg->n_heads = cfg_int(&c, root, "num_attention_heads", true, 0, 1, 1024);
+    cfg->n_kv_heads = cfg_int(&c, root, "num_key_value_heads", false, cfg->n_heads, 1, 1024);
+    cfg->head_dim = cfg_int(&c, root, "head_dim", false,
+                            cfg->n_heads ? cfg->hidden_size / cfg->n_heads : 0, 1, 4096);
+    cfg->intermediate_size = cfg_int(&c, root, "intermediate_size", true, 0, 1, 1 << 20);
+    cfg->vocab_size = cfg_int(&c, root, "vocab_size", true, 0, 1, 1 << 24);
+    cfg->rope_theta = (float)cfg_num(&c, root, "rope_theta", 10000.0, 0.0, 1e12);
+    cfg->rms_norm_eps = (float)cfg_num(&c, root, "rms_norm_eps", 1e-6, 0.0, 1.0);
+    cfg->tie_word_embeddings = cfg_bool(&c, root, "tie_word_embeddings", false);
+    cfg->max_position_embeddings = cfg_int(&c, root, "max_position_embeddings", false, 32768, 1, INT32_MAX);
+    cfg->bos_token_id = cfg_int(&c, root, "bos_token_id", false, -1, 0, INT32_MAX);
+    cfg_eos(&c, root, cfg);
+    /* ARCH_SPEC §5.2 / §8 Q4: the Valley processor's own default is true, but the value
+     * Valley2.5 ships is unknown. This project treats an absent key as false (no
+     * <im_start>/<im_end> wrapping); a checkpoint that wants wrapping says so explicitly. */
+    cfg->use_special_start_end_token = cfg_bool(&c, root, "use_special_start_end_token", false);
+    cfg->tokenizer_model_max_length = cfg_int(&c, root, "tokenizer_model_max_length", false, 0, 0, INT32_MAX);
+    if (!c.rc && cfg->n_heads % cfg->n_kv_heads)
+        c.rc = vlm_err_set(err, VLM_EINVAL, 500,
+                           "config.json: num_attention_heads %d is not a multiple of num_key_value_heads %d",
+                           cfg->n_heads, cfg->n_kv_heads);
+    if (!c.rc) parse_vision_config(&c, root, cfg);
+    /* merger_hidden and has_vision come from the tensors (model_load); the config's
+     * navit_merger_hidden_dim, when present, must agree with them. */
+    cfg->merger_hidden = cfg_int(&c, root, "navit_merger_hidden_dim", false, 0, 0, 1 << 24);
+    cJSON_Delete(root);
+    if (c.rc) return c.rc;
+
+    /* generation_config.json's eos ids stop generation too (ARCH_SPEC §5.7) */
+    root = read_json(dir, "generation_config.json", false, err, &rc);
+    if (rc) return rc;
+    if (root) {
+        c.file = "generation_config.json";
+        cfg_eos(&c, root, cfg);
+        cJSON_Delete(root);
+    }
+    return c.rc;
+}
+
+/* ==== Binding tensors ====
+ * bind() looks a tensor up by name and checks dtype and shape. Shapes in messages are
+ * written outermost first, as PyTorch prints them; the view's ne[] is innermost first. */
+
+static void fmt_shape(char *buf, size_t n, const int64_t *d, int rank)
+{
+    size_t o = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < rank && o < n; i++)
+        o += (size_t)snprintf(buf + o, n - o, "%s%lld", i ? ", " : "", (long long)d[i]);
+    if (o < n) snprintf(buf + o, n - o, "]");
+}
+
+/* Binds name with expected shape want[0..rank) (outermost first) into *out. */
+static int bind(const struct st_set *st, struct tensor *out, const char *name, int rank,
+                const int64_t *want, struct vlm_err *err)
+{
+    char ws[96], hs[96];
+    fmt_shape(ws, sizeof ws, want, rank);
+    const struct st_tensor *t = st_find(st, name);
+    if (!t) return vlm_err_set(err, VLM_EINVAL, 500, "model: missing tensor '%s' (expected %s)", name, ws);
+    if (t->type != DT_BF16 && t->type != DT_F16 && t->type != DT_F32)
+        return vlm_err_set(err, VLM_EINVAL, 500, "model: tensor '%s' has dtype %s, want BF16, F16 or F32",
+                           name, st_dtype_name(t->type));
+    bool ok = t->rank == rank;
+    for (int i = 0; ok && i < rank; i++) ok = t->shape[i] == want[i];
+    if (!ok) {
+        fmt_shape(hs, sizeof hs, t->shape, t->rank);
+        return vlm_err_set(err, VLM_EINVAL, 500,
+                           "model: tensor '%s' has shape %s, config.json implies %s", name, hs, ws);
+    }
+    /* rank > 4 (the Conv3d weight): the caller reshapes */
+    int64_t ne[4] = {1, 1, 1, 1};
+    for (int i = 0; i < rank && i < 4; i++) ne[i] = want[rank - 1 - i];
+    *out = tensor_make((void *)t->data, t->type, ne[0], ne[1], ne[2], ne[3]);
+    return 0;
+}
+
+static int bind1(const struct st_set *st, struct tensor *out, const char *name, int64_t d0,
+                 struct vlm_err *err)
+{
+    return bind(st, out, name, 1, (int64_t[]){d0}, err);
+}
+
+static int bind2(const struct st_set *st, struct tensor *out, const char *name, int64_t d0,
+                 int64_t d1, struct vlm_err *err)
+{
+    return bind(st, out, name, 2, (int64_t[]){d0, d1}, err);
+}
+
+static int bind_decoder(struct model *m, struct vlm_err *err)
+{
+    const struct model_config *c = &m->cfg;
+    const struct st_set *st = m->files;
+    struct model_weights *w = &m->w;
+    int64_t H = c->hidden_size, F = c->intermediate_size, D = c->head_dim;
+    int64_t Q = (int64_t)c->n_heads * D, KV = (int64_t)c->n_kv_heads * D;
+    char n[256];
+    int rc;
+
+    if ((rc = bind2(st, &w->embed, "model.embed_tokens.weight", c->vocab_size, H, err))) return rc;
+    w->layers = xcalloc((size_t)c->n_layers, sizeof *w->layers);
+    for (int32_t l = 0; l < c->n_layers; l++) {
+        struct layer_weights *L = &w->layers[l];
+#define LN(s) (snprintf(n, sizeof n, "model.layers.%d.%s", l, s), n)
+        if ((rc = bind1(st, &L->attn_norm, LN("input_layernorm.weight"), H, err))) return rc;
+        if ((rc = bind2(st, &L->wq, LN("self_attn.q_proj.weight"), Q, H, err))) return rc;
+        if ((rc = bind2(st, &L->wk, LN("self_attn.k_proj.weight"), KV, H, err))) return rc;
+        if ((rc = bind2(st, &L->wv, LN("self_attn.v_proj.weight"), KV, H, err))) return rc;
+        if ((rc = bind2(st, &L->wo, LN("self_attn.o_proj.weight"), H, Q, err))) return rc;
+        if ((rc = bind1(st, &L->q_norm, LN("self_attn.q_norm.weight"), D, err))) return rc;
+        if ((rc = bind1(st, &L->k_norm, LN("self_attn.k_norm.weight"), D, err))) return rc;
+        if ((rc = bind1(st, &L->mlp_norm, LN("post_attention_layernorm.weight"), H, err))) return rc;
+        if ((rc = bind2(st, &L->w_gate, LN("mlp.gate_proj.weight"), F, H, err))) return rc;
+        if ((rc = bind2(st, &L->w_up, LN("mlp.up_proj.weight"), F, H, err))) return rc;
+        if ((rc = bind2(st, &L->w_down, LN("mlp.down_proj.weight"), H, F, err))) return rc;
+#undef LN
+    }
+    if ((rc = bind1(st, &w->final_norm, "model.norm.weight", H, err))) return rc;
+    /* tied: lm_head is the embedding (a stored lm_head.weight is ignored, as HF does) */
+    if (c->tie_word_embeddings) w->lm_head = w->embed;
+    else if ((rc = bind2(st, &w->lm_head, "lm_head.weight", c->vocab_size, H, err))) return rc;
+    return 0;
+}
+
+static int bind_vision(struct model *m, struct vlm_err *err)
+{
+    struct model_config *c = &m->cfg;
+    const struct st_set *st = m->files;
+    struct model_weights *w = &m->w;
+    int64_t E = c->vit_embed_dim, M = c->vit_mlp_hidden;
+    int64_t K = (int64_t)c->in_chans * c->temporal_patch_size * c->patch_size * c->patch_size;
+    int64_t merged = E * c->spatial_merge_size * c->spatial_merge_size;
+    char n[256];
+    int rc;
+
+    /* the Conv3d weight [E, C, T, P, P] read as the matrix [E, C*T*P*P] */
+    const struct st_tensor *pe = st_find(st, MODEL_VIT_PREFIX "patch_embed.proj.weight");
+    int64_t pe_want[5] = {E, c->in_chans, c->temporal_patch_size, c->patch_size, c->patch_size};
+    if ((rc = bind(st, &w->patch_embed, pe->name, pe->rank == 2 ? 2 : 5,
+                   pe->rank == 2 ? (int64_t[]){E, K} : pe_want, err)))
+        return rc;
+    w->patch_embed = tensor_make(w->patch_embed.data, w->patch_embed.type, K, E, 1, 1);
+
+    w->vit_blocks = xcalloc((size_t)c->vit_depth, sizeof *w->vit_blocks);
+    for (int32_t b = 0; b < c->vit_depth; b++) {
+        struct vit_block_weights *B = &w->vit_blocks[b];
+#define BN(s) (snprintf(n, sizeof n, MODEL_VIT_PREFIX "blocks.%d.%s", b, s), n)
+        if ((rc = bind1(st, &B->norm1_w, BN("norm1.weight"), E, err))) return rc;
+        if ((rc = bind1(st, &B->norm1_b, BN("norm1.bias"), E, err))) return rc;
+        if ((rc = bind2(st, &B->qkv_w, BN("attn.qkv.weight"), 3 * E, E, err))) return rc;
+        if ((rc = bind1(st, &B->qkv_b, BN("attn.qkv.bias"), 3 * E, err))) return rc;
+        if ((rc = bind2(st, &B->proj_w, BN("attn.proj.weight"), E, E, err))) return rc;
+        if ((rc = bind1(st, &B->proj_b, BN("attn.proj.bias"), E, err))) return rc;
+        if ((rc = bind1(st, &B->norm2_w, BN("norm2.weight"), E, err))) return rc;
+        if ((rc = bind1(st, &B->norm2_b, BN("norm2.bias"), E, err))) return rc;
+        if ((rc = bind2(st, &B->fc1_w, BN("mlp.fc1.weight"), M, E, err))) return rc;
+        if ((rc = bind1(st, &B->fc1_b, BN("mlp.fc1.bias"), M, err))) return rc;
+        if ((rc = bind2(st, &B->fc2_w, BN("mlp.fc2.weight"), E, M, err))) return rc;
+        if ((rc = bind1(st, &B->fc2_b, BN("mlp.fc2.bias"), E, err))) return rc;
+#undef BN
+    }
+    if ((rc = bind1(st, &w->merger_ln_w, MODEL_VIT_PREFIX "merger.ln_q.weight", E, err))) return rc;
+    if ((rc = bind1(st, &w->merger_ln_b, MODEL_VIT_PREFIX "merger.ln_q.bias", E, err))) return rc;
+    /* the projector's hidden width is whatever mlp.0 says (ARCH_SPEC §8 Q1) */
+    const char *fc1 = MODEL_VIT_PREFIX "merger.mlp.0.weight";
+    const struct st_tensor *t = st_find(st, fc1);
+    if (!t) return vlm_err_set(err, VLM_EINVAL, 500, "model: missing tensor '%s'", fc1);
+    int64_t mh = t->rank == 2 ? t->shape[0] : 0;
+    if (mh < 1 || mh > (1 << 24))
+        return vlm_err_set(err, VLM_EINVAL, 500, "model: tensor '%s' is not a [hidden, %lld] matrix",
+                           fc1, (long long)merged);
+    if (c->merger_hidden && c->merger_hidden != mh)
+        return vlm_err_set(err, VLM_EINVAL, 500,
+                           "model: tensor '%s' has %lld rows, config.json navit_merger_hidden_dim is %d",
+                           fc1, (long long)mh, c->merger_hidden);
+    c->merger_hidden = (int32_t)mh;
+    if ((rc = bind2(st, &w->merger_fc1_w, fc1, mh, merged, err))) return rc;
+    if ((rc = bind1(st, &w->merger_fc1_b, MODEL_VIT_PREFIX "merger.mlp.0.bias", mh, err))) return rc;
+    if ((rc = bind2(st, &w->merger_fc2_w, MODEL_VIT_PREFIX "merger.mlp.2.weight", c->hidden_size, mh, err)))
+        return rc;
+    if ((rc = bind1(st, &w->merger_fc2_b, MODEL_VIT_PREFIX "merger.mlp.2.bias", c->hidden_size, err)))
+        return rc;
+    return 0;
+}
+
+/* ==== Load / destroy ==== */
+
+int model_load(struct model *m, const char *dir, struct vlm_err *err)
+{
+    memset(m, 0, sizeof *m);
+    int rc = model_read_config(&m->cfg, dir, err);
+    if (!rc) rc = st_open_dir(&m->files, dir, err);
+    if (!rc) rc = bind_decoder(m, err);
+    if (!rc) {
+        m->cfg.has_vision = st_find(m->files, MODEL_VIT_PREFIX "patch_embed.proj.weight") != NULL;
+        if (m->cfg.has_vision) rc = bind_vision(m, err);
+        else m->cfg.merger_hidden = 0;
+    }
+    if (rc) {
+        model_destroy(m);
+        return rc;
+    }
+    m->dir = xstrdup(dir);
+    const struct model_config *c = &m->cfg;
+    log_info("model: %s: %d layers, hidden %d, heads %d/%d x %d, ffn %d, vocab %d, %s%s",
+             dir, c->n_layers, c->hidden_size, c->n_heads, c->n_kv_heads, c->head_dim,
+             c->intermediate_size, c->vocab_size, c->tie_word_embeddings ? "tied, " : "",
+             c->has_vision ? "vision" : "text only");
+    if (c->has_vision)
+        log_info("model: vision: depth %d, dim %d, heads %d, mlp %d, patch %d, merger hidden %d",
+                 c->vit_depth, c->vit_embed_dim, c->vit_num_heads, c->vit_mlp_hidden,
+                 c->patch_size, c->merger_hidden);
+    return 0;
+}
+
+void model_destroy(struct model *m)
+{
+    if (!m) return;
+    free(m->w.layers);
+    free(m->w.vit_blocks);
+    st_close(m->files);
+    free(m->dir);
+    memset(m, 0, sizeof *m);
+}

@@ -1,0 +1,792 @@
+/*
+ * testmodel: the deterministic test-checkpoint generator. See testmodel.h.
+ *
+ * Sections: the random numbers, the tensor list, the synthesized tokenizer, the JSON
+ * files, and the folder write (temporary folder + rename, stamp file).
+ */
+#include "engine/testmodel.h"
+
+#include "engine/safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Bump when the output for the same parameters changes, so stale folders are rewritten. */
+#define TESTMODEL_VERSION "testmodel-1"
+#define QWEN3_VOCAB 151936
+
+void testmodel_defaults(struct testmodel_params *p)
+{
+    *p = (struct testmodel_params){
+        .seed = 0, .hidden = 256, .layers = 4, .heads = 8, .kv_heads = 2, .head_dim = 32,
+        .ffn = 512, .vocab = 0, .tie = false, .vision = true, .vit_depth = 2, .vit_dim = 64,
+        .vit_heads = 4, .vit_mlp_ratio = 4, .merger_hidden = 256, .dtype = DT_BF16,
+        .shards = 1, .tokenizer_dir = NULL,
+    };
+}
+
+/* ==== Random numbers ====
+ * splitmix64, one stream per tensor seeded from (seed, tensor name), so a tensor's values
+ * do not depend on which other tensors exist. A value is 24 random bits turned into an
+ * exact float u in [-1, 1), then scaled by a power of two or by a float computed with
+ * sqrt (correctly rounded everywhere). */
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static float uniform_pm1(uint64_t *s)
+{
+    int32_t k = (int32_t)(splitmix64(s) >> 40) - (1 << 23); /* [-2^23, 2^23) */
+    return (float)k * (1.0f / 8388608.0f);
+}
+
+/* ==== The tensor list ====
+ * Every tensor of the Valley2.5 layout with its shape and how its values are drawn:
+ *   linear: u * sqrt(3 / fan_in)   (variance 1 / fan_in)
+ *   embed:  u
+ *   norm:   1 + u / 8              (RMSNorm / LayerNorm weights near 1)
+ *   bias:   u / 16                 (small) */
+
+enum gen_kind { GEN_LINEAR, GEN_EMBED, GEN_NORM, GEN_BIAS };
+
+struct gen_tensor {
+    char name[128];
+    int32_t rank;
+    int64_t shape[5];
+    enum gen_kind kind;
+    int64_t fan_in;
+};
+
+struct gen_list {
+    struct gen_tensor *t; /* owned */
+    int32_t n, cap;
+};
+
+static void gen_add(struct gen_list *g, enum gen_kind kind, int64_t d0, int64_t d1,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void gen_add(struct gen_list *g, enum gen_kind kind, int64_t d0, int64_t d1,
+                    const char *fmt, ...)
+{
+    if (g->n == g->cap) {
+        g->cap = g->cap ? 2 * g->cap : 64;
+        g->t = xrealloc(g->t, (size_t)g->cap * sizeof *g->t);
+    }
+    struct gen_tensor *t = &g->t[g->n++];
+    memset(t, 0, sizeof *t);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->name, sizeof t->name, fmt, ap);
+    va_end(ap);
+    t->kind = kind;
+    t->rank = d1 ? 2 : 1;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    t->fan_in = d1 ? d1 : d0;
+}
+
+static void gen_build(struct gen_list *g, const struct testmodel_params *p, int32_t vocab)
+{
+    int64_t H = p->hidden, Q = (int64_t)p->heads * p->head_dim;
+    int64_t KV = (int64_t)p->kv_heads * p->head_dim, F = p->ffn;
+    gen_add(g, GEN_EMBED, vocab, H, "model.embed_tokens.weight");
+    for (int32_t l = 0; l < p->layers; l++) {
+        gen_add(g, GEN_NORM, H, 0, "model.layers.%d.input_layernorm.weight", l);
+        gen_add(g, GEN_LINEAR, Q, H, "model.layers.%d.self_attn.q_proj.weight", l);
+        gen_add(g, GEN_LINEAR, KV, H, "model.layers.%d.self_attn.k_proj.weight", l);
+        gen_add(g, GEN_LINEAR, KV, H, "model.layers.%d.self_attn.v_proj.weight", l);
+        gen_add(g, GEN_LINEAR, H, Q, "model.layers.%d.self_attn.o_proj.weight", l);
+        gen_add(g, GEN_NORM, p->head_dim, 0, "model.layers.%d.self_attn.q_norm.weight", l);
+        gen_add(g, GEN_NORM, p->head_dim, 0, "model.layers.%d.self_attn.k_norm.weight", l);
+        gen_add(g, GEN_NORM, H, 0, "model.layers.%d.post_attention_layernorm.weight", l);
+        gen_add(g, GEN_LINEAR, F, H, "model.layers.%d.mlp.gate_proj.weight", l);
+        gen_add(g, GEN_LINEAR, F, H, "model.layers.%d.mlp.up_proj.weight", l);
+        gen_add(g, GEN_LINEAR, H, F, "model.layers.%d.mlp.down_proj.weight", l);
+    }
+    gen_add(g, GEN_NORM, H, 0, "model.norm.weight");
+    if (!p->tie) gen_add(g, GEN_LINEAR, vocab, H, "lm_head.weight");
+    if (!p->vision) return;
+
+    const char *vt = "model.qwen2vl_vision_tower.";
+    int64_t E = p->vit_dim, M = (int64_t)p->vit_dim * p->vit_mlp_ratio, MH = p->merger_hidden;
+    /* Conv3d [E, 3, 2, 14, 14], no bias */
+    gen_add(g, GEN_LINEAR, E, 3 * 2 * 14 * 14, "%spatch_embed.proj.weight", vt);
+    struct gen_tensor *pe = &g->t[g->n - 1];
+    pe->rank = 5;
+    pe->shape[1] = 3, pe->shape[2] = 2, pe->shape[3] = 14, pe->shape[4] = 14;
+    for (int32_t b = 0; b < p->vit_depth; b++) {
+        gen_add(g, GEN_NORM, E, 0, "%sblocks.%d.norm1.weight", vt, b);
+        gen_add(g, GEN_BIAS, E, 0, "%sblocks.%d.norm1.bias", vt, b);
+        gen_add(g, GEN_NORM, E, 0, "%sblocks.%d.norm2.weight", vt, b);
+        gen_add(g, GEN_BIAS, E, 0, "%sblocks.%d.norm2.bias", vt, b);
+        gen_add(g, GEN_LINEAR, 3 * E, E, "%sblocks.%d.attn.qkv.weight", vt, b);
+        gen_add(g, GEN_BIAS, 3 * E, 0, "%sblocks.%d.attn.qkv.bias", vt, b);
+        gen_add(g, GEN_LINEAR, E, E, "%sblocks.%d.attn.proj.weight", vt, b);
+        gen_add(g, GEN_BIAS, E, 0, "%sblocks.%d.attn.proj.bias", vt, b);
+        gen_add(g, GEN_LINEAR, M, E, "%sblocks.%d.mlp.fc1.weight", vt, b);
+        gen_add(g, GEN_BIAS, M, 0, "%sblocks.%d.mlp.fc1.bias", vt, b);
+        gen_add(g, GEN_LINEAR, E, M, "%sblocks.%d.mlp.fc2.weight", vt, b);
+        gen_add(g, GEN_BIAS, E, 0, "%sblocks.%d.mlp.fc2.bias", vt, b);
+    }
+    gen_add(g, GEN_NORM, E, 0, "%smerger.ln_q.weight", vt);
+    gen_add(g, GEN_BIAS, E, 0, "%smerger.ln_q.bias", vt);
+    gen_add(g, GEN_LINEAR, MH, 4 * E, "%smerger.mlp.0.weight", vt);
+    gen_add(g, GEN_BIAS, MH, 0, "%smerger.mlp.0.bias", vt);
+    gen_add(g, GEN_LINEAR, H, MH, "%smerger.mlp.2.weight", vt);
+    gen_add(g, GEN_BIAS, H, 0, "%smerger.mlp.2.bias", vt);
+}
+
+struct gen_ctx {
+    const struct gen_list *g;
+    const int32_t *index; /* (n) st tensor i -> gen tensor index */
+    uint64_t seed;
+    enum dtype dtype;
+};
+
+/* st_fill_fn: draws gen tensor c->index[i] into buf. */
+static void gen_fill(void *ctx, int32_t i, void *buf)
+{
+    const struct gen_ctx *c = ctx;
+    const struct gen_tensor *t = &c->g->t[c->index[i]];
+    uint64_t s = c->seed ^ vlm_hash64(t->name, strlen(t->name), 0x76616c6c6579ull);
+    (void)splitmix64(&s);
+    int64_t n = 1;
+    for (int32_t d = 0; d < t->rank; d++) n *= t->shape[d];
+    float scale = t->kind == GEN_LINEAR ? (float)sqrt(3.0 / (double)t->fan_in)
+                : t->kind == GEN_NORM  ? 0.125f
+                : t->kind == GEN_BIAS  ? 0.0625f : 1.0f;
+    for (int64_t k = 0; k < n; k++) {
+        float v = uniform_pm1(&s) * scale;
+        if (t->kind == GEN_NORM) v += 1.0f;
+        if (c->dtype == DT_BF16) ((uint16_t *)buf)[k] = f32_to_bf16(v);
+        else ((float *)buf)[k] = v;
+    }
+}
+
+/* ==== The synthesized tokenizer ====
+ * A byte-level BPE tokenizer in the Hugging Face tokenizer.json format, for the embedded
+ * default model on machines without the Qwen3 tokenizer files. Ids 0..255 are the 256 byte
+ * symbols in the GPT-2 byte-to-unicode order, then the merges learned here, then the 26
+ * Qwen3 added tokens. The merges are learned from tok_corpus below (text written for this
+ * project) by plain BPE training: count adjacent pairs over the pre-split words, merge the
+ * most frequent (ties: smallest ids), repeat. The pre-split used for training is a simple
+ * ASCII approximation of the Qwen2 regex; the tokenizer itself runs the real regex. */
+
+static const char tok_corpus[] =
+    "The valley server answers questions about pictures and text. It reads a model folder, "
+    "maps the weights into memory, and waits for requests on a port. When a request "
+    "arrives, the server turns the messages into tokens, runs the vision tower over every "
+    "image, and places the image features where the placeholders were. Then the decoder "
+    "predicts one token at a time until it reaches an end token or the length limit.\n"
+    "A token is a small piece of text. Common words such as the, and, of, to, in, is, it, "
+    "that, for, with, on, as, was, are, this, be, at, by, from, have, not, or, but, one, all, "
+    "can, will, there, their, what, which, when, where, who, how, many, some, more, other, "
+    "into, over, under, after, before, between, through, about, again are often one token; "
+    "longer or rarer words are split into several pieces.\n"
+    "We don't guess what the reference does; we read it, and we test it. It's easy to be "
+    "wrong by one position, so every step is checked against numbers that were computed "
+    "elsewhere. They'll tell you the same thing: measure first, then change the code.\n"
+    "Numbers are written digit by digit: 1, 2, 3, 10, 42, 100, 2048, 65536, 3.14159 and "
+    "2026-11-23 all become single digits and punctuation.\n"
+    "Rivers run down the valley in the spring. The water is cold and clear, and the "
+    "stones under it are round and smooth. Birds sing in the trees along the banks, and "
+    "people walk there in the morning and in the evening. In the summer the grass grows "
+    "tall and green; in the autumn the leaves turn red, orange and yellow; in the winter "
+    "the snow covers everything and the valley is quiet.\n"
+    "Questions people ask: What is in this image? How many cats are sitting on the sofa? "
+    "Which colour is the car? Where was this photo taken? Describe the given image. "
+    "Please answer in one sentence. Think step by step, then give the answer.\n"
+    "def forward(self, x):\n    return self.norm(x + self.attention(x))\n"
+    "for (int i = 0; i < n; i++) {\n    y[i] = x[i] * w[i];\n}\n"
+    "The scheduler decides which requests run in each step, how many tokens each one gets, "
+    "and which blocks of the cache they use. The engine owns the memory and does the math. "
+    "Tests run on the processor of a small machine, and the graphics card runs the same "
+    "steps much faster.\n";
+
+#define TOK_MAX_MERGES 400
+#define TOK_MAX_SYMS (256 + TOK_MAX_MERGES)
+
+/* The 26 Qwen3 added tokens in id order; the first 14 are special (ARCH_SPEC §6.2). */
+static const char *const tok_added[] = {
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>",
+    "<|object_ref_end|>", "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",
+    "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
+    "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>",
+    "<think>", "</think>",
+};
+#define TOK_N_SPECIAL 14
+
+/* The Qwen2 pre-tokenizer regex, as a JSON string body (backslashes escaped once). */
+static const char tok_split_regex_json[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}"
+    "| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+";
+
+struct tok_model {
+    char sym[TOK_MAX_SYMS][64]; /* UTF-8 of each vocab id (byte-level unicode chars) */
+    int32_t n_sym;
+    int32_t merge_a[TOK_MAX_MERGES], merge_b[TOK_MAX_MERGES];
+    int32_t n_merges;
+};
+
+/* GPT-2's byte -> unicode code point map; order[i] is the byte of vocab id i. */
+static void byte_map(uint32_t cp[256], uint8_t order[256])
+{
+    bool direct[256] = {false};
+    int n = 0;
+    for (int b = 0; b < 256; b++) {
+        direct[b] = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+        if (direct[b]) { cp[b] = (uint32_t)b; order[n++] = (uint8_t)b; }
+    }
+    uint32_t extra = 0;
+    for (int b = 0; b < 256; b++)
+        if (!direct[b]) { cp[b] = 256 + extra++; order[n++] = (uint8_t)b; }
+}
+
+static int utf8_put(char *o, uint32_t c)
+{
+    if (c < 0x80) { o[0] = (char)c; return 1; }
+    o[0] = (char)(0xc0 | (c >> 6));
+    o[1] = (char)(0x80 | (c & 0x3f));
+    return 2; /* the byte map never exceeds U+0143 */
+}
+
+struct tok_word {
+    int32_t *s; /* owned: symbol ids */
+    int32_t len, count;
+};
+
+struct tok_pair {
+    int32_t a, b, w;
+};
+
+static int cmp_pair(const void *x, const void *y)
+{
+    const struct tok_pair *p = x, *q = y;
+    if (p->a != q->a) return p->a < q->a ? -1 : 1;
+    if (p->b != q->b) return p->b < q->b ? -1 : 1;
+    return 0;
+}
+
+/* ASCII approximation of the Qwen2 split: [ ]?letters+ | digit | [ ]?punct+[\n]* | spaces */
+static size_t tok_next_piece(const char *s, size_t i, size_t n)
+{
+    size_t j = i;
+#define ISAL(c) (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z'))
+#define ISDG(c) ((c) >= '0' && (c) <= '9')
+#define ISSP(c) ((c) == ' ' || (c) == '\n' || (c) == '\t')
+    if (s[j] == ' ' && j + 1 < n && ISAL(s[j + 1])) j++;
+    if (ISAL(s[j])) { while (j < n && ISAL(s[j])) j++; return j; }
+    if (ISDG(s[j])) return j + 1;
+    if (s[j] == ' ' && j + 1 < n && !ISSP(s[j + 1]) && !ISDG(s[j + 1])) j++;
+    if (!ISSP(s[j])) {
+        while (j < n && !ISSP(s[j]) && !ISAL(s[j]) && !ISDG(s[j])) j++;
+        while (j < n && s[j] == '\n') j++;
+        return j;
+    }
+    while (j < n && ISSP(s[j])) j++;
+    return j;
+#undef ISAL
+#undef ISDG
+#undef ISSP
+}
+
+static void tok_train(struct tok_model *m)
+{
+    uint32_t cp[256];
+    uint8_t order[256];
+    int32_t id_of_byte[256];
+    byte_map(cp, order);
+    memset(m, 0, sizeof *m);
+    for (int i = 0; i < 256; i++) {
+        int k = utf8_put(m->sym[i], cp[order[i]]);
+        m->sym[i][k] = 0;
+        id_of_byte[order[i]] = i;
+    }
+    m->n_sym = 256;
+
+    /* unique words with counts, in first-seen order */
+    size_t n = sizeof tok_corpus - 1;
+    struct tok_word *w = xcalloc(n, sizeof *w);
+    int32_t n_words = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = tok_next_piece(tok_corpus, i, n);
+        int32_t k;
+        for (k = 0; k < n_words; k++) {
+            if ((size_t)w[k].len != j - i) continue;
+            int32_t x = 0;
+            while (x < w[k].len && w[k].s[x] == id_of_byte[(uint8_t)tok_corpus[i + (size_t)x]]) x++;
+            if (x == w[k].len) break;
+        }
+        if (k == n_words) {
+            w[k].len = (int32_t)(j - i);
+            w[k].s = xmalloc((j - i) * sizeof(int32_t));
+            for (size_t x = i; x < j; x++) w[k].s[x - i] = id_of_byte[(uint8_t)tok_corpus[x]];
+            n_words++;
+        }
+        w[k].count++;
+        i = j;
+    }
+
+    struct tok_pair *pairs = xmalloc(n * sizeof *pairs);
+    while (m->n_merges < TOK_MAX_MERGES) {
+        int32_t np = 0;
+        for (int32_t k = 0; k < n_words; k++)
+            for (int32_t x = 0; x + 1 < w[k].len; x++)
+                pairs[np++] = (struct tok_pair){w[k].s[x], w[k].s[x + 1], w[k].count};
+        if (!np) break;
+        qsort(pairs, (size_t)np, sizeof *pairs, cmp_pair);
+        struct tok_pair best = {0, 0, 0};
+        for (int32_t x = 0; x < np;) {
+            struct tok_pair cur = pairs[x];
+            int32_t y = x + 1;
+            while (y < np && !cmp_pair(&pairs[y], &cur)) cur.w += pairs[y++].w;
+            if (cur.w > best.w) best = cur; /* sorted, so ties keep the smallest ids */
+            x = y;
+        }
+        if (best.w < 2) break;
+        /* the merged string may already exist (a different merge path): reuse its id */
+        char merged[64];
+        snprintf(merged, sizeof merged, "%s%s", m->sym[best.a], m->sym[best.b]);
+        if (strlen(m->sym[best.a]) + strlen(m->sym[best.b]) >= sizeof merged) break;
+        int32_t id = -1;
+        for (int32_t k = 0; k < m->n_sym && id < 0; k++)
+            if (!strcmp(m->sym[k], merged)) id = k;
+        if (id < 0) {
+            id = m->n_sym++;
+            strcpy(m->sym[id], merged);
+        }
+        m->merge_a[m->n_merges] = best.a;
+        m->merge_b[m->n_merges] = best.b;
+        m->n_merges++;
+        for (int32_t k = 0; k < n_words; k++) {
+            int32_t o = 0;
+            for (int32_t x = 0; x < w[k].len; x++) {
+                if (x + 1 < w[k].len && w[k].s[x] == best.a && w[k].s[x + 1] == best.b) {
+                    w[k].s[o++] = id;
+                    x++;
+                } else {
+                    w[k].s[o++] = w[k].s[x];
+                }
+            }
+            w[k].len = o;
+        }
+    }
+    free(pairs);
+    for (int32_t k = 0; k < n_words; k++) free(w[k].s);
+    free(w);
+}
+
+/* A JSON string literal of s (UTF-8 passed through, quotes and backslashes escaped). */
+static void sb_json_str(struct strbuf *b, const char *s)
+{
+    sb_puts(b, "\"");
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') sb_printf(b, "\\%c", *s);
+        else sb_append(b, s, 1);
+    }
+    sb_puts(b, "\"");
+}
+
+static void tok_json(struct strbuf *b, const struct tok_model *m)
+{
+    const char *bl = "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
+                     "\"trim_offsets\": false, \"use_regex\": false}";
+    sb_puts(b, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n");
+    sb_puts(b, "  \"added_tokens\": [\n");
+    for (size_t i = 0; i < ARRAY_LEN(tok_added); i++)
+        sb_printf(b, "    {\"id\": %d, \"content\": \"%s\", \"single_word\": false, \"lstrip\": false, "
+                     "\"rstrip\": false, \"normalized\": false, \"special\": %s}%s\n",
+                  m->n_sym + (int32_t)i, tok_added[i], i < TOK_N_SPECIAL ? "true" : "false",
+                  i + 1 < ARRAY_LEN(tok_added) ? "," : "");
+    sb_puts(b, "  ],\n  \"normalizer\": {\"type\": \"NFC\"},\n");
+    sb_printf(b, "  \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", "
+                 "\"pattern\": {\"Regex\": \"%s\"}, \"behavior\": \"Isolated\", \"invert\": false}, %s]},\n",
+              tok_split_regex_json, bl);
+    sb_printf(b, "  \"post_processor\": %s,\n  \"decoder\": %s,\n", bl, bl);
+    sb_puts(b, "  \"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": null, "
+               "\"continuing_subword_prefix\": \"\", \"end_of_word_suffix\": \"\", \"fuse_unk\": false, "
+               "\"byte_fallback\": false, \"ignore_merges\": false,\n    \"vocab\": {");
+    for (int32_t i = 0; i < m->n_sym; i++) {
+        sb_puts(b, i % 8 ? ", " : (i ? ",\n      " : "\n      "));
+        sb_json_str(b, m->sym[i]);
+        sb_printf(b, ": %d", i);
+    }
+    sb_puts(b, "\n    },\n    \"merges\": [");
+    for (int32_t i = 0; i < m->n_merges; i++) {
+        sb_puts(b, i % 8 ? ", [" : (i ? ",\n      [" : "\n      ["));
+        sb_json_str(b, m->sym[m->merge_a[i]]);
+        sb_puts(b, ", ");
+        sb_json_str(b, m->sym[m->merge_b[i]]);
+        sb_puts(b, "]");
+    }
+    sb_puts(b, "\n    ]\n  }\n}\n");
+}
+
+static void tok_config_json(struct strbuf *b, int32_t first_added)
+{
+    sb_puts(b, "{\n  \"add_bos_token\": false,\n  \"add_prefix_space\": false,\n"
+               "  \"added_tokens_decoder\": {\n");
+    for (size_t i = 0; i < ARRAY_LEN(tok_added); i++)
+        sb_printf(b, "    \"%d\": {\"content\": \"%s\", \"lstrip\": false, \"normalized\": false, "
+                     "\"rstrip\": false, \"single_word\": false, \"special\": %s}%s\n",
+                  first_added + (int32_t)i, tok_added[i], i < TOK_N_SPECIAL ? "true" : "false",
+                  i + 1 < ARRAY_LEN(tok_added) ? "," : "");
+    sb_puts(b, "  },\n  \"bos_token\": null,\n  \"clean_up_tokenization_spaces\": false,\n"
+               "  \"eos_token\": \"<|im_end|>\",\n  \"errors\": \"replace\",\n"
+               "  \"model_max_length\": 131072,\n  \"pad_token\": \"<|endoftext|>\",\n"
+               "  \"split_special_tokens\": false,\n  \"tokenizer_class\": \"Qwen2Tokenizer\",\n"
+               "  \"unk_token\": null\n}\n");
+}
+
+/* ==== Files ==== */
+
+static int write_text(const char *dir, const char *name, const char *s, size_t n,
+                      struct vlm_err *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f) return vlm_err_set(err, VLM_EIO, 500, "%s: cannot create: %s", path, strerror(errno));
+    bool ok = fwrite(s, 1, n, f) == n;
+    if (fclose(f) != 0) ok = false;
+    if (!ok) return vlm_err_set(err, VLM_EIO, 500, "%s: write failed: %s", path, strerror(errno));
+    return 0;
+}
+
+int testmodel_write_tokenizer(const char *dir, int32_t *n_tokens, struct vlm_err *err)
+{
+    struct tok_model *m = xmalloc(sizeof *m);
+    tok_train(m);
+    struct strbuf a = {0}, b = {0};
+    tok_json(&a, m);
+    tok_config_json(&b, m->n_sym);
+    int rc = write_text(dir, "tokenizer.json", a.s, a.n, err);
+    if (!rc) rc = write_text(dir, "tokenizer_config.json", b.s, b.n, err);
+    if (n_tokens) *n_tokens = m->n_sym + (int32_t)ARRAY_LEN(tok_added);
+    sb_free(&a);
+    sb_free(&b);
+    free(m);
+    return rc;
+}
+
+/* What the model folder needs to know about its tokenizer. */
+struct tok_info {
+    char *json, *config;      /* owned: copied files (NULL when synthesized) */
+    size_t json_len, config_len;
+    int32_t n_tokens;         /* max id + 1 */
+    int32_t endoftext, im_end;
+};
+
+static void tok_info_free(struct tok_info *t)
+{
+    free(t->json);
+    free(t->config);
+}
+
+/* Reads the tokenizer files of dir, or describes the synthesized tokenizer (dir NULL). */
+static int tok_info_load(struct tok_info *t, const char *dir, struct vlm_err *err)
+{
+    memset(t, 0, sizeof *t);
+    if (!dir) {
+        struct tok_model *m = xmalloc(sizeof *m);
+        tok_train(m);
+        t->endoftext = m->n_sym;
+        t->im_end = m->n_sym + 2;
+        t->n_tokens = m->n_sym + (int32_t)ARRAY_LEN(tok_added);
+        free(m);
+        return 0;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    t->json = vlm_read_file(path, &t->json_len);
+    if (!t->json) return vlm_err_set(err, VLM_EIO, 500, "%s: cannot read: %s", path, strerror(errno));
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    t->config = vlm_read_file(path, &t->config_len);
+    if (!t->config) return vlm_err_set(err, VLM_EIO, 500, "%s: cannot read: %s", path, strerror(errno));
+    cJSON *root = cJSON_ParseWithLength(t->json, t->json_len);
+    if (!root) return vlm_err_set(err, VLM_EINVAL, 500, "%s/tokenizer.json: not JSON", dir);
+    /* ids: the BPE vocab's and the added tokens' maximum; eos ids looked up by content */
+    t->endoftext = t->im_end = -1;
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(root, "model"), "vocab");
+    for (const cJSON *v = vocab ? vocab->child : NULL; v; v = v->next)
+        if (cJSON_IsNumber(v) && v->valueint + 1 > t->n_tokens) t->n_tokens = v->valueint + 1;
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    for (const cJSON *a = added ? added->child : NULL; a; a = a->next) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(a, "id");
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(a, "content");
+        if (!cJSON_IsNumber(id) || !cJSON_IsString(c)) continue;
+        if (id->valueint + 1 > t->n_tokens) t->n_tokens = id->valueint + 1;
+        if (!strcmp(c->valuestring, "<|endoftext|>")) t->endoftext = id->valueint;
+        if (!strcmp(c->valuestring, "<|im_end|>")) t->im_end = id->valueint;
+    }
+    cJSON_Delete(root);
+    if (t->endoftext < 0 || t->im_end < 0)
+        return vlm_err_set(err, VLM_EINVAL, 500,
+                           "%s/tokenizer.json: no <|endoftext|> / <|im_end|> added tokens", dir);
+    return 0;
+}
+
+static void config_json(struct strbuf *b, const struct testmodel_params *p, int32_t vocab,
+                        const struct tok_info *tk)
+{
+    sb_puts(b, "{\n  \"architectures\": [\"ValleyQwen3ForCausalLM\"],\n  \"model_type\": \"valley\",\n");
+    sb_puts(b, "  \"attention_bias\": false,\n  \"attention_dropout\": 0.0,\n");
+    sb_printf(b, "  \"bos_token_id\": %d,\n  \"eos_token_id\": [%d, %d],\n", tk->endoftext,
+              tk->im_end, tk->endoftext);
+    sb_printf(b, "  \"head_dim\": %d,\n  \"hidden_act\": \"silu\",\n  \"hidden_size\": %d,\n",
+              p->head_dim, p->hidden);
+    sb_printf(b, "  \"initializer_range\": 0.02,\n  \"intermediate_size\": %d,\n", p->ffn);
+    sb_printf(b, "  \"max_position_embeddings\": 40960,\n  \"max_window_layers\": %d,\n", p->layers);
+    sb_printf(b, "  \"num_attention_heads\": %d,\n  \"num_hidden_layers\": %d,\n"
+                 "  \"num_key_value_heads\": %d,\n", p->heads, p->layers, p->kv_heads);
+    sb_puts(b, "  \"rms_norm_eps\": 1e-06,\n  \"rope_scaling\": null,\n  \"rope_theta\": 1000000.0,\n"
+               "  \"sliding_window\": null,\n  \"use_sliding_window\": false,\n");
+    sb_printf(b, "  \"tie_word_embeddings\": %s,\n  \"torch_dtype\": \"%s\",\n",
+              p->tie ? "true" : "false", p->dtype == DT_BF16 ? "bfloat16" : "float32");
+    sb_printf(b, "  \"use_cache\": true,\n  \"vocab_size\": %d,\n", vocab);
+    sb_puts(b, "  \"use_special_start_end_token\": false");
+    if (p->vision) {
+        sb_puts(b, ",\n  \"only_navit\": true,\n  \"eagle_vision_tower\": \"Qwen/Qwen2-VL-7B-Instruct\",\n"
+                   "  \"mm_vision_tower\": \"google/siglip-so400m-patch14-384\",\n");
+        sb_printf(b, "  \"navit_merger_hidden_dim\": %d,\n", p->merger_hidden);
+        sb_printf(b, "  \"vision_config\": {\"depth\": %d, \"embed_dim\": %d, \"num_heads\": %d, "
+                     "\"mlp_ratio\": %d, \"hidden_size\": %d, \"hidden_act\": \"quick_gelu\", "
+                     "\"patch_size\": 14, \"temporal_patch_size\": 2, \"spatial_merge_size\": 2, "
+                     "\"in_chans\": 3, \"in_channels\": 3}",
+                  p->vit_depth, p->vit_dim, p->vit_heads, p->vit_mlp_ratio, p->hidden);
+    }
+    sb_puts(b, "\n}\n");
+}
+
+static void generation_json(struct strbuf *b, const struct tok_info *tk)
+{
+    sb_printf(b, "{\n  \"bos_token_id\": %d,\n  \"eos_token_id\": [%d, %d],\n  \"pad_token_id\": %d\n}\n",
+              tk->endoftext, tk->im_end, tk->endoftext, tk->endoftext);
+}
+
+/* Writes the weights: one file, or p->shards files of roughly equal size + the index. */
+static int write_weights(const char *dir, const struct testmodel_params *p, int32_t vocab,
+                         struct vlm_err *err)
+{
+    struct gen_list g = {0};
+    gen_build(&g, p, vocab);
+    size_t es = p->dtype == DT_BF16 ? 2 : 4;
+    struct st_tensor *st = xcalloc((size_t)g.n, sizeof *st);
+    int32_t *index = xcalloc((size_t)g.n, sizeof *index);
+    uint64_t total = 0;
+    for (int32_t i = 0; i < g.n; i++) {
+        struct gen_tensor *t = &g.t[i];
+        st[i] = (struct st_tensor){.name = t->name, .type = p->dtype, .rank = t->rank};
+        memcpy(st[i].shape, t->shape, sizeof t->shape);
+        st[i].nbytes = (size_t)st_nelem(&st[i]) * es;
+        index[i] = i;
+        total += st[i].nbytes;
+    }
+    int rc = 0;
+    struct gen_ctx ctx = {.g = &g, .index = index, .seed = p->seed, .dtype = p->dtype};
+    if (p->shards <= 1) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        rc = st_write_file_fill(path, st, g.n, gen_fill, &ctx, err);
+    } else {
+        struct strbuf ix = {0};
+        sb_printf(&ix, "{\n  \"metadata\": {\"total_size\": %llu},\n  \"weight_map\": {",
+                  (unsigned long long)total);
+        int32_t first = 0;
+        uint64_t done = 0;
+        for (int32_t s = 0; s < p->shards && !rc; s++) {
+            /* shard s ends once the running size passes (s+1)/shards of the total */
+            int32_t last = first;
+            uint64_t goal = total / (uint64_t)p->shards * (uint64_t)(s + 1);
+            while (last < g.n && (s == p->shards - 1 || done < goal)) done += st[last++].nbytes;
+            char name[64], path[4096];
+            snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", s + 1, p->shards);
+            snprintf(path, sizeof path, "%s/%s", dir, name);
+            ctx.index = index + first;
+            rc = st_write_file_fill(path, st + first, last - first, gen_fill, &ctx, err);
+            for (int32_t i = first; i < last; i++)
+                sb_printf(&ix, "%s\n    \"%s\": \"%s\"", i ? "," : "", st[i].name, name);
+            first = last;
+        }
+        sb_puts(&ix, "\n  }\n}\n");
+        if (!rc) rc = write_text(dir, "model.safetensors.index.json", ix.s, ix.n, err);
+        sb_free(&ix);
+    }
+    free(index);
+    free(st);
+    free(g.t);
+    return rc;
+}
+
+/* ==== Folder write ====
+ * Everything goes to "<dir>.tmp.<pid>", the stamp last, then the folder is renamed into
+ * place. A stamp (generator version, every parameter, a hash of the copied tokenizer files)
+ * marks a finished folder; a folder whose stamp matches is left alone. */
+
+static void stamp_text(struct strbuf *b, const struct testmodel_params *p, const struct tok_info *tk)
+{
+    sb_printf(b, "%s seed=%llu hidden=%d layers=%d heads=%d kv_heads=%d head_dim=%d ffn=%d "
+                 "vocab=%d tie=%d vision=%d vit_depth=%d vit_dim=%d vit_heads=%d vit_mlp_ratio=%d "
+                 "merger_hidden=%d dtype=%s shards=%d tokenizer=",
+              TESTMODEL_VERSION, (unsigned long long)p->seed, p->hidden, p->layers, p->heads,
+              p->kv_heads, p->head_dim, p->ffn, p->vocab, p->tie, p->vision, p->vit_depth,
+              p->vit_dim, p->vit_heads, p->vit_mlp_ratio, p->merger_hidden, dtype_name(p->dtype),
+              p->shards);
+    if (tk->json)
+        sb_printf(b, "%016llx:%016llx\n",
+                  (unsigned long long)vlm_hash64(tk->json, tk->json_len, 1),
+                  (unsigned long long)vlm_hash64(tk->config, tk->config_len, 2));
+    else
+        sb_puts(b, "synthesized\n");
+}
+
+static bool stamp_matches(const char *dir, const struct strbuf *want)
+{
+    char path[4096];
+    size_t n;
+    snprintf(path, sizeof path, "%s/.stamp", dir);
+    char *have = vlm_read_file(path, &n);
+    bool ok = have && n == want->n && !memcmp(have, want->s, n);
+    free(have);
+    return ok;
+}
+
+static int mkdir_p(const char *path)
+{
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *s = buf + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+        *s = '/';
+    }
+    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* Removes a flat folder (the generator never makes subfolders). */
+static void rm_flat(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char path[4096];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static int check_params(const struct testmodel_params *p, struct vlm_err *err)
+{
+#define NEED(cond, ...) do { if (!(cond)) return vlm_err_set(err, VLM_EINVAL, 400, __VA_ARGS__); } while (0)
+    NEED(p->hidden > 0 && p->hidden <= 65536, "hidden must be in [1, 65536]");
+    NEED(p->layers > 0 && p->layers <= 1024, "layers must be in [1, 1024]");
+    NEED(p->heads > 0 && p->heads <= 1024, "heads must be in [1, 1024]");
+    NEED(p->kv_heads > 0 && p->heads % p->kv_heads == 0, "heads must be a multiple of kv-heads");
+    NEED(p->head_dim > 0 && p->head_dim <= 1024 && p->head_dim % 2 == 0,
+         "head-dim must be even and in [2, 1024]");
+    NEED(p->ffn > 0 && p->ffn <= (1 << 20), "ffn must be in [1, 1048576]");
+    NEED(p->vocab >= 0 && p->vocab <= (1 << 24), "vocab must be in [0, 16777216]");
+    NEED(p->dtype == DT_BF16 || p->dtype == DT_F32, "dtype must be bf16 or f32");
+    NEED(p->shards >= 1 && p->shards <= 99, "shards must be in [1, 99]");
+    if (p->vision) {
+        NEED(p->vit_depth > 0 && p->vit_depth <= 64, "vit-depth must be in [1, 64]");
+        NEED(p->vit_dim > 0 && p->vit_dim <= 8192, "vit-dim must be in [1, 8192]");
+        NEED(p->vit_heads > 0 && p->vit_dim % p->vit_heads == 0 && (p->vit_dim / p->vit_heads) % 4 == 0,
+             "vit-dim / vit-heads must be a multiple of 4 (2-D rotary halves)");
+        NEED(p->vit_mlp_ratio > 0 && p->vit_mlp_ratio <= 16, "vit-mlp-ratio must be in [1, 16]");
+        NEED(p->merger_hidden > 0 && p->merger_hidden <= (1 << 20), "merger-hidden must be in [1, 1048576]");
+    }
+#undef NEED
+    return 0;
+}
+
+bool testmodel_up_to_date(const char *dir, const struct testmodel_params *p)
+{
+    struct tok_info tk;
+    struct vlm_err err;
+    if (check_params(p, &err) || tok_info_load(&tk, p->tokenizer_dir, &err)) return false;
+    struct strbuf stamp = {0};
+    stamp_text(&stamp, p, &tk);
+    bool ok = stamp_matches(dir, &stamp);
+    sb_free(&stamp);
+    tok_info_free(&tk);
+    return ok;
+}
+
+int testmodel_write(const char *dir, const struct testmodel_params *p, struct vlm_err *err)
+{
+    int rc = check_params(p, err);
+    if (rc) return rc;
+    struct tok_info tk;
+    struct strbuf stamp = {0}, text = {0};
+    char tmp[4096], old[4096];
+    tmp[0] = 0;
+    if ((rc = tok_info_load(&tk, p->tokenizer_dir, err))) goto out;
+    int32_t vocab = p->vocab ? p->vocab : tk.json ? QWEN3_VOCAB : (tk.n_tokens + 63) / 64 * 64;
+    if (vocab < tk.n_tokens) {
+        rc = vlm_err_set(err, VLM_EINVAL, 400, "vocab %d is smaller than the tokenizer's %d ids",
+                         vocab, tk.n_tokens);
+        goto out;
+    }
+    stamp_text(&stamp, p, &tk);
+    if (stamp_matches(dir, &stamp)) {
+        log_debug("testmodel: %s is up to date", dir);
+        goto out;
+    }
+
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dir, (long)getpid());
+    rm_flat(tmp);
+    if (mkdir_p(tmp) != 0) {
+        rc = vlm_err_set(err, VLM_EIO, 500, "%s: cannot create: %s", tmp, strerror(errno));
+        goto out;
+    }
+    config_json(&text, p, vocab, &tk);
+    if ((rc = write_text(tmp, "config.json", text.s, text.n, err))) goto out;
+    text.n = 0;
+    generation_json(&text, &tk);
+    if ((rc = write_text(tmp, "generation_config.json", text.s, text.n, err))) goto out;
+    if (tk.json) {
+        if ((rc = write_text(tmp, "tokenizer.json", tk.json, tk.json_len, err))) goto out;
+        if ((rc = write_text(tmp, "tokenizer_config.json", tk.config, tk.config_len, err))) goto out;
+    } else if ((rc = testmodel_write_tokenizer(tmp, NULL, err))) {
+        goto out;
+    }
+    if ((rc = write_weights(tmp, p, vocab, err))) goto out;
+    if ((rc = write_text(tmp, ".stamp", stamp.s, stamp.n, err))) goto out;
+
+    /* move into place; an older folder is moved aside first and removed after */
+    snprintf(old, sizeof old, "%s.old.%ld", dir, (long)getpid());
+    if (rename(dir, old) != 0) old[0] = 0;
+    if (rename(tmp, dir) != 0) {
+        int e = errno;
+        if (!stamp_matches(dir, &stamp)) /* else another process just wrote the same */
+            rc = vlm_err_set(err, VLM_EIO, 500, "%s: cannot rename into place: %s", dir, strerror(e));
+    } else {
+        tmp[0] = 0;
+    }
+    if (old[0]) rm_flat(old);
+out:
+    if (tmp[0]) rm_flat(tmp);
+    sb_free(&stamp);
+    sb_free(&text);
+    tok_info_free(&tk);
+    return rc;
+}

@@ -1,0 +1,53 @@
+/*
+ * testmodel: writes a complete Valley2.5-layout model folder with small dimensions and
+ * weights from a seeded deterministic generator: config.json, generation_config.json,
+ * model.safetensors (or shards + index) in the real tensor names (ARCH_SPEC §2), and the
+ * tokenizer files (copied from a folder, or a small synthesized byte-level BPE tokenizer).
+ *
+ * The output is a pure function of the parameters (and the copied tokenizer files): only
+ * integer arithmetic, exactly rounded IEEE operations and sqrt are used, so the bytes are
+ * identical on every machine and CI regenerates checkpoints instead of storing them.
+ *
+ * Callers: valley-make-model (engine/make_model_main.c), the ctest fixtures of
+ * tests/models.txt, unit tests, and the server when it creates its embedded default model.
+ * Thread-safe (no shared state); writing the same folder from several processes at once is
+ * safe (write to a temporary folder, then rename).
+ */
+#ifndef VLM_TESTMODEL_H
+#define VLM_TESTMODEL_H
+
+#include "engine/base.h"
+#include "engine/backend.h"
+
+struct testmodel_params {
+    uint64_t seed;
+    /* decoder (Qwen3) */
+    int32_t hidden, layers, heads, kv_heads, head_dim, ffn;
+    int32_t vocab;          /* embedding rows; 0: 151936 with a copied tokenizer, else the
+                               synthesized tokenizer's size rounded up to a multiple of 64 */
+    bool tie;               /* tie_word_embeddings: no lm_head.weight */
+    /* vision tower + projector */
+    bool vision;
+    int32_t vit_depth, vit_dim, vit_heads, vit_mlp_ratio, merger_hidden;
+    enum dtype dtype;       /* DT_BF16 or DT_F32 */
+    int32_t shards;         /* 1: model.safetensors; n > 1: n shards + model.safetensors.index.json */
+    const char *tokenizer_dir; /* borrowed; NULL: synthesize a small tokenizer */
+};
+
+/* The embedded default model: hidden 256, 4 layers, 8 heads / 2 KV heads, head_dim 32,
+ * ffn 512, vision depth 2, dim 64, 4 heads, merger hidden 256, bf16, synthesized tokenizer. */
+void testmodel_defaults(struct testmodel_params *p);
+
+/* Writes the folder dir (created with its parents as needed). If dir already holds the
+ * output of the same parameters (its .stamp matches), nothing is rewritten. */
+int testmodel_write(const char *dir, const struct testmodel_params *p, struct vlm_err *err);
+
+/* True if dir holds the output of p already (what testmodel_write would skip). */
+bool testmodel_up_to_date(const char *dir, const struct testmodel_params *p);
+
+/* Writes only the synthesized tokenizer (tokenizer.json, tokenizer_config.json) into the
+ * existing folder dir. *n_tokens (if non-NULL) gets the number of ids it defines: BPE vocab
+ * then the 26 Qwen3 added tokens, <|endoftext|> first. */
+int testmodel_write_tokenizer(const char *dir, int32_t *n_tokens, struct vlm_err *err);
+
+#endif
