@@ -1,0 +1,91 @@
+/*
+ * chat: OpenAI-style messages -> the exact token ids Valley2.5's processor produces
+ * (ARCH_SPEC §5.1-§5.4 and the project decisions of §10.1). Three steps, each usable alone:
+ *
+ *   chat_render         messages -> prompt text with "<image>" markers: the Qwen3 ChatML
+ *                       template of tokenizer_config.json rendered natively (no Jinja), with
+ *                       the default system prompt, the generation prompt and the thinking
+ *                       switch; markers placed per §10.1; the implicit image of §5.2.
+ *   chat_tokenize       prompt text -> ids, with Valley's chunk-by-chunk quirk (§5.4) and
+ *                       one CHAT_IMAGE_SENTINEL per marker.
+ *   chat_expand_images  ids with sentinels -> ids with n_tokens[i] pad ids per image, and
+ *                       each image's offset (where the engine splices its embeddings).
+ *
+ * How a message's parts become a struct chat_msg (done by the caller, server/openai.c):
+ * text parts joined with "\n" in order -> text; every image part and every sampled video
+ * frame counts one in n_images. Images bind to markers in order over the whole conversation.
+ *
+ * Rules (violations are VLM_EINVAL, http 400, param "messages"):
+ *   - at least one message; an optional system message first, then user/assistant strictly
+ *     alternating starting with user; the last message is a user message;
+ *   - only user messages carry images or "<image>" markers;
+ *   - a user message whose text has no "<image>" gets its markers prefixed, joined by single
+ *     spaces and followed by "\n" ("<image> <image>\nDescribe..."); one whose text has
+ *     markers must have exactly n_images of them;
+ *   - with no image in the whole conversation and implicit_image on, the first user message
+ *     gets one image: the caller must then supply the 3x3 black image (CHAT_IMPLICIT_IMAGE)
+ *     as image 0; *n_images_total says 1.
+ * Assistant turns render as the real template renders turns before the last user query: the
+ * text after the last "</think>" with leading newlines removed. (The template's multi-step
+ * tool rule, where a trailing "<tool_response>...</tool_response>" user turn keeps the
+ * reasoning of later assistant turns, is reproduced too.) Tools are out of scope.
+ *
+ * Thread safety: all functions are pure and may be called from any thread.
+ */
+#ifndef VLM_CHAT_H
+#define VLM_CHAT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/base.h"
+#include "server/tokenizer.h"
+
+#define CHAT_IMAGE_SENTINEL (-200)   /* IMAGE_TOKEN_INDEX of the reference (ARCH_SPEC §1.4) */
+#define CHAT_IMAGE_MARKER "<image>"
+#define CHAT_DEFAULT_SYSTEM "You are a helpful assistant."
+/* The implicit image of text-only requests (§5.2): a 3x3 black RGB image (4 LLM tokens
+ * after preprocessing: smart_resize makes it 28x28). */
+#define CHAT_IMPLICIT_IMAGE_SIZE 3
+
+enum chat_role { CHAT_SYSTEM, CHAT_USER, CHAT_ASSISTANT };
+
+struct chat_msg {
+    enum chat_role role;
+    const char *text;  /* borrowed; parts joined with "\n". NULL = "" (for a leading system
+                          message: NULL = use the default system prompt) */
+    int32_t n_images;  /* image parts + sampled video frames of this message */
+};
+
+struct chat_opts {
+    bool enable_thinking;       /* false -> "<think>\n\n</think>\n\n" after the generation prompt */
+    const char *default_system; /* borrowed; NULL = CHAT_DEFAULT_SYSTEM */
+    bool implicit_image;        /* §5.2: text-only conversations get one image */
+    bool wrap_image_tokens;     /* use_special_start_end_token: "<im_start><image><im_end>" */
+};
+
+/* Renders msgs[0..n) -> out (appended; NUL-terminated) and sets *n_images_total (including
+ * the implicit image). Returns 0, or VLM_EINVAL with err set (http 400, param "messages")
+ * for a conversation the rules above reject; out may then hold a partial text. */
+int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *o,
+                struct strbuf *out, int32_t *n_images_total, struct vlm_err *err);
+
+/* §5.4: splits rendered[0..len) on "<|im_end|>\n" (re-appended to each piece but the last),
+ * then each piece on "<image>"; each text chunk is tokenized on its own, each marker gives
+ * CHAT_IMAGE_SENTINEL. Appends to ids. Returns 0 or the tokenizer's error (VLM_EINVAL for
+ * invalid UTF-8, VLM_ENOMEM). */
+int chat_tokenize(const struct tokenizer *t, const char *rendered, size_t len,
+                  struct i32_vec *ids, struct vlm_err *err);
+
+/* Replaces the i-th sentinel of ids by n_tokens[i] copies of pad_id (appended to out) and
+ * sets offsets[i] to the index in out of its first pad. Returns 0, or VLM_EINVAL if ids
+ * hold a number of sentinels other than n_images or an n_tokens[i] < 1. */
+int chat_expand_images(const struct i32_vec *ids, const int32_t *n_tokens, int32_t n_images,
+                       int32_t pad_id, struct i32_vec *out, int32_t *offsets);
+
+/* Convenience: chat_render + chat_tokenize. */
+int chat_build(const struct tokenizer *t, const struct chat_msg *msgs, int32_t n,
+               const struct chat_opts *o, struct i32_vec *ids, int32_t *n_images_total,
+               struct vlm_err *err);
+
+#endif

@@ -1,0 +1,191 @@
+/*
+ * test_chat: prompt construction against the goldens of tests/golden/make_chat_goldens.py
+ * (jinja2 on the real Qwen3 template for the text, HF tokenizers + the §5.4 quirk for the
+ * ids), plus image expansion and the error paths by hand.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "server/chat.h"
+#include "server/tokenizer.h"
+#include "test.h"
+
+static const char *first_diff(const char *a, const char *b)
+{
+    while (*a && *a == *b) a++, b++;
+    return a;
+}
+
+/* One golden conversation: render, tokenize, compare. Returns 1 if it was a rendered case. */
+static int check_golden(const struct tokenizer *tok, const cJSON *rec)
+{
+    const char *name = cJSON_GetObjectItem(rec, "name")->valuestring;
+    const cJSON *jo = cJSON_GetObjectItem(rec, "opts");
+    const cJSON *ds = cJSON_GetObjectItem(jo, "default_system");
+    struct chat_opts o = {
+        .enable_thinking = cJSON_IsTrue(cJSON_GetObjectItem(jo, "enable_thinking")),
+        .default_system = cJSON_IsString(ds) ? ds->valuestring : NULL,
+        .implicit_image = cJSON_IsTrue(cJSON_GetObjectItem(jo, "implicit_image")),
+        .wrap_image_tokens = cJSON_IsTrue(cJSON_GetObjectItem(jo, "wrap_image_tokens")),
+    };
+    const cJSON *jm = cJSON_GetObjectItem(rec, "messages");
+    int32_t n = cJSON_GetArraySize(jm);
+    struct chat_msg *msgs = calloc((size_t)n + 1, sizeof *msgs);
+    for (int32_t i = 0; i < n; i++) {
+        const cJSON *m = cJSON_GetArrayItem(jm, i);
+        const char *role = cJSON_GetObjectItem(m, "role")->valuestring;
+        const cJSON *text = cJSON_GetObjectItem(m, "text");
+        msgs[i].role = !strcmp(role, "system") ? CHAT_SYSTEM
+                       : !strcmp(role, "user") ? CHAT_USER : CHAT_ASSISTANT;
+        msgs[i].text = cJSON_IsString(text) ? text->valuestring : NULL;
+        msgs[i].n_images = cJSON_GetObjectItem(m, "n_images")->valueint;
+    }
+    struct strbuf out = {0};
+    struct vlm_err err = {0};
+    int32_t n_images = -1;
+    int rc = chat_render(msgs, n, &o, &out, &n_images, &err);
+    const cJSON *want_err = cJSON_GetObjectItem(rec, "error");
+    int rendered = 0;
+    if (want_err) {
+        CHECK_EQ(rc, VLM_EINVAL);
+        CHECK_EQ(err.http_status, 400);
+        CHECK_STR(err.param, "messages");
+        if (!strstr(err.msg, want_err->valuestring)) {
+            CHECK(strstr(err.msg, want_err->valuestring));
+            fprintf(stderr, "  case '%s': want '%s' in \"%s\"\n", name, want_err->valuestring, err.msg);
+        }
+    } else {
+        rendered = 1;
+        CHECK_EQ(rc, 0);
+        const char *want = cJSON_GetObjectItem(rec, "rendered")->valuestring;
+        if (rc == 0 && strcmp(out.s, want)) {
+            CHECK_STR(out.s, want);
+            fprintf(stderr, "  case '%s': differs at byte %td\n", name, first_diff(out.s, want) - out.s);
+        }
+        CHECK_EQ(n_images, cJSON_GetObjectItem(rec, "n_images")->valueint);
+        struct i32_vec ids = {0};
+        CHECK_EQ(chat_tokenize(tok, want, strlen(want), &ids, &err), 0);
+        const cJSON *jids = cJSON_GetObjectItem(rec, "ids");
+        size_t nw = (size_t)cJSON_GetArraySize(jids);
+        int same = ids.n == nw;
+        for (size_t i = 0; same && i < nw; i++)
+            same = ids.v[i] == cJSON_GetArrayItem(jids, (int)i)->valueint;
+        if (!same) {
+            CHECK(same);
+            fprintf(stderr, "  case '%s': ids differ (%zu vs %zu ids)\n", name, ids.n, nw);
+        }
+        i32_vec_free(&ids);
+    }
+    sb_free(&out);
+    free(msgs);
+    return rendered;
+}
+
+int main(void)
+{
+    struct tokenizer *tok = NULL;
+    struct vlm_err err = {0};
+    TEST("load tokenizer and goldens") {
+        CHECK_EQ(tok_load(&tok, test_path("VLM_FIXTURES", "qwen3-tokenizer/tokenizer.json"), &err), 0);
+    }
+    size_t len = 0;
+    char *text = vlm_read_file(test_path("VLM_SOURCE_DIR", "tests/golden/chat/conversations.json"), &len);
+    cJSON *goldens = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    CHECK(cJSON_IsArray(goldens));
+    if (!tok || !goldens) return test_report();
+
+    TEST("goldens: rendered text == jinja2, ids == HF tokenizers + §5.4") {
+        int n_rendered = 0, n_errors = 0;
+        const cJSON *rec;
+        cJSON_ArrayForEach(rec, goldens) {
+            int r = check_golden(tok, rec);
+            n_rendered += r;
+            n_errors += !r;
+        }
+        printf("  %d rendered conversations, %d rejected ones\n", n_rendered, n_errors);
+        CHECK(n_rendered >= 50);
+        CHECK(n_errors >= 5);
+    }
+
+    TEST("chat_build: canonical single-image request matches ARCH_SPEC §5.4") {
+        struct chat_msg m = {CHAT_USER, "Describe the given image.", 1};
+        struct chat_opts o = {.enable_thinking = true, .implicit_image = true};
+        struct i32_vec ids = {0};
+        int32_t n_img = 0;
+        CHECK_EQ(chat_build(tok, &m, 1, &o, &ids, &n_img, &err), 0);
+        CHECK_EQ(n_img, 1);
+        static const int32_t head[] = {151644, 8948, 198};   /* <|im_start|>system\n */
+        static const int32_t user[] = {151645, 198, 151644, 872, 198, -200, 198};
+        static const int32_t tail[] = {151645, 198, 151644, 77091, 198};
+        CHECK(ids.n > 20);
+        if (ids.n > 20) {
+            CHECK(!memcmp(ids.v, head, sizeof head));
+            CHECK(!memcmp(ids.v + ids.n - ARRAY_LEN(tail), tail, sizeof tail));
+            int found = 0;
+            for (size_t i = 0; i + ARRAY_LEN(user) <= ids.n; i++)
+                found |= !memcmp(ids.v + i, user, sizeof user);
+            CHECK(found);
+        }
+        i32_vec_free(&ids);
+    }
+
+    TEST("chat_expand_images: pads and offsets") {
+        int32_t raw[] = {1, -200, 2, 3, -200, -200, 4};
+        struct i32_vec ids = {raw, ARRAY_LEN(raw), ARRAY_LEN(raw)};
+        int32_t ntok[] = {2, 1, 3}, offs[3] = {-1, -1, -1};
+        struct i32_vec out = {0};
+        CHECK_EQ(chat_expand_images(&ids, ntok, 3, 9, &out, offs), 0);
+        static const int32_t want[] = {1, 9, 9, 2, 3, 9, 9, 9, 9, 4};
+        CHECK_EQ(out.n, ARRAY_LEN(want));
+        CHECK(out.n == ARRAY_LEN(want) && !memcmp(out.v, want, sizeof want));
+        CHECK_EQ(offs[0], 1);
+        CHECK_EQ(offs[1], 5);
+        CHECK_EQ(offs[2], 6);
+        i32_vec_free(&out);
+        CHECK_EQ(chat_expand_images(&ids, ntok, 2, 9, &out, offs), VLM_EINVAL);
+        int32_t zero[] = {2, 0, 3};
+        CHECK_EQ(chat_expand_images(&ids, zero, 3, 9, &out, offs), VLM_EINVAL);
+        CHECK_EQ(out.n, 0);
+        i32_vec_free(&out);
+    }
+
+    TEST("render: edge cases") {
+        struct chat_opts o = {.enable_thinking = false, .implicit_image = false};
+        struct strbuf out = {0};
+        int32_t n_img = -1;
+        struct chat_msg only_sys = {CHAT_SYSTEM, "s", 0};
+        CHECK_EQ(chat_render(&only_sys, 1, &o, &out, &n_img, &err), VLM_EINVAL);
+        CHECK(strstr(err.msg, "last"));
+        struct chat_msg neg = {CHAT_USER, "x", -1};
+        CHECK_EQ(chat_render(&neg, 1, &o, &out, &n_img, &err), VLM_EINVAL);
+        CHECK_EQ(chat_render(NULL, 0, &o, &out, &n_img, &err), VLM_EINVAL);
+        sb_free(&out);
+        struct chat_msg null_user = {CHAT_USER, NULL, 2};
+        CHECK_EQ(chat_render(&null_user, 1, &o, &out, &n_img, &err), 0);
+        CHECK_STR(out.s, "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                         "<|im_start|>user\n<image> <image>\n<|im_end|>\n"
+                         "<|im_start|>assistant\n<think>\n\n</think>\n\n");
+        CHECK_EQ(n_img, 2);
+        sb_free(&out);
+    }
+
+    TEST("tokenize: invalid UTF-8 is an error, not a crash") {
+        struct i32_vec ids = {0};
+        const char bad[] = "<|im_start|>user\n\xff\xfe<image>\n<|im_end|>\n";
+        CHECK(chat_tokenize(tok, bad, sizeof bad - 1, &ids, &err) != 0);
+        i32_vec_free(&ids);
+        CHECK_EQ(chat_tokenize(tok, "", 0, &ids, &err), 0);
+        CHECK_EQ(ids.n, 0);
+        CHECK_EQ(chat_tokenize(tok, "<image><image>", 14, &ids, &err), 0);
+        CHECK_EQ(ids.n, 2);
+        i32_vec_free(&ids);
+    }
+
+    cJSON_Delete(goldens);
+    tok_free(tok);
+    return test_report();
+}
