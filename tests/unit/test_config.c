@@ -12,7 +12,7 @@
 #include "config/config.h"
 #include "test.h"
 
-#define MAXV 16
+#define MAXV 32
 
 /* Writes text to a file under the build directory; returns its path (static per slot). */
 static const char *write_tmp(int slot, const char *text)
@@ -35,8 +35,8 @@ static int parse(struct config *c, const char *const *args, const char *const *e
     char *argv[MAXV + 1] = {"valley-server"};
     char *envp[MAXV + 1] = {0};
     int argc = 1;
-    for (int i = 0; args && args[i]; i++) argv[argc++] = (char *)args[i];
-    for (int i = 0; env && env[i]; i++) envp[i] = (char *)env[i];
+    for (int i = 0; args && args[i] && argc < MAXV; i++) argv[argc++] = (char *)args[i];
+    for (int i = 0; env && env[i] && i < MAXV; i++) envp[i] = (char *)env[i];
     config_defaults(c);
     memset(err, 0, sizeof *err);
     return config_parse(c, argc, argv, envp, err);
@@ -213,7 +213,7 @@ int main(void)
         snprintf(cfg_unknown, sizeof cfg_unknown, "--config=%s", unknown);
         snprintf(cfg_type, sizeof cfg_type, "--config=%s", wrongtype);
         struct {
-            const char *args[4];
+            const char *args[5];
             const char *env[2];
             const char *want[3];
         } cases[] = {
