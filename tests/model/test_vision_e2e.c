@@ -1,0 +1,240 @@
+/*
+ * Image+text prompts end to end against the HF reference (tests/golden/vision/prompts.json,
+ * made by tests/golden/make_vision_goldens.py --e2e on the gqa4 checkpoint): the engine
+ * encodes the images with the vision tower, splices the projector rows at the image spans
+ * (ARCH_SPEC §5.5), runs the decoder at positions 0..L-1, and must give the reference logits
+ * within 1e-4 × max|logit| and the same 32 greedy tokens. Prompts: one image, three images of
+ * different sizes, an image between two text parts; plus a prefill split inside an image.
+ */
+// models: gqa4
+#include "engine/engine.h"
+#include "test.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+
+/* ==== Inputs: the golden script's pixel recipe (as in test_vit.c) ==== */
+
+static uint64_t splitmix64(uint64_t x)
+{
+    uint64_t z = x + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static float pixel_value(uint64_t img, uint64_t row, uint64_t c, uint64_t yx)
+{
+    uint64_t k = splitmix64((img << 40) | (row << 16) | (c * 1024 + yx)) >> 40;
+    return (float)(((double)k - (double)(1 << 23)) / (double)(1 << 22));
+}
+
+static float *make_pixels(int img, int t, int h, int w, int ch, int tps, int ps)
+{
+    int rows = t * h * w, pd = ch * tps * ps * ps;
+    float *p = xmalloc((size_t)rows * (size_t)pd * sizeof *p);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < ch; c++)
+            for (int yx = 0; yx < ps * ps; yx++) {
+                float val = pixel_value((uint64_t)img, (uint64_t)r, (uint64_t)c, (uint64_t)yx);
+                for (int ts = 0; ts < tps; ts++) p[(size_t)r * pd + (c * tps + ts) * ps * ps + yx] = val;
+            }
+    return p;
+}
+
+/* ==== Helpers ==== */
+
+enum { N_IMG = 3, MAX_LEN = 256, N_GREEDY = 32, MAX_ROWS = 8, BLOCK = 16 };
+
+static int32_t argmax(const float *x, int32_t n)
+{
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* max |logits[ids] - values| / max_abs of one golden row; argmax checked too */
+static double row_err(const float *logits, int32_t vocab, const cJSON *row, bool *argmax_ok)
+{
+    const cJSON *ids = cJSON_GetObjectItem(row, "ids"), *vals = cJSON_GetObjectItem(row, "values");
+    double dmax = 0, mabs = cJSON_GetObjectItem(row, "max_abs")->valuedouble;
+    const cJSON *i = ids->child, *v = vals->child;
+    for (; i && v; i = i->next, v = v->next) {
+        double d = fabs((double)logits[i->valueint] - v->valuedouble);
+        if (!(d <= dmax)) dmax = isnan(d) ? INFINITY : d;
+    }
+    *argmax_ok = argmax(logits, vocab) == cJSON_GetObjectItem(row, "argmax")->valueint;
+    return dmax / mabs;
+}
+
+struct prompt {
+    int32_t tokens[MAX_LEN];           /* spliced sequence; image rows hold 0 */
+    int32_t len;
+    struct mm_span spans[N_IMG];
+    int32_t n_spans;
+    const struct mm_item *encode[N_IMG];
+};
+
+/* Expands golden ids (with -200 sentinels) into the spliced token sequence and its spans. */
+static void build_prompt(struct prompt *p, const cJSON *jp, const struct mm_item *items)
+{
+    memset(p, 0, sizeof *p);
+    const cJSON *imgs = cJSON_GetObjectItem(jp, "images");
+    int32_t sentinel = 0;
+    for (const cJSON *t = cJSON_GetObjectItem(jp, "ids")->child; t; t = t->next) {
+        if (t->valueint == -200) {
+            const struct mm_item *it = &items[cJSON_GetArrayItem(imgs, sentinel++)->valueint];
+            VLM_ASSERT(p->len + it->n_tokens <= MAX_LEN);
+            p->spans[p->n_spans] = (struct mm_span){.offset = p->len, .item = it};
+            p->encode[p->n_spans++] = it;
+            for (int32_t i = 0; i < it->n_tokens; i++) p->tokens[p->len++] = 0;
+        } else {
+            VLM_ASSERT(p->len < MAX_LEN);
+            p->tokens[p->len++] = t->valueint;
+        }
+    }
+}
+
+/* One sequence, blocks 1.. in order, new tokens [pos, pos + n) of p (or one given token). */
+static struct batch one_seq(struct batch_seq *s, const struct prompt *p, const int32_t *blocks,
+                            int32_t pos, int32_t n, const int32_t *tok, bool encode)
+{
+    *s = (struct batch_seq){.pos = pos, .n_tokens = n, .tokens = tok ? tok : p->tokens + pos,
+                            .blocks = blocks, .n_blocks = (MAX_LEN + N_GREEDY) / BLOCK + 1,
+                            .mm = p->spans, .n_mm = p->n_spans};
+    return (struct batch){.seqs = s, .n_seqs = 1, .encode = encode ? p->encode : NULL,
+                          .n_encode = encode ? p->n_spans : 0};
+}
+
+int main(void)
+{
+    struct vlm_err err = {0};
+    struct model m = {0};
+    if (model_load(&m, test_path("VLM_MODELS", "gqa4"), &err)) {
+        fprintf(stderr, "model_load: %s\n", err.msg);
+        return 1;
+    }
+    char *gtxt = vlm_read_file(test_path("VLM_SOURCE_DIR", "tests/golden/vision/prompts.json"), NULL);
+    cJSON *gold = gtxt ? cJSON_Parse(gtxt) : NULL;
+    VLM_ASSERT(gold);
+
+    struct engine e;
+    struct engine_params ep = {.bp = {.n_threads = 2}, .backend = ENGINE_BACKEND_CPU,
+                               .block_size = BLOCK, .n_blocks = (MAX_LEN + N_GREEDY) / BLOCK + 2,
+                               .max_batched_tokens = MAX_LEN, .max_seqs = 2,
+                               .max_logit_rows = MAX_ROWS, .encoder_cache_tokens = 64,
+                               .max_image_patches = 256};
+    TEST("engine_init with the vision tower") {
+        CHECK_EQ(engine_init(&e, &m, &ep, &err), 0);
+        CHECK(e.vit != NULL);
+    }
+    if (!e.vit) {
+        fprintf(stderr, "engine has no vision tower: %s\n", err.msg);
+        return test_report();
+    }
+
+    const struct model_config *c = &m.cfg;
+    int32_t vocab = c->vocab_size, m2 = c->spatial_merge_size * c->spatial_merge_size;
+    const cJSON *grids = cJSON_GetObjectItem(gold, "grids");
+    struct mm_item items[N_IMG];
+    float *pix[N_IMG];
+    for (int i = 0; i < N_IMG; i++) {
+        const cJSON *g = cJSON_GetArrayItem(grids, i);
+        int t = cJSON_GetArrayItem(g, 0)->valueint, h = cJSON_GetArrayItem(g, 1)->valueint;
+        int w = cJSON_GetArrayItem(g, 2)->valueint;
+        pix[i] = make_pixels(i, t, h, w, c->in_chans, c->temporal_patch_size, c->patch_size);
+        items[i] = (struct mm_item){.hash = 1000 + (uint64_t)i, .pixels = pix[i], .grid_t = t,
+                                    .grid_h = h, .grid_w = w, .n_patches = t * h * w,
+                                    .n_tokens = t * h * w / m2};
+    }
+    int32_t blocks[(MAX_LEN + N_GREEDY) / BLOCK + 1];
+    for (size_t i = 0; i < ARRAY_LEN(blocks); i++) blocks[i] = (int32_t)i + 1;
+    float *logits = xmalloc((size_t)MAX_ROWS * (size_t)vocab * sizeof *logits);
+    static struct prompt p;
+    struct batch_seq s;
+
+    for (const cJSON *jp = cJSON_GetObjectItem(gold, "prompts")->child; jp; jp = jp->next) {
+        const char *name = cJSON_GetObjectItem(jp, "name")->valuestring;
+        build_prompt(&p, jp, items);
+        /* the harness prints a test's name when the next one begins: one buffer per test */
+        static char titles[3 * 3][160];
+        static int n_titles;
+        char *title = titles[n_titles++ % 9];
+        snprintf(title, 160, "%s: spliced length and image spans as the reference", name);
+        TEST(title) {
+            CHECK_EQ(p.len, cJSON_GetObjectItem(jp, "length")->valueint);
+            const cJSON *sp = cJSON_GetObjectItem(jp, "spans");
+            CHECK_EQ(cJSON_GetArraySize(sp), p.n_spans);
+            for (int32_t k = 0; k < p.n_spans && k < cJSON_GetArraySize(sp); k++)
+                CHECK_EQ(cJSON_GetArrayItem(cJSON_GetArrayItem(sp, k), 0)->valueint, p.spans[k].offset);
+        }
+
+        /* prefill, logits at the golden rows */
+        const cJSON *rows = cJSON_GetObjectItem(jp, "rows");
+        int32_t n_rows = cJSON_GetArraySize(rows), ridx[MAX_ROWS];
+        VLM_ASSERT(n_rows <= MAX_ROWS);
+        for (int32_t r = 0; r < n_rows; r++)
+            ridx[r] = cJSON_GetObjectItem(cJSON_GetArrayItem(rows, r), "row")->valueint;
+        VLM_ASSERT(ridx[n_rows - 1] == p.len - 1);
+        struct batch b = one_seq(&s, &p, blocks, 0, p.len, NULL, true);
+        title = titles[n_titles++ % 9];
+        snprintf(title, 160, "%s: logits within 1e-4 x max|logit|", name);
+        TEST(title) {
+            CHECK_EQ(engine_forward_rows(&e, &b, ridx, n_rows, logits), 0);
+            for (int32_t r = 0; r < n_rows; r++) {
+                bool am;
+                double rel = row_err(logits + (size_t)r * vocab, vocab, cJSON_GetArrayItem(rows, r), &am);
+                printf("  %s row %d: rel %.3g, hash %016llx\n", name, ridx[r], rel,
+                       (unsigned long long)vlm_hash64(logits + (size_t)r * vocab, (size_t)vocab * 4, 0));
+                CHECK(rel <= 1e-4);
+                CHECK(am);
+            }
+        }
+
+        /* greedy continuation: one token per step at positions L, L+1, ... */
+        title = titles[n_titles++ % 9];
+        snprintf(title, 160, "%s: 32 greedy tokens as the reference", name);
+        TEST(title) {
+            const cJSON *g = cJSON_GetObjectItem(jp, "greedy");
+            int32_t tok = argmax(logits + (size_t)(n_rows - 1) * vocab, vocab), n_same = 0;
+            for (int32_t k = 0; k < N_GREEDY; k++) {
+                if (tok == cJSON_GetArrayItem(g, k)->valueint) n_same++;
+                else break;
+                if (k + 1 == N_GREEDY) break;
+                int32_t row0 = 0;
+                struct batch bd = one_seq(&s, &p, blocks, p.len + k, 1, &tok, false);
+                CHECK_EQ(engine_forward_rows(&e, &bd, &row0, 1, logits), 0);
+                tok = argmax(logits, vocab);
+            }
+            printf("  %s: %d of %d greedy tokens equal\n", name, n_same, N_GREEDY);
+            CHECK_EQ(n_same, N_GREEDY);
+        }
+    }
+
+    /* the three-image prompt again, prefilled in two chunks that split image 1's span */
+    TEST("prefill split inside an image gives the same last-row logits") {
+        const cJSON *jp = cJSON_GetArrayItem(cJSON_GetObjectItem(gold, "prompts"), 1);
+        build_prompt(&p, jp, items);
+        const cJSON *rows = cJSON_GetObjectItem(jp, "rows");
+        const cJSON *last = cJSON_GetArrayItem(rows, cJSON_GetArraySize(rows) - 1);
+        int32_t cut = p.spans[1].offset + p.spans[1].item->n_tokens / 2, rlast = p.len - 1 - cut;
+        struct batch b1 = one_seq(&s, &p, blocks, 0, cut, NULL, true);
+        CHECK_EQ(engine_forward_rows(&e, &b1, NULL, 0, logits), 0);
+        struct batch b2 = one_seq(&s, &p, blocks, cut, p.len - cut, NULL, false);
+        CHECK_EQ(engine_forward_rows(&e, &b2, &rlast, 1, logits), 0);
+        bool am;
+        double rel = row_err(logits, vocab, last, &am);
+        printf("  split at %d: rel %.3g\n", cut, rel);
+        CHECK(rel <= 1e-4);
+        CHECK(am);
+    }
+
+    free(logits);
+    for (int i = 0; i < N_IMG; i++) free(pix[i]);
+    engine_destroy(&e);
+    cJSON_Delete(gold);
+    free(gtxt);
+    model_destroy(&m);
+    return test_report();
+}
