@@ -1,0 +1,694 @@
+/*
+ * sched: queues, the token budget, preemption, encoder-cache accounting, and the update
+ * that turns sampled tokens into stream events. See sched.h for the contract.
+ */
+#include "scheduler/sched.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "scheduler/kv_cache.h"
+
+/* ==== State ====
+ * Everything is sized in sched_new; a step allocates nothing except a request's event
+ * buffer growing (amortized, request.c). */
+
+/* A resident encoder-cache item. */
+struct enc_entry {
+    uint64_t hash;
+    int32_t n_tokens;
+    int32_t refs;        /* requests holding it (scheduled span not yet computed) */
+    uint64_t last_use;   /* LRU clock among refs == 0 entries */
+};
+
+enum {
+    CTR_RUNNING, CTR_WAITING, CTR_PREEMPTED, CTR_KV_USED, CTR_KV_CACHED, CTR_PREFIX_HIT,
+    CTR_PREFIX_QUERIED, CTR_ENC_HIT, CTR_ENC_MISS, CTR_ENC_USED, CTR_TOK_IN, CTR_TOK_OUT,
+    CTR_STEPS, CTR_FINISHED, /* + 7 slots indexed by state */
+    CTR_N = CTR_FINISHED + 7
+};
+
+struct sched {
+    struct sched_config cfg;
+    struct kv_pool pool;
+
+    struct request **running;        /* (max_num_seqs) admission order, oldest first */
+    int32_t n_running;
+    struct request *wait_head, *wait_tail;  /* FCFS; preempted ones go to the head */
+    int32_t n_waiting;
+    uint32_t *free_slots;            /* (max_num_seqs) stack of engine scratch rows */
+    int32_t n_free_slots;
+
+    struct enc_entry *enc;           /* (cap_enc) resident items, unordered */
+    int32_t n_enc, cap_enc;
+    int32_t enc_used;                /* tokens resident */
+    int32_t enc_evictable;           /* tokens resident with refs == 0 */
+    int32_t n_enc_evictable;         /* entries with refs == 0 */
+    uint64_t enc_clock;
+
+    /* the current step (valid until the next sched_schedule) */
+    struct batch_seq *seqs;          /* (max_num_seqs) */
+    struct request **seq_req;        /* (max_num_seqs) the request behind each seq */
+    const struct mm_item **encode;   /* (cap_enc) */
+    uint64_t *evict;                 /* (cap_enc) */
+    struct batch b;
+    int32_t *hits;                   /* (n_blocks) prefix lookup scratch */
+    bool in_step;                    /* between sched_schedule and sched_update */
+
+    _Atomic int64_t ctr[CTR_N];
+};
+
+static inline void ctr_add(struct sched *s, int i, int64_t v)
+{
+    atomic_store_explicit(&s->ctr[i], atomic_load_explicit(&s->ctr[i], memory_order_relaxed) + v,
+                          memory_order_relaxed);
+}
+static inline void ctr_set(struct sched *s, int i, int64_t v)
+{
+    atomic_store_explicit(&s->ctr[i], v, memory_order_relaxed);
+}
+
+/* ==== Configuration and lifetime ==== */
+
+struct sched *sched_new(const struct sched_config *cfg, struct vlm_err *err)
+{
+    const struct sched_config *c = cfg;
+    if (c->block_size < 1 || c->n_blocks < 2 || c->max_num_seqs < 1 ||
+        c->max_num_batched_tokens < 1 || c->max_model_len < 2 || c->encoder_cache_tokens < 0 ||
+        c->max_waiting < 0) {
+        vlm_err_set(err, VLM_EINVAL, 500,
+                    "scheduler: bad config (block_size %d, n_blocks %d, max_num_seqs %d, "
+                    "max_num_batched_tokens %d, max_model_len %d)",
+                    c->block_size, c->n_blocks, c->max_num_seqs, c->max_num_batched_tokens,
+                    c->max_model_len);
+        return NULL;
+    }
+    if (c->max_mm_item_tokens > c->encoder_cache_tokens) {
+        vlm_err_set(err, VLM_EINVAL, 500,
+                    "scheduler: encoder cache budget (%d tokens) is smaller than one image "
+                    "(up to %d tokens)", c->encoder_cache_tokens, c->max_mm_item_tokens);
+        return NULL;
+    }
+    struct sched *s = xcalloc(1, sizeof *s);
+    s->cfg = *c;
+    int rc = kv_pool_init(&s->pool, c->n_blocks, c->block_size, c->enable_prefix_caching);
+    VLM_ASSERT(rc == 0);
+    int32_t ns = c->max_num_seqs;
+    s->running = xcalloc((size_t)ns, sizeof *s->running);
+    s->free_slots = xmalloc((size_t)ns * sizeof *s->free_slots);
+    for (int32_t i = 0; i < ns; i++) s->free_slots[i] = (uint32_t)(ns - 1 - i);
+    s->n_free_slots = ns;
+    s->cap_enc = VLM_MAX(VLM_MIN(c->encoder_cache_tokens, 65536), 1); /* items have >= 1 token */
+    s->enc = xcalloc((size_t)s->cap_enc, sizeof *s->enc);
+    s->seqs = xcalloc((size_t)ns, sizeof *s->seqs);
+    s->seq_req = xcalloc((size_t)ns, sizeof *s->seq_req);
+    s->encode = xcalloc((size_t)s->cap_enc, sizeof *s->encode);
+    s->evict = xcalloc((size_t)s->cap_enc, sizeof *s->evict);
+    s->hits = xcalloc((size_t)c->n_blocks, sizeof *s->hits);
+    ctr_set(s, CTR_KV_USED, 0);
+    return s;
+}
+
+int sched_validate(const struct sched_config *cfg, struct request *r, struct vlm_err *err)
+{
+    VLM_ASSERT(r && !r->tokens);
+    int64_t kv_tokens = (int64_t)(cfg->n_blocks - 1) * cfg->block_size;
+    if (r->n_prompt < 1)
+        return vlm_err_param(err, VLM_EINVAL, 400, "messages", "the prompt is empty");
+    if (r->n_prompt + 1 > cfg->max_model_len)
+        return vlm_err_param(err, VLM_EINVAL, 400, "messages",
+                             "this model's maximum context length is %d tokens; the prompt "
+                             "has %d tokens, leaving no room for output",
+                             cfg->max_model_len, r->n_prompt);
+    if (r->n_prompt + 1 > kv_tokens)
+        return vlm_err_param(err, VLM_EINVAL, 400, "messages",
+                             "the prompt has %d tokens; the KV cache holds at most %lld",
+                             r->n_prompt, (long long)kv_tokens);
+    if (r->params.max_tokens < 1)
+        return vlm_err_param(err, VLM_EINVAL, 400, "max_tokens", "max_tokens must be >= 1");
+    for (int32_t i = 0; i < r->n_mm; i++)
+        if (r->mm[i].item->n_tokens > cfg->encoder_cache_tokens)
+            return vlm_err_param(err, VLM_EINVAL, 400, "messages",
+                                 "an image needs %d tokens; the encoder cache holds %d",
+                                 r->mm[i].item->n_tokens, cfg->encoder_cache_tokens);
+    int64_t cap = (int64_t)r->n_prompt + r->params.max_tokens;
+    cap = VLM_MIN(cap, (int64_t)cfg->max_model_len);
+    cap = VLM_MIN(cap, kv_tokens);
+    r->cap_tokens = (int32_t)cap;
+    r->tokens = trymalloc((size_t)cap * sizeof *r->tokens);
+    r->mm_held = trycalloc((size_t)VLM_MAX(r->n_mm, 1), 1);
+    if (!r->tokens || !r->mm_held || kv_cache_req_init(cfg->block_size, r) != 0)
+        return vlm_err_set(err, VLM_ENOMEM, 503, "out of memory for the request");
+    memcpy(r->tokens, r->prompt, (size_t)r->n_prompt * sizeof *r->tokens);
+    r->n_tokens = r->n_prompt;
+    r->n_computed = 0;
+    r->state = REQ_WAITING;
+    return 0;
+}
+
+/* ==== Queues ==== */
+
+static void wait_push_back(struct sched *s, struct request *r)
+{
+    r->q_next = NULL;
+    r->q_prev = s->wait_tail;
+    if (s->wait_tail) s->wait_tail->q_next = r;
+    else s->wait_head = r;
+    s->wait_tail = r;
+    s->n_waiting++;
+}
+
+static void wait_push_front(struct sched *s, struct request *r)
+{
+    r->q_prev = NULL;
+    r->q_next = s->wait_head;
+    if (s->wait_head) s->wait_head->q_prev = r;
+    else s->wait_tail = r;
+    s->wait_head = r;
+    s->n_waiting++;
+}
+
+static void wait_unlink(struct sched *s, struct request *r)
+{
+    if (r->q_prev) r->q_prev->q_next = r->q_next;
+    else s->wait_head = r->q_next;
+    if (r->q_next) r->q_next->q_prev = r->q_prev;
+    else s->wait_tail = r->q_prev;
+    r->q_prev = r->q_next = NULL;
+    s->n_waiting--;
+}
+
+static void running_push(struct sched *s, struct request *r)
+{
+    VLM_ASSERT(s->n_running < s->cfg.max_num_seqs && s->n_free_slots > 0);
+    r->run_idx = s->n_running;
+    s->running[s->n_running++] = r;
+    r->slot = s->free_slots[--s->n_free_slots];
+    r->state = REQ_RUNNING;
+}
+
+/* Removes r from the running array, keeping the order of the others. */
+static void running_remove(struct sched *s, struct request *r)
+{
+    int32_t i = r->run_idx;
+    VLM_ASSERT(i >= 0 && i < s->n_running && s->running[i] == r);
+    for (; i + 1 < s->n_running; i++) {
+        s->running[i] = s->running[i + 1];
+        s->running[i]->run_idx = i;
+    }
+    s->n_running--;
+    r->run_idx = -1;
+    s->free_slots[s->n_free_slots++] = r->slot;
+}
+
+static void update_gauges(struct sched *s)
+{
+    ctr_set(s, CTR_RUNNING, s->n_running);
+    ctr_set(s, CTR_WAITING, s->n_waiting);
+    ctr_set(s, CTR_KV_USED, kv_pool_capacity(&s->pool) - s->pool.n_free);
+    ctr_set(s, CTR_KV_CACHED, s->pool.n_cached);
+    ctr_set(s, CTR_ENC_USED, s->enc_used);
+}
+
+/* ==== Encoder cache accounting ====
+ * Planning is pure (enc_plan: how many of the n_new tokens from pos can run given the
+ * budget); committing takes the references and fills batch.encode / batch.evict. A plan
+ * that fits commits without fail: the commit first takes references on resident items,
+ * then inserts the missing ones, evicting unreferenced items in LRU order. */
+
+static struct enc_entry *enc_find(struct sched *s, uint64_t hash)
+{
+    for (int32_t i = 0; i < s->n_enc; i++)
+        if (s->enc[i].hash == hash) return &s->enc[i];
+    return NULL;
+}
+
+static void enc_ref(struct sched *s, struct enc_entry *e)
+{
+    if (e->refs++ == 0) {
+        s->enc_evictable -= e->n_tokens;
+        s->n_enc_evictable--;
+    }
+}
+
+static void enc_unref(struct sched *s, struct request *r, int32_t k)
+{
+    struct enc_entry *e = enc_find(s, r->mm[k].item->hash);
+    VLM_ASSERT(e && e->refs > 0 && r->mm_held[k]);
+    r->mm_held[k] = 0;
+    if (--e->refs == 0) {
+        s->enc_evictable += e->n_tokens;
+        s->n_enc_evictable++;
+        e->last_use = ++s->enc_clock;
+    }
+}
+
+/* Evicts the least recently used unreferenced item into batch.evict. */
+static void enc_evict_one(struct sched *s)
+{
+    int32_t best = -1;
+    for (int32_t i = 0; i < s->n_enc; i++)
+        if (s->enc[i].refs == 0 && (best < 0 || s->enc[i].last_use < s->enc[best].last_use))
+            best = i;
+    VLM_ASSERT(best >= 0);
+    struct enc_entry *e = &s->enc[best];
+    VLM_ASSERT(s->b.n_evict < s->cap_enc);
+    s->evict[s->b.n_evict++] = e->hash;
+    s->enc_used -= e->n_tokens;
+    s->enc_evictable -= e->n_tokens;
+    s->n_enc_evictable--;
+    *e = s->enc[--s->n_enc];
+}
+
+/* Whether span k of r duplicates the item of an earlier span in [k0, k). */
+static bool span_dup(const struct request *r, int32_t k0, int32_t k)
+{
+    for (int32_t j = k0; j < k; j++)
+        if (r->mm[j].item->hash == r->mm[k].item->hash) return true;
+    return false;
+}
+
+/* How many of the n_new tokens starting at pos can be scheduled: all of them if every item
+ * they need is resident or fits; otherwise up to the first item that must be encoded. */
+static int32_t enc_plan(struct sched *s, const struct request *r, int32_t pos, int32_t n_new)
+{
+    int32_t need = 0, lost = 0, n_lost = 0, n_ins = 0, first_new = -1, k0 = -1;
+    for (int32_t k = r->mm_done; k < r->n_mm; k++) {
+        const struct mm_span *sp = &r->mm[k];
+        if (sp->offset >= pos + n_new) break;
+        if (sp->offset + sp->item->n_tokens <= pos || r->mm_held[k]) continue;
+        if (k0 < 0) k0 = k;
+        if (span_dup(r, k0, k)) continue;
+        const struct enc_entry *e = enc_find(s, sp->item->hash);
+        if (e) {
+            if (e->refs == 0) {
+                lost += e->n_tokens;
+                n_lost++;
+            }
+        } else {
+            need += sp->item->n_tokens;
+            n_ins++;
+            if (first_new < 0) first_new = sp->offset;
+        }
+    }
+    if (need == 0) return n_new;
+    int32_t avail = s->cfg.encoder_cache_tokens - s->enc_used + s->enc_evictable - lost;
+    int32_t slots = s->cap_enc - s->n_enc + s->n_enc_evictable - n_lost;
+    if (need <= avail && n_ins <= slots) return n_new;
+    return VLM_MAX(first_new - pos, 0);
+}
+
+static void enc_commit(struct sched *s, struct request *r, int32_t pos, int32_t n_new)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        for (int32_t k = r->mm_done; k < r->n_mm; k++) {
+            const struct mm_span *sp = &r->mm[k];
+            if (sp->offset >= pos + n_new) break;
+            if (sp->offset + sp->item->n_tokens <= pos || r->mm_held[k]) continue;
+            struct enc_entry *e = enc_find(s, sp->item->hash);
+            if (!e) {
+                if (pass == 0) continue;
+                while (s->enc_used + sp->item->n_tokens > s->cfg.encoder_cache_tokens ||
+                       s->n_enc == s->cap_enc)
+                    enc_evict_one(s);
+                VLM_ASSERT(s->n_enc < s->cap_enc && s->b.n_encode < s->cap_enc);
+                e = &s->enc[s->n_enc++];
+                *e = (struct enc_entry){.hash = sp->item->hash, .n_tokens = sp->item->n_tokens};
+                s->enc_used += e->n_tokens;
+                s->enc_evictable += e->n_tokens; /* enc_ref takes it back */
+                s->n_enc_evictable++;
+                s->encode[s->b.n_encode++] = sp->item;
+                ctr_add(s, CTR_ENC_MISS, 1);
+            } else {
+                ctr_add(s, CTR_ENC_HIT, 1);
+            }
+            enc_ref(s, e);
+            r->mm_held[k] = 1;
+        }
+    }
+}
+
+/* Releases the items whose spans r has computed past, and advances r->mm_done. */
+static void enc_release_done(struct sched *s, struct request *r)
+{
+    while (r->mm_done < r->n_mm &&
+           r->mm[r->mm_done].offset + r->mm[r->mm_done].item->n_tokens <= r->n_computed) {
+        if (r->mm_held[r->mm_done]) enc_unref(s, r, r->mm_done);
+        r->mm_done++;
+    }
+}
+
+static void enc_release_all(struct sched *s, struct request *r)
+{
+    for (int32_t k = r->mm_done; k < r->n_mm; k++)
+        if (r->mm_held[k]) enc_unref(s, r, k);
+    r->mm_done = 0;
+}
+
+/* ==== Admission, preemption, finishing ==== */
+
+void sched_add(struct sched *s, struct request *r)
+{
+    VLM_ASSERT(r->tokens && r->state == REQ_WAITING && r->run_idx < 0);
+    wait_push_back(s, r);
+    ctr_set(s, CTR_WAITING, s->n_waiting);
+}
+
+int32_t sched_n_live(const struct sched *s) { return s->n_running + s->n_waiting; }
+
+/* Recompute later: free everything, back to the front of the waiting queue. */
+static void preempt(struct sched *s, struct request *r)
+{
+    running_remove(s, r);
+    kv_cache_free(&s->pool, r);
+    enc_release_all(s, r);
+    r->n_computed = 0;
+    r->state = REQ_PREEMPTED;
+    r->n_preempted++;
+    wait_push_front(s, r);
+    ctr_add(s, CTR_PREEMPTED, 1);
+    log_debug("req=%llu preempted (%d tokens, %d free blocks)", (unsigned long long)r->id,
+              r->n_tokens, s->pool.n_free);
+}
+
+/* Releases r's resources and finishes its stream; r stays in whatever queue it is in (the
+ * caller removes it, notifies, and drops the scheduler's reference). */
+static void finish(struct sched *s, struct request *r, int state)
+{
+    VLM_ASSERT(req_state_finished(state) && !req_state_finished(r->state));
+    kv_cache_free(&s->pool, r);
+    enc_release_all(s, r);
+    r->state = state;
+    struct req_usage u = {.prompt_tokens = r->n_prompt,
+                          .completion_tokens = r->n_tokens - r->n_prompt,
+                          .cached_tokens = VLM_MAX(r->n_cached_first, 0)};
+    req_stream_finish(r, state, &u);
+    ctr_add(s, CTR_FINISHED + state, 1);
+}
+
+static void notify_and_drop(struct request *r, bool drop)
+{
+    if (r->notify) r->notify(r, r->notify_user);
+    if (drop) req_release(r);
+}
+
+bool sched_abort_id(struct sched *s, uint64_t id, int why)
+{
+    VLM_ASSERT(!s->in_step && req_state_finished(why));
+    struct request *r = NULL;
+    for (int32_t i = 0; i < s->n_running && !r; i++)
+        if (s->running[i]->id == id) r = s->running[i];
+    if (r) {
+        finish(s, r, why);
+        running_remove(s, r);
+    } else {
+        for (struct request *w = s->wait_head; w && !r; w = w->q_next)
+            if (w->id == id) r = w;
+        if (!r) return false;
+        finish(s, r, why);
+        wait_unlink(s, r);
+    }
+    update_gauges(s);
+    notify_and_drop(r, true);
+    return true;
+}
+
+void sched_free(struct sched *s)
+{
+    if (!s) return;
+    while (s->n_running) sched_abort_id(s, s->running[s->n_running - 1]->id, REQ_FINISHED_ABORT);
+    while (s->wait_head) sched_abort_id(s, s->wait_head->id, REQ_FINISHED_ABORT);
+    kv_pool_destroy(&s->pool);
+    free(s->running);
+    free(s->free_slots);
+    free(s->enc);
+    free(s->seqs);
+    free(s->seq_req);
+    free(s->encode);
+    free(s->evict);
+    free(s->hits);
+    free(s);
+}
+
+/* ==== Schedule ====
+ * vLLM order: running requests first, oldest first, each as many tokens as it still needs
+ * within the budget; on a block shortage the newest running request is preempted (possibly
+ * the one being scheduled). Then, only if nobody was preempted, waiting requests in FCFS
+ * order until one does not fit (no skipping ahead: the head of the queue never starves). */
+
+static void add_seq(struct sched *s, struct request *r, int32_t n_new)
+{
+    struct batch_seq *q = &s->seqs[s->b.n_seqs];
+    s->seq_req[s->b.n_seqs++] = r;
+    int32_t pos = r->n_computed, k = r->mm_done;
+    while (k < r->n_mm && r->mm[k].offset + r->mm[k].item->n_tokens <= pos) k++;
+    int32_t k_end = k;
+    while (k_end < r->n_mm && r->mm[k_end].offset < pos + n_new) k_end++;
+    *q = (struct batch_seq){
+        .slot = r->slot,
+        .pos = pos,
+        .n_tokens = n_new,
+        .tokens = r->tokens + pos,
+        .blocks = r->blocks,
+        .n_blocks = r->n_blocks,
+        .mm = k_end > k ? r->mm + k : NULL,
+        .n_mm = k_end - k,
+        .sp = pos + n_new == r->n_tokens ? &r->params.sp : NULL,
+        .prompt = r->tokens,
+        .n_prompt = r->n_prompt,
+        .output = r->tokens + r->n_prompt,
+        .n_out = r->n_tokens - r->n_prompt,
+    };
+}
+
+int32_t sched_schedule(struct sched *s, struct batch *out)
+{
+    VLM_ASSERT(!s->in_step);
+    const int32_t bs = s->cfg.block_size;
+    int32_t budget = s->cfg.max_num_batched_tokens;
+    bool preempted = false;
+    s->b = (struct batch){.seqs = s->seqs, .encode = s->encode, .evict = s->evict};
+
+    for (int32_t i = 0; i < s->n_running && budget > 0; i++) {
+        struct request *r = s->running[i];
+        int32_t n_new = VLM_MIN(r->n_tokens - r->n_computed, budget);
+        VLM_ASSERT(n_new > 0);
+        n_new = enc_plan(s, r, r->n_computed, n_new);
+        if (n_new == 0) continue;
+        while (kv_cache_alloc(&s->pool, r, NULL, 0, r->n_computed + n_new) == VLM_ENOSPC) {
+            struct request *victim = s->running[s->n_running - 1];
+            preempt(s, victim);
+            preempted = true;
+            if (victim == r) {
+                r = NULL;
+                break;
+            }
+        }
+        if (!r) break; /* r was the newest: nobody after it is left */
+        enc_commit(s, r, r->n_computed, n_new);
+        add_seq(s, r, n_new);
+        budget -= n_new;
+    }
+
+    while (!preempted && s->wait_head && s->n_running < s->cfg.max_num_seqs && budget > 0) {
+        struct request *r = s->wait_head;
+        VLM_ASSERT(r->n_blocks == 0 && r->n_computed == 0);
+        int32_t n_hit = kv_cache_lookup(&s->pool, r, s->hits);
+        int32_t n_cached = n_hit * bs;
+        int32_t n_new = VLM_MIN(r->n_tokens - n_cached, budget);
+        r->mm_done = 0;
+        n_new = enc_plan(s, r, n_cached, n_new);
+        if (n_new == 0) break;
+        if (kv_cache_alloc(&s->pool, r, s->hits, n_hit, n_cached + n_new) == VLM_ENOSPC) break;
+        wait_unlink(s, r);
+        running_push(s, r);
+        r->n_computed = n_cached;
+        if (r->n_cached_first < 0) {
+            r->n_cached_first = n_cached;
+            ctr_add(s, CTR_PREFIX_QUERIED, r->n_tokens);
+            ctr_add(s, CTR_PREFIX_HIT, n_cached);
+        }
+        enc_release_done(s, r); /* skips spans the prefix hit covered */
+        enc_commit(s, r, n_cached, n_new);
+        add_seq(s, r, n_new);
+        budget -= n_new;
+    }
+
+    /* The batch invariants (vLLM asserts the same at the end of schedule()). */
+    int32_t total = 0;
+    for (int32_t i = 0; i < s->b.n_seqs; i++) {
+        const struct batch_seq *q = &s->seqs[i];
+        VLM_ASSERT(q->n_tokens > 0 && q->n_blocks * bs >= q->pos + q->n_tokens);
+        total += q->n_tokens;
+    }
+    VLM_ASSERT(total <= s->cfg.max_num_batched_tokens);
+    VLM_ASSERT(s->b.n_seqs <= s->cfg.max_num_seqs && s->n_running <= s->cfg.max_num_seqs);
+    update_gauges(s);
+    *out = s->b;
+    s->in_step = s->b.n_seqs > 0;
+    return s->b.n_seqs;
+}
+
+/* ==== Update ==== */
+
+/* The stop condition after token tok was appended to r, or 0 to go on. */
+static int stop_state(const struct request *r, int32_t tok, bool *is_stop)
+{
+    const struct req_params *p = &r->params;
+    *is_stop = false;
+    if (!p->ignore_eos)
+        for (int32_t i = 0; i < p->n_eos; i++) *is_stop |= tok == p->eos_ids[i];
+    for (int32_t i = 0; i < p->n_stop; i++) *is_stop |= tok == p->stop_ids[i];
+    if (*is_stop) return REQ_FINISHED_STOP;
+    if (r->n_tokens >= r->cap_tokens) return REQ_FINISHED_LENGTH;
+    return 0;
+}
+
+void sched_update(struct sched *s, const struct batch *b, const struct batch_out *out)
+{
+    VLM_ASSERT(s->in_step && b->n_seqs == s->b.n_seqs && b->seqs == s->seqs);
+    int32_t k = 0, n_done = 0;
+    for (int32_t i = 0; i < b->n_seqs; i++) {
+        const struct batch_seq *q = &b->seqs[i];
+        struct request *r = s->seq_req[i];
+        VLM_ASSERT(r->state == REQ_RUNNING && q->pos == r->n_computed);
+        r->n_computed += q->n_tokens;
+        ctr_add(s, CTR_TOK_IN, q->n_tokens);
+        enc_release_done(s, r);
+        kv_cache_commit(&s->pool, r);
+        if (!q->sp) continue; /* a non-final prefill chunk: nothing to tell the client */
+
+        VLM_ASSERT(k < out->n && r->n_tokens < r->cap_tokens);
+        struct req_event ev = {.token = out->token[k], .logprob = out->logprob ? out->logprob[k] : 0};
+        if (r->params.sp.logprobs > 0 && out->top_ids && out->top_lp) {
+            ev.n_top = VLM_MIN(r->params.sp.logprobs, VLM_MAX_TOP_LOGPROBS);
+            memcpy(ev.top_ids, out->top_ids + (size_t)k * VLM_MAX_TOP_LOGPROBS,
+                   (size_t)ev.n_top * sizeof(int32_t));
+            memcpy(ev.top_lp, out->top_lp + (size_t)k * VLM_MAX_TOP_LOGPROBS,
+                   (size_t)ev.n_top * sizeof(float));
+        }
+        k++;
+        r->tokens[r->n_tokens++] = ev.token;
+        ctr_add(s, CTR_TOK_OUT, 1);
+        int st = stop_state(r, ev.token, &ev.is_stop);
+        req_stream_push(r, &ev);
+        if (st) {
+            finish(s, r, st);
+            n_done++;
+        }
+        if (r->notify) r->notify(r, r->notify_user);
+    }
+    VLM_ASSERT(k == out->n);
+    if (n_done) {
+        /* Drop the finished ones from the running array in one pass, keeping order. */
+        int32_t j = 0;
+        for (int32_t i = 0; i < s->n_running; i++) {
+            struct request *r = s->running[i];
+            if (req_state_finished(r->state)) {
+                s->free_slots[s->n_free_slots++] = r->slot;
+                r->run_idx = -1;
+                continue;
+            }
+            r->run_idx = j;
+            s->running[j++] = r;
+        }
+        s->n_running = j;
+        for (int32_t i = 0; i < b->n_seqs; i++)
+            if (req_state_finished(s->seq_req[i]->state)) req_release(s->seq_req[i]);
+    }
+    s->in_step = false;
+    ctr_add(s, CTR_STEPS, 1);
+    update_gauges(s);
+}
+
+void sched_fail(struct sched *s, const struct batch *b)
+{
+    VLM_ASSERT(s->in_step && b->seqs == s->seqs);
+    s->in_step = false;
+    /* TODO(sched): the engine's encoder cache may have lost this step's items; entries
+     * encoded this step stay marked resident. Symptom if it matters: an engine error on
+     * the next step that uses one of them. */
+    for (int32_t i = 0; i < b->n_seqs; i++) {
+        struct request *r = s->seq_req[i];
+        if (req_state_finished(r->state)) continue;
+        finish(s, r, REQ_FINISHED_ERROR);
+        running_remove(s, r);
+        notify_and_drop(r, true);
+    }
+    update_gauges(s);
+}
+
+/* ==== Stats and checks ==== */
+
+void sched_get_stats_raw(const struct sched *s, struct sched_stats *o)
+{
+    struct sched *m = (struct sched *)s; /* atomics: loads only */
+#define LD(i) atomic_load_explicit(&m->ctr[i], memory_order_relaxed)
+    memset(o, 0, sizeof *o);
+    o->running = LD(CTR_RUNNING);
+    o->waiting = LD(CTR_WAITING);
+    o->preempted_total = LD(CTR_PREEMPTED);
+    o->kv_blocks_used = LD(CTR_KV_USED);
+    o->kv_blocks_total = s->cfg.n_blocks - 1;
+    o->kv_blocks_cached = LD(CTR_KV_CACHED);
+    o->prefix_hit_tokens = LD(CTR_PREFIX_HIT);
+    o->prefix_queried_tokens = LD(CTR_PREFIX_QUERIED);
+    o->encoder_hits = LD(CTR_ENC_HIT);
+    o->encoder_misses = LD(CTR_ENC_MISS);
+    o->encoder_tokens_used = LD(CTR_ENC_USED);
+    o->tokens_in = LD(CTR_TOK_IN);
+    o->tokens_out = LD(CTR_TOK_OUT);
+    o->steps = LD(CTR_STEPS);
+    for (int i = 0; i < 7; i++) o->finished[i] = LD(CTR_FINISHED + i);
+#undef LD
+}
+
+void sched_check(const struct sched *s)
+{
+    const struct kv_pool *p = &s->pool;
+    kv_pool_check(p);
+    int32_t *refs = xcalloc((size_t)p->n_blocks, sizeof *refs);
+    int32_t *enc_refs = xcalloc((size_t)VLM_MAX(s->n_enc, 1), sizeof *enc_refs);
+    for (int32_t i = 0; i < s->n_running; i++) {
+        const struct request *r = s->running[i];
+        VLM_ASSERT(r->state == REQ_RUNNING && r->run_idx == i);
+        VLM_ASSERT(r->n_computed < r->n_tokens && r->n_tokens <= r->cap_tokens);
+        VLM_ASSERT(r->n_blocks * p->block_size >= r->n_computed);
+        VLM_ASSERT(r->n_blocks <= kv_blocks_for(p, r->n_tokens));
+        for (int32_t j = 0; j < r->n_blocks; j++) {
+            VLM_ASSERT(r->blocks[j] > 0 && r->blocks[j] < p->n_blocks);
+            refs[r->blocks[j]]++;
+        }
+        for (int32_t k = 0; k < r->n_mm; k++) {
+            if (!r->mm_held[k]) continue;
+            VLM_ASSERT(k >= r->mm_done);
+            int32_t e = -1;
+            for (int32_t j = 0; j < s->n_enc; j++)
+                if (s->enc[j].hash == r->mm[k].item->hash) e = j;
+            VLM_ASSERT(e >= 0);
+            enc_refs[e]++;
+        }
+    }
+    int32_t n_wait = 0;
+    for (const struct request *w = s->wait_head; w; w = w->q_next) {
+        VLM_ASSERT(w->n_blocks == 0 && w->run_idx < 0 && !req_state_finished(w->state));
+        for (int32_t k = 0; k < w->n_mm; k++) VLM_ASSERT(!w->mm_held[k]);
+        n_wait++;
+    }
+    VLM_ASSERT(n_wait == s->n_waiting);
+    for (int32_t id = 1; id < p->n_blocks; id++) VLM_ASSERT(refs[id] == p->b[id].ref);
+    int32_t used = 0, evictable = 0;
+    for (int32_t j = 0; j < s->n_enc; j++) {
+        VLM_ASSERT(enc_refs[j] == s->enc[j].refs);
+        used += s->enc[j].n_tokens;
+        if (!s->enc[j].refs) evictable += s->enc[j].n_tokens;
+    }
+    VLM_ASSERT(used == s->enc_used && evictable == s->enc_evictable);
+    int32_t n_ev = 0;
+    for (int32_t j = 0; j < s->n_enc; j++) n_ev += s->enc[j].refs == 0;
+    VLM_ASSERT(n_ev == s->n_enc_evictable);
+    VLM_ASSERT(used <= s->cfg.encoder_cache_tokens);
+    VLM_ASSERT(s->n_free_slots + s->n_running == s->cfg.max_num_seqs);
+    free(refs);
+    free(enc_refs);
+}

@@ -1,0 +1,574 @@
+/*
+ * test_sched: the scheduler without a model (STYLE C20, in the style of vLLM's
+ * tests/v1/core/test_scheduler.py). A fake engine (unit/sched_fake.h) computes the next
+ * token from the whole context read through the block tables, and every finished request is
+ * compared with what it gives alone.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scheduler/kv_cache.h"
+#include "scheduler/loop.h"
+#include "scheduler/sched.h"
+#include "test.h"
+#include "unit/sched_fake.h"
+
+#define VOCAB 1000
+
+static struct sched_config base_cfg(void)
+{
+    return (struct sched_config){
+        .block_size = 4,
+        .n_blocks = 65,
+        .max_num_seqs = 8,
+        .max_num_batched_tokens = 16,
+        .max_model_len = 128,
+        .enable_prefix_caching = true,
+        .encoder_cache_tokens = 64,
+    };
+}
+
+/* Counts notify calls per request (engine thread). */
+static void count_notify(struct request *r, void *user)
+{
+    (void)r;
+    (*(int *)user)++;
+}
+
+struct tr {                         /* a test request */
+    struct request *r;
+    int notified;
+};
+
+/* A request whose prompt is tokens base, base+1, ...; the test keeps one reference. */
+static struct request *mk(const struct sched_config *c, struct tr *t, uint64_t id, int32_t n,
+                          int32_t base, int32_t max_tokens)
+{
+    int32_t p[256];
+    VLM_ASSERT(n <= 256);
+    for (int32_t i = 0; i < n; i++) p[i] = base + i;
+    struct req_params pr = {.max_tokens = max_tokens, .sp = {.temperature = 0, .logprobs = -1}};
+    struct request *r = req_new(id, p, n, &pr);
+    r->notify = count_notify;
+    r->notify_user = &t->notified;
+    t->r = r;
+    t->notified = 0;
+    (void)c;
+    return r;
+}
+
+static void submit(struct sched *s, const struct sched_config *c, struct request *r)
+{
+    struct vlm_err e = {0};
+    int rc = sched_validate(c, r, &e);
+    VLM_ASSERT(rc == 0);
+    req_retain(r); /* the scheduler's reference */
+    sched_add(s, r);
+}
+
+/* One step: schedule, fake engine, update, invariants. Returns the batch (its storage
+ * stays valid until the next step). */
+static struct batch step(struct sched *s, struct fake_engine *f)
+{
+    struct batch b;
+    struct batch_out o;
+    int32_t n = sched_schedule(s, &b);
+    sched_check(s);
+    if (n) {
+        fake_execute(f, &b, &o);
+        sched_update(s, &b, &o);
+        sched_check(s);
+    }
+    return b;
+}
+
+static int run_until_idle(struct sched *s, struct fake_engine *f, int max_steps)
+{
+    int n = 0;
+    while (sched_n_live(s) > 0 && n < max_steps) {
+        step(s, f);
+        n++;
+    }
+    return n;
+}
+
+/* Whether r's stream holds exactly what r gives alone. */
+static bool matches_reference(struct request *r)
+{
+    int32_t want[512];
+    int want_state;
+    int32_t n_want = fake_reference(r, r->cap_tokens, VOCAB, want, &want_state);
+    struct req_event ev[512];
+    int state;
+    struct req_usage u;
+    int32_t n = req_stream_read(r, ev, 512, &state, &u);
+    if (state != want_state || n != n_want || u.completion_tokens != n) {
+        fprintf(stderr, "  req %llu: state %d/%d, n %d/%d\n", (unsigned long long)r->id, state,
+                want_state, n, n_want);
+        return false;
+    }
+    for (int32_t i = 0; i < n; i++)
+        if (ev[i].token != want[i]) {
+            fprintf(stderr, "  req %llu: token %d differs\n", (unsigned long long)r->id, i);
+            return false;
+        }
+    return true;
+}
+
+static struct mm_item image(uint64_t hash, int32_t n_tokens)
+{
+    return (struct mm_item){.hash = hash, .n_tokens = n_tokens, .n_patches = 4 * n_tokens,
+                            .grid_t = 1, .grid_h = 2, .grid_w = 2 * n_tokens};
+}
+
+/* 4 text tokens, an image of 8 tokens (pad id 9999), 4 text tokens. */
+static struct request *mk_img(struct tr *t, uint64_t id, uint64_t img_hash, int32_t max_tokens)
+{
+    int32_t p[16];
+    for (int i = 0; i < 16; i++) p[i] = (i >= 4 && i < 12) ? 9999 : 100 + i;
+    struct req_params pr = {.max_tokens = max_tokens, .sp = {.logprobs = -1}};
+    struct request *r = req_new(id, p, 16, &pr);
+    struct mm_item it = image(img_hash, 8);
+    VLM_ASSERT(req_add_item(r, 4, &it, NULL) == 0);
+    r->notify = count_notify;
+    r->notify_user = &t->notified;
+    t->r = r;
+    t->notified = 0;
+    return r;
+}
+
+int main(void)
+{
+    struct fake_engine f;
+    struct sched_stats st;
+
+    TEST("budget and chunked prefill: running first, then FCFS")
+    {
+        struct sched_config c = base_cfg();
+        struct sched *s = sched_new(&c, NULL);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        struct tr a, b, d;
+        submit(s, &c, mk(&c, &a, 1, 10, 10, 3));
+        submit(s, &c, mk(&c, &b, 2, 10, 20, 3));
+        submit(s, &c, mk(&c, &d, 3, 10, 30, 3));
+        struct batch bt = step(s, &f);
+        CHECK_EQ(bt.n_seqs, 2);
+        CHECK_EQ(bt.seqs[0].n_tokens, 10);
+        CHECK(bt.seqs[0].sp != NULL);
+        CHECK_EQ(bt.seqs[1].n_tokens, 6); /* budget 16: B gets the rest, a chunk */
+        CHECK(bt.seqs[1].sp == NULL);
+        CHECK_EQ(b.notified, 0);
+        CHECK_EQ(a.notified, 1);
+        bt = step(s, &f);
+        CHECK_EQ(bt.n_seqs, 3);
+        CHECK_EQ(bt.seqs[0].n_tokens, 1);  /* A decodes */
+        CHECK_EQ(bt.seqs[0].pos, 10);
+        CHECK_EQ(bt.seqs[1].n_tokens, 4);  /* B finishes its prompt */
+        CHECK_EQ(bt.seqs[1].pos, 6);
+        CHECK(bt.seqs[1].sp != NULL);
+        CHECK_EQ(bt.seqs[2].n_tokens, 10); /* C joins */
+        CHECK_EQ(bt.seqs[0].n_blocks, 3);
+        run_until_idle(s, &f, 100);
+        CHECK(matches_reference(a.r));
+        CHECK(matches_reference(b.r));
+        CHECK(matches_reference(d.r));
+        CHECK_EQ(a.notified, 3); /* once per step that produced a token */
+        sched_get_stats_raw(s, &st);
+        CHECK_EQ(st.kv_blocks_used, 0);
+        CHECK_EQ(st.tokens_out, 9);
+        CHECK_EQ(st.finished[REQ_FINISHED_LENGTH], 3);
+        sched_free(s);
+        fake_destroy(&f);
+        req_release(a.r);
+        req_release(b.r);
+        req_release(d.r);
+    }
+
+    TEST("max_num_seqs caps the batch; a long prompt is split across steps")
+    {
+        struct sched_config c = base_cfg();
+        c.max_num_seqs = 2;
+        struct sched *s = sched_new(&c, NULL);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        struct tr t[3];
+        submit(s, &c, mk(&c, &t[0], 1, 2, 10, 2));
+        submit(s, &c, mk(&c, &t[1], 2, 2, 20, 4));
+        submit(s, &c, mk(&c, &t[2], 3, 40, 30, 2));
+        struct batch bt = step(s, &f);
+        CHECK_EQ(bt.n_seqs, 2);
+        bt = step(s, &f); /* t0 finishes at its 2nd token */
+        CHECK_EQ(bt.n_seqs, 2);
+        bt = step(s, &f);
+        CHECK_EQ(bt.n_seqs, 2);
+        CHECK_EQ(bt.seqs[1].n_tokens, 15); /* 16 - t1's decode */
+        CHECK_EQ(bt.seqs[1].pos, 0);
+        bt = step(s, &f); /* t1 finishes here */
+        CHECK_EQ(bt.seqs[1].pos, 15);
+        bt = step(s, &f);
+        CHECK_EQ(bt.n_seqs, 1);
+        CHECK_EQ(bt.seqs[0].pos, 30);
+        CHECK_EQ(bt.seqs[0].n_tokens, 10);
+        CHECK(bt.seqs[0].sp != NULL);
+        run_until_idle(s, &f, 100);
+        for (int i = 0; i < 3; i++) CHECK(matches_reference(t[i].r));
+        sched_free(s);
+        fake_destroy(&f);
+        for (int i = 0; i < 3; i++) req_release(t[i].r);
+    }
+
+    for (int caching = 0; caching < 2; caching++) {
+        TEST(caching ? "preemption (prefix caching on): the newest running request goes first, "
+                       "to the front of the queue, and resumes with identical output"
+                     : "preemption (prefix caching off): newest first, identical output")
+        {
+            struct sched_config c = base_cfg();
+            c.n_blocks = 7; /* 6 usable blocks of 4 tokens */
+            c.max_num_batched_tokens = 64;
+            c.enable_prefix_caching = caching;
+            struct sched *s = sched_new(&c, NULL);
+            fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+            struct tr t[4];
+            for (int i = 0; i < 3; i++) submit(s, &c, mk(&c, &t[i], (uint64_t)i + 1, 7, 10 * i, 10));
+            step(s, &f); /* prefill: 2 blocks each */
+            step(s, &f); /* position 7: still in block 1 */
+            CHECK_EQ(t[2].r->state, REQ_RUNNING);
+            struct batch bt = step(s, &f); /* position 8 needs a block: C is preempted */
+            CHECK_EQ(t[2].r->state, REQ_PREEMPTED);
+            CHECK_EQ(t[0].r->state, REQ_RUNNING);
+            CHECK_EQ(t[1].r->state, REQ_RUNNING);
+            CHECK_EQ(bt.n_seqs, 2);
+            sched_get_stats_raw(s, &st);
+            CHECK_EQ(st.preempted_total, 1);
+            CHECK_EQ(st.waiting, 1);
+            /* a new request queues behind the preempted one */
+            submit(s, &c, mk(&c, &t[3], 4, 3, 77, 2));
+            run_until_idle(s, &f, 500);
+            CHECK(t[2].r->n_preempted >= 1);
+            for (int i = 0; i < 4; i++) CHECK(matches_reference(t[i].r));
+            sched_get_stats_raw(s, &st);
+            CHECK_EQ(st.kv_blocks_used, 0);
+            sched_free(s);
+            fake_destroy(&f);
+            for (int i = 0; i < 4; i++) req_release(t[i].r);
+        }
+    }
+
+    TEST("a request longer than the whole cache finishes with length instead of starving")
+    {
+        struct sched_config c = base_cfg();
+        c.n_blocks = 5; /* 16 tokens */
+        struct sched *s = sched_new(&c, NULL);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        struct tr t;
+        submit(s, &c, mk(&c, &t, 1, 10, 1, 100));
+        CHECK_EQ(t.r->cap_tokens, 16);
+        run_until_idle(s, &f, 100);
+        CHECK(matches_reference(t.r));
+        CHECK_EQ(t.r->state, REQ_FINISHED_LENGTH);
+        sched_free(s);
+        fake_destroy(&f);
+        req_release(t.r);
+    }
+
+    TEST("abort: blocks are released at once; waiting and unknown ids too")
+    {
+        struct sched_config c = base_cfg();
+        c.max_num_seqs = 1;
+        struct sched *s = sched_new(&c, NULL);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        struct tr a, b;
+        submit(s, &c, mk(&c, &a, 1, 10, 1, 50));
+        submit(s, &c, mk(&c, &b, 2, 10, 1, 50));
+        step(s, &f);
+        step(s, &f);
+        sched_get_stats_raw(s, &st);
+        CHECK_EQ(st.kv_blocks_used, 3);
+        int before = a.notified;
+        CHECK(sched_abort_id(s, 1, REQ_FINISHED_ABORT));
+        sched_get_stats_raw(s, &st);
+        CHECK_EQ(st.kv_blocks_used, 0);
+        CHECK_EQ(st.running, 0);
+        CHECK_EQ(a.notified, before + 1);
+        CHECK(!sched_abort_id(s, 1, REQ_FINISHED_ABORT)); /* idempotent */
+        CHECK(!sched_abort_id(s, 99, REQ_FINISHED_ABORT));
+        CHECK(sched_abort_id(s, 2, REQ_FINISHED_STOP)); /* waiting */
+        CHECK_EQ(sched_n_live(s), 0);
+        sched_check(s);
+        struct req_event ev[8];
+        int state;
+        struct req_usage u;
+        CHECK_EQ(req_stream_read(a.r, ev, 8, &state, &u), 2);
+        CHECK_EQ(state, REQ_FINISHED_ABORT);
+        CHECK_EQ(u.completion_tokens, 2);
+        CHECK_EQ(req_stream_read(b.r, ev, 8, &state, &u), 0);
+        CHECK_EQ(state, REQ_FINISHED_STOP);
+        sched_get_stats_raw(s, &st);
+        CHECK_EQ(st.finished[REQ_FINISHED_ABORT], 1);
+        sched_free(s);
+        fake_destroy(&f);
+        req_release(a.r);
+        req_release(b.r);
+    }
+
+    TEST("prefix hits: shared prefix skips compute, one token is always recomputed")
+    {
+        struct sched_config c = base_cfg();
+        struct sched *s = sched_new(&c, NULL);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        struct tr a, b, d;
+        submit(s, &c, mk(&c, &a, 1, 12, 100, 1));
+        run_until_idle(s, &f, 10);
+        int32_t p[12];
+        for (int i = 0; i < 12; i++) p[i] = i < 8 ? 100 + i : 500 + i;
+        struct req_params pr = {.max_tokens = 3, .sp = {.logprobs = -1}};
+        b.r = req_new(2, p, 12, &pr);
+        submit(s, &c, b.r);
+        struct batch bt = step(s, &f);
+        CHECK_EQ(bt.n_seqs, 1);
+        CHECK_EQ(bt.seqs[0].pos, 8);
+        CHECK_EQ(bt.seqs[0].n_tokens, 4);
+        CHECK_EQ(bt.seqs[0].blocks[0], a.r->blocks[0]); /* a's table kept its ids */
+        run_until_idle(s, &f, 10);
+        submit(s, &c, mk(&c, &d, 3, 12, 100, 2)); /* identical to a: 2 of 3 blocks */
+        bt = step(s, &f);
+        CHECK_EQ(bt.seqs[0].pos, 8);
+        run_until_idle(s, &f, 10);
+        CHECK(matches_reference(a.r));
+        CHECK(matches_reference(b.r));
+        CHECK(matches_reference(d.r));
+        sched_get_stats_raw(s, &st);
+        CHECK_EQ(st.prefix_hit_tokens, 16);
+        CHECK_EQ(st.prefix_queried_tokens, 36);
+        struct req_event ev[4];
+        struct req_usage u;
+        int state;
+        req_stream_read(d.r, ev, 0, &state, &u);
+        CHECK_EQ(u.cached_tokens, 8);
+        sched_free(s);
+        fake_destroy(&f);
+        req_release(a.r);
+        req_release(b.r);
+        req_release(d.r);
+    }
+
+    TEST("images: same text with another image shares no image block; the same image does, "
+         "and is encoded once")
+    {
+        struct sched_config c = base_cfg();
+        c.max_mm_item_tokens = 8;
+        struct sched *s = sched_new(&c, NULL);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        struct tr x, y, z, w1, w2;
+        submit(s, &c, mk_img(&x, 1, 0xA1, 4));
+        struct batch bt = step(s, &f);
+        CHECK_EQ(bt.n_encode, 1);
+        CHECK_EQ(bt.seqs[0].n_mm, 1);
+        run_until_idle(s, &f, 20);
+        sched_get_stats_raw(s, &st);
+        CHECK_EQ(st.encoder_misses, 1);
+
+        submit(s, &c, mk_img(&y, 2, 0xB2, 4)); /* other image, same tokens */
+        bt = step(s, &f);
+        CHECK_EQ(bt.seqs[0].pos, 4); /* only the text block before the image hits */
+        CHECK_EQ(bt.n_encode, 1);
+        CHECK_EQ(bt.encode[0]->hash, 0xB2);
+        run_until_idle(s, &f, 20);
+        CHECK(matches_reference(x.r));
+        CHECK(matches_reference(y.r));
+        CHECK(x.r->tokens[16] != y.r->tokens[16] || x.r->tokens[17] != y.r->tokens[17]);
+        CHECK_EQ(x.r->n_blocks, 0); /* finished tables are empty */
+
+        submit(s, &c, mk_img(&z, 3, 0xA1, 4)); /* x's image again */
+        bt = step(s, &f);
+        CHECK_EQ(bt.seqs[0].pos, 12); /* text + image blocks hit; the last block runs */
+        CHECK_EQ(bt.n_encode, 0);    /* nothing to encode: the span was all cached */
+        CHECK_EQ(bt.seqs[0].n_mm, 0);
+        run_until_idle(s, &f, 20);
+        CHECK(matches_reference(z.r));
+        sched_get_stats_raw(s, &st);
+        CHECK_EQ(st.prefix_hit_tokens, 4 + 12);
+        CHECK_EQ(st.encoder_misses, 2);
+
+        /* two requests with a new image in the same step: one encode, one hit */
+        submit(s, &c, mk_img(&w1, 4, 0xC3, 2));
+        submit(s, &c, mk_img(&w2, 5, 0xC3, 2));
+        int64_t enc0 = f.n_encodes;
+        bt = step(s, &f);
+        CHECK_EQ(bt.n_seqs, 2);
+        CHECK_EQ(bt.n_encode, 1);
+        run_until_idle(s, &f, 20);
+        CHECK_EQ(f.n_encodes - enc0, 1);
+        sched_get_stats_raw(s, &st);
+        CHECK_EQ(st.encoder_misses, 3);
+        CHECK_EQ(st.encoder_hits, 1);
+        CHECK(matches_reference(w1.r));
+        CHECK(matches_reference(w2.r));
+        sched_free(s);
+        fake_destroy(&f);
+        req_release(x.r);
+        req_release(y.r);
+        req_release(z.r);
+        req_release(w1.r);
+        req_release(w2.r);
+    }
+
+    TEST("encoder budget: a chunk stops before an image that does not fit; LRU eviction")
+    {
+        struct sched_config c = base_cfg();
+        c.encoder_cache_tokens = 8; /* one image */
+        c.max_mm_item_tokens = 8;
+        c.enable_prefix_caching = false;
+        c.max_num_batched_tokens = 64;
+        struct sched *s = sched_new(&c, NULL);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        struct tr a, b;
+        submit(s, &c, mk_img(&a, 1, 0xA1, 3));
+        submit(s, &c, mk_img(&b, 2, 0xB2, 3));
+        struct batch bt = step(s, &f);
+        CHECK_EQ(bt.n_seqs, 2);
+        CHECK_EQ(bt.seqs[0].n_tokens, 16);
+        CHECK_EQ(bt.seqs[1].n_tokens, 4); /* cut before its image */
+        CHECK_EQ(bt.n_encode, 1);
+        bt = step(s, &f); /* a's image released after its prefill: evicted for b's */
+        CHECK_EQ(bt.n_evict, 1);
+        CHECK_EQ(bt.evict[0], 0xA1);
+        CHECK_EQ(bt.n_encode, 1);
+        CHECK_EQ(bt.encode[0]->hash, 0xB2);
+        CHECK_EQ(bt.seqs[1].pos, 4);
+        CHECK_EQ(bt.seqs[1].n_tokens, 12);
+        run_until_idle(s, &f, 20);
+        CHECK(matches_reference(a.r));
+        CHECK(matches_reference(b.r));
+        sched_free(s);
+        fake_destroy(&f);
+        req_release(a.r);
+        req_release(b.r);
+    }
+
+    TEST("a chunk boundary inside an image: encoded once, held until the span is done")
+    {
+        struct sched_config c = base_cfg();
+        c.max_num_batched_tokens = 6;
+        c.encoder_cache_tokens = 8;
+        struct sched *s = sched_new(&c, NULL);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        struct tr a;
+        submit(s, &c, mk_img(&a, 1, 0xA1, 2));
+        struct batch bt = step(s, &f);
+        CHECK_EQ(bt.n_encode, 1);
+        CHECK_EQ(bt.seqs[0].n_mm, 1);
+        bt = step(s, &f);
+        CHECK_EQ(bt.n_encode, 0);
+        CHECK_EQ(bt.seqs[0].pos, 6);
+        CHECK_EQ(bt.seqs[0].n_mm, 1);
+        sched_get_stats_raw(s, &st);
+        CHECK_EQ(st.encoder_tokens_used, 8);
+        bt = step(s, &f);
+        CHECK_EQ(bt.seqs[0].n_mm, 0);
+        run_until_idle(s, &f, 20);
+        CHECK_EQ(f.n_encodes, 1);
+        CHECK(matches_reference(a.r));
+        sched_free(s);
+        fake_destroy(&f);
+        req_release(a.r);
+    }
+
+    TEST("stop conditions: EOS, ignore_eos, stop ids, max_tokens, max_model_len")
+    {
+        struct sched_config c = base_cfg();
+        struct sched *s = sched_new(&c, NULL);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        struct tr probe;
+        submit(s, &c, mk(&c, &probe, 1, 5, 3, 8));
+        run_until_idle(s, &f, 20);
+        int32_t out[16];
+        int fs;
+        fake_reference(probe.r, probe.r->cap_tokens, VOCAB, out, &fs);
+        int k = 2;
+        while (k < 8) {
+            bool seen = false;
+            for (int j = 0; j < k; j++) seen |= out[j] == out[k];
+            if (!seen) break;
+            k++;
+        }
+        VLM_ASSERT(k < 8);
+        struct tr e1, e2, e3, e4;
+        mk(&c, &e1, 2, 5, 3, 8);
+        e1.r->params.eos_ids[0] = out[k];
+        e1.r->params.n_eos = 1;
+        mk(&c, &e2, 3, 5, 3, 8);
+        e2.r->params.eos_ids[0] = out[k];
+        e2.r->params.n_eos = 1;
+        e2.r->params.ignore_eos = true;
+        mk(&c, &e3, 4, 5, 3, 8);
+        e3.r->params.stop_ids[0] = out[k];
+        e3.r->params.n_stop = 1;
+        struct sched_config c2 = c;
+        c2.max_model_len = 7;
+        mk(&c, &e4, 5, 5, 3, 100);
+        submit(s, &c, e1.r);
+        submit(s, &c, e2.r);
+        submit(s, &c, e3.r);
+        submit(s, &c2, e4.r); /* validated against max_model_len 7: 2 outputs */
+        run_until_idle(s, &f, 20);
+        struct req_event ev[16];
+        int state;
+        struct req_usage u;
+        CHECK_EQ(req_stream_read(e1.r, ev, 16, &state, &u), k + 1);
+        CHECK_EQ(state, REQ_FINISHED_STOP);
+        CHECK(ev[k].is_stop && !ev[k - 1].is_stop);
+        CHECK_EQ(req_stream_read(e2.r, ev, 16, &state, &u), 8);
+        CHECK_EQ(state, REQ_FINISHED_LENGTH);
+        CHECK_EQ(req_stream_read(e3.r, ev, 16, &state, &u), k + 1);
+        CHECK_EQ(state, REQ_FINISHED_STOP);
+        CHECK_EQ(req_stream_read(e4.r, ev, 16, &state, &u), 2);
+        CHECK_EQ(state, REQ_FINISHED_LENGTH);
+        CHECK_EQ(u.prompt_tokens, 5);
+        sched_free(s);
+        fake_destroy(&f);
+        req_release(probe.r);
+        req_release(e1.r);
+        req_release(e2.r);
+        req_release(e3.r);
+        req_release(e4.r);
+    }
+
+    TEST("validation: requests that could never run are rejected with 400")
+    {
+        struct sched_config c = base_cfg();
+        struct vlm_err e;
+        struct tr t;
+        mk(&c, &t, 1, 128, 0, 4);
+        CHECK_EQ(sched_validate(&c, t.r, &e), VLM_EINVAL);
+        CHECK_EQ(e.http_status, 400);
+        req_release(t.r);
+        c.n_blocks = 5;
+        mk(&c, &t, 1, 16, 0, 4);
+        CHECK_EQ(sched_validate(&c, t.r, &e), VLM_EINVAL); /* > the whole cache */
+        req_release(t.r);
+        mk(&c, &t, 1, 15, 0, 4);
+        CHECK_EQ(sched_validate(&c, t.r, &e), 0);
+        req_release(t.r);
+        mk(&c, &t, 1, 0, 0, 4);
+        CHECK_EQ(sched_validate(&c, t.r, &e), VLM_EINVAL);
+        req_release(t.r);
+        mk(&c, &t, 1, 4, 0, 0);
+        CHECK_EQ(sched_validate(&c, t.r, &e), VLM_EINVAL);
+        CHECK_STR(e.param, "max_tokens");
+        req_release(t.r);
+        c = base_cfg();
+        c.encoder_cache_tokens = 4;
+        mk_img(&t, 1, 1, 2);
+        CHECK_EQ(sched_validate(&c, t.r, &e), VLM_EINVAL); /* image of 8 > budget 4 */
+        req_release(t.r);
+        c.max_mm_item_tokens = 8;
+        CHECK(sched_new(&c, &e) == NULL);
+        CHECK_EQ(e.code, VLM_EINVAL);
+        c = base_cfg();
+        c.max_num_seqs = 0;
+        CHECK(sched_new(&c, &e) == NULL);
+    }
+
+    return test_report();
+}
