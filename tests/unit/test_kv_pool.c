@@ -184,6 +184,29 @@ int main(void)
         kv_pool_destroy(&p);
     }
 
+    TEST("reusing a parent block bumps its generation: its old children stop matching")
+    {
+        struct kv_pool p;
+        kv_pool_init(&p, 4, 4, true);
+        int32_t a, b, got[2];
+        kv_pool_alloc(&p, 1, &a);
+        kv_pool_alloc(&p, 1, &b);
+        struct kv_block_key ka = key(5, toks_a, -1, 0), kb = key(6, toks_b, a, p.b[a].gen);
+        CHECK(kv_pool_cache(&p, a, &ka));
+        CHECK(kv_pool_cache(&p, b, &kb));
+        uint32_t gen_a = p.b[a].gen;
+        kv_pool_free(&p, &a, 1);
+        CHECK_EQ(kv_pool_alloc(&p, 2, got), 0); /* every free block, a among them */
+        CHECK(got[0] == a || got[1] == a);
+        CHECK(p.b[a].gen != gen_a);
+        CHECK_EQ(kv_pool_lookup(&p, &ka), -1);
+        CHECK_EQ(kv_pool_lookup(&p, &kb), b); /* the stale key still names the old parent */
+        struct kv_block_key kb_now = key(6, toks_b, a, p.b[a].gen);
+        CHECK_EQ(kv_pool_lookup(&p, &kb_now), -1);
+        kv_pool_check(&p);
+        kv_pool_destroy(&p);
+    }
+
     TEST("caching off: nothing enters the map")
     {
         struct kv_pool p;
