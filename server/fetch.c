@@ -1,0 +1,386 @@
+/*
+ * fetch.c: a minimal HTTP/1.1 GET client for media URLs. See fetch.h.
+ */
+#include "server/fetch.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ==== URLs ==== */
+
+struct url {
+    char host[256];
+    char port[8];
+    char path[2048];
+};
+
+static int parse_url(const char *s, struct url *u, struct vlm_err *err)
+{
+    memset(u, 0, sizeof *u);
+    if (!strncasecmp(s, "https://", 8))
+        return vlm_err_set(err, VLM_EUNSUPPORTED, 400,
+                           "https fetching not supported in this build: send the image inline "
+                           "as a data: URL");
+    if (strncasecmp(s, "http://", 7))
+        return vlm_err_set(err, VLM_EINVAL, 400, "unsupported URL scheme (data:, http:)");
+    const char *h = s + 7, *end = h + strcspn(h, "/?#");
+    const char *at = memchr(h, '@', (size_t)(end - h));
+    if (at) return vlm_err_set(err, VLM_EINVAL, 400, "URLs with credentials are refused");
+    const char *hend, *colon;
+    if (*h == '[') {
+        hend = memchr(h, ']', (size_t)(end - h));
+        if (!hend) return vlm_err_set(err, VLM_EINVAL, 400, "malformed URL host");
+        colon = hend + 1 < end && hend[1] == ':' ? hend + 1 : NULL;
+        h++;
+    } else {
+        colon = memchr(h, ':', (size_t)(end - h));
+        hend = colon ? colon : end;
+    }
+    size_t hn = (size_t)(hend - h);
+    if (hn == 0 || hn >= sizeof u->host)
+        return vlm_err_set(err, VLM_EINVAL, 400, "malformed URL host");
+    memcpy(u->host, h, hn);
+    if (colon) {
+        size_t pn = (size_t)(end - colon - 1);
+        if (pn == 0 || pn >= sizeof u->port)
+            return vlm_err_set(err, VLM_EINVAL, 400, "malformed URL port");
+        memcpy(u->port, colon + 1, pn);
+        for (size_t i = 0; i < pn; i++)
+            if (!isdigit((unsigned char)u->port[i]))
+                return vlm_err_set(err, VLM_EINVAL, 400, "malformed URL port");
+    } else {
+        strcpy(u->port, "80");
+    }
+    const char *p = *end == '/' ? end : "/";
+    size_t pl = strcspn(p, "#");
+    if (*end == '?') {  /* "http://host?x" */
+        if (strlen(end) + 2 >= sizeof u->path)
+            return vlm_err_set(err, VLM_EINVAL, 400, "URL too long");
+        snprintf(u->path, sizeof u->path, "/%.*s", (int)strcspn(end, "#"), end);
+        return 0;
+    }
+    if (pl >= sizeof u->path) return vlm_err_set(err, VLM_EINVAL, 400, "URL too long");
+    memcpy(u->path, p, pl);
+    for (size_t i = 0; i < pl; i++)
+        if ((unsigned char)u->path[i] <= ' ')
+            return vlm_err_set(err, VLM_EINVAL, 400, "URL path holds spaces or control bytes");
+    return 0;
+}
+
+/* ==== Address policy ==== */
+
+static bool v4_private(uint32_t a) /* host order */
+{
+    return (a >> 24) == 0 || (a >> 24) == 10 || (a >> 24) == 127 || (a >> 16) == 0xa9fe ||
+           (a >> 20) == 0xac1 || (a >> 16) == 0xc0a8 || (a >> 22) == (100u << 2 | 1) ||
+           (a >> 28) >= 0xe;
+}
+
+static bool addr_private(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return v4_private(ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr));
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a)) {
+            uint32_t v;
+            memcpy(&v, a->s6_addr + 12, 4);
+            return v4_private(ntohl(v));
+        }
+        return IN6_IS_ADDR_LOOPBACK(a) || IN6_IS_ADDR_UNSPECIFIED(a) || IN6_IS_ADDR_LINKLOCAL(a) ||
+               IN6_IS_ADDR_MULTICAST(a) || (a->s6_addr[0] & 0xfe) == 0xfc;
+    }
+    return true;
+}
+
+/* addr matches "a.b.c.d", "a.b.c.d/n", "::1", "fc00::/7" */
+static bool cidr_match(const char *addr, const char *entry)
+{
+    char net[64];
+    const char *slash = strchr(entry, '/');
+    size_t nl = slash ? (size_t)(slash - entry) : strlen(entry);
+    if (nl >= sizeof net) return false;
+    memcpy(net, entry, nl);
+    net[nl] = 0;
+    unsigned char a[16], b[16];
+    int fam = strchr(net, ':') ? AF_INET6 : AF_INET;
+    if (inet_pton(fam, addr, a) != 1 || inet_pton(fam, net, b) != 1) return false;
+    int bits = fam == AF_INET ? 32 : 128;
+    if (slash) {
+        char *e;
+        long v = strtol(slash + 1, &e, 10);
+        if (*e || v < 0 || v > bits) return false;
+        bits = (int)v;
+    }
+    for (int i = 0; i < bits; i++) {
+        int m = 0x80 >> (i & 7);
+        if ((a[i >> 3] & m) != (b[i >> 3] & m)) return false;
+    }
+    return true;
+}
+
+bool fetch_addr_allowed(const char *addr, const char *const *allow, int32_t n_allow)
+{
+    for (int32_t i = 0; i < n_allow; i++)
+        if (cidr_match(addr, allow[i])) return true;
+    return false;
+}
+
+static bool host_allowed(const char *host, const char *const *allow, int32_t n_allow)
+{
+    for (int32_t i = 0; i < n_allow; i++)
+        if (!strcasecmp(host, allow[i])) return true;
+    return false;
+}
+
+/* ==== Socket I/O with a deadline ==== */
+
+static int wait_fd(int fd, short ev, uint64_t deadline)
+{
+    for (;;) {
+        uint64_t now = vlm_now_ns();
+        if (now >= deadline) return VLM_EIO;
+        struct pollfd p = {.fd = fd, .events = ev};
+        int ms = (int)VLM_MIN((deadline - now) / 1000000 + 1, (uint64_t)INT32_MAX);
+        int r = poll(&p, 1, ms);
+        if (r > 0) return 0;
+        if (r < 0 && errno != EINTR) return VLM_EIO;
+    }
+}
+
+static int connect_to(const struct url *u, const struct fetch_limits *lim, uint64_t deadline,
+                      int *fd_out, struct vlm_err *err)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    int g = getaddrinfo(u->host, u->port, &hints, &res);
+    if (g) return vlm_err_set(err, VLM_EIO, 400, "cannot resolve media host '%.100s'", u->host);
+    bool host_ok = host_allowed(u->host, lim->allow, lim->n_allow);
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        char txt[INET6_ADDRSTRLEN] = "";
+        const void *ap = ai->ai_family == AF_INET
+                             ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
+                             : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+        inet_ntop(ai->ai_family, ap, txt, sizeof txt);
+        if (addr_private(ai->ai_addr) && !host_ok &&
+            !fetch_addr_allowed(txt, lim->allow, lim->n_allow)) {
+            freeaddrinfo(res);
+            return vlm_err_set(err, VLM_EINVAL, 400,
+                               "media URL host '%.100s' resolves to a private or loopback "
+                               "address (%s); add it to --fetch-allow to permit it",
+                               u->host, txt);
+        }
+    }
+    int rc = vlm_err_set(err, VLM_EIO, 400, "cannot connect to media host '%.100s'", u->host);
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) continue;
+        int c = connect(fd, ai->ai_addr, ai->ai_addrlen);
+        if (c < 0 && errno == EINPROGRESS) {
+            if (wait_fd(fd, POLLOUT, deadline) == 0) {
+                int so = 0;
+                socklen_t sl = sizeof so;
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &sl);
+                c = so ? -1 : 0;
+            } else {
+                rc = vlm_err_set(err, VLM_EIO, 400, "timed out connecting to media host '%.100s'",
+                                 u->host);
+            }
+        }
+        if (c == 0) {
+            *fd_out = fd;
+            rc = 0;
+            break;
+        }
+        close(fd);
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+static int send_all(int fd, const char *s, size_t n, uint64_t deadline, struct vlm_err *err)
+{
+    while (n) {
+        ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            s += w;
+            n -= (size_t)w;
+        } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+            if (wait_fd(fd, POLLOUT, deadline))
+                return vlm_err_set(err, VLM_EIO, 400, "timed out sending the media request");
+        } else {
+            return vlm_err_set(err, VLM_EIO, 400, "media request failed: %s", strerror(errno));
+        }
+    }
+    return 0;
+}
+
+/* Reads until EOF into b, at most cap bytes. */
+static int recv_all(int fd, struct strbuf *b, size_t cap, uint64_t deadline, double timeout_s,
+                    struct vlm_err *err)
+{
+    char buf[16384];
+    for (;;) {
+        ssize_t r = recv(fd, buf, sizeof buf, 0);
+        if (r > 0) {
+            if (b->n + (size_t)r > cap)
+                return vlm_err_set(err, VLM_ETOOBIG, 400,
+                                   "media download larger than the limit (%zu bytes)", cap);
+            sb_append(b, buf, (size_t)r);
+        } else if (r == 0) {
+            return 0;
+        } else if (errno == EAGAIN || errno == EINTR) {
+            if (wait_fd(fd, POLLIN, deadline))
+                return vlm_err_set(err, VLM_EIO, 400, "media fetch timed out after %g s",
+                                   timeout_s);
+        } else {
+            return vlm_err_set(err, VLM_EIO, 400, "media fetch failed: %s", strerror(errno));
+        }
+    }
+}
+
+/* ==== Responses ==== */
+
+static const char *header_value(const char *hdrs, size_t n, const char *name, size_t *vlen)
+{
+    size_t nl = strlen(name);
+    const char *p = hdrs, *end = hdrs + n;
+    while (p < end) {
+        const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+        if (!eol) eol = end;
+        if ((size_t)(eol - p) > nl && p[nl] == ':' && !strncasecmp(p, name, nl)) {
+            const char *v = p + nl + 1;
+            while (v < eol && (*v == ' ' || *v == '\t')) v++;
+            const char *ve = eol;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+            *vlen = (size_t)(ve - v);
+            return v;
+        }
+        p = eol + 2;
+    }
+    return NULL;
+}
+
+static int dechunk(const char *s, size_t n, struct strbuf *out, struct vlm_err *err)
+{
+    size_t i = 0;
+    for (;;) {
+        char *e;
+        if (i >= n) break;
+        unsigned long len = strtoul(s + i, &e, 16);
+        const char *eol = memmem(s + i, n - i, "\r\n", 2);
+        if (!eol || e == s + i) break;
+        i = (size_t)(eol - s) + 2;
+        if (len == 0) return 0;
+        if (len > n - i) break;
+        sb_append(out, s + i, len);
+        i += len + 2;
+    }
+    return vlm_err_set(err, VLM_EIO, 400, "malformed chunked body from the media host");
+}
+
+int fetch_url(const char *url, const struct fetch_limits *lim, uint8_t **out, size_t *n,
+              struct vlm_err *err)
+{
+    *out = NULL;
+    *n = 0;
+    uint64_t deadline = vlm_now_ns() + (uint64_t)(lim->timeout_s * 1e9);
+    char cur[2300];
+    if (strlen(url) >= sizeof cur) return vlm_err_set(err, VLM_EINVAL, 400, "URL too long");
+    strcpy(cur, url);
+    size_t cap = (size_t)lim->max_bytes;
+    size_t raw_cap = cap + cap / 8 + 65536; /* headers and chunk framing */
+    for (int hop = 0;; hop++) {
+        struct url u;
+        int rc = parse_url(cur, &u, err);
+        if (rc) return rc;
+        int fd = -1;
+        if ((rc = connect_to(&u, lim, deadline, &fd, err))) return rc;
+        struct strbuf req = {0}, raw = {0};
+        sb_printf(&req,
+                  "GET %s HTTP/1.1\r\nHost: %s%s%s\r\nUser-Agent: valley-server\r\n"
+                  "Accept: */*\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+                  u.path, u.host, strcmp(u.port, "80") ? ":" : "",
+                  strcmp(u.port, "80") ? u.port : "");
+        rc = send_all(fd, req.s, req.n, deadline, err);
+        if (!rc) rc = recv_all(fd, &raw, raw_cap, deadline, lim->timeout_s, err);
+        close(fd);
+        sb_free(&req);
+        if (rc) {
+            sb_free(&raw);
+            return rc;
+        }
+        const char *hend = raw.s ? memmem(raw.s, raw.n, "\r\n\r\n", 4) : NULL;
+        int status = 0;
+        if (!hend || sscanf(raw.s, "HTTP/%*d.%*d %d", &status) != 1) {
+            sb_free(&raw);
+            return vlm_err_set(err, VLM_EIO, 400, "malformed HTTP response from the media host");
+        }
+        size_t hlen = (size_t)(hend - raw.s) + 2;
+        const char *body = hend + 4;
+        size_t blen = raw.n - (size_t)(body - raw.s), vlen = 0;
+        if (status >= 300 && status < 400) {
+            const char *loc = header_value(raw.s, hlen, "Location", &vlen);
+            if (!loc || vlen == 0 || vlen >= sizeof cur - 300) {
+                sb_free(&raw);
+                return vlm_err_set(err, VLM_EINVAL, 400, "media host redirected without Location");
+            }
+            if (hop + 1 > lim->max_redirects) {
+                sb_free(&raw);
+                return vlm_err_set(err, VLM_EINVAL, 400,
+                                   "media URL redirected more than %d times", lim->max_redirects);
+            }
+            char next[sizeof cur];
+            if (loc[0] == '/' && (vlen < 2 || loc[1] != '/'))
+                snprintf(next, sizeof next, "http://%s%s%s%s%.*s",
+                         strchr(u.host, ':') ? "[" : "", u.host, strchr(u.host, ':') ? "]:" : ":",
+                         u.port, (int)vlen, loc);
+            else
+                snprintf(next, sizeof next, "%.*s", (int)vlen, loc);
+            strcpy(cur, next);
+            sb_free(&raw);
+            continue;
+        }
+        if (status < 200 || status >= 300) {
+            sb_free(&raw);
+            return vlm_err_set(err, VLM_EINVAL, 400, "fetching the media URL failed: HTTP %d",
+                               status);
+        }
+        struct strbuf bodybuf = {0};
+        const char *te = header_value(raw.s, hlen, "Transfer-Encoding", &vlen);
+        if (te && vlen >= 7 && !strncasecmp(te, "chunked", 7)) {
+            rc = dechunk(body, blen, &bodybuf, err);
+        } else {
+            const char *cl = header_value(raw.s, hlen, "Content-Length", &vlen);
+            size_t want = blen;
+            if (cl) {
+                want = (size_t)strtoull(cl, NULL, 10);
+                if (want > blen)
+                    rc = vlm_err_set(err, VLM_EIO, 400, "media download truncated");
+            }
+            if (!rc) sb_append(&bodybuf, body, VLM_MIN(want, blen));
+        }
+        sb_free(&raw);
+        if (!rc && bodybuf.n > cap)
+            rc = vlm_err_set(err, VLM_ETOOBIG, 400,
+                             "media download larger than the limit (%zu bytes)", cap);
+        if (!rc && bodybuf.n == 0) rc = vlm_err_set(err, VLM_EINVAL, 400, "empty media download");
+        if (rc) {
+            sb_free(&bodybuf);
+            return rc;
+        }
+        *out = (uint8_t *)bodybuf.s;
+        *n = bodybuf.n;
+        return 0;
+    }
+}

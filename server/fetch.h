@@ -1,0 +1,43 @@
+/*
+ * fetch: downloads one media URL for a request, with caps on bytes, time and redirects.
+ *
+ * http:// is a minimal HTTP/1.1 GET client over a blocking socket with poll() deadlines
+ * (Content-Length and chunked bodies, 3xx redirects re-checked hop by hop). https:// is not
+ * supported in this build (libcurl is not a dependency): a clear 400.
+ *
+ * SSRF guard: every hop's host is resolved first and refused (400) when any address is
+ * loopback, private, link-local, unspecified or multicast, unless the host name or the
+ * address matches an entry of the allow list (exact host name, IPv4/IPv6 address, or CIDR
+ * "10.0.0.0/8").
+ *
+ * Called by the prep workers (blocking is fine there, never on the HTTP or engine thread).
+ * Thread-safe.
+ */
+#ifndef VLM_FETCH_H
+#define VLM_FETCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/base.h"
+
+struct fetch_limits {
+    double timeout_s;          /* whole transfer including redirects */
+    int64_t max_bytes;         /* body size cap */
+    int32_t max_redirects;
+    const char *const *allow;  /* borrowed, (n_allow) host names / addresses / CIDRs */
+    int32_t n_allow;
+};
+
+/* GETs url. On success *out (malloc'ed, owned by the caller) holds *n body bytes. Errors
+ * (all with err filled, http_status 400 unless noted): VLM_EINVAL (bad or unsupported URL,
+ * refused address, HTTP status >= 400 from the origin, too many redirects), VLM_EIO
+ * (connection failure, timeout), VLM_ETOOBIG (over max_bytes), VLM_ENOMEM (503). */
+int fetch_url(const char *url, const struct fetch_limits *lim, uint8_t **out, size_t *n,
+              struct vlm_err *err);
+
+/* Whether a numeric address (text) matches an allow-list entry (address or CIDR); exposed
+ * for tests. */
+bool fetch_addr_allowed(const char *addr, const char *const *allow, int32_t n_allow);
+
+#endif

@@ -1,0 +1,881 @@
+/*
+ * http.c: libmicrohttpd daemon, routing, suspend/resume streaming, SSE. See http.h for the
+ * request lifecycle.
+ */
+#include "server/http.h"
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "server/openai.h"
+
+/* ==== Data structures ====
+ * struct conn is one HTTP request (MHD's per-request context). Its owners, counted in refs:
+ * MHD (until the completion callback), a queued prep job, each struct request built for it
+ * (released by the request's cleanup, so the engine thread's notify never sees a freed
+ * conn), and a streaming response (released by its free callback). The mutex guards the
+ * suspend/resume handshake and the closed flag; everything else is touched by one thread at
+ * a time (the prep worker before it resumes the connection, the HTTP thread after). */
+
+enum route {
+    ROUTE_NONE, ROUTE_CHAT, ROUTE_COMPLETION, ROUTE_TOKENIZE, ROUTE_DETOKENIZE, ROUTE_MODELS,
+    ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS, ROUTE_BAD_METHOD
+};
+
+enum phase { PHASE_BODY, PHASE_PREP, PHASE_RUN, PHASE_SENT };
+
+struct choice {
+    struct request *r;          /* the HTTP side's reference; NULL once released */
+    bool submitted;
+    struct oai_text text;
+    struct strbuf content, reasoning; /* stream: this pump's delta; else everything */
+    cJSON *lp;                  /* logprobs being built (owned), NULL without logprobs */
+    int32_t n_lp;               /* entries in lp */
+    int32_t n_tokens;           /* completion tokens counted so far */
+    int32_t text_len;           /* bytes of text released (completion text_offset) */
+    int state;                  /* final enum req_state, 0 while running */
+    bool stop_hit;              /* a stop string ended this choice */
+    bool done, role_sent;
+    struct req_usage usage;     /* from the stream when it finished */
+    uint64_t t_last_ns;
+};
+
+struct conn {
+    _Atomic int refs;
+    struct http_server *srv;    /* borrowed */
+    struct MHD_Connection *mhd; /* borrowed while !closed */
+    enum route route;
+    enum phase phase;
+    struct strbuf body;         /* owned */
+    bool too_big;
+    uint64_t t_start_ns, t_first_ns;
+    struct oai_request q;       /* owned */
+    struct oai_meta meta;
+    /* written by the prep worker, read after resume */
+    int prep_rc;
+    struct vlm_err err;
+    char *result;               /* owned JSON for tokenize / detokenize */
+    int32_t n_prompt;
+    struct choice *ch;          /* owned, (n_ch) */
+    int32_t n_ch;
+    bool ch_ready;              /* ch[] complete (guarded by mu) */
+    /* suspend / resume */
+    pthread_mutex_t mu;
+    bool suspended, wake, closed;
+    /* response */
+    struct strbuf out;          /* SSE bytes not yet handed to MHD */
+    size_t out_off;
+    bool eof, error_sent, inflight;
+    struct conn *prev, *next;   /* the server's live list (inflight ones) */
+};
+
+struct http_server {
+    struct http_deps d;
+    struct oai_limits lim;
+    struct MHD_Daemon *mhd;
+    uint16_t port;
+    atomic_bool draining;
+    _Atomic int32_t inflight;
+    _Atomic uint64_t next_id;
+    pthread_mutex_t live_mu;
+    struct conn *live;          /* conns with work under way */
+    char *models_json;          /* owned, GET /v1/models body */
+};
+
+static void conn_retain(struct conn *c)
+{
+    atomic_fetch_add(&c->refs, 1);
+}
+
+static void conn_release(struct conn *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1) return;
+    for (int32_t i = 0; i < c->n_ch; i++) {
+        struct choice *h = &c->ch[i];
+        VLM_ASSERT(!h->r);
+        oai_text_destroy(&h->text);
+        sb_free(&h->content);
+        sb_free(&h->reasoning);
+        cJSON_Delete(h->lp);
+    }
+    free(c->ch);
+    oai_request_destroy(&c->q);
+    sb_free(&c->body);
+    sb_free(&c->out);
+    free(c->result);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+/* ==== Suspend / resume ====
+ * The handshake that keeps the HTTP thread from blocking: when a reader finds nothing to
+ * do it suspends the connection, unless a wake-up arrived since it last looked; a notifier
+ * (engine thread, prep worker) resumes a suspended connection or leaves a wake-up. */
+
+static void conn_wake(struct conn *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!c->closed && c->suspended) {
+        c->suspended = false;
+        MHD_resume_connection(c->mhd);
+    } else {
+        c->wake = true;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* HTTP thread. Returns true if the connection was suspended, false if a wake-up was
+ * pending (the caller looks again). */
+static bool conn_suspend(struct conn *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool woken = c->wake;
+    c->wake = false;
+    if (!woken) {
+        c->suspended = true;
+        MHD_suspend_connection(c->mhd);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return !woken;
+}
+
+static void clear_wake(struct conn *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->wake = false;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* engine thread, once per step per touched request */
+static void on_notify(struct request *r, void *user)
+{
+    (void)r;
+    conn_wake(user);
+}
+
+/* last req_release: the request's reference on its conn goes */
+static void on_req_cleanup(struct request *r, void *user)
+{
+    (void)r;
+    conn_release(user);
+}
+
+/* ==== Responses ==== */
+
+static enum MHD_Result send_buf(struct conn *c, int status, const char *ctype, char *body,
+                                size_t n, bool retry_after)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(n, body, body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!resp) {
+        free(body);
+        return MHD_NO;
+    }
+    if (ctype) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (retry_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    enum MHD_Result r = MHD_queue_response(c->mhd, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    metrics_status(c->srv->d.metrics, status);
+    c->phase = PHASE_SENT;
+    return r;
+}
+
+static enum MHD_Result send_json(struct conn *c, int status, char *json)
+{
+    return send_buf(c, status, "application/json", json, strlen(json), false);
+}
+
+static enum MHD_Result send_error(struct conn *c, const struct vlm_err *e)
+{
+    struct vlm_err e2 = *e;
+    if (e2.http_status < 400) e2.http_status = 500;
+    if (!e2.msg[0]) snprintf(e2.msg, sizeof e2.msg, "%s", vlm_strerror(e2.code));
+    char *s = oai_error_json(&e2);
+    log_debug("http: %d %s", e2.http_status, e2.msg);
+    return send_buf(c, e2.http_status, "application/json", s, strlen(s),
+                    e2.http_status == 429 || e2.http_status == 503);
+}
+
+static enum MHD_Result send_error_msg(struct conn *c, int status, int code, const char *param,
+                                      const char *msg)
+{
+    struct vlm_err e;
+    vlm_err_param(&e, code, status, param ? param : "", "%s", msg);
+    return send_error(c, &e);
+}
+
+/* ==== Choices: from stream events to text ====
+ * pump() drains every choice's stream once. Each event is counted for usage, gets its
+ * logprob entry, and goes through the text pipeline; a stop string found there aborts the
+ * request in the scheduler (the only way text flows back). */
+
+static const char *finish_name(const struct choice *h)
+{
+    if (h->stop_hit) return "stop";
+    switch (h->state) {
+    case REQ_FINISHED_STOP: return "stop";
+    case REQ_FINISHED_LENGTH: return "length";
+    case REQ_FINISHED_ABORT: return "abort";
+    default: return "error";
+    }
+}
+
+static void consume(struct conn *c, struct choice *h, const struct req_event *ev)
+{
+    struct http_server *s = c->srv;
+    if (h->stop_hit) return;
+    uint64_t now = vlm_now_ns();
+    if (!c->t_first_ns) {
+        c->t_first_ns = now;
+        metrics_hist_observe(&s->d.metrics->ttft, (double)(now - c->t_start_ns) / 1e9);
+    } else if (h->t_last_ns) {
+        metrics_hist_observe(&s->d.metrics->itl, (double)(now - h->t_last_ns) / 1e9);
+    }
+    h->t_last_ns = now;
+    h->n_tokens++;
+    if (ev->is_stop) return;
+    size_t before = h->content.n;
+    if (h->lp) {
+        int32_t n_top = VLM_MIN(ev->n_top, c->q.top_logprobs);
+        if (c->route == ROUTE_CHAT)
+            oai_logprob_add_chat(h->lp, s->d.tok, ev->token, ev->logprob, n_top, ev->top_ids,
+                                 ev->top_lp);
+        else
+            oai_logprob_add_completion(h->lp, s->d.tok, ev->token, ev->logprob, n_top,
+                                       ev->top_ids, ev->top_lp, h->text_len);
+        h->n_lp++;
+    }
+    if (oai_text_push(&h->text, ev->token, &h->content, &h->reasoning)) {
+        h->stop_hit = true;
+        sched_abort(s->d.loop, h->r->id, REQ_FINISHED_STOP);
+    }
+    h->text_len += (int32_t)(h->content.n - before);
+}
+
+static cJSON *new_lp(const struct conn *c)
+{
+    if (!c->q.logprobs) return NULL;
+    return c->route == ROUTE_CHAT ? cJSON_CreateArray() : oai_logprobs_completion_new();
+}
+
+/* Drains choice h. Returns true if it is done. */
+static bool pump_choice(struct conn *c, struct choice *h)
+{
+    if (h->done) return true;
+    struct req_event ev[16];
+    int state = 0;
+    struct req_usage u = {0};
+    int32_t k;
+    do {
+        k = req_stream_read(h->r, ev, (int32_t)ARRAY_LEN(ev), &state, &u);
+        for (int32_t j = 0; j < k; j++) consume(c, h, &ev[j]);
+    } while (k == (int32_t)ARRAY_LEN(ev));
+    if (h->stop_hit || req_state_finished(state)) {
+        if (!h->stop_hit) {
+            size_t before = h->content.n;
+            oai_text_finish(&h->text, &h->content, &h->reasoning);
+            h->text_len += (int32_t)(h->content.n - before);
+        }
+        h->state = req_state_finished(state) ? state : REQ_FINISHED_STOP;
+        if (req_state_finished(state)) h->usage = u;
+        h->done = true;
+    }
+    return h->done;
+}
+
+static struct oai_usage conn_usage(const struct conn *c)
+{
+    struct oai_usage u = {.prompt_tokens = c->n_prompt, .cached_tokens = -1};
+    for (int32_t i = 0; i < c->n_ch; i++) {
+        u.completion_tokens += c->ch[i].n_tokens;
+        if (c->ch[i].state && !c->ch[i].stop_hit && u.cached_tokens < 0)
+            u.cached_tokens = c->ch[i].usage.cached_tokens;
+    }
+    if (u.cached_tokens < 0) u.cached_tokens = 0;
+    return u;
+}
+
+static void record_finish(struct conn *c)
+{
+    struct metrics *m = c->srv->d.metrics;
+    struct oai_usage u = conn_usage(c);
+    atomic_fetch_add(&m->prompt_tokens, (uint64_t)u.prompt_tokens);
+    atomic_fetch_add(&m->generation_tokens, (uint64_t)u.completion_tokens);
+    for (int32_t i = 0; i < c->n_ch; i++) {
+        const struct choice *h = &c->ch[i];
+        int f = h->stop_hit || h->state == REQ_FINISHED_STOP ? METRICS_FINISH_STOP
+                : h->state == REQ_FINISHED_LENGTH           ? METRICS_FINISH_LENGTH
+                : h->state == REQ_FINISHED_ABORT            ? METRICS_FINISH_ABORT
+                                                            : METRICS_FINISH_ERROR;
+        atomic_fetch_add(&m->finished[f], 1);
+    }
+    metrics_hist_observe(&m->e2e, (double)(vlm_now_ns() - c->t_start_ns) / 1e9);
+}
+
+/* Streaming: one pump over all choices, SSE chunks appended to c->out. */
+static void pump_stream(struct conn *c)
+{
+    bool all = true;
+    for (int32_t i = 0; i < c->n_ch; i++) {
+        struct choice *h = &c->ch[i];
+        if (h->done) continue;
+        bool chat = c->route == ROUTE_CHAT;
+        if (chat && !h->role_sent) {
+            oai_sse_chunk(&c->out, &c->meta, i, "assistant", "", 0, NULL, 0, NULL, NULL);
+            h->role_sent = true;
+        }
+        bool done = pump_choice(c, h);
+        if (done && h->state == REQ_FINISHED_ERROR && !h->stop_hit) {
+            if (!c->error_sent) {
+                struct vlm_err e;
+                vlm_err_set(&e, VLM_EDEVICE, 500, "the engine failed while generating");
+                oai_sse_error(&c->out, &e);
+                c->error_sent = true;
+            }
+        } else if (h->content.n || h->reasoning.n || h->n_lp || done) {
+            oai_sse_chunk(&c->out, &c->meta, i, NULL, h->content.n ? h->content.s : NULL,
+                          h->content.n, h->reasoning.n ? h->reasoning.s : NULL, h->reasoning.n,
+                          done ? finish_name(h) : NULL, h->n_lp ? h->lp : NULL);
+            if (h->n_lp) {
+                h->lp = new_lp(c);
+                h->n_lp = 0;
+            }
+        }
+        h->content.n = 0;
+        if (h->content.s) h->content.s[0] = 0;
+        h->reasoning.n = 0;
+        if (h->reasoning.s) h->reasoning.s[0] = 0;
+        if (!done) all = false;
+    }
+    if (all && !c->eof) {
+        if (c->q.include_usage && !c->error_sent) {
+            struct oai_usage u = conn_usage(c);
+            oai_sse_usage(&c->out, &c->meta, &u);
+        }
+        oai_sse_done(&c->out);
+        c->eof = true;
+        record_finish(c);
+    }
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    struct conn *c = cls;
+    for (;;) {
+        if (c->out.n > c->out_off) {
+            size_t n = VLM_MIN(max, c->out.n - c->out_off);
+            memcpy(buf, c->out.s + c->out_off, n);
+            c->out_off += n;
+            if (c->out_off == c->out.n) c->out.n = c->out_off = 0;
+            return (ssize_t)n;
+        }
+        if (c->eof) return MHD_CONTENT_READER_END_OF_STREAM;
+        clear_wake(c);
+        pump_stream(c);
+        if (c->out.n > c->out_off || c->eof) continue;
+        if (conn_suspend(c)) return 0;
+    }
+}
+
+static void stream_free(void *cls)
+{
+    conn_release(cls);
+}
+
+static enum MHD_Result start_stream(struct conn *c)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, c, stream_free);
+    if (!resp) return MHD_NO;
+    conn_retain(c);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=utf-8");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    enum MHD_Result r = MHD_queue_response(c->mhd, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    metrics_status(c->srv->d.metrics, 200);
+    c->phase = PHASE_SENT;
+    return r;
+}
+
+/* Non-streaming: pump; answer once every choice is done, else suspend. */
+static enum MHD_Result continue_plain(struct conn *c)
+{
+    for (;;) {
+        clear_wake(c);
+        bool all = true;
+        for (int32_t i = 0; i < c->n_ch; i++) all &= pump_choice(c, &c->ch[i]);
+        if (all) break;
+        if (conn_suspend(c)) return MHD_YES;
+    }
+    record_finish(c);
+    for (int32_t i = 0; i < c->n_ch; i++)
+        if (c->ch[i].state == REQ_FINISHED_ERROR && !c->ch[i].stop_hit)
+            return send_error_msg(c, 500, VLM_EDEVICE, NULL, "the engine failed while generating");
+    struct oai_choice_out *co = xcalloc((size_t)c->n_ch, sizeof *co);
+    for (int32_t i = 0; i < c->n_ch; i++) {
+        struct choice *h = &c->ch[i];
+        co[i].content = h->content.s ? h->content.s : "";
+        co[i].reasoning = h->reasoning.s;
+        co[i].finish = finish_name(h);
+        co[i].logprobs = h->lp;
+        h->lp = NULL;
+    }
+    struct oai_usage u = conn_usage(c);
+    char *json = oai_response_json(&c->meta, co, c->n_ch, &u);
+    free(co);
+    return send_json(c, 200, json);
+}
+
+/* ==== Preparation (prep worker threads) ==== */
+
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* Builds and submits one request per choice. */
+static int make_requests(struct conn *c, struct prep_prompt *pp)
+{
+    struct http_server *s = c->srv;
+    const struct oai_request *q = &c->q;
+    c->n_prompt = (int32_t)pp->ids.n;
+    struct choice *ch = xcalloc((size_t)q->n, sizeof *ch);
+    struct req_params rp = {0};
+    rp.sp = q->sp;
+    rp.max_tokens = pp->max_tokens;
+    memcpy(rp.stop_ids, q->stop_ids, sizeof rp.stop_ids);
+    rp.n_stop = q->n_stop_ids;
+    rp.n_eos = VLM_MIN(s->d.n_eos, REQ_MAX_EOS);
+    memcpy(rp.eos_ids, s->d.eos_ids, sizeof(int32_t) * (size_t)rp.n_eos);
+    rp.ignore_eos = q->ignore_eos;
+    int rc = 0;
+    int32_t n_built = 0;
+    for (int32_t i = 0; i < q->n && !rc; i++) {
+        uint64_t id = atomic_fetch_add(&s->next_id, 1);
+        rp.sp.seed = q->has_seed ? q->sp.seed + (uint64_t)i : mix64(id ^ vlm_now_ns());
+        struct request *r = req_new(id, pp->ids.v, (int32_t)pp->ids.n, &rp);
+        if (!r) {
+            rc = vlm_err_set(&c->err, VLM_ENOMEM, 503, "out of memory for the request");
+            break;
+        }
+        for (int32_t k = 0; k < pp->n_items && !rc; k++) {
+            struct vision_prep_out *v = &pp->items[k].v;
+            size_t bytes = (size_t)v->n_patches * (size_t)v->row_len * sizeof(float);
+            float *px;
+            if (i == q->n - 1) { /* the last choice takes the pixels, the others copy */
+                px = v->pixels;
+                v->pixels = NULL;
+            } else {
+                px = trymalloc(bytes);
+                if (px) memcpy(px, v->pixels, bytes);
+            }
+            struct mm_item it = {.hash = v->hash, .grid_t = v->grid_t, .grid_h = v->grid_h,
+                                 .grid_w = v->grid_w, .n_patches = v->n_patches,
+                                 .n_tokens = v->n_tokens};
+            if (!px) rc = vlm_err_set(&c->err, VLM_ENOMEM, 503, "out of memory for the image");
+            else if (req_add_item(r, pp->items[k].offset, &it, px))
+                rc = vlm_err_set(&c->err, VLM_EINVAL, 400, "bad image placement in the prompt");
+        }
+        r->notify = on_notify;
+        r->notify_user = c;
+        r->cleanup = on_req_cleanup;
+        r->user = c;
+        conn_retain(c); /* released by on_req_cleanup */
+        struct choice *h = &ch[i];
+        h->r = r;
+        oai_text_init(&h->text, s->d.tok, q->skip_special_tokens, (const char *const *)q->stop,
+                      q->n_stop, pp->thinking && c->route == ROUTE_CHAT);
+        h->lp = new_lp(c);
+        n_built = i + 1;
+    }
+    for (int32_t i = 0; i < n_built && !rc; i++) {
+        rc = sched_submit(s->d.loop, ch[i].r, &c->err);
+        if (!rc) ch[i].submitted = true;
+    }
+    if (rc) {
+        if (c->err.code == VLM_ETOOBIG && c->err.http_status < 400) c->err.http_status = 503;
+        for (int32_t i = 0; i < n_built; i++)
+            if (ch[i].submitted) sched_abort(s->d.loop, ch[i].r->id, REQ_FINISHED_ABORT);
+    }
+    pthread_mutex_lock(&c->mu);
+    c->ch = ch;
+    c->n_ch = n_built;
+    c->ch_ready = true;
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+static char *tokenize_json(struct conn *c, const struct prep_prompt *pp)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "count", (double)pp->ids.n);
+    cJSON_AddNumberToObject(o, "max_model_len", c->srv->d.max_model_len);
+    cJSON *t = cJSON_AddArrayToObject(o, "tokens");
+    for (size_t i = 0; i < pp->ids.n; i++) cJSON_AddItemToArray(t, cJSON_CreateNumber(pp->ids.v[i]));
+    cJSON_AddNullToObject(o, "token_strs");
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+static void prep_job(void *arg)
+{
+    struct conn *c = arg;
+    struct http_server *s = c->srv;
+    int rc = 0;
+    if (c->route == ROUTE_DETOKENIZE) {
+        struct strbuf text = {0}, clean = {0};
+        tok_decode(s->d.tok, c->q.prompt_ids, (size_t)c->q.n_prompt_ids, false, &text);
+        oai_utf8_sanitize(&clean, text.s ? text.s : "", text.n);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "prompt", clean.s);
+        c->result = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        sb_free(&text);
+        sb_free(&clean);
+    } else {
+        struct prep_prompt pp;
+        bool tokenize = c->route == ROUTE_TOKENIZE;
+        rc = prep_prompt_build(s->d.prep_ctx, &c->q, tokenize, &pp, &c->err);
+        if (!rc && tokenize) c->result = tokenize_json(c, &pp);
+        else if (!rc) rc = make_requests(c, &pp);
+        prep_prompt_destroy(&pp);
+    }
+    c->prep_rc = rc;
+    conn_wake(c);
+    conn_release(c);
+}
+
+/* ==== Routing and the access handler ==== */
+
+static enum route find_route(const char *method, const char *url)
+{
+    static const struct { const char *path; const char *method; enum route r; } table[] = {
+        {"/v1/chat/completions", "POST", ROUTE_CHAT},
+        {"/v1/completions", "POST", ROUTE_COMPLETION},
+        {"/tokenize", "POST", ROUTE_TOKENIZE},
+        {"/detokenize", "POST", ROUTE_DETOKENIZE},
+        {"/v1/models", "GET", ROUTE_MODELS},
+        {"/health", "GET", ROUTE_HEALTH},
+        {"/ready", "GET", ROUTE_READY},
+        {"/metrics", "GET", ROUTE_METRICS},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(table); i++) {
+        size_t n = strlen(table[i].path);
+        if (strncmp(url, table[i].path, n) || (url[n] && !(url[n] == '/' && !url[n + 1])))
+            continue;
+        if (!strcmp(method, table[i].method)) return table[i].r;
+        if (!strcmp(method, "HEAD") && !strcmp(table[i].method, "GET")) return table[i].r;
+        return ROUTE_BAD_METHOD;
+    }
+    return ROUTE_NONE;
+}
+
+static bool authorized(struct conn *c, const char *url)
+{
+    const char *key = c->srv->d.http->api_key;
+    if (!key || !key[0] || strncmp(url, "/v1/", 4)) return true;
+    const char *h = MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7)) return false;
+    h += 7;
+    while (*h == ' ') h++;
+    size_t a = strlen(h), b = strlen(key);
+    unsigned diff = (unsigned)(a ^ b);
+    for (size_t i = 0; i < a; i++) diff |= (unsigned)(h[i] ^ key[i % (b ? b : 1)]);
+    return diff == 0;
+}
+
+static enum MHD_Result serve_get(struct conn *c)
+{
+    struct http_server *s = c->srv;
+    switch (c->route) {
+    case ROUTE_HEALTH:
+        return send_buf(c, 200, "application/json", xstrdup("{}"), 2, false);
+    case ROUTE_READY:
+        if (atomic_load(&s->draining))
+            return send_error_msg(c, 503, VLM_EINVAL, NULL, "the server is shutting down");
+        return send_json(c, 200, xstrdup("{\"status\":\"ready\"}"));
+    case ROUTE_MODELS:
+        return send_json(c, 200, xstrdup(s->models_json));
+    case ROUTE_METRICS: {
+        struct sched_stats st;
+        sched_get_stats(s->d.loop, &st);
+        struct strbuf b = {0};
+        metrics_render(s->d.metrics, &st, s->d.model_name, &b);
+        return send_buf(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.s, b.n, false);
+    }
+    default:
+        VLM_ASSERT(0);
+    }
+}
+
+static enum oai_kind route_kind(enum route r)
+{
+    return r == ROUTE_CHAT         ? OAI_KIND_CHAT
+           : r == ROUTE_COMPLETION ? OAI_KIND_COMPLETION
+           : r == ROUTE_TOKENIZE   ? OAI_KIND_TOKENIZE
+                                   : OAI_KIND_DETOKENIZE;
+}
+
+/* The body is complete: answer at once, or start preparing. */
+static enum MHD_Result on_body_done(struct conn *c, const char *url)
+{
+    struct http_server *s = c->srv;
+    switch (c->route) {
+    case ROUTE_NONE:
+        return send_error_msg(c, 404, VLM_ENOTFOUND, NULL, "Not Found");
+    case ROUTE_BAD_METHOD:
+        return send_error_msg(c, 405, VLM_EINVAL, NULL, "Method Not Allowed");
+    case ROUTE_HEALTH: case ROUTE_READY: case ROUTE_MODELS: case ROUTE_METRICS:
+        if (!authorized(c, url))
+            return send_error_msg(c, 401, VLM_EINVAL, NULL, "Incorrect or missing API key.");
+        return serve_get(c);
+    default:
+        break;
+    }
+    if (!authorized(c, url))
+        return send_error_msg(c, 401, VLM_EINVAL, NULL, "Incorrect or missing API key.");
+    if (atomic_load(&s->draining))
+        return send_error_msg(c, 503, VLM_EINVAL, NULL, "the server is shutting down");
+    if (c->too_big) {
+        char msg[120];
+        snprintf(msg, sizeof msg, "request body larger than the limit of %lld bytes",
+                 (long long)s->d.http->max_body_bytes);
+        return send_error_msg(c, 413, VLM_ETOOBIG, NULL, msg);
+    }
+    struct vlm_err err = {0};
+    if (oai_parse(route_kind(c->route), c->body.s ? c->body.s : "", c->body.n, &s->lim, &c->q,
+                  &err))
+        return send_error(c, &err);
+    sb_free(&c->body);
+    if (c->route == ROUTE_CHAT || c->route == ROUTE_COMPLETION)
+        oai_meta_init(&c->meta, route_kind(c->route),
+                      s->d.model_name, atomic_fetch_add(&s->next_id, 1));
+    c->meta.model = s->d.model_name;
+    /* in flight from here until the completion callback */
+    c->inflight = true;
+    atomic_fetch_add(&s->inflight, 1);
+    atomic_fetch_add(&s->d.metrics->inflight, 1);
+    pthread_mutex_lock(&s->live_mu);
+    c->next = s->live;
+    if (s->live) s->live->prev = c;
+    s->live = c;
+    pthread_mutex_unlock(&s->live_mu);
+    c->phase = PHASE_PREP;
+    pthread_mutex_lock(&c->mu);
+    c->suspended = true;
+    MHD_suspend_connection(c->mhd);
+    pthread_mutex_unlock(&c->mu);
+    conn_retain(c); /* the job's */
+    prep_pool_submit(s->d.prep, prep_job, c);
+    return MHD_YES;
+}
+
+/* Called again after a resume. */
+static enum MHD_Result on_resumed(struct conn *c)
+{
+    if (c->phase == PHASE_PREP) {
+        if (c->prep_rc) return send_error(c, &c->err);
+        if (c->result) {
+            char *r = c->result;
+            c->result = NULL;
+            return send_json(c, 200, r);
+        }
+        c->phase = PHASE_RUN;
+        if (c->q.stream) return start_stream(c);
+    }
+    return continue_plain(c);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    struct http_server *s = cls;
+    struct conn *c = *con_cls;
+    if (!c) {
+        c = xcalloc(1, sizeof *c);
+        atomic_init(&c->refs, 1); /* MHD's, dropped in on_completed */
+        c->srv = s;
+        c->mhd = mc;
+        pthread_mutex_init(&c->mu, NULL);
+        c->route = find_route(method, url);
+        c->t_start_ns = vlm_now_ns();
+        *con_cls = c;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!c->too_big) {
+            if (c->body.n + *upload_size > (size_t)s->d.http->max_body_bytes) {
+                c->too_big = true;
+                sb_free(&c->body);
+            } else {
+                sb_append(&c->body, upload_data, *upload_size);
+            }
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (c->phase == PHASE_BODY) return on_body_done(c, url);
+    if (c->phase == PHASE_SENT) return MHD_YES;
+    return on_resumed(c);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)mc;
+    struct http_server *s = cls;
+    struct conn *c = *con_cls;
+    if (!c) return;
+    *con_cls = NULL;
+    pthread_mutex_lock(&c->mu);
+    c->closed = true;
+    pthread_mutex_unlock(&c->mu);
+    bool gone = false;
+    for (int32_t i = 0; i < c->n_ch; i++) {
+        struct choice *h = &c->ch[i];
+        if (h->submitted && !h->done) {
+            sched_abort(s->d.loop, h->r->id, REQ_FINISHED_ABORT);
+            gone = true;
+        }
+    }
+    if (gone) {
+        atomic_fetch_add(&s->d.metrics->client_disconnects, 1);
+        log_info("http: client went away (%s); %d request(s) aborted",
+                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "completed" : "error", (int)c->n_ch);
+    }
+    if (c->inflight) {
+        pthread_mutex_lock(&s->live_mu);
+        if (c->prev) c->prev->next = c->next;
+        else s->live = c->next;
+        if (c->next) c->next->prev = c->prev;
+        pthread_mutex_unlock(&s->live_mu);
+        atomic_fetch_sub(&s->inflight, 1);
+        atomic_fetch_sub(&s->d.metrics->inflight, 1);
+    }
+    for (int32_t i = 0; i < c->n_ch; i++) {
+        struct request *r = c->ch[i].r;
+        c->ch[i].r = NULL;
+        if (r) req_release(r); /* may drop the last reference on c: release ours last */
+    }
+    conn_release(c);
+}
+
+/* ==== Daemon ==== */
+
+static char *models_json(const struct http_deps *d)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(root, "data");
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", d->model_name);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)vlm_wall_s());
+    cJSON_AddStringToObject(m, "owned_by", "valley");
+    cJSON_AddStringToObject(m, "root", d->model_name);
+    cJSON_AddNullToObject(m, "parent");
+    cJSON_AddNumberToObject(m, "max_model_len", d->max_model_len);
+    cJSON_AddItemToArray(data, m);
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+int http_start(struct http_server **out, const struct http_deps *d, struct vlm_err *err)
+{
+    *out = NULL;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
+                    *ai = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%d", (int)d->http->port);
+    const char *host = d->http->host && d->http->host[0] ? d->http->host : NULL;
+    if (getaddrinfo(host, port, &hints, &ai) || !ai)
+        return vlm_err_set(err, VLM_EINVAL, 0, "cannot resolve --host '%s'", host ? host : "");
+    struct http_server *s = xcalloc(1, sizeof *s);
+    s->d = *d;
+    s->lim = (struct oai_limits){.model_name = d->model_name,
+                                 .max_n = d->api->max_n,
+                                 .max_images = d->media->max_images_per_request,
+                                 .min_pixels = d->media->min_pixels,
+                                 .max_pixels = d->media->max_pixels,
+                                 .vocab_size = d->vocab_size};
+    atomic_init(&s->next_id, 1);
+    pthread_mutex_init(&s->live_mu, NULL);
+    s->models_json = models_json(d);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
+                              MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)4000,
+                              MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
+                              MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+                              MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!s->mhd) {
+        free(s->models_json);
+        free(s);
+        return vlm_err_set(err, VLM_EIO, 0, "cannot listen on %s:%d (address in use?)",
+                           host ? host : "*", (int)d->http->port);
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : (uint16_t)d->http->port;
+    *out = s;
+    return 0;
+}
+
+uint16_t http_port(const struct http_server *s)
+{
+    return s->port;
+}
+
+void http_drain_begin(struct http_server *s)
+{
+    atomic_store(&s->draining, true);
+}
+
+int32_t http_inflight(const struct http_server *s)
+{
+    return atomic_load(&((struct http_server *)s)->inflight);
+}
+
+void http_abort_all(struct http_server *s)
+{
+    pthread_mutex_lock(&s->live_mu);
+    for (struct conn *c = s->live; c; c = c->next) {
+        pthread_mutex_lock(&c->mu);
+        if (c->ch_ready && !c->closed)
+            for (int32_t i = 0; i < c->n_ch; i++)
+                if (c->ch[i].submitted && c->ch[i].r)
+                    sched_abort(s->d.loop, c->ch[i].r->id, REQ_FINISHED_ABORT);
+        pthread_mutex_unlock(&c->mu);
+    }
+    pthread_mutex_unlock(&s->live_mu);
+}
+
+void http_stop(struct http_server *s)
+{
+    if (!s) return;
+    MHD_stop_daemon(s->mhd);
+    pthread_mutex_destroy(&s->live_mu);
+    free(s->models_json);
+    free(s);
+}

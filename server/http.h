@@ -1,0 +1,70 @@
+/*
+ * http: the HTTP front end on libmicrohttpd. One internal polling thread (epoll, or poll
+ * where epoll is missing) runs every callback; none of them blocks (STYLE §2.3, C22):
+ *
+ *   body     accumulated up to max_body_bytes (beyond: 413 once the body is read);
+ *   parse    openai.c on the HTTP thread (JSON only), 400/404 at once on errors;
+ *   prepare  the connection is suspended and the job goes to the prep pool (chat template,
+ *            tokenizer, media), which builds n requests (one per choice), submits them to
+ *            the scheduler and resumes the connection;
+ *   stream   the engine thread's notify hook resumes the connection once per step; the
+ *            content reader drains the request streams, detokenizes, matches stop strings
+ *            (a match aborts the request as REQ_FINISHED_STOP) and writes SSE chunks, or,
+ *            for a non-streaming request, accumulates until every choice is done;
+ *   complete MHD's completion callback runs for normal ends and for clients that went
+ *            away: unfinished requests are aborted, and the HTTP side's references dropped.
+ *
+ * Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health,
+ * GET /ready, POST /tokenize, POST /detokenize, GET /metrics. With an API key configured,
+ * /v1/ routes require "Authorization: Bearer <key>" (401 otherwise).
+ *
+ * Threads: http_start/http_stop from the main thread; http_drain_begin, http_inflight and
+ * http_abort_all from any thread.
+ */
+#ifndef VLM_HTTP_H
+#define VLM_HTTP_H
+
+#include <stdint.h>
+
+#include "config/config.h"
+#include "engine/base.h"
+#include "scheduler/loop.h"
+#include "server/metrics.h"
+#include "server/prep.h"
+#include "server/tokenizer.h"
+
+/* What the server borrows; everything outlives the server. */
+struct http_deps {
+    const struct config_http *http;
+    const struct config_api *api;
+    const struct config_media *media;
+    const char *model_name;        /* served name */
+    int32_t max_model_len;
+    int32_t vocab_size;
+    const int32_t *eos_ids;        /* (n_eos) */
+    int32_t n_eos;
+    const struct tokenizer *tok;
+    const struct prep_ctx *prep_ctx;
+    struct prep_pool *prep;
+    struct sched_loop *loop;
+    struct metrics *metrics;
+};
+
+struct http_server;
+
+/* Starts listening on http->host:http->port (port 0: any free port). VLM_EIO with a
+ * message when the daemon cannot start (address in use, ...). */
+int http_start(struct http_server **out, const struct http_deps *d, struct vlm_err *err);
+/* The bound port (useful with port 0). */
+uint16_t http_port(const struct http_server *s);
+/* Graceful shutdown begins: /ready answers 503 and new work requests get 503 at once. */
+void http_drain_begin(struct http_server *s);
+/* HTTP requests with preparation or generation under way. */
+int32_t http_inflight(const struct http_server *s);
+/* Aborts every request still generating (the end of the drain deadline). */
+void http_abort_all(struct http_server *s);
+/* Stops the daemon and frees the server. Call after http_inflight() is 0 and the prep pool
+ * is idle (no connection may be suspended). NULL ok. */
+void http_stop(struct http_server *s);
+
+#endif

@@ -1,0 +1,245 @@
+/*
+ * valley-server: wiring only. config -> model (the embedded default when --model is not
+ * given) -> tokenizer -> engine -> scheduler thread -> prep workers -> HTTP. Then the main
+ * thread waits for SIGTERM/SIGINT and drains: /ready turns 503 at once, new requests get
+ * 503, requests in flight may finish for --shutdown-timeout seconds, the rest are aborted,
+ * and the process exits 0. A second signal during the drain aborts at once.
+ */
+#include <errno.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "engine/engine.h"
+#include "engine/model.h"
+#include "engine/testmodel.h"
+#include "scheduler/loop.h"
+#include "server/chat.h"
+#include "server/http.h"
+#include "server/metrics.h"
+#include "server/prep.h"
+#include "server/tokenizer.h"
+#include "server/vision_prep.h"
+
+static int engine_exec(void *eng, const struct batch *b, struct batch_out *out)
+{
+    return engine_execute(eng, b, out);
+}
+
+/* The embedded default model lives in $XDG_CACHE_HOME/valley/default-model (or
+ * ~/.cache/...); it is written once and reused. */
+static int default_model_dir(char *dir, size_t cap, struct vlm_err *err)
+{
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (xdg && xdg[0]) snprintf(dir, cap, "%s/valley/default-model", xdg);
+    else if (home && home[0]) snprintf(dir, cap, "%s/.cache/valley/default-model", home);
+    else snprintf(dir, cap, "/tmp/valley-default-model");
+    struct testmodel_params p;
+    testmodel_defaults(&p);
+    if (testmodel_up_to_date(dir, &p)) return 0;
+    log_info("server: writing the embedded default model to %s", dir);
+    return testmodel_write(dir, &p, err);
+}
+
+static void log_examples(const char *host, int port, const char *model, bool key)
+{
+    const char *h = !host[0] || !strcmp(host, "0.0.0.0") || !strcmp(host, "::") ? "127.0.0.1" : host;
+    log_info("server: try it:\n"
+             "  curl http://%s:%d/v1/chat/completions -H 'Content-Type: application/json'%s \\\n"
+             "    -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}], "
+             "\"max_tokens\": 32}'\n"
+             "  python3 -c 'from openai import OpenAI; c = OpenAI(base_url=\"http://%s:%d/v1\", "
+             "api_key=\"%s\"); print(c.chat.completions.create(model=\"%s\", messages=[{\"role\": "
+             "\"user\", \"content\": \"Hello!\"}], max_tokens=32).choices[0].message.content)'",
+             h, port, key ? " -H 'Authorization: Bearer $VALLEY_API_KEY'" : "", model, h, port,
+             key ? "$VALLEY_API_KEY" : "EMPTY", model);
+}
+
+int main(int argc, char **argv, char **envp)
+{
+    struct config cfg;
+    struct vlm_err err = {0};
+    config_defaults(&cfg);
+    int rc = config_parse(&cfg, argc, argv, envp, &err);
+    if (rc == 1) {
+        config_destroy(&cfg);
+        return 0;
+    }
+    if (rc) {
+        fprintf(stderr, "valley-server: %s\n", err.msg);
+        config_destroy(&cfg);
+        return 2;
+    }
+    vlm_log_level = cfg.log.level;
+    config_dump(&cfg);
+
+    /* signals: handled by sigwait in this thread only; every thread started below inherits
+     * the mask */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct model model = {0};
+    struct engine eng = {0};
+    struct tokenizer *tok = NULL;
+    struct sched_loop *loop = NULL;
+    struct prep_pool *prep = NULL;
+    struct http_server *http = NULL;
+    struct metrics metrics;
+    metrics_init(&metrics);
+    int exit_code = 1;
+
+    char dir[4096];
+    if (!cfg.engine.model || !cfg.engine.model[0]) {
+        if (default_model_dir(dir, sizeof dir, &err)) goto fail;
+    } else {
+        snprintf(dir, sizeof dir, "%s", cfg.engine.model);
+    }
+    if (model_load(&model, dir, &err)) goto fail;
+    char tpath[4200];
+    snprintf(tpath, sizeof tpath, "%s/tokenizer.json", dir);
+    if (tok_load(&tok, tpath, &err)) goto fail;
+
+    const struct model_config *mc = &model.cfg;
+    struct engine_params ep = {0};
+    ep.bp.n_threads = cfg.engine.threads;
+    ep.backend = ENGINE_BACKEND_CPU;
+#ifdef VLM_HAVE_CUDA
+    if (cfg.engine.backend != CONFIG_BACKEND_CPU) ep.backend = ENGINE_BACKEND_CUDA;
+#endif
+    ep.block_size = cfg.sched.block_size;
+    ep.max_batched_tokens = cfg.sched.max_num_batched_tokens;
+    ep.max_seqs = cfg.sched.max_num_seqs;
+    ep.kv_bytes = (size_t)cfg.engine.kv_cache_memory;
+    ep.tp_size = 1;
+    ep.encoder_cache_tokens = mc->has_vision ? cfg.sched.encoder_cache_tokens : 0;
+    if (engine_init(&eng, &model, &ep, &err)) goto fail;
+
+    int32_t max_model_len = cfg.sched.max_model_len > 0 ? cfg.sched.max_model_len
+                                                        : mc->max_position_embeddings;
+    struct sched_config sc = {.block_size = engine_block_size(&eng),
+                              .n_blocks = engine_kv_blocks(&eng),
+                              .max_num_seqs = cfg.sched.max_num_seqs,
+                              .max_num_batched_tokens = cfg.sched.max_num_batched_tokens,
+                              .max_model_len = max_model_len,
+                              .enable_prefix_caching = cfg.sched.enable_prefix_caching,
+                              .encoder_cache_tokens = ep.encoder_cache_tokens,
+                              .max_waiting = cfg.api.max_waiting};
+    log_info("server: model %s: %d layers, hidden %d, vocab %d, vision %s; KV cache %d blocks "
+             "of %d tokens (%lld tokens); max_model_len %d",
+             dir, mc->n_layers, mc->hidden_size, mc->vocab_size, mc->has_vision ? "yes" : "no",
+             sc.n_blocks - 1, sc.block_size, (long long)(sc.n_blocks - 1) * sc.block_size,
+             max_model_len);
+    if (sched_loop_start(&loop, &sc, (struct engine_iface){engine_exec, &eng}, &err)) goto fail;
+
+    struct prep_ctx pc = {0};
+    pc.tok = tok;
+    pc.default_system = cfg.api.default_system_prompt;
+    pc.enable_thinking_default = cfg.api.enable_thinking_default;
+    pc.has_vision = mc->has_vision;
+    pc.implicit_image = cfg.api.implicit_image && mc->has_vision;
+    pc.wrap_image_tokens = mc->use_special_start_end_token;
+    pc.pad_id = tok_find(tok, "<|image_pad|>");
+    if (pc.pad_id < 0) pc.pad_id = 0;
+    pc.max_model_len = max_model_len;
+    pc.max_tokens_default = cfg.api.max_tokens_default;
+    vision_prep_params_default(&pc.vp);
+    if (mc->has_vision) {
+        pc.vp.patch = mc->patch_size;
+        pc.vp.merge = mc->spatial_merge_size;
+        pc.vp.temporal = mc->temporal_patch_size;
+    }
+    pc.vp.fetch_min_pixels = pc.vp.proc_min_pixels = cfg.media.min_pixels;
+    pc.vp.fetch_max_pixels = pc.vp.proc_max_pixels = cfg.media.max_pixels;
+    pc.media.max_pixels = cfg.media.max_image_pixels;
+    pc.media.max_bytes = (size_t)cfg.media.max_image_bytes;
+    pc.fetch_timeout = cfg.media.fetch_timeout;
+    pc.fetch_max_bytes = cfg.media.fetch_max_bytes;
+    pc.fetch_max_redirects = cfg.media.fetch_max_redirects;
+    pc.fetch_allow = (const char *const *)cfg.media.fetch_allow.v;
+    pc.n_fetch_allow = cfg.media.fetch_allow.n;
+    prep = prep_pool_new(cfg.api.prep_threads);
+    if (!prep) {
+        vlm_err_set(&err, VLM_ENOMEM, 0, "cannot start the preparation workers");
+        goto fail;
+    }
+
+    char name[4096];
+    if (cfg.http.served_model_name && cfg.http.served_model_name[0]) {
+        snprintf(name, sizeof name, "%s", cfg.http.served_model_name);
+    } else {
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s", dir);
+        size_t n = strlen(tmp);
+        while (n > 1 && tmp[n - 1] == '/') tmp[--n] = 0;
+        snprintf(name, sizeof name, "%s", basename(tmp));
+    }
+    struct http_deps hd = {.http = &cfg.http,
+                           .api = &cfg.api,
+                           .media = &cfg.media,
+                           .model_name = name,
+                           .max_model_len = max_model_len,
+                           .vocab_size = VLM_MAX(mc->vocab_size, tok_vocab_size(tok)),
+                           .eos_ids = mc->eos_token_ids,
+                           .n_eos = mc->n_eos,
+                           .tok = tok,
+                           .prep_ctx = &pc,
+                           .prep = prep,
+                           .loop = loop,
+                           .metrics = &metrics};
+    if (http_start(&http, &hd, &err)) goto fail;
+    log_info("server: listening on http://%s:%d (model \"%s\")", cfg.http.host,
+             (int)http_port(http), name);
+    log_examples(cfg.http.host, http_port(http), name, cfg.http.api_key && cfg.http.api_key[0]);
+
+    /* ==== wait, then drain ==== */
+    int sig = 0;
+    while (sigwait(&sigs, &sig)) {}
+    log_info("server: %s received: draining (up to %g s for %d request(s) in flight)",
+             strsignal(sig), cfg.http.shutdown_timeout, (int)http_inflight(http));
+    http_drain_begin(http);
+    uint64_t deadline = vlm_now_ns() + (uint64_t)(cfg.http.shutdown_timeout * 1e9);
+    bool aborted = false;
+    for (;;) {
+        if (http_inflight(http) == 0) break;
+        if (!aborted && vlm_now_ns() >= deadline) {
+            log_warn("server: shutdown timeout: aborting %d request(s)", (int)http_inflight(http));
+            http_abort_all(http);
+            aborted = true;
+            deadline = vlm_now_ns() + 5000000000ull;
+        } else if (aborted && vlm_now_ns() >= deadline) {
+            log_warn("server: %d request(s) did not end after the abort", (int)http_inflight(http));
+            break;
+        }
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        siginfo_t si;
+        if (sigtimedwait(&sigs, &si, &ts) > 0 && !aborted) {
+            log_warn("server: second signal: aborting now");
+            deadline = 0;
+        }
+    }
+    exit_code = 0;
+fail:
+    if (exit_code) log_error("server: %s", err.msg[0] ? err.msg : vlm_strerror(err.code));
+    /* order: no new work (prep idle, HTTP stopped), then the engine thread, then memory */
+    if (prep) while (prep_pool_pending(prep)) usleep(10000);
+    http_stop(http);
+    prep_pool_free(prep);
+    if (loop) sched_loop_stop(loop);
+    engine_destroy(&eng);
+    tok_free(tok);
+    model_destroy(&model);
+    config_destroy(&cfg);
+    if (!exit_code) log_info("server: bye");
+    return exit_code;
+}

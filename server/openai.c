@@ -1,0 +1,942 @@
+/*
+ * openai.c: request parsing and validation, response and chunk building, and the output
+ * text pipeline (stop strings, <think> split). See openai.h for the contracts.
+ */
+#include "server/openai.h"
+
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ==== Field access ====
+ * Every accessor treats a JSON null like an absent field (clients send null for "unset"),
+ * returns 1 when a value was read, 0 when absent, or VLM_EINVAL with err naming the field. */
+
+static int bad_type(struct vlm_err *err, const char *param, const char *want)
+{
+    return vlm_err_param(err, VLM_EINVAL, 400, param, "'%s' must be %s", param, want);
+}
+
+static int bad_range(struct vlm_err *err, const char *param, const char *range)
+{
+    return vlm_err_param(err, VLM_EINVAL, 400, param, "'%s' must be %s", param, range);
+}
+
+static const cJSON *field(const cJSON *obj, const char *name)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, name);
+    return (f && !cJSON_IsNull(f)) ? f : NULL;
+}
+
+static int get_bool(const cJSON *obj, const char *name, bool *out, struct vlm_err *err)
+{
+    const cJSON *f = field(obj, name);
+    if (!f) return 0;
+    if (!cJSON_IsBool(f)) return bad_type(err, name, "a boolean");
+    *out = cJSON_IsTrue(f);
+    return 1;
+}
+
+static int get_num(const cJSON *obj, const char *name, double lo, double hi, const char *range,
+                   double *out, struct vlm_err *err)
+{
+    const cJSON *f = field(obj, name);
+    if (!f) return 0;
+    if (!cJSON_IsNumber(f)) return bad_type(err, name, "a number");
+    double v = f->valuedouble;
+    if (!isfinite(v) || v < lo || v > hi) return bad_range(err, name, range);
+    *out = v;
+    return 1;
+}
+
+static bool is_integer(const cJSON *f, double lo, double hi)
+{
+    if (!cJSON_IsNumber(f)) return false;
+    double v = f->valuedouble;
+    return isfinite(v) && v == floor(v) && v >= lo && v <= hi;
+}
+
+static int get_int(const cJSON *obj, const char *name, int64_t lo, int64_t hi, const char *range,
+                   int64_t *out, struct vlm_err *err)
+{
+    const cJSON *f = field(obj, name);
+    if (!f) return 0;
+    if (!cJSON_IsNumber(f) || !is_integer(f, -9.3e18, 9.3e18))
+        return bad_type(err, name, "an integer");
+    double v = f->valuedouble;
+    if (v < (double)lo || v > (double)hi) return bad_range(err, name, range);
+    *out = (int64_t)v;
+    return 1;
+}
+
+static char *dup_or_fail(const char *s, size_t n)
+{
+    char *d = trymalloc(n + 1);
+    if (!d) return NULL;
+    memcpy(d, s, n);
+    d[n] = 0;
+    return d;
+}
+
+static int oom(struct vlm_err *err)
+{
+    return vlm_err_set(err, VLM_ENOMEM, 503, "out of memory while parsing the request");
+}
+
+/* ==== Messages ====
+ * A message's content is a string, null (assistant turns), or a list of parts: text,
+ * image_url ({"url": ...} or a bare string) and video_url. Text parts are joined with "\n"
+ * (ARCH_SPEC §10.1); every image part is one marker bound to the next media entry. */
+
+static int add_media(struct oai_request *r, enum oai_media kind, const char *url,
+                     const struct oai_limits *lim, const char *param, struct vlm_err *err)
+{
+    if (r->n_media >= lim->max_images)
+        return vlm_err_param(err, VLM_EINVAL, 400, param,
+                             "at most %d images per request", (int)lim->max_images);
+    struct oai_media_ref *m = tryrealloc(r->media, sizeof *m * (size_t)(r->n_media + 1));
+    if (!m) return oom(err);
+    r->media = m;
+    char *u = dup_or_fail(url, strlen(url));
+    if (!u) return oom(err);
+    m[r->n_media].kind = kind;
+    m[r->n_media].url = u;
+    r->n_media++;
+    return 0;
+}
+
+static int parse_part(const cJSON *part, int32_t mi, int32_t pi, struct oai_request *r,
+                      struct oai_message *msg, struct strbuf *text, const struct oai_limits *lim,
+                      struct vlm_err *err)
+{
+    char param[48];
+    snprintf(param, sizeof param, "messages[%d].content[%d]", (int)mi, (int)pi);
+    if (!cJSON_IsObject(part)) return bad_type(err, param, "an object");
+    const cJSON *type = field(part, "type");
+    if (!cJSON_IsString(type)) {
+        snprintf(param, sizeof param, "messages[%d].content[%d].type", (int)mi, (int)pi);
+        return bad_type(err, param, "a string");
+    }
+    const char *t = type->valuestring;
+    if (!strcmp(t, "text")) {
+        const cJSON *tx = field(part, "text");
+        if (!cJSON_IsString(tx)) {
+            snprintf(param, sizeof param, "messages[%d].content[%d].text", (int)mi, (int)pi);
+            return bad_type(err, param, "a string");
+        }
+        if (text->n) sb_puts(text, "\n");
+        sb_puts(text, tx->valuestring);
+        return 0;
+    }
+    bool image = !strcmp(t, "image_url"), video = !strcmp(t, "video_url");
+    if (image || video) {
+        const cJSON *u = field(part, t);
+        if (cJSON_IsObject(u)) u = field(u, "url");
+        snprintf(param, sizeof param, "messages[%d].content[%d].%s", (int)mi, (int)pi, t);
+        if (!cJSON_IsString(u) || !u->valuestring[0])
+            return bad_type(err, param, "an object with a non-empty \"url\" string");
+        if (msg->role != OAI_ROLE_USER)
+            return vlm_err_param(err, VLM_EINVAL, 400, param,
+                                 "media parts are only allowed in user messages");
+        if (video)
+            return vlm_err_param(err, VLM_EUNSUPPORTED, 400, param,
+                                 "video input is not supported by this server yet");
+        int rc = add_media(r, OAI_MEDIA_IMAGE, u->valuestring, lim, param, err);
+        if (rc) return rc;
+        msg->n_images++;
+        return 0;
+    }
+    snprintf(param, sizeof param, "messages[%d].content[%d].type", (int)mi, (int)pi);
+    return vlm_err_param(err, VLM_EINVAL, 400, param,
+                         "unsupported content part type '%.40s' (text, image_url)", t);
+}
+
+static int parse_messages(const cJSON *root, struct oai_request *r, const struct oai_limits *lim,
+                          struct vlm_err *err)
+{
+    const cJSON *msgs = field(root, "messages");
+    if (!msgs) return vlm_err_param(err, VLM_EINVAL, 400, "messages", "'messages' is required");
+    if (!cJSON_IsArray(msgs)) return bad_type(err, "messages", "an array");
+    int n = cJSON_GetArraySize(msgs);
+    if (n == 0)
+        return vlm_err_param(err, VLM_EINVAL, 400, "messages", "'messages' must not be empty");
+    r->msgs = trycalloc((size_t)n, sizeof *r->msgs);
+    if (!r->msgs) return oom(err);
+    char param[48];
+    int32_t mi = 0;
+    for (const cJSON *m = msgs->child; m; m = m->next, mi++) {
+        struct oai_message *msg = &r->msgs[mi];
+        r->n_msgs = mi + 1;
+        snprintf(param, sizeof param, "messages[%d]", (int)mi);
+        if (!cJSON_IsObject(m)) return bad_type(err, param, "an object");
+        const cJSON *role = field(m, "role");
+        snprintf(param, sizeof param, "messages[%d].role", (int)mi);
+        if (!cJSON_IsString(role)) return bad_type(err, param, "a string");
+        const char *rs = role->valuestring;
+        if (!strcmp(rs, "system") || !strcmp(rs, "developer")) msg->role = OAI_ROLE_SYSTEM;
+        else if (!strcmp(rs, "user")) msg->role = OAI_ROLE_USER;
+        else if (!strcmp(rs, "assistant")) msg->role = OAI_ROLE_ASSISTANT;
+        else
+            return vlm_err_param(err, VLM_EINVAL, 400, param,
+                                 "unknown role '%.40s' (system, developer, user, assistant)", rs);
+        const cJSON *content = field(m, "content");
+        struct strbuf text = {0};
+        int rc = 0;
+        snprintf(param, sizeof param, "messages[%d].content", (int)mi);
+        if (!content) {
+            if (msg->role != OAI_ROLE_ASSISTANT)
+                rc = vlm_err_param(err, VLM_EINVAL, 400, param, "'%s' is required", param);
+        } else if (cJSON_IsString(content)) {
+            sb_puts(&text, content->valuestring);
+        } else if (cJSON_IsArray(content)) {
+            int32_t pi = 0;
+            for (const cJSON *p = content->child; p && !rc; p = p->next, pi++)
+                rc = parse_part(p, mi, pi, r, msg, &text, lim, err);
+        } else {
+            rc = bad_type(err, param, "a string or an array of content parts");
+        }
+        if (rc) {
+            sb_free(&text);
+            return rc;
+        }
+        msg->text = text.s ? text.s : dup_or_fail("", 0);
+        if (!msg->text) return oom(err);
+    }
+    return 0;
+}
+
+/* ==== Generation parameters ==== */
+
+static int parse_stop(const cJSON *root, struct oai_request *r, struct vlm_err *err)
+{
+    const cJSON *stop = field(root, "stop");
+    if (!stop) return 0;
+    const cJSON *one = stop;
+    if (cJSON_IsArray(stop)) {
+        if (cJSON_GetArraySize(stop) > OAI_MAX_STOP)
+            return bad_range(err, "stop", "a list of at most 16 strings");
+        one = stop->child;
+    } else if (!cJSON_IsString(stop)) {
+        return bad_type(err, "stop", "a string or an array of strings");
+    }
+    for (; one; one = cJSON_IsArray(stop) ? one->next : NULL) {
+        if (!cJSON_IsString(one)) return bad_type(err, "stop", "a string or an array of strings");
+        size_t n = strlen(one->valuestring);
+        if (n == 0) return bad_range(err, "stop", "made of non-empty strings");
+        if (n > OAI_MAX_STOP_LEN) return bad_range(err, "stop", "made of strings of <= 256 bytes");
+        char *s = dup_or_fail(one->valuestring, n);
+        if (!s) return oom(err);
+        r->stop[r->n_stop++] = s;
+    }
+    return 0;
+}
+
+static int parse_ids(const cJSON *arr, const char *param, int32_t vocab, int32_t **out,
+                     int32_t *n, struct vlm_err *err)
+{
+    int cnt = cJSON_GetArraySize(arr);
+    *out = trymalloc(sizeof(int32_t) * (size_t)(cnt > 0 ? cnt : 1));
+    if (!*out) return oom(err);
+    for (const cJSON *e = arr->child; e; e = e->next) {
+        if (!is_integer(e, 0, vocab > 0 ? vocab - 1 : INT32_MAX))
+            return vlm_err_param(err, VLM_EINVAL, 400, param,
+                                 "'%s' must hold token ids in [0, %d)", param, (int)vocab);
+        (*out)[(*n)++] = (int32_t)e->valuedouble;
+    }
+    return 0;
+}
+
+static int parse_sampling(const cJSON *root, struct oai_request *r, const struct oai_limits *lim,
+                          struct vlm_err *err)
+{
+    int64_t iv;
+    double dv;
+    int rc;
+    /* max_completion_tokens (the newer name) wins over max_tokens */
+    const char *mt[] = {"max_tokens", "max_completion_tokens"};
+    for (size_t i = 0; i < ARRAY_LEN(mt); i++) {
+        if ((rc = get_int(root, mt[i], 1, INT32_MAX, "an integer >= 1", &iv, err)) < 0) return rc;
+        if (rc) r->max_tokens = (int32_t)iv;
+    }
+    if ((rc = get_num(root, "temperature", 0, 2, "between 0 and 2", &dv, err)) < 0) return rc;
+    if (rc) r->sp.temperature = (float)dv;
+    if ((rc = get_num(root, "top_p", 1e-9, 1, "in (0, 1]", &dv, err)) < 0) return rc;
+    if (rc) r->sp.top_p = (float)dv;
+    if ((rc = get_int(root, "top_k", -1, INT32_MAX, "-1, 0 (off) or a positive integer", &iv,
+                      err)) < 0)
+        return rc;
+    if (rc) r->sp.top_k = iv < 0 ? 0 : (int32_t)iv;
+    if ((rc = get_num(root, "min_p", 0, 1, "in [0, 1]", &dv, err)) < 0) return rc;
+    if (rc) r->sp.min_p = (float)dv;
+    if ((rc = get_num(root, "presence_penalty", -2, 2, "between -2 and 2", &dv, err)) < 0)
+        return rc;
+    if (rc) r->sp.presence_penalty = (float)dv;
+    if ((rc = get_num(root, "frequency_penalty", -2, 2, "between -2 and 2", &dv, err)) < 0)
+        return rc;
+    if (rc) r->sp.frequency_penalty = (float)dv;
+    if ((rc = get_num(root, "repetition_penalty", 1e-6, 10, "in (0, 10]", &dv, err)) < 0)
+        return rc;
+    if (rc) r->sp.repetition_penalty = (float)dv;
+    if ((rc = get_int(root, "seed", INT64_MIN, INT64_MAX, "an integer", &iv, err)) < 0) return rc;
+    if (rc) {
+        r->has_seed = true;
+        r->sp.seed = (uint64_t)iv;
+    }
+    char nrange[48];
+    snprintf(nrange, sizeof nrange, "between 1 and %d", (int)lim->max_n);
+    if ((rc = get_int(root, "n", 1, lim->max_n, nrange, &iv, err)) < 0) return rc;
+    if (rc) r->n = (int32_t)iv;
+    if ((rc = parse_stop(root, r, err)) < 0) return rc;
+    const cJSON *sti = field(root, "stop_token_ids");
+    if (sti) {
+        if (!cJSON_IsArray(sti) || cJSON_GetArraySize(sti) > VLM_MAX_STOP_IDS)
+            return bad_type(err, "stop_token_ids", "an array of at most 16 token ids");
+        for (const cJSON *e = sti->child; e; e = e->next) {
+            if (!is_integer(e, 0, lim->vocab_size > 0 ? lim->vocab_size - 1 : INT32_MAX))
+                return bad_range(err, "stop_token_ids", "made of valid token ids");
+            r->stop_ids[r->n_stop_ids++] = (int32_t)e->valuedouble;
+        }
+    }
+    if ((rc = get_bool(root, "ignore_eos", &r->ignore_eos, err)) < 0) return rc;
+    if ((rc = get_bool(root, "skip_special_tokens", &r->skip_special_tokens, err)) < 0) return rc;
+    if ((rc = get_bool(root, "stream", &r->stream, err)) < 0) return rc;
+    const cJSON *so = field(root, "stream_options");
+    if (so) {
+        if (!cJSON_IsObject(so)) return bad_type(err, "stream_options", "an object");
+        if ((rc = get_bool(so, "include_usage", &r->include_usage, err)) < 0) {
+            vlm_err_param(err, VLM_EINVAL, 400, "stream_options.include_usage",
+                          "'stream_options.include_usage' must be a boolean");
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int parse_logprobs(const cJSON *root, struct oai_request *r, struct vlm_err *err)
+{
+    int rc;
+    int64_t iv;
+    if (r->kind == OAI_KIND_CHAT) {
+        if ((rc = get_bool(root, "logprobs", &r->logprobs, err)) < 0) return rc;
+        if ((rc = get_int(root, "top_logprobs", 0, VLM_MAX_TOP_LOGPROBS, "between 0 and 20", &iv,
+                          err)) < 0)
+            return rc;
+        if (rc) {
+            if (!r->logprobs)
+                return vlm_err_param(err, VLM_EINVAL, 400, "top_logprobs",
+                                     "'top_logprobs' requires 'logprobs' to be true");
+            r->top_logprobs = (int32_t)iv;
+        }
+    } else {
+        if ((rc = get_int(root, "logprobs", 0, VLM_MAX_TOP_LOGPROBS, "between 0 and 20", &iv,
+                          err)) < 0)
+            return rc;
+        if (rc) {
+            r->logprobs = true;
+            r->top_logprobs = (int32_t)iv;
+        }
+    }
+    r->sp.logprobs = r->logprobs ? r->top_logprobs : -1;
+    return 0;
+}
+
+static int parse_kwargs(const cJSON *root, struct oai_request *r, const struct oai_limits *lim,
+                        struct vlm_err *err)
+{
+    int rc;
+    const cJSON *ctk = field(root, "chat_template_kwargs");
+    if (ctk) {
+        if (!cJSON_IsObject(ctk)) return bad_type(err, "chat_template_kwargs", "an object");
+        bool b;
+        if ((rc = get_bool(ctk, "enable_thinking", &b, err)) < 0) {
+            vlm_err_param(err, VLM_EINVAL, 400, "chat_template_kwargs.enable_thinking",
+                          "'chat_template_kwargs.enable_thinking' must be a boolean");
+            return rc;
+        }
+        if (rc) r->enable_thinking = b;
+    }
+    const cJSON *mm = field(root, "mm_processor_kwargs");
+    if (mm) {
+        if (!cJSON_IsObject(mm)) return bad_type(err, "mm_processor_kwargs", "an object");
+        const char *names[2] = {"min_pixels", "max_pixels"};
+        int32_t *dst[2] = {&r->min_pixels, &r->max_pixels};
+        for (int i = 0; i < 2; i++) {
+            int64_t v;
+            char param[48];
+            snprintf(param, sizeof param, "mm_processor_kwargs.%s", names[i]);
+            if ((rc = get_int(mm, names[i], lim->min_pixels, lim->max_pixels, "", &v, err)) < 0)
+                return vlm_err_param(err, VLM_EINVAL, 400, param,
+                                     "'%s' must be an integer in [%d, %d]", param,
+                                     (int)lim->min_pixels, (int)lim->max_pixels);
+            if (rc) *dst[i] = (int32_t)v;
+        }
+        if (r->min_pixels && r->max_pixels && r->min_pixels > r->max_pixels)
+            return vlm_err_param(err, VLM_EINVAL, 400, "mm_processor_kwargs.min_pixels",
+                                 "'mm_processor_kwargs.min_pixels' must not exceed max_pixels");
+    }
+    return 0;
+}
+
+/* completions / tokenize "prompt": a string, or a list of token ids. (A list of strings is
+ * vLLM's batch form; we answer 400 for more than one prompt.) */
+static int parse_prompt(const cJSON *root, struct oai_request *r, const struct oai_limits *lim,
+                        struct vlm_err *err)
+{
+    const cJSON *p = field(root, "prompt");
+    if (!p) return vlm_err_param(err, VLM_EINVAL, 400, "prompt", "'prompt' is required");
+    if (cJSON_IsArray(p) && cJSON_GetArraySize(p) == 1 && cJSON_IsString(p->child)) p = p->child;
+    if (cJSON_IsString(p)) {
+        r->prompt_len = strlen(p->valuestring);
+        r->prompt = dup_or_fail(p->valuestring, r->prompt_len);
+        return r->prompt ? 0 : oom(err);
+    }
+    if (cJSON_IsArray(p) && cJSON_GetArraySize(p) > 0 && cJSON_IsNumber(p->child))
+        return parse_ids(p, "prompt", lim->vocab_size, &r->prompt_ids, &r->n_prompt_ids, err);
+    return bad_type(err, "prompt", "a non-empty string or a list of token ids");
+}
+
+int oai_parse(enum oai_kind kind, const char *body, size_t len, const struct oai_limits *lim,
+              struct oai_request *out, struct vlm_err *err)
+{
+    memset(out, 0, sizeof *out);
+    out->kind = kind;
+    out->n = 1;
+    out->sp.temperature = 1.0f;
+    out->sp.top_p = 1.0f;
+    out->sp.repetition_penalty = 1.0f;
+    out->sp.logprobs = -1;
+    out->skip_special_tokens = true;
+    out->enable_thinking = -1;
+    out->add_generation_prompt = true;
+    if (len == 0)
+        return vlm_err_set(err, VLM_EINVAL, 400, "the request body is empty (expected JSON)");
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (!root) {
+        size_t off = end ? (size_t)(end - body) : 0;
+        return vlm_err_set(err, VLM_EINVAL, 400, "invalid JSON in the request body near byte %zu",
+                           off);
+    }
+    int rc = 0;
+    if (!cJSON_IsObject(root)) {
+        rc = vlm_err_set(err, VLM_EINVAL, 400, "the request body must be a JSON object");
+        goto done;
+    }
+    const cJSON *model = field(root, "model");
+    if (model) {
+        if (!cJSON_IsString(model)) {
+            rc = bad_type(err, "model", "a string");
+            goto done;
+        }
+        if (lim->model_name && strcmp(model->valuestring, lim->model_name)) {
+            rc = vlm_err_param(err, VLM_EINVAL, 404, "model",
+                               "The model `%.80s` does not exist.", model->valuestring);
+            goto done;
+        }
+        if (!(out->model = dup_or_fail(model->valuestring, strlen(model->valuestring)))) {
+            rc = oom(err);
+            goto done;
+        }
+    }
+    switch (kind) {
+    case OAI_KIND_CHAT:
+        if ((rc = parse_messages(root, out, lim, err)) < 0) goto done;
+        if ((rc = parse_sampling(root, out, lim, err)) < 0) goto done;
+        if ((rc = parse_logprobs(root, out, err)) < 0) goto done;
+        rc = parse_kwargs(root, out, lim, err);
+        break;
+    case OAI_KIND_COMPLETION:
+        if ((rc = parse_prompt(root, out, lim, err)) < 0) goto done;
+        if ((rc = parse_sampling(root, out, lim, err)) < 0) goto done;
+        if ((rc = parse_logprobs(root, out, err)) < 0) goto done;
+        if ((rc = get_bool(root, "echo", &out->echo, err)) < 0) goto done;
+        rc = 0;
+        if (out->echo)
+            rc = vlm_err_param(err, VLM_EUNSUPPORTED, 400, "echo", "'echo' is not supported");
+        break;
+    case OAI_KIND_TOKENIZE:
+        if (field(root, "messages")) {
+            if ((rc = parse_messages(root, out, lim, err)) < 0) goto done;
+            if ((rc = get_bool(root, "add_generation_prompt", &out->add_generation_prompt,
+                               err)) < 0)
+                goto done;
+            rc = parse_kwargs(root, out, lim, err);
+        } else {
+            rc = parse_prompt(root, out, lim, err);
+        }
+        break;
+    case OAI_KIND_DETOKENIZE: {
+        const cJSON *t = field(root, "tokens");
+        if (!t) rc = vlm_err_param(err, VLM_EINVAL, 400, "tokens", "'tokens' is required");
+        else if (!cJSON_IsArray(t)) rc = bad_type(err, "tokens", "an array of token ids");
+        else rc = parse_ids(t, "tokens", lim->vocab_size, &out->prompt_ids, &out->n_prompt_ids,
+                            err);
+        break;
+    }
+    }
+    if (rc > 0) rc = 0;
+done:
+    cJSON_Delete(root);
+    if (rc < 0) oai_request_destroy(out);
+    return rc;
+}
+
+void oai_request_destroy(struct oai_request *r)
+{
+    if (!r) return;
+    free(r->model);
+    for (int32_t i = 0; i < r->n_msgs; i++) free(r->msgs[i].text);
+    free(r->msgs);
+    for (int32_t i = 0; i < r->n_media; i++) free(r->media[i].url);
+    free(r->media);
+    free(r->prompt);
+    free(r->prompt_ids);
+    for (int32_t i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    enum oai_kind k = r->kind;
+    memset(r, 0, sizeof *r);
+    r->kind = k;
+}
+
+/* ==== Errors ==== */
+
+const char *oai_error_type(int http_status)
+{
+    switch (http_status) {
+    case 400: case 404: case 413: case 422: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 429: return "rate_limit_error";
+    case 503: return "service_unavailable";
+    default: return "server_error";
+    }
+}
+
+static const char *error_code(const struct vlm_err *e)
+{
+    switch (e->http_status) {
+    case 401: return "invalid_api_key";
+    case 404: return e->param[0] ? "model_not_found" : "not_found";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_exceeded";
+    case 503: return "service_unavailable";
+    case 400:
+        if (e->code == VLM_ETOOBIG) return "context_length_exceeded";
+        if (e->code == VLM_EUNSUPPORTED) return "unsupported_value";
+        return e->param[0] ? "invalid_value" : "invalid_request";
+    default: return "internal_error";
+    }
+}
+
+static cJSON *error_object(const struct vlm_err *e)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *o = cJSON_AddObjectToObject(root, "error");
+    struct strbuf msg = {0};
+    oai_utf8_sanitize(&msg, e->msg, strlen(e->msg));
+    cJSON_AddStringToObject(o, "message", msg.s ? msg.s : "error");
+    sb_free(&msg);
+    cJSON_AddStringToObject(o, "type", oai_error_type(e->http_status));
+    if (e->param[0]) cJSON_AddStringToObject(o, "param", e->param);
+    else cJSON_AddNullToObject(o, "param");
+    cJSON_AddStringToObject(o, "code", error_code(e));
+    return root;
+}
+
+char *oai_error_json(const struct vlm_err *e)
+{
+    cJSON *root = error_object(e);
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    VLM_ASSERT(s);
+    return s;
+}
+
+/* ==== UTF-8 ==== */
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if invalid there. */
+static size_t utf8_valid_len(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    size_t len;
+    unsigned lo = 0x80, hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) len = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0) lo = 0xa0;
+        if (c == 0xed) hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0) lo = 0x90;
+        if (c == 0xf4) hi = 0x8f;
+    } else return 0;
+    if (n < len) return 0;
+    if (s[1] < lo || s[1] > hi) return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0;
+    return len;
+}
+
+void oai_utf8_sanitize(struct strbuf *out, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0, run = 0;
+    while (i < n) {
+        size_t l = p[i] ? utf8_valid_len(p + i, n - i) : 0;
+        if (l) {
+            i += l;
+            continue;
+        }
+        if (i > run) sb_append(out, s + run, i - run);
+        /* NUL bytes also become U+FFFD: they cannot travel in a C string */
+        sb_append(out, "\xef\xbf\xbd", 3);
+        i++;
+        run = i;
+    }
+    if (n > run) sb_append(out, s + run, n - run);
+    if (!out->s) sb_append(out, "", 0);
+}
+
+/* ==== The output text pipeline ====
+ * hold keeps decoded text that might still turn into a stop string or a think tag. After each
+ * token: (1) the earliest complete stop string in hold ends the output; (2) otherwise everything
+ * is released except the longest tail that is a proper prefix of a stop string or of the tag
+ * that the think state is waiting for. Released text goes through the think router. */
+
+static const char THINK_OPEN[] = "<think>", THINK_CLOSE[] = "</think>";
+
+void oai_text_init(struct oai_text *t, const struct tokenizer *tok, bool skip_special,
+                   const char *const *stop, int32_t n_stop, bool thinking)
+{
+    memset(t, 0, sizeof *t);
+    t->tok = tok;
+    tok_stream_init(&t->ts);
+    t->skip_special = skip_special;
+    t->stop = stop;
+    t->n_stop = n_stop;
+    t->think = thinking ? OAI_THINK_START : OAI_THINK_OFF;
+}
+
+void oai_text_destroy(struct oai_text *t)
+{
+    sb_free(&t->hold);
+    sb_free(&t->piece);
+}
+
+/* Longest k < strlen(pat) such that s[n-k..n) == pat[0..k). */
+static size_t partial_suffix(const char *s, size_t n, const char *pat)
+{
+    size_t m = strlen(pat);
+    for (size_t k = VLM_MIN(n, m - 1); k > 0; k--)
+        if (!memcmp(s + n - k, pat, k)) return k;
+    return 0;
+}
+
+static void route(struct oai_text *t, const char *s, size_t n, struct strbuf *content,
+                  struct strbuf *reasoning)
+{
+    while (n > 0) {
+        if (t->think == OAI_THINK_START) {
+            size_t lo = strlen(THINK_OPEN);
+            if (n >= lo && !memcmp(s, THINK_OPEN, lo)) {
+                s += lo;
+                n -= lo;
+                t->think = OAI_THINK_IN;
+            } else {
+                t->think = OAI_THINK_DONE;
+            }
+            continue;
+        }
+        if (t->think == OAI_THINK_IN) {
+            const char *e = memmem(s, n, THINK_CLOSE, strlen(THINK_CLOSE));
+            size_t take = e ? (size_t)(e - s) : n;
+            sb_append(reasoning, s, take);
+            if (!e) return;
+            t->think = OAI_THINK_DONE;
+            s += take + strlen(THINK_CLOSE);
+            n -= take + strlen(THINK_CLOSE);
+            continue;
+        }
+        sb_append(content, s, n);
+        return;
+    }
+}
+
+static void release(struct oai_text *t, size_t upto, struct strbuf *content,
+                    struct strbuf *reasoning)
+{
+    if (upto == 0) return;
+    route(t, t->hold.s, upto, content, reasoning);
+    memmove(t->hold.s, t->hold.s + upto, t->hold.n - upto);
+    t->hold.n -= upto;
+    t->hold.s[t->hold.n] = 0;
+}
+
+int oai_text_push_bytes(struct oai_text *t, const char *s, size_t n, struct strbuf *content,
+                        struct strbuf *reasoning)
+{
+    if (t->stopped) return 0;
+    sb_append(&t->hold, s, n);
+    if (!t->hold.n) return 0;
+    /* (1) earliest complete stop string */
+    size_t best = SIZE_MAX;
+    for (int32_t i = 0; i < t->n_stop; i++) {
+        const char *e = memmem(t->hold.s, t->hold.n, t->stop[i], strlen(t->stop[i]));
+        if (e && (size_t)(e - t->hold.s) < best) best = (size_t)(e - t->hold.s);
+    }
+    if (best != SIZE_MAX) {
+        release(t, best, content, reasoning);
+        t->hold.n = 0;
+        t->hold.s[0] = 0;
+        t->stopped = true;
+        return 1;
+    }
+    /* (2) hold back a possible beginning of a stop string or an awaited tag; the think state
+     * only changes inside route(), so decide the tag from the state before releasing. */
+    size_t keep = 0;
+    for (int32_t i = 0; i < t->n_stop; i++)
+        keep = VLM_MAX(keep, partial_suffix(t->hold.s, t->hold.n, t->stop[i]));
+    if (t->think == OAI_THINK_START) {
+        /* undecided until we see whether the output opens with <think> */
+        if (t->hold.n < strlen(THINK_OPEN) && !memcmp(THINK_OPEN, t->hold.s, t->hold.n))
+            keep = t->hold.n;
+    } else if (t->think == OAI_THINK_IN) {
+        keep = VLM_MAX(keep, partial_suffix(t->hold.s, t->hold.n, THINK_CLOSE));
+    }
+    release(t, t->hold.n - keep, content, reasoning);
+    /* a release that closed the think block may leave a held tail that no longer needs
+     * holding; it goes out with the next token or at finish */
+    return 0;
+}
+
+int oai_text_push(struct oai_text *t, int32_t token, struct strbuf *content,
+                  struct strbuf *reasoning)
+{
+    if (t->stopped) return 0;
+    sb_free(&t->piece);
+    tok_stream_push(t->tok, &t->ts, token, t->skip_special, &t->piece);
+    if (!t->piece.n) return 0;
+    return oai_text_push_bytes(t, t->piece.s, t->piece.n, content, reasoning);
+}
+
+void oai_text_finish(struct oai_text *t, struct strbuf *content, struct strbuf *reasoning)
+{
+    if (t->stopped) return;
+    sb_free(&t->piece);
+    tok_stream_flush(&t->ts, &t->piece);
+    if (t->piece.n && oai_text_push_bytes(t, t->piece.s, t->piece.n, content, reasoning)) return;
+    if (t->think == OAI_THINK_START && t->hold.n) t->think = OAI_THINK_DONE;
+    if (t->hold.n) release(t, t->hold.n, content, reasoning);
+}
+
+/* ==== Responses ==== */
+
+void oai_meta_init(struct oai_meta *m, enum oai_kind kind, const char *model, uint64_t uniq)
+{
+    m->kind = kind;
+    m->created = (int64_t)vlm_wall_s();
+    m->model = model;
+    uint64_t h = vlm_hash64(&uniq, sizeof uniq, vlm_now_ns());
+    snprintf(m->id, sizeof m->id, "%s-%016" PRIx64 "%08" PRIx64,
+             kind == OAI_KIND_CHAT ? "chatcmpl" : "cmpl", h, uniq & 0xffffffffu);
+}
+
+static cJSON *token_entry(const struct tokenizer *tok, int32_t id, float lp)
+{
+    cJSON *o = cJSON_CreateObject();
+    size_t n = 0;
+    const char *b = tok_bytes(tok, id, &n);
+    struct strbuf s = {0};
+    oai_utf8_sanitize(&s, b ? b : "", b ? n : 0);
+    cJSON_AddStringToObject(o, "token", s.s);
+    sb_free(&s);
+    cJSON_AddNumberToObject(o, "logprob", isfinite(lp) ? lp : -9999.0);
+    cJSON *bytes = cJSON_AddArrayToObject(o, "bytes");
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(bytes, cJSON_CreateNumber((unsigned char)b[i]));
+    return o;
+}
+
+void oai_logprob_add_chat(cJSON *arr, const struct tokenizer *tok, int32_t token, float logprob,
+                          int32_t n_top, const int32_t *top_ids, const float *top_lp)
+{
+    cJSON *e = token_entry(tok, token, logprob);
+    cJSON *top = cJSON_AddArrayToObject(e, "top_logprobs");
+    for (int32_t i = 0; i < n_top; i++)
+        cJSON_AddItemToArray(top, token_entry(tok, top_ids[i], top_lp[i]));
+    cJSON_AddItemToArray(arr, e);
+}
+
+cJSON *oai_logprobs_completion_new(void)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddArrayToObject(o, "tokens");
+    cJSON_AddArrayToObject(o, "token_logprobs");
+    cJSON_AddArrayToObject(o, "top_logprobs");
+    cJSON_AddArrayToObject(o, "text_offset");
+    return o;
+}
+
+static char *token_text(const struct tokenizer *tok, int32_t id)
+{
+    size_t n = 0;
+    const char *b = tok_bytes(tok, id, &n);
+    struct strbuf s = {0};
+    oai_utf8_sanitize(&s, b ? b : "", b ? n : 0);
+    return s.s;
+}
+
+void oai_logprob_add_completion(cJSON *lp, const struct tokenizer *tok, int32_t token,
+                                float logprob, int32_t n_top, const int32_t *top_ids,
+                                const float *top_lp, int32_t text_offset)
+{
+    char *s = token_text(tok, token);
+    cJSON_AddItemToArray(cJSON_GetObjectItem(lp, "tokens"), cJSON_CreateString(s));
+    free(s);
+    cJSON_AddItemToArray(cJSON_GetObjectItem(lp, "token_logprobs"),
+                         cJSON_CreateNumber(isfinite(logprob) ? logprob : -9999.0));
+    cJSON *top = cJSON_CreateObject();
+    for (int32_t i = 0; i < n_top; i++) {
+        char *ts = token_text(tok, top_ids[i]);
+        if (!cJSON_GetObjectItemCaseSensitive(top, ts))
+            cJSON_AddNumberToObject(top, ts, isfinite(top_lp[i]) ? top_lp[i] : -9999.0);
+        free(ts);
+    }
+    cJSON_AddItemToArray(cJSON_GetObjectItem(lp, "top_logprobs"), top);
+    cJSON_AddItemToArray(cJSON_GetObjectItem(lp, "text_offset"), cJSON_CreateNumber(text_offset));
+}
+
+static void add_meta(cJSON *o, const struct oai_meta *m, bool chunk)
+{
+    cJSON_AddStringToObject(o, "id", m->id);
+    cJSON_AddStringToObject(o, "object",
+                            m->kind == OAI_KIND_CHAT
+                                ? (chunk ? "chat.completion.chunk" : "chat.completion")
+                                : "text_completion");
+    cJSON_AddNumberToObject(o, "created", (double)m->created);
+    cJSON_AddStringToObject(o, "model", m->model);
+}
+
+static cJSON *usage_object(const struct oai_usage *u)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "prompt_tokens", u->prompt_tokens);
+    cJSON_AddNumberToObject(o, "completion_tokens", u->completion_tokens);
+    cJSON_AddNumberToObject(o, "total_tokens", u->prompt_tokens + u->completion_tokens);
+    if (u->cached_tokens >= 0) {
+        cJSON *d = cJSON_AddObjectToObject(o, "prompt_tokens_details");
+        cJSON_AddNumberToObject(d, "cached_tokens", u->cached_tokens);
+    }
+    return o;
+}
+
+char *oai_response_json(const struct oai_meta *m, const struct oai_choice_out *ch, int32_t n,
+                        const struct oai_usage *u)
+{
+    cJSON *root = cJSON_CreateObject();
+    add_meta(root, m, false);
+    cJSON *choices = cJSON_AddArrayToObject(root, "choices");
+    for (int32_t i = 0; i < n; i++) {
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddNumberToObject(c, "index", i);
+        if (m->kind == OAI_KIND_CHAT) {
+            cJSON *msg = cJSON_AddObjectToObject(c, "message");
+            cJSON_AddStringToObject(msg, "role", "assistant");
+            cJSON_AddStringToObject(msg, "content", ch[i].content ? ch[i].content : "");
+            if (ch[i].reasoning && ch[i].reasoning[0])
+                cJSON_AddStringToObject(msg, "reasoning_content", ch[i].reasoning);
+            cJSON_AddArrayToObject(msg, "tool_calls");
+        } else {
+            cJSON_AddStringToObject(c, "text", ch[i].content ? ch[i].content : "");
+        }
+        if (ch[i].logprobs) {
+            if (m->kind == OAI_KIND_CHAT) {
+                cJSON *lp = cJSON_AddObjectToObject(c, "logprobs");
+                cJSON_AddItemToObject(lp, "content", ch[i].logprobs);
+            } else {
+                cJSON_AddItemToObject(c, "logprobs", ch[i].logprobs);
+            }
+        } else {
+            cJSON_AddNullToObject(c, "logprobs");
+        }
+        cJSON_AddStringToObject(c, "finish_reason", ch[i].finish ? ch[i].finish : "stop");
+        cJSON_AddItemToArray(choices, c);
+    }
+    cJSON_AddItemToObject(root, "usage", usage_object(u));
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    VLM_ASSERT(s);
+    return s;
+}
+
+static void sse_emit(struct strbuf *out, cJSON *root)
+{
+    char *s = cJSON_PrintUnformatted(root);
+    VLM_ASSERT(s);
+    sb_puts(out, "data: ");
+    sb_puts(out, s);
+    sb_puts(out, "\n\n");
+    free(s);
+    cJSON_Delete(root);
+}
+
+static cJSON *string_n(const char *s, size_t n)
+{
+    char *d = xstrndup(s, n);
+    cJSON *j = cJSON_CreateString(d);
+    free(d);
+    return j;
+}
+
+void oai_sse_chunk(struct strbuf *out, const struct oai_meta *m, int32_t index, const char *role,
+                   const char *content, size_t content_len, const char *reasoning,
+                   size_t reasoning_len, const char *finish, cJSON *logprobs)
+{
+    cJSON *root = cJSON_CreateObject();
+    add_meta(root, m, true);
+    cJSON *choices = cJSON_AddArrayToObject(root, "choices");
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "index", index);
+    if (m->kind == OAI_KIND_CHAT) {
+        cJSON *d = cJSON_AddObjectToObject(c, "delta");
+        if (role) cJSON_AddStringToObject(d, "role", role);
+        if (content) cJSON_AddItemToObject(d, "content", string_n(content, content_len));
+        if (reasoning)
+            cJSON_AddItemToObject(d, "reasoning_content", string_n(reasoning, reasoning_len));
+        if (logprobs) {
+            cJSON *lp = cJSON_AddObjectToObject(c, "logprobs");
+            cJSON_AddItemToObject(lp, "content", logprobs);
+        } else {
+            cJSON_AddNullToObject(c, "logprobs");
+        }
+    } else {
+        cJSON_AddItemToObject(c, "text", string_n(content ? content : "", content ? content_len : 0));
+        if (logprobs) cJSON_AddItemToObject(c, "logprobs", logprobs);
+        else cJSON_AddNullToObject(c, "logprobs");
+    }
+    if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
+    else cJSON_AddNullToObject(c, "finish_reason");
+    cJSON_AddItemToArray(choices, c);
+    sse_emit(out, root);
+}
+
+void oai_sse_usage(struct strbuf *out, const struct oai_meta *m, const struct oai_usage *u)
+{
+    cJSON *root = cJSON_CreateObject();
+    add_meta(root, m, true);
+    cJSON_AddArrayToObject(root, "choices");
+    cJSON_AddItemToObject(root, "usage", usage_object(u));
+    sse_emit(out, root);
+}
+
+void oai_sse_error(struct strbuf *out, const struct vlm_err *e)
+{
+    sse_emit(out, error_object(e));
+}
+
+void oai_sse_done(struct strbuf *out)
+{
+    sb_puts(out, "data: [DONE]\n\n");
+}

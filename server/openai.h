@@ -1,0 +1,197 @@
+/*
+ * openai: the OpenAI (and vLLM) wire format. JSON bodies -> validated C structs, and the
+ * other way: responses, stream chunks and error objects in OpenAI's exact shape.
+ *
+ * Parsing is strict about what it knows and lenient about what it does not: unknown fields
+ * are ignored; a known field of the wrong type or out of range is VLM_EINVAL with
+ * http_status 400 and err->param naming it ("messages[1].content[0].image_url",
+ * "temperature", ...). A model name other than the served one is a 404.
+ *
+ * The output text pipeline (struct oai_text) turns sampled token ids into the text a client
+ * sees: incremental detokenizing, stop strings matched on the text across token boundaries
+ * (never included in the output), and the <think>...</think> split into reasoning_content.
+ *
+ * Callers: http.c (HTTP thread) and prep.c (workers). No function here blocks or touches
+ * shared state; every function is thread-safe on distinct objects.
+ */
+#ifndef VLM_OPENAI_H
+#define VLM_OPENAI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/base.h"
+#include "engine/batch.h"
+#include "server/tokenizer.h"
+
+#define OAI_MAX_STOP 16      /* stop strings per request */
+#define OAI_MAX_STOP_LEN 256 /* bytes per stop string */
+
+enum oai_kind {
+    OAI_KIND_CHAT,       /* POST /v1/chat/completions */
+    OAI_KIND_COMPLETION, /* POST /v1/completions */
+    OAI_KIND_TOKENIZE,   /* POST /tokenize: "prompt" or "messages" */
+    OAI_KIND_DETOKENIZE  /* POST /detokenize: "tokens" */
+};
+
+enum oai_role { OAI_ROLE_SYSTEM, OAI_ROLE_USER, OAI_ROLE_ASSISTANT };
+
+enum oai_media { OAI_MEDIA_IMAGE, OAI_MEDIA_VIDEO };
+
+struct oai_message {
+    enum oai_role role;
+    char *text;       /* owned; the text parts joined with "\n" ("" when none) */
+    int32_t n_images; /* image parts of this message (bound to media in order) */
+};
+
+struct oai_media_ref {
+    enum oai_media kind;
+    char *url; /* owned; data: or http(s): URL */
+};
+
+/* What the parser checks against (borrowed). */
+struct oai_limits {
+    const char *model_name;      /* the served model name; a different "model" is a 404 */
+    int32_t max_n;               /* "n" above this is a 400 */
+    int32_t max_images;          /* media parts per request */
+    int32_t min_pixels, max_pixels; /* server bounds for mm_processor_kwargs */
+    int32_t vocab_size;          /* token ids in prompts / detokenize must be below this */
+};
+
+/* A parsed request. Every field has its default after oai_parse(). */
+struct oai_request {
+    enum oai_kind kind;
+    char *model;                   /* owned; NULL when absent */
+    /* chat and tokenize(messages) */
+    struct oai_message *msgs;      /* owned, (n_msgs) */
+    int32_t n_msgs;
+    struct oai_media_ref *media;   /* owned, (n_media), in conversation order */
+    int32_t n_media;
+    /* completions, tokenize(prompt) */
+    char *prompt;                  /* owned, NUL-terminated; NULL when ids are given */
+    size_t prompt_len;
+    int32_t *prompt_ids;           /* owned, (n_prompt_ids): a token-id prompt / detokenize */
+    int32_t n_prompt_ids;
+    /* generation */
+    int32_t max_tokens;            /* 0: not given */
+    struct sampling_params sp;     /* seed valid only when has_seed */
+    bool has_seed;
+    int32_t n;
+    char *stop[OAI_MAX_STOP];      /* owned, non-empty strings */
+    int32_t n_stop;
+    int32_t stop_ids[VLM_MAX_STOP_IDS];
+    int32_t n_stop_ids;
+    bool ignore_eos;
+    bool skip_special_tokens;      /* default true */
+    bool logprobs;                 /* chat: logprobs; completions: logprobs given */
+    int32_t top_logprobs;          /* chat: top_logprobs; completions: logprobs value */
+    bool echo;                     /* completions: echo is not supported (400 when true) */
+    bool stream;
+    bool include_usage;            /* stream_options.include_usage */
+    int8_t enable_thinking;        /* -1: not given, else 0/1 */
+    int32_t min_pixels, max_pixels;/* mm_processor_kwargs; 0: not given */
+    bool add_generation_prompt;    /* tokenize(messages): default true */
+};
+
+/* Parses body[0..len) as a request of the given kind. On success *out owns everything
+ * (oai_request_destroy). On failure returns VLM_EINVAL (400, or 404 for an unknown model)
+ * or VLM_ENOMEM (503) with err filled; *out is left destroyed. */
+int oai_parse(enum oai_kind kind, const char *body, size_t len, const struct oai_limits *lim,
+              struct oai_request *out, struct vlm_err *err);
+void oai_request_destroy(struct oai_request *r); /* accepts a zeroed struct */
+
+/* ==== Errors ==== */
+
+/* {"error":{"message","type","param","code"}} for e (malloc'ed string, caller frees). */
+char *oai_error_json(const struct vlm_err *e);
+/* OpenAI's error type for an HTTP status ("invalid_request_error", ...). */
+const char *oai_error_type(int http_status);
+
+/* ==== The output text pipeline ==== */
+
+enum oai_think { OAI_THINK_OFF, OAI_THINK_START, OAI_THINK_IN, OAI_THINK_DONE };
+
+/* One choice's text state. Text is released only when it can no longer become part of a
+ * stop string or a think tag; what is held back is in hold. */
+struct oai_text {
+    const struct tokenizer *tok;       /* borrowed */
+    struct tok_stream ts;
+    bool skip_special;
+    const char *const *stop;           /* borrowed, (n_stop) */
+    int32_t n_stop;
+    int think;                         /* enum oai_think */
+    struct strbuf hold;                /* owned; decoded, not yet released */
+    struct strbuf piece;               /* owned; scratch */
+    bool stopped;                      /* a stop string matched: nothing more is released */
+};
+
+/* thinking: route <think>...</think> at the start of the output to reasoning. */
+void oai_text_init(struct oai_text *t, const struct tokenizer *tok, bool skip_special,
+                   const char *const *stop, int32_t n_stop, bool thinking);
+void oai_text_destroy(struct oai_text *t);
+/* Feeds one sampled token. Released text is appended to content or reasoning. Returns 1 when
+ * a stop string completed (the text before it was released, the rest dropped), else 0. */
+int oai_text_push(struct oai_text *t, int32_t token, struct strbuf *content,
+                  struct strbuf *reasoning);
+/* End of output: releases what is held back (an incomplete character becomes U+FFFD). */
+void oai_text_finish(struct oai_text *t, struct strbuf *content, struct strbuf *reasoning);
+/* Same as oai_text_push for already-decoded bytes (tests; the pipeline after decoding). */
+int oai_text_push_bytes(struct oai_text *t, const char *s, size_t n, struct strbuf *content,
+                        struct strbuf *reasoning);
+
+/* ==== Responses ==== */
+
+struct cJSON;
+
+/* What every response and chunk of one request carries. */
+struct oai_meta {
+    enum oai_kind kind;
+    char id[48];          /* "chatcmpl-..." / "cmpl-..." */
+    int64_t created;      /* unix seconds */
+    const char *model;    /* borrowed */
+};
+void oai_meta_init(struct oai_meta *m, enum oai_kind kind, const char *model, uint64_t uniq);
+
+struct oai_usage {
+    int32_t prompt_tokens, completion_tokens, cached_tokens;
+};
+
+/* One token's logprob entry (chat shape: {token, logprob, bytes, top_logprobs}), appended to
+ * the JSON array arr. */
+void oai_logprob_add_chat(struct cJSON *arr, const struct tokenizer *tok, int32_t token,
+                          float logprob, int32_t n_top, const int32_t *top_ids,
+                          const float *top_lp);
+/* Completions shape: appends to the four parallel arrays of a logprobs object made by
+ * oai_logprobs_completion_new(). text_offset is the offset of the token's text. */
+struct cJSON *oai_logprobs_completion_new(void);
+void oai_logprob_add_completion(struct cJSON *lp, const struct tokenizer *tok, int32_t token,
+                                float logprob, int32_t n_top, const int32_t *top_ids,
+                                const float *top_lp, int32_t text_offset);
+
+/* One finished choice of a non-streaming response. */
+struct oai_choice_out {
+    const char *content;     /* borrowed, valid UTF-8 */
+    const char *reasoning;   /* borrowed; NULL or "" = none */
+    const char *finish;      /* "stop" / "length" / "abort" */
+    struct cJSON *logprobs;  /* taken (NULL = "logprobs": null) */
+};
+/* The whole non-streaming response body (malloc'ed, caller frees). */
+char *oai_response_json(const struct oai_meta *m, const struct oai_choice_out *ch, int32_t n,
+                        const struct oai_usage *u);
+
+/* Appends one SSE event "data: {...}\n\n" for choice index to out. role (first chunk), content,
+ * reasoning, finish and logprobs may each be NULL (logprobs is taken). */
+void oai_sse_chunk(struct strbuf *out, const struct oai_meta *m, int32_t index, const char *role,
+                   const char *content, size_t content_len, const char *reasoning,
+                   size_t reasoning_len, const char *finish, struct cJSON *logprobs);
+/* The usage chunk: choices [] and usage (stream_options.include_usage). */
+void oai_sse_usage(struct strbuf *out, const struct oai_meta *m, const struct oai_usage *u);
+/* An error in the middle of a stream: data: {"error":{...}} */
+void oai_sse_error(struct strbuf *out, const struct vlm_err *e);
+void oai_sse_done(struct strbuf *out); /* "data: [DONE]\n\n" */
+
+/* Appends s[0..n) to out as valid UTF-8 (each invalid sequence -> U+FFFD). */
+void oai_utf8_sanitize(struct strbuf *out, const char *s, size_t n);
+
+#endif

@@ -1,0 +1,264 @@
+/*
+ * prep.c: the preparation worker pool and the prompt builder. See prep.h.
+ */
+#include "server/prep.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "server/chat.h"
+#include "server/fetch.h"
+#include "server/media.h"
+
+/* ==== Worker pool ====
+ * A mutex-guarded singly linked FIFO and a condition variable. Workers take one job at a
+ * time; shutdown sets stop and wakes everyone, and workers exit once the queue is empty. */
+
+struct prep_job {
+    prep_fn fn;
+    void *arg;
+    struct prep_job *next;
+};
+
+struct prep_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct prep_job *head, *tail; /* owned */
+    int32_t pending;              /* queued + running */
+    bool stop;
+    pthread_t *threads;           /* owned, (n_threads) */
+    int32_t n_threads;
+};
+
+static void *worker(void *arg)
+{
+    struct prep_pool *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->head && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
+        struct prep_job *j = p->head;
+        if (!j) break; /* stop and nothing queued */
+        p->head = j->next;
+        if (!p->head) p->tail = NULL;
+        pthread_mutex_unlock(&p->mu);
+        j->fn(j->arg);
+        free(j);
+        pthread_mutex_lock(&p->mu);
+        p->pending--;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+struct prep_pool *prep_pool_new(int32_t n_threads)
+{
+    struct prep_pool *p = xcalloc(1, sizeof *p);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->threads = xcalloc((size_t)VLM_MAX(n_threads, 1), sizeof *p->threads);
+    for (int32_t i = 0; i < VLM_MAX(n_threads, 1); i++) {
+        if (pthread_create(&p->threads[i], NULL, worker, p)) break;
+        p->n_threads++;
+    }
+    if (!p->n_threads) {
+        prep_pool_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void prep_pool_submit(struct prep_pool *p, prep_fn fn, void *arg)
+{
+    struct prep_job *j = xmalloc(sizeof *j);
+    j->fn = fn;
+    j->arg = arg;
+    j->next = NULL;
+    pthread_mutex_lock(&p->mu);
+    if (p->tail) p->tail->next = j;
+    else p->head = j;
+    p->tail = j;
+    p->pending++;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+int32_t prep_pool_pending(struct prep_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int32_t n = p->pending;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+void prep_pool_free(struct prep_pool *p)
+{
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int32_t i = 0; i < p->n_threads; i++) pthread_join(p->threads[i], NULL);
+    VLM_ASSERT(!p->head);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p->threads);
+    free(p);
+}
+
+/* ==== Media ==== */
+
+static int load_image(const struct prep_ctx *c, const char *url, int32_t idx,
+                      const struct vision_prep_params *vp, struct vision_prep_out *out,
+                      struct vlm_err *err)
+{
+    struct media_image im = {0};
+    int rc;
+    if (!strncasecmp(url, "data:", 5)) {
+        rc = media_decode_data_url(url, strlen(url), &c->media, &im, err);
+    } else if (!strncasecmp(url, "http://", 7) || !strncasecmp(url, "https://", 8)) {
+        struct fetch_limits fl = {.timeout_s = c->fetch_timeout,
+                                  .max_bytes = c->fetch_max_bytes,
+                                  .max_redirects = c->fetch_max_redirects,
+                                  .allow = c->fetch_allow,
+                                  .n_allow = c->n_fetch_allow};
+        uint8_t *bytes = NULL;
+        size_t n = 0;
+        rc = fetch_url(url, &fl, &bytes, &n, err);
+        if (!rc) rc = media_decode_image(bytes, n, &c->media, &im, err);
+        free(bytes);
+    } else {
+        rc = vlm_err_set(err, VLM_EINVAL, 400,
+                         "image URL must be a data: URL (base64) or an http(s) URL");
+    }
+    if (!rc) rc = vision_prep_image(&im, vp, out, err);
+    media_image_free(&im);
+    if (rc && err) {
+        /* name the image; media errors have no param of their own */
+        snprintf(err->param, sizeof err->param, "messages.image[%d]", (int)idx);
+        if (err->http_status == 0 || err->http_status == 500) err->http_status = 400;
+    }
+    return rc;
+}
+
+/* ==== Prompts ==== */
+
+void prep_prompt_destroy(struct prep_prompt *p)
+{
+    if (!p) return;
+    i32_vec_free(&p->ids);
+    for (int32_t i = 0; i < p->n_items; i++) vision_prep_out_free(&p->items[i].v);
+    free(p->items);
+    memset(p, 0, sizeof *p);
+}
+
+static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struct prep_prompt *out,
+                    struct vlm_err *err)
+{
+    if (q->n_media && !c->has_vision)
+        return vlm_err_param(err, VLM_EINVAL, 400, "messages",
+                             "this model has no vision tower; image parts are not accepted");
+    struct chat_msg *msgs = xcalloc((size_t)q->n_msgs, sizeof *msgs);
+    for (int32_t i = 0; i < q->n_msgs; i++) {
+        msgs[i].role = q->msgs[i].role == OAI_ROLE_SYSTEM  ? CHAT_SYSTEM
+                       : q->msgs[i].role == OAI_ROLE_USER ? CHAT_USER
+                                                           : CHAT_ASSISTANT;
+        msgs[i].text = q->msgs[i].text;
+        msgs[i].n_images = q->msgs[i].n_images;
+    }
+    out->thinking = q->enable_thinking >= 0 ? q->enable_thinking : c->enable_thinking_default;
+    struct chat_opts o = {.enable_thinking = out->thinking,
+                          .default_system = c->default_system,
+                          .implicit_image = c->implicit_image && c->has_vision,
+                          .wrap_image_tokens = c->wrap_image_tokens};
+    struct i32_vec raw = {0};
+    int32_t n_images = 0;
+    int rc = chat_build(c->tok, msgs, q->n_msgs, &o, &raw, &n_images, err);
+    free(msgs);
+    if (rc) goto fail;
+    VLM_ASSERT(n_images == q->n_media || (n_images == 1 && q->n_media == 0));
+
+    /* decode and preprocess every image (the implicit one is image 0 when present) */
+    struct vision_prep_params vp = c->vp;
+    if (q->min_pixels) vp.fetch_min_pixels = vp.proc_min_pixels = q->min_pixels;
+    if (q->max_pixels) vp.fetch_max_pixels = vp.proc_max_pixels = q->max_pixels;
+    out->items = n_images ? xcalloc((size_t)n_images, sizeof *out->items) : NULL;
+    int32_t *n_tok = xcalloc((size_t)VLM_MAX(n_images, 1), sizeof *n_tok);
+    int32_t *offs = xcalloc((size_t)VLM_MAX(n_images, 1), sizeof *offs);
+    for (int32_t i = 0; i < n_images && !rc; i++) {
+        struct vision_prep_out *v = &out->items[i].v;
+        if (q->n_media == 0) rc = vision_prep_placeholder(&vp, v, err);
+        else rc = load_image(c, q->media[i].url, i, &vp, v, err);
+        if (!rc) {
+            out->n_items = i + 1;
+            n_tok[i] = v->n_tokens;
+        }
+    }
+    if (!rc) {
+        rc = chat_expand_images(&raw, n_tok, n_images, c->pad_id, &out->ids, offs);
+        if (rc) rc = vlm_err_param(err, rc, 400, "messages",
+                                   "image markers do not match the images given");
+        for (int32_t i = 0; i < out->n_items && !rc; i++) out->items[i].offset = offs[i];
+    }
+    free(n_tok);
+    free(offs);
+fail:
+    i32_vec_free(&raw);
+    return rc;
+}
+
+int prep_prompt_build(const struct prep_ctx *c, const struct oai_request *q, bool for_tokenize,
+                      struct prep_prompt *out, struct vlm_err *err)
+{
+    memset(out, 0, sizeof *out);
+    int rc = 0;
+    const char *what = "prompt";
+    if (q->n_msgs) {
+        what = "messages";
+        rc = chat_ids(c, q, out, err);
+    } else if (q->prompt) {
+        rc = tok_encode(c->tok, q->prompt, q->prompt_len, &out->ids, err);
+        if (rc && err) {
+            err->http_status = rc == VLM_ENOMEM ? 503 : 400;
+            snprintf(err->param, sizeof err->param, "prompt");
+        }
+    } else {
+        i32_vec_append(&out->ids, q->prompt_ids, (size_t)q->n_prompt_ids);
+    }
+    if (rc) goto fail;
+    int32_t n = (int32_t)out->ids.n, ctx = c->max_model_len;
+    if (for_tokenize) return 0;
+    if (n == 0) {
+        rc = vlm_err_param(err, VLM_EINVAL, 400, what, "the prompt is empty");
+        goto fail;
+    }
+    if (n + 1 > ctx) {
+        rc = vlm_err_param(err, VLM_ETOOBIG, 400, what,
+                           "This model's maximum context length is %d tokens. However, your "
+                           "request has %d input tokens. Please reduce the length of the input.",
+                           (int)ctx, (int)n);
+        goto fail;
+    }
+    if (q->max_tokens > 0) {
+        if ((int64_t)n + q->max_tokens > ctx) {
+            rc = vlm_err_param(err, VLM_ETOOBIG, 400, "max_tokens",
+                               "This model's maximum context length is %d tokens. However, you "
+                               "requested %lld tokens (%d in the messages, %d in the "
+                               "completion). Please reduce the length of the messages or "
+                               "completion.",
+                               (int)ctx, (long long)n + q->max_tokens, (int)n,
+                               (int)q->max_tokens);
+            goto fail;
+        }
+        out->max_tokens = q->max_tokens;
+    } else {
+        out->max_tokens = ctx - n;
+        if (c->max_tokens_default > 0) out->max_tokens = VLM_MIN(out->max_tokens, c->max_tokens_default);
+    }
+    return 0;
+fail:
+    prep_prompt_destroy(out);
+    return rc;
+}

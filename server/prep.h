@@ -1,0 +1,82 @@
+/*
+ * prep: request preparation, off the HTTP and engine threads (STYLE §2.3, §2.5 step 3).
+ *
+ * Two parts:
+ *   - a small worker pool (prep_pool_*): a FIFO of jobs run by N threads. Jobs may block
+ *     (media fetches, big images); the HTTP thread only enqueues.
+ *   - what a worker does for one request (prep_prompt_*): chat template, tokenizer, media
+ *     fetch / decode / preprocessing, placeholder expansion, and the context-length check,
+ *     producing the token ids and media items a struct request is built from.
+ *
+ * Thread safety: prep_pool_submit may be called from any thread; prep_prompt_build only reads
+ * its struct prep_ctx, so any number of workers may run it at once.
+ */
+#ifndef VLM_PREP_H
+#define VLM_PREP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/base.h"
+#include "server/openai.h"
+#include "server/tokenizer.h"
+#include "server/vision_prep.h"
+
+/* ==== Worker pool ==== */
+
+struct prep_pool;
+typedef void (*prep_fn)(void *arg);
+
+/* Starts n_threads workers (>= 1). Returns NULL if no thread could be started. */
+struct prep_pool *prep_pool_new(int32_t n_threads);
+/* Queues fn(arg); workers run jobs in submission order. Never blocks for long. */
+void prep_pool_submit(struct prep_pool *p, prep_fn fn, void *arg);
+/* Jobs queued or running right now. */
+int32_t prep_pool_pending(struct prep_pool *p);
+/* Runs what is still queued, joins the workers and frees the pool. NULL ok. */
+void prep_pool_free(struct prep_pool *p);
+
+/* ==== Preparing one prompt ==== */
+
+/* Everything the workers read; borrowed, read-only while the server runs. */
+struct prep_ctx {
+    const struct tokenizer *tok;
+    const char *default_system;     /* NULL: chat.h's default */
+    bool enable_thinking_default;
+    bool implicit_image;            /* and the model has vision */
+    bool has_vision;
+    bool wrap_image_tokens;         /* the model's use_special_start_end_token */
+    int32_t pad_id;                 /* id written at image placeholder positions */
+    int32_t max_model_len;
+    int32_t max_tokens_default;     /* 0: up to the end of the context */
+    struct vision_prep_params vp;   /* geometry from the model, pixel bounds from config */
+    struct media_limits media;      /* decode limits */
+    double fetch_timeout;
+    int64_t fetch_max_bytes;
+    int32_t fetch_max_redirects;
+    const char *const *fetch_allow; /* (n_fetch_allow) */
+    int32_t n_fetch_allow;
+};
+
+struct prep_item {
+    struct vision_prep_out v;       /* owned pixels, grid, hash */
+    int32_t offset;                 /* first placeholder position in the prompt */
+};
+
+struct prep_prompt {
+    struct i32_vec ids;             /* the prompt, images expanded to pad ids */
+    struct prep_item *items;        /* owned, (n_items), in prompt order */
+    int32_t n_items;
+    int32_t max_tokens;             /* resolved: the request's, or what the context leaves */
+    bool thinking;                  /* enable_thinking as resolved for this request */
+};
+
+/* Builds the prompt of a chat, completion or tokenize request. Checks the context length
+ * (prompt + max_tokens <= max_model_len, vLLM's message) unless for_tokenize. Returns 0 or a
+ * negative code with err filled (400 for bad input, 503 for memory); *out is destroyed on
+ * failure. */
+int prep_prompt_build(const struct prep_ctx *c, const struct oai_request *q, bool for_tokenize,
+                      struct prep_prompt *out, struct vlm_err *err);
+void prep_prompt_destroy(struct prep_prompt *p); /* accepts a zeroed struct */
+
+#endif
