@@ -212,7 +212,24 @@ static const char tok_corpus[] =
     "The scheduler decides which requests run in each step, how many tokens each one gets, "
     "and which blocks of the cache they use. The engine owns the memory and does the math. "
     "Tests run on the processor of a small machine, and the graphics card runs the same "
-    "steps much faster.\n";
+    "steps much faster.\n"
+    "Every request has a state: waiting, running, preempted or finished. A waiting request "
+    "has not started yet; a running request is being computed; a preempted request gave its "
+    "blocks back and will start again later; a finished request has stopped because it "
+    "reached an end token, the length limit, or because the client went away. The server "
+    "streams the answer as it is generated, one small chunk after another, so the reader "
+    "sees the first words quickly. When the client closes the connection, the request is "
+    "aborted and its blocks are returned to the pool at the end of the step.\n"
+    "Images are resized so that both sides are multiples of twenty eight pixels, then cut "
+    "into patches of fourteen by fourteen pixels. Each group of four neighbouring patches "
+    "becomes one position in the language model, so a picture of four hundred and forty "
+    "eight pixels square takes two hundred and fifty six positions. Videos are treated as "
+    "a list of frames, and each frame is handled like an image.\n"
+    "The configuration is read once at start-up. Options can be given on the command line, "
+    "in the environment, or in a file; the command line wins. A wrong value stops the "
+    "program with a message that names the option, the value, and what would be allowed. "
+    "Nothing is changed while the server is running, which keeps the behaviour simple to "
+    "explain and easy to test.\n";
 
 #define TOK_MAX_MERGES 400
 #define TOK_MAX_SYMS (256 + TOK_MAX_MERGES)

@@ -1,0 +1,227 @@
+/*
+ * testmodel: the generator's output is byte-identical run to run (and, through the pinned
+ * hash, machine to machine); the stamp skips identical rewrites and a changed parameter
+ * rewrites the folder; the synthesized tokenizer is well-formed (unique vocab strings,
+ * merges over known tokens, added tokens right after the vocab).
+ */
+#include "engine/testmodel.h"
+#include "test.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char tmpdir[256];
+
+static const char *sub(const char *name)
+{
+    static char p[4][512];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(p[k], sizeof p[k], "%s/%s", tmpdir, name);
+    return p[k];
+}
+
+static void small(struct testmodel_params *p)
+{
+    testmodel_defaults(p);
+    p->seed = 11;
+    p->hidden = 64, p->layers = 2, p->heads = 4, p->kv_heads = 1, p->head_dim = 16, p->ffn = 80;
+    p->vit_depth = 1, p->vit_dim = 32, p->vit_heads = 2, p->merger_hidden = 40;
+}
+
+/* Hash of every file of dir (name and content) in name order; -1 if unreadable. */
+static uint64_t dir_hash(const char *dir, int *n_files)
+{
+    struct dirent **names;
+    int n = scandir(dir, &names, NULL, alphasort);
+    uint64_t h = 0;
+    *n_files = 0;
+    if (n < 0) return (uint64_t)-1;
+    for (int i = 0; i < n; i++) {
+        const char *nm = names[i]->d_name;
+        if (nm[0] != '.' || !strcmp(nm, ".stamp")) {
+            char path[600];
+            size_t len;
+            snprintf(path, sizeof path, "%s/%s", dir, nm);
+            char *data = vlm_read_file(path, &len);
+            h = vlm_hash64(nm, strlen(nm), h);
+            h = data ? vlm_hash64(data, len, h) : h + 1;
+            free(data);
+            (*n_files)++;
+        }
+        free(names[i]);
+    }
+    free(names);
+    return h;
+}
+
+static uint64_t file_hash(const char *path)
+{
+    size_t len;
+    char *data = vlm_read_file(path, &len);
+    uint64_t h = data ? vlm_hash64(data, len, 0) : 0;
+    free(data);
+    return h;
+}
+
+static void test_determinism(void)
+{
+    struct testmodel_params p;
+    small(&p);
+    struct vlm_err err = {0};
+    TEST("two runs write byte-identical folders") {
+        CHECK_EQ(testmodel_write(sub("a"), &p, &err), 0);
+        CHECK_EQ(testmodel_write(sub("b"), &p, &err), 0);
+        int na, nb;
+        uint64_t ha = dir_hash(sub("a"), &na), hb = dir_hash(sub("b"), &nb);
+        CHECK_EQ(na, 6); /* .stamp config generation model tokenizer tokenizer_config */
+        CHECK_EQ(na, nb);
+        CHECK(ha == hb);
+        printf("  folder hash %016llx\n", (unsigned long long)ha);
+    }
+    TEST("pinned weights hash (same on every machine)") {
+        /* If the generator changes on purpose, bump TESTMODEL_VERSION and update these. */
+        uint64_t h = file_hash(sub("a/model.safetensors"));
+        printf("  model.safetensors hash %016llx\n", (unsigned long long)h);
+        CHECK_EQ(h, 0x5e6453970cc6502fULL);
+        struct testmodel_params f = p;
+        f.dtype = DT_F32;
+        CHECK_EQ(testmodel_write(sub("f"), &f, &err), 0);
+        h = file_hash(sub("f/model.safetensors"));
+        printf("  f32 model.safetensors hash %016llx\n", (unsigned long long)h);
+        CHECK_EQ(h, 0xea6705b70978eb2eULL);
+        h = file_hash(sub("a/tokenizer.json"));
+        printf("  tokenizer.json hash %016llx\n", (unsigned long long)h);
+        CHECK_EQ(h, 0xf39ab8dd8a9438e8ULL);
+    }
+    TEST("another seed gives other weights, same config") {
+        struct testmodel_params q = p;
+        q.seed = 12;
+        CHECK_EQ(testmodel_write(sub("c"), &q, &err), 0);
+        CHECK(file_hash(sub("a/model.safetensors")) != file_hash(sub("c/model.safetensors")));
+        CHECK(file_hash(sub("a/config.json")) == file_hash(sub("c/config.json")));
+    }
+}
+
+static void test_stamp(void)
+{
+    struct testmodel_params p;
+    small(&p);
+    struct vlm_err err = {0};
+    TEST("stamp: identical rewrite is skipped") {
+        CHECK(testmodel_up_to_date(sub("a"), &p));
+        struct stat before, after;
+        stat(sub("a/model.safetensors"), &before);
+        CHECK_EQ(testmodel_write(sub("a"), &p, &err), 0);
+        stat(sub("a/model.safetensors"), &after);
+        CHECK_EQ(before.st_ino, after.st_ino); /* the same file, not a replacement */
+    }
+    TEST("stamp: a changed parameter rewrites the folder") {
+        struct testmodel_params q = p;
+        q.layers = 3;
+        CHECK(!testmodel_up_to_date(sub("a"), &q));
+        CHECK_EQ(testmodel_write(sub("a"), &q, &err), 0);
+        CHECK(testmodel_up_to_date(sub("a"), &q));
+        CHECK(!testmodel_up_to_date(sub("a"), &p));
+        size_t n;
+        char *cfg = vlm_read_file(sub("a/config.json"), &n);
+        CHECK(cfg && strstr(cfg, "\"num_hidden_layers\": 3"));
+        free(cfg);
+        /* no temporary or old folders are left beside it */
+        DIR *d = opendir(tmpdir);
+        struct dirent *e;
+        int stray = 0;
+        while (d && (e = readdir(d))) stray += strstr(e->d_name, ".tmp.") || strstr(e->d_name, ".old.");
+        if (d) closedir(d);
+        CHECK_EQ(stray, 0);
+    }
+    TEST("stamp: a folder without a stamp is rewritten") {
+        unlink(sub("b/.stamp"));
+        CHECK(!testmodel_up_to_date(sub("b"), &p));
+        CHECK_EQ(testmodel_write(sub("b"), &p, &err), 0);
+        CHECK(testmodel_up_to_date(sub("b"), &p));
+    }
+    TEST("bad parameters are refused") {
+        static const struct { const char *what; int32_t kv, vit_heads, vocab; enum dtype dt; } bad[] = {
+            {"kv heads", 3, 2, 0, DT_BF16}, {"vit heads", 1, 3, 0, DT_BF16},
+            {"vocab too small", 1, 2, 100, DT_BF16}, {"dtype", 1, 2, 0, DT_F16},
+        };
+        for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+            struct testmodel_params q = p;
+            q.kv_heads = bad[i].kv, q.vit_heads = bad[i].vit_heads, q.vocab = bad[i].vocab;
+            q.dtype = bad[i].dt;
+            struct vlm_err e = {0};
+            CHECK_EQ(testmodel_write(sub("bad"), &q, &e), VLM_EINVAL);
+            CHECK(e.msg[0] != 0);
+        }
+        CHECK(access(sub("bad"), F_OK) != 0);
+    }
+}
+
+static void test_tokenizer(void)
+{
+    TEST("synthesized tokenizer is well-formed") {
+        size_t n;
+        char *text = vlm_read_file(sub("b/tokenizer.json"), &n);
+        cJSON *root = text ? cJSON_ParseWithLength(text, n) : NULL;
+        CHECK(root != NULL);
+        const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+        const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+        const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+        const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+        int nv = cJSON_GetArraySize(vocab), nm = cJSON_GetArraySize(merges);
+        printf("  %d vocab, %d merges, %d added\n", nv, nm, cJSON_GetArraySize(added));
+        CHECK(nv > 400 && nm >= 200);
+        CHECK_EQ(cJSON_GetArraySize(added), 26);
+        /* ids are 0..nv-1, each once; strings unique (cJSON keeps duplicate keys) */
+        char *seen = calloc((size_t)nv, 1);
+        int bad_ids = 0, dups = 0;
+        for (const cJSON *v = vocab ? vocab->child : NULL; v; v = v->next) {
+            if (v->valueint < 0 || v->valueint >= nv || seen[v->valueint]++) bad_ids++;
+            if (cJSON_GetObjectItemCaseSensitive(vocab, v->string) != v) dups++;
+        }
+        CHECK_EQ(bad_ids, 0);
+        CHECK_EQ(dups, 0);
+        free(seen);
+        /* every merge joins two known tokens into a known token */
+        int bad_merges = 0;
+        for (const cJSON *m = merges ? merges->child : NULL; m; m = m->next) {
+            const char *a = cJSON_GetArrayItem(m, 0)->valuestring, *b = cJSON_GetArrayItem(m, 1)->valuestring;
+            char ab[256];
+            snprintf(ab, sizeof ab, "%s%s", a, b);
+            bad_merges += !cJSON_GetObjectItemCaseSensitive(vocab, a) ||
+                          !cJSON_GetObjectItemCaseSensitive(vocab, b) ||
+                          !cJSON_GetObjectItemCaseSensitive(vocab, ab);
+        }
+        CHECK_EQ(bad_merges, 0);
+        const cJSON *first = cJSON_GetArrayItem(added, 0), *third = cJSON_GetArrayItem(added, 2);
+        CHECK_EQ(cJSON_GetObjectItemCaseSensitive(first, "id")->valueint, nv);
+        CHECK_STR(cJSON_GetObjectItemCaseSensitive(first, "content")->valuestring, "<|endoftext|>");
+        CHECK_STR(cJSON_GetObjectItemCaseSensitive(third, "content")->valuestring, "<|im_end|>");
+        /* byte tokens: id 0 is "!", space is "Ġ" */
+        CHECK_EQ(cJSON_GetObjectItemCaseSensitive(vocab, "!")->valueint, 0);
+        CHECK(cJSON_GetObjectItemCaseSensitive(vocab, "\xc4\xa0") != NULL);
+        cJSON_Delete(root);
+        free(text);
+        int32_t nt = 0;
+        struct vlm_err err = {0};
+        CHECK_EQ(testmodel_write_tokenizer(sub("b"), &nt, &err), 0);
+        CHECK_EQ(nt, nv + 26);
+    }
+}
+
+int main(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/vlm_test_tm_XXXXXX");
+    if (!mkdtemp(tmpdir)) TEST_SKIP("no temporary folder");
+    test_determinism();
+    test_stamp();
+    test_tokenizer();
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    return test_report();
+}
