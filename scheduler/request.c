@@ -163,3 +163,11 @@ int32_t req_stream_read(struct request *r, struct req_event *out, int32_t max, i
     pthread_mutex_unlock(&st->mu);
     return n;
 }
+
+int req_stream_state(struct request *r)
+{
+    pthread_mutex_lock(&r->stream.mu);
+    int s = r->stream.state;
+    pthread_mutex_unlock(&r->stream.mu);
+    return s;
+}

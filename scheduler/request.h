@@ -144,6 +144,10 @@ void req_release(struct request *r);
 int32_t req_stream_read(struct request *r, struct req_event *out, int32_t max, int *state,
                         struct req_usage *usage);
 
+/* The stream's state now: REQ_WAITING until the request ends, then its finished state
+ * (even if events are still unread). Any thread holding a reference. */
+int req_stream_state(struct request *r);
+
 /* ---- stream: writer side (engine thread) ---- */
 void req_stream_push(struct request *r, const struct req_event *e);
 void req_stream_finish(struct request *r, int state, const struct req_usage *usage);

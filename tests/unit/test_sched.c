@@ -138,6 +138,70 @@ static struct request *mk_img(struct tr *t, uint64_t id, uint64_t img_hash, int3
     return r;
 }
 
+
+/* ==== The engine thread ====
+ * The fake engine behind a gate the test opens step by step, so thread tests are
+ * deterministic without sleeping. */
+struct gate {
+    struct fake_engine f;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;               /* engine waits for allowance; test waits for notify */
+    bool gated;
+    long allowed, done;
+    int notified;
+};
+
+static int gate_execute(void *eng, const struct batch *b, struct batch_out *out)
+{
+    struct gate *g = eng;
+    pthread_mutex_lock(&g->mu);
+    while (g->gated && g->done >= g->allowed) pthread_cond_wait(&g->cv, &g->mu);
+    g->done++;
+    pthread_mutex_unlock(&g->mu);
+    return fake_execute(&g->f, b, out);
+}
+
+static void gate_notify(struct request *r, void *user)
+{
+    (void)r;
+    struct gate *g = user;
+    pthread_mutex_lock(&g->mu);
+    g->notified++;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+struct submitter {
+    struct sched_loop *l;
+    struct gate *g;
+    struct request *r[8];
+    uint64_t id0;
+};
+
+static void *submit_thread(void *arg)
+{
+    struct submitter *t = arg;
+    for (int i = 0; i < 8; i++) {
+        int32_t p[40];
+        int32_t n = 3 + (int32_t)((t->id0 + (uint64_t)i * 7) % 30);
+        for (int32_t k = 0; k < n; k++) p[k] = (int32_t)((t->id0 * 31 + (uint64_t)k * 13 + (uint64_t)i) % VOCAB);
+        struct req_params pr = {.max_tokens = 4 + i, .sp = {.logprobs = -1}};
+        t->r[i] = req_new(t->id0 + (uint64_t)i, p, n, &pr);
+        t->r[i]->notify = gate_notify;
+        t->r[i]->notify_user = t->g;
+        struct vlm_err e;
+        VLM_ASSERT(sched_submit(t->l, t->r[i], &e) == 0);
+    }
+    return NULL;
+}
+
+static int n_finished(struct request **r, int n)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++) k += req_state_finished(req_stream_state(r[i]));
+    return k;
+}
+
 int main(void)
 {
     struct fake_engine f;
@@ -568,6 +632,97 @@ int main(void)
         c = base_cfg();
         c.max_num_seqs = 0;
         CHECK(sched_new(&c, &e) == NULL);
+    }
+
+    TEST("engine thread: submissions from two threads, preemption, abort, rejection")
+    {
+        struct sched_config c = base_cfg();
+        c.n_blocks = 1 + 16;
+        struct gate g = {0};
+        fake_init(&g.f, c.n_blocks, c.block_size, VOCAB);
+        pthread_mutex_init(&g.mu, NULL);
+        pthread_cond_init(&g.cv, NULL);
+        struct sched_loop *l;
+        struct vlm_err e;
+        CHECK_EQ(sched_loop_start(&l, &c, (struct engine_iface){gate_execute, &g}, &e), 0);
+        struct submitter t1 = {.l = l, .g = &g, .id0 = 100}, t2 = {.l = l, .g = &g, .id0 = 200};
+        pthread_t th1, th2;
+        pthread_create(&th1, NULL, submit_thread, &t1);
+        pthread_create(&th2, NULL, submit_thread, &t2);
+        pthread_join(th1, NULL);
+        pthread_join(th2, NULL);
+        struct request *all[16];
+        memcpy(all, t1.r, sizeof t1.r);
+        memcpy(all + 8, t2.r, sizeof t2.r);
+        pthread_mutex_lock(&g.mu);
+        while (n_finished(all, 16) < 16) pthread_cond_wait(&g.cv, &g.mu);
+        pthread_mutex_unlock(&g.mu);
+        for (int i = 0; i < 16; i++) CHECK(matches_reference(all[i]));
+        sched_get_stats(l, &st);
+        CHECK(st.preempted_total > 0);
+        CHECK_EQ(st.finished[REQ_FINISHED_LENGTH], 16);
+
+        /* rejected at once: could never fit */
+        struct tr big;
+        mk(&c, &big, 1, 128, 0, 4);
+        CHECK_EQ(sched_submit(l, big.r, &e), VLM_EINVAL);
+        CHECK_EQ(e.http_status, 400);
+        req_release(big.r);
+
+        /* abort from this thread while it runs: finished within a step */
+        pthread_mutex_lock(&g.mu);
+        g.gated = true;
+        g.allowed = g.done + 2;
+        pthread_mutex_unlock(&g.mu);
+        struct tr lng;
+        mk(&c, &lng, 7, 5, 1, 60);
+        lng.r->notify = gate_notify;
+        lng.r->notify_user = &g;
+        pthread_mutex_lock(&g.mu);
+        int notified0 = g.notified;
+        pthread_mutex_unlock(&g.mu);
+        CHECK_EQ(sched_submit(l, lng.r, &e), 0);
+        pthread_mutex_lock(&g.mu);
+        while (g.notified < notified0 + 2) pthread_cond_wait(&g.cv, &g.mu); /* 2 tokens */
+        pthread_mutex_unlock(&g.mu);
+        sched_abort(l, 7, REQ_FINISHED_ABORT);
+        pthread_mutex_lock(&g.mu);
+        g.gated = false;
+        pthread_cond_broadcast(&g.cv);
+        while (!req_state_finished(req_stream_state(lng.r))) pthread_cond_wait(&g.cv, &g.mu);
+        pthread_mutex_unlock(&g.mu);
+        struct req_event ev[64];
+        int state;
+        struct req_usage u;
+        int32_t n = req_stream_read(lng.r, ev, 64, &state, &u);
+        CHECK_EQ(state, REQ_FINISHED_ABORT);
+        CHECK(n >= 2 && n <= 3);
+        sched_abort(l, 7, REQ_FINISHED_ABORT); /* idempotent */
+        sched_loop_stop(l);
+        req_release(lng.r);
+        for (int i = 0; i < 16; i++) req_release(all[i]);
+        fake_destroy(&g.f);
+        pthread_mutex_destroy(&g.mu);
+        pthread_cond_destroy(&g.cv);
+    }
+
+    TEST("sched_free finishes what is left as aborted, notifying each")
+    {
+        struct sched_config c = base_cfg();
+        struct sched *s = sched_new(&c, NULL);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        struct tr a, b;
+        submit(s, &c, mk(&c, &a, 1, 10, 1, 50));
+        submit(s, &c, mk(&c, &b, 2, 40, 1, 50));
+        step(s, &f);
+        sched_free(s);
+        CHECK_EQ(req_stream_state(a.r), REQ_FINISHED_ABORT);
+        CHECK_EQ(req_stream_state(b.r), REQ_FINISHED_ABORT);
+        CHECK_EQ(a.notified, 2);
+        CHECK_EQ(b.notified, 1);
+        fake_destroy(&f);
+        req_release(a.r);
+        req_release(b.r);
     }
 
     return test_report();
