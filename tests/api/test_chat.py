@@ -1,0 +1,153 @@
+"""Non-streaming chat and completions through the official openai package (sync and async)."""
+
+import asyncio
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import binary
+
+MSG = [{"role": "user", "content": "Tell me a story about a red fox."}]
+
+
+def chat(client, **kw):
+    kw.setdefault("model", "tiny")
+    kw.setdefault("messages", MSG)
+    kw.setdefault("max_tokens", 16)
+    return client.chat.completions.create(**kw)
+
+
+def test_models(client):
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["tiny"]
+
+
+def test_chat_basic_shape(client):
+    r = chat(client, temperature=0)
+    assert r.object == "chat.completion"
+    assert r.id.startswith("chatcmpl-")
+    assert r.model == "tiny"
+    assert isinstance(r.created, int)
+    assert len(r.choices) == 1
+    c = r.choices[0]
+    assert c.index == 0
+    assert c.message.role == "assistant"
+    assert isinstance(c.message.content, str)
+    assert c.finish_reason in ("stop", "length")
+    assert r.usage.completion_tokens <= 16
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    if c.finish_reason == "length":
+        assert r.usage.completion_tokens == 16
+
+
+def test_chat_async(aclient):
+    async def run():
+        rs = await asyncio.gather(*[
+            aclient.chat.completions.create(model="tiny", messages=MSG, max_tokens=8, temperature=0)
+            for _ in range(4)])
+        return [r.choices[0].message.content for r in rs]
+
+    outs = asyncio.run(run())
+    assert len(set(outs)) == 1  # greedy: the same text whatever shares the batch
+
+
+def test_greedy_is_deterministic(client):
+    a = chat(client, temperature=0, max_tokens=24)
+    b = chat(client, temperature=0, max_tokens=24)
+    assert a.choices[0].message.content == b.choices[0].message.content
+
+
+def test_seed_reproducible(client):
+    a = chat(client, temperature=1.0, seed=1234, max_tokens=24)
+    b = chat(client, temperature=1.0, seed=1234, max_tokens=24)
+    c = chat(client, temperature=1.0, seed=999, max_tokens=24)
+    assert a.choices[0].message.content == b.choices[0].message.content
+    assert a.choices[0].message.content != c.choices[0].message.content
+
+
+def test_n3(client):
+    r = chat(client, n=3, temperature=1.0, seed=7, max_tokens=12)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    texts = [c.message.content for c in r.choices]
+    assert len(set(texts)) > 1  # each choice samples with its own seed
+    # usage: the prompt once, the completions summed
+    assert r.usage.completion_tokens == 3 * 12 or all(c.finish_reason for c in r.choices)
+    single = chat(client, max_tokens=1)
+    assert r.usage.prompt_tokens == single.usage.prompt_tokens
+
+
+def test_stop_string(client):
+    full = chat(client, temperature=0, max_tokens=32).choices[0].message.content
+    assert len(full) >= 12, full
+    stop = full[6:9]
+    expect = full[:full.find(stop)]
+    r = chat(client, temperature=0, max_tokens=32, stop=[stop])
+    assert r.choices[0].message.content == expect
+    assert r.choices[0].finish_reason == "stop"
+    assert r.usage.completion_tokens < 32
+    # a stop string given as a plain string, and one that never occurs
+    r2 = chat(client, temperature=0, max_tokens=32, stop=stop)
+    assert r2.choices[0].message.content == expect
+    r3 = chat(client, temperature=0, max_tokens=32, stop=["\x01never\x02"])
+    assert r3.choices[0].message.content == full
+
+
+def test_logprobs(client):
+    r = chat(client, temperature=0, max_tokens=8, logprobs=True, top_logprobs=3)
+    c = r.choices[0]
+    content = c.logprobs.content
+    n_text_tokens = r.usage.completion_tokens - (1 if c.finish_reason == "stop" else 0)
+    assert len(content) == n_text_tokens
+    for e in content:
+        assert e.logprob <= 0
+        assert len(e.top_logprobs) == 3
+        tops = [t.logprob for t in e.top_logprobs]
+        assert tops == sorted(tops, reverse=True)
+        # greedy without penalties picks the most likely token of the raw distribution
+        assert e.token == e.top_logprobs[0].token
+        assert abs(e.logprob - tops[0]) < 1e-4
+        assert bytes(e.bytes).decode("utf-8", "replace") == e.token or "\ufffd" in e.token
+    assert "".join(e.token for e in content).startswith(c.message.content[:1])
+
+
+def test_usage_matches_tokenize(client, http):
+    r = chat(client, max_tokens=1)
+    t = http.post("/tokenize", json={"model": "tiny", "messages": MSG}).json()
+    assert r.usage.prompt_tokens == t["count"] == len(t["tokens"])
+    d = http.post("/detokenize", json={"model": "tiny", "tokens": t["tokens"][:5]}).json()
+    assert isinstance(d["prompt"], str) and d["prompt"]
+
+
+def test_thinking_switch(client):
+    on = chat(client, max_tokens=4, extra_body={"chat_template_kwargs": {"enable_thinking": True}})
+    off = chat(client, max_tokens=4, extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    # thinking off appends "<think>\n\n</think>\n\n" (4 tokens) to the generation prompt
+    assert off.usage.prompt_tokens == on.usage.prompt_tokens + 4
+    # without thinking nothing goes to reasoning_content
+    assert getattr(off.choices[0].message, "reasoning_content", None) in (None, "")
+
+
+def test_completions(client):
+    r = client.completions.create(model="tiny", prompt="Once upon a time", max_tokens=8,
+                                  temperature=0, logprobs=2)
+    assert r.object == "text_completion"
+    assert r.id.startswith("cmpl-")
+    c = r.choices[0]
+    assert isinstance(c.text, str)
+    assert len(c.logprobs.tokens) == len(c.logprobs.token_logprobs)
+    assert all(len(t) <= 2 for t in c.logprobs.top_logprobs)
+    assert r.usage.completion_tokens <= 8
+
+
+def test_greedy_equals_cli(client, model_dir):
+    exe = binary("valley-generate")
+    prompt = "Tell me a story about a red fox."
+    out = subprocess.run([str(exe), "--model", str(model_dir), "--prompt", prompt,
+                          "--max-tokens", "16", "--temperature", "0"],
+                         capture_output=True, timeout=300)
+    if out.returncode != 0:
+        pytest.skip(f"valley-generate failed: {out.stderr.decode()[-500:]}")
+    r = chat(client, temperature=0, max_tokens=16,
+             messages=[{"role": "user", "content": prompt}])
+    assert out.stdout.decode("utf-8", "replace").strip() == r.choices[0].message.content.strip()

@@ -1,0 +1,159 @@
+"""Bad input table: each case gets the right status and an OpenAI error body, and the server
+stays healthy afterwards."""
+
+import base64
+import socket
+
+import httpx
+import pytest
+
+from conftest import API_KEY, data_url, png_bytes
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def body(**kw):
+    b = {"model": "tiny", "messages": MSG, "max_tokens": 2}
+    b.update(kw)
+    return b
+
+
+def img_msg(url):
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                         {"type": "text", "text": "what is this?"}]}]
+
+
+# (name, path, json body or raw bytes, expected status, expected param or None)
+CASES = [
+    ("invalid json", "/v1/chat/completions", b"{not json", 400, None),
+    ("empty body", "/v1/chat/completions", b"", 400, None),
+    ("json array", "/v1/chat/completions", b"[1,2]", 400, None),
+    ("messages wrong type", "/v1/chat/completions", body(messages="hi"), 400, "messages"),
+    ("messages missing", "/v1/chat/completions", {"model": "tiny"}, 400, "messages"),
+    ("empty messages", "/v1/chat/completions", body(messages=[]), 400, "messages"),
+    ("unknown role", "/v1/chat/completions",
+     body(messages=[{"role": "wizard", "content": "x"}]), 400, "messages[0].role"),
+    ("content wrong type", "/v1/chat/completions",
+     body(messages=[{"role": "user", "content": 5}]), 400, "messages[0].content"),
+    ("part type unknown", "/v1/chat/completions",
+     body(messages=[{"role": "user", "content": [{"type": "audio"}]}]), 400,
+     "messages[0].content[0].type"),
+    ("temperature wrong type", "/v1/chat/completions", body(temperature="hot"), 400, "temperature"),
+    ("temperature out of range", "/v1/chat/completions", body(temperature=5), 400, "temperature"),
+    ("top_p out of range", "/v1/chat/completions", body(top_p=0), 400, "top_p"),
+    ("max_tokens zero", "/v1/chat/completions", body(max_tokens=0), 400, "max_tokens"),
+    ("max_tokens negative", "/v1/chat/completions", body(max_tokens=-5), 400, "max_tokens"),
+    ("max_tokens float", "/v1/chat/completions", body(max_tokens=1.5), 400, "max_tokens"),
+    ("max_tokens over context", "/v1/chat/completions", body(max_tokens=100000), 400, "max_tokens"),
+    ("n over limit", "/v1/chat/completions", body(n=9), 400, "n"),
+    ("n zero", "/v1/chat/completions", body(n=0), 400, "n"),
+    ("stop wrong type", "/v1/chat/completions", body(stop=5), 400, "stop"),
+    ("stream wrong type", "/v1/chat/completions", body(stream="yes"), 400, "stream"),
+    ("top_logprobs without logprobs", "/v1/chat/completions", body(top_logprobs=2), 400,
+     "top_logprobs"),
+    ("top_logprobs over 20", "/v1/chat/completions", body(logprobs=True, top_logprobs=21), 400,
+     "top_logprobs"),
+    ("unknown model", "/v1/chat/completions", body(model="gpt-9"), 404, "model"),
+    ("prompt over max-model-len", "/v1/chat/completions",
+     body(messages=[{"role": "user", "content": "word " * 5000}]), 400, None),
+    ("image not an image", "/v1/chat/completions",
+     body(messages=img_msg("data:image/png;base64," + base64.b64encode(b"hello").decode())),
+     400, None),
+    ("bad base64", "/v1/chat/completions", body(messages=img_msg("data:image/png;base64,@@@!")),
+     400, None),
+    ("image url bad scheme", "/v1/chat/completions", body(messages=img_msg("ftp://x/y.png")),
+     400, None),
+    ("pixels kwargs out of range", "/v1/chat/completions",
+     body(mm_processor_kwargs={"max_pixels": 10}), 400, "mm_processor_kwargs.max_pixels"),
+    ("completions prompt missing", "/v1/completions", {"model": "tiny"}, 400, "prompt"),
+    ("completions prompt bad ids", "/v1/completions", {"model": "tiny", "prompt": [-1, 5]}, 400,
+     "prompt"),
+    ("detokenize bad tokens", "/detokenize", {"tokens": "abc"}, 400, "tokens"),
+    ("unknown route", "/v1/nothing", {}, 404, None),
+]
+
+
+def check_error(r, status, param=None):
+    assert r.status_code == status, r.text
+    e = r.json()["error"]
+    assert set(e) == {"message", "type", "param", "code"}
+    assert isinstance(e["message"], str) and e["message"]
+    assert isinstance(e["type"], str)
+    if param is not None:
+        assert e["param"] == param, e
+
+
+def still_healthy(http):
+    assert http.get("/health").status_code == 200
+    r = http.post("/v1/chat/completions", json=body())
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("name,path,payload,status,param", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(http, name, path, payload, status, param):
+    if isinstance(payload, bytes):
+        r = http.post(path, content=payload, headers={"Content-Type": "application/json"})
+    else:
+        r = http.post(path, json=payload)
+    check_error(r, status, param)
+    still_healthy(http)
+
+
+@pytest.mark.parametrize("path,status", [("/404", 400), ("/slow", 400), ("/loop", 400),
+                                         ("/big", 400), ("/text", 400)])
+def test_bad_image_urls(http, media_server, path, status):
+    r = http.post("/v1/chat/completions", json=body(messages=img_msg(media_server + path)))
+    check_error(r, status)
+    still_healthy(http)
+
+
+def test_body_over_limit(http):
+    big = "x" * (5 << 20)  # the test server allows 4 MiB
+    r = http.post("/v1/chat/completions", json=body(messages=[{"role": "user", "content": big}]))
+    check_error(r, 413)
+    still_healthy(http)
+
+
+def test_api_key(server):
+    url = server.url + "/v1/chat/completions"
+    r = httpx.post(url, json=body(), headers={"Authorization": "Bearer wrong"})
+    check_error(r, 401)
+    r = httpx.post(url, json=body())
+    check_error(r, 401)
+    # probes stay open without a key
+    assert httpx.get(server.url + "/health").status_code == 200
+    r = httpx.post(url, json=body(), headers={"Authorization": f"Bearer {API_KEY}"})
+    assert r.status_code == 200
+
+
+def test_openai_sdk_raises(client):
+    import openai
+    with pytest.raises(openai.BadRequestError) as ei:
+        client.chat.completions.create(model="tiny", messages=[], max_tokens=2)
+    assert ei.value.status_code == 400
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=MSG, max_tokens=2)
+
+
+def test_garbage_on_the_socket(server, http):
+    """Raw bytes that are not HTTP: the connection is dropped, the server lives on."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"\x00\x01\x02 garbage\r\n\r\n")
+        try:
+            s.recv(1024)
+        except OSError:
+            pass
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        s.shutdown(socket.SHUT_WR)
+        try:
+            s.recv(1024)
+        except OSError:
+            pass
+    still_healthy(http)
+
+
+def test_images_in_data_url_ok(http):
+    """Control case for the table: a valid data URL is accepted."""
+    r = http.post("/v1/chat/completions", json=body(messages=img_msg(data_url(png_bytes(32, 32)))))
+    assert r.status_code == 200, r.text
