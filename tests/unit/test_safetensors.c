@@ -194,6 +194,35 @@ static void test_good_file(void)
     free(b);
 }
 
+/* Fail the Nth input-sized allocation for N = 0, 1, ... until parsing succeeds: each run
+ * must end in VLM_ENOMEM with nothing leaked (the ASan build checks leaks). */
+static void test_alloc_sweep(void)
+{
+    TEST("allocation-failure sweep over st_parse") {
+        size_t len;
+        uint8_t *b = mk("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                        "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]},"
+                        "\"c\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[12,16]}}",
+                        16, &len);
+        int n, rc = -1, wrong = 0;
+        for (n = 0; n < 100 && rc != 0; n++) {
+            struct st_set *s = NULL;
+            struct vlm_err err = {0};
+            vlm_fail_alloc_after(n);
+            rc = st_parse(&s, b, len, "sweep", &err);
+            vlm_fail_alloc_after(-1);
+            if (rc && (rc != VLM_ENOMEM || s)) wrong++;
+            if (!rc && st_count(s) != 3) wrong++;
+            st_close(s);
+        }
+        printf("  %d failing allocations swept\n", n - 1);
+        CHECK_EQ(rc, 0);
+        CHECK(n > 3);
+        CHECK_EQ(wrong, 0);
+        free(b);
+    }
+}
+
 static void test_writer(void)
 {
     TEST("writer round trip, 8-byte aligned data, format pt") {
@@ -308,6 +337,7 @@ int main(void)
     if (!mkdtemp(tmpdir)) TEST_SKIP("no temporary folder");
     test_bad_files();
     test_good_file();
+    test_alloc_sweep();
     test_writer();
     test_shards();
     char cmd[600];
