@@ -331,6 +331,19 @@ static void png_row_to_rgb(const uint8_t *in, int ch, int bd, int32_t w, uint8_t
 static int png_decode(const uint8_t *data, size_t n, const struct media_limits *lim,
                       struct media_image *out, int32_t *pw, int32_t *ph, struct vlm_err *err)
 {
+    /* The IHDR is the first chunk and fixed-size: check the limits from it before libpng
+     * reads on (png_read_info already looks at the next chunk). */
+    if (n >= 24 && !memcmp(data + 12, "IHDR", 4)) {
+        int64_t hw = (int64_t)data[16] << 24 | data[17] << 16 | data[18] << 8 | data[19];
+        int64_t hh = (int64_t)data[20] << 24 | data[21] << 16 | data[22] << 8 | data[23];
+        if (!out) {
+            if (pw) *pw = (int32_t)VLM_MIN(hw, INT32_MAX);
+            if (ph) *ph = (int32_t)VLM_MIN(hh, INT32_MAX);
+            return VLM_OK;
+        }
+        int rc0 = media_check_size("PNG", hw, hh, lim, err);
+        if (rc0) return rc0;
+    }
     struct png_dec *d = xcalloc(1, sizeof *d);
     int rc = VLM_EINVAL;
     d->data = data;
