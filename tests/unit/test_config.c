@@ -350,6 +350,34 @@ int main(void)
         config_destroy(&c);
     }
 
+    TEST("deploy/k8s/configmap.yaml: every VALLEY_* key is an option with a valid value") {
+        size_t n = 0;
+        char *yaml = vlm_read_file(test_path("VLM_SOURCE_DIR", "deploy/k8s/configmap.yaml"), &n);
+        if (yaml) {
+            static char vars[MAXV][256];
+            const char *env[MAXV + 1] = {0};
+            int nv = 0;
+            for (char *line = strtok(yaml, "\n"); line && nv < MAXV; line = strtok(NULL, "\n")) {
+                char key[128], val[120];
+                if (sscanf(line, " %127[A-Z0-9_]: \"%119[^\"]\"", key, val) == 2 &&
+                    !strncmp(key, "VALLEY_", 7)) {
+                    snprintf(vars[nv], sizeof vars[nv], "%s=%s", key, val);
+                    env[nv] = vars[nv];
+                    nv++;
+                }
+            }
+            CHECK(nv >= 5);
+            int rc = parse(&c, NULL, env, &err);
+            CHECK_EQ(rc, 0);
+            if (rc) fprintf(stderr, "  %s\n", err.msg);
+            int n_env = 0;
+            for (int i = 0; i < CONFIG_MAX_OPTIONS; i++) n_env += c.source[i] == CONFIG_SRC_ENV;
+            CHECK_EQ(n_env, nv); /* unknown VALLEY_* names are ignored, so count the hits */
+            config_destroy(&c);
+            free(yaml);
+        }
+    }
+
     for (int i = 0; i < 4; i++) {
         char name[64];
         snprintf(name, sizeof name, "test_config_%d_%d.json", (int)getpid(), i);
