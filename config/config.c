@@ -363,10 +363,46 @@ static void env_name(const struct config_opt *o, char *buf, size_t n)
 static int bad_value(struct vlm_err *err, const char *where, const struct config_opt *o,
                      const char *value)
 {
-    char allowed[128];
+    char allowed[128], flag[64] = "";
     opt_allowed(o, allowed, sizeof allowed);
-    return vlm_err_param(err, VLM_EINVAL, 400, o->name, "%s: invalid value '%.40s%s' for --%s; allowed: %s",
-                         where, value, strlen(value) > 40 ? "..." : "", o->name, allowed);
+    if (strncmp(where, "--", 2)) snprintf(flag, sizeof flag, " for --%s", o->name);
+    return vlm_err_param(err, VLM_EINVAL, 400, o->name, "%s: invalid value '%.40s%s'%s; allowed: %s",
+                         where, value, strlen(value) > 40 ? "..." : "", flag, allowed);
+}
+
+/* Edit distance between a[0..n) and b, '-' and '_' equal (for "did you mean"). */
+static int edit_distance(const char *a, size_t n, const char *b)
+{
+    size_t m = strlen(b);
+    if (n > 63 || m > 63) return 99;
+    int row[64];
+    for (size_t j = 0; j <= m; j++) row[j] = (int)j;
+    for (size_t i = 1; i <= n; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= m; j++) {
+            char ca = a[i - 1] == '_' ? '-' : a[i - 1];
+            int up = row[j];
+            int best = diag + (ca != b[j - 1]);
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[m];
+}
+
+/* " (did you mean --port?)" for the closest option within 2 edits, else "". */
+static void suggest(const char *name, size_t n, char *buf, size_t size)
+{
+    int best = 3, idx = -1;
+    for (int i = 0; i < N_OPTIONS; i++) {
+        int d = edit_distance(name, n, config_options[i].name);
+        if (d < best) best = d, idx = i;
+    }
+    buf[0] = 0;
+    if (idx >= 0) snprintf(buf, size, " (did you mean --%s?)", config_options[idx].name);
 }
 
 static int set_from(struct config *c, int idx, const char *value, enum config_source src,
@@ -418,7 +454,9 @@ static int apply_file(struct config *c, const char *path, struct vlm_err *err)
         snprintf(where, sizeof where, "config file '%.80s': %.60s", path, it->string);
         int idx = opt_find(it->string, strlen(it->string));
         if (idx < 0) {
-            rc = vlm_err_param(err, VLM_EINVAL, 400, "config", "%s: unknown option", where);
+            char hint[80];
+            suggest(it->string, strlen(it->string), hint, sizeof hint);
+            rc = vlm_err_param(err, VLM_EINVAL, 400, "config", "%s: unknown option%s", where, hint);
             break;
         }
         const struct config_opt *o = &config_options[idx];
@@ -513,9 +551,12 @@ static int apply_argv(struct config *c, int argc, char **argv, struct vlm_err *e
                 return vlm_err_param(err, VLM_EINVAL, 400, config_options[idx].name,
                                      "--%.*s takes no value", (int)nlen, name);
         }
-        if (idx < 0)
-            return vlm_err_param(err, VLM_EINVAL, 400, "", "unknown option '--%.*s' (see --help)",
-                                 (int)VLM_MIN(nlen, 80), name);
+        if (idx < 0) {
+            char hint[80];
+            suggest(name, nlen, hint, sizeof hint);
+            return vlm_err_param(err, VLM_EINVAL, 400, "", "unknown option '--%.*s'%s",
+                                 (int)VLM_MIN(nlen, 80), name, hint[0] ? hint : " (see --help)");
+        }
         const struct config_opt *o = &config_options[idx];
         char where[96];
         snprintf(where, sizeof where, "--%s", o->name);
