@@ -124,6 +124,41 @@ def rows_list(t):
     return [[float(v) for v in row] for row in t.numpy().astype(np.float32)]
 
 
+def load_checkpoint(args, work, name, argv):
+    """Generates checkpoint `name` with valley-make-model argv (or uses --checkpoint for gqa4);
+    returns (config, float32 state dict)."""
+    from safetensors.torch import load_file
+
+    mdir = args.checkpoint if (args.checkpoint and name == args.model) else None
+    if not mdir:
+        mdir = os.path.join(work, name)
+        subprocess.run([args.make_model, "--out", mdir] + argv, check=True)
+    with open(os.path.join(mdir, "config.json")) as f:
+        cfg = json.load(f)
+    return cfg, {k: v.float() for k, v in load_file(os.path.join(mdir, "model.safetensors")).items()}
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, separators=(",", ":"))
+        f.write("\n")
+    print("wrote", path, os.path.getsize(path), "bytes")
+
+
+WHAT = ("Valley2.5 vision tower + projector outputs (float32), HF transformers 4.51.2 "
+        "Qwen2VisionTransformerPretrainedModel + spec projector; made by "
+        "tests/golden/make_vision_goldens.py")
+# A second tower with the real head size 80 (dim 160, 2 heads: 20 rotary frequencies per
+# axis, as the 1280/16 tower) and a two-slice item (grid_t 2: one attention segment per
+# slice). Not in tests/models.txt: test_vit.c writes it itself with testmodel_write() from
+# the same parameters (valley-make-model defaults + these, synthesized tokenizer).
+HD80_ARGS = ["--seed", "7", "--hidden", "64", "--layers", "1", "--heads", "2", "--kv-heads", "1",
+             "--ffn", "128", "--vit-depth", "2", "--vit-dim", "160", "--vit-heads", "2",
+             "--merger-hidden", "96"]
+HD80_GRIDS = [(1, 4, 6), (2, 4, 4), (1, 6, 2)]
+TEMPORAL_GRID = (2, 4, 4)  # gqa4: image index 3, encoded alone
+
+
 def main():
     ap = argparse.ArgumentParser()
     src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -136,19 +171,14 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(2)
-
-    from safetensors.torch import load_file
+    os.makedirs(args.out, exist_ok=True)
 
     with tempfile.TemporaryDirectory() as work:
-        mdir = args.checkpoint
-        if not mdir:
-            mdir = os.path.join(work, args.model)
-            subprocess.run([args.make_model, "--out", mdir, "--tokenizer", args.tokenizer]
-                           + model_args(args.model, src), check=True)
-        with open(os.path.join(mdir, "config.json")) as f:
-            cfg = json.load(f)
-        sd = {k: v.float() for k, v in load_file(os.path.join(mdir, "model.safetensors")).items()}
+        margs = model_args(args.model, src)
+        cfg, sd = load_checkpoint(args, work, args.model, ["--tokenizer", args.tokenizer] + margs)
+        cfg80, sd80 = load_checkpoint(args, work, "hd80", HD80_ARGS)
 
+    # gqa4: three images of different sizes in one call, image 0 alone, a two-slice item
     vcfg, tower, proj = build_vision(cfg, sd)
     ps, tps, ch = vcfg.patch_size, vcfg.temporal_patch_size, vcfg.in_channels
     pixels = [make_pixels(i, g, ch, tps, ps) for i, g in enumerate(GRIDS)]
@@ -156,25 +186,27 @@ def main():
     alone = [encode(tower, proj, [p], [g]) for p, g in zip(pixels, GRIDS)]
     # the reference itself must give the same rows alone and in a batch
     assert torch.allclose(torch.cat(alone, 0), together, rtol=0, atol=1e-5)
-
-    os.makedirs(args.out, exist_ok=True)
-    gold = {
-        "what": "Valley2.5 vision tower + projector outputs (float32), HF transformers 4.51.2 "
-                "Qwen2VisionTransformerPretrainedModel + spec projector; made by "
-                "tests/golden/make_vision_goldens.py",
-        "model": args.model,
-        "model_args": " ".join(model_args(args.model, src)),
+    temporal = encode(tower, proj, [make_pixels(3, TEMPORAL_GRID, ch, tps, ps)], [TEMPORAL_GRID])
+    write_json(os.path.join(args.out, "embeddings.json"), {
+        "what": WHAT, "model": args.model, "model_args": " ".join(margs),
         "pixels": "pixel_value(image, row, c, yx) of make_vision_goldens.py",
-        "grids": [list(g) for g in GRIDS],
-        "hidden": cfg["hidden_size"],
+        "grids": [list(g) for g in GRIDS], "hidden": cfg["hidden_size"],
         "embeddings": rows_list(together),  # (sum n_tokens, hidden), images in order
         "single": rows_list(alone[0]),      # image 0 encoded alone
-    }
-    with open(os.path.join(args.out, "embeddings.json"), "w") as f:
-        json.dump(gold, f, separators=(",", ":"))
-        f.write("\n")
-    print("wrote", os.path.join(args.out, "embeddings.json"), tuple(together.shape),
-          "max|x|", float(together.abs().max()))
+        "temporal_grid": list(TEMPORAL_GRID),
+        "temporal": rows_list(temporal),    # image 3 (TEMPORAL_GRID) encoded alone
+    })
+
+    # hd80: three items, one of two temporal slices, in one call
+    vcfg80, tower80, proj80 = build_vision(cfg80, sd80)
+    assert vcfg80.embed_dim // vcfg80.num_heads == 80
+    px80 = [make_pixels(i, g, ch, tps, ps) for i, g in enumerate(HD80_GRIDS)]
+    out80 = encode(tower80, proj80, px80, HD80_GRIDS)
+    write_json(os.path.join(args.out, "embeddings_hd80.json"), {
+        "what": WHAT, "model": "hd80", "model_args": " ".join(HD80_ARGS),
+        "grids": [list(g) for g in HD80_GRIDS], "hidden": cfg80["hidden_size"],
+        "embeddings": rows_list(out80),
+    })
 
     if args.e2e:
         make_e2e(args, src, cfg, sd, proj, tower, pixels)

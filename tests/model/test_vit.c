@@ -2,9 +2,11 @@
  * The vision tower + projector against the HF reference (tests/golden/vision/embeddings.json,
  * made by tests/golden/make_vision_goldens.py on the gqa4 checkpoint): one image, three
  * images of different sizes in one call, each image alone equal to its rows of the batch,
- * and the error returns of vit_encode.
+ * an item of two temporal slices, and the error returns of vit_encode. Then a second tower
+ * with the real head size 80 (embeddings_hd80.json), written here with testmodel_write().
  */
 // models: gqa4
+#include "engine/testmodel.h"
 #include "engine/vit.h"
 #include "test.h"
 
@@ -75,6 +77,63 @@ static float *json_rows(const cJSON *arr, int64_t rows, int64_t cols)
         for (const cJSON *e = row->child; e; e = e->next) out[r * cols + c++] = (float)e->valuedouble;
     }
     return out;
+}
+
+/* The hd80 golden: the tower geometry of make_vision_goldens.py's HD80_ARGS. */
+static void check_hd80(struct backend *b)
+{
+    struct testmodel_params tp;
+    testmodel_defaults(&tp);
+    tp.seed = 7, tp.hidden = 64, tp.layers = 1, tp.heads = 2, tp.kv_heads = 1, tp.ffn = 128;
+    tp.vit_depth = 2, tp.vit_dim = 160, tp.vit_heads = 2, tp.merger_hidden = 96;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", test_path("VLM_BUILD_DIR", "models/hd80"));
+    struct vlm_err err = {0};
+    struct model m = {0};
+    if (testmodel_write(dir, &tp, &err) || model_load(&m, dir, &err)) {
+        fprintf(stderr, "  %s: %s\n", dir, err.msg);
+        CHECK(0);
+        return;
+    }
+    char *txt = vlm_read_file(test_path("VLM_SOURCE_DIR", "tests/golden/vision/embeddings_hd80.json"), NULL);
+    cJSON *gold = txt ? cJSON_Parse(txt) : NULL;
+    VLM_ASSERT(gold);
+    const struct model_config *c = &m.cfg;
+    CHECK_EQ(c->vit_embed_dim / c->vit_num_heads, 80);
+    const cJSON *grids = cJSON_GetObjectItem(gold, "grids");
+    int n = cJSON_GetArraySize(grids);
+    VLM_ASSERT(n <= 4);
+    struct mm_item items[4];
+    const struct mm_item *ptrs[4];
+    float *pix[4];
+    int64_t n_tok = 0, hidden = c->hidden_size;
+    for (int i = 0; i < n; i++) {
+        const cJSON *g = cJSON_GetArrayItem(grids, i);
+        int t = cJSON_GetArrayItem(g, 0)->valueint, h = cJSON_GetArrayItem(g, 1)->valueint;
+        int w = cJSON_GetArrayItem(g, 2)->valueint;
+        pix[i] = make_pixels(i, t, h, w, c->in_chans, c->temporal_patch_size, c->patch_size);
+        items[i] = (struct mm_item){.pixels = pix[i], .grid_t = t, .grid_h = h, .grid_w = w,
+                                    .n_patches = t * h * w, .n_tokens = t * h * w / 4};
+        ptrs[i] = &items[i];
+        n_tok += items[i].n_tokens;
+    }
+    float *ref = json_rows(cJSON_GetObjectItem(gold, "embeddings"), n_tok, hidden);
+    CHECK(ref != NULL);
+    float *out = xcalloc((size_t)(n_tok * hidden), sizeof *out);
+    struct tensor ot = tensor_make(out, DT_F32, hidden, n_tok, 1, 1);
+    struct vit *v = NULL;
+    CHECK_EQ(vit_init(&v, b, &m, 128, &err), 0);
+    if (v && ref) {
+        CHECK_EQ(vit_encode(v, ptrs, n, &ot), 0);
+        CHECK(rel_err(out, ref, n_tok * hidden, "hd80 batch") <= 1e-4);
+    }
+    vit_destroy(v);
+    free(out);
+    free(ref);
+    for (int i = 0; i < n; i++) free(pix[i]);
+    cJSON_Delete(gold);
+    free(txt);
+    model_destroy(&m);
 }
 
 int main(void)
@@ -155,6 +214,22 @@ int main(void)
         CHECK(rel_err(out + (n2 + n0) * hidden, ref + n0 * hidden, n1 * hidden, "reordered img1") <= 1e-4);
         free(batch);
     }
+    TEST("an item of two temporal slices (one segment per slice) matches within 1e-4") {
+        const cJSON *g = cJSON_GetObjectItem(gold, "temporal_grid");
+        int t = cJSON_GetArrayItem(g, 0)->valueint, h = cJSON_GetArrayItem(g, 1)->valueint;
+        int w = cJSON_GetArrayItem(g, 2)->valueint;
+        float *pt = make_pixels(3, t, h, w, c->in_chans, c->temporal_patch_size, c->patch_size);
+        struct mm_item it = {.pixels = pt, .grid_t = t, .grid_h = h, .grid_w = w,
+                             .n_patches = t * h * w, .n_tokens = t * h * w / 4};
+        const struct mm_item *pi = &it;
+        float *reft = json_rows(cJSON_GetObjectItem(gold, "temporal"), it.n_tokens, hidden);
+        CHECK(reft != NULL);
+        struct tensor o1 = tensor_make(out, DT_F32, hidden, it.n_tokens, 1, 1);
+        CHECK_EQ(vit_encode(v, &pi, 1, &o1), 0);
+        if (reft) CHECK(rel_err(out, reft, it.n_tokens * hidden, "two slices") <= 1e-4);
+        free(reft);
+        free(pt);
+    }
     TEST("over max_patches is VLM_ETOOBIG, bad grids VLM_EINVAL, out untouched") {
         const struct mm_item *many[3] = {ptrs[1], ptrs[1], ptrs[1]}; /* 192 > 160 patches */
         struct tensor o3 = tensor_make(out, DT_F32, hidden, 3 * items[1].n_tokens, 1, 1);
@@ -187,9 +262,13 @@ int main(void)
     free(ref1);
     for (int i = 0; i < N_IMG; i++) free(pix[i]);
     vit_destroy(v);
-    backend_destroy(&b);
     cJSON_Delete(gold);
     free(gtxt);
     model_destroy(&m);
+
+    TEST("head size 80: three items (one of two slices) in one call match within 1e-4") {
+        check_hd80(&b);
+    }
+    backend_destroy(&b);
     return test_report();
 }
