@@ -18,7 +18,16 @@ struct enc_entry {
     uint64_t hash;
     int32_t n_tokens;
     int32_t refs;        /* requests holding it (scheduled span not yet computed) */
+    int32_t row0;        /* first row in the engine's arena (the engine's placement, mirrored) */
     uint64_t last_use;   /* LRU clock among refs == 0 entries */
+    uint32_t pin;        /* == sched.enc_stamp: hit by the range being planned */
+    uint8_t evicting;    /* 1: in this step's evict list; 2: tentatively, while planning */
+    uint8_t fresh;       /* inserted this step: placed by enc_simulate */
+};
+
+/* An occupied arena range, for the placement simulation. */
+struct enc_occ {
+    int32_t row0, n;
 };
 
 enum {
@@ -39,12 +48,14 @@ struct sched {
     uint32_t *free_slots;            /* (max_num_seqs) stack of engine scratch rows */
     int32_t n_free_slots;
 
-    struct enc_entry *enc;           /* (cap_enc) resident items, unordered */
-    int32_t n_enc, cap_enc;
-    int32_t enc_used;                /* tokens resident */
-    int32_t enc_evictable;           /* tokens resident with refs == 0 */
-    int32_t n_enc_evictable;         /* entries with refs == 0 */
+    struct enc_entry *enc;           /* (2 * cap_enc) resident items (+ this step's evicted) */
+    int32_t n_enc;
+    int32_t cap_enc;                 /* max resident items: the engine's limit */
+    int32_t enc_used;                /* tokens resident, not counting evicted ones */
     uint64_t enc_clock;
+    uint32_t enc_stamp;
+    struct enc_occ *occ;             /* (cap_enc + 1) simulation scratch */
+    const struct mm_item **plan;     /* (cap_enc) items one range must encode */
 
     /* the current step (valid until the next sched_schedule) */
     struct batch_seq *seqs;          /* (max_num_seqs) */
@@ -98,8 +109,10 @@ struct sched *sched_new(const struct sched_config *cfg, struct vlm_err *err)
     s->free_slots = xmalloc((size_t)ns * sizeof *s->free_slots);
     for (int32_t i = 0; i < ns; i++) s->free_slots[i] = (uint32_t)(ns - 1 - i);
     s->n_free_slots = ns;
-    s->cap_enc = VLM_MAX(VLM_MIN(c->encoder_cache_tokens, 65536), 1); /* items have >= 1 token */
-    s->enc = xcalloc((size_t)s->cap_enc, sizeof *s->enc);
+    s->cap_enc = VLM_MAX(VLM_MIN(c->encoder_cache_tokens, SCHED_MAX_ENC_ITEMS), 1);
+    s->enc = xcalloc((size_t)s->cap_enc * 2, sizeof *s->enc);
+    s->occ = xcalloc((size_t)s->cap_enc + 1, sizeof *s->occ);
+    s->plan = xcalloc((size_t)s->cap_enc, sizeof *s->plan);
     s->seqs = xcalloc((size_t)ns, sizeof *s->seqs);
     s->seq_req = xcalloc((size_t)ns, sizeof *s->seq_req);
     s->encode = xcalloc((size_t)s->cap_enc, sizeof *s->encode);
@@ -211,24 +224,21 @@ static void update_gauges(struct sched *s)
 }
 
 /* ==== Encoder cache accounting ====
- * Planning is pure (enc_plan: how many of the n_new tokens from pos can run given the
- * budget); committing takes the references and fills batch.encode / batch.evict. A plan
- * that fits commits without fail: the commit first takes references on resident items,
- * then inserts the missing ones, evicting unreferenced items in LRU order. */
+ * The engine keeps projector rows in an arena of encoder_cache_tokens rows: each step it
+ * drops the items in batch.evict, then places the items of batch.encode in order, each at
+ * the first gap that fits (first fit), at most SCHED_MAX_ENC_ITEMS items (engine.c). Free
+ * rows are not enough: they must be contiguous. So the scheduler mirrors that placement
+ * exactly (enc_simulate) and only schedules a range whose new items the engine will be able
+ * to place, evicting unreferenced items in LRU order until they fit.
+ *
+ * enc_schedule() plans (commit false: nothing changes) or commits (references, encode and
+ * evict lists, placement) one request's range; a plan that fits commits the same way. */
 
 static struct enc_entry *enc_find(struct sched *s, uint64_t hash)
 {
     for (int32_t i = 0; i < s->n_enc; i++)
-        if (s->enc[i].hash == hash) return &s->enc[i];
+        if (s->enc[i].hash == hash && !s->enc[i].evicting) return &s->enc[i];
     return NULL;
-}
-
-static void enc_ref(struct sched *s, struct enc_entry *e)
-{
-    if (e->refs++ == 0) {
-        s->enc_evictable -= e->n_tokens;
-        s->n_enc_evictable--;
-    }
 }
 
 static void enc_unref(struct sched *s, struct request *r, int32_t k)
@@ -236,96 +246,152 @@ static void enc_unref(struct sched *s, struct request *r, int32_t k)
     struct enc_entry *e = enc_find(s, r->mm[k].item->hash);
     VLM_ASSERT(e && e->refs > 0 && r->mm_held[k]);
     r->mm_held[k] = 0;
-    if (--e->refs == 0) {
-        s->enc_evictable += e->n_tokens;
-        s->n_enc_evictable++;
-        e->last_use = ++s->enc_clock;
+    if (--e->refs == 0) e->last_use = ++s->enc_clock;
+}
+
+/* Replays the engine's placement for this step: the items resident before it (minus the
+ * evicted ones) stay where they are; this step's encodes, then extra[0..n_extra), go to
+ * the first gap that fits. Returns false if one does not fit. With write, records the
+ * placement of this step's entries. */
+static bool enc_simulate(struct sched *s, const struct mm_item *const *extra, int32_t n_extra,
+                         bool write)
+{
+    int32_t n_occ = 0, rows = s->cfg.encoder_cache_tokens;
+    for (int32_t i = 0; i < s->n_enc; i++) {
+        const struct enc_entry *e = &s->enc[i];
+        if (e->evicting || e->fresh) continue;
+        int32_t j = n_occ++; /* insertion sort by row0 */
+        while (j > 0 && s->occ[j - 1].row0 > e->row0) {
+            s->occ[j] = s->occ[j - 1];
+            j--;
+        }
+        s->occ[j] = (struct enc_occ){e->row0, e->n_tokens};
     }
+    for (int32_t t = 0; t < s->b.n_encode + n_extra; t++) {
+        const struct mm_item *it = t < s->b.n_encode ? s->encode[t] : extra[t - s->b.n_encode];
+        if (n_occ == s->cap_enc) return false;
+        int32_t start = 0, at = -1;
+        for (int32_t i = 0; i <= n_occ; i++) {
+            int32_t end = i < n_occ ? s->occ[i].row0 : rows;
+            if (end - start >= it->n_tokens) {
+                at = i;
+                break;
+            }
+            if (i < n_occ) start = s->occ[i].row0 + s->occ[i].n;
+        }
+        if (at < 0) return false;
+        memmove(&s->occ[at + 1], &s->occ[at], (size_t)(n_occ - at) * sizeof *s->occ);
+        s->occ[at] = (struct enc_occ){start, it->n_tokens};
+        n_occ++;
+        if (write && t < s->b.n_encode) {
+            struct enc_entry *e = enc_find(s, it->hash);
+            VLM_ASSERT(e && e->fresh);
+            e->row0 = start;
+        }
+    }
+    return true;
 }
 
-/* Evicts the least recently used unreferenced item into batch.evict. */
-static void enc_evict_one(struct sched *s)
+/* How many of the n_new tokens of r from pos can run: all of them if every item they need
+ * is resident or can be placed (evicting unreferenced items, LRU first); otherwise up to
+ * the first item that would have to be encoded. With commit, takes the references and
+ * extends this step's encode and evict lists (the range must fit). */
+static int32_t enc_schedule(struct sched *s, struct request *r, int32_t pos, int32_t n_new,
+                            bool commit)
 {
-    int32_t best = -1;
-    for (int32_t i = 0; i < s->n_enc; i++)
-        if (s->enc[i].refs == 0 && (best < 0 || s->enc[i].last_use < s->enc[best].last_use))
-            best = i;
-    VLM_ASSERT(best >= 0);
-    struct enc_entry *e = &s->enc[best];
-    VLM_ASSERT(s->b.n_evict < s->cap_enc);
-    s->evict[s->b.n_evict++] = e->hash;
-    s->enc_used -= e->n_tokens;
-    s->enc_evictable -= e->n_tokens;
-    s->n_enc_evictable--;
-    *e = s->enc[--s->n_enc];
-}
-
-/* Whether span k of r duplicates the item of an earlier span in [k0, k). */
-static bool span_dup(const struct request *r, int32_t k0, int32_t k)
-{
-    for (int32_t j = k0; j < k; j++)
-        if (r->mm[j].item->hash == r->mm[k].item->hash) return true;
-    return false;
-}
-
-/* How many of the n_new tokens starting at pos can be scheduled: all of them if every item
- * they need is resident or fits; otherwise up to the first item that must be encoded. */
-static int32_t enc_plan(struct sched *s, const struct request *r, int32_t pos, int32_t n_new)
-{
-    int32_t need = 0, lost = 0, n_lost = 0, n_ins = 0, first_new = -1, k0 = -1;
+    uint32_t stamp = ++s->enc_stamp;
+    int32_t n_items = 0, need = 0, first_new = -1, n_spans = 0;
+    bool ok = true;
     for (int32_t k = r->mm_done; k < r->n_mm; k++) {
         const struct mm_span *sp = &r->mm[k];
         if (sp->offset >= pos + n_new) break;
         if (sp->offset + sp->item->n_tokens <= pos || r->mm_held[k]) continue;
-        if (k0 < 0) k0 = k;
-        if (span_dup(r, k0, k)) continue;
-        const struct enc_entry *e = enc_find(s, sp->item->hash);
+        n_spans++;
+        struct enc_entry *e = enc_find(s, sp->item->hash);
         if (e) {
-            if (e->refs == 0) {
-                lost += e->n_tokens;
-                n_lost++;
-            }
-        } else {
-            need += sp->item->n_tokens;
-            n_ins++;
-            if (first_new < 0) first_new = sp->offset;
+            e->pin = stamp;
+            continue;
         }
+        bool dup = false;
+        for (int32_t j = 0; j < n_items && !dup; j++) dup = s->plan[j]->hash == sp->item->hash;
+        if (dup) continue;
+        if (first_new < 0) first_new = sp->offset;
+        if (n_items == s->cap_enc) {
+            ok = false;
+            break;
+        }
+        s->plan[n_items++] = sp->item;
+        need += sp->item->n_tokens;
     }
-    if (need == 0) return n_new;
-    int32_t avail = s->cfg.encoder_cache_tokens - s->enc_used + s->enc_evictable - lost;
-    int32_t slots = s->cap_enc - s->n_enc + s->n_enc_evictable - n_lost;
-    if (need <= avail && n_ins <= slots) return n_new;
-    return VLM_MAX(first_new - pos, 0);
+    while (ok && n_items > 0) {
+        if (s->enc_used + need <= s->cfg.encoder_cache_tokens &&
+            enc_simulate(s, s->plan, n_items, false))
+            break;
+        struct enc_entry *victim = NULL;
+        for (int32_t i = 0; i < s->n_enc; i++) {
+            struct enc_entry *e = &s->enc[i];
+            if (e->refs == 0 && !e->evicting && e->pin != stamp &&
+                (!victim || e->last_use < victim->last_use))
+                victim = e;
+        }
+        if (!victim) {
+            ok = false;
+            break;
+        }
+        victim->evicting = 2;
+        s->enc_used -= victim->n_tokens;
+    }
+    if (!ok || !commit) {
+        for (int32_t i = 0; i < s->n_enc; i++)
+            if (s->enc[i].evicting == 2) {
+                s->enc[i].evicting = 0;
+                s->enc_used += s->enc[i].n_tokens;
+            }
+        VLM_ASSERT(!commit || ok);
+        return ok ? n_new : VLM_MAX(first_new - pos, 0);
+    }
+    for (int32_t i = 0; i < s->n_enc; i++)
+        if (s->enc[i].evicting == 2) {
+            s->enc[i].evicting = 1;
+            VLM_ASSERT(s->b.n_evict < s->cap_enc);
+            s->evict[s->b.n_evict++] = s->enc[i].hash;
+        }
+    for (int32_t j = 0; j < n_items; j++) {
+        VLM_ASSERT(s->n_enc < 2 * s->cap_enc && s->b.n_encode < s->cap_enc);
+        s->enc[s->n_enc++] = (struct enc_entry){.hash = s->plan[j]->hash,
+                                                .n_tokens = s->plan[j]->n_tokens,
+                                                .fresh = 1};
+        s->enc_used += s->plan[j]->n_tokens;
+        s->encode[s->b.n_encode++] = s->plan[j];
+    }
+    if (n_items) {
+        bool placed = enc_simulate(s, NULL, 0, true);
+        VLM_ASSERT(placed);
+    }
+    for (int32_t k = r->mm_done; k < r->n_mm; k++) {
+        const struct mm_span *sp = &r->mm[k];
+        if (sp->offset >= pos + n_new) break;
+        if (sp->offset + sp->item->n_tokens <= pos || r->mm_held[k]) continue;
+        struct enc_entry *e = enc_find(s, sp->item->hash);
+        VLM_ASSERT(e);
+        e->refs++;
+        r->mm_held[k] = 1;
+    }
+    ctr_add(s, CTR_ENC_MISS, n_items);
+    ctr_add(s, CTR_ENC_HIT, n_spans - n_items);
+    return n_new;
 }
 
-static void enc_commit(struct sched *s, struct request *r, int32_t pos, int32_t n_new)
+/* End of planning: forget the evicted entries, fix this step's placements. */
+static void enc_step_done(struct sched *s)
 {
-    for (int pass = 0; pass < 2; pass++) {
-        for (int32_t k = r->mm_done; k < r->n_mm; k++) {
-            const struct mm_span *sp = &r->mm[k];
-            if (sp->offset >= pos + n_new) break;
-            if (sp->offset + sp->item->n_tokens <= pos || r->mm_held[k]) continue;
-            struct enc_entry *e = enc_find(s, sp->item->hash);
-            if (!e) {
-                if (pass == 0) continue;
-                while (s->enc_used + sp->item->n_tokens > s->cfg.encoder_cache_tokens ||
-                       s->n_enc == s->cap_enc)
-                    enc_evict_one(s);
-                VLM_ASSERT(s->n_enc < s->cap_enc && s->b.n_encode < s->cap_enc);
-                e = &s->enc[s->n_enc++];
-                *e = (struct enc_entry){.hash = sp->item->hash, .n_tokens = sp->item->n_tokens};
-                s->enc_used += e->n_tokens;
-                s->enc_evictable += e->n_tokens; /* enc_ref takes it back */
-                s->n_enc_evictable++;
-                s->encode[s->b.n_encode++] = sp->item;
-                ctr_add(s, CTR_ENC_MISS, 1);
-            } else {
-                ctr_add(s, CTR_ENC_HIT, 1);
-            }
-            enc_ref(s, e);
-            r->mm_held[k] = 1;
-        }
+    int32_t j = 0;
+    for (int32_t i = 0; i < s->n_enc; i++) {
+        if (s->enc[i].evicting) continue;
+        s->enc[i].fresh = 0;
+        s->enc[j++] = s->enc[i];
     }
+    s->n_enc = j;
 }
 
 /* Releases the items whose spans r has computed past, and advances r->mm_done. */
@@ -422,6 +488,8 @@ void sched_free(struct sched *s)
     free(s->running);
     free(s->free_slots);
     free(s->enc);
+    free(s->occ);
+    free(s->plan);
     free(s->seqs);
     free(s->seq_req);
     free(s->encode);
@@ -473,7 +541,7 @@ int32_t sched_schedule(struct sched *s, struct batch *out)
         struct request *r = s->running[i];
         int32_t n_new = VLM_MIN(r->n_tokens - r->n_computed, budget);
         VLM_ASSERT(n_new > 0);
-        n_new = enc_plan(s, r, r->n_computed, n_new);
+        n_new = enc_schedule(s, r, r->n_computed, n_new, false);
         if (n_new == 0) continue;
         while (kv_cache_alloc(&s->pool, r, NULL, 0, r->n_computed + n_new) == VLM_ENOSPC) {
             struct request *victim = s->running[s->n_running - 1];
@@ -485,7 +553,7 @@ int32_t sched_schedule(struct sched *s, struct batch *out)
             }
         }
         if (!r) break; /* r was the newest: nobody after it is left */
-        enc_commit(s, r, r->n_computed, n_new);
+        enc_schedule(s, r, r->n_computed, n_new, true);
         add_seq(s, r, n_new);
         budget -= n_new;
     }
@@ -497,7 +565,7 @@ int32_t sched_schedule(struct sched *s, struct batch *out)
         int32_t n_cached = n_hit * bs;
         int32_t n_new = VLM_MIN(r->n_tokens - n_cached, budget);
         r->mm_done = 0;
-        n_new = enc_plan(s, r, n_cached, n_new);
+        n_new = enc_schedule(s, r, n_cached, n_new, false);
         if (n_new == 0) break;
         if (kv_cache_alloc(&s->pool, r, s->hits, n_hit, n_cached + n_new) == VLM_ENOSPC) break;
         wait_unlink(s, r);
@@ -509,10 +577,12 @@ int32_t sched_schedule(struct sched *s, struct batch *out)
             ctr_add(s, CTR_PREFIX_HIT, n_cached);
         }
         enc_release_done(s, r); /* skips spans the prefix hit covered */
-        enc_commit(s, r, n_cached, n_new);
+        enc_schedule(s, r, n_cached, n_new, true);
         add_seq(s, r, n_new);
         budget -= n_new;
     }
+
+    enc_step_done(s);
 
     /* The batch invariants (vLLM asserts the same at the end of schedule()). */
     int32_t total = 0;
@@ -677,17 +747,18 @@ void sched_check(const struct sched *s)
     }
     VLM_ASSERT(n_wait == s->n_waiting);
     for (int32_t id = 1; id < p->n_blocks; id++) VLM_ASSERT(refs[id] == p->b[id].ref);
-    int32_t used = 0, evictable = 0;
+    int32_t used = 0;
+    VLM_ASSERT(s->n_enc <= s->cap_enc);
     for (int32_t j = 0; j < s->n_enc; j++) {
-        VLM_ASSERT(enc_refs[j] == s->enc[j].refs);
-        used += s->enc[j].n_tokens;
-        if (!s->enc[j].refs) evictable += s->enc[j].n_tokens;
+        const struct enc_entry *e = &s->enc[j];
+        VLM_ASSERT(enc_refs[j] == e->refs && !e->evicting && !e->fresh);
+        VLM_ASSERT(e->row0 >= 0 && e->row0 + e->n_tokens <= s->cfg.encoder_cache_tokens);
+        for (int32_t k = 0; k < j; k++) /* disjoint rows */
+            VLM_ASSERT(e->row0 >= s->enc[k].row0 + s->enc[k].n_tokens ||
+                       s->enc[k].row0 >= e->row0 + e->n_tokens);
+        used += e->n_tokens;
     }
-    VLM_ASSERT(used == s->enc_used && evictable == s->enc_evictable);
-    int32_t n_ev = 0;
-    for (int32_t j = 0; j < s->n_enc; j++) n_ev += s->enc[j].refs == 0;
-    VLM_ASSERT(n_ev == s->n_enc_evictable);
-    VLM_ASSERT(used <= s->cfg.encoder_cache_tokens);
+    VLM_ASSERT(used == s->enc_used);
     VLM_ASSERT(s->n_free_slots + s->n_running == s->cfg.max_num_seqs);
     free(refs);
     free(enc_refs);

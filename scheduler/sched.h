@@ -13,9 +13,11 @@
  *                   touched request once.
  *
  * Encoder cache accounting: the scheduler decides which media items the engine encodes
- * (batch.encode) and drops (batch.evict; the engine applies evict before encode). An item
- * is resident from its encode until its eviction, counted in tokens against
- * encoder_cache_tokens. A request holds a reference on an item from the first step whose
+ * (batch.encode) and drops (batch.evict; the engine applies evict before encode, and places
+ * each new item at the first free run of rows that fits, in batch.encode order). An item
+ * is resident from its encode until its eviction, counted in rows of an arena of
+ * encoder_cache_tokens rows whose layout the scheduler mirrors, so every encode it asks
+ * for fits (the engine's arena must have the same size). A request holds a reference on an item from the first step whose
  * chunk overlaps the item's span until its computed tokens pass the span's end (or it is
  * preempted or finished); only unreferenced items are evicted, least recently used first.
  *
@@ -31,6 +33,10 @@
 #include "engine/base.h"
 #include "engine/batch.h"
 #include "scheduler/request.h"
+
+/* Most items the engine's encoder cache holds at once (engine.c uses the same limit:
+ * min(encoder_cache_tokens, this)). */
+#define SCHED_MAX_ENC_ITEMS 4096
 
 struct sched_config {
     int32_t block_size;             /* tokens per KV block */

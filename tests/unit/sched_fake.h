@@ -26,7 +26,10 @@ struct fake_engine {
     int32_t n_blocks, bs, vocab;
     uint64_t *kv;                   /* (n_blocks, bs) value written at each slot */
     uint64_t res[FAKE_MAX_RES];     /* resident encoder items */
+    int32_t res_row0[FAKE_MAX_RES], res_n[FAKE_MAX_RES];
     int32_t n_res;
+    int32_t enc_rows;               /* > 0: model the engine's arena (first fit) of this
+                                     * many rows and fail like it when an item has no room */
     int64_t n_encodes, n_evicts, steps;
     int32_t token[FAKE_MAX_SEQS];
     float logprob[FAKE_MAX_SEQS];
@@ -51,9 +54,11 @@ static inline uint64_t fake_value(int32_t tok, int32_t p, const struct mm_span *
 
 static inline int32_t fake_token(uint64_t h, int32_t vocab) { return (int32_t)(h % (uint64_t)vocab); }
 
-static inline void fake_init(struct fake_engine *f, int32_t n_blocks, int32_t bs, int32_t vocab)
+static inline void fake_init(struct fake_engine *f, int32_t n_blocks, int32_t bs, int32_t vocab,
+                             int32_t enc_rows)
 {
     memset(f, 0, sizeof *f);
+    f->enc_rows = enc_rows;
     f->n_blocks = n_blocks;
     f->bs = bs;
     f->vocab = vocab;
@@ -76,12 +81,32 @@ static int fake_execute(void *eng, const struct batch *b, struct batch_out *out)
     for (int32_t i = 0; i < b->n_evict; i++) {
         int k = fake_res_find(f, b->evict[i]);
         VLM_ASSERT(k >= 0); /* evicting something not resident */
-        f->res[k] = f->res[--f->n_res];
+        f->n_res--;
+        f->res[k] = f->res[f->n_res];
+        f->res_row0[k] = f->res_row0[f->n_res];
+        f->res_n[k] = f->res_n[f->n_res];
         f->n_evicts++;
     }
     for (int32_t i = 0; i < b->n_encode; i++) {
         VLM_ASSERT(fake_res_find(f, b->encode[i]->hash) < 0); /* once per residency */
         VLM_ASSERT(f->n_res < FAKE_MAX_RES);
+        int32_t n = b->encode[i]->n_tokens, row0 = -1;
+        if (f->enc_rows > 0) {
+            /* first fit over the occupied ranges, as engine.c places items */
+            int32_t max_items = f->enc_rows < 4096 ? f->enc_rows : 4096;
+            if (f->n_res == max_items) return VLM_ENOSPC;
+            for (int32_t start = 0; start + n <= f->enc_rows && row0 < 0;) {
+                int32_t next = -1;
+                for (int32_t j = 0; j < f->n_res; j++)
+                    if (f->res_row0[j] < start + n && f->res_row0[j] + f->res_n[j] > start)
+                        next = next < f->res_row0[j] + f->res_n[j] ? f->res_row0[j] + f->res_n[j] : next;
+                if (next < 0) row0 = start;
+                else start = next;
+            }
+            if (row0 < 0) return VLM_ENOSPC;
+        }
+        f->res_row0[f->n_res] = row0;
+        f->res_n[f->n_res] = n;
         f->res[f->n_res++] = b->encode[i]->hash;
         f->n_encodes++;
     }

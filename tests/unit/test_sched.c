@@ -76,7 +76,8 @@ static struct batch step(struct sched *s, struct fake_engine *f)
     int32_t n = sched_schedule(s, &b);
     sched_check(s);
     if (n) {
-        fake_execute(f, &b, &o);
+        int rc = fake_execute(f, &b, &o);
+        VLM_ASSERT(rc == 0);
         sched_update(s, &b, &o);
         sched_check(s);
     }
@@ -211,7 +212,7 @@ int main(void)
     {
         struct sched_config c = base_cfg();
         struct sched *s = sched_new(&c, NULL);
-        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB, c.encoder_cache_tokens);
         struct tr a, b, d;
         submit(s, &c, mk(&c, &a, 1, 10, 10, 3));
         submit(s, &c, mk(&c, &b, 2, 10, 20, 3));
@@ -254,7 +255,7 @@ int main(void)
         struct sched_config c = base_cfg();
         c.max_num_seqs = 2;
         struct sched *s = sched_new(&c, NULL);
-        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB, c.encoder_cache_tokens);
         struct tr t[3];
         submit(s, &c, mk(&c, &t[0], 1, 2, 10, 2));
         submit(s, &c, mk(&c, &t[1], 2, 2, 20, 4));
@@ -291,7 +292,7 @@ int main(void)
             c.max_num_batched_tokens = 64;
             c.enable_prefix_caching = caching;
             struct sched *s = sched_new(&c, NULL);
-            fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+            fake_init(&f, c.n_blocks, c.block_size, VOCAB, c.encoder_cache_tokens);
             struct tr t[4];
             for (int i = 0; i < 3; i++) submit(s, &c, mk(&c, &t[i], (uint64_t)i + 1, 7, 10 * i, 10));
             step(s, &f); /* prefill: 2 blocks each */
@@ -323,7 +324,7 @@ int main(void)
         struct sched_config c = base_cfg();
         c.n_blocks = 5; /* 16 tokens */
         struct sched *s = sched_new(&c, NULL);
-        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB, c.encoder_cache_tokens);
         struct tr t;
         submit(s, &c, mk(&c, &t, 1, 10, 1, 100));
         CHECK_EQ(t.r->cap_tokens, 16);
@@ -340,7 +341,7 @@ int main(void)
         struct sched_config c = base_cfg();
         c.max_num_seqs = 1;
         struct sched *s = sched_new(&c, NULL);
-        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB, c.encoder_cache_tokens);
         struct tr a, b;
         submit(s, &c, mk(&c, &a, 1, 10, 1, 50));
         submit(s, &c, mk(&c, &b, 2, 10, 1, 50));
@@ -379,7 +380,7 @@ int main(void)
     {
         struct sched_config c = base_cfg();
         struct sched *s = sched_new(&c, NULL);
-        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB, c.encoder_cache_tokens);
         struct tr a, b, d;
         submit(s, &c, mk(&c, &a, 1, 12, 100, 1));
         run_until_idle(s, &f, 10);
@@ -422,7 +423,7 @@ int main(void)
         struct sched_config c = base_cfg();
         c.max_mm_item_tokens = 8;
         struct sched *s = sched_new(&c, NULL);
-        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB, c.encoder_cache_tokens);
         struct tr x, y, z, w1, w2;
         submit(s, &c, mk_img(&x, 1, 0xA1, 4));
         struct batch bt = step(s, &f);
@@ -485,7 +486,7 @@ int main(void)
         c.enable_prefix_caching = false;
         c.max_num_batched_tokens = 64;
         struct sched *s = sched_new(&c, NULL);
-        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB, c.encoder_cache_tokens);
         struct tr a, b;
         submit(s, &c, mk_img(&a, 1, 0xA1, 3));
         submit(s, &c, mk_img(&b, 2, 0xB2, 3));
@@ -516,7 +517,7 @@ int main(void)
         c.max_num_batched_tokens = 6;
         c.encoder_cache_tokens = 8;
         struct sched *s = sched_new(&c, NULL);
-        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB, c.encoder_cache_tokens);
         struct tr a;
         submit(s, &c, mk_img(&a, 1, 0xA1, 2));
         struct batch bt = step(s, &f);
@@ -542,7 +543,7 @@ int main(void)
     {
         struct sched_config c = base_cfg();
         struct sched *s = sched_new(&c, NULL);
-        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB, c.encoder_cache_tokens);
         struct tr probe;
         submit(s, &c, mk(&c, &probe, 1, 5, 3, 8));
         run_until_idle(s, &f, 20);
@@ -639,7 +640,7 @@ int main(void)
         struct sched_config c = base_cfg();
         c.n_blocks = 1 + 16;
         struct gate g = {0};
-        fake_init(&g.f, c.n_blocks, c.block_size, VOCAB);
+        fake_init(&g.f, c.n_blocks, c.block_size, VOCAB, c.encoder_cache_tokens);
         pthread_mutex_init(&g.mu, NULL);
         pthread_cond_init(&g.cv, NULL);
         struct sched_loop *l;
@@ -710,7 +711,7 @@ int main(void)
     {
         struct sched_config c = base_cfg();
         struct sched *s = sched_new(&c, NULL);
-        fake_init(&f, c.n_blocks, c.block_size, VOCAB);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB, c.encoder_cache_tokens);
         struct tr a, b;
         submit(s, &c, mk(&c, &a, 1, 10, 1, 50));
         submit(s, &c, mk(&c, &b, 2, 40, 1, 50));

@@ -128,7 +128,8 @@ static bool sim_step(struct sim *m)
     m->step++;
     if (sched_schedule(m->s, &b)) {
         sched_check(m->s);
-        fake_execute(&m->f, &b, &o);
+        int rc = fake_execute(&m->f, &b, &o);
+        VLM_ASSERT(rc == 0); /* the engine could place every item it was asked to encode */
         sched_update(m->s, &b, &o);
     }
     sched_check(m->s);
@@ -149,7 +150,7 @@ static void sim_run(const char *name, struct sched_config c, long steps)
     m->c = c;
     m->s = sched_new(&c, NULL);
     VLM_ASSERT(m->s);
-    fake_init(&m->f, c.n_blocks, c.block_size, VOCAB);
+    fake_init(&m->f, c.n_blocks, c.block_size, VOCAB, c.encoder_cache_tokens);
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 32; j++) m->prefix[i][j] = (int32_t)rnd(VOCAB);
     /* pairs of images with the same size: only their content hashes tell them apart */
