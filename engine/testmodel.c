@@ -789,7 +789,9 @@ int testmodel_write(const char *dir, const struct testmodel_params *p, struct vl
     if ((rc = write_weights(tmp, p, vocab, err))) goto out;
     if ((rc = write_text(tmp, ".stamp", stamp.s, stamp.n, err))) goto out;
 
-    /* move into place; an older folder is moved aside first and removed after */
+    /* move into place; an older folder is moved aside first and removed after, unless
+     * another process has finished the same folder meanwhile */
+    if (stamp_matches(dir, &stamp)) goto out;
     snprintf(old, sizeof old, "%s.old.%ld", dir, (long)getpid());
     if (rename(dir, old) != 0) old[0] = 0;
     if (rename(tmp, dir) != 0) {
