@@ -5,6 +5,7 @@
  * merges over known tokens, added tokens right after the vocab).
  */
 #include "engine/testmodel.h"
+#include "server/tokenizer.h"
 #include "test.h"
 
 #include <cjson/cJSON.h>
@@ -213,6 +214,52 @@ static void test_tokenizer(void)
     }
 }
 
+/* The synthesized tokenizer through the project's tokenizer: ids as HF tokenizers 0.21
+ * gives them (computed once with tokenizers.Tokenizer.from_file(...).encode(s).ids). */
+static void test_tokenizer_ids(void)
+{
+    static const struct {
+        const char *text;
+        int32_t ids[48];
+        int n;
+    } cases[] = {
+        {"Hello world, it's the valley server! 12345",
+         {39, 68, 284, 78, 425, 75, 67, 11, 313, 6, 82, 259, 446, 395, 0, 220, 16, 17, 18, 19, 20}, 21},
+        {"<|im_start|>user\nWhat is in this image?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
+         {602, 84, 82, 263, 198, 54, 317, 287, 278, 449, 360, 30, 603, 198, 602, 299, 82, 366, 83,
+          304, 83, 198, 625, 198, 198, 626, 198, 198}, 28},
+        {"\xc3\x87" "a marche? \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd" " don't   stop\r\n\tTHE END",
+         {127, 229, 64, 279, 326, 66, 257, 30, 220, 162, 245, 98, 162, 250, 105, 164, 103, 252, 220,
+          172, 253, 239, 235, 172, 253, 237, 121, 311, 274, 6, 83, 339, 539, 201, 198, 197, 51, 39,
+          36, 220, 36, 45, 35}, 43},
+        {"The scheduler decides which requests run in each step.",
+         {315, 262, 66, 376, 484, 263, 548, 470, 394, 553, 324, 278, 435, 340, 13}, 15},
+    };
+    TEST("synthesized tokenizer: ids match HF tokenizers, decode round-trips") {
+        struct tokenizer *t = NULL;
+        struct vlm_err err = {0};
+        char path[600];
+        snprintf(path, sizeof path, "%s/tokenizer.json", sub("b"));
+        CHECK_EQ(tok_load(&t, path, &err), 0);
+        if (err.msg[0]) fprintf(stderr, "  %s\n", err.msg);
+        for (size_t i = 0; t && i < ARRAY_LEN(cases); i++) {
+            struct i32_vec ids = {0};
+            CHECK_EQ(tok_encode(t, cases[i].text, strlen(cases[i].text), &ids, &err), 0);
+            CHECK_EQ(ids.n, cases[i].n);
+            bool same = (int)ids.n == cases[i].n;
+            for (size_t k = 0; same && k < ids.n; k++) same = ids.v[k] == cases[i].ids[k];
+            CHECK(same);
+            struct strbuf out = {0};
+            tok_decode(t, ids.v, ids.n, false, &out);
+            CHECK_STR(out.s, cases[i].text);
+            sb_free(&out);
+            i32_vec_free(&ids);
+        }
+        if (t) CHECK_EQ(tok_find(t, "<|im_end|>"), 603);
+        tok_free(t);
+    }
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/vlm_test_tm_XXXXXX");
@@ -220,6 +267,7 @@ int main(void)
     test_determinism();
     test_stamp();
     test_tokenizer();
+    test_tokenizer_ids();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
