@@ -283,6 +283,51 @@ static const char *find_split(const cJSON *pre, bool *literal, const char **why)
     return s && *s ? s : NULL;
 }
 
+/* The Split regexes were written for Oniguruma (HF runs them with the onig crate), whose \s
+ * is Unicode White_Space. PCRE2 10.42's \s in UCP mode also matches U+180E MONGOLIAN VOWEL
+ * SEPARATOR (a space before Unicode 6.3), which splits some texts differently. This rewrites
+ * the escapes, nothing else: \s becomes the White_Space set (inside a class its members), \S
+ * outside a class its complement; \S inside a class is left as it is (PCRE2's meaning).
+ * Returns a malloc'ed pattern. */
+#define WHITE_SPACE "\\t-\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+static char *onig_compat(const char *pat)
+{
+    struct strbuf o = {0};
+    bool in_class = false;
+    for (const char *p = pat; *p; p++) {
+        if (p[0] == '\\' && p[1] == 'Q') { /* \Q...\E: copied as is */
+            const char *e = strstr(p + 2, "\\E");
+            size_t n = e ? (size_t)(e + 2 - p) : strlen(p);
+            sb_append(&o, p, n);
+            p += n - 1;
+        } else if (p[0] == '\\' && p[1] == 's') {
+            sb_puts(&o, in_class ? WHITE_SPACE : "[" WHITE_SPACE "]");
+            p++;
+        } else if (p[0] == '\\' && p[1] == 'S' && !in_class) {
+            sb_puts(&o, "[^" WHITE_SPACE "]");
+            p++;
+        } else if (p[0] == '\\' && p[1]) {
+            sb_append(&o, p, 2);
+            p++;
+        } else if (!in_class && p[0] == '[') {
+            in_class = true;
+            size_t n = 1 + (p[1] == '^'); /* a ']' right after '[' or '[^' is a literal */
+            if (p[n] == ']') n++;
+            sb_append(&o, p, n);
+            p += n - 1;
+        } else if (in_class && p[0] == '[' && p[1] == ':' && strstr(p + 2, ":]")) {
+            size_t n = (size_t)(strstr(p + 2, ":]") + 2 - p); /* [:posix:] */
+            sb_append(&o, p, n);
+            p += n - 1;
+        } else {
+            if (in_class && p[0] == ']') in_class = false;
+            sb_append(&o, p, 1);
+        }
+    }
+    sb_append(&o, "", 0);
+    return o.s;
+}
+
 static int added_cmp(const void *a, const void *b)
 {
     const struct tok_added *x = a, *y = b;
@@ -456,8 +501,10 @@ int tok_load(struct tokenizer **out, const char *path, struct vlm_err *err)
     if (!pat) LOAD_FAIL("%s", why);
     int ecode;
     PCRE2_SIZE eoff;
-    t->re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
+    char *compat = literal ? xstrdup(pat) : onig_compat(pat);
+    t->re = pcre2_compile((PCRE2_SPTR)compat, PCRE2_ZERO_TERMINATED,
                           PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0), &ecode, &eoff, NULL);
+    free(compat);
     if (!t->re) {
         PCRE2_UCHAR msg[120];
         pcre2_get_error_message(ecode, msg, sizeof msg);
@@ -818,6 +865,7 @@ int tok_encode(const struct tokenizer *t, const char *text, size_t len, struct i
                struct vlm_err *err)
 {
     const unsigned char *s = (const unsigned char *)text;
+    if (len == 0) return 0;
     if (!utf8_valid(s, len)) return vlm_err_set(err, VLM_EINVAL, 400, "tokenizer: input is not valid UTF-8");
     struct tok_work w = {0};
     w.md = pcre2_match_data_create_from_pattern(t->re, NULL);
@@ -861,7 +909,7 @@ void tok_decode(const struct tokenizer *t, const int32_t *ids, size_t n, bool sk
         sb_append(&raw, t->bytes + e->bytes_off, e->bytes_len);
     }
     sb_append(out, "", 0);
-    utf8_scan((const unsigned char *)raw.s, raw.n, true, out);
+    if (raw.n) utf8_scan((const unsigned char *)raw.s, raw.n, true, out);
     sb_free(&raw);
 }
 

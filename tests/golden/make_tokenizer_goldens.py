@@ -7,7 +7,7 @@ gives them, for tests/unit/test_tokenizer.c (which compares without Python).
 Default tokenizer: ../shared/fixtures/qwen3-tokenizer/tokenizer.json beside the checkout.
 Writes tests/golden/tokenizer/corpus.jsonl, one JSON object per line:
     {"text": s, "ids": [...]}   plus "nfc": NFC(s) when that differs from s, and "hex": the
-                                UTF-8 of s in hex when s holds a NUL (C strings stop there)
+                                UTF-8 of s in hex when s holds a NUL (C strings stop there), and "nfc_hex" likewise
 and tests/golden/tokenizer/decode.jsonl, HF's lossy decoding of byte-token sequences that
 are often not valid UTF-8:
     {"ids": [...], "text": decode(ids)}   (plus "hex" as above)
@@ -60,6 +60,7 @@ HAND = [
     "text <|endoftext|> text", "<|im_start|>\u0301", "\u00e9<|im_end|>\u0301",
     "\x00", "a\x00b", "\x01\x02\x7f", "\u0085", "\u00a0nbsp", "a\u3000b", "a\u2028b\u2029c",
     "a\u200bb", "a\u180eb", "a\ufeffb", "a\u1680b", "a\u2000\u2001\u2002\u200ab", "a\u202f\u205fb",
+    "'\u180ea", "a\u3000\u3000\u180eb", "\x85 \u202f\u180e\x1a", "x \u180e y",  # onig's \s
     "a\x0bb\x0cc", "a \u00a0 b", " \u00a0\n", "\u3000\u3000", "\t\u3000\n",
     "def f(x):\n    return x * 2\n", "int main(void) {\n\treturn 0;\n}\n", "for (i = 0; i < n; i++) a[i] += b[i];",
     "if x == 1 and y != 2:\n\tpass\r\n", "console.log(`${a}`);", "SELECT * FROM t WHERE id = 42;",
@@ -360,7 +361,9 @@ def main():
             continue
         row = {"text": s, "ids": ids}
         if nfc != s: row["nfc"] = nfc
-        if "\x00" in s: row["hex"] = s.encode().hex()  # C's JSON strings stop at NUL
+        if "\x00" in s:  # C's JSON strings stop at NUL
+            row["hex"] = s.encode().hex()
+            if nfc != s: row["nfc_hex"] = nfc.encode().hex()
         corpus.append(row)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "corpus.jsonl"), "w", encoding="utf-8") as f:

@@ -62,10 +62,21 @@ static struct golden *load_jsonl(const char *rel, size_t *n_out)
             r->text = xstrdup(text->valuestring);
             r->len = strlen(r->text);
         }
+        const cJSON *nfc_hex = cJSON_GetObjectItemCaseSensitive(j, "nfc_hex");
         const char *want = nfc ? nfc->valuestring : r->text;
         r->nfc_len = nfc ? strlen(want) : r->len;
-        r->nfc = xmalloc(r->nfc_len + 1);
-        memcpy(r->nfc, want, r->nfc_len + 1);
+        if (cJSON_IsString(nfc_hex)) {
+            r->nfc_len = strlen(nfc_hex->valuestring) / 2;
+            r->nfc = xmalloc(r->nfc_len + 1);
+            for (size_t k = 0; k < r->nfc_len; k++) {
+                char h[3] = {nfc_hex->valuestring[2 * k], nfc_hex->valuestring[2 * k + 1], 0};
+                r->nfc[k] = (char)strtol(h, NULL, 16);
+            }
+            r->nfc[r->nfc_len] = 0;
+        } else {
+            r->nfc = xmalloc(r->nfc_len + 1);
+            memcpy(r->nfc, want, r->nfc_len + 1);
+        }
         cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(j, "ids")) i32_vec_push(&r->ids, x->valueint);
         cJSON_Delete(j);
     }
