@@ -1,11 +1,12 @@
 /*
  * fuzz_chat: arbitrary conversations through prompt construction (server/chat.c).
  * Input: byte 0 = options (bit 0 thinking, 1 implicit image, 2 wrap, 3 custom default system
- * prompt); the rest split on NUL bytes into messages, each = one header byte (role = b % 3,
- * n_images = (b >> 2) & 7) and its text. Checks: chat_render returns 0 or VLM_EINVAL with a
- * message; on success the §5.4 tokenization fails only for invalid UTF-8 and yields exactly
- * *n_images_total sentinels, and chat_expand_images places every image where its sentinel
- * was. A broken check aborts, so the fuzzer reports it like a crash.
+ * prompt, 4 a default system prompt holding a marker); the rest split on NUL bytes into
+ * messages, each = one header byte (role = b % 3, n_images = (b >> 2) & 7) and its text.
+ * Checks: chat_render returns 0 or VLM_EINVAL with a message; on success the §5.4
+ * tokenization fails only for invalid UTF-8 and yields exactly *n_images_total sentinels, and
+ * chat_expand_images places every image where its sentinel was. A broken check aborts, so the
+ * fuzzer reports it like a crash.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -39,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .enable_thinking = data[0] & 1,
         .implicit_image = data[0] & 2,
         .wrap_image_tokens = data[0] & 4,
-        .default_system = (data[0] & 8) ? "Custom <think> system\n" : NULL,
+        .default_system = (data[0] & 16) ? "see <image>" : (data[0] & 8) ? "Custom <think> system\n" : NULL,
     };
     char *text = malloc(size); /* data[1..] + NUL, cut into messages in place */
     memcpy(text, data + 1, size - 1);

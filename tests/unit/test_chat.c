@@ -164,6 +164,10 @@ int main(void)
         CHECK_EQ(chat_render(&neg, 1, &o, &out, &n_img, &err), VLM_EINVAL);
         CHECK_EQ(chat_render(NULL, 0, &o, &out, &n_img, &err), VLM_EINVAL);
         sb_free(&out);
+        struct chat_msg plain = {CHAT_USER, "hi", 0};
+        struct chat_opts marker_sys = {.default_system = "see <image>"};
+        CHECK_EQ(chat_render(&plain, 1, &marker_sys, &out, &n_img, &err), VLM_EINVAL);
+        CHECK(strstr(err.msg, "default system prompt"));
         struct chat_msg null_user = {CHAT_USER, NULL, 2};
         CHECK_EQ(chat_render(&null_user, 1, &o, &out, &n_img, &err), 0);
         CHECK_STR(out.s, "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
