@@ -591,6 +591,9 @@ static int finish(struct config *c, struct vlm_err *err)
         free(c->api.default_system_prompt);
         c->api.default_system_prompt = text;
     }
+    if (strstr(c->api.default_system_prompt, "<image>"))
+        return vlm_err_param(err, VLM_EINVAL, 400, "default-system-prompt",
+                             "--default-system-prompt: must not contain the image marker '<image>'");
     if (c->media.min_pixels > c->media.max_pixels)
         return vlm_err_param(err, VLM_EINVAL, 400, "min-pixels",
                              "--min-pixels %d is larger than --max-pixels %d", c->media.min_pixels,

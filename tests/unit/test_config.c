@@ -242,6 +242,7 @@ int main(void)
             {{cfg_bad}, {0}, {badjson, "invalid JSON"}},
             {{cfg_unknown}, {0}, {unknown, "prot", "unknown option (did you mean --port?)"}},
             {{cfg_type}, {0}, {"port", "wrong JSON type"}},
+            {{"--default-system-prompt", "look: <image>"}, {0}, {"--default-system-prompt", "<image>"}},
             {{"--min-pixels", "9000", "--max-pixels", "8000"}, {0}, {"--min-pixels", "9000", "8000"}},
             {{"--default-system-prompt-file", "/nonexistent/p.txt"}, {0},
              {"--default-system-prompt-file", "/nonexistent/p.txt"}},
