@@ -92,7 +92,11 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--tie")) { p.tie = true; continue; }
         else if (!strcmp(a, "--no-vision")) { p.vision = false; continue; }
-        else if (!v) { fprintf(stderr, "valley-make-model: %s needs a value\n", a); return 2; }
+        else if (!v) {
+            fprintf(stderr, "valley-make-model: '%s' is unknown or needs a value\n", a);
+            usage(stderr);
+            return 2;
+        }
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--tokenizer")) p.tokenizer_dir = v;
         else if (!strcmp(a, "--dtype")) {
@@ -103,7 +107,7 @@ int main(int argc, char **argv)
             char *end;
             errno = 0;
             p.seed = strtoull(v, &end, 10);
-            if (errno || end == v || *end) { fprintf(stderr, "valley-make-model: bad --seed '%s'\n", v); return 2; }
+            if (errno || end == v || *end || v[0] == '-') { fprintf(stderr, "valley-make-model: bad --seed '%s'\n", v); return 2; }
         }
         else if (!strcmp(a, "--hidden")) ip = &p.hidden;
         else if (!strcmp(a, "--layers")) ip = &p.layers;
