@@ -1,0 +1,39 @@
+/*
+ * fuzz_openai: the OpenAI request parser and the output text pipeline on arbitrary bytes.
+ * The first byte picks the request kind; the body is parsed, and when it parses, its stop
+ * strings drive the text pipeline over the body's own bytes cut into pieces.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/openai.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1) return 0;
+    static const struct oai_limits lim = {.model_name = "tiny", .max_n = 8, .max_images = 8,
+                                          .min_pixels = 3136, .max_pixels = 1 << 22,
+                                          .vocab_size = 151936};
+    enum oai_kind kind = (enum oai_kind)(data[0] % 4);
+    const char *body = (const char *)data + 1;
+    size_t n = size - 1;
+    struct oai_request q;
+    struct vlm_err e = {0};
+    int rc = oai_parse(kind, body, n, &lim, &q, &e);
+    if (rc == 0) {
+        struct oai_text t;
+        struct strbuf c = {0}, r = {0};
+        oai_text_init(&t, NULL, true, (const char *const *)q.stop, q.n_stop, data[0] & 4);
+        for (size_t i = 0; i < n; i += 3)
+            oai_text_push_bytes(&t, body + i, n - i < 3 ? n - i : 3, &c, &r);
+        oai_text_finish(&t, &c, &r);
+        oai_text_destroy(&t);
+        sb_free(&c);
+        sb_free(&r);
+    } else {
+        free(oai_error_json(&e));
+    }
+    oai_request_destroy(&q);
+    return 0;
+}
