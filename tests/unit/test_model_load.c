@@ -280,6 +280,35 @@ static void test_missing_and_tied(void)
         drop_tensor(sub("miss"), "model.layers.0.self_attn.q_norm.weight");
         expect_fail(sub("miss"), VLM_EINVAL, "missing tensor 'model.layers.0.self_attn.q_norm.weight'");
     }
+    TEST("integer dtype for a weight is refused, naming tensor and dtype") {
+        CHECK_EQ(gen("i32", &p), 0);
+        char path[600], tmp[620];
+        snprintf(path, sizeof path, "%s/model.safetensors", sub("i32"));
+        snprintf(tmp, sizeof tmp, "%s.new", path);
+        struct st_set *s = NULL;
+        struct vlm_err err = {0};
+        CHECK_EQ(st_open_file(&s, path, &err), 0);
+        struct st_tensor *all = calloc((size_t)st_count(s), sizeof *all);
+        int32_t zeros[64] = {0};
+        for (int32_t i = 0; i < st_count(s); i++) {
+            all[i] = *st_get(s, i);
+            if (!strcmp(all[i].name, "model.norm.weight"))
+                all[i] = (struct st_tensor){.name = "model.norm.weight", .type = DT_I32, .rank = 1,
+                                            .shape = {64}, .data = zeros, .nbytes = sizeof zeros};
+        }
+        /* I32 (4 bytes) first, so every tensor stays aligned to its element size */
+        for (int32_t i = 0; i < st_count(s); i++) {
+            if (all[i].type != DT_I32) continue;
+            struct st_tensor t = all[i];
+            memmove(all + 1, all, (size_t)i * sizeof *all);
+            all[0] = t;
+        }
+        CHECK_EQ(st_write_file(tmp, all, st_count(s), &err), 0);
+        rename(tmp, path);
+        free(all);
+        st_close(s);
+        expect_fail(sub("i32"), VLM_EINVAL, "tensor 'model.norm.weight' has dtype I32, want BF16, F16 or F32");
+    }
     TEST("untied without lm_head fails naming lm_head.weight") {
         CHECK_EQ(gen("nolm", &p), 0);
         drop_tensor(sub("nolm"), "lm_head.weight");
