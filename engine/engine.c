@@ -1,0 +1,531 @@
+/*
+ * The engine: start-up sizing, the encoder cache, turning a struct batch into the backend's
+ * step metadata, and sampling. The decoder math itself is in qwen3.c.
+ */
+#include "engine/engine.h"
+#include "engine/qwen3.h"
+
+#if __has_include("engine/vit.h")
+#include "engine/vit.h"
+#define ENGINE_HAVE_VIT 1
+#endif
+
+#include <stdlib.h>
+
+/* ==== Start-up ====
+ * Every buffer the step path touches is allocated here, from the config maxima: weights
+ * (converted by load_weight to the backend's compute dtype), the KV blocks, the activation
+ * workspace for max_batched_tokens rows, the logits for max_logit_rows rows, the host
+ * arrays of struct step_meta, the sampler scratch and the batch_out arrays. */
+
+static void *balloc(struct engine *e, size_t bytes, int *rc)
+{
+    if (*rc) return NULL;
+    void *p = e->be.ops->alloc(e->be.ctx, bytes ? bytes : 1);
+    if (!p) *rc = VLM_ENOMEM;
+    return p;
+}
+
+static void bfree(struct engine *e, void *p)
+{
+    if (p && e->be.ops) e->be.ops->release(e->be.ctx, p);
+}
+
+static int load_w(struct engine *e, struct tensor *dst, const struct tensor *src, const char *what,
+                  int l, struct vlm_err *err)
+{
+    *dst = e->be.ops->load_weight(e->be.ctx, src);
+    if (!dst->data)
+        return vlm_err_set(err, VLM_ENOMEM, 500, "engine: out of backend memory loading %s (layer %d)",
+                           what, l);
+    return 0;
+}
+
+static bool shape_is(const struct tensor *t, int64_t ne0, int64_t ne1)
+{
+    return t->data && t->ne[0] == ne0 && t->ne[1] == ne1 && t->ne[2] == 1 && t->ne[3] == 1;
+}
+
+/* The loader checks tensors against config.json; this re-checks what the forward pass
+ * relies on, so a model built some other way fails here and not inside an op. */
+static int check_model(const struct model *m, struct vlm_err *err)
+{
+    const struct model_config *c = &m->cfg;
+    int64_t H = c->hidden_size, hd = c->head_dim, F = c->intermediate_size;
+    if (c->n_layers <= 0 || H <= 0 || F <= 0 || c->vocab_size <= 0 || c->n_heads <= 0 ||
+        c->n_kv_heads <= 0)
+        return vlm_err_set(err, VLM_EINVAL, 500, "engine: config has a non-positive dimension");
+    if (c->n_heads % c->n_kv_heads)
+        return vlm_err_set(err, VLM_EINVAL, 500,
+                           "engine: num_attention_heads %d is not a multiple of num_key_value_heads %d",
+                           c->n_heads, c->n_kv_heads);
+    if (hd <= 0 || hd % 2 || hd > 512)
+        return vlm_err_set(err, VLM_EINVAL, 500, "engine: head_dim %lld must be even and <= 512",
+                           (long long)hd);
+    const struct model_weights *w = &m->w;
+    if (!shape_is(&w->embed, H, c->vocab_size) || !shape_is(&w->lm_head, H, c->vocab_size) ||
+        !shape_is(&w->final_norm, H, 1))
+        return vlm_err_set(err, VLM_EINVAL, 500,
+                           "engine: embed_tokens / lm_head / norm do not match vocab %d x hidden %lld",
+                           c->vocab_size, (long long)H);
+    for (int32_t l = 0; l < c->n_layers; l++) {
+        const struct layer_weights *L = &w->layers[l];
+        bool ok = shape_is(&L->attn_norm, H, 1) && shape_is(&L->mlp_norm, H, 1) &&
+                  shape_is(&L->wq, H, c->n_heads * hd) && shape_is(&L->wk, H, c->n_kv_heads * hd) &&
+                  shape_is(&L->wv, H, c->n_kv_heads * hd) && shape_is(&L->wo, c->n_heads * hd, H) &&
+                  shape_is(&L->q_norm, hd, 1) && shape_is(&L->k_norm, hd, 1) &&
+                  shape_is(&L->w_gate, H, F) && shape_is(&L->w_up, H, F) &&
+                  shape_is(&L->w_down, F, H);
+        if (!ok)
+            return vlm_err_set(err, VLM_EINVAL, 500,
+                               "engine: layer %d tensors do not match the config (hidden %lld, heads "
+                               "%d/%d, head_dim %lld, ffn %lld)",
+                               l, (long long)H, c->n_heads, c->n_kv_heads, (long long)hd, (long long)F);
+    }
+    return 0;
+}
+
+static int load_weights(struct engine *e, struct vlm_err *err)
+{
+    const struct model_weights *w = &e->m->w;
+    int rc;
+    if ((rc = load_w(e, &e->embed, &w->embed, "embed_tokens", -1, err))) return rc;
+    if ((rc = load_w(e, &e->final_norm, &w->final_norm, "norm", -1, err))) return rc;
+    if (e->cfg.tie_word_embeddings || w->lm_head.data == w->embed.data) e->lm_head = e->embed;
+    else if ((rc = load_w(e, &e->lm_head, &w->lm_head, "lm_head", -1, err))) return rc;
+    e->layers = xcalloc((size_t)e->cfg.n_layers, sizeof *e->layers);
+    for (int32_t l = 0; l < e->cfg.n_layers; l++) {
+        const struct layer_weights *s = &w->layers[l];
+        struct layer_weights *d = &e->layers[l];
+        if ((rc = load_w(e, &d->attn_norm, &s->attn_norm, "input_layernorm", l, err)) ||
+            (rc = load_w(e, &d->wq, &s->wq, "q_proj", l, err)) ||
+            (rc = load_w(e, &d->wk, &s->wk, "k_proj", l, err)) ||
+            (rc = load_w(e, &d->wv, &s->wv, "v_proj", l, err)) ||
+            (rc = load_w(e, &d->wo, &s->wo, "o_proj", l, err)) ||
+            (rc = load_w(e, &d->q_norm, &s->q_norm, "q_norm", l, err)) ||
+            (rc = load_w(e, &d->k_norm, &s->k_norm, "k_norm", l, err)) ||
+            (rc = load_w(e, &d->mlp_norm, &s->mlp_norm, "post_attention_layernorm", l, err)) ||
+            (rc = load_w(e, &d->w_gate, &s->w_gate, "gate_proj", l, err)) ||
+            (rc = load_w(e, &d->w_up, &s->w_up, "up_proj", l, err)) ||
+            (rc = load_w(e, &d->w_down, &s->w_down, "down_proj", l, err)))
+            return rc;
+    }
+    return 0;
+}
+
+static int alloc_kv(struct engine *e, struct vlm_err *err)
+{
+    const struct model_config *c = &e->cfg;
+    enum dtype at = e->be.ops->act_type;
+    size_t per_block_layer = (size_t)e->block_size * (size_t)e->n_kv_heads * (size_t)c->head_dim *
+                             dtype_size(at);
+    if (e->n_blocks <= 0) {
+        size_t per_block = 2 * per_block_layer * (size_t)c->n_layers;
+        size_t n = e->p.kv_bytes / per_block;
+        e->n_blocks = n > INT32_MAX ? INT32_MAX : (int32_t)n;
+    }
+    if (e->n_blocks < 2)
+        return vlm_err_set(err, VLM_EINVAL, 500,
+                           "engine: KV budget of %zu bytes holds fewer than 2 blocks of %d tokens",
+                           e->p.kv_bytes, e->block_size);
+    e->kv = xcalloc((size_t)c->n_layers, sizeof *e->kv);
+    int rc = 0;
+    for (int32_t l = 0; l < c->n_layers; l++) {
+        struct kv_layer *kv = &e->kv[l];
+        *kv = (struct kv_layer){.type = at, .n_blocks = e->n_blocks, .block_size = e->block_size,
+                                .n_kv_heads = e->n_kv_heads, .head_dim = c->head_dim};
+        kv->k = balloc(e, per_block_layer * (size_t)e->n_blocks, &rc);
+        kv->v = balloc(e, per_block_layer * (size_t)e->n_blocks, &rc);
+        if (rc)
+            return vlm_err_set(err, rc, 500, "engine: out of backend memory for %d KV blocks",
+                               e->n_blocks);
+        e->be.ops->zero(e->be.ctx, kv->k, per_block_layer * (size_t)e->n_blocks);
+        e->be.ops->zero(e->be.ctx, kv->v, per_block_layer * (size_t)e->n_blocks);
+    }
+    return 0;
+}
+
+static int alloc_workspace(struct engine *e, struct vlm_err *err)
+{
+    const struct model_config *c = &e->cfg;
+    size_t T = (size_t)e->p.max_batched_tokens, R = (size_t)e->p.max_logit_rows;
+    size_t S = (size_t)e->p.max_seqs, es = dtype_size(e->be.ops->act_type);
+    size_t H = (size_t)c->hidden_size, F = (size_t)c->intermediate_size, hd = (size_t)c->head_dim;
+    size_t V = (size_t)c->vocab_size;
+    int rc = 0;
+    e->x = balloc(e, T * H * es, &rc);
+    e->xn = balloc(e, T * H * es, &rc);
+    e->q = balloc(e, T * (size_t)e->n_heads * hd * es, &rc);
+    e->att = balloc(e, T * (size_t)e->n_heads * hd * es, &rc);
+    e->k = balloc(e, T * (size_t)e->n_kv_heads * hd * es, &rc);
+    e->v = balloc(e, T * (size_t)e->n_kv_heads * hd * es, &rc);
+    e->gate = balloc(e, T * F * es, &rc);
+    e->up = balloc(e, T * F * es, &rc);
+    e->xs = balloc(e, R * H * es, &rc);
+    e->logits = balloc(e, R * V * sizeof(float), &rc);
+    if (rc)
+        return vlm_err_set(err, rc, 500, "engine: out of backend memory for the workspace "
+                           "(%zu tokens, %zu logit rows)", T, R);
+
+    int32_t mb = c->max_position_embeddings > 0
+                     ? (c->max_position_embeddings + e->block_size - 1) / e->block_size + 1
+                     : e->n_blocks;
+    e->max_blocks_per_seq = VLM_MIN(mb, e->n_blocks);
+    e->h_tokens = xmalloc(T * sizeof(int32_t));
+    e->h_pos = xmalloc(T * sizeof(int32_t));
+    e->h_slot = xmalloc(T * sizeof(int32_t));
+    e->h_q_start = xmalloc((S + 1) * sizeof(int32_t));
+    e->h_ctx_len = xmalloc(S * sizeof(int32_t));
+    e->h_block_tables = xmalloc(S * (size_t)e->max_blocks_per_seq * sizeof(int32_t));
+    e->h_rows = xmalloc(R * sizeof(int32_t));
+    e->h_splice_idx = xmalloc(T * sizeof(int32_t));
+    e->splices = xmalloc(T * sizeof(struct qwen3_splice));
+    e->h_logits = xmalloc(R * V * sizeof(float));
+    sampler_ws_init(&e->sws, c->vocab_size);
+    e->out_token = xmalloc(S * sizeof(int32_t));
+    e->out_logprob = xmalloc(S * sizeof(float));
+    e->out_top_ids = xmalloc(S * VLM_MAX_TOP_LOGPROBS * sizeof(int32_t));
+    e->out_top_lp = xmalloc(S * VLM_MAX_TOP_LOGPROBS * sizeof(float));
+    return 0;
+}
+
+static int init_encoder_cache(struct engine *e, struct vlm_err *err)
+{
+    if (!e->cfg.has_vision || e->p.encoder_cache_tokens <= 0) return 0;
+#ifdef ENGINE_HAVE_VIT
+    int32_t merge2 = e->cfg.spatial_merge_size * e->cfg.spatial_merge_size;
+    int32_t max_patches = e->p.max_image_patches;
+    if (max_patches <= 0) max_patches = e->p.encoder_cache_tokens * merge2;
+    int rc = vit_init(&e->vit, &e->be, e->m, max_patches, err);
+    if (rc) return rc;
+    rc = 0;
+    e->enc_arena = balloc(e, (size_t)e->p.encoder_cache_tokens * (size_t)e->cfg.hidden_size *
+                                 dtype_size(e->be.ops->act_type), &rc);
+    if (rc)
+        return vlm_err_set(err, rc, 500, "engine: out of backend memory for %d encoder-cache rows",
+                           e->p.encoder_cache_tokens);
+    e->max_enc = VLM_MIN(e->p.encoder_cache_tokens, 4096);
+    e->enc = xcalloc((size_t)e->max_enc, sizeof *e->enc);
+    return 0;
+#else
+    (void)err;
+    log_warn("engine: built without the vision tower; images are not supported");
+    return 0;
+#endif
+}
+
+int engine_init(struct engine *e, const struct model *m, const struct engine_params *p,
+                struct vlm_err *err)
+{
+    memset(e, 0, sizeof *e);
+    e->m = m;
+    e->cfg = m->cfg;
+    e->p = *p;
+    if (e->p.block_size <= 0) e->p.block_size = 16;
+    if (e->p.max_batched_tokens <= 0) e->p.max_batched_tokens = 2048;
+    if (e->p.max_seqs <= 0) e->p.max_seqs = 64;
+    if (e->p.max_logit_rows <= 0) e->p.max_logit_rows = e->p.max_seqs;
+    if (e->p.kv_bytes == 0 && e->p.n_blocks <= 0) e->p.kv_bytes = (size_t)64 << 20;
+    e->block_size = e->p.block_size;
+    e->n_blocks = e->p.n_blocks;
+
+    int rc = check_model(m, err);
+    if (rc) return rc;
+    if (e->p.tp_size > 1)
+        return vlm_err_set(err, VLM_EUNSUPPORTED, 500, "engine: tensor parallelism not built yet");
+    e->n_heads = e->cfg.n_heads;
+    e->n_kv_heads = e->cfg.n_kv_heads;
+
+    if (e->p.backend == ENGINE_BACKEND_CPU) rc = backend_cpu_init(&e->be, &e->p.bp, err);
+#ifdef VLM_HAVE_CUDA
+    else if (e->p.backend == ENGINE_BACKEND_CUDA) rc = backend_cuda_init(&e->be, &e->p.bp, err);
+#endif
+    else rc = vlm_err_set(err, VLM_EUNSUPPORTED, 500, "engine: backend %d not available", e->p.backend);
+    if (rc) {
+        memset(e, 0, sizeof *e);
+        return rc;
+    }
+    if ((rc = load_weights(e, err)) || (rc = alloc_kv(e, err)) || (rc = alloc_workspace(e, err)) ||
+        (rc = init_encoder_cache(e, err))) {
+        engine_destroy(e);
+        return rc;
+    }
+    log_info("engine: backend %s, %d layers, KV %d blocks x %d tokens (%lld tokens), "
+             "%d tokens/step, %d seqs/step%s",
+             e->be.ops->name, e->cfg.n_layers, e->n_blocks, e->block_size,
+             (long long)(e->n_blocks - 1) * e->block_size, e->p.max_batched_tokens, e->p.max_seqs,
+             e->vit ? ", vision on" : "");
+    return 0;
+}
+
+void engine_destroy(struct engine *e)
+{
+    if (!e || !e->be.ops) {
+        if (e) memset(e, 0, sizeof *e);
+        return;
+    }
+#ifdef ENGINE_HAVE_VIT
+    vit_destroy(e->vit);
+#endif
+    bfree(e, e->enc_arena);
+    free(e->enc);
+    if (e->lm_head.data != e->embed.data) bfree(e, e->lm_head.data);
+    bfree(e, e->embed.data);
+    bfree(e, e->final_norm.data);
+    for (int32_t l = 0; e->layers && l < e->cfg.n_layers; l++) {
+        struct layer_weights *d = &e->layers[l];
+        struct tensor *all[] = {&d->attn_norm, &d->wq, &d->wk, &d->wv, &d->wo, &d->q_norm,
+                                &d->k_norm, &d->mlp_norm, &d->w_gate, &d->w_up, &d->w_down};
+        for (size_t i = 0; i < ARRAY_LEN(all); i++) bfree(e, all[i]->data);
+    }
+    free(e->layers);
+    for (int32_t l = 0; e->kv && l < e->cfg.n_layers; l++) {
+        bfree(e, e->kv[l].k);
+        bfree(e, e->kv[l].v);
+    }
+    free(e->kv);
+    void *bufs[] = {e->x, e->xn, e->q, e->att, e->k, e->v, e->gate, e->up, e->xs, e->logits};
+    for (size_t i = 0; i < ARRAY_LEN(bufs); i++) bfree(e, bufs[i]);
+    free(e->h_tokens);
+    free(e->h_pos);
+    free(e->h_slot);
+    free(e->h_q_start);
+    free(e->h_ctx_len);
+    free(e->h_block_tables);
+    free(e->h_rows);
+    free(e->h_splice_idx);
+    free(e->splices);
+    free(e->h_logits);
+    sampler_ws_destroy(&e->sws);
+    free(e->out_token);
+    free(e->out_logprob);
+    free(e->out_top_ids);
+    free(e->out_top_lp);
+    backend_destroy(&e->be);
+    memset(e, 0, sizeof *e);
+}
+
+int32_t engine_kv_blocks(const struct engine *e)
+{
+    return e->n_blocks;
+}
+
+int32_t engine_block_size(const struct engine *e)
+{
+    return e->block_size;
+}
+
+/* ==== Encoder cache ====
+ * A fixed arena of encoder_cache_tokens rows; entries (hash -> row range) are kept sorted by
+ * first row and new items go to the first gap that fits (first fit). The scheduler does the
+ * accounting (it only schedules encodes that fit its budget and evicts what is no longer
+ * needed), so the engine just follows b->evict and b->encode. */
+
+static int32_t enc_find(const struct engine *e, uint64_t hash)
+{
+    for (int32_t i = 0; i < e->n_enc; i++)
+        if (e->enc[i].hash == hash) return i;
+    return -1;
+}
+
+static void enc_evict(struct engine *e, uint64_t hash)
+{
+    int32_t i = enc_find(e, hash);
+    if (i < 0) return; /* evicting an absent entry is harmless */
+    memmove(&e->enc[i], &e->enc[i + 1], (size_t)(e->n_enc - i - 1) * sizeof *e->enc);
+    e->n_enc--;
+}
+
+/* First row of a free range of n rows, or -1. Writes the insertion index to *at. */
+static int32_t enc_fit(const struct engine *e, int32_t n, int32_t *at)
+{
+    int32_t start = 0;
+    for (int32_t i = 0; i <= e->n_enc; i++) {
+        int32_t end = i < e->n_enc ? e->enc[i].row0 : e->p.encoder_cache_tokens;
+        if (end - start >= n) {
+            *at = i;
+            return start;
+        }
+        if (i < e->n_enc) start = e->enc[i].row0 + e->enc[i].n_rows;
+    }
+    return -1;
+}
+
+static struct tensor enc_rows(const struct engine *e, int32_t row0, int32_t n)
+{
+    struct tensor all = tensor_make(e->enc_arena, e->be.ops->act_type, e->cfg.hidden_size,
+                                    e->p.encoder_cache_tokens, 1, 1);
+    return tensor_rows(&all, row0, n);
+}
+
+/* Encodes the items of b->encode not cached yet, one vit_encode call per item (items are
+ * few per step and the ViT cost is in the patches, not the calls). */
+static int enc_run(struct engine *e, const struct batch *b)
+{
+    for (int32_t i = 0; i < b->n_evict; i++) enc_evict(e, b->evict[i]);
+    for (int32_t i = 0; i < b->n_encode; i++) {
+        const struct mm_item *it = b->encode[i];
+        if (enc_find(e, it->hash) >= 0) continue;
+#ifdef ENGINE_HAVE_VIT
+        if (!e->vit) return VLM_EUNSUPPORTED;
+        int32_t at, row0 = enc_fit(e, it->n_tokens, &at);
+        if (row0 < 0 || e->n_enc == e->max_enc) {
+            log_error("engine: encoder cache full (%d rows wanted, %d entries)", it->n_tokens,
+                      e->n_enc);
+            return VLM_ENOSPC;
+        }
+        struct tensor out = enc_rows(e, row0, it->n_tokens);
+        int rc = vit_encode(e->vit, &b->encode[i], 1, &out);
+        if (rc) return rc;
+        memmove(&e->enc[at + 1], &e->enc[at], (size_t)(e->n_enc - at) * sizeof *e->enc);
+        e->enc[at] = (struct engine_enc_entry){it->hash, row0, it->n_tokens};
+        e->n_enc++;
+#else
+        return VLM_EUNSUPPORTED;
+#endif
+    }
+    return 0;
+}
+
+/* ==== Step ====
+ * The batch becomes struct step_meta: the sequences' new tokens concatenated, each token's
+ * position and KV slot (from its sequence's block table), q_start prefix sums, context
+ * lengths and the block tables flattened with a common row stride. Image spans inside the
+ * scheduled range become splices from the encoder cache. */
+
+static int32_t build_step(struct engine *e, const struct batch *b, int32_t *n_splices)
+{
+    VLM_ASSERT(b->n_seqs > 0 && b->n_seqs <= e->p.max_seqs);
+    int32_t bs = e->block_size, n = 0, stride = 1, ns = 0;
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        const struct batch_seq *q = &b->seqs[s];
+        int32_t ctx = q->pos + q->n_tokens, need = (ctx + bs - 1) / bs;
+        VLM_ASSERT(q->n_tokens > 0 && q->pos >= 0 && q->n_blocks >= need);
+        VLM_ASSERT(need <= e->max_blocks_per_seq);
+        stride = VLM_MAX(stride, need);
+        n += q->n_tokens;
+        VLM_ASSERT(n <= e->p.max_batched_tokens);
+    }
+    n = 0;
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        const struct batch_seq *q = &b->seqs[s];
+        int32_t ctx = q->pos + q->n_tokens, need = (ctx + bs - 1) / bs;
+        int32_t *bt = e->h_block_tables + (size_t)s * stride;
+        for (int32_t j = 0; j < need; j++) {
+            VLM_ASSERT(q->blocks[j] > 0 && q->blocks[j] < e->n_blocks);
+            bt[j] = q->blocks[j];
+        }
+        for (int32_t j = need; j < stride; j++) bt[j] = 0;
+        e->h_q_start[s] = n;
+        e->h_ctx_len[s] = ctx;
+        for (int32_t i = 0; i < q->n_tokens; i++) {
+            int32_t p = q->pos + i;
+            e->h_tokens[n + i] = q->tokens[i];
+            e->h_pos[n + i] = p;
+            e->h_slot[n + i] = bt[p / bs] * bs + p % bs;
+        }
+        /* image rows: overlap of [offset, offset + n_tokens) with [pos, pos + n_tokens) */
+        for (int32_t k = 0; k < q->n_mm; k++) {
+            const struct mm_span *sp = &q->mm[k];
+            int32_t lo = VLM_MAX(sp->offset, q->pos);
+            int32_t hi = VLM_MIN(sp->offset + sp->item->n_tokens, ctx);
+            if (lo >= hi) continue;
+            int32_t ei = enc_find(e, sp->item->hash);
+            VLM_ASSERT(ei >= 0); /* the scheduler encodes an item before its span runs */
+            int32_t *idx = e->h_splice_idx + n + (lo - q->pos);
+            for (int32_t p = lo; p < hi; p++) {
+                idx[p - lo] = n + (p - q->pos);
+                e->h_tokens[n + (p - q->pos)] = 0; /* any valid id; the row is overwritten */
+            }
+            e->splices[ns++] = (struct qwen3_splice){
+                .src = enc_rows(e, e->enc[ei].row0 + (lo - sp->offset), hi - lo), .idx = idx};
+        }
+        n += q->n_tokens;
+    }
+    e->h_q_start[b->n_seqs] = n;
+    struct step_meta m = {
+        .n_seqs = b->n_seqs,
+        .n_tokens = n,
+        .tokens = e->h_tokens,
+        .pos = e->h_pos,
+        .slot = e->h_slot,
+        .q_start = e->h_q_start,
+        .ctx_len = e->h_ctx_len,
+        .block_tables = e->h_block_tables,
+        .max_blocks = stride,
+    };
+    e->be.ops->set_step(e->be.ctx, &m);
+    *n_splices = ns;
+    return n;
+}
+
+/* evict/encode, then the decoder; logits for rows[0..n_rows) left in e->logits (n_rows may
+ * be 0: a prefill chunk that only fills the KV cache) */
+static int forward(struct engine *e, const struct batch *b, const int32_t *rows, int32_t n_rows)
+{
+    VLM_ASSERT(n_rows >= 0 && n_rows <= e->p.max_logit_rows);
+    int rc = enc_run(e, b);
+    if (rc) return rc;
+    int32_t n_splices;
+    int32_t n = build_step(e, b, &n_splices);
+    for (int32_t i = 0; i < n_rows; i++) VLM_ASSERT(rows[i] >= 0 && rows[i] < n);
+    qwen3_forward(e, n, e->splices, n_splices, rows, n_rows);
+    return 0;
+}
+
+int engine_forward_rows(struct engine *e, const struct batch *b, const int32_t *rows,
+                        int32_t n_rows, float *logits)
+{
+    int rc = forward(e, b, rows, n_rows);
+    if (rc) return rc;
+    e->be.ops->download(e->be.ctx, logits, e->logits,
+                        (size_t)n_rows * (size_t)e->cfg.vocab_size * sizeof(float));
+    e->be.ops->sync(e->be.ctx);
+    return 0;
+}
+
+/* Rows of the last token of every sequence with sampling params; returns their count. */
+static int32_t sampled_rows(struct engine *e, const struct batch *b)
+{
+    int32_t n = 0, end = 0;
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        end += b->seqs[s].n_tokens;
+        if (b->seqs[s].sp) e->h_rows[n++] = end - 1;
+    }
+    return n;
+}
+
+int engine_forward_logits(struct engine *e, const struct batch *b, float *logits)
+{
+    int32_t n = sampled_rows(e, b);
+    int rc = n ? engine_forward_rows(e, b, e->h_rows, n, logits) : forward(e, b, NULL, 0);
+    return rc ? rc : n;
+}
+
+int engine_execute(struct engine *e, const struct batch *b, struct batch_out *out)
+{
+    int rc = engine_forward_logits(e, b, e->h_logits);
+    if (rc < 0) return rc;
+    int32_t r = 0;
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        const struct batch_seq *q = &b->seqs[s];
+        if (!q->sp) continue;
+        struct sampler_result res;
+        sampler_sample(&e->sws, e->h_logits + (size_t)r * (size_t)e->cfg.vocab_size, q->sp,
+                       q->prompt, q->n_prompt, q->output, q->n_out, &res);
+        e->out_token[r] = res.token;
+        e->out_logprob[r] = res.logprob;
+        for (int32_t j = 0; j < VLM_MAX_TOP_LOGPROBS; j++) {
+            bool has = j < res.n_top;
+            e->out_top_ids[r * VLM_MAX_TOP_LOGPROBS + j] = has ? res.top_ids[j] : -1;
+            e->out_top_lp[r * VLM_MAX_TOP_LOGPROBS + j] = has ? res.top_lp[j] : 0.0f;
+        }
+        r++;
+    }
+    out->n = r;
+    out->token = e->out_token;
+    out->logprob = e->out_logprob;
+    out->top_ids = e->out_top_ids;
+    out->top_lp = e->out_top_lp;
+    return 0;
+}

@@ -1,0 +1,132 @@
+/*
+ * engine: owns every byte of backend memory for one model replica (or one tensor-parallel
+ * rank): the backend, the backend-resident weights, the paged KV cache, the encoder cache
+ * (vision rows keyed by item hash), the activation workspace, the logits and batch_out
+ * buffers. Everything is sized in engine_init from the config maxima, so engine_execute
+ * never allocates.
+ *
+ * One step (engine_execute) = follow b->evict, encode b->encode with the vision tower into
+ * the encoder cache, run the Qwen3 decoder (qwen3.c) over all sequences of the ragged batch
+ * (splicing cached image rows at their mm spans), sample the last row of every sequence that
+ * has sampling params.
+ *
+ * KV layout, per layer, K and V each (n_blocks, block_size, n_kv_heads, head_dim):
+ *
+ *     block 0 (null, never handed out) | block 1 | block 2 | ...   token slot =
+ *     [t0 t1 .. t15]                     [....]    [....]          block*block_size + offset
+ *
+ * A sequence's block table (from the scheduler) maps position p to block blocks[p / bs].
+ *
+ * Callers: scheduler/loop.c (the engine thread), valley-generate, tests, bench. Not
+ * thread-safe: one thread drives one engine.
+ */
+#ifndef VLM_ENGINE_H
+#define VLM_ENGINE_H
+
+#include "engine/backend.h"
+#include "engine/batch.h"
+#include "engine/model.h"
+#include "engine/sampler.h"
+
+enum engine_backend { ENGINE_BACKEND_CPU, ENGINE_BACKEND_CUDA };
+
+struct engine_params {
+    struct backend_params bp;
+    int backend;                  /* enum engine_backend */
+    int32_t block_size;           /* tokens per KV block (0: 16) */
+    int32_t n_blocks;             /* KV blocks incl. the null block; 0: from kv_bytes */
+    int32_t max_batched_tokens;   /* tokens per step, summed over sequences */
+    int32_t max_seqs;             /* sequences per step */
+    size_t kv_bytes;              /* KV budget when n_blocks == 0 (0: 64 MiB) */
+    int tp_rank, tp_size;         /* tensor parallel (tp_size <= 1 for now) */
+    void *comm;                   /* borrowed struct comm, later */
+    int32_t encoder_cache_tokens; /* rows of vision embeddings kept (0: no vision) */
+    int32_t max_image_patches;    /* patches per vit_encode call (0: 4 * cache tokens) */
+    int32_t max_logit_rows;       /* rows engine_forward_rows may return (0: max_seqs) */
+};
+
+/* One entry of the encoder cache: an item's projector rows at arena rows [row0, row0+n). */
+struct engine_enc_entry {
+    uint64_t hash;
+    int32_t row0, n_rows;
+};
+
+struct vit;
+
+struct engine {
+    struct backend be;                /* owned */
+    const struct model *m;            /* borrowed; outlives the engine */
+    struct model_config cfg;          /* copy of m->cfg */
+    struct engine_params p;           /* with defaults filled in */
+    int32_t n_heads, n_kv_heads;      /* local to this rank */
+
+    /* weights in backend memory (owned; lm_head aliases embed when tied) */
+    struct tensor embed;              /* (vocab, hidden) */
+    struct tensor final_norm;         /* (hidden) */
+    struct tensor lm_head;            /* (vocab, hidden) */
+    struct layer_weights *layers;     /* (n_layers), owned array of owned tensors */
+
+    /* paged KV cache */
+    struct kv_layer *kv;              /* (n_layers), K/V memory owned */
+    int32_t n_blocks, block_size;
+    int32_t max_blocks_per_seq;       /* block-table row capacity */
+
+    /* activations, backend memory, act dtype; T = max_batched_tokens, R = max_logit_rows */
+    void *x;                          /* (T, hidden) residual stream */
+    void *xn;                         /* (T, hidden) normed input / projection output */
+    void *q, *att;                    /* (T, n_heads, head_dim) */
+    void *k, *v;                      /* (T, n_kv_heads, head_dim) */
+    void *gate, *up;                  /* (T, ffn) */
+    void *xs;                         /* (R, hidden) rows that need logits */
+    void *logits;                     /* (R, vocab) f32 */
+
+    /* host step metadata (struct step_meta points here) */
+    int32_t *h_tokens, *h_pos, *h_slot;   /* (T) */
+    int32_t *h_q_start;                   /* (max_seqs + 1) */
+    int32_t *h_ctx_len;                   /* (max_seqs) */
+    int32_t *h_block_tables;              /* (max_seqs, max_blocks_per_seq) */
+    int32_t *h_rows;                      /* (R) rows to produce logits for */
+    int32_t *h_splice_idx;                /* (T) destination rows of image rows */
+    struct qwen3_splice *splices;         /* (T) */
+    float *h_logits;                      /* (R, vocab) */
+
+    /* sampling and its outputs (batch_out points here) */
+    struct sampler_ws sws;
+    int32_t *out_token;                   /* (max_seqs) */
+    float *out_logprob;                   /* (max_seqs) */
+    int32_t *out_top_ids;                 /* (max_seqs, VLM_MAX_TOP_LOGPROBS) */
+    float *out_top_lp;                    /* (max_seqs, VLM_MAX_TOP_LOGPROBS) */
+
+    /* encoder cache */
+    struct vit *vit;                      /* owned; NULL without vision */
+    void *enc_arena;                      /* (encoder_cache_tokens, hidden) act dtype */
+    struct engine_enc_entry *enc;         /* (max_enc) sorted by row0 */
+    int32_t n_enc, max_enc;
+};
+
+/* Uploads m's weights, sizes the KV cache, encoder cache and workspace. m must outlive the
+ * engine. Returns 0, VLM_EINVAL (inconsistent config/params, message in *err), VLM_ENOMEM
+ * (backend memory), VLM_EUNSUPPORTED (backend or tp_size not available). On failure
+ * everything allocated is released and *e is zeroed. */
+int engine_init(struct engine *e, const struct model *m, const struct engine_params *p,
+                struct vlm_err *err);
+void engine_destroy(struct engine *e); /* accepts a zeroed struct */
+
+/* Usable KV blocks including the null block 0 (the scheduler's pool size). */
+int32_t engine_kv_blocks(const struct engine *e);
+int32_t engine_block_size(const struct engine *e);
+
+/* One step: evict, encode, decoder forward, sample. out's arrays point into the engine and
+ * stay valid until the next call. Returns 0 or a negative VLM_E* code (encoder cache full). */
+int engine_execute(struct engine *e, const struct batch *b, struct batch_out *out);
+
+/* Lower level, for tests and the CLI. Runs the decoder over b (b->encode/evict are followed
+ * too) and writes f32 logits to logits (host, (n_rows, vocab)) for the token rows rows[]:
+ * indices into the concatenation of all sequences' new tokens, at most max_logit_rows. */
+int engine_forward_rows(struct engine *e, const struct batch *b, const int32_t *rows,
+                        int32_t n_rows, float *logits);
+/* The same for the last row of every sequence with sp != NULL, in batch order. Returns the
+ * number of rows written (>= 0) or a negative code. */
+int engine_forward_logits(struct engine *e, const struct batch *b, float *logits);
+
+#endif

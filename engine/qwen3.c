@@ -1,0 +1,104 @@
+/*
+ * The Qwen3 decoder, top to bottom, over the backend table (ARCH_SPEC §6.1, HF transformers
+ * 4.51 Qwen3DecoderLayer). All sequences of the step are concatenated into one (n, hidden)
+ * activation; only attention (attn_paged, over the block tables of set_step) knows where one
+ * sequence ends and the next begins, so every other op is a plain row-wise or GEMM op.
+ *
+ * Tensor parallelism: the two row-parallel projections (o_proj, down_proj) are followed by
+ * tp_all_reduce(), a no-op on one rank; with a struct comm it becomes the one all-reduce
+ * call per projection, everything else stays as it is (heads and ffn columns are local).
+ */
+#include "engine/qwen3.h"
+
+#include <math.h>
+
+/* ==== Views ====
+ * The workspace buffers are reinterpreted per step with the step's token count n:
+ * 2-D (n, cols) for products and norms over rows, 3-D (n, heads, head_dim) for the
+ * per-head ops (q/k norm, rope, kv_store, attention). */
+
+static struct tensor rows2(void *data, enum dtype t, int64_t n, int64_t cols)
+{
+    return tensor_make(data, t, cols, n, 1, 1);
+}
+
+static struct tensor heads3(void *data, enum dtype t, int64_t n, int64_t heads, int64_t hd)
+{
+    return tensor_make(data, t, hd, heads, n, 1);
+}
+
+/* The all-reduce hook after a row-parallel projection (see the file comment). */
+static void tp_all_reduce(const struct engine *e, struct tensor *y)
+{
+    (void)y;
+    VLM_ASSERT(e->p.tp_size <= 1); /* TODO(engine): comm->ops->all_reduce_sum(y) */
+}
+
+/* ==== Forward ==== */
+
+void qwen3_forward(struct engine *e, int32_t n, const struct qwen3_splice *splices,
+                   int32_t n_splices, const int32_t *rows, int32_t n_rows)
+{
+    const struct backend_ops *ops = e->be.ops;
+    void *c = e->be.ctx;
+    const struct model_config *cfg = &e->cfg;
+    enum dtype at = ops->act_type;
+    int64_t H = cfg->hidden_size, F = cfg->intermediate_size, hd = cfg->head_dim;
+    int64_t nh = e->n_heads, nkv = e->n_kv_heads;
+    float eps = cfg->rms_norm_eps, scale = 1.0f / sqrtf((float)hd);
+
+    VLM_ASSERT(n > 0 && n <= e->p.max_batched_tokens);
+    VLM_ASSERT(n_rows >= 0 && n_rows <= e->p.max_logit_rows);
+
+    struct tensor x = rows2(e->x, at, n, H);     /* residual stream */
+    struct tensor xn = rows2(e->xn, at, n, H);   /* normed input, then projection outputs */
+    struct tensor q2 = rows2(e->q, at, n, nh * hd), q3 = heads3(e->q, at, n, nh, hd);
+    struct tensor k2 = rows2(e->k, at, n, nkv * hd), k3 = heads3(e->k, at, n, nkv, hd);
+    struct tensor v2 = rows2(e->v, at, n, nkv * hd), v3 = heads3(e->v, at, n, nkv, hd);
+    struct tensor a2 = rows2(e->att, at, n, nh * hd), a3 = heads3(e->att, at, n, nh, hd);
+    struct tensor gate = rows2(e->gate, at, n, F), up = rows2(e->up, at, n, F);
+
+    /* x = embed_tokens(ids); image placeholder rows replaced by projector rows */
+    ops->embed(c, &x, &e->embed);
+    for (int32_t i = 0; i < n_splices; i++) ops->scatter_rows(c, &x, &splices[i].src, splices[i].idx);
+
+    for (int32_t l = 0; l < cfg->n_layers; l++) {
+        const struct layer_weights *w = &e->layers[l];
+
+        /* attention block: a = input_layernorm(x); q, k, v = a·Wqᵀ, a·Wkᵀ, a·Wvᵀ */
+        ops->rmsnorm(c, &xn, &x, &w->attn_norm, eps);
+        ops->matmul(c, &q2, &xn, &w->wq, NULL);
+        ops->matmul(c, &k2, &xn, &w->wk, NULL);
+        ops->matmul(c, &v2, &xn, &w->wv, NULL);
+        /* per-head q_norm / k_norm over head_dim, before RoPE */
+        ops->rmsnorm(c, &q3, &q3, &w->q_norm, eps);
+        ops->rmsnorm(c, &k3, &k3, &w->k_norm, eps);
+        ops->rope_neox(c, &q3, cfg->rope_theta);
+        ops->rope_neox(c, &k3, cfg->rope_theta);
+        /* cache this step's k, v, then causal attention over each sequence's blocks */
+        ops->kv_store(c, &e->kv[l], &k3, &v3);
+        ops->attn_paged(c, &a3, &q3, &e->kv[l], scale);
+        /* x = x + o_proj(attn) */
+        ops->matmul(c, &xn, &a2, &w->wo, NULL);
+        tp_all_reduce(e, &xn);
+        ops->add(c, &x, &x, &xn);
+
+        /* MLP block: x = x + down(silu(gate(m)) ⊙ up(m)), m = post_attention_layernorm(x) */
+        ops->rmsnorm(c, &xn, &x, &w->mlp_norm, eps);
+        ops->matmul(c, &gate, &xn, &w->w_gate, NULL);
+        ops->matmul(c, &up, &xn, &w->w_up, NULL);
+        ops->silu_mul(c, &gate, &gate, &up);
+        ops->matmul(c, &xn, &gate, &w->w_down, NULL);
+        tp_all_reduce(e, &xn);
+        ops->add(c, &x, &x, &xn);
+    }
+
+    /* logits = lm_head(norm(x)) only for the rows that need them (norm is row-wise) */
+    if (n_rows == 0) return;
+    struct tensor xs = rows2(e->xs, at, n_rows, H);
+    struct tensor lg = rows2(e->logits, DT_F32, n_rows, cfg->vocab_size);
+    VLM_ASSERT(at == DT_F32); /* TODO(engine): cast to f32 logits for bf16 backends */
+    ops->gather_rows(c, &xs, &x, rows);
+    ops->rmsnorm(c, &xs, &xs, &e->final_norm, eps);
+    ops->matmul(c, &lg, &xs, &e->lm_head, NULL);
+}
