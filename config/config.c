@@ -35,6 +35,7 @@ struct config_opt {
 };
 
 static const char *const backend_choices[] = {"auto", "cpu", "cuda", NULL};
+static const char *const wrap_choices[] = {"auto", "on", "off", NULL};
 static const char *const log_level_choices[] = {"debug", "info", "warn", "error", "off", NULL};
 
 #define OFF(f) offsetof(struct config, f)
@@ -86,6 +87,7 @@ static const struct config_opt config_options[] = {
     STR("default-system-prompt-file", api.default_system_prompt_file, "", "read the default system prompt from this file (one trailing newline removed), e.g. the GThinker prompt"),
     BOOL("enable-thinking-default", api.enable_thinking_default, "true", "enable_thinking when a request's chat_template_kwargs do not say"),
     BOOL("implicit-image", api.implicit_image, "true", "give text-only requests the reference's implicit 3x3 black image"),
+    ENUM("image-start-end-tokens", api.image_start_end_tokens, wrap_choices, "auto", "wrap each <image> as <im_start><image><im_end>; auto = the checkpoint config.json's use_special_start_end_token (absent = off)"),
     I32("prep-threads", api.prep_threads, 1, 256, "2", "request-preparation workers (chat template, tokenizer, media decoding)"),
     /* media */
     I64("max-image-pixels", media.max_image_pixels, 1, INT64_C(1) << 40, "89478485", "largest decoded image (width * height) accepted"),
@@ -275,7 +277,9 @@ static int opt_set(struct config *c, const struct config_opt *o, const char *s)
     case OPT_ENUM:
         for (int i = 0; o->choices[i]; i++) {
             if (streq_nocase(s, o->choices[i])) {
-                VLM_ASSERT(sizeof(enum config_backend) == sizeof(int32_t));
+                /* enum fields are int-sized (gcc, clang): checked once here */
+                VLM_ASSERT(sizeof(enum config_backend) == sizeof(int32_t) &&
+                           sizeof(enum config_wrap) == sizeof(int32_t));
                 int32_t v = i;
                 memcpy(p, &v, sizeof v);
                 return 0;

@@ -35,6 +35,8 @@ struct config_list {
 };
 
 enum config_backend { CONFIG_BACKEND_AUTO, CONFIG_BACKEND_CPU, CONFIG_BACKEND_CUDA };
+/* --image-start-end-tokens: auto = the checkpoint's use_special_start_end_token. */
+enum config_wrap { CONFIG_WRAP_AUTO, CONFIG_WRAP_ON, CONFIG_WRAP_OFF };
 
 /* The HTTP front end (server/http.c, server/openai.c). */
 struct config_http {
@@ -59,6 +61,7 @@ struct config_api {
     char *default_system_prompt_file; /* owned; "" = none. Kept for the dump only */
     bool enable_thinking_default;     /* chat_template_kwargs.enable_thinking when absent */
     bool implicit_image;              /* text-only requests get the 3x3 black image (ARCH_SPEC §5.2) */
+    enum config_wrap image_start_end_tokens; /* "<im_start><image><im_end>" (§5.2, §8 Q4) */
     int32_t prep_threads;             /* request-preparation workers */
     int32_t max_waiting;              /* queued requests before new ones get 503 */
 };

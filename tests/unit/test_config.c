@@ -120,6 +120,7 @@ int main(void)
         CHECK_EQ(c.engine.kv_cache_memory, 1LL << 30);
         CHECK_EQ(c.engine.backend, CONFIG_BACKEND_AUTO);
         CHECK_EQ(c.log.level, VLM_LOG_INFO);
+        CHECK_EQ(c.api.image_start_end_tokens, CONFIG_WRAP_AUTO);
         CHECK_STR(c.api.default_system_prompt, "You are a helpful assistant.");
         CHECK_EQ(c.http.allowed_origins.n, 1);
         CHECK_STR(c.http.allowed_origins.v[0], "*");
@@ -133,7 +134,8 @@ int main(void)
                               "--implicit-image=off", "--enable-thinking-default",
                               "--fetch-allow", " 127.0.0.1/8, ,example.com,", "--kv-cache-memory",
                               "1.5GiB", "--max_body_bytes=10k", "--backend", "CPU",
-                              "--gpu-memory-utilization", "0.5", "--model", "/m", NULL};
+                              "--gpu-memory-utilization", "0.5", "--model", "/m",
+                              "--image-start-end-tokens=on", NULL};
         CHECK_EQ(parse(&c, args, NULL, &err), 0);
         CHECK_EQ(c.http.port, 9000);
         CHECK_EQ(c.sched.max_num_seqs, 7);
@@ -150,6 +152,7 @@ int main(void)
         CHECK_EQ(c.engine.backend, CONFIG_BACKEND_CPU);
         CHECK_NEAR(c.engine.gpu_memory_utilization, 0.5, 0);
         CHECK_STR(c.engine.model, "/m");
+        CHECK_EQ(c.api.image_start_end_tokens, CONFIG_WRAP_ON);
         config_destroy(&c);
     }
 
