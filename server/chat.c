@@ -165,7 +165,7 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
                        (int)i);
         total += msgs[i].n_images;
     }
-    if (total > INT32_MAX / 2) return BAD("messages: too many images");
+    if (total > CHAT_MAX_IMAGES) return BAD("messages: too many images (%lld)", (long long)total);
     if (!first && o->default_system && strstr(o->default_system, CHAT_IMAGE_MARKER))
         return BAD("the default system prompt contains an <image> marker");
     bool implicit = total == 0 && o->implicit_image;

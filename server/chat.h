@@ -44,6 +44,7 @@
 #define CHAT_IMAGE_SENTINEL (-200)   /* IMAGE_TOKEN_INDEX of the reference (ARCH_SPEC §1.4) */
 #define CHAT_IMAGE_MARKER "<image>"
 #define CHAT_DEFAULT_SYSTEM "You are a helpful assistant."
+#define CHAT_MAX_IMAGES 65536        /* hard cap per conversation (configured limits are lower) */
 /* The implicit image of text-only requests (§5.2): a 3x3 black RGB image (4 LLM tokens
  * after preprocessing: smart_resize makes it 28x28). */
 #define CHAT_IMPLICIT_IMAGE_SIZE 3

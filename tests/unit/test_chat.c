@@ -163,6 +163,9 @@ int main(void)
         struct chat_msg neg = {CHAT_USER, "x", -1};
         CHECK_EQ(chat_render(&neg, 1, &o, &out, &n_img, &err), VLM_EINVAL);
         CHECK_EQ(chat_render(NULL, 0, &o, &out, &n_img, &err), VLM_EINVAL);
+        struct chat_msg huge = {CHAT_USER, "x", 1 << 30};
+        CHECK_EQ(chat_render(&huge, 1, &o, &out, &n_img, &err), VLM_EINVAL);
+        CHECK(strstr(err.msg, "too many images"));
         sb_free(&out);
         struct chat_msg plain = {CHAT_USER, "hi", 0};
         struct chat_opts marker_sys = {.default_system = "see <image>"};
