@@ -402,6 +402,10 @@ int tok_load(struct tokenizer **out, const char *path, struct vlm_err *err)
         if (!utf8_valid((const unsigned char *)c, strlen(c))) LOAD_FAIL("added token content is not UTF-8");
         json_int(cJSON_GetObjectItemCaseSensitive(a, "id"), 0, TOK_MAX_ID - 1, &id);
         bool special = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "special"));
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "lstrip")) ||
+            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "rstrip")) ||
+            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "single_word")))
+            log_warn("tokenizer: added token %.40s: lstrip/rstrip/single_word are ignored", c);
         set_token(t, &raw, &bytes, (int32_t)id, c, strlen(c), (uint8_t)(TOK_ADDED | (special ? TOK_SPECIAL : 0)));
     }
     for (const cJSON *v = vocab->child; v; v = v->next) {

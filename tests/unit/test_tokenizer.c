@@ -379,6 +379,27 @@ int main(void)
         i32_vec_free(&ids);
     }
 
+    TEST("allocation failure while encoding a long word: VLM_ENOMEM or the right ids") {
+        char word[600];
+        memset(word, 'q', sizeof word);
+        struct i32_vec want = {0};
+        CHECK_EQ(tok_encode(tok, word, sizeof word, &want, NULL), 0);
+        int n_fail = 0;
+        for (long n = 0; n < 4; n++) {
+            struct i32_vec ids = {0};
+            memset(&err, 0, sizeof err);
+            vlm_fail_alloc_after(n);
+            int rc = tok_encode(tok, word, sizeof word, &ids, &err);
+            vlm_fail_alloc_after(-1);
+            CHECK(rc == 0 || rc == VLM_ENOMEM);
+            if (rc == 0) CHECK(ids_equal(&ids, &want));
+            else { n_fail++; CHECK_EQ(err.code, VLM_ENOMEM); }
+            i32_vec_free(&ids);
+        }
+        CHECK(n_fail >= 1);
+        i32_vec_free(&want);
+    }
+
     TEST("two threads encode the corpus at once with identical results") {
         pthread_t th[2];
         struct thread_arg a[2];
