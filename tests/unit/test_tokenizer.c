@@ -427,9 +427,14 @@ int main(void)
         CHECK(err.msg[0] != 0);
     }
 
-    TEST("a tiny hand-made tokenizer loads and merges") {
-        const char *json = "{\"added_tokens\":[{\"id\":4,\"content\":\"<x>\",\"special\":true}],"
-                           "\"model\":{\"type\":\"BPE\"," TINY_VOCAB ",\"merges\":[[\"a\",\"b\"]]}," TINY_PRE "}";
+    static const char *tiny[] = { /* merges as [a, b] pairs (newer files) and "a b" strings */
+        "{\"added_tokens\":[{\"id\":4,\"content\":\"<x>\",\"special\":true}],"
+        "\"model\":{\"type\":\"BPE\"," TINY_VOCAB ",\"merges\":[[\"a\",\"b\"]]}," TINY_PRE "}",
+        "{\"added_tokens\":[{\"id\":4,\"content\":\"<x>\",\"special\":true}],"
+        "\"model\":{\"type\":\"BPE\"," TINY_VOCAB ",\"merges\":[\"a b\"]}," TINY_PRE "}",
+    };
+    for (size_t k = 0; k < ARRAY_LEN(tiny); k++) TEST(k ? "a tiny tokenizer with \"a b\" merges" : "a tiny tokenizer with [a, b] merges") {
+        const char *json = tiny[k];
         char path[] = "/tmp/test_tokenizer_XXXXXX";
         int fd = mkstemp(path);
         CHECK(fd >= 0 && write(fd, json, strlen(json)) == (ssize_t)strlen(json));
