@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include "server/openai.h"
@@ -26,7 +27,7 @@
 
 enum route {
     ROUTE_NONE, ROUTE_CHAT, ROUTE_COMPLETION, ROUTE_TOKENIZE, ROUTE_DETOKENIZE, ROUTE_MODELS,
-    ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS, ROUTE_BAD_METHOD
+    ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS, ROUTE_BAD_METHOD, ROUTE_PREFLIGHT
 };
 
 enum phase { PHASE_BODY, PHASE_PREP, PHASE_RUN, PHASE_SENT };
@@ -72,7 +73,7 @@ struct conn {
     /* response */
     struct strbuf out;          /* SSE bytes not yet handed to MHD */
     size_t out_off;
-    bool eof, error_sent, inflight;
+    bool eof, error_sent, inflight, recorded;
     struct conn *prev, *next;   /* the server's live list (inflight ones) */
 };
 
@@ -169,6 +170,43 @@ static void on_req_cleanup(struct request *r, void *user)
 
 /* ==== Responses ==== */
 
+/* CORS (--allowed-origins/methods/headers): the origin is echoed when it is allowed ("*"
+ * allows any); a preflight (OPTIONS) also gets the allowed methods and headers. */
+static bool list_has(const struct config_list *l, const char *v)
+{
+    for (int32_t i = 0; i < l->n; i++)
+        if (!strcmp(l->v[i], "*") || !strcasecmp(l->v[i], v)) return true;
+    return false;
+}
+
+static void join_list(const struct config_list *l, const char *star, char *out, size_t cap)
+{
+    out[0] = 0;
+    for (int32_t i = 0; i < l->n; i++) {
+        const char *v = strcmp(l->v[i], "*") ? l->v[i] : star;
+        size_t n = strlen(out);
+        snprintf(out + n, cap - n, "%s%s", n ? ", " : "", v);
+    }
+}
+
+static void add_cors(struct conn *c, struct MHD_Response *resp)
+{
+    const struct config_http *h = c->srv->d.http;
+    const char *origin = MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND, "Origin");
+    if (!origin || !list_has(&h->allowed_origins, origin)) return;
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
+    MHD_add_response_header(resp, "Vary", "Origin");
+    if (c->route != ROUTE_PREFLIGHT) return;
+    char buf[512];
+    join_list(&h->allowed_methods, "GET, POST, OPTIONS", buf, sizeof buf);
+    MHD_add_response_header(resp, "Access-Control-Allow-Methods", buf);
+    const char *req = MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND,
+                                                  "Access-Control-Request-Headers");
+    join_list(&h->allowed_headers, req ? req : "Authorization, Content-Type", buf, sizeof buf);
+    MHD_add_response_header(resp, "Access-Control-Allow-Headers", buf);
+    MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+}
+
 static enum MHD_Result send_buf(struct conn *c, int status, const char *ctype, char *body,
                                 size_t n, bool retry_after)
 {
@@ -180,6 +218,7 @@ static enum MHD_Result send_buf(struct conn *c, int status, const char *ctype, c
     }
     if (ctype) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (retry_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    add_cors(c, resp);
     enum MHD_Result r = MHD_queue_response(c->mhd, (unsigned)status, resp);
     MHD_destroy_response(resp);
     metrics_status(c->srv->d.metrics, status);
@@ -305,6 +344,8 @@ static struct oai_usage conn_usage(const struct conn *c)
 static void record_finish(struct conn *c)
 {
     struct metrics *m = c->srv->d.metrics;
+    if (c->recorded) return;
+    c->recorded = true;
     struct oai_usage u = conn_usage(c);
     atomic_fetch_add(&m->prompt_tokens, (uint64_t)u.prompt_tokens);
     atomic_fetch_add(&m->generation_tokens, (uint64_t)u.completion_tokens);
@@ -399,6 +440,7 @@ static enum MHD_Result start_stream(struct conn *c)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=utf-8");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    add_cors(c, resp);
     enum MHD_Result r = MHD_queue_response(c->mhd, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     metrics_status(c->srv->d.metrics, 200);
@@ -562,6 +604,7 @@ static void prep_job(void *arg)
 
 static enum route find_route(const char *method, const char *url)
 {
+    if (!strcmp(method, "OPTIONS")) return ROUTE_PREFLIGHT;
     static const struct { const char *path; const char *method; enum route r; } table[] = {
         {"/v1/chat/completions", "POST", ROUTE_CHAT},
         {"/v1/completions", "POST", ROUTE_COMPLETION},
@@ -638,6 +681,8 @@ static enum MHD_Result on_body_done(struct conn *c, const char *url)
         return send_error_msg(c, 404, VLM_ENOTFOUND, NULL, "Not Found");
     case ROUTE_BAD_METHOD:
         return send_error_msg(c, 405, VLM_EINVAL, NULL, "Method Not Allowed");
+    case ROUTE_PREFLIGHT:
+        return send_buf(c, 204, NULL, NULL, 0, false);
     case ROUTE_HEALTH: case ROUTE_READY: case ROUTE_MODELS: case ROUTE_METRICS:
         if (!authorized(c, url))
             return send_error_msg(c, 401, VLM_EINVAL, NULL, "Incorrect or missing API key.");
@@ -754,6 +799,9 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
         }
     }
     if (gone) {
+        for (int32_t i = 0; i < c->n_ch; i++)
+            if (!c->ch[i].done) c->ch[i].state = REQ_FINISHED_ABORT;
+        record_finish(c);
         atomic_fetch_add(&s->d.metrics->client_disconnects, 1);
         log_info("http: client went away (%s); %d request(s) aborted",
                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "completed" : "error", (int)c->n_ch);

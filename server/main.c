@@ -177,6 +177,8 @@ int main(int argc, char **argv, char **envp)
     char name[4096];
     if (cfg.http.served_model_name && cfg.http.served_model_name[0]) {
         snprintf(name, sizeof name, "%s", cfg.http.served_model_name);
+    } else if (!cfg.engine.model || !cfg.engine.model[0]) {
+        snprintf(name, sizeof name, "valley"); /* the embedded default, as in the README */
     } else {
         char tmp[4096];
         snprintf(tmp, sizeof tmp, "%s", dir);

@@ -151,3 +151,27 @@ def test_greedy_equals_cli(client, model_dir):
     r = chat(client, temperature=0, max_tokens=16,
              messages=[{"role": "user", "content": prompt}])
     assert out.stdout.decode("utf-8", "replace").strip() == r.choices[0].message.content.strip()
+
+
+def test_cors(http):
+    r = http.options("/v1/chat/completions", headers={
+        "Origin": "http://example.com", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert r.status_code == 204
+    assert r.headers["access-control-allow-origin"] == "http://example.com"
+    assert "POST" in r.headers["access-control-allow-methods"]
+    r = http.get("/v1/models", headers={"Origin": "http://example.com"})
+    assert r.headers["access-control-allow-origin"] == "http://example.com"
+
+
+def test_ready_and_metrics(http):
+    assert http.get("/ready").status_code == 200
+    text = http.get("/metrics").text
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
+                 "vllm:kv_cache_usage_perc", "vllm:prefix_cache_queries_total",
+                 "vllm:prefix_cache_hits_total", "vllm:prompt_tokens_total",
+                 "vllm:generation_tokens_total", "vllm:request_success_total",
+                 "vllm:time_to_first_token_seconds_bucket", "vllm:inter_token_latency_seconds_sum",
+                 "valley:encoder_cache_hits_total", "valley:kv_blocks_used",
+                 "valley:kv_blocks_total", "valley:requests_aborted_total"):
+        assert name in text, name
