@@ -65,6 +65,7 @@ struct sched {
     struct batch b;
     int32_t *hits;                   /* (n_blocks) prefix lookup scratch */
     bool in_step;                    /* between sched_schedule and sched_update */
+    bool enc_resync;                 /* the engine failed a step: its encoder cache is unknown */
 
     _Atomic int64_t ctr[CTR_N];
 };
@@ -116,7 +117,7 @@ struct sched *sched_new(const struct sched_config *cfg, struct vlm_err *err)
     s->seqs = xcalloc((size_t)ns, sizeof *s->seqs);
     s->seq_req = xcalloc((size_t)ns, sizeof *s->seq_req);
     s->encode = xcalloc((size_t)s->cap_enc, sizeof *s->encode);
-    s->evict = xcalloc((size_t)s->cap_enc, sizeof *s->evict);
+    s->evict = xcalloc((size_t)s->cap_enc * 2, sizeof *s->evict); /* + a failed step's */
     s->hits = xcalloc((size_t)c->n_blocks, sizeof *s->hits);
     ctr_set(s, CTR_KV_USED, 0);
     return s;
@@ -353,7 +354,7 @@ static int32_t enc_schedule(struct sched *s, struct request *r, int32_t pos, int
     for (int32_t i = 0; i < s->n_enc; i++)
         if (s->enc[i].evicting == 2) {
             s->enc[i].evicting = 1;
-            VLM_ASSERT(s->b.n_evict < s->cap_enc);
+            VLM_ASSERT(s->b.n_evict < 2 * s->cap_enc);
             s->evict[s->b.n_evict++] = s->enc[i].hash;
         }
     for (int32_t j = 0; j < n_items; j++) {
@@ -380,6 +381,30 @@ static int32_t enc_schedule(struct sched *s, struct request *r, int32_t pos, int
     ctr_add(s, CTR_ENC_MISS, n_items);
     ctr_add(s, CTR_ENC_HIT, n_spans - n_items);
     return n_new;
+}
+
+/* After a failed step the engine may have applied any part of it. Every item that step
+ * encoded was held only by the failed requests, so nothing still running needs an
+ * unreferenced item: drop them all (again listing the failed step's evictions; evicting an
+ * absent item is harmless to the engine) so the mirror is exact again. Returns the number
+ * of hashes now in s->evict. */
+static int32_t enc_resync(struct sched *s)
+{
+    int32_t n = s->b.n_evict, j = 0; /* the failed step's list is still in s->evict */
+    for (int32_t i = 0; i < s->n_enc; i++) {
+        struct enc_entry *e = &s->enc[i];
+        if (e->refs == 0) {
+            VLM_ASSERT(n < 2 * s->cap_enc);
+            s->evict[n++] = e->hash;
+            s->enc_used -= e->n_tokens;
+            continue;
+        }
+        s->enc[j++] = *e;
+    }
+    s->n_enc = j;
+    s->enc_resync = false;
+    log_warn("scheduler: encoder cache resynchronized after an engine failure (%d evictions)", n);
+    return n;
 }
 
 /* End of planning: forget the evicted entries, fix this step's placements. */
@@ -535,7 +560,9 @@ int32_t sched_schedule(struct sched *s, struct batch *out)
     const int32_t bs = s->cfg.block_size;
     int32_t budget = s->cfg.max_num_batched_tokens;
     bool preempted = false;
-    s->b = (struct batch){.seqs = s->seqs, .encode = s->encode, .evict = s->evict};
+    int32_t n_evict = s->enc_resync ? enc_resync(s) : 0;
+    s->b = (struct batch){.seqs = s->seqs, .encode = s->encode, .evict = s->evict,
+                          .n_evict = n_evict};
 
     for (int32_t i = 0; i < s->n_running && budget > 0; i++) {
         struct request *r = s->running[i];
@@ -675,9 +702,7 @@ void sched_fail(struct sched *s, const struct batch *b)
 {
     VLM_ASSERT(s->in_step && b->seqs == s->seqs);
     s->in_step = false;
-    /* TODO(sched): the engine's encoder cache may have lost this step's items; entries
-     * encoded this step stay marked resident. Symptom if it matters: an engine error on
-     * the next step that uses one of them. */
+    s->enc_resync = true; /* see enc_resync */
     for (int32_t i = 0; i < b->n_seqs; i++) {
         struct request *r = s->seq_req[i];
         if (req_state_finished(r->state)) continue;
