@@ -200,20 +200,22 @@ static bool json_int(const cJSON *j, int64_t lo, int64_t hi, int64_t *v)
     return true;
 }
 
-/* Turns a raw spelling into the bytes HF's ByteLevel decoder produces for it: each
- * byte-level character becomes its byte, any other character its own UTF-8. */
+/* Turns a raw spelling into the bytes HF's ByteLevel decoder produces for it: when every
+ * character is a byte-level character, their bytes; otherwise (some added tokens) the
+ * spelling's own UTF-8, unchanged. */
 static void raw_to_bytes(const char *s, size_t n, struct strbuf *out)
 {
+    size_t start = out->n;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
-        int k = utf8_next((const unsigned char *)s + i, n - i, &cp);
-        if (cp < 324 && cp_byte[cp] >= 0) {
-            char c = (char)cp_byte[cp];
-            sb_append(out, &c, 1);
-        } else {
-            sb_append(out, s + i, (size_t)k);
+        i += (size_t)utf8_next((const unsigned char *)s + i, n - i, &cp);
+        if (cp >= 324 || cp_byte[cp] < 0) {
+            out->n = start;
+            sb_append(out, s, n);
+            return;
         }
-        i += (size_t)k;
+        char c = (char)cp_byte[cp];
+        sb_append(out, &c, 1);
     }
 }
 

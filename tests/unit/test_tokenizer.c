@@ -428,9 +428,9 @@ int main(void)
     }
 
     static const char *tiny[] = { /* merges as [a, b] pairs (newer files) and "a b" strings */
-        "{\"added_tokens\":[{\"id\":4,\"content\":\"<x>\",\"special\":true}],"
+        "{\"added_tokens\":[{\"id\":4,\"content\":\"<x>\",\"special\":true},{\"id\":5,\"content\":\"\\u00e9 x\"}],"
         "\"model\":{\"type\":\"BPE\"," TINY_VOCAB ",\"merges\":[[\"a\",\"b\"]]}," TINY_PRE "}",
-        "{\"added_tokens\":[{\"id\":4,\"content\":\"<x>\",\"special\":true}],"
+        "{\"added_tokens\":[{\"id\":4,\"content\":\"<x>\",\"special\":true},{\"id\":5,\"content\":\"\\u00e9 x\"}],"
         "\"model\":{\"type\":\"BPE\"," TINY_VOCAB ",\"merges\":[\"a b\"]}," TINY_PRE "}",
     };
     for (size_t k = 0; k < ARRAY_LEN(tiny); k++) TEST(k ? "a tiny tokenizer with \"a b\" merges" : "a tiny tokenizer with [a, b] merges") {
@@ -449,7 +449,12 @@ int main(void)
             int32_t want[] = {2, 4, 1, 0, 3, 1};
             CHECK_EQ(ids.n, ARRAY_LEN(want));
             for (size_t i = 0; i < ids.n && i < ARRAY_LEN(want); i++) CHECK_EQ(ids.v[i], want[i]);
-            CHECK_EQ(tok_vocab_size(t), 5);
+            CHECK_EQ(tok_vocab_size(t), 6);
+            /* an added token spelled with non-byte-level characters decodes to its own UTF-8 */
+            size_t n = 0;
+            const char *b = tok_bytes(t, 5, &n);
+            CHECK(b && n == 4 && memcmp(b, "\xc3\xa9 x", 4) == 0);
+            CHECK_EQ(tok_find(t, "\xc3\xa9 x"), 5);
             CHECK(tok_is_special(t, 4));
             struct strbuf d = {0};
             tok_decode(t, ids.v, ids.n, true, &d);
