@@ -77,8 +77,8 @@ static int media_check_size(const char *what, int64_t w, int64_t h,
                            what, (long long)w, (long long)h);
     if (w > INT32_MAX / 4 || h > INT32_MAX / 4 || w * h > lim->max_pixels)
         return vlm_err_set(err, VLM_ETOOBIG, 413,
-                           "%s image is %lldx%lld = %lld pixels, over the limit of %lld pixels",
-                           what, (long long)w, (long long)h, (long long)(w * h),
+                           "%s image is %lldx%lld = %.0f pixels, over the limit of %lld pixels",
+                           what, (long long)w, (long long)h, (double)w * (double)h,
                            (long long)lim->max_pixels);
     return VLM_OK;
 }

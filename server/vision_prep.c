@@ -2,10 +2,6 @@
  * vision_prep.c: smart_resize, Pillow's bicubic resize, rescale/normalise and patchify.
  * See vision_prep.h for the contract and ARCH_SPEC §4 for the reference.
  */
-/* The filter weights must be computed with the same double rounding as Pillow's C code:
- * no fused multiply-add, whatever -march a build uses. */
-#pragma GCC optimize("fp-contract=off")
-
 #include "server/vision_prep.h"
 
 #include <math.h>
@@ -93,13 +89,18 @@ int vision_prep_smart_resize(int64_t h, int64_t w, int32_t factor, int64_t min_p
 
 #define VP_PRECISION_BITS (32 - 8 - 2)
 
+/* The filter weights must round exactly as Pillow's C code does: no fused multiply-add,
+ * whatever the target (GNU C contracts a*b+c by default where FMA exists). Only the two
+ * weight functions carry the attribute; the hot loops are integer. */
+#define VP_NO_FMA __attribute__((optimize("fp-contract=off")))
+
 struct vp_axis {
     int32_t ksize;   /* weights per output pixel (slots) */
     int32_t *bounds; /* (out, 2): first input index, count; owned */
     int32_t *k;      /* (out, ksize) fixed-point weights; owned */
 };
 
-static double vp_bicubic(double x)
+VP_NO_FMA static double vp_bicubic(double x)
 {
     const double a = -0.5;
     if (x < 0.0) x = -x;
@@ -116,7 +117,7 @@ static void vp_axis_free(struct vp_axis *a)
 }
 
 /* Pillow's precompute_coeffs + normalize_coeffs_8bpc for the box (0, in_size). */
-static int vp_axis_init(struct vp_axis *a, int32_t in_size, int32_t out_size)
+VP_NO_FMA static int vp_axis_init(struct vp_axis *a, int32_t in_size, int32_t out_size)
 {
     const double filter_support = 2.0; /* bicubic */
     float in0 = 0.0f, in1 = (float)in_size;
@@ -207,9 +208,11 @@ static void vp_resample_v(const uint8_t *restrict in, int32_t w, int32_t y_shift
         for (int32_t y = 0; y < cnt; y++) {
             const uint8_t *restrict row = in + (size_t)(ymin + y) * n;
             const int32_t ky = k[y];
+#pragma omp simd
             for (size_t i = 0; i < n; i++) acc[i] += row[i] * ky;
         }
         uint8_t *restrict dst = out + (size_t)yy * n;
+#pragma omp simd
         for (size_t i = 0; i < n; i++) dst[i] = vp_clip8(acc[i]);
     }
 }
