@@ -32,6 +32,8 @@ enum route {
 
 enum phase { PHASE_BODY, PHASE_PREP, PHASE_RUN, PHASE_SENT };
 
+#define HTTP_INLINE_PARSE_BYTES 65536 /* bodies above this are parsed by a prep worker */
+
 struct choice {
     struct request *r;          /* the HTTP side's reference; NULL once released */
     bool submitted;
@@ -74,6 +76,7 @@ struct conn {
     struct strbuf out;          /* SSE bytes not yet handed to MHD */
     size_t out_off;
     bool eof, error_sent, inflight, recorded;
+    bool parse_later;           /* a big body: the prep worker parses it */
     struct conn *prev, *next;   /* the server's live list (inflight ones) */
 };
 
@@ -572,11 +575,24 @@ static char *tokenize_json(struct conn *c, const struct prep_prompt *pp)
     return s;
 }
 
+static enum oai_kind route_kind(enum route r)
+{
+    return r == ROUTE_CHAT         ? OAI_KIND_CHAT
+           : r == ROUTE_COMPLETION ? OAI_KIND_COMPLETION
+           : r == ROUTE_TOKENIZE   ? OAI_KIND_TOKENIZE
+                                   : OAI_KIND_DETOKENIZE;
+}
+
 static void prep_job(void *arg)
 {
     struct conn *c = arg;
     struct http_server *s = c->srv;
     int rc = 0;
+    if (c->parse_later) {
+        rc = oai_parse(route_kind(c->route), c->body.s, c->body.n, &s->lim, &c->q, &c->err);
+        sb_free(&c->body);
+        if (rc) goto done;
+    }
     if (c->route == ROUTE_DETOKENIZE) {
         struct strbuf text = {0}, clean = {0};
         tok_decode(s->d.tok, c->q.prompt_ids, (size_t)c->q.n_prompt_ids, false, &text);
@@ -595,6 +611,7 @@ static void prep_job(void *arg)
         else if (!rc) rc = make_requests(c, &pp);
         prep_prompt_destroy(&pp);
     }
+done:
     c->prep_rc = rc;
     conn_wake(c);
     conn_release(c);
@@ -664,14 +681,6 @@ static enum MHD_Result serve_get(struct conn *c)
     }
 }
 
-static enum oai_kind route_kind(enum route r)
-{
-    return r == ROUTE_CHAT         ? OAI_KIND_CHAT
-           : r == ROUTE_COMPLETION ? OAI_KIND_COMPLETION
-           : r == ROUTE_TOKENIZE   ? OAI_KIND_TOKENIZE
-                                   : OAI_KIND_DETOKENIZE;
-}
-
 /* The body is complete: answer at once, or start preparing. */
 static enum MHD_Result on_body_done(struct conn *c, const char *url)
 {
@@ -700,11 +709,16 @@ static enum MHD_Result on_body_done(struct conn *c, const char *url)
                  (long long)s->d.http->max_body_bytes);
         return send_error_msg(c, 413, VLM_ETOOBIG, NULL, msg);
     }
-    struct vlm_err err = {0};
-    if (oai_parse(route_kind(c->route), c->body.s ? c->body.s : "", c->body.n, &s->lim, &c->q,
-                  &err))
-        return send_error(c, &err);
-    sb_free(&c->body);
+    /* small bodies are parsed here (microseconds; errors answered without a thread hop);
+     * big ones (inline images) by the worker, so the event loop never parses megabytes */
+    c->parse_later = c->body.n > HTTP_INLINE_PARSE_BYTES;
+    if (!c->parse_later) {
+        struct vlm_err err = {0};
+        if (oai_parse(route_kind(c->route), c->body.s ? c->body.s : "", c->body.n, &s->lim,
+                      &c->q, &err))
+            return send_error(c, &err);
+        sb_free(&c->body);
+    }
     if (c->route == ROUTE_CHAT || c->route == ROUTE_COMPLETION)
         oai_meta_init(&c->meta, route_kind(c->route),
                       s->d.model_name, atomic_fetch_add(&s->next_id, 1));

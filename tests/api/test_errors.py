@@ -70,6 +70,11 @@ CASES = [
      "prompt"),
     ("detokenize bad tokens", "/detokenize", {"tokens": "abc"}, 400, "tokens"),
     ("unknown route", "/v1/nothing", {}, 404, None),
+    # bodies over 64 KiB are parsed by a prep worker instead of the HTTP thread
+    ("big invalid json", "/v1/chat/completions", b"{\"messages\": [" + b" " * 100000, 400, None),
+    ("big wrong type", "/v1/chat/completions", body(temperature="x", pad="p" * 100000), 400,
+     "temperature"),
+    ("big unknown model", "/v1/chat/completions", body(model="m", pad="p" * 100000), 404, "model"),
 ]
 
 

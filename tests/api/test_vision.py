@@ -86,3 +86,22 @@ def test_stream_with_image(client):
         model="tiny", messages=parts(data_url(png_bytes(60, 40))), max_tokens=5, stream=True,
         stream_options={"include_usage": True}))
     assert chunks[-1].usage.completion_tokens <= 5
+
+
+def test_big_inline_image(client, http):
+    """A body over 64 KiB (parsed by a prep worker): a 200x200 noisy PNG."""
+    import random
+    import struct
+    import zlib
+    rnd = random.Random(1)
+    raw = b"".join(b"\0" + bytes(rnd.getrandbits(8) for _ in range(600)) for _ in range(200))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 200, 200, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    assert len(png) > 100000
+    msgs = parts(data_url(png))
+    r = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=3)
+    assert r.usage.prompt_tokens == tokenize(http, msgs)["count"]
