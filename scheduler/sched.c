@@ -477,10 +477,11 @@ static void finish(struct sched *s, struct request *r, int state)
     ctr_add(s, CTR_FINISHED + state, 1);
 }
 
-static void notify_and_drop(struct request *r, bool drop)
+/* Tells the HTTP side, then drops the scheduler's reference (r may be freed). */
+static void notify_and_drop(struct request *r)
 {
     if (r->notify) r->notify(r, r->notify_user);
-    if (drop) req_release(r);
+    req_release(r);
 }
 
 bool sched_abort_id(struct sched *s, uint64_t id, int why)
@@ -500,7 +501,7 @@ bool sched_abort_id(struct sched *s, uint64_t id, int why)
         wait_unlink(s, r);
     }
     update_gauges(s);
-    notify_and_drop(r, true);
+    notify_and_drop(r);
     return true;
 }
 
@@ -708,7 +709,7 @@ void sched_fail(struct sched *s, const struct batch *b)
         if (req_state_finished(r->state)) continue;
         finish(s, r, REQ_FINISHED_ERROR);
         running_remove(s, r);
-        notify_and_drop(r, true);
+        notify_and_drop(r);
     }
     update_gauges(s);
 }
