@@ -1,7 +1,6 @@
 """Non-streaming chat and completions through the official openai package (sync and async)."""
 
 import asyncio
-import shutil
 import subprocess
 
 import pytest
@@ -140,17 +139,34 @@ def test_completions(client):
     assert r.usage.completion_tokens <= 8
 
 
-def test_greedy_equals_cli(client, model_dir):
+def cli_generate(model_dir, prompt, *extra):
     exe = binary("valley-generate")
-    prompt = "Tell me a story about a red fox."
     out = subprocess.run([str(exe), "--model", str(model_dir), "--prompt", prompt,
-                          "--max-tokens", "16", "--temperature", "0"],
+                          "--max-tokens", "16", "--temperature", "0", "--think", *extra],
                          capture_output=True, timeout=300)
     if out.returncode != 0:
         pytest.skip(f"valley-generate failed: {out.stderr.decode()[-500:]}")
-    r = chat(client, temperature=0, max_tokens=16,
-             messages=[{"role": "user", "content": prompt}])
-    assert out.stdout.decode("utf-8", "replace").strip() == r.choices[0].message.content.strip()
+    text = out.stdout.decode("utf-8", "replace")
+    return text[:-1] if text.endswith("\n") else text
+
+
+@pytest.mark.parametrize("prompt", ["Tell me a story about a red fox.", "1 + 1 ="])
+def test_greedy_equals_cli(client, model_dir, prompt):
+    """Same engine, same tokens: HTTP greedy text == valley-generate's (thinking on in both)."""
+    want = cli_generate(model_dir, prompt)
+    r = chat(client, temperature=0, max_tokens=16, messages=[{"role": "user", "content": prompt}])
+    assert r.choices[0].message.content == want
+
+
+def test_greedy_equals_cli_with_image(client, model_dir, tmp_path):
+    from conftest import data_url, png_bytes
+    png = png_bytes(90, 60, seed=4)
+    (tmp_path / "img.png").write_bytes(png)
+    want = cli_generate(model_dir, "Describe it.", "--image", str(tmp_path / "img.png"))
+    msgs = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(png)}},
+                                         {"type": "text", "text": "Describe it."}]}]
+    r = chat(client, temperature=0, max_tokens=16, messages=msgs)
+    assert r.choices[0].message.content == want
 
 
 def test_cors(http):
