@@ -15,6 +15,12 @@ Strings are hand-written cases plus generated ones from a seeded RNG, so the out
 same on every run. The script checks decode(encode(s)) == NFC(s) with HF itself and refuses
 to write a corpus where that fails.
 Needs: pip install tokenizers (developer only; CI reads the committed files).
+
+Differential mode, for a developer hunting differences (writes elsewhere, commits nothing):
+    python3 tests/golden/make_tokenizer_goldens.py --random 20000 --seed 1 --out /tmp/tokdiff
+    VLM_SOURCE_DIR=/tmp/tokdiff VLM_FIXTURES=../shared/fixtures build/tests/test_tokenizer
+writes N strings of random code points mixed with the generators below; the expected decode
+is HF's own decode (not Python's NFC, whose Unicode version differs).
 """
 import json
 import os
@@ -338,11 +344,59 @@ def bytes_to_unicode():
 BYTE_CHARS = bytes_to_unicode()
 
 
+def random_strings(rng, n):
+    def cp():
+        r = rng.random()
+        if r < 0.3: return chr(rng.randint(0, 0x7F))
+        if r < 0.6: c = rng.randint(0x80, 0xFFFF)
+        elif r < 0.7: c = rng.randint(0x10000, 0x10FFFF)
+        else: c = rng.choice([0x20, 0x9, 0xA, 0xD, 0x85, 0xA0, 0x1680, 0x180E, 0x2000, 0x200B, 0x2028,
+                              0x202F, 0x205F, 0x3000, 0xFEFF, 0x27, 0x301, 0x17F, 0x130, 0x212A, 0x345])
+        return chr(0x41 if 0xD800 <= c <= 0xDFFF else c)
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.5: out.append("".join(cp() for _ in range(rng.randint(1, 30))))
+        else: out.append(rng.choice(GENERATORS)[0](rng) + "".join(cp() for _ in range(rng.randint(0, 5))))
+    return out
+
+
+def write_rows(path, rows):
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def differential(tok, n, seed, out_dir):
+    rng = random.Random(seed)
+    rows = []
+    for s in random_strings(rng, n):
+        ids = tok.encode(s, add_special_tokens=False).ids
+        back = tok.decode(ids, skip_special_tokens=False)
+        row = {"text": s, "ids": ids}
+        if back != s: row["nfc"] = back
+        if "\x00" in s:
+            row["hex"] = s.encode().hex()
+            if back != s: row["nfc_hex"] = back.encode().hex()
+        rows.append(row)
+    d = os.path.join(out_dir, "tests", "golden", "tokenizer")
+    os.makedirs(d, exist_ok=True)
+    write_rows(os.path.join(d, "corpus.jsonl"), rows)
+    write_rows(os.path.join(d, "decode.jsonl"), gen_decode_cases(rng, tok))
+    print(f"{len(rows)} random strings; now run: VLM_SOURCE_DIR={out_dir} build/tests/test_tokenizer")
+
+
 def main():
     global ADDED
-    path = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_TOK
+    args = sys.argv[1:]
+    opts = {}
+    while len(args) >= 2 and args[0] in ("--random", "--seed", "--out"):
+        opts[args[0]] = args[1]
+        args = args[2:]
+    path = args[0] if args else DEFAULT_TOK
     tok = Tokenizer.from_file(path)
     ADDED = [t["content"] for t in json.load(open(path, encoding="utf-8"))["added_tokens"]]
+    if "--random" in opts:
+        return differential(tok, int(opts["--random"]), int(opts.get("--seed", 1)), opts.get("--out", "/tmp/tokdiff"))
     rng = random.Random(20261123)
     texts = list(HAND)
     for gen, count in GENERATORS:
@@ -366,12 +420,8 @@ def main():
             if nfc != s: row["nfc_hex"] = nfc.encode().hex()
         corpus.append(row)
     os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, "corpus.jsonl"), "w", encoding="utf-8") as f:
-        for row in corpus:
-            f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
-    with open(os.path.join(OUT, "decode.jsonl"), "w", encoding="utf-8") as f:
-        for row in gen_decode_cases(rng, tok):
-            f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+    write_rows(os.path.join(OUT, "corpus.jsonl"), corpus)
+    write_rows(os.path.join(OUT, "decode.jsonl"), gen_decode_cases(rng, tok))
     nbytes = sum(len(r["text"].encode()) for r in corpus)
     print(f"{len(corpus)} strings ({nbytes} bytes of text), {bad} dropped; wrote {OUT}")
     if len(corpus) < 2000: sys.exit("corpus too small")
