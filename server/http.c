@@ -360,7 +360,19 @@ static void record_finish(struct conn *c)
                                                             : METRICS_FINISH_ERROR;
         atomic_fetch_add(&m->finished[f], 1);
     }
-    metrics_hist_observe(&m->e2e, (double)(vlm_now_ns() - c->t_start_ns) / 1e9);
+    double ms = (double)(vlm_now_ns() - c->t_start_ns) / 1e6;
+    metrics_hist_observe(&m->e2e, ms / 1e3);
+    const struct choice *h0 = c->n_ch ? &c->ch[0] : NULL;
+    uint64_t id = h0 && h0->r ? h0->r->id : 0;
+    bool bad = h0 && !h0->stop_hit && h0->state >= REQ_FINISHED_ABORT;
+    if (bad) log_info("req=%llu %s n=%d prompt=%d completion=%d finish=%s %.1f ms",
+                      (unsigned long long)id, c->route == ROUTE_CHAT ? "chat" : "completion",
+                      (int)c->n_ch, (int)u.prompt_tokens, (int)u.completion_tokens,
+                      finish_name(h0), ms);
+    else log_debug("req=%llu %s n=%d prompt=%d completion=%d finish=%s %.1f ms",
+                   (unsigned long long)id, c->route == ROUTE_CHAT ? "chat" : "completion",
+                   (int)c->n_ch, (int)u.prompt_tokens, (int)u.completion_tokens,
+                   h0 ? finish_name(h0) : "-", ms);
 }
 
 /* Streaming: one pump over all choices, SSE chunks appended to c->out. */
