@@ -224,7 +224,8 @@ int engine_init(struct engine *e, const struct model *m, const struct engine_par
     if (e->p.block_size <= 0) e->p.block_size = 16;
     if (e->p.max_batched_tokens <= 0) e->p.max_batched_tokens = 2048;
     if (e->p.max_seqs <= 0) e->p.max_seqs = 64;
-    if (e->p.max_logit_rows <= 0) e->p.max_logit_rows = e->p.max_seqs;
+    /* engine_execute needs one logits row per sequence */
+    e->p.max_logit_rows = VLM_MAX(e->p.max_logit_rows, e->p.max_seqs);
     if (e->p.kv_bytes == 0 && e->p.n_blocks <= 0) e->p.kv_bytes = (size_t)64 << 20;
     e->block_size = e->p.block_size;
     e->n_blocks = e->p.n_blocks;

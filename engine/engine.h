@@ -42,7 +42,7 @@ struct engine_params {
     void *comm;                   /* borrowed struct comm, later */
     int32_t encoder_cache_tokens; /* rows of vision embeddings kept (0: no vision) */
     int32_t max_image_patches;    /* patches per vit_encode call (0: 4 * cache tokens) */
-    int32_t max_logit_rows;       /* rows engine_forward_rows may return (0: max_seqs) */
+    int32_t max_logit_rows;       /* rows engine_forward_rows may return (at least max_seqs) */
 };
 
 /* One entry of the encoder cache: an item's projector rows at arena rows [row0, row0+n). */

@@ -136,14 +136,33 @@ static void select_kth(int32_t *cand, int32_t n, int32_t k, const float *key)
     }
 }
 
-/* qsort_r comparator: rank order under the key array passed as context */
-static int cmp_rank(const void *pa, const void *pb, void *ctx)
+/* Sorts cand[0..n) into rank order under key[] in place: heapsort, so the step path does
+ * not allocate (glibc's qsort may malloc a merge buffer). */
+static void sift_down(int32_t *cand, int32_t root, int32_t n, const float *key)
 {
-    const float *key = ctx;
-    int32_t a = *(const int32_t *)pa, b = *(const int32_t *)pb;
-    if (ranks_before(key[a], a, key[b], b)) return -1;
-    if (ranks_before(key[b], b, key[a], a)) return 1;
-    return 0;
+    for (;;) {
+        int32_t child = 2 * root + 1;
+        if (child >= n) return;
+        /* a min-heap in rank order: the worst-ranked element at the root */
+        if (child + 1 < n && ranks_before(key[cand[child]], cand[child], key[cand[child + 1]], cand[child + 1]))
+            child++;
+        if (!ranks_before(key[cand[root]], cand[root], key[cand[child]], cand[child])) return;
+        int32_t t = cand[root];
+        cand[root] = cand[child];
+        cand[child] = t;
+        root = child;
+    }
+}
+
+static void sort_rank(int32_t *cand, int32_t n, const float *key)
+{
+    for (int32_t i = n / 2 - 1; i >= 0; i--) sift_down(cand, i, n, key);
+    for (int32_t end = n - 1; end > 0; end--) {
+        int32_t t = cand[0];
+        cand[0] = cand[end];
+        cand[end] = t;
+        sift_down(cand, 0, end, key);
+    }
 }
 
 /* Keeps the k best-ranked tokens of work[] (prob[] of the others set to 0). */
@@ -176,7 +195,7 @@ static void apply_top_p(struct sampler_ws *w, float top_p)
         if ((double)w->prob[i] < floor_p) w->prob[i] = 0.0f;
         else w->cand[n++] = i;
     }
-    qsort_r(w->cand, (size_t)n, sizeof *w->cand, cmp_rank, w->prob);
+    sort_rank(w->cand, n, w->prob);
     double cum = 0.0, want = (double)top_p * total;
     int32_t keep = 0;
     while (keep < n && (keep == 0 || cum < want)) cum += w->prob[w->cand[keep++]];

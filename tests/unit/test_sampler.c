@@ -178,6 +178,47 @@ int main(void)
         CHECK_EQ(compare_seeds(&w, sp, NULL, 0, NULL, 0, 200), 0);
     }
 
+    TEST("top-p on a 5000-token row samples only inside the nucleus") {
+        enum { BIG = 5000 };
+        static float big[BIG];
+        static struct ref_item it[BIG];
+        struct sampler_ws wb;
+        sampler_ws_init(&wb, BIG);
+        for (int i = 0; i < BIG; i++) big[i] = (float)(4.0 * sampler_uniform(77, (uint64_t)i));
+        big[123] = big[4000] = 4.5f; /* a tie at the top */
+        float mx = -INFINITY;
+        for (int i = 0; i < BIG; i++) mx = big[i] > mx ? big[i] : mx;
+        double total = 0;
+        for (int i = 0; i < BIG; i++) {
+            it[i] = (struct ref_item){expf(big[i] - mx), i};
+            total += it[i].v;
+        }
+        qsort(it, BIG, sizeof it[0], cmp_ref);
+        static bool in_nucleus[BIG];
+        double cum = 0;
+        int n_keep = 0;
+        for (int k = 0; k < BIG && (k == 0 || cum < 0.3 * total); k++) {
+            cum += it[k].v;
+            in_nucleus[it[k].id] = true;
+            n_keep++;
+        }
+        struct sampling_params sp = g;
+        sp.temperature = 1.0f;
+        sp.top_p = 0.3f;
+        int outside = 0, distinct = 0;
+        static bool seen[BIG];
+        for (int s = 0; s < 400; s++) {
+            sp.seed = (uint64_t)s;
+            int t = sampler_sample(&wb, big, &sp, NULL, 0, NULL, 0, &r);
+            outside += !in_nucleus[t];
+            distinct += !seen[t];
+            seen[t] = true;
+        }
+        CHECK_EQ(outside, 0);
+        CHECK(distinct > n_keep / 4);
+        sampler_ws_destroy(&wb);
+    }
+
     TEST("min-p matches the reference") {
         struct sampling_params sp = g;
         sp.temperature = 1.0f;
