@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <jerror.h>
 #include <jpeglib.h>
@@ -39,12 +40,23 @@ static int media_nomem(struct vlm_err *err, int32_t w, int32_t h)
                        (int)h);
 }
 
+void media_hint_huge_pages(void *p, size_t n)
+{
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    if (!p || n < 4 * huge) return;
+    uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+    uintptr_t e = ((uintptr_t)p + n) & ~(huge - 1);
+    if (e > a) (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
+}
+
 /* Allocates (h, w, 3) bytes; the caller has checked w, h > 0 and the pixel limit. */
 static uint8_t *media_alloc_rgb(int32_t w, int32_t h)
 {
     size_t n;
     if (!vlm_mul_ok((size_t)w * 3, (size_t)h, &n)) return NULL;
-    return trymalloc(n);
+    uint8_t *p = trymalloc(n);
+    media_hint_huge_pages(p, n);
+    return p;
 }
 
 int media_image_fill(struct media_image *out, int32_t w, int32_t h, uint8_t r, uint8_t g,

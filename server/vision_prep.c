@@ -92,7 +92,12 @@ int vision_prep_smart_resize(int64_t h, int64_t w, int32_t factor, int64_t min_p
 /* The filter weights must round exactly as Pillow's C code does: no fused multiply-add,
  * whatever the target (GNU C contracts a*b+c by default where FMA exists). Only the two
  * weight functions carry the attribute; the hot loops are integer. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#define VP_NO_FMA
+#else
 #define VP_NO_FMA __attribute__((optimize("fp-contract=off")))
+#endif
 
 struct vp_axis {
     int32_t ksize;   /* weights per output pixel (slots) */
@@ -163,6 +168,15 @@ VP_NO_FMA static int vp_axis_init(struct vp_axis *a, int32_t in_size, int32_t ou
     return VLM_OK;
 }
 
+/* The two passes are integer multiply-accumulates; AVX2 has an 8-lane 32-bit multiply that
+ * the x86-64 baseline (SSE2) lacks, so they are also built for AVX2 and picked at load time
+ * (GCC function multiversioning). The results are the same integers either way. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(VLM_NO_CLONES)
+#define VP_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VP_CLONES
+#endif
+
 static inline uint8_t vp_clip8(int32_t v)
 {
     v >>= VP_PRECISION_BITS;
@@ -170,7 +184,7 @@ static inline uint8_t vp_clip8(int32_t v)
 }
 
 /* rows output rows of width out_w from input rows y0.. of width in_w (RGB). */
-static void vp_resample_h(const uint8_t *restrict in, int32_t in_w, int32_t y0, int32_t rows,
+VP_CLONES static void vp_resample_h(const uint8_t *restrict in, int32_t in_w, int32_t y0, int32_t rows,
                           uint8_t *restrict out, int32_t out_w, const struct vp_axis *ax)
 {
     const int32_t half = 1 << (VP_PRECISION_BITS - 1);
@@ -195,7 +209,7 @@ static void vp_resample_h(const uint8_t *restrict in, int32_t in_w, int32_t y0, 
 }
 
 /* out_h rows from input rows (first row of the input = index y_shift of the axis). */
-static void vp_resample_v(const uint8_t *restrict in, int32_t w, int32_t y_shift,
+VP_CLONES static void vp_resample_v(const uint8_t *restrict in, int32_t w, int32_t y_shift,
                           uint8_t *restrict out, int32_t out_h, const struct vp_axis *ax,
                           int32_t *restrict acc /* (w * 3) */)
 {
@@ -230,6 +244,7 @@ int vision_prep_resize(const struct media_image *in, int32_t w, int32_t h,
     int rc = VLM_ENOMEM;
     dst = trymalloc((size_t)w * (size_t)h * 3);
     if (!dst) goto done;
+    media_hint_huge_pages(dst, (size_t)w * (size_t)h * 3);
     if (!need_h && !need_v) {
         memcpy(dst, in->rgb, (size_t)w * (size_t)h * 3);
         rc = VLM_OK;
@@ -244,6 +259,7 @@ int vision_prep_resize(const struct media_image *in, int32_t w, int32_t h,
         order == VISION_PREP_ORDER_PILLOW13 && need_h && need_v && dh > 0 && dh > 2 * dw;
     if (v_first) {
         tmp = trymalloc((size_t)in->w * (size_t)h * 3);
+        media_hint_huge_pages(tmp, (size_t)in->w * (size_t)h * 3);
         acc = trymalloc((size_t)in->w * 3 * sizeof *acc);
         if (!tmp || !acc) goto done;
         vp_resample_v(in->rgb, in->w, 0, tmp, h, &ay, acc);
@@ -253,6 +269,7 @@ int vision_prep_resize(const struct media_image *in, int32_t w, int32_t h,
         int32_t first = ay.bounds[0];
         int32_t last = ay.bounds[2 * (h - 1)] + ay.bounds[2 * (h - 1) + 1];
         tmp = trymalloc((size_t)w * (size_t)(last - first) * 3);
+        media_hint_huge_pages(tmp, (size_t)w * (size_t)(last - first) * 3);
         acc = trymalloc((size_t)w * 3 * sizeof *acc);
         if (!tmp || !acc) goto done;
         vp_resample_h(in->rgb, in->w, first, last - first, tmp, w, &ax);
@@ -337,7 +354,9 @@ int vision_prep_patchify(const struct media_image *im, const struct vision_prep_
     const int32_t gh = im->h / ps, gw = im->w / ps, pp = ps * ps;
     const int32_t row_len = 3 * T * pp;
     const size_t n_patches = (size_t)gh * (size_t)gw;
-    float *pix = trymalloc(n_patches * (size_t)row_len * sizeof(float));
+    const size_t bytes = n_patches * (size_t)row_len * sizeof(float);
+    float *pix = trymalloc(bytes);
+    media_hint_huge_pages(pix, bytes);
     if (!pix)
         return vlm_err_set(err, VLM_ENOMEM, 503, "out of memory for %zu image patches",
                            n_patches);
