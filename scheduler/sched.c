@@ -66,6 +66,7 @@ struct sched {
     int32_t *hits;                   /* (n_blocks) prefix lookup scratch */
     bool in_step;                    /* between sched_schedule and sched_update */
     bool enc_resync;                 /* the engine failed a step: its encoder cache is unknown */
+    bool enc_blocked;                /* this step, an earlier request waits for encoder room */
 
     _Atomic int64_t ctr[CTR_N];
 };
@@ -233,7 +234,13 @@ static void update_gauges(struct sched *s)
  * to place, evicting unreferenced items in LRU order until they fit.
  *
  * enc_schedule() plans (commit false: nothing changes) or commits (references, encode and
- * evict lists, placement) one request's range; a plan that fits commits the same way. */
+ * evict lists, placement) one request's range; a plan that fits commits the same way.
+ *
+ * Starvation: an item can only be placed once the items pinned around it are released,
+ * and a stream of younger requests hitting or encoding items could keep that from ever
+ * happening. So once a request in this step's order (oldest running first, then the
+ * waiting head) has to wait for room, the requests after it take no new references this
+ * step: they run only up to their next span they do not hold yet. */
 
 static struct enc_entry *enc_find(struct sched *s, uint64_t hash)
 {
@@ -293,20 +300,27 @@ static bool enc_simulate(struct sched *s, const struct mm_item *const *extra, in
     return true;
 }
 
-/* How many of the n_new tokens of r from pos can run: all of them if every item they need
- * is resident or can be placed (evicting unreferenced items, LRU first); otherwise up to
- * the first item that would have to be encoded. With commit, takes the references and
- * extends this step's encode and evict lists (the range must fit). */
-static int32_t enc_schedule(struct sched *s, struct request *r, int32_t pos, int32_t n_new,
-                            bool commit)
+/* Whether the items r needs for tokens [pos, pos + n_new) are resident or can be placed
+ * (evicting unreferenced items, LRU first). *first_new gets the offset of the first span
+ * that would need a new item (-1 if none) and *first_new_end its end. With commit (the
+ * range must fit), takes the references and extends this step's encode and evict lists. */
+static bool enc_try(struct sched *s, struct request *r, int32_t pos, int32_t n_new, bool commit,
+                    int32_t *first_new_out, int32_t *first_new_end)
 {
     uint32_t stamp = ++s->enc_stamp;
     int32_t n_items = 0, need = 0, first_new = -1, n_spans = 0;
+    *first_new_end = -1;
     bool ok = true;
     for (int32_t k = r->mm_done; k < r->n_mm; k++) {
         const struct mm_span *sp = &r->mm[k];
         if (sp->offset >= pos + n_new) break;
         if (sp->offset + sp->item->n_tokens <= pos || r->mm_held[k]) continue;
+        if (s->enc_blocked && !commit) { /* no new references behind a waiting request */
+            first_new = sp->offset;
+            *first_new_end = sp->offset + sp->item->n_tokens;
+            ok = false;
+            break;
+        }
         n_spans++;
         struct enc_entry *e = enc_find(s, sp->item->hash);
         if (e) {
@@ -316,7 +330,10 @@ static int32_t enc_schedule(struct sched *s, struct request *r, int32_t pos, int
         bool dup = false;
         for (int32_t j = 0; j < n_items && !dup; j++) dup = s->plan[j]->hash == sp->item->hash;
         if (dup) continue;
-        if (first_new < 0) first_new = sp->offset;
+        if (first_new < 0) {
+            first_new = sp->offset;
+            *first_new_end = sp->offset + sp->item->n_tokens;
+        }
         if (n_items == s->cap_enc) {
             ok = false;
             break;
@@ -348,8 +365,8 @@ static int32_t enc_schedule(struct sched *s, struct request *r, int32_t pos, int
                 s->enc[i].evicting = 0;
                 s->enc_used += s->enc[i].n_tokens;
             }
-        VLM_ASSERT(!commit || ok);
-        return ok ? n_new : VLM_MAX(first_new - pos, 0);
+        *first_new_out = first_new;
+        return ok;
     }
     for (int32_t i = 0; i < s->n_enc; i++)
         if (s->enc[i].evicting == 2) {
@@ -380,7 +397,32 @@ static int32_t enc_schedule(struct sched *s, struct request *r, int32_t pos, int
     }
     ctr_add(s, CTR_ENC_MISS, n_items);
     ctr_add(s, CTR_ENC_HIT, n_spans - n_items);
-    return n_new;
+    *first_new_out = first_new;
+    return true;
+}
+
+/* How many of the n_new tokens of r from pos can run (commit false), or take the references
+ * for exactly that many (commit true). When the whole range does not fit, the range up to
+ * the end of its first new item is tried: the later items the request already needs would
+ * otherwise pin rows that item may need, and the request would wait on itself forever. If
+ * that does not fit either, the range stops before the item and the request waits for room
+ * (and the requests after it in this step take no new references). */
+static int32_t enc_schedule(struct sched *s, struct request *r, int32_t pos, int32_t n_new,
+                            bool commit)
+{
+    int32_t fn, fn_end;
+    if (commit) {
+        bool ok = enc_try(s, r, pos, n_new, true, &fn, &fn_end);
+        VLM_ASSERT(ok);
+        return n_new;
+    }
+    if (enc_try(s, r, pos, n_new, false, &fn, &fn_end)) return n_new;
+    if (!s->enc_blocked && fn >= pos) {
+        int32_t n_first = VLM_MIN(n_new, fn_end - pos);
+        if (n_first < n_new && enc_try(s, r, pos, n_first, false, &fn, &fn_end)) return n_first;
+    }
+    s->enc_blocked = true;
+    return VLM_MAX(fn - pos, 0);
 }
 
 /* After a failed step the engine may have applied any part of it. Every item that step
@@ -562,6 +604,7 @@ int32_t sched_schedule(struct sched *s, struct batch *out)
     int32_t budget = s->cfg.max_num_batched_tokens;
     bool preempted = false;
     int32_t n_evict = s->enc_resync ? enc_resync(s) : 0;
+    s->enc_blocked = false;
     s->b = (struct batch){.seqs = s->seqs, .encode = s->encode, .evict = s->evict,
                           .n_evict = n_evict};
 

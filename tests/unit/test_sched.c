@@ -140,6 +140,28 @@ static struct request *mk_img(struct tr *t, uint64_t id, uint64_t img_hash, int3
 }
 
 
+/* A prompt of n tokens with images (hash, n_tokens) at the given offsets. */
+static struct request *mk_imgs(struct tr *t, uint64_t id, int32_t n, int n_img,
+                               const int32_t *offs, const uint64_t *hash, const int32_t *len,
+                               int32_t max_tokens)
+{
+    int32_t p[64];
+    for (int32_t i = 0; i < n; i++) p[i] = 300 + i;
+    for (int j = 0; j < n_img; j++)
+        for (int32_t i = 0; i < len[j]; i++) p[offs[j] + i] = 9999;
+    struct req_params pr = {.max_tokens = max_tokens, .sp = {.logprobs = -1}};
+    struct request *r = req_new(id, p, n, &pr);
+    for (int j = 0; j < n_img; j++) {
+        struct mm_item it = image(hash[j], len[j]);
+        VLM_ASSERT(req_add_item(r, offs[j], &it, NULL) == 0);
+    }
+    r->notify = count_notify;
+    r->notify_user = &t->notified;
+    t->r = r;
+    t->notified = 0;
+    return r;
+}
+
 /* ==== The engine thread ====
  * The fake engine behind a gate the test opens step by step, so thread tests are
  * deterministic without sleeping. */
@@ -638,6 +660,39 @@ int main(void)
         req_release(b.r);
         req_release(d.r);
         req_release(e2.r);
+    }
+
+    TEST("encoder arena: a request's own later image must not keep its first one out")
+    {
+        struct sched_config c = base_cfg();
+        c.encoder_cache_tokens = 16;
+        c.max_mm_item_tokens = 8;
+        c.max_num_batched_tokens = 64;
+        c.enable_prefix_caching = false;
+        struct sched *s = sched_new(&c, NULL);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB, c.encoder_cache_tokens);
+        struct tr p1, r1;
+        /* p1 leaves Z at rows [0, 6) and Y at rows [6, 10), both unreferenced */
+        int32_t o1[] = {0, 6}, l1[] = {6, 4};
+        uint64_t h1[] = {0x2, 0x4};
+        submit(s, &c, mk_imgs(&p1, 1, 12, 2, o1, h1, l1, 1));
+        run_until_idle(s, &f, 10);
+        /* r1 needs X (8 rows, new) then Y: with Y pinned the free runs are 6 and 6 rows */
+        int32_t o2[] = {2, 12}, l2[] = {8, 4};
+        uint64_t h2[] = {0x8, 0x4};
+        submit(s, &c, mk_imgs(&r1, 2, 20, 2, o2, h2, l2, 2));
+        struct batch bt = step(s, &f);
+        CHECK_EQ(bt.n_seqs, 1);
+        CHECK_EQ(bt.seqs[0].n_tokens, 10); /* up to the end of X: Y is left for later */
+        CHECK_EQ(bt.n_encode, 1);
+        CHECK_EQ(bt.n_evict, 2);
+        int n = run_until_idle(s, &f, 20);
+        CHECK(n < 20);
+        CHECK(matches_reference(r1.r));
+        sched_free(s);
+        fake_destroy(&f);
+        req_release(p1.r);
+        req_release(r1.r);
     }
 
     TEST("validation: requests that could never run are rejected with 400")

@@ -5,8 +5,10 @@
  * invariants (each block held or free exactly once, refcounts equal the number of tables
  * holding the block, waiting requests hold nothing, encoder references add up). Every
  * request that finishes must match what it gives alone (unit/sched_fake.h); aborted ones
- * must have emitted a prefix of it. No request may wait longer than a bound (no
- * starvation), and after the drain the pool is full again.
+ * must have emitted a prefix of it. A step with requests held must schedule something (no
+ * deadlock), no request may wait longer than a bound (no starvation), and after the drain
+ * the pool is full again. Images come in same-size pairs (only their content hashes tell
+ * them apart) and are packed closely, so blocks and the encoder arena hold several.
  *
  * VLM_SIM_SEED=n picks another seed; VLM_SIM_STEPS=n scales the run.
  */
@@ -46,6 +48,7 @@ struct sim {
     uint64_t next_id;
     int32_t prefix[4][32];
     struct mm_item images[6];
+    int32_t max_images;             /* per prompt */
 };
 
 static void sim_arrive(struct sim *m)
@@ -66,12 +69,13 @@ static void sim_arrive(struct sim *m)
         pr.n_stop = 1;
     }
     /* up to two images, placed over the prompt (their tokens become pads) */
-    int32_t n_img = rnd(3) == 0 ? 1 + (int32_t)rnd(2) : 0, at = 0, offs[2], which[2], k = 0;
+    int32_t n_img = rnd(3) == 0 ? 1 + (int32_t)rnd((uint32_t)m->max_images) : 0, at = 0, k = 0;
+    int32_t offs[8], which[8];
     for (int32_t j = 0; j < n_img; j++) {
         which[k] = (int32_t)rnd(6);
         int32_t len = m->images[which[k]].n_tokens, room = n - at - len;
         if (room < 0) break;
-        offs[k] = at + (int32_t)rnd((uint32_t)room + 1);
+        offs[k] = at + (int32_t)rnd((uint32_t)(room < 3 ? room : 3) + 1); /* packed closely */
         for (int32_t i = 0; i < len; i++) p[offs[k] + i] = PAD;
         at = offs[k] + len;
         k++;
@@ -126,7 +130,13 @@ static bool sim_step(struct sim *m)
     struct batch b;
     struct batch_out o;
     m->step++;
-    if (sched_schedule(m->s, &b)) {
+    int32_t live0 = sched_n_live(m->s);
+    int32_t n_sched = sched_schedule(m->s, &b);
+    if (n_sched == 0 && live0 > 0) { /* held requests and nothing runs: a deadlock */
+        fprintf(stderr, "  step %ld: %d requests held, none can run\n", m->step, live0);
+        return false;
+    }
+    if (n_sched) {
         sched_check(m->s);
         int rc = fake_execute(&m->f, &b, &o);
         VLM_ASSERT(rc == 0); /* the engine could place every item it was asked to encode */
@@ -144,10 +154,11 @@ static bool sim_step(struct sim *m)
 }
 
 /* One configuration: steps with arrivals and aborts, then a drain. */
-static void sim_run(const char *name, struct sched_config c, long steps)
+static void sim_run(const char *name, struct sched_config c, long steps, int32_t max_images)
 {
     struct sim *m = xcalloc(1, sizeof *m);
     m->c = c;
+    m->max_images = max_images;
     m->s = sched_new(&c, NULL);
     VLM_ASSERT(m->s);
     fake_init(&m->f, c.n_blocks, c.block_size, VOCAB, c.encoder_cache_tokens);
@@ -217,20 +228,25 @@ int main(void)
         .encoder_cache_tokens = 16,
         .max_mm_item_tokens = 8,
     };
-    sim_run("simulation: prefix caching on", c, steps);
+    sim_run("simulation: prefix caching on", c, steps, 2);
     struct sched_config c2 = c;
     c2.enable_prefix_caching = false;
-    sim_run("simulation: prefix caching off", c2, steps);
+    sim_run("simulation: prefix caching off", c2, steps, 2);
     struct sched_config c3 = c;
     c3.max_num_batched_tokens = 5; /* chunks cut everywhere, inside images too */
     c3.encoder_cache_tokens = 8;
     c3.block_size = 3;
     c3.n_blocks = 1 + 30;
-    sim_run("simulation: tiny budget, odd block size, minimal encoder cache", c3, steps);
+    sim_run("simulation: tiny budget, odd block size, minimal encoder cache", c3, steps, 2);
     struct sched_config c4 = c;
     c4.max_num_seqs = 2;
     c4.block_size = 1;
     c4.n_blocks = 1 + 80;
-    sim_run("simulation: two sequences, one-token blocks", c4, steps / 3);
+    sim_run("simulation: two sequences, one-token blocks", c4, steps / 3, 2);
+    struct sched_config c5 = c;
+    c5.block_size = 16;
+    c5.n_blocks = 1 + 8;
+    c5.encoder_cache_tokens = 24;
+    sim_run("simulation: 16-token blocks, up to 8 images per prompt", c5, steps / 3, 8);
     return test_report();
 }
