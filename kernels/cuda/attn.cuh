@@ -1,0 +1,261 @@
+/*
+ * The attention kernel shared by attn_paged.cu (decoder, causal, over block tables) and
+ * attn_varlen.cu (ViT, full attention inside segments): flash-attention style, so no score
+ * matrix is ever stored, whatever the context.
+ *
+ * Thread mapping (see kernels/cuda.h for tiles):
+ *   grid  = (n_tiles, n_kv_heads, n_splits); block = rows_per_tile / 2 warps;
+ *   a block owns one tile: up to 16 query rows of one sequence that share KV head
+ *   blockIdx.y; rows r = token_in_seq * group + head_in_group;
+ *   warp w owns rows 2w and 2w + 1 (RPW = 2), held as f32 accumulators in registers:
+ *   lane l owns output dims (2c, 2c + 1) for c = l, l + 32, ... (NP pairs, hd <= 64 · NP).
+ * Per KV tile of 32 keys: the block stages K and V (bf16) in shared memory once for all its
+ * rows (one read of each KV block per GQA group); lane j computes the score of key j for
+ * both rows of its warp (q broadcast from shared memory), the warp updates the running max
+ * and denominator (online softmax) and every lane adds p_j · V[j] for its dims.
+ * K rows in shared memory are padded to an odd number of 4-byte words so that 32 lanes
+ * reading 32 different keys at the same dim hit 32 different banks.
+ * Split-K (decode with few sequences): blockIdx.z covers keys [z·split_len, (z+1)·split_len)
+ * and writes its unnormalised accumulator, max and sum to a workspace; attn_combine_kernel
+ * merges the splits.
+ */
+#pragma once
+
+#include "kernels/cuda/common.cuh"
+
+#include <math.h>
+
+#define ATTN_BK 32          /* keys per shared-memory tile (one per lane) */
+#define ATTN_RPW 2          /* query rows per warp */
+#define ATTN_HD_MAX 256
+#define ATTN_KW_MAX (ATTN_HD_MAX / 2 + 1) /* padded K row, in 4-byte words */
+
+struct attn_args {
+    bf16 *o;                     /* (n_tok, n_heads, hd) */
+    const bf16 *q;               /* (n_tok, n_heads, hd) */
+    const bf16 *k, *v;           /* paged: (slots, n_kv_heads, hd); varlen: (n_tok, n_heads, hd) */
+    const int32_t *q_start;      /* paged: (n_seqs + 1) q_start; varlen: (n_seg + 1) cu */
+    const int32_t *ctx_len;      /* paged: (n_seqs) */
+    const int32_t *block_tables; /* paged: (n_seqs, max_blocks) */
+    int32_t max_blocks, block_size;
+    const struct cuda_attn_tile *tiles;
+    int32_t rows_per_tile, n_heads, n_kv_heads, hd, group;
+    float scale;
+    int32_t n_splits, split_len; /* split_len: keys per split, a multiple of ATTN_BK */
+    int32_t n_tok;
+    float *ws_o;                 /* (n_splits, n_tok, n_heads, hd) f32, when n_splits > 1 */
+    float2 *ws_ml;               /* (n_splits, n_tok, n_heads) (max, sum) */
+};
+
+template <int NP, bool PAGED>
+static __global__ void __launch_bounds__(256) attn_kernel(const struct attn_args a)
+{
+    __shared__ uint32_t s_k[ATTN_BK * ATTN_KW_MAX];        /* (BK, kw) bf16 pairs, padded */
+    __shared__ uint32_t s_v[ATTN_BK * (ATTN_HD_MAX / 2)];  /* (BK, hd/2) bf16 pairs */
+    __shared__ uint32_t s_q[CUDA_ATTN_ROWS * (ATTN_HD_MAX / 2)]; /* (rows, hd/2) */
+
+    const struct cuda_attn_tile tile = a.tiles[blockIdx.x];
+    const int32_t kh = blockIdx.y, split = blockIdx.z;
+    const int32_t hw = a.hd / 2, kw = (hw % 2 == 0) ? hw + 1 : hw;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+
+    const int32_t q0 = a.q_start[tile.seq];
+    const int32_t n_s = a.q_start[tile.seq + 1] - q0;
+    const int32_t n_rows = min(a.rows_per_tile, n_s * a.group - tile.row0);
+    /* keys of this sequence: paged = positions [0, ctx), varlen = rows [q0, q0 + n_s) */
+    const int32_t ctx = PAGED ? a.ctx_len[tile.seq] : 0;
+    int32_t kbeg = PAGED ? 0 : q0;
+    int32_t kend = PAGED ? ctx - n_s + (tile.row0 + n_rows - 1) / a.group + 1 : q0 + n_s;
+    if (a.n_splits > 1) {
+        kbeg += split * a.split_len;
+        kend = min(kend, kbeg + a.split_len);
+    }
+
+    /* my rows: token, head and last visible key (causal limit) */
+    int32_t tok[ATTN_RPW], head[ATTN_RPW], lim[ATTN_RPW];
+#pragma unroll
+    for (int r = 0; r < ATTN_RPW; r++) {
+        int32_t lr = warp * ATTN_RPW + r;
+        int32_t sr = tile.row0 + lr;
+        bool ok = lr < n_rows;
+        tok[r] = q0 + sr / a.group;
+        head[r] = kh * a.group + sr % a.group;
+        lim[r] = !ok ? -1 : PAGED ? ctx - n_s + sr / a.group : kend - 1;
+    }
+
+    /* stage q rows (zeros for missing rows) */
+    for (int32_t w = threadIdx.x; w < a.rows_per_tile * hw; w += blockDim.x) {
+        int32_t lr = w / hw, c = w % hw;
+        int32_t sr = tile.row0 + lr;
+        uint32_t val = 0;
+        if (lr < n_rows) {
+            int64_t t = q0 + sr / a.group, h = kh * a.group + sr % a.group;
+            val = ((const uint32_t *)(a.q + (t * a.n_heads + h) * a.hd))[c];
+        }
+        s_q[lr * hw + c] = val;
+    }
+
+    float acc[ATTN_RPW][NP][2];
+    float m[ATTN_RPW], l[ATTN_RPW];
+#pragma unroll
+    for (int r = 0; r < ATTN_RPW; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < NP; i++) acc[r][i][0] = acc[r][i][1] = 0.0f;
+    }
+
+    const int32_t kv_heads = PAGED ? a.n_kv_heads : a.n_heads;
+    for (int32_t j0 = kbeg; j0 < kend; j0 += ATTN_BK) {
+        __syncthreads(); /* previous tile fully consumed (and s_q written, first time) */
+        for (int32_t w = threadIdx.x; w < ATTN_BK * hw; w += blockDim.x) {
+            int32_t jj = w / hw, c = w % hw, j = j0 + jj;
+            uint32_t kx = 0, vx = 0;
+            if (j < kend) {
+                int64_t row;
+                if (PAGED) {
+                    int32_t blk = a.block_tables[(int64_t)tile.seq * a.max_blocks +
+                                                 j / a.block_size];
+                    row = (int64_t)blk * a.block_size + j % a.block_size;
+                } else {
+                    row = j;
+                }
+                int64_t off = (row * kv_heads + kh) * a.hd;
+                kx = ((const uint32_t *)(a.k + off))[c];
+                vx = ((const uint32_t *)(a.v + off))[c];
+            }
+            s_k[jj * kw + c] = kx;
+            s_v[jj * hw + c] = vx;
+        }
+        __syncthreads();
+
+        /* scores: lane = key */
+        int32_t j = j0 + lane;
+        float sc[ATTN_RPW];
+#pragma unroll
+        for (int r = 0; r < ATTN_RPW; r++) sc[r] = 0.0f;
+        const uint32_t *kr = s_k + lane * kw;
+        const uint32_t *q_a = s_q + (warp * ATTN_RPW) * hw;
+        for (int32_t c = 0; c < hw; c++) {
+            uint32_t kx = kr[c];
+            float2 kf = __bfloat1622float2(*(const bf162 *)&kx);
+#pragma unroll
+            for (int r = 0; r < ATTN_RPW; r++) {
+                uint32_t qx = q_a[r * hw + c];
+                float2 qf = __bfloat1622float2(*(const bf162 *)&qx);
+                sc[r] += qf.x * kf.x + qf.y * kf.y;
+            }
+        }
+
+        /* online softmax per row, then acc += p · V */
+        float p[ATTN_RPW];
+#pragma unroll
+        for (int r = 0; r < ATTN_RPW; r++) {
+            bool valid = j < kend && j <= lim[r];
+            float s = valid ? sc[r] * a.scale : -INFINITY;
+            float mn = fmaxf(m[r], warp_max(s));
+            if (mn == -INFINITY) { /* nothing visible yet for this row */
+                p[r] = 0.0f;
+                continue;
+            }
+            float corr = expf(m[r] - mn); /* 0 when m was -inf */
+            p[r] = valid ? expf(s - mn) : 0.0f;
+            l[r] = l[r] * corr + warp_sum(p[r]);
+            m[r] = mn;
+#pragma unroll
+            for (int i = 0; i < NP; i++) {
+                acc[r][i][0] *= corr;
+                acc[r][i][1] *= corr;
+            }
+        }
+        int32_t n_keys = min(ATTN_BK, kend - j0);
+        for (int32_t jj = 0; jj < n_keys; jj++) {
+            float pj[ATTN_RPW];
+#pragma unroll
+            for (int r = 0; r < ATTN_RPW; r++) pj[r] = __shfl_sync(0xffffffffu, p[r], jj);
+#pragma unroll
+            for (int i = 0; i < NP; i++) {
+                int32_t c = lane + 32 * i;
+                if (c < hw) {
+                    uint32_t vx = s_v[jj * hw + c];
+                    float2 vf = __bfloat1622float2(*(const bf162 *)&vx);
+#pragma unroll
+                    for (int r = 0; r < ATTN_RPW; r++) {
+                        acc[r][i][0] += pj[r] * vf.x;
+                        acc[r][i][1] += pj[r] * vf.y;
+                    }
+                }
+            }
+        }
+    }
+
+    /* write: normalised bf16 output, or this split's partial state */
+#pragma unroll
+    for (int r = 0; r < ATTN_RPW; r++) {
+        if (lim[r] < 0) continue;
+        int64_t th = (int64_t)tok[r] * a.n_heads + head[r];
+        if (a.n_splits == 1) {
+            float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+            bf162 *out = (bf162 *)(a.o + th * a.hd);
+#pragma unroll
+            for (int i = 0; i < NP; i++) {
+                int32_t c = lane + 32 * i;
+                if (c < hw) out[c] = __floats2bfloat162_rn(acc[r][i][0] * inv, acc[r][i][1] * inv);
+            }
+        } else {
+            int64_t ws_row = (int64_t)split * a.n_tok * a.n_heads + th;
+            float2 *wo = (float2 *)(a.ws_o + ws_row * a.hd);
+#pragma unroll
+            for (int i = 0; i < NP; i++) {
+                int32_t c = lane + 32 * i;
+                if (c < hw) wo[c] = make_float2(acc[r][i][0], acc[r][i][1]);
+            }
+            if (lane == 0) a.ws_ml[ws_row] = make_float2(m[r], l[r]);
+        }
+    }
+}
+
+/* grid = n_tok · n_heads; block = 64; thread c merges dims (2c, 2c + 1) of one (token, head)
+ * over the splits: o = Σ e^(m_z - M) acc_z / Σ e^(m_z - M) l_z. */
+static __global__ void attn_combine_kernel(bf16 *o, const float *ws_o, const float2 *ws_ml,
+                                           int32_t n_splits, int64_t n_rows, int32_t hd)
+{
+    int64_t th = blockIdx.x;
+    float mx = -INFINITY;
+    for (int32_t z = 0; z < n_splits; z++) mx = fmaxf(mx, ws_ml[z * n_rows + th].x);
+    float den = 0.0f;
+    for (int32_t z = 0; z < n_splits; z++) {
+        float2 ml = ws_ml[z * n_rows + th];
+        den += ml.y > 0.0f ? expf(ml.x - mx) * ml.y : 0.0f;
+    }
+    float inv = den > 0.0f ? 1.0f / den : 0.0f;
+    for (int32_t c = threadIdx.x; c < hd / 2; c += blockDim.x) {
+        float x0 = 0.0f, x1 = 0.0f;
+        for (int32_t z = 0; z < n_splits; z++) {
+            float2 ml = ws_ml[z * n_rows + th];
+            if (!(ml.y > 0.0f)) continue;
+            float w = expf(ml.x - mx);
+            float2 v = ((const float2 *)(ws_o + (z * n_rows + th) * hd))[c];
+            x0 += w * v.x;
+            x1 += w * v.y;
+        }
+        ((bf162 *)(o + th * hd))[c] = __floats2bfloat162_rn(x0 * inv, x1 * inv);
+    }
+}
+
+/* Launches attn_kernel with the instance for hd (pairs per lane NP = ceil(hd / 64)). */
+template <bool PAGED>
+static void attn_launch(const struct attn_args &a, int32_t n_tiles, cudaStream_t s)
+{
+    dim3 grid((unsigned)n_tiles, (unsigned)(PAGED ? a.n_kv_heads : a.n_heads),
+              (unsigned)a.n_splits);
+    int threads = 32 * ((a.rows_per_tile + ATTN_RPW - 1) / ATTN_RPW);
+    int np = (a.hd + 63) / 64;
+    switch (np) {
+    case 1: attn_kernel<1, PAGED><<<grid, threads, 0, s>>>(a); break;
+    case 2: attn_kernel<2, PAGED><<<grid, threads, 0, s>>>(a); break;
+    case 3: attn_kernel<3, PAGED><<<grid, threads, 0, s>>>(a); break;
+    default: attn_kernel<4, PAGED><<<grid, threads, 0, s>>>(a); break;
+    }
+    CUDA_LAUNCH_CHECK();
+}

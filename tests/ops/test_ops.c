@@ -1,0 +1,839 @@
+/*
+ * test_ops: every backend op against the CPU reference, in the spirit of llama.cpp's
+ * test-backend-ops (STYLE C17).
+ *
+ * Each case names one op and its shapes. Its inputs are drawn uniformly from [-1, 1] (then
+ * rounded to bf16, so an f32 and a bf16 backend see the same numbers) from a seed that is
+ * fresh per run (printed; VLM_TEST_SEED=N repeats a run); outputs are poisoned with NaN
+ * before each run so an element the op never writes shows up. Results are compared by
+ * ‖out − ref‖ / ‖ref‖ against a per-op bound; NaN/inf in the output is reported on its own.
+ *
+ *   1. CPU self-check (always, also in CI): each case twice on the CPU backend; the two runs
+ *      must agree bit for bit and be finite. This exercises the harness and every case.
+ *   2. CUDA parity (when built with CUDA and a GPU is present): each case on the CUDA
+ *      backend against the CPU result; "not supported" for ops the backend lacks. Without a
+ *      GPU the program exits 77 (ctest: skipped) after step 1.
+ *
+ *   test_ops --perf [--cpu]   times each op at the model's real shapes (Qwen3-8B decoder,
+ *                             675M ViT) on the GPU (or the CPU) and prints µs and GB/s.
+ */
+#include "engine/backend.h"
+#include "test.h"
+#ifdef VLM_HAVE_CUDA
+#include "kernels/cuda.h"
+#endif
+
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+/* ==== Random inputs ==== */
+
+static uint64_t rng_s;
+
+static void rng_seed(uint64_t s)
+{
+    rng_s = s * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull;
+    if (!rng_s) rng_s = 1;
+}
+
+static uint32_t rng_u32(void)
+{
+    rng_s ^= rng_s >> 12;
+    rng_s ^= rng_s << 25;
+    rng_s ^= rng_s >> 27;
+    return (uint32_t)((rng_s * 0x2545f4914f6cdd1dull) >> 32);
+}
+
+/* uniform in [-1, 1], rounded to bf16 */
+static float rng_f(void)
+{
+    float f = (float)rng_u32() / 4294967296.0f * 2.0f - 1.0f;
+    return bf16_to_f32(f32_to_bf16(f));
+}
+
+static float *rand_vec(int64_t n)
+{
+    float *v = xmalloc((size_t)(n > 0 ? n : 1) * sizeof *v);
+    for (int64_t i = 0; i < n; i++) v[i] = rng_f();
+    return v;
+}
+
+/* a random permutation of [0, n) */
+static int32_t *rand_perm(int32_t n)
+{
+    int32_t *p = xmalloc((size_t)(n > 0 ? n : 1) * sizeof *p);
+    for (int32_t i = 0; i < n; i++) p[i] = i;
+    for (int32_t i = n - 1; i > 0; i--) {
+        int32_t j = (int32_t)(rng_u32() % (uint32_t)(i + 1));
+        int32_t t = p[i];
+        p[i] = p[j];
+        p[j] = t;
+    }
+    return p;
+}
+
+/* ==== One run of one case on one backend ====
+ * struct run owns every buffer the case allocates on the backend and releases them at the
+ * end. Host f32 arrays are converted to the buffer's dtype on the way up and back to f32 on
+ * the way down. */
+
+#define RUN_MAX_ALLOCS 32
+
+struct run {
+    struct backend *b;
+    enum dtype act;             /* the backend's activation dtype */
+    void *allocs[RUN_MAX_ALLOCS];
+    int n_allocs;
+    int reps;                   /* 1: parity; > 1: perf (one warm-up, then reps timed) */
+    double us;                  /* perf: µs per op */
+    double bytes;               /* bytes one op must move (inputs read + outputs written) */
+};
+
+static void *r_alloc(struct run *r, size_t n)
+{
+    VLM_ASSERT(r->n_allocs < RUN_MAX_ALLOCS);
+    void *p = r->b->ops->alloc(r->b->ctx, n ? n : 16);
+    VLM_ASSERT(p);
+    r->allocs[r->n_allocs++] = p;
+    return p;
+}
+
+static void r_release(struct run *r)
+{
+    r->b->ops->sync(r->b->ctx);
+    for (int i = 0; i < r->n_allocs; i++) r->b->ops->release(r->b->ctx, r->allocs[i]);
+    r->n_allocs = 0;
+}
+
+static void *host_convert(enum dtype t, const float *h, int64_t n)
+{
+    size_t es = dtype_size(t);
+    char *buf = xmalloc((size_t)(n > 0 ? n : 1) * es);
+    for (int64_t i = 0; i < n; i++) {
+        switch (t) {
+        case DT_F32: ((float *)buf)[i] = h[i]; break;
+        case DT_BF16: ((uint16_t *)buf)[i] = f32_to_bf16(h[i]); break;
+        case DT_F16: ((uint16_t *)buf)[i] = f32_to_f16(h[i]); break;
+        default: VLM_ASSERT(!"float dtypes only");
+        }
+    }
+    return buf;
+}
+
+/* A backend buffer of n elements of type t holding h. */
+static void *r_put(struct run *r, enum dtype t, const float *h, int64_t n)
+{
+    void *d = r_alloc(r, (size_t)n * dtype_size(t));
+    void *buf = host_convert(t, h, n);
+    r->b->ops->upload(r->b->ctx, d, buf, (size_t)n * dtype_size(t));
+    r->b->ops->sync(r->b->ctx);
+    free(buf);
+    return d;
+}
+
+/* An output buffer of n elements of type t, poisoned with NaN. */
+static void *r_out(struct run *r, enum dtype t, int64_t n)
+{
+    float *nan = xmalloc((size_t)(n > 0 ? n : 1) * sizeof *nan);
+    for (int64_t i = 0; i < n; i++) nan[i] = NAN;
+    void *d = r_put(r, t, nan, n);
+    free(nan);
+    return d;
+}
+
+/* Downloads n elements of type t into a new host f32 array. */
+static float *r_get(struct run *r, const void *d, enum dtype t, int64_t n)
+{
+    size_t es = dtype_size(t);
+    char *buf = xmalloc((size_t)(n > 0 ? n : 1) * es);
+    r->b->ops->download(r->b->ctx, buf, d, (size_t)n * es);
+    float *out = xmalloc((size_t)(n > 0 ? n : 1) * sizeof *out);
+    for (int64_t i = 0; i < n; i++) {
+        switch (t) {
+        case DT_F32: out[i] = ((float *)buf)[i]; break;
+        case DT_BF16: out[i] = bf16_to_f32(((uint16_t *)buf)[i]); break;
+        case DT_F16: out[i] = f16_to_f32(((uint16_t *)buf)[i]); break;
+        default: VLM_ASSERT(!"float dtypes only");
+        }
+    }
+    free(buf);
+    return out;
+}
+
+/* A weight (rows, cols) through load_weight, as the engine loads them. */
+static struct tensor r_weight(struct run *r, const float *h, int64_t cols, int64_t rows)
+{
+    struct tensor src = tensor_make((void *)h, DT_F32, cols, rows, 1, 1);
+    struct tensor w = r->b->ops->load_weight(r->b->ctx, &src);
+    VLM_ASSERT(w.data);
+    VLM_ASSERT(r->n_allocs < RUN_MAX_ALLOCS);
+    r->allocs[r->n_allocs++] = w.data;
+    return w;
+}
+
+/* Runs the op once (parity), or once plus r->reps timed repetitions (perf). */
+#define RUN_OP(r, stmt)                                                                    \
+    do {                                                                                   \
+        stmt;                                                                              \
+        (r)->b->ops->sync((r)->b->ctx);                                                    \
+        if ((r)->reps > 1) {                                                               \
+            uint64_t t0_ = vlm_now_ns();                                                   \
+            for (int i_ = 0; i_ < (r)->reps; i_++) { stmt; }                               \
+            (r)->b->ops->sync((r)->b->ctx);                                                \
+            (r)->us = (double)(vlm_now_ns() - t0_) / 1e3 / (r)->reps;                      \
+        }                                                                                  \
+    } while (0)
+
+/* ==== Cases ==== */
+
+struct tcase;
+/* Builds the case's inputs on r's backend (from the case's seed), runs the op and returns
+ * its output as host f32 (*n elements, caller frees). */
+typedef float *(*case_fn)(struct run *r, const struct tcase *c, int64_t *n);
+
+#define MAX_SEQS 8
+
+struct tcase {
+    const char *op;     /* printed name */
+    case_fn fn;
+    enum op kind;       /* for supports() */
+    enum dtype kind_t;  /* dtype asked from supports(); DT_COUNT = the backend's act dtype */
+    float tol;          /* bound on ‖out − ref‖ / ‖ref‖ against the CPU */
+    /* shapes; the meaning is per op (see each fn) */
+    int64_t m, n, k;
+    int32_t heads, kv_heads, hd, block_size, n_seqs;
+    int32_t q_len[MAX_SEQS], ctx[MAX_SEQS]; /* attention: new tokens, context after step */
+    int flag;           /* bias / f32 out / ... per op */
+    uint64_t seed;      /* set per run */
+};
+
+static enum dtype act(const struct run *r)
+{
+    return r->act;
+}
+
+static float *case_matmul(struct run *r, const struct tcase *c, int64_t *n)
+{
+    /* y(m, n) = x(m, k)·w(n, k)ᵀ (+ bias(n) when flag & 1); y f32 when flag & 2 (logits) */
+    enum dtype yt = (c->flag & 2) ? DT_F32 : act(r);
+    float *hx = rand_vec(c->m * c->k), *hw = rand_vec(c->n * c->k), *hb = rand_vec(c->n);
+    struct tensor x = tensor_make(r_put(r, act(r), hx, c->m * c->k), act(r), c->k, c->m, 1, 1);
+    struct tensor w = r_weight(r, hw, c->k, c->n);
+    struct tensor b = r_weight(r, hb, c->n, 1);
+    struct tensor y = tensor_make(r_out(r, yt, c->m * c->n), yt, c->n, c->m, 1, 1);
+    RUN_OP(r, r->b->ops->matmul(r->b->ctx, &y, &x, &w, (c->flag & 1) ? &b : NULL));
+    size_t es = dtype_size(act(r));
+    r->bytes = (double)((c->m * c->k + c->n * c->k) * es + c->m * c->n * dtype_size(yt));
+    free(hx), free(hw), free(hb);
+    *n = c->m * c->n;
+    return r_get(r, y.data, yt, *n);
+}
+
+/* add / silu_mul / gelu_erf / quick_gelu over m elements; flag 1: output aliases input a */
+static float *case_eltwise(struct run *r, const struct tcase *c, int64_t *n)
+{
+    float *ha = rand_vec(c->m), *hb = rand_vec(c->m);
+    if (c->kind == OP_SILU_MUL || c->kind == OP_GELU_ERF || c->kind == OP_QUICK_GELU)
+        for (int64_t i = 0; i < c->m; i++) ha[i] *= 4.0f; /* reach the non-linear parts */
+    struct tensor a = tensor_make(r_put(r, act(r), ha, c->m), act(r), c->m, 1, 1, 1);
+    struct tensor b = tensor_make(r_put(r, act(r), hb, c->m), act(r), c->m, 1, 1, 1);
+    struct tensor y = c->flag ? a : tensor_make(r_out(r, act(r), c->m), act(r), c->m, 1, 1, 1);
+    const struct backend_ops *o = r->b->ops;
+    void *x = r->b->ctx;
+    int n_in = 2;
+    switch (c->kind) {
+    case OP_ADD: RUN_OP(r, o->add(x, &y, &a, &b)); break;
+    case OP_SILU_MUL: RUN_OP(r, o->silu_mul(x, &y, &a, &b)); break;
+    case OP_GELU_ERF: RUN_OP(r, o->gelu_erf(x, &y, &a)); n_in = 1; break;
+    case OP_QUICK_GELU: RUN_OP(r, o->quick_gelu(x, &y, &a)); n_in = 1; break;
+    default: VLM_ASSERT(!"not an elementwise op");
+    }
+    r->bytes = (double)((n_in + 1) * c->m * (int64_t)dtype_size(act(r)));
+    free(ha), free(hb);
+    *n = c->m;
+    return r_get(r, y.data, act(r), *n);
+}
+
+/* rmsnorm / layernorm over (m rows, k) viewed as (k, heads, m/heads) when heads > 1 (the
+ * per-head q/k norm); flag 1: in place */
+static float *case_norm(struct run *r, const struct tcase *c, int64_t *n)
+{
+    int64_t N = c->m * c->k;
+    float *hx = rand_vec(N), *hw = rand_vec(c->k), *hb = rand_vec(c->k);
+    for (int64_t i = 0; i < N; i++) hx[i] = hx[i] * 3.0f + 0.5f; /* a mean and a scale */
+    int64_t h = c->heads > 1 ? c->heads : 1;
+    struct tensor x = tensor_make(r_put(r, act(r), hx, N), act(r), c->k, h, c->m / h, 1);
+    struct tensor y = c->flag ? x : tensor_make(r_out(r, act(r), N), act(r), c->k, h, c->m / h, 1);
+    struct tensor w = r_weight(r, hw, c->k, 1), b = r_weight(r, hb, c->k, 1);
+    if (c->kind == OP_RMSNORM) RUN_OP(r, r->b->ops->rmsnorm(r->b->ctx, &y, &x, &w, 1e-6f));
+    else RUN_OP(r, r->b->ops->layernorm(r->b->ctx, &y, &x, &w, &b, 1e-6f));
+    r->bytes = (double)(2 * N * (int64_t)dtype_size(act(r)));
+    free(hx), free(hw), free(hb);
+    *n = N;
+    return r_get(r, y.data, act(r), *n);
+}
+
+/* A one-sequence step over m tokens at random positions < 40000 (rope, embed, kv_store);
+ * returns the positions (caller frees). */
+static int32_t *set_flat_step(struct run *r, int64_t m, const int32_t *tokens,
+                              const int32_t *slot)
+{
+    int32_t *pos = xmalloc((size_t)m * sizeof *pos);
+    for (int64_t i = 0; i < m; i++) pos[i] = (int32_t)(rng_u32() % 40000);
+    int32_t q_start[2] = {0, (int32_t)m}, ctx_len[1] = {(int32_t)m};
+    struct step_meta sm = {.n_seqs = 1, .n_tokens = (int32_t)m, .tokens = tokens, .pos = pos,
+                           .slot = slot, .q_start = q_start, .ctx_len = ctx_len,
+                           .block_tables = NULL, .max_blocks = 0};
+    r->b->ops->set_step(r->b->ctx, &sm);
+    return pos;
+}
+
+/* rope_neox on (m tokens, heads, hd), theta = 1e6 (Qwen3) */
+static float *case_rope_neox(struct run *r, const struct tcase *c, int64_t *n)
+{
+    int64_t N = c->m * c->heads * c->hd;
+    float *hx = rand_vec(N);
+    struct tensor x = tensor_make(r_put(r, act(r), hx, N), act(r), c->hd, c->heads, c->m, 1);
+    free(set_flat_step(r, c->m, NULL, NULL));
+    RUN_OP(r, r->b->ops->rope_neox(r->b->ctx, &x, 1e6f));
+    r->bytes = (double)(2 * N * (int64_t)dtype_size(act(r)));
+    free(hx);
+    *n = N;
+    return r_get(r, x.data, act(r), *n);
+}
+
+/* rope_table on (m, heads, hd) with random angle tables, as the ViT's 2-D RoPE */
+static float *case_rope_table(struct run *r, const struct tcase *c, int64_t *n)
+{
+    int64_t N = c->m * c->heads * c->hd, T = c->m * c->hd;
+    float *hx = rand_vec(N), *hc = xmalloc((size_t)T * 4), *hs = xmalloc((size_t)T * 4);
+    for (int64_t i = 0; i < T; i++) {
+        float a = rng_f() * 50.0f;
+        hc[i] = cosf(a);
+        hs[i] = sinf(a);
+    }
+    struct tensor x = tensor_make(r_put(r, act(r), hx, N), act(r), c->hd, c->heads, c->m, 1);
+    struct tensor cs = tensor_make(r_put(r, DT_F32, hc, T), DT_F32, c->hd, c->m, 1, 1);
+    struct tensor sn = tensor_make(r_put(r, DT_F32, hs, T), DT_F32, c->hd, c->m, 1, 1);
+    RUN_OP(r, r->b->ops->rope_table(r->b->ctx, &x, &cs, &sn));
+    r->bytes = (double)(2 * N * (int64_t)dtype_size(act(r)) + 2 * T * 4);
+    free(hx), free(hc), free(hs);
+    *n = N;
+    return r_get(r, x.data, act(r), *n);
+}
+
+/* embed: m tokens from a (n vocab, k) table */
+static float *case_embed(struct run *r, const struct tcase *c, int64_t *n)
+{
+    float *ht = rand_vec(c->n * c->k);
+    int32_t *ids = xmalloc((size_t)c->m * sizeof *ids);
+    for (int64_t i = 0; i < c->m; i++) ids[i] = (int32_t)(rng_u32() % (uint32_t)c->n);
+    struct tensor t = r_weight(r, ht, c->k, c->n);
+    struct tensor y = tensor_make(r_out(r, act(r), c->m * c->k), act(r), c->k, c->m, 1, 1);
+    free(set_flat_step(r, c->m, ids, NULL));
+    RUN_OP(r, r->b->ops->embed(r->b->ctx, &y, &t));
+    r->bytes = (double)(2 * c->m * c->k * (int64_t)dtype_size(act(r)));
+    free(ht), free(ids);
+    *n = c->m * c->k;
+    return r_get(r, y.data, act(r), *n);
+}
+
+/* kv_store: m tokens (kv_heads, hd) into a random cache of n blocks of block_size; the
+ * whole cache is compared (untouched slots must stay as they were) */
+static float *case_kv_store(struct run *r, const struct tcase *c, int64_t *n)
+{
+    int64_t row = (int64_t)c->kv_heads * c->hd, slots = c->n * c->block_size;
+    float *hk = rand_vec(c->m * row), *hv = rand_vec(c->m * row);
+    float *hkc = rand_vec(slots * row), *hvc = rand_vec(slots * row);
+    int32_t *perm = rand_perm((int32_t)slots);
+    struct kv_layer kv = {.k = r_put(r, act(r), hkc, slots * row),
+                          .v = r_put(r, act(r), hvc, slots * row), .type = act(r),
+                          .n_blocks = (int32_t)c->n, .block_size = c->block_size,
+                          .n_kv_heads = c->kv_heads, .head_dim = c->hd};
+    struct tensor k = tensor_make(r_put(r, act(r), hk, c->m * row), act(r), c->hd, c->kv_heads, c->m, 1);
+    struct tensor v = tensor_make(r_put(r, act(r), hv, c->m * row), act(r), c->hd, c->kv_heads, c->m, 1);
+    free(set_flat_step(r, c->m, NULL, perm));
+    RUN_OP(r, r->b->ops->kv_store(r->b->ctx, &kv, &k, &v));
+    r->bytes = (double)(4 * c->m * row * (int64_t)dtype_size(act(r)));
+    float *ok = r_get(r, kv.k, act(r), slots * row), *ov = r_get(r, kv.v, act(r), slots * row);
+    float *out = xmalloc((size_t)(2 * slots * row) * sizeof *out);
+    memcpy(out, ok, (size_t)(slots * row) * sizeof *out);
+    memcpy(out + slots * row, ov, (size_t)(slots * row) * sizeof *out);
+    free(hk), free(hv), free(hkc), free(hvc), free(perm), free(ok), free(ov);
+    *n = 2 * slots * row;
+    return out;
+}
+
+/* attn_paged: n_seqs sequences (q_len new tokens, ctx after the step) over a random cache
+ * whose blocks are handed out in random order; unused block-table entries hold an id far
+ * out of range, so reading one is an illegal address */
+static float *case_attn_paged(struct run *r, const struct tcase *c, int64_t *n)
+{
+    int32_t bs = c->block_size, ns = c->n_seqs, n_tok = 0, max_blocks = 0, used = 0;
+    int32_t q_start[MAX_SEQS + 1] = {0};
+    for (int32_t s = 0; s < ns; s++) {
+        VLM_ASSERT(c->q_len[s] >= 1 && c->q_len[s] <= c->ctx[s]);
+        q_start[s + 1] = q_start[s] + c->q_len[s];
+        int32_t nb = (c->ctx[s] + bs - 1) / bs;
+        max_blocks = VLM_MAX(max_blocks, nb + 1);
+        used += nb;
+    }
+    n_tok = q_start[ns];
+    int32_t n_blocks = used + 3;
+    int32_t *perm = rand_perm(n_blocks - 1);
+    int32_t *bt = xmalloc((size_t)ns * (size_t)max_blocks * sizeof *bt);
+    for (int32_t s = 0, u = 0; s < ns; s++)
+        for (int32_t b = 0; b < max_blocks; b++)
+            bt[s * max_blocks + b] = b < (c->ctx[s] + bs - 1) / bs ? 1 + perm[u++] : 1 << 28;
+    int32_t *pos = xmalloc((size_t)n_tok * sizeof *pos), *slot = xmalloc((size_t)n_tok * 4);
+    for (int32_t s = 0; s < ns; s++)
+        for (int32_t i = 0; i < c->q_len[s]; i++) {
+            int32_t p = c->ctx[s] - c->q_len[s] + i;
+            pos[q_start[s] + i] = p;
+            slot[q_start[s] + i] = bt[s * max_blocks + p / bs] * bs + p % bs;
+        }
+    int64_t row = (int64_t)c->kv_heads * c->hd, cache = (int64_t)n_blocks * bs * row;
+    int64_t NQ = (int64_t)n_tok * c->heads * c->hd;
+    float *hq = rand_vec(NQ), *hk = rand_vec(cache), *hv = rand_vec(cache);
+    for (int64_t i = 0; i < NQ; i++) hq[i] *= 4.0f; /* peaky enough softmax */
+    struct kv_layer kv = {.k = r_put(r, act(r), hk, cache), .v = r_put(r, act(r), hv, cache),
+                          .type = act(r), .n_blocks = n_blocks, .block_size = bs,
+                          .n_kv_heads = c->kv_heads, .head_dim = c->hd};
+    struct tensor q = tensor_make(r_put(r, act(r), hq, NQ), act(r), c->hd, c->heads, n_tok, 1);
+    struct tensor o = tensor_make(r_out(r, act(r), NQ), act(r), c->hd, c->heads, n_tok, 1);
+    struct step_meta sm = {.n_seqs = ns, .n_tokens = n_tok, .tokens = NULL, .pos = pos,
+                           .slot = slot, .q_start = q_start, .ctx_len = c->ctx,
+                           .block_tables = bt, .max_blocks = max_blocks};
+    int32_t *zeros = xcalloc((size_t)n_tok, sizeof *zeros);
+    sm.tokens = zeros;
+    r->b->ops->set_step(r->b->ctx, &sm);
+    RUN_OP(r, r->b->ops->attn_paged(r->b->ctx, &o, &q, &kv, 1.0f / sqrtf((float)c->hd)));
+    int64_t kv_read = 0;
+    for (int32_t s = 0; s < ns; s++) kv_read += 2LL * c->ctx[s] * row;
+    r->bytes = (double)((2 * NQ + kv_read) * (int64_t)dtype_size(act(r)));
+    free(perm), free(bt), free(pos), free(slot), free(hq), free(hk), free(hv), free(zeros);
+    *n = NQ;
+    return r_get(r, o.data, act(r), *n);
+}
+
+/* attn_varlen: segments of lengths q_len[0..n_seqs) over (rows, heads, hd) */
+static float *case_attn_varlen(struct run *r, const struct tcase *c, int64_t *n)
+{
+    int32_t cu[MAX_SEQS + 1] = {0};
+    for (int32_t s = 0; s < c->n_seqs; s++) cu[s + 1] = cu[s] + c->q_len[s];
+    int64_t N = (int64_t)cu[c->n_seqs] * c->heads * c->hd;
+    float *hq = rand_vec(N), *hk = rand_vec(N), *hv = rand_vec(N);
+    for (int64_t i = 0; i < N; i++) hq[i] *= 4.0f;
+    enum dtype t = act(r);
+    int64_t P = cu[c->n_seqs];
+    struct tensor q = tensor_make(r_put(r, t, hq, N), t, c->hd, c->heads, P, 1);
+    struct tensor k = tensor_make(r_put(r, t, hk, N), t, c->hd, c->heads, P, 1);
+    struct tensor v = tensor_make(r_put(r, t, hv, N), t, c->hd, c->heads, P, 1);
+    struct tensor o = tensor_make(r_out(r, t, N), t, c->hd, c->heads, P, 1);
+    RUN_OP(r, r->b->ops->attn_varlen(r->b->ctx, &o, &q, &k, &v, cu, c->n_seqs,
+                                     1.0f / sqrtf((float)c->hd)));
+    r->bytes = (double)(4 * N * (int64_t)dtype_size(t));
+    free(hq), free(hk), free(hv);
+    *n = N;
+    return r_get(r, o.data, t, *n);
+}
+
+/* gather (flag 0): dst m rows of k from src n rows; scatter (flag 1): src m rows into a
+ * random dst of n rows at distinct rows */
+static float *case_rows(struct run *r, const struct tcase *c, int64_t *n)
+{
+    float *hs = rand_vec((c->flag ? c->m : c->n) * c->k), *hd = rand_vec(c->n * c->k);
+    int32_t *perm = rand_perm((int32_t)c->n);
+    int32_t *idx = xmalloc((size_t)c->m * sizeof *idx);
+    for (int64_t i = 0; i < c->m; i++) idx[i] = c->flag ? perm[i] : (int32_t)(rng_u32() % c->n);
+    enum dtype t = act(r);
+    struct tensor src, dst;
+    if (!c->flag) {
+        src = tensor_make(r_put(r, t, hs, c->n * c->k), t, c->k, c->n, 1, 1);
+        dst = tensor_make(r_out(r, t, c->m * c->k), t, c->k, c->m, 1, 1);
+        RUN_OP(r, r->b->ops->gather_rows(r->b->ctx, &dst, &src, idx));
+        *n = c->m * c->k;
+    } else {
+        src = tensor_make(r_put(r, t, hs, c->m * c->k), t, c->k, c->m, 1, 1);
+        dst = tensor_make(r_put(r, t, hd, c->n * c->k), t, c->k, c->n, 1, 1);
+        RUN_OP(r, r->b->ops->scatter_rows(r->b->ctx, &dst, &src, idx));
+        *n = c->n * c->k;
+    }
+    r->bytes = (double)(2 * c->m * c->k * (int64_t)dtype_size(t));
+    free(hs), free(hd), free(perm), free(idx);
+    return r_get(r, dst.data, t, *n);
+}
+
+/* cast: flag 0: f32 → act (the ViT's pixel rows), flag 1: act → f32 */
+static float *case_cast(struct run *r, const struct tcase *c, int64_t *n)
+{
+    float *hx = rand_vec(c->m);
+    enum dtype xt = c->flag ? act(r) : DT_F32, yt = c->flag ? DT_F32 : act(r);
+    struct tensor x = tensor_make(r_put(r, xt, hx, c->m), xt, c->m, 1, 1, 1);
+    struct tensor y = tensor_make(r_out(r, yt, c->m), yt, c->m, 1, 1, 1);
+    RUN_OP(r, r->b->ops->cast(r->b->ctx, &y, &x));
+    r->bytes = (double)(c->m * (int64_t)(dtype_size(xt) + dtype_size(yt)));
+    free(hx);
+    *n = c->m;
+    return r_get(r, y.data, yt, *n);
+}
+
+/* Fused kernels the backend table does not have yet (kernels/cuda.h): on the CPU they are
+ * the composition of table ops they replace, on CUDA the fused launcher.
+ * add_rmsnorm: res (m, k) += d; y = rmsnorm(res). Both res and y are compared. */
+static float *case_add_rmsnorm(struct run *r, const struct tcase *c, int64_t *n)
+{
+    int64_t N = c->m * c->k;
+    float *hr = rand_vec(N), *hd = rand_vec(N), *hw = rand_vec(c->k);
+    enum dtype t = act(r);
+    struct tensor res = tensor_make(r_put(r, t, hr, N), t, c->k, c->m, 1, 1);
+    struct tensor d = tensor_make(r_put(r, t, hd, N), t, c->k, c->m, 1, 1);
+    struct tensor y = tensor_make(r_out(r, t, N), t, c->k, c->m, 1, 1);
+    struct tensor w = r_weight(r, hw, c->k, 1);
+    bool fused = !strcmp(r->b->ops->name, "cuda");
+    if (!fused) {
+        RUN_OP(r, (r->b->ops->add(r->b->ctx, &res, &res, &d),
+                   r->b->ops->rmsnorm(r->b->ctx, &y, &res, &w, 1e-6f)));
+    }
+#ifdef VLM_HAVE_CUDA
+    else {
+        cudaStream_t s = (cudaStream_t)backend_cuda_stream(r->b);
+        RUN_OP(r, cuda_add_rmsnorm(res.data, y.data, d.data, w.data, c->m, (int32_t)c->k, 1e-6f, s));
+    }
+#endif
+    r->bytes = (double)(4 * N * (int64_t)dtype_size(t));
+    float *oy = r_get(r, y.data, t, N), *orr = r_get(r, res.data, t, N);
+    float *out = xmalloc((size_t)(2 * N) * sizeof *out);
+    memcpy(out, oy, (size_t)N * sizeof *out);
+    memcpy(out + N, orr, (size_t)N * sizeof *out);
+    free(hr), free(hd), free(hw), free(oy), free(orr);
+    *n = 2 * N;
+    return out;
+}
+
+/* qk_norm_rope: per-head rmsnorm (w (hd)) then rope_neox, on (m tokens, heads, hd) */
+static float *case_qk_norm_rope(struct run *r, const struct tcase *c, int64_t *n)
+{
+    int64_t N = c->m * c->heads * c->hd;
+    float *hx = rand_vec(N), *hw = rand_vec(c->hd);
+    enum dtype t = act(r);
+    struct tensor x = tensor_make(r_put(r, t, hx, N), t, c->hd, c->heads, c->m, 1);
+    struct tensor w = r_weight(r, hw, c->hd, 1);
+    int32_t *pos = set_flat_step(r, c->m, NULL, NULL);
+    bool fused = !strcmp(r->b->ops->name, "cuda");
+    if (!fused) {
+        RUN_OP(r, (r->b->ops->rmsnorm(r->b->ctx, &x, &x, &w, 1e-6f),
+                   r->b->ops->rope_neox(r->b->ctx, &x, 1e6f)));
+    }
+#ifdef VLM_HAVE_CUDA
+    else {
+        int32_t *dpos = r_alloc(r, (size_t)c->m * sizeof *pos);
+        r->b->ops->upload(r->b->ctx, dpos, pos, (size_t)c->m * sizeof *pos);
+        cudaStream_t s = (cudaStream_t)backend_cuda_stream(r->b);
+        RUN_OP(r, cuda_qk_norm_rope(x.data, w.data, dpos, (int32_t)c->m, c->heads, c->hd, 1e-6f,
+                                    1e6f, s));
+    }
+#endif
+    r->bytes = (double)(2 * N * (int64_t)dtype_size(t));
+    free(hx), free(hw), free(pos);
+    *n = N;
+    return r_get(r, x.data, t, *n);
+}
+
+/* ==== The case list ==== */
+
+#define AP(h, kvh, d, bs_, ns, ...) \
+    .heads = h, .kv_heads = kvh, .hd = d, .block_size = bs_, .n_seqs = ns, __VA_ARGS__
+
+static const struct tcase cases[] = {
+    /* products: odd sizes, bias, f32 logits */
+    {"matmul", case_matmul, OP_MATMUL, DT_COUNT, 5e-3f, .m = 1, .n = 64, .k = 128},
+    {"matmul", case_matmul, OP_MATMUL, DT_COUNT, 5e-3f, .m = 7, .n = 33, .k = 96},
+    {"matmul", case_matmul, OP_MATMUL, DT_COUNT, 5e-3f, .m = 37, .n = 130, .k = 200},
+    {"matmul", case_matmul, OP_MATMUL, DT_COUNT, 5e-3f, .m = 64, .n = 256, .k = 512},
+    {"matmul+bias", case_matmul, OP_MATMUL, DT_COUNT, 5e-3f, .m = 5, .n = 48, .k = 80, .flag = 1},
+    {"matmul->f32", case_matmul, OP_MATMUL, DT_F32, 5e-3f, .m = 3, .n = 101, .k = 64, .flag = 2},
+    /* elementwise: lengths on and off the 8-wide vector path; in place */
+    {"add", case_eltwise, OP_ADD, DT_COUNT, 5e-3f, .m = 1001},
+    {"add", case_eltwise, OP_ADD, DT_COUNT, 5e-3f, .m = 4096, .flag = 1},
+    {"silu_mul", case_eltwise, OP_SILU_MUL, DT_COUNT, 5e-3f, .m = 999},
+    {"silu_mul", case_eltwise, OP_SILU_MUL, DT_COUNT, 5e-3f, .m = 4096, .flag = 1},
+    {"gelu_erf", case_eltwise, OP_GELU_ERF, DT_COUNT, 5e-3f, .m = 1003},
+    {"gelu_erf", case_eltwise, OP_GELU_ERF, DT_COUNT, 5e-3f, .m = 2048, .flag = 1},
+    {"quick_gelu", case_eltwise, OP_QUICK_GELU, DT_COUNT, 5e-3f, .m = 1003},
+    {"quick_gelu", case_eltwise, OP_QUICK_GELU, DT_COUNT, 5e-3f, .m = 2048, .flag = 1},
+    /* norms: hidden rows, odd widths, the per-head view, in place */
+    {"rmsnorm", case_norm, OP_RMSNORM, DT_COUNT, 5e-3f, .m = 7, .k = 100},
+    {"rmsnorm", case_norm, OP_RMSNORM, DT_COUNT, 5e-3f, .m = 5, .k = 4096},
+    {"rmsnorm", case_norm, OP_RMSNORM, DT_COUNT, 5e-3f, .m = 24, .k = 128, .heads = 8, .flag = 1},
+    {"rmsnorm", case_norm, OP_RMSNORM, DT_COUNT, 5e-3f, .m = 3, .k = 1537, .flag = 1},
+    {"layernorm", case_norm, OP_LAYERNORM, DT_COUNT, 5e-3f, .m = 9, .k = 80},
+    {"layernorm", case_norm, OP_LAYERNORM, DT_COUNT, 5e-3f, .m = 4, .k = 1280},
+    {"layernorm", case_norm, OP_LAYERNORM, DT_COUNT, 5e-3f, .m = 3, .k = 5120, .flag = 1},
+    /* rotary */
+    {"rope_neox", case_rope_neox, OP_ROPE_NEOX, DT_COUNT, 5e-3f, .m = 7, .heads = 4, .hd = 64},
+    {"rope_neox", case_rope_neox, OP_ROPE_NEOX, DT_COUNT, 5e-3f, .m = 3, .heads = 2, .hd = 128},
+    {"rope_table", case_rope_table, OP_ROPE_TABLE, DT_COUNT, 5e-3f, .m = 9, .heads = 3, .hd = 80},
+    {"rope_table", case_rope_table, OP_ROPE_TABLE, DT_COUNT, 5e-3f, .m = 4, .heads = 16, .hd = 80},
+    /* row movement: exact */
+    {"embed", case_embed, OP_EMBED, DT_COUNT, 0.0f, .m = 9, .n = 50, .k = 72},
+    {"embed", case_embed, OP_EMBED, DT_COUNT, 0.0f, .m = 4, .n = 11, .k = 37},
+    {"gather_rows", case_rows, OP_GATHER_ROWS, DT_COUNT, 0.0f, .m = 7, .n = 20, .k = 48},
+    {"gather_rows", case_rows, OP_GATHER_ROWS, DT_COUNT, 0.0f, .m = 3, .n = 9, .k = 33},
+    {"scatter_rows", case_rows, OP_SCATTER_ROWS, DT_COUNT, 0.0f, .m = 6, .n = 20, .k = 64, .flag = 1},
+    {"scatter_rows", case_rows, OP_SCATTER_ROWS, DT_COUNT, 0.0f, .m = 5, .n = 7, .k = 35, .flag = 1},
+    {"cast f32->act", case_cast, OP_CAST, DT_COUNT, 0.0f, .m = 1001},
+    {"cast act->f32", case_cast, OP_CAST, DT_F32, 0.0f, .m = 777, .flag = 1},
+    {"kv_store", case_kv_store, OP_KV_STORE, DT_COUNT, 0.0f, .m = 7, .n = 6, .kv_heads = 2, .hd = 32, .block_size = 4},
+    {"kv_store", case_kv_store, OP_KV_STORE, DT_COUNT, 0.0f, .m = 5, .n = 4, .kv_heads = 1, .hd = 18, .block_size = 16},
+    /* paged attention: decode and prefill, GQA 1/4/8, contexts across block boundaries,
+     * a chunk after earlier chunks, more rows than one tile, a long decode (context split) */
+    {"attn_paged", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 1e-2f,
+     AP(4, 4, 64, 16, 3, .q_len = {1, 1, 1}, .ctx = {5, 17, 33})},
+    {"attn_paged", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 1e-2f,
+     AP(8, 2, 128, 16, 3, .q_len = {7, 5, 1}, .ctx = {7, 40, 100})},
+    {"attn_paged", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 1e-2f,
+     AP(16, 2, 64, 4, 4, .q_len = {1, 9, 1, 3}, .ctx = {1, 9, 63, 70})},
+    {"attn_paged", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 1e-2f,
+     AP(2, 2, 80, 8, 2, .q_len = {20, 13}, .ctx = {20, 50})},
+    {"attn_paged", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 1e-2f,
+     AP(8, 1, 128, 16, 1, .q_len = {1}, .ctx = {1500})},
+    {"attn_paged", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 1e-2f,
+     AP(32, 8, 128, 16, 2, .q_len = {1, 1}, .ctx = {700, 333})},
+    {"attn_paged", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 1e-2f,
+     AP(4, 1, 256, 16, 1, .q_len = {6}, .ctx = {40})},
+    /* ViT attention: several segments, head size 80 */
+    {"attn_varlen", case_attn_varlen, OP_ATTN_VARLEN, DT_COUNT, 1e-2f,
+     .heads = 4, .hd = 80, .n_seqs = 3, .q_len = {16, 7, 33}},
+    {"attn_varlen", case_attn_varlen, OP_ATTN_VARLEN, DT_COUNT, 1e-2f,
+     .heads = 2, .hd = 32, .n_seqs = 1, .q_len = {100}},
+    /* fused variants (CUDA launchers; compositions of table ops on the CPU) */
+    {"add_rmsnorm (fused)", case_add_rmsnorm, OP_RMSNORM, DT_COUNT, 1e-2f, .m = 6, .k = 4096},
+    {"add_rmsnorm (fused)", case_add_rmsnorm, OP_RMSNORM, DT_COUNT, 1e-2f, .m = 3, .k = 100},
+    {"qk_norm_rope (fused)", case_qk_norm_rope, OP_ROPE_NEOX, DT_COUNT, 1e-2f, .m = 5, .heads = 8, .hd = 128},
+    {"qk_norm_rope (fused)", case_qk_norm_rope, OP_ROPE_NEOX, DT_COUNT, 1e-2f, .m = 3, .heads = 2, .hd = 64},
+};
+
+/* ==== Running and comparing ==== */
+
+static void case_name(const struct tcase *c, char *buf, size_t n)
+{
+    int k = snprintf(buf, n, "%s", c->op);
+#define P(...) k += snprintf(buf + k, n - (size_t)k, __VA_ARGS__)
+    if (c->m) P(" m=%lld", (long long)c->m);
+    if (c->n) P(" n=%lld", (long long)c->n);
+    if (c->k) P(" k=%lld", (long long)c->k);
+    if (c->heads) P(" heads=%d", c->heads);
+    if (c->kv_heads) P(" kv=%d", c->kv_heads);
+    if (c->hd) P(" hd=%d", c->hd);
+    if (c->block_size) P(" bs=%d", c->block_size);
+    if (c->n_seqs) {
+        P(" seqs=[");
+        for (int32_t s = 0; s < c->n_seqs; s++)
+            P("%s%d/%d", s ? "," : "", c->q_len[s], c->ctx[s]);
+        P("]");
+    }
+    if (c->flag) P(" flag=%d", c->flag);
+#undef P
+}
+
+/* One run of case c on b with fresh buffers; returns the output (*n elements, caller
+ * frees) and, through info, the timing and byte count. */
+static float *run_case(struct backend *b, const struct tcase *c, int reps, int64_t *n,
+                       struct run *info)
+{
+    struct run r = {.b = b, .act = b->ops->act_type, .reps = reps};
+    rng_seed(c->seed);
+    float *out = c->fn(&r, c, n);
+    r_release(&r);
+    if (info) *info = r;
+    return out;
+}
+
+/* TEST() keeps the name pointer until the next TEST(): titles live here. */
+static const char *title(const char *fmt, const char *a, const char *b)
+{
+    static char pool[256][320];
+    static unsigned next;
+    char *t = pool[next++ % 256];
+    snprintf(t, sizeof pool[0], fmt, a, b);
+    return t;
+}
+
+static int64_t count_nonfinite(const float *v, int64_t n)
+{
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++) k += !isfinite(v[i]);
+    return k;
+}
+
+/* ‖out − ref‖ / ‖ref‖ (0 when both are zero) */
+static double rel_err(const float *out, const float *ref, int64_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)out[i] - (double)ref[i];
+        num += d * d;
+        den += (double)ref[i] * (double)ref[i];
+    }
+    if (den == 0.0) return num == 0.0 ? 0.0 : INFINITY;
+    return sqrt(num / den);
+}
+
+/* Every case twice on the CPU: identical and finite. */
+static void cpu_self_check(struct backend *cpu, struct tcase *cs, size_t n_cases)
+{
+    for (size_t i = 0; i < n_cases; i++) {
+        char name[256];
+        case_name(&cs[i], name, sizeof name);
+        TEST(title("%s self-check: %s", cpu->ops->name, name)) {
+            int64_t n = 0, n2 = 0;
+            float *a = run_case(cpu, &cs[i], 1, &n, NULL), *b = run_case(cpu, &cs[i], 1, &n2, NULL);
+            int64_t bad = count_nonfinite(a, n);
+            CHECK(bad == 0);
+            CHECK_EQ(n, n2);
+            CHECK(memcmp(a, b, (size_t)n * sizeof *a) == 0);
+            printf("  %-70s %s\n", name, bad == 0 && !memcmp(a, b, (size_t)n * 4) ? "OK" : "FAIL");
+            free(a), free(b);
+        }
+    }
+}
+
+/* Every case on backend `be` against the CPU. */
+static void parity(struct backend *cpu, struct backend *be, struct tcase *cs, size_t n_cases)
+{
+    for (size_t i = 0; i < n_cases; i++) {
+        const struct tcase *c = &cs[i];
+        char name[256];
+        case_name(c, name, sizeof name);
+        enum dtype t = c->kind_t == DT_COUNT ? be->ops->act_type : c->kind_t;
+        if (!be->ops->supports(be->ctx, c->kind, t)) {
+            printf("  %-70s not supported\n", name);
+            continue;
+        }
+        TEST(title("%s parity: %s", be->ops->name, name)) {
+            int64_t n = 0, n2 = 0;
+            float *ref = run_case(cpu, c, 1, &n, NULL), *out = run_case(be, c, 1, &n2, NULL);
+            CHECK_EQ(n, n2);
+            int64_t bad = count_nonfinite(out, n), ref_bad = count_nonfinite(ref, n);
+            double err = rel_err(out, ref, n);
+            bool ok = bad == 0 && ref_bad == 0 && err <= (double)c->tol;
+            CHECK(ref_bad == 0);
+            CHECK(bad == 0);
+            CHECK(err <= (double)c->tol);
+            if (bad) printf("  %-70s FAIL (%lld non-finite of %lld)\n", name, (long long)bad, (long long)n);
+            else printf("  %-70s err=%.2e bound=%.0e %s\n", name, err, (double)c->tol, ok ? "OK" : "FAIL");
+            free(ref), free(out);
+        }
+    }
+}
+
+/* ==== Perf: the real shapes ==== */
+
+static const struct tcase perf_cases[] = {
+    /* Qwen3-8B: hidden 4096, 32 q heads, 8 kv heads, head 128, ffn 12288, vocab 151936 */
+    {"matmul qkv decode", case_matmul, OP_MATMUL, DT_COUNT, 0, .m = 1, .n = 6144, .k = 4096},
+    {"matmul gate decode", case_matmul, OP_MATMUL, DT_COUNT, 0, .m = 1, .n = 12288, .k = 4096},
+    {"matmul down decode", case_matmul, OP_MATMUL, DT_COUNT, 0, .m = 1, .n = 4096, .k = 12288},
+    {"matmul gate b64", case_matmul, OP_MATMUL, DT_COUNT, 0, .m = 64, .n = 12288, .k = 4096},
+    {"matmul gate b256", case_matmul, OP_MATMUL, DT_COUNT, 0, .m = 256, .n = 12288, .k = 4096},
+    {"matmul gate 2k", case_matmul, OP_MATMUL, DT_COUNT, 0, .m = 2048, .n = 12288, .k = 4096},
+    {"matmul lm_head", case_matmul, OP_MATMUL, DT_F32, 0, .m = 1, .n = 151936, .k = 4096, .flag = 2},
+    {"rmsnorm 2k", case_norm, OP_RMSNORM, DT_COUNT, 0, .m = 2048, .k = 4096},
+    {"rmsnorm qk 2k", case_norm, OP_RMSNORM, DT_COUNT, 0, .m = 2048 * 32, .k = 128, .heads = 32},
+    {"add 2k", case_eltwise, OP_ADD, DT_COUNT, 0, .m = 2048 * 4096},
+    {"silu_mul 2k", case_eltwise, OP_SILU_MUL, DT_COUNT, 0, .m = 2048 * 12288},
+    {"rope_neox 2k", case_rope_neox, OP_ROPE_NEOX, DT_COUNT, 0, .m = 2048, .heads = 32, .hd = 128},
+    {"qk_norm_rope 2k", case_qk_norm_rope, OP_ROPE_NEOX, DT_COUNT, 0, .m = 2048, .heads = 32, .hd = 128},
+    {"kv_store 2k", case_kv_store, OP_KV_STORE, DT_COUNT, 0, .m = 2048, .n = 256, .kv_heads = 8, .hd = 128, .block_size = 16},
+    {"attn decode b1 ctx512", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 0,
+     AP(32, 8, 128, 16, 1, .q_len = {1}, .ctx = {512})},
+    {"attn decode b1 ctx8k", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 0,
+     AP(32, 8, 128, 16, 1, .q_len = {1}, .ctx = {8192})},
+    {"attn decode b8 ctx2k", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 0,
+     AP(32, 8, 128, 16, 8, .q_len = {1, 1, 1, 1, 1, 1, 1, 1},
+        .ctx = {2048, 2048, 2048, 2048, 2048, 2048, 2048, 2048})},
+    {"attn prefill 2k", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 0,
+     AP(32, 8, 128, 16, 1, .q_len = {2048}, .ctx = {2048})},
+    /* ViT 675M: dim 1280, 16 heads of 80, mlp 5120; a 1024x1024 image is ~5.3k patches */
+    {"vit matmul fc1", case_matmul, OP_MATMUL, DT_COUNT, 0, .m = 5329, .n = 5120, .k = 1280, .flag = 1},
+    {"vit layernorm", case_norm, OP_LAYERNORM, DT_COUNT, 0, .m = 5329, .k = 1280},
+    {"vit rope_table", case_rope_table, OP_ROPE_TABLE, DT_COUNT, 0, .m = 5329, .heads = 16, .hd = 80},
+    {"vit attn 1 image", case_attn_varlen, OP_ATTN_VARLEN, DT_COUNT, 0,
+     .heads = 16, .hd = 80, .n_seqs = 1, .q_len = {5329}},
+    {"vit gelu", case_eltwise, OP_GELU_ERF, DT_COUNT, 0, .m = 5329 * 5120},
+};
+
+static void perf(struct backend *be, uint64_t seed)
+{
+    printf("\nperf on %s (median-free: mean of the timed repetitions after one warm-up)\n",
+           be->ops->name);
+    printf("  %-28s %-48s %10s %9s\n", "case", "shape", "us/op", "GB/s");
+    for (size_t i = 0; i < ARRAY_LEN(perf_cases); i++) {
+        struct tcase c = perf_cases[i];
+        c.seed = seed + i;
+        char name[256];
+        case_name(&c, name, sizeof name);
+        enum dtype t = c.kind_t == DT_COUNT ? be->ops->act_type : c.kind_t;
+        if (!be->ops->supports(be->ctx, c.kind, t)) {
+            printf("  %-28s not supported\n", c.op);
+            continue;
+        }
+        struct run r;
+        int64_t n = 0;
+        int reps = !strcmp(be->ops->name, "cpu") ? 2 : 20;
+        free(run_case(be, &c, reps, &n, &r));
+        const char *shape = name + strlen(c.op);
+        printf("  %-28s %-48s %10.1f %9.1f\n", c.op, shape, r.us, r.bytes / (r.us * 1e3));
+        fflush(stdout);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    bool do_perf = false, perf_cpu = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--perf")) do_perf = true;
+        else if (!strcmp(argv[i], "--cpu")) perf_cpu = true;
+    }
+    const char *se = getenv("VLM_TEST_SEED");
+    uint64_t seed = se ? strtoull(se, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 20);
+    printf("seed %llu (VLM_TEST_SEED=%llu repeats this run)\n", (unsigned long long)seed,
+           (unsigned long long)seed);
+
+    struct tcase cs[ARRAY_LEN(cases)];
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        cs[i] = cases[i];
+        cs[i].seed = seed + i;
+    }
+
+    struct vlm_err err = {0};
+    struct backend cpu = {0};
+    struct backend_params bp = {.n_threads = 0, .device = 0};
+    VLM_ASSERT(backend_cpu_init(&cpu, &bp, &err) == 0);
+
+    if (do_perf && perf_cpu) {
+        perf(&cpu, seed);
+        backend_destroy(&cpu);
+        return 0;
+    }
+    if (!do_perf) cpu_self_check(&cpu, cs, ARRAY_LEN(cs));
+
+    struct backend gpu = {0};
+#ifdef VLM_HAVE_CUDA
+    int rc = backend_cuda_init(&gpu, &bp, &err);
+    if (rc) printf("no GPU: %s\n", err.msg);
+#endif
+    if (!gpu.ops) {
+        backend_destroy(&cpu);
+        int fails = test_report();
+        if (fails) return fails;
+        TEST_SKIP("the CUDA parity part needs a GPU (built with CUDA and a device present)");
+    }
+    if (do_perf) perf(&gpu, seed);
+    else parity(&cpu, &gpu, cs, ARRAY_LEN(cs));
+    backend_destroy(&gpu);
+    backend_destroy(&cpu);
+    return test_report();
+}
