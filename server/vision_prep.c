@@ -279,25 +279,31 @@ static void vp_resample_h(const uint8_t *restrict in, const uint8_t *in_end, int
 }
 
 /* out_h rows from input rows (first row of the input = index y_shift of the axis). */
+#define VP_V_BLOCK 2048
 VP_CLONES static void vp_resample_v(const uint8_t *restrict in, int32_t w, int32_t y_shift,
-                          uint8_t *restrict out, int32_t out_h, const struct vp_axis *ax,
-                          int32_t *restrict acc /* (w * 3) */)
+                                    uint8_t *restrict out, int32_t out_h,
+                                    const struct vp_axis *ax,
+                                    int32_t *restrict acc /* (VP_V_BLOCK) */)
 {
     const int32_t half = 1 << (VP_PRECISION_BITS - 1);
     const size_t n = (size_t)w * 3;
     for (int32_t yy = 0; yy < out_h; yy++) {
         const int32_t ymin = ax->bounds[2 * yy] - y_shift, cnt = ax->bounds[2 * yy + 1];
         const int32_t *k = ax->k + (size_t)yy * ax->ksize;
-        for (size_t i = 0; i < n; i++) acc[i] = half;
-        for (int32_t y = 0; y < cnt; y++) {
-            const uint8_t *restrict row = in + (size_t)(ymin + y) * n;
-            const int32_t ky = k[y];
-#pragma omp simd
-            for (size_t i = 0; i < n; i++) acc[i] += row[i] * ky;
-        }
         uint8_t *restrict dst = out + (size_t)yy * n;
+        /* the row in blocks, so the int32 accumulators stay in L1 */
+        for (size_t i0 = 0; i0 < n; i0 += VP_V_BLOCK) {
+            const size_t m = VLM_MIN((size_t)VP_V_BLOCK, n - i0);
+            for (size_t i = 0; i < m; i++) acc[i] = half;
+            for (int32_t y = 0; y < cnt; y++) {
+                const uint8_t *restrict row = in + (size_t)(ymin + y) * n + i0;
+                const int32_t ky = k[y];
 #pragma omp simd
-        for (size_t i = 0; i < n; i++) dst[i] = vp_clip8(acc[i]);
+                for (size_t i = 0; i < m; i++) acc[i] += row[i] * ky;
+            }
+#pragma omp simd
+            for (size_t i = 0; i < m; i++) dst[i0 + i] = vp_clip8(acc[i]);
+        }
     }
 }
 
@@ -331,7 +337,7 @@ int vision_prep_resize(const struct media_image *in, int32_t w, int32_t h,
     if (v_first) {
         tmp = trymalloc((size_t)in->w * (size_t)h * 3);
         media_hint_huge_pages(tmp, (size_t)in->w * (size_t)h * 3);
-        acc = trymalloc((size_t)in->w * 3 * sizeof *acc);
+        acc = trymalloc(VP_V_BLOCK * sizeof *acc);
         if (!tmp || !acc) goto done;
         vp_resample_v(in->rgb, in->w, 0, tmp, h, &ay, acc);
         vp_resample_h(tmp, tmp + (size_t)in->w * (size_t)h * 3, in->w, 0, h, dst, w, &ax);
@@ -341,14 +347,14 @@ int vision_prep_resize(const struct media_image *in, int32_t w, int32_t h,
         int32_t last = ay.bounds[2 * (h - 1)] + ay.bounds[2 * (h - 1) + 1];
         tmp = trymalloc((size_t)w * (size_t)(last - first) * 3);
         media_hint_huge_pages(tmp, (size_t)w * (size_t)(last - first) * 3);
-        acc = trymalloc((size_t)w * 3 * sizeof *acc);
+        acc = trymalloc(VP_V_BLOCK * sizeof *acc);
         if (!tmp || !acc) goto done;
         vp_resample_h(in->rgb, in_end, in->w, first, last - first, tmp, w, &ax);
         vp_resample_v(tmp, w, first, dst, h, &ay, acc);
     } else if (need_h) {
         vp_resample_h(in->rgb, in_end, in->w, 0, h, dst, w, &ax);
     } else {
-        acc = trymalloc((size_t)w * 3 * sizeof *acc);
+        acc = trymalloc(VP_V_BLOCK * sizeof *acc);
         if (!acc) goto done;
         vp_resample_v(in->rgb, w, 0, dst, h, &ay, acc);
     }
