@@ -13,13 +13,14 @@
  *                   touched request once.
  *
  * Encoder cache accounting: the scheduler decides which media items the engine encodes
- * (batch.encode) and drops (batch.evict; the engine applies evict before encode, and places
- * each new item at the first free run of rows that fits, in batch.encode order). An item
- * is resident from its encode until its eviction, counted in rows of an arena of
- * encoder_cache_tokens rows whose layout the scheduler mirrors, so every encode it asks
- * for fits (the engine's arena must have the same size). A request holds a reference on an item from the first step whose
- * chunk overlaps the item's span until its computed tokens pass the span's end (or it is
- * preempted or finished); only unreferenced items are evicted, least recently used first.
+ * (batch.encode) and drops (batch.evict). The engine applies evict before encode and puts
+ * each new item at the first free run of rows that fits, in batch.encode order, in an
+ * arena of encoder_cache_tokens rows (engine.c); the scheduler mirrors that layout, so
+ * every encode it asks for fits (both must be given the same encoder_cache_tokens). A
+ * request holds a reference on an item from the first step whose chunk overlaps the item's
+ * span until its computed tokens pass the span's end (or it is preempted or finished);
+ * only unreferenced items are evicted, least recently used first. An image used by several
+ * requests is encoded once per residency.
  *
  * Engine thread only (loop.c), except sched_validate() which any thread may call.
  */
@@ -40,7 +41,7 @@
 
 struct sched_config {
     int32_t block_size;             /* tokens per KV block */
-    int32_t n_blocks;               /* KV blocks incl. the null block (engine_kv_capacity) */
+    int32_t n_blocks;               /* KV blocks incl. the null block (engine_kv_blocks) */
     int32_t max_num_seqs;           /* sequences per step */
     int32_t max_num_batched_tokens; /* tokens per step */
     int32_t max_model_len;          /* prompt + output */
@@ -60,7 +61,7 @@ struct sched_stats {
     int64_t prefix_hit_tokens, prefix_queried_tokens;
     int64_t encoder_hits, encoder_misses;     /* item needed: resident / had to encode */
     int64_t encoder_tokens_used;
-    int64_t tokens_in, tokens_out;            /* computed prompt tokens, sampled tokens */
+    int64_t tokens_in, tokens_out;            /* tokens computed (recompute included), sampled */
     int64_t steps;
     int64_t finished[7];                      /* by enum req_state (finished ones) */
 };
