@@ -206,6 +206,11 @@ static void apply_top_p(struct sampler_ws *w, float top_p)
 
 static void fill_logprobs(const float *logits, int32_t V, int32_t n_top, struct sampler_result *r)
 {
+    if (n_top < 0) { /* not requested: skip the softmax over the whole vocabulary */
+        r->logprob = 0.0f;
+        r->n_top = 0;
+        return;
+    }
     float mx = -INFINITY;
     for (int32_t i = 0; i < V; i++) mx = logits[i] > mx ? logits[i] : mx;
     double s = 0.0;

@@ -22,6 +22,8 @@
  * row as the model produced it, before penalties, temperature and truncation. They describe
  * the model, not the sampling recipe, and sum to one over the vocabulary. top-N lists the N
  * most likely tokens of that same distribution, most likely first, lower id first on ties.
+ * They are computed only when asked for (sp->logprobs >= 0; logprob is 0 otherwise): the
+ * softmax over a 151 936-entry vocabulary costs more than greedy sampling itself.
  *
  * Callers: engine.c (one call per sampled row), tests. Thread safety: a struct sampler_ws
  * belongs to one thread at a time; sampler_sample is otherwise reentrant.

@@ -377,6 +377,10 @@ int main(void)
         double all = 0;
         for (int i = 0; i < V; i++) all += exp((double)logits_[i] - log(s));
         CHECK_NEAR(all, 1.0, 1e-9);
+        sp.logprobs = 0; /* the chosen token's logprob only */
+        int t0 = sampler_sample(&w, logits_, &sp, NULL, 0, NULL, 0, &r);
+        CHECK_EQ(r.n_top, 0);
+        CHECK_NEAR(r.logprob, (double)logits_[t0] - log(s), 1e-5);
         sp.logprobs = -1;
         sampler_sample(&w, logits_, &sp, NULL, 0, NULL, 0, &r);
         CHECK_EQ(r.n_top, 0);
