@@ -75,6 +75,12 @@ struct cuda_ctx {
     uint64_t vl_stage_gen;
     uint64_t stage_gen;        /* counts moves between halves */
     void *load_buf;            /* (LOAD_CHUNK_BYTES) host, owned: load_weight conversion */
+    /* RoPE inverse frequencies for (rope_theta, rope_hd); remade when either changes (once
+     * per model in practice) */
+    float *rope_inv_freq;      /* (512) device, owned */
+    float *rope_host;          /* (512) host, owned */
+    float rope_theta;
+    int32_t rope_hd;
 };
 
 static enum cuda_dtype cdt(enum dtype t)
@@ -151,6 +157,8 @@ static void cuda_destroy(void *ctx)
     if (c->blas) cublasDestroy(c->blas);
     if (c->blas_ws) cudaFree(c->blas_ws);
     if (c->attn_ws) cudaFree(c->attn_ws);
+    if (c->rope_inv_freq) cudaFree(c->rope_inv_freq);
+    free(c->rope_host);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c->vl_cu_host);
     free(c->load_buf);
@@ -366,10 +374,21 @@ static void cuda_op_layernorm(void *ctx, struct tensor *y, const struct tensor *
 static void cuda_op_rope_neox(void *ctx, struct tensor *x, float theta)
 {
     struct cuda_ctx *c = ctx;
-    VLM_ASSERT(x->ne[2] == c->step.n_tokens && x->ne[0] <= 1024 && x->ne[0] % 2 == 0);
+    int32_t hd = (int32_t)x->ne[0];
+    VLM_ASSERT(x->ne[2] == c->step.n_tokens && hd <= 1024 && hd % 2 == 0);
     BF(x);
-    cuda_rope_neox(x->data, c->step.d_pos, (int32_t)x->ne[2], (int32_t)x->ne[1],
-                   (int32_t)x->ne[0], theta, c->stream);
+    if (c->rope_hd != hd || c->rope_theta != theta) {
+        /* first use for this (theta, head_dim): make the table; the copy is synchronous so
+         * the host buffer can be remade next time (this happens once per model) */
+        cuda_rope_inv_freq(c->rope_host, hd, theta);
+        CUDA_CHECK(cudaMemcpyAsync(c->rope_inv_freq, c->rope_host, (size_t)hd / 2 * sizeof(float),
+                                   cudaMemcpyHostToDevice, c->stream));
+        CUDA_CHECK(cudaStreamSynchronize(c->stream));
+        c->rope_hd = hd;
+        c->rope_theta = theta;
+    }
+    cuda_rope_neox(x->data, c->step.d_pos, c->rope_inv_freq, (int32_t)x->ne[2],
+                   (int32_t)x->ne[1], hd, c->stream);
 }
 
 static void cuda_op_rope_table(void *ctx, struct tensor *x, const struct tensor *cos,
@@ -633,6 +652,9 @@ int backend_cuda_init(struct backend *b, const struct backend_params *p, struct 
         return init_fail(c, err, "cudaMalloc (cuBLAS workspace)", e);
     if ((e = cudaMalloc(&c->attn_ws, ATTN_WS_BYTES)))
         return init_fail(c, err, "cudaMalloc (attention workspace)", e);
+    if ((e = cudaMalloc((void **)&c->rope_inv_freq, 512 * sizeof(float))))
+        return init_fail(c, err, "cudaMalloc (rope table)", e);
+    c->rope_host = xmalloc(512 * sizeof(float));
     if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS) {
         c->blas = NULL;
         return init_fail(c, err, "cublasCreate", cudaErrorUnknown);

@@ -69,16 +69,20 @@ void cuda_layernorm(void *y, const void *x, const void *w, const void *b, int64_
 /* ==== rope.cu ==== */
 
 /* In place on x (n_tok, n_heads, hd) bf16: rotate-half RoPE at positions pos (n_tok) device
- * i32, inv_freq_i = 1/theta^(2i/hd). hd even, <= 1024. */
-void cuda_rope_neox(void *x, const int32_t *pos, int32_t n_tok, int32_t n_heads, int32_t hd,
-                    float theta, cudaStream_t s);
+ * i32 with inv_freq (hd/2) device f32, inv_freq_i = 1/theta^(2i/hd) computed on the host by
+ * cuda_rope_inv_freq() (the CPU's powf: angles then match the reference bit for bit before
+ * sincosf, which matters at positions in the tens of thousands). hd even, <= 1024. */
+void cuda_rope_neox(void *x, const int32_t *pos, const float *inv_freq, int32_t n_tok,
+                    int32_t n_heads, int32_t hd, cudaStream_t s);
+/* Fills inv_freq (hd/2) on the host: 1 / powf(theta, 2i/hd), as kernels/cpu/rope.c. */
+void cuda_rope_inv_freq(float *inv_freq, int32_t hd, float theta);
 /* In place on x (n, n_heads, hd) bf16: x = x·cos + rot_half(x)·sin, cos, sin (n, hd) f32. */
 void cuda_rope_table(void *x, const float *cos, const float *sin, int32_t n, int32_t n_heads,
                      int32_t hd, cudaStream_t s);
 /* Fused per-head RMS norm (w (hd) bf16) then rotate-half RoPE, in place on x (n_tok,
  * n_heads, hd) bf16: the q_norm/k_norm + rope of a Qwen3 layer in one pass. hd <= 256. */
-void cuda_qk_norm_rope(void *x, const void *w, const int32_t *pos, int32_t n_tok,
-                       int32_t n_heads, int32_t hd, float eps, float theta, cudaStream_t s);
+void cuda_qk_norm_rope(void *x, const void *w, const int32_t *pos, const float *inv_freq,
+                       int32_t n_tok, int32_t n_heads, int32_t hd, float eps, cudaStream_t s);
 
 /* ==== act.cu ==== */
 

@@ -2,14 +2,24 @@
  * Rotary embeddings, rotate-half convention (dims i and i + hd/2 form a pair), in place on
  * bf16 (n_tok, n_heads, hd): the decoder's 1-D RoPE from positions, the ViT's 2-D RoPE from
  * per-row cos/sin tables, and the decoder's q/k RMS norm fused with its RoPE.
- * Angles as the CPU reference and HF: inv_freq = 1/theta^(2i/hd) and pos·inv_freq in f32,
- * with the accurate powf/sincosf (no fast-math), since positions reach tens of thousands.
+ * Angles as the CPU reference and HF: inv_freq = 1/theta^(2i/hd) in f32 (a host table made
+ * with the same powf as the CPU), pos·inv_freq in f32, then the accurate sincosf (no
+ * fast-math), since positions reach tens of thousands of radians.
  */
 #include "kernels/cuda/common.cuh"
 
+#include <math.h>
+
+extern "C" void cuda_rope_inv_freq(float *inv_freq, int32_t hd, float theta)
+{
+    for (int32_t i = 0; i < hd / 2; i++)
+        inv_freq[i] = 1.0f / powf(theta, (float)(2 * i) / (float)hd);
+}
+
 /* grid-stride over n_tok · n_heads · hd/2 pairs; one thread rotates one (t, h, i) pair. */
-static __global__ void rope_neox_kernel(bf16 *x, const int32_t *__restrict__ pos, int32_t n_tok,
-                                        int32_t n_heads, int32_t hd, float theta)
+static __global__ void rope_neox_kernel(bf16 *x, const int32_t *__restrict__ pos,
+                                        const float *__restrict__ inv_freq, int32_t n_tok,
+                                        int32_t n_heads, int32_t hd)
 {
     int32_t half = hd / 2;
     int64_t n = (int64_t)n_tok * n_heads * half;
@@ -18,9 +28,8 @@ static __global__ void rope_neox_kernel(bf16 *x, const int32_t *__restrict__ pos
         int32_t i = (int32_t)(k % half);
         int64_t th = k / half; /* t * n_heads + h */
         int32_t t = (int32_t)(th / n_heads);
-        float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)hd);
         float sn, cs;
-        sincosf((float)pos[t] * inv_freq, &sn, &cs);
+        sincosf((float)pos[t] * inv_freq[i], &sn, &cs);
         bf16 *v = x + th * hd;
         float a = ld_f(v + i), b = ld_f(v + i + half);
         v[i] = to_bf(a * cs - b * sn);
@@ -54,8 +63,9 @@ static __global__ void rope_table_kernel(bf16 *x, const float *__restrict__ cos,
  * rotation, as the unfused rmsnorm-then-rope path stores it. */
 #define QKNR_WARPS 4
 static __global__ void qk_norm_rope_kernel(bf16 *x, const bf16 *__restrict__ w,
-                                           const int32_t *__restrict__ pos, int32_t n_tok,
-                                           int32_t n_heads, int32_t hd, float eps, float theta)
+                                           const int32_t *__restrict__ pos,
+                                           const float *__restrict__ inv_freq, int32_t n_tok,
+                                           int32_t n_heads, int32_t hd, float eps)
 {
     int64_t row = (int64_t)blockIdx.x * QKNR_WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
@@ -78,20 +88,20 @@ static __global__ void qk_norm_rope_kernel(bf16 *x, const bf16 *__restrict__ w,
         if (i >= half) break;
         float na = __bfloat162float(to_bf(ld_f(w + i) * (a[j] * inv)));
         float nb = __bfloat162float(to_bf(ld_f(w + i + half) * (b[j] * inv)));
-        float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)hd);
         float sn, cs;
-        sincosf(p * inv_freq, &sn, &cs);
+        sincosf(p * inv_freq[i], &sn, &cs);
         v[i] = to_bf(na * cs - nb * sn);
         v[i + half] = to_bf(nb * cs + na * sn);
     }
 }
 
-extern "C" void cuda_rope_neox(void *x, const int32_t *pos, int32_t n_tok, int32_t n_heads,
-                               int32_t hd, float theta, cudaStream_t s)
+extern "C" void cuda_rope_neox(void *x, const int32_t *pos, const float *inv_freq,
+                               int32_t n_tok, int32_t n_heads, int32_t hd, cudaStream_t s)
 {
     int64_t n = (int64_t)n_tok * n_heads * (hd / 2);
     if (n <= 0) return;
-    rope_neox_kernel<<<grid_1d(n, 256), 256, 0, s>>>((bf16 *)x, pos, n_tok, n_heads, hd, theta);
+    rope_neox_kernel<<<grid_1d(n, 256), 256, 0, s>>>((bf16 *)x, pos, inv_freq, n_tok, n_heads,
+                                                     hd);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -104,13 +114,17 @@ extern "C" void cuda_rope_table(void *x, const float *cos, const float *sin, int
     CUDA_LAUNCH_CHECK();
 }
 
-extern "C" void cuda_qk_norm_rope(void *x, const void *w, const int32_t *pos, int32_t n_tok,
-                                  int32_t n_heads, int32_t hd, float eps, float theta,
-                                  cudaStream_t s)
+extern "C" void cuda_qk_norm_rope(void *x, const void *w, const int32_t *pos,
+                                  const float *inv_freq, int32_t n_tok, int32_t n_heads,
+                                  int32_t hd, float eps, cudaStream_t s)
 {
     int64_t rows = (int64_t)n_tok * n_heads;
     if (rows <= 0) return;
+    if (hd > 256 || hd % 2) {
+        fprintf(stderr, "valley: cuda_qk_norm_rope: head_dim %d not even or > 256\n", hd);
+        abort();
+    }
     qk_norm_rope_kernel<<<(unsigned)cdiv(rows, QKNR_WARPS), 32 * QKNR_WARPS, 0, s>>>(
-        (bf16 *)x, (const bf16 *)w, pos, n_tok, n_heads, hd, eps, theta);
+        (bf16 *)x, (const bf16 *)w, pos, inv_freq, n_tok, n_heads, hd, eps);
     CUDA_LAUNCH_CHECK();
 }

@@ -530,9 +530,13 @@ static float *case_qk_norm_rope(struct run *r, const struct tcase *c, int64_t *n
     else {
         int32_t *dpos = r_alloc(r, (size_t)c->m * sizeof *pos);
         r->b->ops->upload(r->b->ctx, dpos, pos, (size_t)c->m * sizeof *pos);
+        float *inv = xmalloc((size_t)c->hd / 2 * sizeof *inv);
+        cuda_rope_inv_freq(inv, c->hd, 1e6f);
+        float *dinv = r_put(r, DT_F32, inv, c->hd / 2);
         cudaStream_t s = (cudaStream_t)backend_cuda_stream(r->b);
-        RUN_OP(r, cuda_qk_norm_rope(x.data, w.data, dpos, (int32_t)c->m, c->heads, c->hd, 1e-6f,
-                                    1e6f, s));
+        RUN_OP(r, cuda_qk_norm_rope(x.data, w.data, dpos, dinv, (int32_t)c->m, c->heads, c->hd,
+                                    1e-6f, s));
+        free(inv);
     }
 #endif
     r->bytes = (double)(2 * N * (int64_t)dtype_size(t));
