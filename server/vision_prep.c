@@ -23,6 +23,31 @@ void vision_prep_params_default(struct vision_prep_params *p)
     p->order = VISION_PREP_ORDER_PILLOW13;
 }
 
+int vision_prep_params_check(const struct vision_prep_params *p, struct vlm_err *err)
+{
+    const struct {
+        const char *name;
+        int64_t min, max;
+    } lim[2] = {{"min_pixels", p->fetch_min_pixels, p->fetch_max_pixels},
+                {"min_pixels", p->proc_min_pixels, p->proc_max_pixels}};
+    for (int i = 0; i < 2; i++) {
+        if (lim[i].min <= 0 || lim[i].min > lim[i].max)
+            return vlm_err_param(err, VLM_EINVAL, VP_HTTP_BAD, lim[i].name,
+                                 "min_pixels %lld must be in 1..max_pixels (%lld)",
+                                 (long long)lim[i].min, (long long)lim[i].max);
+        if (lim[i].max > VISION_PREP_LIMIT_PIXELS)
+            return vlm_err_param(err, VLM_EINVAL, VP_HTTP_BAD, "max_pixels",
+                                 "max_pixels %lld is over the server limit of %lld",
+                                 (long long)lim[i].max, (long long)VISION_PREP_LIMIT_PIXELS);
+    }
+    if (p->patch < 1 || p->patch > 64 || p->merge < 1 || p->merge > 8 || p->temporal < 1 ||
+        p->temporal > 8)
+        return vlm_err_set(err, VLM_EINVAL, VP_HTTP_BAD,
+                           "invalid patch geometry (patch %d, merge %d, temporal %d)",
+                           (int)p->patch, (int)p->merge, (int)p->temporal);
+    return VLM_OK;
+}
+
 void vision_prep_out_free(struct vision_prep_out *o)
 {
     if (!o) return;
@@ -40,7 +65,10 @@ int vision_prep_smart_resize(int64_t h, int64_t w, int32_t factor, int64_t min_p
                              int64_t max_pixels, enum vision_prep_variant v, int32_t *out_h,
                              int32_t *out_w, struct vlm_err *err)
 {
-    VLM_ASSERT(factor > 0 && max_pixels > 0);
+    if (factor <= 0 || min_pixels < 0 || max_pixels <= 0)
+        return vlm_err_set(err, VLM_EINVAL, VP_HTTP_BAD,
+                           "invalid resize limits (factor %d, pixels %lld..%lld)", (int)factor,
+                           (long long)min_pixels, (long long)max_pixels);
     if (h <= 0 || w <= 0 || h > INT32_MAX || w > INT32_MAX)
         return vlm_err_set(err, VLM_EINVAL, VP_HTTP_BAD, "image size %lldx%lld is invalid",
                            (long long)w, (long long)h);
@@ -385,7 +413,9 @@ int vision_prep_resized(const struct media_image *im, const struct vision_prep_p
 {
     int32_t factor = p->patch * p->merge, h1, w1, h2, w2;
     memset(out, 0, sizeof *out);
-    int rc = vision_prep_smart_resize(im->h, im->w, factor, p->fetch_min_pixels,
+    int rc = vision_prep_params_check(p, err);
+    if (rc) return rc;
+    rc = vision_prep_smart_resize(im->h, im->w, factor, p->fetch_min_pixels,
                                       p->fetch_max_pixels, VISION_PREP_FETCH, &h1, &w1, err);
     if (rc) return rc;
     rc = vision_prep_smart_resize(h1, w1, factor, p->proc_min_pixels, p->proc_max_pixels,
@@ -416,8 +446,9 @@ int vision_prep_patchify(const struct media_image *im, const struct vision_prep_
                          struct vision_prep_out *out, struct vlm_err *err)
 {
     const int32_t ps = p->patch, m = p->merge, T = p->temporal, factor = ps * m;
-    VLM_ASSERT(ps > 0 && m > 0 && T > 0);
     memset(out, 0, sizeof *out);
+    int rc = vision_prep_params_check(p, err);
+    if (rc) return rc;
     if (im->w <= 0 || im->h <= 0 || im->w % factor || im->h % factor)
         return vlm_err_set(err, VLM_EINVAL, VP_HTTP_BAD,
                            "image %dx%d is not a multiple of %d", (int)im->w, (int)im->h,

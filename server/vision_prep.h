@@ -46,7 +46,15 @@ enum vision_prep_order {
 #define VISION_PREP_MIN_PIXELS 3136
 #define VISION_PREP_MAX_PIXELS 12845056
 #define VISION_PREP_MAX_RATIO 200
+/* No limit may exceed this (4x the reference maximum): a larger one would let a request
+ * ask for rasters of many GB. */
+#define VISION_PREP_LIMIT_PIXELS (4 * (int64_t)VISION_PREP_MAX_PIXELS)
 void vision_prep_params_default(struct vision_prep_params *p);
+/* VLM_EINVAL (400, param "min_pixels"/"max_pixels" etc.) unless 0 < min <= max <=
+ * VISION_PREP_LIMIT_PIXELS for both stages, 1 <= patch <= 64, 1 <= merge, temporal <= 8.
+ * The pipeline functions below call it; callers applying per-request overrides may call it
+ * first to report the field. */
+int vision_prep_params_check(const struct vision_prep_params *p, struct vlm_err *err);
 
 /* What the vision tower consumes for one image. */
 struct vision_prep_out {

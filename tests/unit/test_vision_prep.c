@@ -225,6 +225,43 @@ int main(void)
                  VLM_EINVAL);
     }
 
+    TEST("parameter checks: bad limits are a 400, never an assert") {
+        struct vision_prep_params p;
+        struct vlm_err e = {0};
+        struct media_image im;
+        struct vision_prep_out o;
+        CHECK_EQ(media_image_fill(&im, 30, 30, 9, 9, 9, &e), 0);
+        int64_t bad[][2] = {{0, 100000}, {5000, 4000}, {3136, VISION_PREP_LIMIT_PIXELS + 1},
+                            {-1, 3136}};
+        for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+            for (int stage = 0; stage < 2; stage++) {
+                vision_prep_params_default(&p);
+                if (stage) {
+                    p.proc_min_pixels = bad[i][0];
+                    p.proc_max_pixels = bad[i][1];
+                } else {
+                    p.fetch_min_pixels = bad[i][0];
+                    p.fetch_max_pixels = bad[i][1];
+                }
+                memset(&e, 0, sizeof e);
+                CHECK_EQ(vision_prep_image(&im, &p, &o, &e), VLM_EINVAL);
+                CHECK(e.http_status == 400 && e.param[0] && o.pixels == NULL);
+            }
+        }
+        vision_prep_params_default(&p);
+        p.patch = 0;
+        CHECK_EQ(vision_prep_image(&im, &p, &o, &e), VLM_EINVAL);
+        int32_t h, w;
+        CHECK_EQ(vision_prep_smart_resize(30, 30, 28, 3136, 0, VISION_PREP_FETCH, &h, &w, &e),
+                 VLM_EINVAL);
+        /* the limit itself is accepted */
+        vision_prep_params_default(&p);
+        p.fetch_max_pixels = p.proc_max_pixels = VISION_PREP_LIMIT_PIXELS;
+        CHECK_EQ(vision_prep_image(&im, &p, &o, &e), 0);
+        vision_prep_out_free(&o);
+        media_image_free(&im);
+    }
+
     TEST("placeholder image: 3x3 black -> 56x56, grid 1x4x4, 4 tokens") {
         struct vision_prep_out o;
         struct vlm_err e = {0};
