@@ -5,6 +5,7 @@
 #include "server/http.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -77,6 +78,7 @@ struct conn {
     size_t out_off;
     bool eof, error_sent, inflight, recorded;
     bool parse_later;           /* a big body: the prep worker parses it */
+    bool gone;                  /* the client left (seen by client_gone) */
     struct conn *prev, *next;   /* the server's live list (inflight ones) */
 };
 
@@ -463,6 +465,19 @@ static enum MHD_Result start_stream(struct conn *c)
     return r;
 }
 
+/* A suspended connection is not watched by MHD, and a non-streaming one writes nothing
+ * until the end, so a client that left is only noticed here: the socket reads EOF (HTTP
+ * clients do not half-close while waiting for an answer). One recv(MSG_PEEK) per pump. */
+static bool client_gone(struct conn *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return false;
+    char b;
+    ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 /* Non-streaming: pump; answer once every choice is done, else suspend. */
 static enum MHD_Result continue_plain(struct conn *c)
 {
@@ -471,6 +486,14 @@ static enum MHD_Result continue_plain(struct conn *c)
         bool all = true;
         for (int32_t i = 0; i < c->n_ch; i++) all &= pump_choice(c, &c->ch[i]);
         if (all) break;
+        if (!c->gone && client_gone(c)) {
+            c->gone = true;
+            atomic_fetch_add(&c->srv->d.metrics->client_disconnects, 1);
+            for (int32_t i = 0; i < c->n_ch; i++)
+                if (c->ch[i].submitted && !c->ch[i].done)
+                    sched_abort(c->srv->d.loop, c->ch[i].r->id, REQ_FINISHED_ABORT);
+            log_info("http: client went away; %d request(s) aborted", (int)c->n_ch);
+        }
         if (conn_suspend(c)) return MHD_YES;
     }
     record_finish(c);
@@ -824,7 +847,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
             gone = true;
         }
     }
-    if (gone) {
+    if (gone && !c->gone) {
         for (int32_t i = 0; i < c->n_ch; i++)
             if (!c->ch[i].done) c->ch[i].state = REQ_FINISHED_ABORT;
         record_finish(c);

@@ -62,12 +62,14 @@ def test_100_clients_drop_mid_stream(server, http):
 
 
 def test_drop_non_streaming_and_half_sent(server, http):
-    """A client that sends half a body, and one that leaves before a non-streaming answer."""
+    """A client that sends half a body, and one that leaves before a non-streaming answer:
+    the long generation is aborted (not run to max_tokens) and its blocks come back."""
+    before = metrics(server.url)
     s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"mo")
     s.close()
     body = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}],
-                       "max_tokens": 50}).encode()
+                       "max_tokens": 1900, "ignore_eos": True}).encode()
     s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
               + API_KEY.encode() + b"\r\nContent-Length: " + str(len(body)).encode()
@@ -75,4 +77,7 @@ def test_drop_non_streaming_and_half_sent(server, http):
     s.close()
     assert wait_for(lambda: metrics(server.url)["valley:http_requests_inflight"] == 0)
     assert wait_for(lambda: metrics(server.url)["valley:kv_blocks_used"] == 0)
+    after = metrics(server.url)
+    assert after["vllm:request_success_total[abort]"] - before["vllm:request_success_total[abort]"] == 1
+    assert after["vllm:generation_tokens_total"] - before["vllm:generation_tokens_total"] < 1900
     assert http.get("/health").status_code == 200
