@@ -69,7 +69,7 @@ struct cuda_ctx {
     /* the last ViT segment list uploaded (attn_varlen is called once per layer with the
      * same bounds): host copy, device copy, tiles */
     int32_t *vl_cu_host;       /* (VL_MAX_SEG + 1) owned */
-    int32_t vl_n_seg, vl_n_tiles, vl_rows;
+    int32_t vl_n_seg, vl_n_tiles, vl_rows, vl_hd;
     const int32_t *vl_cu_dev;  /* in the staging half current at vl_stage_gen */
     const struct cuda_attn_tile *vl_tiles;
     uint64_t vl_stage_gen;
@@ -483,7 +483,7 @@ static void cuda_op_attn_paged(void *ctx, struct tensor *o, const struct tensor 
     BF(q);
     if (s->n_tokens == 0) return;
     int32_t group = nh / nkv;
-    int32_t rows = cuda_attn_rows_per_tile(s->max_q, group);
+    int32_t rows = cuda_attn_rows_per_tile(s->max_q, group, hd);
     if (!s->d_tiles || s->tiles_group != group || s->tiles_rows != rows) {
         int32_t cap = cuda_attn_tiles_max(s->n_tokens, s->n_seqs, group, rows);
         void *dev;
@@ -513,13 +513,14 @@ static void cuda_op_attn_varlen(void *ctx, struct tensor *o, const struct tensor
     BF(v);
     /* the same segments as the previous layer, in a staging half still in use: reuse */
     bool same = c->vl_cu_dev && c->vl_n_seg == n_seg && c->vl_stage_gen == c->stage_gen &&
+                c->vl_hd == hd &&
                 !memcmp(c->vl_cu_host, cu, (size_t)(n_seg + 1) * sizeof *cu);
     if (!same) {
         VLM_ASSERT(n_seg <= VL_MAX_SEG);
         memcpy(c->vl_cu_host, cu, (size_t)(n_seg + 1) * sizeof *cu);
         int32_t max_len = 0;
         for (int32_t i = 0; i < n_seg; i++) max_len = VLM_MAX(max_len, cu[i + 1] - cu[i]);
-        int32_t rows = cuda_attn_rows_per_tile(max_len, 1);
+        int32_t rows = cuda_attn_rows_per_tile(max_len, 1, hd);
         int32_t cap = cuda_attn_tiles_max(cu[n_seg], n_seg, 1, rows);
         size_t cu_bytes = ((size_t)(n_seg + 1) * sizeof *cu + 15) & ~(size_t)15;
         void *dev;
@@ -532,6 +533,7 @@ static void cuda_op_attn_varlen(void *ctx, struct tensor *o, const struct tensor
         c->vl_tiles = (const struct cuda_attn_tile *)((char *)dev + cu_bytes);
         c->vl_n_seg = n_seg;
         c->vl_rows = rows;
+        c->vl_hd = hd;
         c->vl_stage_gen = c->stage_gen;
     }
     cuda_attn_varlen(o->data, q->data, k->data, v->data, c->vl_cu_dev, c->vl_tiles,

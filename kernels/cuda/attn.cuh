@@ -243,10 +243,223 @@ static __global__ void attn_combine_kernel(bf16 *o, const float *ws_o, const flo
     }
 }
 
+/* ==== Tensor-core variant (prefill) ====
+ * The same tiles, online softmax and causal limits, with the two products on the tensor
+ * cores (mma.sync m16n8k16, bf16 in, f32 accumulate; sm_80 and later), for tiles of
+ * ATTN_MMA_ROWS = 64 query rows: what a prefill chunk or a ViT segment gives.
+ *
+ * Thread mapping: grid = (n_tiles, kv heads, 1); block = 4 warps; warp w owns rows
+ * 16w .. 16w + 15 of the tile. In mma terms (g = lane / 4, q = lane % 4), a lane holds the
+ * rows g and g + 8 of its warp's 16: Q as A fragments (registers, loaded once), and for each
+ * 32-key tile the scores S = Q·Kᵀ (4 n-tiles of 8 keys: keys 8n + 2q, 8n + 2q + 1), then
+ * P = softmax part of S, reused in registers as the A fragments of O += P·V; O is hd/8
+ * n-tiles of 8 dims (dims 8n + 2q, 8n + 2q + 1). Row max and sum are reduced over the 4
+ * lanes of a quad (the lanes that share a row).
+ * Shared memory per 32-key tile: K as (32 keys, hd/2 + 4 words), V transposed as (hd dims,
+ * 20 words = 32 keys + pad); both paddings make the fragment loads of a warp hit 32
+ * different banks. P is rounded to bf16 for the second product (as flash attention does).
+ */
+#define ATTN_MMA_ROWS 64
+#define ATTN_MMA_BK 32
+
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                               uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi)
+{
+    bf162 v = __floats2bfloat162_rn(lo, hi); /* .x (lo) in the low 16 bits */
+    return *(uint32_t *)&v;
+}
+
+template <int KC, bool PAGED>
+static __global__ void __launch_bounds__(128) attn_mma_kernel(const struct attn_args a)
+{
+    constexpr int HD = KC * 16, HW = HD / 2, NT = HD / 8;
+    constexpr int KS = HW + 4;               /* s_k row stride, words */
+    constexpr int VS = ATTN_MMA_BK / 2 + 4;  /* s_vt row stride, words */
+    __shared__ uint32_t s_k[ATTN_MMA_BK * KS];
+    __shared__ uint32_t s_vt[HD * VS];
+
+    const struct cuda_attn_tile tile = a.tiles[blockIdx.x];
+    const int32_t kh = blockIdx.y;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, qd = lane & 3;
+    const int32_t q0 = a.q_start[tile.seq];
+    const int32_t n_s = a.q_start[tile.seq + 1] - q0;
+    const int32_t n_rows = min(ATTN_MMA_ROWS, n_s * a.group - tile.row0);
+    const int32_t ctx = PAGED ? a.ctx_len[tile.seq] : 0;
+    const int32_t kbeg = PAGED ? 0 : q0;
+    const int32_t kend = PAGED ? ctx - n_s + (tile.row0 + n_rows - 1) / a.group + 1 : q0 + n_s;
+    const int32_t kv_heads = PAGED ? a.n_kv_heads : a.n_heads;
+
+    /* my rows g and g + 8: (token, head) and causal limit (-1: no such row) */
+    int32_t lim[2];
+    int64_t th[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int32_t lr = warp * 16 + g + 8 * i, sr = tile.row0 + lr;
+        int64_t tok = q0 + sr / a.group, head = kh * a.group + sr % a.group;
+        th[i] = tok * a.n_heads + head;
+        lim[i] = lr >= n_rows ? -1 : PAGED ? ctx - n_s + sr / a.group : kend - 1;
+    }
+
+    /* Q as A fragments: a0/a1 = rows g/g+8 at dims 16kc + 2qd (+1), a2/a3 = the same + 8 */
+    uint32_t qf[KC][4];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const uint32_t *qr = (const uint32_t *)(a.q + th[i] * HD);
+#pragma unroll
+        for (int kc = 0; kc < KC; kc++) {
+            qf[kc][i] = lim[i] >= 0 ? qr[kc * 8 + qd] : 0u;
+            qf[kc][2 + i] = lim[i] >= 0 ? qr[kc * 8 + 4 + qd] : 0u;
+        }
+    }
+
+    float o[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    uint16_t *vt16 = (uint16_t *)s_vt;
+
+    for (int32_t j0 = kbeg; j0 < kend; j0 += ATTN_MMA_BK) {
+        __syncthreads(); /* the previous tile is consumed */
+        for (int32_t w = threadIdx.x; w < ATTN_MMA_BK * HW; w += blockDim.x) {
+            int32_t jj = w / HW, c = w % HW, j = j0 + jj;
+            uint32_t kx = 0, vx = 0;
+            if (j < kend) {
+                int64_t row;
+                if (PAGED) {
+                    int32_t blk = a.block_tables[(int64_t)tile.seq * a.max_blocks +
+                                                 j / a.block_size];
+                    row = (int64_t)blk * a.block_size + j % a.block_size;
+                } else {
+                    row = j;
+                }
+                int64_t off = (row * kv_heads + kh) * HD;
+                kx = ((const uint32_t *)(a.k + off))[c];
+                vx = ((const uint32_t *)(a.v + off))[c];
+            }
+            s_k[jj * KS + c] = kx;
+            vt16[(2 * c) * (2 * VS) + jj] = (uint16_t)(vx & 0xffffu);
+            vt16[(2 * c + 1) * (2 * VS) + jj] = (uint16_t)(vx >> 16);
+        }
+        __syncthreads();
+
+        /* S = Q·Kᵀ: n-tile n covers keys j0 + 8n .. + 7; B fragment = K[key 8n + g][dims] */
+        float sc[ATTN_MMA_BK / 8][4];
+#pragma unroll
+        for (int n = 0; n < ATTN_MMA_BK / 8; n++) {
+            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+            const uint32_t *kr = s_k + (n * 8 + g) * KS;
+#pragma unroll
+            for (int kc = 0; kc < KC; kc++)
+                mma_bf16_16816(sc[n], qf[kc], kr[kc * 8 + qd], kr[kc * 8 + 4 + qd]);
+        }
+
+        /* online softmax for rows g (i = 0: elements 0, 1) and g + 8 (i = 1: elements 2, 3) */
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int n = 0; n < ATTN_MMA_BK / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int32_t j = j0 + n * 8 + qd * 2 + e;
+                    float v = (j < kend && j <= lim[i]) ? sc[n][2 * i + e] * a.scale : -INFINITY;
+                    sc[n][2 * i + e] = v;
+                    mx = fmaxf(mx, v);
+                }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float mn = fmaxf(m[i], mx);
+            float corr = mn == -INFINITY ? 1.0f : expf(m[i] - mn);
+            float ls = 0.0f;
+#pragma unroll
+            for (int n = 0; n < ATTN_MMA_BK / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    float v = sc[n][2 * i + e];
+                    float p = v == -INFINITY ? 0.0f : expf(v - mn);
+                    sc[n][2 * i + e] = p;
+                    ls += p;
+                }
+            l[i] = l[i] * corr + ls; /* this lane's part; the quad's parts add up at the end */
+            m[i] = mn;
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                o[n][2 * i] *= corr;
+                o[n][2 * i + 1] *= corr;
+            }
+        }
+
+        /* O += P·V: k-chunk kc2 = keys 16kc2 .. + 15 = score n-tiles 2kc2 and 2kc2 + 1 */
+#pragma unroll
+        for (int kc2 = 0; kc2 < ATTN_MMA_BK / 16; kc2++) {
+            uint32_t pf[4] = {pack_bf16x2(sc[2 * kc2][0], sc[2 * kc2][1]),
+                              pack_bf16x2(sc[2 * kc2][2], sc[2 * kc2][3]),
+                              pack_bf16x2(sc[2 * kc2 + 1][0], sc[2 * kc2 + 1][1]),
+                              pack_bf16x2(sc[2 * kc2 + 1][2], sc[2 * kc2 + 1][3])};
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                const uint32_t *vr = s_vt + (n * 8 + g) * VS;
+                mma_bf16_16816(o[n], pf, vr[kc2 * 8 + qd], vr[kc2 * 8 + 4 + qd]);
+            }
+        }
+    }
+
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (lim[i] < 0) continue;
+        float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+        uint32_t *out = (uint32_t *)(a.o + th[i] * HD);
+#pragma unroll
+        for (int n = 0; n < NT; n++)
+            out[n * 4 + qd] = pack_bf16x2(o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
+    }
+}
+
+/* Whether the tensor-core kernel takes tiles of head size hd (its register arrays are sized
+ * at compile time: these instances exist). */
+static inline bool attn_mma_hd(int32_t hd)
+{
+    return CUDA_ATTN_MMA && (hd == 32 || hd == 64 || hd == 80 || hd == 128);
+}
+
+template <bool PAGED>
+static void attn_mma_launch(const struct attn_args &a, int32_t n_tiles, cudaStream_t s)
+{
+    dim3 grid((unsigned)n_tiles, (unsigned)(PAGED ? a.n_kv_heads : a.n_heads), 1);
+    switch (a.hd) {
+    case 32: attn_mma_kernel<2, PAGED><<<grid, 128, 0, s>>>(a); break;
+    case 64: attn_mma_kernel<4, PAGED><<<grid, 128, 0, s>>>(a); break;
+    case 80: attn_mma_kernel<5, PAGED><<<grid, 128, 0, s>>>(a); break;
+    default: attn_mma_kernel<8, PAGED><<<grid, 128, 0, s>>>(a); break;
+    }
+    CUDA_LAUNCH_CHECK();
+}
+
 /* Launches attn_kernel with the instance for hd (pairs per lane NP = ceil(hd / 64)). */
 template <bool PAGED>
 static void attn_launch(const struct attn_args &a, int32_t n_tiles, cudaStream_t s)
 {
+    if (a.rows_per_tile == ATTN_MMA_ROWS) { /* tiles made for the tensor-core kernel */
+        if (a.n_splits != 1 || !attn_mma_hd(a.hd)) {
+            fprintf(stderr, "valley: attention tiles of 64 rows need hd 32/64/80/128, no split\n");
+            abort();
+        }
+        attn_mma_launch<PAGED>(a, n_tiles, s);
+        return;
+    }
     dim3 grid((unsigned)n_tiles, (unsigned)(PAGED ? a.n_kv_heads : a.n_heads),
               (unsigned)a.n_splits);
     int threads = 32 * ((a.rows_per_tile + ATTN_RPW - 1) / ATTN_RPW);

@@ -5,9 +5,10 @@
  */
 #include "kernels/cuda/attn.cuh"
 
-extern "C" int32_t cuda_attn_rows_per_tile(int32_t max_q, int32_t group)
+extern "C" int32_t cuda_attn_rows_per_tile(int32_t max_q, int32_t group, int32_t hd)
 {
     int64_t rows = (int64_t)max_q * group;
+    if (rows >= ATTN_MMA_ROWS && attn_mma_hd(hd)) return ATTN_MMA_ROWS;
     if (rows >= CUDA_ATTN_ROWS) return CUDA_ATTN_ROWS;
     return (int32_t)((rows + 1) / 2 * 2); /* whole warps of ATTN_RPW rows */
 }
@@ -65,7 +66,7 @@ extern "C" void cuda_attn_paged(void *o, const void *q, const void *kc, const vo
     a.n_tok = n_tok;
     a.n_splits = 1;
     a.split_len = max_ctx;
-    if (n_splits > 1 && ws) {
+    if (n_splits > 1 && ws && rows_per_tile != ATTN_MMA_ROWS) {
         /* keys per split: a whole number of shared-memory tiles; drop empty splits */
         int32_t len = (int32_t)cdiv(cdiv(max_ctx, n_splits), ATTN_BK) * ATTN_BK;
         int32_t z = (int32_t)cdiv(max_ctx, len);

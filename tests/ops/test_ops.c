@@ -607,11 +607,22 @@ static const struct tcase cases[] = {
      AP(32, 8, 128, 16, 2, .q_len = {1, 1}, .ctx = {700, 333})},
     {"attn_paged", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 1e-2f,
      AP(4, 1, 256, 16, 1, .q_len = {6}, .ctx = {40})},
-    /* ViT attention: several segments, head size 80 */
+    /* tiles of 64 rows: the tensor-core kernel (prefill chunks, mixed with decode rows) */
+    {"attn_paged", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 1e-2f,
+     AP(8, 2, 128, 16, 3, .q_len = {40, 1, 24}, .ctx = {40, 77, 90})},
+    {"attn_paged", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 1e-2f,
+     AP(4, 4, 64, 8, 1, .q_len = {70}, .ctx = {100})},
+    {"attn_paged", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 1e-2f,
+     AP(32, 8, 128, 16, 2, .q_len = {17, 3}, .ctx = {300, 3})},
+    {"attn_paged", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 1e-2f,
+     AP(4, 1, 32, 16, 2, .q_len = {20, 1}, .ctx = {40, 9})},
+    /* ViT attention: several segments, head size 80; the last two on the tensor cores */
     {"attn_varlen", case_attn_varlen, OP_ATTN_VARLEN, DT_COUNT, 1e-2f,
      .heads = 4, .hd = 80, .n_seqs = 3, .q_len = {16, 7, 33}},
     {"attn_varlen", case_attn_varlen, OP_ATTN_VARLEN, DT_COUNT, 1e-2f,
      .heads = 2, .hd = 32, .n_seqs = 1, .q_len = {100}},
+    {"attn_varlen", case_attn_varlen, OP_ATTN_VARLEN, DT_COUNT, 1e-2f,
+     .heads = 16, .hd = 80, .n_seqs = 3, .q_len = {70, 5, 130}},
     /* fused variants (CUDA launchers; compositions of table ops on the CPU) */
     {"add_rmsnorm (fused)", case_add_rmsnorm, OP_RMSNORM, DT_COUNT, 1e-2f, .m = 6, .k = 4096},
     {"add_rmsnorm (fused)", case_add_rmsnorm, OP_RMSNORM, DT_COUNT, 1e-2f, .m = 3, .k = 100},
