@@ -3,7 +3,9 @@
  * step metadata, and sampling. The decoder math itself is in qwen3.c.
  */
 #include "engine/engine.h"
+#include "engine/comm.h"
 #include "engine/qwen3.h"
+#include "engine/tp.h"
 
 #if __has_include("engine/vit.h")
 #include "engine/vit.h"
@@ -85,29 +87,82 @@ static int check_model(const struct model *m, struct vlm_err *err)
     return 0;
 }
 
+/* ---- tensor-parallel slices: views into the memory map, so each rank reads only its part */
+
+/* Output rows [r0, r0 + n) of a host weight (out, in): a pointer offset. */
+static struct tensor slice_rows(const struct tensor *t, int64_t r0, int64_t n)
+{
+    return tensor_rows(t, r0, n);
+}
+
+/* Input columns [c0, c0 + n) of a host weight (out, in): a view with ne[0] = n and the full
+ * row stride; load_weight copies the strided rows. */
+static struct tensor slice_cols(const struct tensor *t, int64_t c0, int64_t n)
+{
+    VLM_ASSERT(c0 >= 0 && n > 0 && c0 + n <= t->ne[0]);
+    struct tensor v = *t;
+    v.data = (char *)t->data + c0 * t->nb[0];
+    v.ne[0] = n;
+    return v;
+}
+
+/* This rank's vocabulary rows [vocab0, vocab0 + vocab_local) of embed or lm_head, padded
+ * with zero rows past the real vocabulary, plus `extra` more zero rows (the embedding's
+ * row for tokens of other ranks). Copied through a host buffer of just those rows. */
+static int load_vocab_slice(struct engine *e, struct tensor *dst, const struct tensor *src,
+                            int32_t extra, const char *what, struct vlm_err *err)
+{
+    int64_t H = src->ne[0], rows = (int64_t)e->vocab_local + extra;
+    int64_t real = VLM_MAX(0, VLM_MIN((int64_t)e->vocab_local, e->cfg.vocab_size - e->vocab0));
+    size_t rb = (size_t)H * dtype_size(src->type);
+    char *tmp = xcalloc((size_t)rows, rb);
+    for (int64_t r = 0; r < real; r++)
+        memcpy(tmp + (size_t)r * rb, (const char *)src->data + (e->vocab0 + r) * src->nb[1], rb);
+    struct tensor view = tensor_make(tmp, src->type, H, rows, 1, 1);
+    int rc = load_w(e, dst, &view, what, -1, err);
+    free(tmp);
+    return rc;
+}
+
 static int load_weights(struct engine *e, struct vlm_err *err)
 {
     const struct model_weights *w = &e->m->w;
     int rc;
-    if ((rc = load_w(e, &e->embed, &w->embed, "embed_tokens", -1, err))) return rc;
+    bool tied = e->cfg.tie_word_embeddings || w->lm_head.data == w->embed.data;
+    if (!e->comm) {
+        if ((rc = load_w(e, &e->embed, &w->embed, "embed_tokens", -1, err))) return rc;
+        if (tied) e->lm_head = e->embed;
+        else if ((rc = load_w(e, &e->lm_head, &w->lm_head, "lm_head", -1, err))) return rc;
+    } else {
+        if ((rc = load_vocab_slice(e, &e->embed, &w->embed, 1, "embed_tokens", err))) return rc;
+        if (tied) e->lm_head = tensor_rows(&e->embed, 0, e->vocab_local);
+        else if ((rc = load_vocab_slice(e, &e->lm_head, &w->lm_head, 0, "lm_head", err))) return rc;
+    }
     if ((rc = load_w(e, &e->final_norm, &w->final_norm, "norm", -1, err))) return rc;
-    if (e->cfg.tie_word_embeddings || w->lm_head.data == w->embed.data) e->lm_head = e->embed;
-    else if ((rc = load_w(e, &e->lm_head, &w->lm_head, "lm_head", -1, err))) return rc;
+    /* rank r: heads [r*nh, (r+1)*nh), KV heads [r*nkv, ...), ffn rows [r*F, ...) (local sizes) */
+    int64_t r = e->comm ? e->p.tp_rank : 0, hd = e->cfg.head_dim;
+    int64_t q0 = r * e->n_heads * hd, nq = (int64_t)e->n_heads * hd;
+    int64_t k0 = r * e->n_kv_heads * hd, nk = (int64_t)e->n_kv_heads * hd;
+    int64_t f0 = r * e->ffn, nf = e->ffn;
     e->layers = xcalloc((size_t)e->cfg.n_layers, sizeof *e->layers);
     for (int32_t l = 0; l < e->cfg.n_layers; l++) {
         const struct layer_weights *s = &w->layers[l];
         struct layer_weights *d = &e->layers[l];
+        struct tensor wq = slice_rows(&s->wq, q0, nq), wk = slice_rows(&s->wk, k0, nk);
+        struct tensor wv = slice_rows(&s->wv, k0, nk), wo = slice_cols(&s->wo, q0, nq);
+        struct tensor wg = slice_rows(&s->w_gate, f0, nf), wu = slice_rows(&s->w_up, f0, nf);
+        struct tensor wd = slice_cols(&s->w_down, f0, nf);
         if ((rc = load_w(e, &d->attn_norm, &s->attn_norm, "input_layernorm", l, err)) ||
-            (rc = load_w(e, &d->wq, &s->wq, "q_proj", l, err)) ||
-            (rc = load_w(e, &d->wk, &s->wk, "k_proj", l, err)) ||
-            (rc = load_w(e, &d->wv, &s->wv, "v_proj", l, err)) ||
-            (rc = load_w(e, &d->wo, &s->wo, "o_proj", l, err)) ||
+            (rc = load_w(e, &d->wq, &wq, "q_proj", l, err)) ||
+            (rc = load_w(e, &d->wk, &wk, "k_proj", l, err)) ||
+            (rc = load_w(e, &d->wv, &wv, "v_proj", l, err)) ||
+            (rc = load_w(e, &d->wo, &wo, "o_proj", l, err)) ||
             (rc = load_w(e, &d->q_norm, &s->q_norm, "q_norm", l, err)) ||
             (rc = load_w(e, &d->k_norm, &s->k_norm, "k_norm", l, err)) ||
             (rc = load_w(e, &d->mlp_norm, &s->mlp_norm, "post_attention_layernorm", l, err)) ||
-            (rc = load_w(e, &d->w_gate, &s->w_gate, "gate_proj", l, err)) ||
-            (rc = load_w(e, &d->w_up, &s->w_up, "up_proj", l, err)) ||
-            (rc = load_w(e, &d->w_down, &s->w_down, "down_proj", l, err)))
+            (rc = load_w(e, &d->w_gate, &wg, "gate_proj", l, err)) ||
+            (rc = load_w(e, &d->w_up, &wu, "up_proj", l, err)) ||
+            (rc = load_w(e, &d->w_down, &wd, "down_proj", l, err)))
             return rc;
     }
     return 0;
@@ -150,8 +205,8 @@ static int alloc_workspace(struct engine *e, struct vlm_err *err)
     const struct model_config *c = &e->cfg;
     size_t T = (size_t)e->p.max_batched_tokens, R = (size_t)e->p.max_logit_rows;
     size_t S = (size_t)e->p.max_seqs, es = dtype_size(e->be.ops->act_type);
-    size_t H = (size_t)c->hidden_size, F = (size_t)c->intermediate_size, hd = (size_t)c->head_dim;
-    size_t V = (size_t)c->vocab_size;
+    size_t H = (size_t)c->hidden_size, F = (size_t)e->ffn, hd = (size_t)c->head_dim;
+    size_t V = (size_t)c->vocab_size, VL = (size_t)e->vocab_local;
     int rc = 0;
     e->x = balloc(e, T * H * es, &rc);
     e->xn = balloc(e, T * H * es, &rc);
@@ -162,7 +217,11 @@ static int alloc_workspace(struct engine *e, struct vlm_err *err)
     e->gate = balloc(e, T * F * es, &rc);
     e->up = balloc(e, T * F * es, &rc);
     e->xs = balloc(e, R * H * es, &rc);
-    e->logits = balloc(e, R * V * sizeof(float), &rc);
+    e->logits = balloc(e, R * VL * sizeof(float), &rc);
+    if (e->comm) {
+        e->logits_all = balloc(e, (size_t)e->comm->size * R * VL * sizeof(float), &rc);
+        e->tp_flag = balloc(e, sizeof(float), &rc);
+    }
     if (rc)
         return vlm_err_set(err, rc, 500, "engine: out of backend memory for the workspace "
                            "(%zu tokens, %zu logit rows)", T, R);
@@ -181,6 +240,8 @@ static int alloc_workspace(struct engine *e, struct vlm_err *err)
     e->h_splice_idx = xmalloc(T * sizeof(int32_t));
     e->splices = xmalloc(T * sizeof(struct qwen3_splice));
     e->h_logits = xmalloc(R * V * sizeof(float));
+    if (e->comm && e->comm->rank == 0)
+        e->h_gather = xmalloc((size_t)e->comm->size * R * VL * sizeof(float));
     sampler_ws_init(&e->sws, c->vocab_size);
     e->out_token = xmalloc(S * sizeof(int32_t));
     e->out_logprob = xmalloc(S * sizeof(float));
@@ -206,6 +267,7 @@ static int init_encoder_cache(struct engine *e, struct vlm_err *err)
                            e->p.encoder_cache_tokens);
     e->max_enc = VLM_MIN(e->p.encoder_cache_tokens, 4096);
     e->enc = xcalloc((size_t)e->max_enc, sizeof *e->enc);
+    e->enc_new = xcalloc((size_t)e->max_enc, sizeof *e->enc_new);
     return 0;
 #else
     (void)err;
@@ -232,10 +294,26 @@ int engine_init(struct engine *e, const struct model *m, const struct engine_par
 
     int rc = check_model(m, err);
     if (rc) return rc;
-    if (e->p.tp_size > 1)
-        return vlm_err_set(err, VLM_EUNSUPPORTED, 500, "engine: tensor parallelism not built yet");
-    e->n_heads = e->cfg.n_heads;
-    e->n_kv_heads = e->cfg.n_kv_heads;
+    /* tensor parallel: local head, ffn and vocabulary counts (tp.h; one engine: tp = 1) */
+    int tp = e->p.tp_size > 1 ? e->p.tp_size : 1;
+    if (tp > 1 && !e->p.comm)
+        rc = vlm_err_set(err, VLM_EINVAL, 500,
+                         "engine: tp_size %d needs a communicator (use tp_group_create)", tp);
+    else if (e->p.comm && (e->p.comm->size != tp || e->p.comm->rank != e->p.tp_rank))
+        rc = vlm_err_set(err, VLM_EINVAL, 500, "engine: communicator rank %d/%d != tp rank %d/%d",
+                         e->p.comm->rank, e->p.comm->size, e->p.tp_rank, tp);
+    else if (tp > 1)
+        rc = tp_check(&e->cfg, tp, e->p.backend, tp, err);
+    if (rc) {
+        memset(e, 0, sizeof *e);
+        return rc;
+    }
+    e->comm = e->p.comm;
+    e->n_heads = e->cfg.n_heads / tp;
+    e->n_kv_heads = e->cfg.n_kv_heads / tp;
+    e->ffn = e->cfg.intermediate_size / tp;
+    e->vocab_local = (e->cfg.vocab_size + tp - 1) / tp;
+    e->vocab0 = e->comm ? e->p.tp_rank * e->vocab_local : 0;
 
     if (e->p.backend == ENGINE_BACKEND_CPU) rc = backend_cpu_init(&e->be, &e->p.bp, err);
 #ifdef VLM_HAVE_CUDA
@@ -270,6 +348,7 @@ void engine_destroy(struct engine *e)
 #endif
     bfree(e, e->enc_arena);
     free(e->enc);
+    free(e->enc_new);
     if (e->lm_head.data != e->embed.data) bfree(e, e->lm_head.data);
     bfree(e, e->embed.data);
     bfree(e, e->final_norm.data);
@@ -285,7 +364,8 @@ void engine_destroy(struct engine *e)
         bfree(e, e->kv[l].v);
     }
     free(e->kv);
-    void *bufs[] = {e->x, e->xn, e->q, e->att, e->k, e->v, e->gate, e->up, e->xs, e->logits};
+    void *bufs[] = {e->x,  e->xn, e->q,  e->att,    e->k,         e->v,
+                    e->gate, e->up, e->xs, e->logits, e->logits_all, e->tp_flag};
     for (size_t i = 0; i < ARRAY_LEN(bufs); i++) bfree(e, bufs[i]);
     free(e->h_tokens);
     free(e->h_pos);
@@ -297,6 +377,7 @@ void engine_destroy(struct engine *e)
     free(e->h_splice_idx);
     free(e->splices);
     free(e->h_logits);
+    free(e->h_gather);
     sampler_ws_destroy(&e->sws);
     free(e->out_token);
     free(e->out_logprob);
@@ -359,11 +440,43 @@ static struct tensor enc_rows(const struct engine *e, int32_t row0, int32_t n)
     return tensor_rows(&all, row0, n);
 }
 
+/* Tensor parallel: the vision tower is data-parallel with replicated weights. Every rank
+ * keeps the same cache bookkeeping (same evictions, same first-fit rows); the k-th new item
+ * of the step is encoded by rank k % tp only. Then one all-reduce of an error flag (so a
+ * rank whose encode failed cannot leave the others waiting in a broadcast) and one
+ * broadcast per item from its owner. */
+static int enc_share(struct engine *e, const struct batch *b, int32_t n_new, int failed)
+{
+    const struct backend_ops *ops = e->be.ops;
+    float flag = failed ? 1.0f : 0.0f;
+    ops->upload(e->be.ctx, e->tp_flag, &flag, sizeof flag);
+    e->comm->ops->all_reduce_sum(e->comm->ctx, e->tp_flag, 1, DT_F32);
+    ops->download(e->be.ctx, &flag, e->tp_flag, sizeof flag);
+    ops->sync(e->be.ctx);
+    for (int32_t k = 0; k < n_new; k++) {
+        const struct mm_item *it = b->encode[e->enc_new[k]];
+        int32_t ei = enc_find(e, it->hash);
+        VLM_ASSERT(ei >= 0);
+        if (flag != 0.0f) {
+            enc_evict(e, it->hash); /* every rank forgets this step's items alike */
+        } else {
+            struct tensor rows = enc_rows(e, e->enc[ei].row0, it->n_tokens);
+            e->comm->ops->broadcast(e->comm->ctx, rows.data, tensor_nbytes(&rows),
+                                    k % e->comm->size);
+        }
+    }
+    if (flag != 0.0f) return failed ? failed : VLM_EINVAL;
+    return 0;
+}
+
 /* Encodes the items of b->encode not cached yet, one vit_encode call per item (items are
- * few per step and the ViT cost is in the patches, not the calls). */
+ * few per step and the ViT cost is in the patches, not the calls). With TP, each rank
+ * encodes its share and the rows are exchanged (enc_share). */
 static int enc_run(struct engine *e, const struct batch *b)
 {
     for (int32_t i = 0; i < b->n_evict; i++) enc_evict(e, b->evict[i]);
+    int32_t n_new = 0;
+    int failed = 0;
     for (int32_t i = 0; i < b->n_encode; i++) {
         const struct mm_item *it = b->encode[i];
         if (enc_find(e, it->hash) >= 0) continue;
@@ -373,11 +486,17 @@ static int enc_run(struct engine *e, const struct batch *b)
         if (row0 < 0 || e->n_enc == e->max_enc) {
             log_error("engine: encoder cache full (%d rows wanted, %d entries)", it->n_tokens,
                       e->n_enc);
+            if (e->comm && n_new > 0) enc_share(e, b, n_new, VLM_ENOSPC);
             return VLM_ENOSPC;
         }
         struct tensor out = enc_rows(e, row0, it->n_tokens);
-        int rc = vit_encode(e->vit, &b->encode[i], 1, &out);
-        if (rc) return rc;
+        bool mine = !e->comm || n_new % e->comm->size == e->comm->rank;
+        e->enc_new[n_new++] = i; /* n_new <= n_enc <= max_enc */
+        if (mine && !failed) {
+            int rc = vit_encode(e->vit, &b->encode[i], 1, &out);
+            if (rc && !e->comm) return rc;
+            failed = rc;
+        }
         memmove(&e->enc[at + 1], &e->enc[at], (size_t)(e->n_enc - at) * sizeof *e->enc);
         e->enc[at] = (struct engine_enc_entry){it->hash, row0, it->n_tokens};
         e->n_enc++;
@@ -385,6 +504,7 @@ static int enc_run(struct engine *e, const struct batch *b)
         return VLM_EUNSUPPORTED;
 #endif
     }
+    if (e->comm && n_new > 0) return enc_share(e, b, n_new, failed);
     return 0;
 }
 
@@ -444,6 +564,12 @@ static int32_t build_step(struct engine *e, const struct batch *b, int32_t *n_sp
         n += q->n_tokens;
     }
     e->h_q_start[b->n_seqs] = n;
+    if (e->comm) { /* vocab-split embedding: own rows local, other ranks' ids to the zero row */
+        for (int32_t i = 0; i < n; i++) {
+            int32_t t = e->h_tokens[i] - e->vocab0;
+            e->h_tokens[i] = t >= 0 && t < e->vocab_local ? t : e->vocab_local;
+        }
+    }
     struct step_meta m = {
         .n_seqs = b->n_seqs,
         .n_tokens = n,
@@ -474,15 +600,40 @@ static int forward(struct engine *e, const struct batch *b, const int32_t *rows,
     return 0;
 }
 
-int engine_forward_rows(struct engine *e, const struct batch *b, const int32_t *rows,
-                        int32_t n_rows, float *logits)
+/* TP rank 0: e->logits_all holds (tp, n_rows, vocab_local), rank after rank; logits gets
+ * (n_rows, vocab) with the padding past the vocabulary dropped. */
+static void gather_logits(struct engine *e, int32_t n_rows, float *logits)
+{
+    size_t VL = (size_t)e->vocab_local, V = (size_t)e->cfg.vocab_size, R = (size_t)n_rows;
+    int tp = e->comm->size;
+    e->be.ops->download(e->be.ctx, e->h_gather, e->logits_all, (size_t)tp * R * VL * sizeof(float));
+    e->be.ops->sync(e->be.ctx);
+    for (int r = 0; r < tp; r++) {
+        size_t v0 = (size_t)r * VL, nv = v0 >= V ? 0 : VLM_MIN(VL, V - v0);
+        for (size_t i = 0; i < R; i++)
+            memcpy(logits + i * V + v0, e->h_gather + ((size_t)r * R + i) * VL, nv * sizeof(float));
+    }
+}
+
+int engine_rank_forward_rows(struct engine *e, const struct batch *b, const int32_t *rows,
+                             int32_t n_rows, float *logits)
 {
     int rc = forward(e, b, rows, n_rows);
     if (rc) return rc;
-    e->be.ops->download(e->be.ctx, logits, e->logits,
-                        (size_t)n_rows * (size_t)e->cfg.vocab_size * sizeof(float));
+    if (!e->comm)
+        e->be.ops->download(e->be.ctx, logits, e->logits,
+                            (size_t)n_rows * (size_t)e->cfg.vocab_size * sizeof(float));
+    else if (logits && n_rows > 0)
+        gather_logits(e, n_rows, logits);
     e->be.ops->sync(e->be.ctx);
     return 0;
+}
+
+int engine_forward_rows(struct engine *e, const struct batch *b, const int32_t *rows,
+                        int32_t n_rows, float *logits)
+{
+    if (e->tp) return tp_group_run(e->tp, b, NULL, rows, n_rows, logits, false);
+    return engine_rank_forward_rows(e, b, rows, n_rows, logits);
 }
 
 /* Rows of the last token of every sequence with sampling params; returns their count. */
@@ -499,14 +650,23 @@ static int32_t sampled_rows(struct engine *e, const struct batch *b)
 int engine_forward_logits(struct engine *e, const struct batch *b, float *logits)
 {
     int32_t n = sampled_rows(e, b);
-    int rc = n ? engine_forward_rows(e, b, e->h_rows, n, logits) : forward(e, b, NULL, 0);
+    int rc = engine_forward_rows(e, b, e->h_rows, n, logits);
     return rc ? rc : n;
 }
 
 int engine_execute(struct engine *e, const struct batch *b, struct batch_out *out)
 {
-    int rc = engine_forward_logits(e, b, e->h_logits);
+    if (e->tp) return tp_group_run(e->tp, b, out, NULL, 0, NULL, true);
+    return engine_rank_execute(e, b, out);
+}
+
+int engine_rank_execute(struct engine *e, const struct batch *b, struct batch_out *out)
+{
+    bool sampler = !e->comm || e->comm->rank == 0; /* only rank 0 samples */
+    int32_t n = sampled_rows(e, b);
+    int rc = engine_rank_forward_rows(e, b, e->h_rows, n, sampler ? e->h_logits : NULL);
     if (rc < 0) return rc;
+    if (!sampler) return 0;
     int32_t r = 0;
     for (int32_t s = 0; s < b->n_seqs; s++) {
         const struct batch_seq *q = &b->seqs[s];

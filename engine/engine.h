@@ -38,8 +38,8 @@ struct engine_params {
     int32_t max_batched_tokens;   /* tokens per step, summed over sequences */
     int32_t max_seqs;             /* sequences per step */
     size_t kv_bytes;              /* KV budget when n_blocks == 0 (0: 64 MiB) */
-    int tp_rank, tp_size;         /* tensor parallel (tp_size <= 1 for now) */
-    void *comm;                   /* borrowed struct comm, later */
+    int tp_rank, tp_size;         /* tensor parallel rank and size (0, 1: one engine; see tp.h) */
+    struct comm *comm;            /* borrowed; NULL without TP; set by tp_group_create */
     int32_t encoder_cache_tokens; /* rows of vision embeddings kept (0: no vision) */
     int32_t max_image_patches;    /* patches per vit_encode call (0: 4 * cache tokens) */
     int32_t max_logit_rows;       /* rows engine_forward_rows may return (at least max_seqs) */
@@ -52,6 +52,8 @@ struct engine_enc_entry {
 };
 
 struct vit;
+struct comm;
+struct tp_group;
 
 struct engine {
     struct backend be;                /* owned */
@@ -59,11 +61,18 @@ struct engine {
     struct model_config cfg;          /* copy of m->cfg */
     struct engine_params p;           /* with defaults filled in */
     int32_t n_heads, n_kv_heads;      /* local to this rank */
+    int32_t ffn;                      /* intermediate rows local to this rank */
+    int32_t vocab_local, vocab0;      /* this rank's vocab rows [vocab0, vocab0 + vocab_local);
+                                       * vocab_local is the padded share ceil(vocab / tp) */
+    struct comm *comm;                /* borrowed (p.comm); NULL: no collectives */
+    struct tp_group *tp;              /* borrowed; set on rank 0 only: the public step
+                                       * functions fan out to every rank through it */
 
     /* weights in backend memory (owned; lm_head aliases embed when tied) */
-    struct tensor embed;              /* (vocab, hidden) */
+    struct tensor embed;              /* (vocab, hidden); TP: (vocab_local + 1, hidden), this
+                                       * rank's rows, padding and a last all-zero row */
     struct tensor final_norm;         /* (hidden) */
-    struct tensor lm_head;            /* (vocab, hidden) */
+    struct tensor lm_head;            /* (vocab, hidden); TP: (vocab_local, hidden) */
     struct layer_weights *layers;     /* (n_layers), owned array of owned tensors */
 
     /* paged KV cache */
@@ -78,7 +87,9 @@ struct engine {
     void *k, *v;                      /* (T, n_kv_heads, head_dim) */
     void *gate, *up;                  /* (T, ffn) */
     void *xs;                         /* (R, hidden) rows that need logits */
-    void *logits;                     /* (R, vocab) f32 */
+    void *logits;                     /* (R, vocab_local) f32 */
+    void *logits_all;                 /* TP: (tp, R, vocab_local) f32, all-gathered; else NULL */
+    void *tp_flag;                    /* TP: (1) act dtype, step-wide error flag */
 
     /* host step metadata (struct step_meta points here) */
     int32_t *h_tokens, *h_pos, *h_slot;   /* (T) */
@@ -89,6 +100,7 @@ struct engine {
     int32_t *h_splice_idx;                /* (T) destination rows of image rows */
     struct qwen3_splice *splices;         /* (T) */
     float *h_logits;                      /* (R, vocab) */
+    float *h_gather;                      /* TP rank 0: (tp, R, vocab_local) */
 
     /* sampling and its outputs (batch_out points here) */
     struct sampler_ws sws;
@@ -102,6 +114,7 @@ struct engine {
     void *enc_arena;                      /* (encoder_cache_tokens, hidden) act dtype */
     struct engine_enc_entry *enc;         /* (max_enc) sorted by row0 */
     int32_t n_enc, max_enc;
+    int32_t *enc_new;                     /* (max_enc) b->encode indices of the step's new items */
 };
 
 /* Uploads m's weights, sizes the KV cache, encoder cache and workspace. m must outlive the
@@ -128,5 +141,12 @@ int engine_forward_rows(struct engine *e, const struct batch *b, const int32_t *
 /* The same for the last row of every sequence with sp != NULL, in batch order. Returns the
  * number of rows written (>= 0) or a negative code. */
 int engine_forward_logits(struct engine *e, const struct batch *b, float *logits);
+
+/* One rank's share of a step, for tp.c: every rank of a group calls the same function with
+ * the same arguments at once (the collectives inside pair up). Only rank 0 writes logits /
+ * samples into out; the other ranks may pass NULL. Same returns as above. */
+int engine_rank_execute(struct engine *e, const struct batch *b, struct batch_out *out);
+int engine_rank_forward_rows(struct engine *e, const struct batch *b, const int32_t *rows,
+                             int32_t n_rows, float *logits);
 
 #endif

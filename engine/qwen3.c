@@ -4,11 +4,15 @@
  * activation; only attention (attn_paged, over the block tables of set_step) knows where one
  * sequence ends and the next begins, so every other op is a plain row-wise or GEMM op.
  *
- * Tensor parallelism: the two row-parallel projections (o_proj, down_proj) are followed by
- * tp_all_reduce(), a no-op on one rank; with a struct comm it becomes the one all-reduce
- * call per projection, everything else stays as it is (heads and ffn columns are local).
+ * Tensor parallelism (tp.h): the two row-parallel projections (o_proj, down_proj) are
+ * followed by tp_all_reduce(), a no-op on one engine; with a struct comm it is the one
+ * all-reduce per projection, everything else stays as it is (heads and ffn columns are
+ * local). The vocab-split embedding is all-reduced too (each rank looked up only its own
+ * ids, zeros elsewhere), before the image rows go in; the vocab-split logits are
+ * all-gathered into e->logits_all.
  */
 #include "engine/qwen3.h"
+#include "engine/comm.h"
 
 #include <math.h>
 
@@ -30,8 +34,7 @@ static struct tensor heads3(void *data, enum dtype t, int64_t n, int64_t heads, 
 /* The all-reduce hook after a row-parallel projection (see the file comment). */
 static void tp_all_reduce(const struct engine *e, struct tensor *y)
 {
-    (void)y;
-    VLM_ASSERT(e->p.tp_size <= 1); /* TODO(engine): comm->ops->all_reduce_sum(y) */
+    if (e->comm) e->comm->ops->all_reduce_sum(e->comm->ctx, y->data, (size_t)tensor_nelem(y), y->type);
 }
 
 /* ==== Forward ==== */
@@ -43,7 +46,7 @@ void qwen3_forward(struct engine *e, int32_t n, const struct qwen3_splice *splic
     void *c = e->be.ctx;
     const struct model_config *cfg = &e->cfg;
     enum dtype at = ops->act_type;
-    int64_t H = cfg->hidden_size, F = cfg->intermediate_size, hd = cfg->head_dim;
+    int64_t H = cfg->hidden_size, F = e->ffn, hd = cfg->head_dim;
     int64_t nh = e->n_heads, nkv = e->n_kv_heads;
     float eps = cfg->rms_norm_eps, scale = 1.0f / sqrtf((float)hd);
 
@@ -60,6 +63,7 @@ void qwen3_forward(struct engine *e, int32_t n, const struct qwen3_splice *splic
 
     /* x = embed_tokens(ids); image placeholder rows replaced by projector rows */
     ops->embed(c, &x, &e->embed);
+    tp_all_reduce(e, &x);
     for (int32_t i = 0; i < n_splices; i++) ops->scatter_rows(c, &x, &splices[i].src, splices[i].idx);
 
     for (int32_t l = 0; l < cfg->n_layers; l++) {
@@ -96,9 +100,12 @@ void qwen3_forward(struct engine *e, int32_t n, const struct qwen3_splice *splic
     /* logits = lm_head(norm(x)) only for the rows that need them (norm is row-wise) */
     if (n_rows == 0) return;
     struct tensor xs = rows2(e->xs, at, n_rows, H);
-    struct tensor lg = rows2(e->logits, DT_F32, n_rows, cfg->vocab_size);
+    struct tensor lg = rows2(e->logits, DT_F32, n_rows, e->vocab_local);
     VLM_ASSERT(at == DT_F32); /* TODO(engine): cast to f32 logits for bf16 backends */
     ops->gather_rows(c, &xs, &x, rows);
     ops->rmsnorm(c, &xs, &xs, &e->final_norm, eps);
     ops->matmul(c, &lg, &xs, &e->lm_head, NULL);
+    if (e->comm) /* (tp, n_rows, vocab_local), rank order; engine.c reorders on the host */
+        e->comm->ops->all_gather(e->comm->ctx, e->logits_all, e->logits,
+                                 (size_t)n_rows * (size_t)e->vocab_local, DT_F32);
 }

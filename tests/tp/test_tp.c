@@ -1,0 +1,487 @@
+// models: tp8
+/*
+ * test_tp: tensor parallelism on the CPU through the thread communicator (issue 8
+ * acceptance). On the tp8 checkpoint (16 heads, 8 KV heads): tp = 1 (a group of one, the
+ * collectives included), 2 and 4 give logits within 1e-4 x max|logit| of the plain engine
+ * and the same 32 greedy tokens, for a text prompt and for an image+text prompt (two images:
+ * at tp 2 and 4 they are encoded on different ranks and broadcast); a vocabulary that no
+ * tp divides (the same checkpoint viewed with one row less) is padded and gives the same
+ * answer; 16 concurrent greedy requests through the real scheduler loop at tp = 2 give
+ * exactly the tokens each gives alone on one engine; an encode that fails on one rank fails
+ * the step on every rank without a hang; invalid sizes are refused with a clear message.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine.h"
+#include "engine/model.h"
+#include "engine/tp.h"
+#include "scheduler/loop.h"
+#include "scheduler/sched.h"
+#include "test.h"
+
+enum { N_GREEDY = 32, BLOCK = 16, MAX_LEN = 96, IMG_GRID = 8, N_BLOCKS = 64 };
+
+static struct model m;
+
+static uint64_t mix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* Deterministic pixels in [-1, 1) for image img; owned by the caller. */
+static float *make_pixels(int img, int32_t n_patches)
+{
+    const struct model_config *c = &m.cfg;
+    size_t n = (size_t)n_patches * (size_t)(c->in_chans * c->temporal_patch_size * c->patch_size *
+                                            c->patch_size);
+    float *px = xmalloc(n * sizeof *px);
+    for (size_t i = 0; i < n; i++)
+        px[i] = (float)((double)(mix((uint64_t)img << 32 | i) >> 40) / (double)(1 << 23)) - 1.0f;
+    return px;
+}
+
+static struct mm_item make_item(int img, const float *px)
+{
+    int32_t m2 = m.cfg.spatial_merge_size * m.cfg.spatial_merge_size;
+    int32_t n_patches = IMG_GRID * IMG_GRID;
+    return (struct mm_item){.hash = 0xabc000ull + (uint64_t)img, .pixels = px, .grid_t = 1,
+                            .grid_h = IMG_GRID, .grid_w = IMG_GRID, .n_patches = n_patches,
+                            .n_tokens = n_patches / m2};
+}
+
+static int32_t argmax(const float *x, int32_t n)
+{
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* ==== Greedy generation with logits, one sequence ==== */
+
+struct prompt {
+    int32_t tokens[MAX_LEN];
+    int32_t len;
+    struct mm_span spans[2];
+    int32_t n_spans;
+    const struct mm_item *encode[2];
+};
+
+static void text_prompt(struct prompt *p, int32_t vocab)
+{
+    memset(p, 0, sizeof *p);
+    p->len = 23;
+    for (int32_t i = 0; i < p->len; i++) p->tokens[i] = (int32_t)(mix(700 + (uint64_t)i) % (uint64_t)vocab);
+}
+
+/* 6 text tokens, image a (16 rows), 5 text, image b (16 rows), 9 text */
+static void image_prompt(struct prompt *p, const struct mm_item *a, const struct mm_item *b)
+{
+    memset(p, 0, sizeof *p);
+    const struct mm_item *items[2] = {a, b};
+    int32_t text[3] = {6, 5, 9};
+    for (int k = 0; k < 3; k++) {
+        for (int32_t i = 0; i < text[k]; i++, p->len++)
+            p->tokens[p->len] = (int32_t)(mix(900 + (uint64_t)p->len) % 150000);
+        if (k == 2) break;
+        p->spans[p->n_spans] = (struct mm_span){.offset = p->len, .item = items[k]};
+        p->encode[p->n_spans++] = items[k];
+        for (int32_t i = 0; i < items[k]->n_tokens; i++) p->tokens[p->len++] = 151655;
+    }
+}
+
+/* Prefill p in one step, then N_GREEDY - 1 decode steps, feeding back the argmax.
+ * logits (N_GREEDY, vocab), tokens (N_GREEDY). Returns 0 or the engine's code. */
+static int generate(struct engine *e, const struct prompt *p, float *logits, int32_t *toks)
+{
+    int32_t V = e->cfg.vocab_size, blocks[N_BLOCKS];
+    for (int32_t i = 0; i < N_BLOCKS; i++) blocks[i] = 1 + i;
+    struct batch_seq s = {.pos = 0, .n_tokens = p->len, .tokens = p->tokens, .blocks = blocks,
+                          .n_blocks = (MAX_LEN + N_GREEDY) / BLOCK + 1, .mm = p->spans,
+                          .n_mm = p->n_spans};
+    struct batch b = {.seqs = &s, .n_seqs = 1, .encode = p->encode, .n_encode = p->n_spans};
+    for (int32_t k = 0; k < N_GREEDY; k++) {
+        int32_t row = s.n_tokens - 1;
+        int rc = engine_forward_rows(e, &b, &row, 1, logits + (size_t)k * V);
+        if (rc) return rc;
+        toks[k] = argmax(logits + (size_t)k * V, V);
+        s.pos += s.n_tokens;
+        s.n_tokens = 1;
+        s.tokens = &toks[k];
+        b.encode = NULL;
+        b.n_encode = 0;
+    }
+    return 0;
+}
+
+static struct engine_params params(int tp)
+{
+    return (struct engine_params){.bp = {.n_threads = 2}, .backend = ENGINE_BACKEND_CPU,
+                                  .block_size = BLOCK, .n_blocks = N_BLOCKS,
+                                  .max_batched_tokens = 128, .max_seqs = 16, .tp_size = tp,
+                                  .encoder_cache_tokens = 64};
+}
+
+/* worst max|a - ref| / max|ref| over the rows */
+static double worst_rel(const float *a, const float *ref, int32_t rows, int32_t V)
+{
+    double worst = 0;
+    for (int32_t k = 0; k < rows; k++) {
+        double d = 0, mabs = 0;
+        for (int32_t i = 0; i < V; i++) {
+            const float *x = a + (size_t)k * V, *r = ref + (size_t)k * V;
+            double di = fabs((double)x[i] - (double)r[i]);
+            if (!(di <= d)) d = isnan(di) ? INFINITY : di;
+            mabs = fmax(mabs, fabs((double)r[i]));
+        }
+        worst = fmax(worst, d / mabs);
+    }
+    return worst;
+}
+
+/* Runs both prompts (the image one only if imgs) on tp ranks (0: the plain engine) of
+ * model mm. logits[2] (N_GREEDY, V), toks[2] (N_GREEDY). */
+static bool run_tp(const struct model *mm, int tp, const struct prompt *pr, int n_prompts,
+                   float **logits, int32_t toks[][N_GREEDY])
+{
+    struct engine plain, *e = &plain;
+    struct tp_group *g = NULL;
+    struct engine_params ep = params(tp);
+    struct vlm_err err = {0};
+    int rc = tp ? tp_group_create(&g, mm, &ep, &err) : engine_init(&plain, mm, &ep, &err);
+    if (rc) {
+        fprintf(stderr, "  tp %d: %s\n", tp, err.msg);
+        return false;
+    }
+    if (g) e = tp_group_engine(g);
+    bool ok = true;
+    for (int i = 0; i < n_prompts && ok; i++) ok = generate(e, &pr[i], logits[i], toks[i]) == 0;
+    if (g) tp_group_destroy(g);
+    else engine_destroy(&plain);
+    return ok;
+}
+
+/* ==== The scheduler loop over a TP engine (after tests/model/test_sched_engine.c) ==== */
+
+#define N_REQ 16
+#define N_GEN 8
+
+static void add_image(struct request *r, int32_t offset, int img)
+{
+    struct mm_item it = make_item(img, NULL);
+    it.hash = 0xfeed0000ull + (uint64_t)img;
+    VLM_ASSERT(req_add_item(r, offset, &it, make_pixels(img, it.n_patches)) == 0);
+}
+
+/* Request k: prompts of 5..69 tokens, pairs sharing prefixes, four with images. */
+static struct request *make_req(int k)
+{
+    int32_t p[128];
+    int32_t n = 5 + (int32_t)(mix((uint64_t)k) % 60);
+    int family = k < 12 ? k / 2 : 100;
+    for (int32_t i = 0; i < n; i++) {
+        uint64_t src = (k < 12 && i < 40) ? (uint64_t)family * 1000 + (uint64_t)i
+                                           : (uint64_t)k * 1000 + (uint64_t)i + 77;
+        p[i] = (int32_t)(mix(src) % 150000);
+    }
+    int img_a = -1, img_b = -1;
+    if (k >= 12) {
+        n = 56;
+        for (int32_t i = 0; i < n; i++) p[i] = (int32_t)(mix(5000 + (uint64_t)i) % 150000);
+        for (int32_t i = 10; i < 26; i++) p[i] = 151655;
+        img_a = k == 13 ? 2 : 1;
+        if (k == 15) {
+            for (int32_t i = 30; i < 46; i++) p[i] = 151655;
+            p[0] = 42;
+            img_b = 2;
+        }
+    }
+    struct req_params pr = {.max_tokens = N_GEN, .ignore_eos = true};
+    pr.sp = sampler_params_greedy();
+    struct request *r = req_new((uint64_t)k + 1, p, n, &pr);
+    if (img_a >= 0) add_image(r, 10, img_a);
+    if (img_b >= 0) add_image(r, 30, img_b);
+    return r;
+}
+
+static struct sched_config sched_cfg(int32_t n_blocks)
+{
+    return (struct sched_config){.block_size = BLOCK, .n_blocks = n_blocks, .max_num_seqs = N_REQ,
+                                 .max_num_batched_tokens = 64, .max_model_len = 256,
+                                 .enable_prefix_caching = true, .encoder_cache_tokens = 64,
+                                 .max_mm_item_tokens = 16};
+}
+
+static struct engine_params sched_params(const struct sched_config *c, int tp)
+{
+    return (struct engine_params){.bp = {.n_threads = 2}, .backend = ENGINE_BACKEND_CPU,
+                                  .block_size = c->block_size, .n_blocks = c->n_blocks,
+                                  .max_batched_tokens = c->max_num_batched_tokens,
+                                  .max_seqs = c->max_num_seqs, .tp_size = tp,
+                                  .encoder_cache_tokens = c->encoder_cache_tokens};
+}
+
+static bool read_tokens(struct request *r, int32_t *out)
+{
+    struct req_event ev[N_GEN + 1];
+    int state;
+    int32_t n = req_stream_read(r, ev, N_GEN + 1, &state, NULL);
+    for (int32_t i = 0; i < n && i < N_GEN; i++) out[i] = ev[i].token;
+    return n == N_GEN && state == REQ_FINISHED_LENGTH;
+}
+
+/* Each request alone, one after the other, on one plain engine (the manual step loop). */
+static bool run_alone(const struct sched_config *c, int32_t out[N_REQ][N_GEN])
+{
+    struct engine e;
+    struct engine_params ep = sched_params(c, 1);
+    struct vlm_err err = {0};
+    if (engine_init(&e, &m, &ep, &err)) {
+        fprintf(stderr, "  engine_init: %s\n", err.msg);
+        return false;
+    }
+    struct sched *s = sched_new(c, NULL);
+    bool ok = true;
+    for (int k = 0; k < N_REQ && ok; k++) {
+        struct request *r = make_req(k);
+        VLM_ASSERT(sched_validate(c, r, &err) == 0);
+        req_retain(r);
+        sched_add(s, r);
+        while (ok && sched_n_live(s) > 0) {
+            struct batch b;
+            struct batch_out o;
+            VLM_ASSERT(sched_schedule(s, &b) > 0);
+            ok = engine_execute(&e, &b, &o) == 0;
+            if (ok) sched_update(s, &b, &o);
+            else sched_fail(s, &b);
+        }
+        ok &= read_tokens(r, out[k]);
+        req_release(r);
+    }
+    sched_free(s);
+    engine_destroy(&e);
+    return ok;
+}
+
+static int exec_engine(void *e, const struct batch *b, struct batch_out *o)
+{
+    return engine_execute(e, b, o);
+}
+
+struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+static void on_notify(struct request *r, void *user)
+{
+    (void)r;
+    struct waiter *w = user;
+    pthread_mutex_lock(&w->mu);
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* All 16 submitted at once to the scheduler's engine thread, driving a tp-rank group. */
+static bool run_loop_tp(const struct sched_config *c, int tp, int32_t out[N_REQ][N_GEN],
+                        struct sched_stats *st)
+{
+    struct tp_group *g;
+    struct engine_params ep = sched_params(c, tp);
+    struct vlm_err err = {0};
+    if (tp_group_create(&g, &m, &ep, &err)) {
+        fprintf(stderr, "  tp_group_create: %s\n", err.msg);
+        return false;
+    }
+    struct engine *e = tp_group_engine(g);
+    VLM_ASSERT(engine_kv_blocks(e) == c->n_blocks);
+    struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+    struct sched_loop *l;
+    VLM_ASSERT(sched_loop_start(&l, c, (struct engine_iface){exec_engine, e}, &err) == 0);
+    struct request *r[N_REQ];
+    for (int i = 0; i < N_REQ; i++) {
+        r[i] = make_req(i);
+        r[i]->notify = on_notify;
+        r[i]->notify_user = &w;
+        VLM_ASSERT(sched_submit(l, r[i], &err) == 0);
+    }
+    pthread_mutex_lock(&w.mu);
+    for (int i = 0; i < N_REQ; i++)
+        while (!req_state_finished(req_stream_state(r[i]))) pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    sched_get_stats(l, st);
+    sched_loop_stop(l);
+    bool ok = true;
+    for (int i = 0; i < N_REQ; i++) {
+        ok &= read_tokens(r[i], out[i]);
+        req_release(r[i]);
+    }
+    tp_group_destroy(g);
+    return ok;
+}
+
+static int n_diff(int32_t a[N_REQ][N_GEN], int32_t b[N_REQ][N_GEN])
+{
+    int d = 0;
+    for (int i = 0; i < N_REQ; i++)
+        for (int k = 0; k < N_GEN; k++) d += a[i][k] != b[i][k];
+    return d;
+}
+
+/* ==== Main ==== */
+
+int main(void)
+{
+    struct vlm_err err = {0};
+    int rc = model_load(&m, test_path("VLM_MODELS", "tp8"), &err);
+    TEST("load tp8") { CHECK_EQ(rc, 0); }
+    if (rc) {
+        fprintf(stderr, "  %s\n", err.msg);
+        return test_report();
+    }
+    vlm_log_level = VLM_LOG_WARN;
+    const int32_t V = m.cfg.vocab_size;
+    CHECK_EQ(m.cfg.n_kv_heads, 8);
+
+    TEST("invalid sizes are refused with a clear message")
+    {
+        struct vlm_err e3 = {0}, e16 = {0}, ecuda = {0}, e0 = {0}, eg = {0}, enc = {0};
+        CHECK_EQ(tp_check(&m.cfg, 3, ENGINE_BACKEND_CPU, -1, &e3), VLM_EINVAL);
+        printf("  tp=3: %s\n", e3.msg);
+        CHECK(strstr(e3.msg, "--tensor-parallel-size 3") && strstr(e3.msg, "num_key_value_heads (8)"));
+        CHECK(strstr(e3.msg, "valid sizes for this model: 1 2 4 8") != NULL);
+        CHECK_EQ(tp_check(&m.cfg, 16, ENGINE_BACKEND_CPU, -1, &e16), VLM_EINVAL);
+        CHECK_EQ(tp_check(&m.cfg, 0, ENGINE_BACKEND_CPU, -1, &e0), VLM_EINVAL);
+        CHECK_EQ(tp_check(&m.cfg, 8, ENGINE_BACKEND_CPU, -1, &err), 0);
+        /* more ranks than GPUs (the count given here; -1 asks cudaGetDeviceCount) */
+        CHECK_EQ(tp_check(&m.cfg, 4, ENGINE_BACKEND_CUDA, 2, &ecuda), VLM_EINVAL);
+        printf("  tp=4 on 2 GPUs: %s\n", ecuda.msg);
+        CHECK(strstr(ecuda.msg, "needs 4 CUDA devices, 2 visible") != NULL);
+        /* tp_group_create refuses before allocating anything */
+        struct engine_params ep = params(3);
+        struct tp_group *g = NULL;
+        CHECK_EQ(tp_group_create(&g, &m, &ep, &eg), VLM_EINVAL);
+        CHECK(g == NULL);
+        CHECK(strstr(eg.msg, "must divide") != NULL);
+        /* an engine asked for tp without a communicator */
+        struct engine e;
+        ep = params(2);
+        CHECK_EQ(engine_init(&e, &m, &ep, &enc), VLM_EINVAL);
+        CHECK(strstr(enc.msg, "communicator") != NULL);
+    }
+
+    /* prompts and the tp=1 reference */
+    float *px_a = make_pixels(1, IMG_GRID * IMG_GRID), *px_b = make_pixels(2, IMG_GRID * IMG_GRID);
+    struct mm_item item_a = make_item(1, px_a), item_b = make_item(2, px_b);
+    struct prompt pr[2];
+    text_prompt(&pr[0], V);
+    image_prompt(&pr[1], &item_a, &item_b);
+    float *ref[2], *got[2];
+    for (int i = 0; i < 2; i++) {
+        ref[i] = xmalloc((size_t)N_GREEDY * V * sizeof(float));
+        got[i] = xmalloc((size_t)N_GREEDY * V * sizeof(float));
+    }
+    int32_t ref_tok[2][N_GREEDY], tok[2][N_GREEDY];
+    TEST("tp=1 reference (plain engine), text and image+text")
+    {
+        CHECK(run_tp(&m, 0, pr, 2, ref, ref_tok));
+        int distinct = 0;
+        for (int k = 1; k < N_GREEDY; k++) distinct += ref_tok[0][k] != ref_tok[0][0];
+        CHECK(distinct > 0);
+        printf("  text: %d %d %d ..., image: %d %d %d ...; logits hash %016llx\n", ref_tok[0][0],
+               ref_tok[0][1], ref_tok[0][2], ref_tok[1][0], ref_tok[1][1], ref_tok[1][2],
+               (unsigned long long)vlm_hash64(ref[1], (size_t)N_GREEDY * V * sizeof(float), 0));
+    }
+    int sizes[] = {1, 2, 4};
+    for (size_t t = 0; t < ARRAY_LEN(sizes); t++) {
+        static char names[ARRAY_LEN(sizes)][96]; /* the harness keeps the pointer */
+        snprintf(names[t], sizeof names[t],
+                 "tp=%d == tp=1: logits within 1e-4 x max|logit|, 32 greedy tokens", sizes[t]);
+        TEST(names[t])
+        {
+            CHECK(run_tp(&m, sizes[t], pr, 2, got, tok));
+            for (int i = 0; i < 2; i++) {
+                double rel = worst_rel(got[i], ref[i], N_GREEDY, V);
+                printf("  %s: worst max|d|/max|ref| %.3g, logits hash %016llx\n",
+                       i ? "image+text" : "text", rel,
+                       (unsigned long long)vlm_hash64(got[i], (size_t)N_GREEDY * V * sizeof(float), 0));
+                CHECK(rel <= 1e-4);
+                CHECK(memcmp(tok[i], ref_tok[i], sizeof tok[i]) == 0);
+            }
+        }
+    }
+
+    TEST("a vocabulary no tp divides (151935 rows) is padded: tp=2, 4 == tp=1")
+    {
+        struct model mv = m; /* the same weights viewed with one vocabulary row less */
+        mv.cfg.vocab_size = V - 1;
+        mv.w.embed.ne[1] = V - 1;
+        mv.w.lm_head.ne[1] = V - 1;
+        struct prompt pt;
+        text_prompt(&pt, V - 1);
+        float *r1[1] = {ref[0]}, *g1[1] = {got[0]};
+        int32_t rt[1][N_GREEDY], gt[1][N_GREEDY];
+        CHECK(run_tp(&mv, 0, &pt, 1, r1, rt));
+        for (int tp = 2; tp <= 4; tp += 2) {
+            CHECK(run_tp(&mv, tp, &pt, 1, g1, gt));
+            double rel = worst_rel(got[0], ref[0], N_GREEDY, V - 1);
+            printf("  tp=%d: worst %.3g\n", tp, rel);
+            CHECK(rel <= 1e-4);
+            CHECK(memcmp(gt[0], rt[0], sizeof gt[0]) == 0);
+        }
+    }
+
+    TEST("an encode failing on rank 1 fails the step on every rank; the group still works")
+    {
+        struct tp_group *g;
+        struct engine_params ep = params(2);
+        CHECK_EQ(tp_group_create(&g, &m, &ep, &err), 0);
+        struct engine *e = tp_group_engine(g);
+        struct mm_item bad = item_b;
+        bad.n_tokens = 15; /* inconsistent with its grid: vit_encode refuses it */
+        struct prompt p = pr[1];
+        p.encode[1] = &bad;
+        p.spans[1].item = &bad;
+        CHECK(generate(e, &p, got[1], tok[1]) != 0); /* item 1 is rank 1's */
+        CHECK_EQ(e->n_enc, 0); /* rank 0 dropped the item it had encoded */
+        CHECK_EQ(generate(e, &pr[1], got[1], tok[1]), 0);
+        CHECK(memcmp(tok[1], ref_tok[1], sizeof tok[1]) == 0);
+        tp_group_destroy(g);
+    }
+
+    TEST("tp=2: 16 concurrent greedy requests through the scheduler loop == each alone")
+    {
+        static int32_t alone[N_REQ][N_GEN], together[N_REQ][N_GEN];
+        struct sched_config big = sched_cfg(1 + N_REQ * 6), tiny = sched_cfg(1 + 10);
+        struct sched_stats st;
+        CHECK(run_alone(&big, alone));
+        int distinct = 0;
+        for (int i = 1; i < N_REQ; i++) distinct += memcmp(alone[i], alone[0], sizeof alone[0]) != 0;
+        CHECK(distinct > 0);
+        CHECK(run_loop_tp(&big, 2, together, &st));
+        CHECK_EQ(n_diff(alone, together), 0);
+        CHECK(st.prefix_hit_tokens > 0);
+        printf("  big cache: %lld steps, prefix hits %lld tokens, encoder misses %lld\n",
+               (long long)st.steps, (long long)st.prefix_hit_tokens, (long long)st.encoder_misses);
+        memset(together, 0, sizeof together);
+        CHECK(run_loop_tp(&tiny, 2, together, &st));
+        CHECK_EQ(n_diff(alone, together), 0);
+        printf("  10-block cache: %lld steps, %lld preemptions\n", (long long)st.steps,
+               (long long)st.preempted_total);
+    }
+
+    for (int i = 0; i < 2; i++) {
+        free(ref[i]);
+        free(got[i]);
+    }
+    free(px_a);
+    free(px_b);
+    model_destroy(&m);
+    return test_report();
+}
