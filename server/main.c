@@ -20,6 +20,7 @@
 #include "engine/engine.h"
 #include "engine/model.h"
 #include "engine/testmodel.h"
+#include "engine/tp.h"
 #include "scheduler/loop.h"
 #include "server/chat.h"
 #include "server/http.h"
@@ -91,6 +92,8 @@ int main(int argc, char **argv, char **envp)
 
     struct model model = {0};
     struct engine eng = {0};
+    struct tp_group *tp = NULL; /* --tensor-parallel-size > 1: the ranks (eng stays unused) */
+    struct engine *e = &eng;    /* what the scheduler drives: eng, or tp's rank 0 */
     struct tokenizer *tok = NULL;
     struct sched_loop *loop = NULL;
     struct prep_pool *prep = NULL;
@@ -121,14 +124,19 @@ int main(int argc, char **argv, char **envp)
     ep.max_batched_tokens = cfg.sched.max_num_batched_tokens;
     ep.max_seqs = cfg.sched.max_num_seqs;
     ep.kv_bytes = (size_t)cfg.engine.kv_cache_memory;
-    ep.tp_size = 1;
+    ep.tp_size = cfg.engine.tensor_parallel_size;
     ep.encoder_cache_tokens = mc->has_vision ? cfg.sched.encoder_cache_tokens : 0;
-    if (engine_init(&eng, &model, &ep, &err)) goto fail;
+    if (ep.tp_size > 1) {
+        if (tp_group_create(&tp, &model, &ep, &err)) goto fail;
+        e = tp_group_engine(tp);
+    } else if (engine_init(&eng, &model, &ep, &err)) {
+        goto fail;
+    }
 
     int32_t max_model_len = cfg.sched.max_model_len > 0 ? cfg.sched.max_model_len
                                                         : mc->max_position_embeddings;
-    struct sched_config sc = {.block_size = engine_block_size(&eng),
-                              .n_blocks = engine_kv_blocks(&eng),
+    struct sched_config sc = {.block_size = engine_block_size(e),
+                              .n_blocks = engine_kv_blocks(e),
                               .max_num_seqs = cfg.sched.max_num_seqs,
                               .max_num_batched_tokens = cfg.sched.max_num_batched_tokens,
                               .max_model_len = max_model_len,
@@ -140,7 +148,7 @@ int main(int argc, char **argv, char **envp)
              dir, mc->n_layers, mc->hidden_size, mc->vocab_size, mc->has_vision ? "yes" : "no",
              sc.n_blocks - 1, sc.block_size, (long long)(sc.n_blocks - 1) * sc.block_size,
              max_model_len);
-    if (sched_loop_start(&loop, &sc, (struct engine_iface){engine_exec, &eng}, &err)) goto fail;
+    if (sched_loop_start(&loop, &sc, (struct engine_iface){engine_exec, e}, &err)) goto fail;
 
     struct prep_ctx pc = {0};
     pc.tok = tok;
@@ -238,6 +246,7 @@ fail:
     http_stop(http);
     prep_pool_free(prep);
     if (loop) sched_loop_stop(loop);
+    tp_group_destroy(tp);
     engine_destroy(&eng);
     tok_free(tok);
     model_destroy(&model);
