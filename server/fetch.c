@@ -17,6 +17,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <libavformat/avio.h>
+#include <libavutil/dict.h>
+#include <libavutil/error.h>
+#include <libavutil/mem.h>
+#include <libavutil/opt.h>
+
 /* ==== URLs ==== */
 
 struct url {
@@ -28,13 +34,10 @@ struct url {
 static int parse_url(const char *s, struct url *u, struct vlm_err *err)
 {
     memset(u, 0, sizeof *u);
-    if (!strncasecmp(s, "https://", 8))
-        return vlm_err_set(err, VLM_EUNSUPPORTED, 400,
-                           "https fetching not supported in this build: send the image inline "
-                           "as a data: URL");
-    if (strncasecmp(s, "http://", 7))
-        return vlm_err_set(err, VLM_EINVAL, 400, "unsupported URL scheme (data:, http:)");
-    const char *h = s + 7, *end = h + strcspn(h, "/?#");
+    bool tls = !strncasecmp(s, "https://", 8);
+    if (!tls && strncasecmp(s, "http://", 7))
+        return vlm_err_set(err, VLM_EINVAL, 400, "unsupported URL scheme (data:, http:, https:)");
+    const char *h = s + (tls ? 8 : 7), *end = h + strcspn(h, "/?#");
     const char *at = memchr(h, '@', (size_t)(end - h));
     if (at) return vlm_err_set(err, VLM_EINVAL, 400, "URLs with credentials are refused");
     const char *hend, *colon;
@@ -60,7 +63,7 @@ static int parse_url(const char *s, struct url *u, struct vlm_err *err)
             if (!isdigit((unsigned char)u->port[i]))
                 return vlm_err_set(err, VLM_EINVAL, 400, "malformed URL port");
     } else {
-        strcpy(u->port, "80");
+        strcpy(u->port, tls ? "443" : "80");
     }
     const char *p = *end == '/' ? end : "/";
     size_t pl = strcspn(p, "#");
@@ -159,8 +162,10 @@ static int wait_fd(int fd, short ev, uint64_t deadline)
     }
 }
 
-static int connect_to(const struct url *u, const struct fetch_limits *lim, uint64_t deadline,
-                      int *fd_out, struct vlm_err *err)
+/* Resolves u's host and refuses it when an address is private (see fetch.h). On success
+ * *res (if res != NULL) holds the addresses (freeaddrinfo). */
+static int check_host(const struct url *u, const struct fetch_limits *lim, struct addrinfo **res_out,
+                      struct vlm_err *err)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
     int g = getaddrinfo(u->host, u->port, &hints, &res);
@@ -181,7 +186,18 @@ static int connect_to(const struct url *u, const struct fetch_limits *lim, uint6
                                u->host, txt);
         }
     }
-    int rc = vlm_err_set(err, VLM_EIO, 400, "cannot connect to media host '%.100s'", u->host);
+    if (res_out) *res_out = res;
+    else freeaddrinfo(res);
+    return 0;
+}
+
+static int connect_to(const struct url *u, const struct fetch_limits *lim, uint64_t deadline,
+                      int *fd_out, struct vlm_err *err)
+{
+    struct addrinfo *res = NULL;
+    int rc = check_host(u, lim, &res, err);
+    if (rc) return rc;
+    rc = vlm_err_set(err, VLM_EIO, 400, "cannot connect to media host '%.100s'", u->host);
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0) continue;
@@ -289,9 +305,100 @@ static int dechunk(const char *s, size_t n, struct strbuf *out, struct vlm_err *
     return vlm_err_set(err, VLM_EIO, 400, "malformed chunked body from the media host");
 }
 
+/* ==== https: libavformat's https protocol ====
+ * TLS certificates are verified against the system CA bundle; only https/tls/tcp may be
+ * opened (a redirect to another scheme fails); the whole transfer is bounded by an
+ * interrupt callback. FFmpeg follows redirects itself (up to its own limit of 8), so hops
+ * cannot be checked one by one: the final location must pass the address policy, and any
+ * redirect counts against max_redirects (at least one). */
+
+static int av_deadline_passed(void *opaque)
+{
+    return vlm_now_ns() > *(const uint64_t *)opaque;
+}
+
+static int fetch_https(const char *url, const struct fetch_limits *lim, uint64_t deadline,
+                       struct strbuf *body, struct vlm_err *err)
+{
+    AVDictionary *opt = NULL;
+    char tmo[32];
+    snprintf(tmo, sizeof tmo, "%lld", (long long)(lim->timeout_s * 1e6));
+    av_dict_set(&opt, "rw_timeout", tmo, 0);
+    av_dict_set(&opt, "timeout", tmo, 0);
+    av_dict_set(&opt, "tls_verify", "1", 0);
+    if (access("/etc/ssl/certs/ca-certificates.crt", R_OK) == 0)
+        av_dict_set(&opt, "ca_file", "/etc/ssl/certs/ca-certificates.crt", 0);
+    av_dict_set(&opt, "user_agent", "valley-server", 0);
+    av_dict_set(&opt, "seekable", "0", 0);
+    av_dict_set(&opt, "reconnect", "0", 0);
+    av_dict_set(&opt, "protocol_whitelist", "https,tls,tcp", 0);
+    AVIOInterruptCB cb = {av_deadline_passed, &deadline};
+    AVIOContext *pb = NULL;
+    int r = avio_open2(&pb, url, AVIO_FLAG_READ, &cb, &opt);
+    av_dict_free(&opt);
+    if (r < 0) {
+        if (vlm_now_ns() > deadline)
+            return vlm_err_set(err, VLM_EIO, 400, "media fetch timed out after %g s", lim->timeout_s);
+        if (r == AVERROR_HTTP_BAD_REQUEST || r == AVERROR_HTTP_UNAUTHORIZED ||
+            r == AVERROR_HTTP_FORBIDDEN || r == AVERROR_HTTP_NOT_FOUND ||
+            r == AVERROR_HTTP_OTHER_4XX || r == AVERROR_HTTP_SERVER_ERROR)
+            return vlm_err_set(err, VLM_EINVAL, 400, "fetching the media URL failed: %s",
+                               av_err2str(r));
+        return vlm_err_set(err, VLM_EIO, 400, "cannot fetch the media URL: %s", av_err2str(r));
+    }
+    int rc = 0;
+    uint8_t *loc = NULL;
+    if (av_opt_get(pb, "location", AV_OPT_SEARCH_CHILDREN, &loc) >= 0 && loc && strcmp((char *)loc, url)) {
+        struct url fu;
+        if (lim->max_redirects < 1)
+            rc = vlm_err_set(err, VLM_EINVAL, 400, "media URL redirected more than %d times",
+                             lim->max_redirects);
+        else if (!(rc = parse_url((char *)loc, &fu, err)))
+            rc = check_host(&fu, lim, NULL, err);
+    }
+    av_free(loc);
+    size_t cap = (size_t)lim->max_bytes;
+    uint8_t buf[16384];
+    while (!rc) {
+        int k = avio_read(pb, buf, sizeof buf);
+        if (k == AVERROR_EOF || k == 0) break;
+        if (k < 0) {
+            rc = vlm_now_ns() > deadline
+                     ? vlm_err_set(err, VLM_EIO, 400, "media fetch timed out after %g s", lim->timeout_s)
+                     : vlm_err_set(err, VLM_EIO, 400, "media fetch failed: %s", av_err2str(k));
+            break;
+        }
+        if (body->n + (size_t)k > cap)
+            rc = vlm_err_set(err, VLM_ETOOBIG, 400,
+                             "media download larger than the limit (%zu bytes)", cap);
+        else sb_append(body, (const char *)buf, (size_t)k);
+    }
+    avio_closep(&pb);
+    return rc;
+}
+
 int fetch_url(const char *url, const struct fetch_limits *lim, uint8_t **out, size_t *n,
               struct vlm_err *err)
 {
+    if (!strncasecmp(url, "https://", 8)) {
+        *out = NULL;
+        *n = 0;
+        struct url u;
+        int rc = parse_url(url, &u, err);
+        if (!rc) rc = check_host(&u, lim, NULL, err);
+        struct strbuf body = {0};
+        if (!rc) rc = fetch_https(url, lim, vlm_now_ns() + (uint64_t)(lim->timeout_s * 1e9),
+                                  &body, err);
+        if (!rc && body.n == 0) rc = vlm_err_set(err, VLM_EINVAL, 400, "empty media download");
+        if (rc) {
+            sb_free(&body);
+            return rc;
+        }
+        *out = (uint8_t *)body.s;
+        *n = body.n;
+        return 0;
+    }
+
     *out = NULL;
     *n = 0;
     uint64_t deadline = vlm_now_ns() + (uint64_t)(lim->timeout_s * 1e9);
@@ -301,6 +408,13 @@ int fetch_url(const char *url, const struct fetch_limits *lim, uint8_t **out, si
     size_t cap = (size_t)lim->max_bytes;
     size_t raw_cap = cap + cap / 8 + 65536; /* headers and chunk framing */
     for (int hop = 0;; hop++) {
+        if (!strncasecmp(cur, "https://", 8)) { /* redirected to https */
+            struct fetch_limits rest = *lim;
+            uint64_t now = vlm_now_ns();
+            rest.max_redirects = lim->max_redirects - hop;
+            rest.timeout_s = now < deadline ? (double)(deadline - now) / 1e9 : 0;
+            return fetch_url(cur, &rest, out, n, err);
+        }
         struct url u;
         int rc = parse_url(cur, &u, err);
         if (rc) return rc;

@@ -1,9 +1,12 @@
 /*
  * fetch: downloads one media URL for a request, with caps on bytes, time and redirects.
  *
- * http:// is a minimal HTTP/1.1 GET client over a blocking socket with poll() deadlines
- * (Content-Length and chunked bodies, 3xx redirects re-checked hop by hop). https:// is not
- * supported in this build (libcurl is not a dependency): a clear 400.
+ * http:// is a minimal HTTP/1.1 GET client over a non-blocking socket with poll() deadlines
+ * (Content-Length and chunked bodies, 3xx redirects re-checked hop by hop). https:// goes
+ * through libavformat's https protocol (already linked for video; libcurl is not a
+ * dependency): certificates verified against the system CA bundle, only https/tls/tcp
+ * allowed, the transfer bounded by an interrupt deadline; FFmpeg follows redirects itself,
+ * so for https only the final location is checked against the address policy.
  *
  * SSRF guard: every hop's host is resolved first and refused (400) when any address is
  * loopback, private, link-local, unspecified or multicast, unless the host name or the

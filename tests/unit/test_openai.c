@@ -432,8 +432,17 @@ static void test_allow(void)
         struct vlm_err e = {0};
         CHECK_EQ(fetch_url("http://127.0.0.1:1/x.png", &lim, &out, &n, &e), VLM_EINVAL);
         CHECK(strstr(e.msg, "loopback"));
-        CHECK(fetch_url("https://example.com/x.png", &lim, &out, &n, &e) < 0);
-        CHECK(strstr(e.msg, "https"));
+        CHECK_EQ(fetch_url("https://127.0.0.1:1/x.png", &lim, &out, &n, &e), VLM_EINVAL);
+        CHECK(strstr(e.msg, "loopback"));
+        const char *allow[] = {"127.0.0.1"};
+        struct fetch_limits lim2 = lim;
+        lim2.allow = allow;
+        lim2.n_allow = 1;
+        /* allowed, but nothing listens: a clean 400 from the libavformat path */
+        CHECK(fetch_url("https://127.0.0.1:1/x.png", &lim2, &out, &n, &e) < 0);
+        CHECK_EQ(e.http_status, 400);
+        CHECK(fetch_url("http://127.0.0.1:1/x.png", &lim2, &out, &n, &e) < 0);
+        CHECK_EQ(e.http_status, 400);
         CHECK(fetch_url("ftp://x/y", &lim, &out, &n, &e) < 0);
         CHECK(fetch_url("http://user@host/y", &lim, &out, &n, &e) < 0);
         CHECK(fetch_url("http:///y", &lim, &out, &n, &e) < 0);
