@@ -52,15 +52,16 @@ static int default_model_dir(char *dir, size_t cap, struct vlm_err *err)
 static void log_examples(const char *host, int port, const char *model, bool key)
 {
     const char *h = !host[0] || !strcmp(host, "0.0.0.0") || !strcmp(host, "::") ? "127.0.0.1" : host;
-    log_info("server: try it:\n"
+    log_info("server: try it%s:\n"
              "  curl http://%s:%d/v1/chat/completions -H 'Content-Type: application/json'%s \\\n"
              "    -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}], "
              "\"max_tokens\": 32}'\n"
-             "  python3 -c 'from openai import OpenAI; c = OpenAI(base_url=\"http://%s:%d/v1\", "
-             "api_key=\"%s\"); print(c.chat.completions.create(model=\"%s\", messages=[{\"role\": "
-             "\"user\", \"content\": \"Hello!\"}], max_tokens=32).choices[0].message.content)'",
-             h, port, key ? " -H 'Authorization: Bearer $VALLEY_API_KEY'" : "", model, h, port,
-             key ? "$VALLEY_API_KEY" : "EMPTY", model);
+             "  python3 -c 'import os; from openai import OpenAI; c = OpenAI(base_url=\"http://%s:%d/v1\", "
+             "api_key=os.environ.get(\"VALLEY_API_KEY\", \"EMPTY\")); print(c.chat.completions.create("
+             "model=\"%s\", messages=[{\"role\": \"user\", \"content\": \"Hello!\"}], "
+             "max_tokens=32).choices[0].message.content)'",
+             key ? " (with the key in $VALLEY_API_KEY)" : "", h, port,
+             key ? " -H \"Authorization: Bearer $VALLEY_API_KEY\"" : "", model, h, port, model);
 }
 
 int main(int argc, char **argv, char **envp)
