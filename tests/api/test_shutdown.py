@@ -60,3 +60,25 @@ def test_sigterm_drains(model_dir):
         assert srv.proc.wait(120) == 0, srv.log_text()[-2000:]
     finally:
         srv.stop(signal.SIGKILL)
+
+
+def test_sigterm_deadline_aborts(model_dir):
+    """Past --shutdown-timeout the streams still running are aborted cleanly: a final chunk
+    with finish_reason "abort", [DONE], and exit status 0."""
+    srv = Server(model_dir, ["--shutdown-timeout", "0.5"])
+    try:
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "long"}],
+                "max_tokens": 1900, "ignore_eos": True, "stream": True}
+        chunks = []
+        with httpx.stream("POST", srv.url + "/v1/chat/completions", json=body, timeout=300) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    chunks.append(line[6:])
+                    if len(chunks) == 3:
+                        srv.proc.send_signal(signal.SIGTERM)
+        assert chunks[-1] == "[DONE]"
+        assert json.loads(chunks[-2])["choices"][0]["finish_reason"] == "abort"
+        assert len(chunks) < 1900
+        assert srv.proc.wait(120) == 0, srv.log_text()[-2000:]
+    finally:
+        srv.stop(signal.SIGKILL)
