@@ -111,6 +111,9 @@ step() {
     return $rc
 }
 
+MISSING=$(ldd "$BIN/test_ops" 2>&1 | grep 'not found' | awk '{print $1}' | tr '\n' ' ')
+[ -n "$MISSING" ] && row "shared libraries" "FAIL" "" "not found: $MISSING"
+
 export VLM_SOURCE_DIR=$ROOT VLM_FIXTURES=$ROOT/../shared/fixtures
 step "test_ops (parity vs CPU)" test_ops.txt "$BIN/test_ops"
 if command -v compute-sanitizer > /dev/null; then

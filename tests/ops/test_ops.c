@@ -274,19 +274,32 @@ static float *case_norm(struct run *r, const struct tcase *c, int64_t *n)
     return r_get(r, y.data, act(r), *n);
 }
 
-/* A one-sequence step over m tokens at random positions < 40000 (rope, embed, kv_store);
- * returns the positions (caller frees). */
-static int32_t *set_flat_step(struct run *r, int64_t m, const int32_t *tokens,
-                              const int32_t *slot)
+/* A one-sequence step over m tokens at random positions < 40000 (rope, embed, kv_store).
+ * Backends keep the step's arrays until the next set_step, so they live in fs until the
+ * case has run its op; flat_step_free() then releases them. */
+struct flat_step {
+    int32_t *pos;       /* (m) owned */
+    int32_t q_start[2];
+    int32_t ctx_len[1];
+};
+
+static void set_flat_step(struct run *r, struct flat_step *fs, int64_t m, const int32_t *tokens,
+                          const int32_t *slot)
 {
-    int32_t *pos = xmalloc((size_t)m * sizeof *pos);
-    for (int64_t i = 0; i < m; i++) pos[i] = (int32_t)(rng_u32() % 40000);
-    int32_t q_start[2] = {0, (int32_t)m}, ctx_len[1] = {(int32_t)m};
-    struct step_meta sm = {.n_seqs = 1, .n_tokens = (int32_t)m, .tokens = tokens, .pos = pos,
-                           .slot = slot, .q_start = q_start, .ctx_len = ctx_len,
-                           .block_tables = NULL, .max_blocks = 0};
+    fs->pos = xmalloc((size_t)(m > 0 ? m : 1) * sizeof *fs->pos);
+    for (int64_t i = 0; i < m; i++) fs->pos[i] = (int32_t)(rng_u32() % 40000);
+    fs->q_start[0] = 0;
+    fs->q_start[1] = fs->ctx_len[0] = (int32_t)m;
+    struct step_meta sm = {.n_seqs = 1, .n_tokens = (int32_t)m, .tokens = tokens,
+                           .pos = fs->pos, .slot = slot, .q_start = fs->q_start,
+                           .ctx_len = fs->ctx_len, .block_tables = NULL, .max_blocks = 0};
     r->b->ops->set_step(r->b->ctx, &sm);
-    return pos;
+}
+
+static void flat_step_free(struct flat_step *fs)
+{
+    free(fs->pos);
+    fs->pos = NULL;
 }
 
 /* rope_neox on (m tokens, heads, hd), theta = 1e6 (Qwen3) */
@@ -295,10 +308,12 @@ static float *case_rope_neox(struct run *r, const struct tcase *c, int64_t *n)
     int64_t N = c->m * c->heads * c->hd;
     float *hx = rand_vec(N);
     struct tensor x = tensor_make(r_put(r, act(r), hx, N), act(r), c->hd, c->heads, c->m, 1);
-    free(set_flat_step(r, c->m, NULL, NULL));
+    struct flat_step fs;
+    set_flat_step(r, &fs, c->m, NULL, NULL);
     RUN_OP(r, r->b->ops->rope_neox(r->b->ctx, &x, 1e6f));
     r->bytes = (double)(2 * N * (int64_t)dtype_size(act(r)));
     free(hx);
+    flat_step_free(&fs);
     *n = N;
     return r_get(r, x.data, act(r), *n);
 }
@@ -331,10 +346,12 @@ static float *case_embed(struct run *r, const struct tcase *c, int64_t *n)
     for (int64_t i = 0; i < c->m; i++) ids[i] = (int32_t)(rng_u32() % (uint32_t)c->n);
     struct tensor t = r_weight(r, ht, c->k, c->n);
     struct tensor y = tensor_make(r_out(r, act(r), c->m * c->k), act(r), c->k, c->m, 1, 1);
-    free(set_flat_step(r, c->m, ids, NULL));
+    struct flat_step fs;
+    set_flat_step(r, &fs, c->m, ids, NULL);
     RUN_OP(r, r->b->ops->embed(r->b->ctx, &y, &t));
     r->bytes = (double)(2 * c->m * c->k * (int64_t)dtype_size(act(r)));
     free(ht), free(ids);
+    flat_step_free(&fs);
     *n = c->m * c->k;
     return r_get(r, y.data, act(r), *n);
 }
@@ -353,8 +370,10 @@ static float *case_kv_store(struct run *r, const struct tcase *c, int64_t *n)
                           .n_kv_heads = c->kv_heads, .head_dim = c->hd};
     struct tensor k = tensor_make(r_put(r, act(r), hk, c->m * row), act(r), c->hd, c->kv_heads, c->m, 1);
     struct tensor v = tensor_make(r_put(r, act(r), hv, c->m * row), act(r), c->hd, c->kv_heads, c->m, 1);
-    free(set_flat_step(r, c->m, NULL, perm));
+    struct flat_step fs;
+    set_flat_step(r, &fs, c->m, NULL, perm);
     RUN_OP(r, r->b->ops->kv_store(r->b->ctx, &kv, &k, &v));
+    flat_step_free(&fs);
     r->bytes = (double)(4 * c->m * row * (int64_t)dtype_size(act(r)));
     float *ok = r_get(r, kv.k, act(r), slots * row), *ov = r_get(r, kv.v, act(r), slots * row);
     float *out = xmalloc((size_t)(2 * slots * row) * sizeof *out);
@@ -520,7 +539,9 @@ static float *case_qk_norm_rope(struct run *r, const struct tcase *c, int64_t *n
     enum dtype t = act(r);
     struct tensor x = tensor_make(r_put(r, t, hx, N), t, c->hd, c->heads, c->m, 1);
     struct tensor w = r_weight(r, hw, c->hd, 1);
-    int32_t *pos = set_flat_step(r, c->m, NULL, NULL);
+    struct flat_step fs;
+    set_flat_step(r, &fs, c->m, NULL, NULL);
+    int32_t *pos = fs.pos;
     bool fused = !strcmp(r->b->ops->name, "cuda");
     if (!fused) {
         RUN_OP(r, (r->b->ops->rmsnorm(r->b->ctx, &x, &x, &w, 1e-6f),
@@ -540,7 +561,8 @@ static float *case_qk_norm_rope(struct run *r, const struct tcase *c, int64_t *n
     }
 #endif
     r->bytes = (double)(2 * N * (int64_t)dtype_size(t));
-    free(hx), free(hw), free(pos);
+    free(hx), free(hw);
+    flat_step_free(&fs);
     *n = N;
     return r_get(r, x.data, t, *n);
 }
