@@ -541,7 +541,6 @@ static float *case_qk_norm_rope(struct run *r, const struct tcase *c, int64_t *n
     struct tensor w = r_weight(r, hw, c->hd, 1);
     struct flat_step fs;
     set_flat_step(r, &fs, c->m, NULL, NULL);
-    int32_t *pos = fs.pos;
     bool fused = !strcmp(r->b->ops->name, "cuda");
     if (!fused) {
         RUN_OP(r, (r->b->ops->rmsnorm(r->b->ctx, &x, &x, &w, 1e-6f),
@@ -549,6 +548,7 @@ static float *case_qk_norm_rope(struct run *r, const struct tcase *c, int64_t *n
     }
 #ifdef VLM_HAVE_CUDA
     else {
+        const int32_t *pos = fs.pos;
         int32_t *dpos = r_alloc(r, (size_t)c->m * sizeof *pos);
         r->b->ops->upload(r->b->ctx, dpos, pos, (size_t)c->m * sizeof *pos);
         float *inv = xmalloc((size_t)c->hd / 2 * sizeof *inv);
