@@ -27,6 +27,7 @@
 #include "server/metrics.h"
 #include "server/prep.h"
 #include "server/tokenizer.h"
+#include "server/video.h"
 #include "server/vision_prep.h"
 
 static int engine_exec(void *eng, const struct batch *b, struct batch_out *out)
@@ -170,6 +171,13 @@ int main(int argc, char **argv, char **envp)
     }
     pc.vp.fetch_min_pixels = pc.vp.proc_min_pixels = cfg.media.min_pixels;
     pc.vp.fetch_max_pixels = pc.vp.proc_max_pixels = cfg.media.max_pixels;
+    video_params_default(&pc.video);
+    pc.video.num_frames = cfg.media.video_num_frames;
+    pc.video.max_frames = cfg.media.video_max_frames;
+    pc.video.max_duration_s = cfg.media.video_max_duration;
+    pc.video.max_frame_pixels = cfg.media.max_image_pixels;
+    pc.video.max_bytes = (size_t)cfg.media.fetch_max_bytes;
+    pc.max_images = cfg.media.max_images_per_request;
     pc.media.max_pixels = cfg.media.max_image_pixels;
     pc.media.max_bytes = (size_t)cfg.media.max_image_bytes;
     pc.fetch_timeout = cfg.media.fetch_timeout;

@@ -141,12 +141,11 @@ static int parse_part(const cJSON *part, int32_t mi, int32_t pi, struct oai_requ
         if (msg->role != OAI_ROLE_USER)
             return vlm_err_param(err, VLM_EINVAL, 400, param,
                                  "media parts are only allowed in user messages");
-        if (video)
-            return vlm_err_param(err, VLM_EUNSUPPORTED, 400, param,
-                                 "video input is not supported by this server yet");
-        int rc = add_media(r, OAI_MEDIA_IMAGE, u->valuestring, lim, param, err);
+        int rc = add_media(r, video ? OAI_MEDIA_VIDEO : OAI_MEDIA_IMAGE, u->valuestring, lim,
+                           param, err);
         if (rc) return rc;
-        msg->n_images++;
+        msg->n_media++;
+        if (!video) msg->n_images++;
         return 0;
     }
     snprintf(param, sizeof param, "messages[%d].content[%d].type", (int)mi, (int)pi);

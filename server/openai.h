@@ -42,7 +42,8 @@ enum oai_media { OAI_MEDIA_IMAGE, OAI_MEDIA_VIDEO };
 struct oai_message {
     enum oai_role role;
     char *text;       /* owned; the text parts joined with "\n" ("" when none) */
-    int32_t n_images; /* image parts of this message (bound to media in order) */
+    int32_t n_images; /* image parts of this message */
+    int32_t n_media;  /* image + video parts: entries of oai_request.media, in order */
 };
 
 struct oai_media_ref {

@@ -12,6 +12,7 @@
 #include "server/chat.h"
 #include "server/fetch.h"
 #include "server/media.h"
+#include "server/video.h"
 
 /* ==== Worker pool ====
  * A mutex-guarded singly linked FIFO and a condition variable. Workers take one job at a
@@ -110,34 +111,62 @@ void prep_pool_free(struct prep_pool *p)
 
 /* ==== Media ==== */
 
-static int load_image(const struct prep_ctx *c, const char *url, int32_t idx,
-                      const struct vision_prep_params *vp, struct vision_prep_out *out,
-                      struct vlm_err *err)
+/* Fetches a media URL's bytes: data: (base64) or http(s). *bytes is malloc'ed. */
+static int media_bytes(const struct prep_ctx *c, const char *url, size_t max_bytes,
+                       uint8_t **bytes, size_t *n, struct vlm_err *err)
 {
-    struct media_image im = {0};
-    int rc;
-    if (!strncasecmp(url, "data:", 5)) {
-        rc = media_decode_data_url(url, strlen(url), &c->media, &im, err);
-    } else if (!strncasecmp(url, "http://", 7) || !strncasecmp(url, "https://", 8)) {
+    if (!strncasecmp(url, "data:", 5))
+        return media_parse_data_url(url, strlen(url), max_bytes, bytes, n, NULL, 0, err);
+    if (!strncasecmp(url, "http://", 7) || !strncasecmp(url, "https://", 8)) {
         struct fetch_limits fl = {.timeout_s = c->fetch_timeout,
-                                  .max_bytes = c->fetch_max_bytes,
+                                  .max_bytes = VLM_MIN(c->fetch_max_bytes, (int64_t)max_bytes),
                                   .max_redirects = c->fetch_max_redirects,
                                   .allow = c->fetch_allow,
                                   .n_allow = c->n_fetch_allow};
-        uint8_t *bytes = NULL;
-        size_t n = 0;
-        rc = fetch_url(url, &fl, &bytes, &n, err);
-        if (!rc) rc = media_decode_image(bytes, n, &c->media, &im, err);
-        free(bytes);
-    } else {
-        rc = vlm_err_set(err, VLM_EINVAL, 400,
-                         "image URL must be a data: URL (base64) or an http(s) URL");
+        return fetch_url(url, &fl, bytes, n, err);
     }
-    if (!rc) rc = vision_prep_image(&im, vp, out, err);
+    return vlm_err_set(err, VLM_EINVAL, 400,
+                       "media URL must be a data: URL (base64) or an http(s) URL");
+}
+
+/* Appends the vision inputs of one media entry to *items: one for an image, one per sampled
+ * frame for a video. */
+static int load_media(const struct prep_ctx *c, const struct oai_media_ref *m, int32_t idx,
+                      const struct vision_prep_params *vp, struct prep_item **items,
+                      int32_t *n_items, struct vlm_err *err)
+{
+    uint8_t *bytes = NULL;
+    size_t n = 0;
+    bool video = m->kind == OAI_MEDIA_VIDEO;
+    struct media_image im = {0};
+    struct video_frames vf = {0};
+    int rc;
+    if (!video && !strncasecmp(m->url, "data:", 5)) {
+        rc = media_decode_data_url(m->url, strlen(m->url), &c->media, &im, err);
+    } else {
+        rc = media_bytes(c, m->url, video ? c->video.max_bytes : c->media.max_bytes, &bytes, &n,
+                         err);
+        if (!rc && video) rc = video_decode(bytes, n, &c->video, &vf, err);
+        else if (!rc) rc = media_decode_image(bytes, n, &c->media, &im, err);
+    }
+    free(bytes);
+    int32_t k = video ? vf.n : 1;
+    if (!rc && *n_items + k > c->max_images)
+        rc = vlm_err_set(err, VLM_EINVAL, 400,
+                         "at most %d images and video frames per request", (int)c->max_images);
+    if (!rc) *items = xrealloc(*items, sizeof **items * (size_t)(*n_items + k));
+    for (int32_t f = 0; f < k && !rc; f++) {
+        struct prep_item *it = &(*items)[*n_items];
+        memset(it, 0, sizeof *it);
+        rc = vision_prep_image(video ? &vf.frames[f] : &im, vp, &it->v, err);
+        if (!rc) (*n_items)++;
+    }
     media_image_free(&im);
+    video_frames_free(&vf);
     if (rc && err) {
-        /* name the image; media errors have no param of their own */
-        snprintf(err->param, sizeof err->param, "messages.image[%d]", (int)idx);
+        /* name the part; media errors have no param of their own */
+        snprintf(err->param, sizeof err->param, "messages.%s[%d]", video ? "video" : "image",
+                 (int)idx);
         if (err->http_status == 0 || err->http_status == 500) err->http_status = 400;
     }
     return rc;
@@ -160,14 +189,26 @@ static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struc
     if (q->n_media && !c->has_vision)
         return vlm_err_param(err, VLM_EINVAL, 400, "messages",
                              "this model has no vision tower; image parts are not accepted");
+    /* decode every media entry first: a video's frame count decides its number of markers */
+    struct vision_prep_params vp = c->vp;
+    if (q->min_pixels) vp.fetch_min_pixels = vp.proc_min_pixels = q->min_pixels;
+    if (q->max_pixels) vp.fetch_max_pixels = vp.proc_max_pixels = q->max_pixels;
+    int32_t *per_media = xcalloc((size_t)VLM_MAX(q->n_media, 1), sizeof *per_media);
+    int rc = 0;
+    for (int32_t i = 0; i < q->n_media && !rc; i++) {
+        int32_t before = out->n_items;
+        rc = load_media(c, &q->media[i], i, &vp, &out->items, &out->n_items, err);
+        per_media[i] = out->n_items - before;
+    }
     struct chat_msg *msgs = xcalloc((size_t)q->n_msgs, sizeof *msgs);
-    for (int32_t i = 0; i < q->n_msgs; i++) {
+    for (int32_t i = 0, m = 0; i < q->n_msgs; i++) {
         msgs[i].role = q->msgs[i].role == OAI_ROLE_SYSTEM  ? CHAT_SYSTEM
                        : q->msgs[i].role == OAI_ROLE_USER ? CHAT_USER
                                                            : CHAT_ASSISTANT;
         msgs[i].text = q->msgs[i].text;
-        msgs[i].n_images = q->msgs[i].n_images;
+        for (int32_t k = 0; k < q->msgs[i].n_media; k++) msgs[i].n_images += per_media[m++];
     }
+    free(per_media);
     out->thinking = q->enable_thinking >= 0 ? q->enable_thinking : c->enable_thinking_default;
     struct chat_opts o = {.enable_thinking = out->thinking,
                           .default_system = c->default_system,
@@ -175,33 +216,27 @@ static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struc
                           .wrap_image_tokens = c->wrap_image_tokens};
     struct i32_vec raw = {0};
     int32_t n_images = 0;
-    int rc = chat_build(c->tok, msgs, q->n_msgs, &o, &raw, &n_images, err);
+    if (!rc) rc = chat_build(c->tok, msgs, q->n_msgs, &o, &raw, &n_images, err);
     free(msgs);
     if (rc) goto fail;
-    VLM_ASSERT(n_images == q->n_media || (n_images == 1 && q->n_media == 0));
-
-    /* decode and preprocess every image (the implicit one is image 0 when present) */
-    struct vision_prep_params vp = c->vp;
-    if (q->min_pixels) vp.fetch_min_pixels = vp.proc_min_pixels = q->min_pixels;
-    if (q->max_pixels) vp.fetch_max_pixels = vp.proc_max_pixels = q->max_pixels;
-    out->items = n_images ? xcalloc((size_t)n_images, sizeof *out->items) : NULL;
+    if (n_images == out->n_items + 1 && out->n_items == 0) {
+        /* the implicit image of a text-only conversation is image 0 */
+        out->items = xcalloc(1, sizeof *out->items);
+        if ((rc = vision_prep_placeholder(&vp, &out->items[0].v, err))) goto fail;
+        out->n_items = 1;
+    }
+    if (NEVER(n_images != out->n_items)) {
+        rc = vlm_err_param(err, VLM_EINVAL, 400, "messages",
+                           "image markers do not match the images given");
+        goto fail;
+    }
     int32_t *n_tok = xcalloc((size_t)VLM_MAX(n_images, 1), sizeof *n_tok);
     int32_t *offs = xcalloc((size_t)VLM_MAX(n_images, 1), sizeof *offs);
-    for (int32_t i = 0; i < n_images && !rc; i++) {
-        struct vision_prep_out *v = &out->items[i].v;
-        if (q->n_media == 0) rc = vision_prep_placeholder(&vp, v, err);
-        else rc = load_image(c, q->media[i].url, i, &vp, v, err);
-        if (!rc) {
-            out->n_items = i + 1;
-            n_tok[i] = v->n_tokens;
-        }
-    }
-    if (!rc) {
-        rc = chat_expand_images(&raw, n_tok, n_images, c->pad_id, &out->ids, offs);
-        if (rc) rc = vlm_err_param(err, rc, 400, "messages",
-                                   "image markers do not match the images given");
-        for (int32_t i = 0; i < out->n_items && !rc; i++) out->items[i].offset = offs[i];
-    }
+    for (int32_t i = 0; i < n_images; i++) n_tok[i] = out->items[i].v.n_tokens;
+    rc = chat_expand_images(&raw, n_tok, n_images, c->pad_id, &out->ids, offs);
+    if (rc) rc = vlm_err_param(err, rc, 400, "messages",
+                               "image markers do not match the images given");
+    for (int32_t i = 0; i < out->n_items && !rc; i++) out->items[i].offset = offs[i];
     free(n_tok);
     free(offs);
 fail:

@@ -20,6 +20,7 @@
 #include "engine/base.h"
 #include "server/openai.h"
 #include "server/tokenizer.h"
+#include "server/video.h"
 #include "server/vision_prep.h"
 
 /* ==== Worker pool ==== */
@@ -51,6 +52,8 @@ struct prep_ctx {
     int32_t max_tokens_default;     /* 0: up to the end of the context */
     struct vision_prep_params vp;   /* geometry from the model, pixel bounds from config */
     struct media_limits media;      /* decode limits */
+    struct video_params video;      /* frame sampling and video limits */
+    int32_t max_images;             /* images + video frames per request */
     double fetch_timeout;
     int64_t fetch_max_bytes;
     int32_t fetch_max_redirects;

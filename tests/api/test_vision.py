@@ -105,3 +105,33 @@ def test_big_inline_image(client, http):
     msgs = parts(data_url(png))
     r = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=3)
     assert r.usage.prompt_tokens == tokenize(http, msgs)["count"]
+
+
+def make_video(tmp_path):
+    import shutil
+    import subprocess
+    if not shutil.which("ffmpeg"):
+        import pytest
+        pytest.skip("no ffmpeg command to make a test video")
+    out = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=64x48:rate=10", "-t", "2", "-c:v", "mpeg4", "-y", str(out)],
+                   check=True, timeout=60)
+    return out.read_bytes()
+
+
+def test_video_data_url(client, http, tmp_path):
+    import base64
+    clip = make_video(tmp_path)
+    url = "data:video/mp4;base64," + base64.b64encode(clip).decode()
+    msgs = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
+                                         {"type": "text", "text": "What happens?"}]}]
+    r = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=4)
+    t = tokenize(http, msgs)
+    assert r.usage.prompt_tokens == t["count"]
+    # 8 sampled frames (the default), each 64x48 -> 56x56 -> 4 tokens, each with its own
+    # "<image>" marker; the text-only prompt has the implicit 4-token image instead
+    text_only = tokenize(http, [{"role": "user", "content": "What happens?"}])
+    assert t["count"] >= text_only["count"] - 4 + 8 * 4 + 7
+    pad = max(set(t["tokens"]), key=t["tokens"].count)
+    assert t["tokens"].count(pad) == 8 * 4

@@ -46,7 +46,7 @@ static const struct bad_case BAD[] = {
     {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_audio\"}]}]}",
      400, "messages[0].content[0].type"},
     {OAI_KIND_CHAT,
-     "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"video_url\",\"video_url\":"
+     "{\"messages\":[{\"role\":\"assistant\",\"content\":[{\"type\":\"video_url\",\"video_url\":"
      "{\"url\":\"http://x/v.mp4\"}}]}]}",
      400, "messages[0].content[0].video_url"},
     {OAI_KIND_CHAT, "{\"model\":\"gpt\"," M "}", 404, "model"},

@@ -51,7 +51,9 @@ int main(void)
         TEST_SKIP("no Qwen3 tokenizer fixture");
     struct prep_ctx c = {.tok = tok, .enable_thinking_default = true, .implicit_image = true,
                          .has_vision = true, .pad_id = tok_find(tok, "<|image_pad|>"),
-                         .max_model_len = 256, .fetch_timeout = 1, .fetch_max_bytes = 1 << 20};
+                         .max_model_len = 256, .fetch_timeout = 1, .fetch_max_bytes = 1 << 20,
+                         .max_images = 8};
+    video_params_default(&c.video);
     vision_prep_params_default(&c.vp);
     c.media.max_pixels = 1 << 24;
     c.media.max_bytes = 1 << 20;
