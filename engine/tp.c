@@ -97,6 +97,10 @@ int tp_group_run(struct tp_group *g, const struct batch *b, struct batch_out *ou
     pthread_cond_broadcast(&g->go);
     pthread_mutex_unlock(&g->mu);
 
+#ifdef VLM_HAVE_CUDA
+    /* the caller's thread (the scheduler's) may not have rank 0's device current */
+    if (g->eng[0].p.backend == ENGINE_BACKEND_CUDA) cudaSetDevice(g->eng[0].p.bp.device);
+#endif
     int rc = tp_run_rank(&g->eng[0], &j, out, logits);
 
     pthread_mutex_lock(&g->mu);

@@ -127,6 +127,8 @@ step "test_ops --perf" perf.txt timeout 240 "$BIN/test_ops" --perf
 # 5. model parity / engine benchmarks on CUDA: not wired yet (test_forward and bench_engine
 #    select the CPU backend); add them to BINS and here when they take --backend cuda.
 row "model parity, engine bench" "todo" "" "binaries do not select the CUDA backend yet"
+# TP (docs/TP.md): "test_tp --cuda" (tp=1 over NCCL == plain CUDA engine) and "bench_comm --nccl"
+row "tp: test_tp --cuda, bench_comm --nccl" "todo" "" "wait for the CUDA decoder; see docs/TP.md"
 
 # the short table last
 echo

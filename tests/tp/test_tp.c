@@ -22,9 +22,14 @@
 #include "scheduler/sched.h"
 #include "test.h"
 
+#ifdef VLM_HAVE_NCCL
+#include <cuda_runtime.h>
+#endif
+
 enum { N_GREEDY = 32, BLOCK = 16, MAX_LEN = 96, IMG_GRID = 8, N_BLOCKS = 64 };
 
 static struct model m;
+static int backend = ENGINE_BACKEND_CPU; /* --cuda: the GPU check (docs/TP.md) */
 
 static uint64_t mix(uint64_t x)
 {
@@ -122,7 +127,7 @@ static int generate(struct engine *e, const struct prompt *p, float *logits, int
 
 static struct engine_params params(int tp)
 {
-    return (struct engine_params){.bp = {.n_threads = 2}, .backend = ENGINE_BACKEND_CPU,
+    return (struct engine_params){.bp = {.n_threads = 2}, .backend = backend,
                                   .block_size = BLOCK, .n_blocks = N_BLOCKS,
                                   .max_batched_tokens = 128, .max_seqs = 16, .tp_size = tp,
                                   .encoder_cache_tokens = 64};
@@ -336,7 +341,62 @@ static int n_diff(int32_t a[N_REQ][N_GEN], int32_t b[N_REQ][N_GEN])
 
 /* ==== Main ==== */
 
-int main(void)
+/* test_tp --cuda: tp=1 through the NCCL communicator == the plain CUDA engine (bit for bit:
+ * a one-rank all-reduce is a copy); tp=2 and 4 where there are that many GPUs are printed
+ * (bf16 partial sums round differently, so only the tokens are compared). Exits 77 without
+ * NCCL or a GPU. */
+static int main_cuda(void)
+{
+#ifndef VLM_HAVE_NCCL
+    TEST_SKIP("built without CUDA and NCCL");
+#else
+    int n_dev = 0;
+    if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev < 1) TEST_SKIP("no CUDA device");
+    backend = ENGINE_BACKEND_CUDA;
+    const int32_t V = m.cfg.vocab_size;
+    float *px_a = make_pixels(1, IMG_GRID * IMG_GRID), *px_b = make_pixels(2, IMG_GRID * IMG_GRID);
+    struct mm_item item_a = make_item(1, px_a), item_b = make_item(2, px_b);
+    struct prompt pr[2];
+    text_prompt(&pr[0], V);
+    image_prompt(&pr[1], &item_a, &item_b);
+    float *ref[2], *got[2];
+    int32_t ref_tok[2][N_GREEDY], tok[2][N_GREEDY];
+    for (int i = 0; i < 2; i++) {
+        ref[i] = xmalloc((size_t)N_GREEDY * V * sizeof(float));
+        got[i] = xmalloc((size_t)N_GREEDY * V * sizeof(float));
+    }
+    TEST("plain CUDA engine") { CHECK(run_tp(&m, 0, pr, 2, ref, ref_tok)); }
+    for (int tp = 1; tp <= 4 && tp <= n_dev; tp *= 2) {
+        static char names[3][64];
+        snprintf(names[tp / 2], sizeof names[0], "tp=%d over NCCL vs the plain CUDA engine", tp);
+        TEST(names[tp / 2])
+        {
+            CHECK(run_tp(&m, tp, pr, 2, got, tok));
+            for (int i = 0; i < 2; i++) {
+                double rel = worst_rel(got[i], ref[i], N_GREEDY, V);
+                int same = 0;
+                for (int k = 0; k < N_GREEDY; k++) same += tok[i][k] == ref_tok[i][k];
+                printf("  %s: worst %.3g, %d/%d tokens equal\n", i ? "image+text" : "text", rel,
+                       same, N_GREEDY);
+                if (tp == 1) {
+                    CHECK(rel <= 1e-4);
+                    CHECK_EQ(same, N_GREEDY);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        free(ref[i]);
+        free(got[i]);
+    }
+    free(px_a);
+    free(px_b);
+    model_destroy(&m);
+    return test_report();
+#endif
+}
+
+int main(int argc, char **argv)
 {
     struct vlm_err err = {0};
     int rc = model_load(&m, test_path("VLM_MODELS", "tp8"), &err);
@@ -346,6 +406,7 @@ int main(void)
         return test_report();
     }
     vlm_log_level = VLM_LOG_WARN;
+    if (argc > 1 && !strcmp(argv[1], "--cuda")) return main_cuda();
     const int32_t V = m.cfg.vocab_size;
     CHECK_EQ(m.cfg.n_kv_heads, 8);
 
