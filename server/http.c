@@ -70,6 +70,7 @@ struct conn {
     struct choice *ch;          /* owned, (n_ch) */
     int32_t n_ch;
     bool ch_ready;              /* ch[] complete (guarded by mu) */
+    bool prep_done;             /* the worker is finished with the fields above (mu) */
     /* suspend / resume */
     pthread_mutex_t mu;
     bool suspended, wake, closed;
@@ -648,6 +649,11 @@ static void prep_job(void *arg)
     }
 done:
     c->prep_rc = rc;
+    /* publish: the HTTP thread acts on a resume in the prep phase only once prep_done is set
+     * (a step's notify may resume the connection before this point) */
+    pthread_mutex_lock(&c->mu);
+    c->prep_done = true;
+    pthread_mutex_unlock(&c->mu);
     conn_wake(c);
     conn_release(c);
 }
@@ -781,6 +787,14 @@ static enum MHD_Result on_body_done(struct conn *c, const char *url)
 static enum MHD_Result on_resumed(struct conn *c)
 {
     if (c->phase == PHASE_PREP) {
+        pthread_mutex_lock(&c->mu);
+        bool ready = c->prep_done;
+        if (!ready) { /* woken by a step before the worker finished: wait for the worker */
+            c->suspended = true;
+            MHD_suspend_connection(c->mhd);
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (!ready) return MHD_YES;
         if (c->prep_rc) return send_error(c, &c->err);
         if (c->result) {
             char *r = c->result;

@@ -191,3 +191,18 @@ def test_ready_and_metrics(http):
                  "valley:encoder_cache_hits_total", "valley:kv_blocks_used",
                  "valley:kv_blocks_total", "valley:requests_aborted_total"):
         assert name in text, name
+
+
+def test_many_concurrent_short_requests(aclient):
+    """Requests whose first step ends before the prep worker has returned: every answer still
+    has all its choices (the resume of a step must not overtake the worker)."""
+    async def one(i):
+        return await aclient.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": f"q{i % 4}"}], max_tokens=1, n=2)
+
+    async def run():
+        return await asyncio.gather(*[one(i) for i in range(96)])
+
+    for r in asyncio.run(run()):
+        assert [c.index for c in r.choices] == [0, 1]
+        assert r.usage.completion_tokens == 2
