@@ -59,7 +59,7 @@ enum cuda_dtype { CUDA_DT_F32 = 0, CUDA_DT_BF16 = 1, CUDA_DT_F16 = 2 };
 void cuda_rmsnorm(void *y, const void *x, const void *w, int64_t rows, int32_t dim, float eps,
                   cudaStream_t s);
 /* Fused residual add + RMS norm: res = res + d (rounded to bf16, as add then norm would);
- * y = rmsnorm(res) ⊙ w. res, d, y (rows, dim) bf16. */
+ * y = rmsnorm(res) ⊙ w. res, d, y (rows, dim) bf16; y may alias d (not res). */
 void cuda_add_rmsnorm(void *res, void *y, const void *d, const void *w, int64_t rows,
                       int32_t dim, float eps, cudaStream_t s);
 /* per row: y = (x - mean)/sqrt(var + eps) ⊙ w + b (biased variance). bf16; y may alias x. */
@@ -97,6 +97,10 @@ void cuda_quick_gelu(void *y, const void *x, int64_t n, cudaStream_t s);
 /* y (rows, cols) of type yt += bias (cols) bf16, in place. */
 void cuda_add_bias(void *y, enum cuda_dtype yt, const void *bias, int64_t rows, int32_t cols,
                    cudaStream_t s);
+
+/* Fills p (n bf16) with a deterministic hash of (seed, i) mapped to [lo, hi): random
+ * weights for benchmarks, made on the device so 16 GB need no host round trip. */
+void cuda_fill_uniform(void *p, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t s);
 
 /* ==== embed.cu ==== */
 

@@ -15,9 +15,15 @@
 #                                  denominator), through torch when it is there;
 #                               2. test_ops: every CUDA op against the CPU backend;
 #                               3. compute-sanitizer memcheck over test_ops;
-#                               4. test_ops --perf: µs and GB/s per op at the real shapes;
-#                               5. model parity and engine benchmarks on the CUDA backend, when
-#                                  those binaries take a CUDA backend (not yet: see PERF.md).
+#                               4. bench_cuda: the Qwen3-8B decoder (decode b=1/8/64/256 at
+#                                  ctx 512, prefill 2k) and the ViT (one 1024x1024 image) with
+#                                  random weights through the backend table, then --fused;
+#                               5. bench/bench_cuda_hf.py: the same shapes through HF
+#                                  transformers (torch on the GPU image), for the ratio;
+#                               6. test_ops --perf: µs and GB/s per op at the real shapes;
+#                               7. model parity through the engine, when the engine runs on
+#                                  CUDA (not yet: see PERF.md).
+#   Steps that would not fit in the call's 10 minutes (each has its own limit) are skipped.
 #   Full logs go to $OUT (the device tool brings them back) or build-gpulogs/.
 #
 # Example device call: run(command="tests/gpu/run.sh", carry=["build-gpucarry"]).
@@ -27,7 +33,8 @@ ROOT=$PWD
 CARRY=$ROOT/build-gpucarry
 LOGS=${OUT:-$ROOT/build-gpulogs}
 mkdir -p "$LOGS"
-BINS="test_ops"            # GPU binaries packed and run (add model tests here when they take CUDA)
+BINS="test_ops bench_cuda" # GPU binaries packed and run (add model tests here when they take CUDA)
+DEADLINE=$(( $(date +%s) + ${VLM_GPU_BUDGET_S:-560} ))
 
 # ---- pack (development machine) ----------------------------------------------------------
 if [ "${1:-}" = pack ]; then
@@ -98,16 +105,24 @@ else
     fi
 fi
 
-# runs one step: name, log file, command...; records status, seconds and the summary line
+# runs one step: name, log file, time limit (s), command...; records status, seconds and a
+# summary line (the last line matching $SUMMARY); skipped when the limit would pass the
+# deadline
+SUMMARY='passed, .* failed|ERROR SUMMARY|skipped'
 step() {
-    local name=$1 log=$2
-    shift 2
+    local name=$1 log=$2 limit=$3
+    shift 3
+    if [ $(( $(date +%s) + limit )) -gt "$DEADLINE" ]; then
+        row "$name" "skip" "" "no time left in this call"
+        return 0
+    fi
     local t0=$(date +%s)
-    "$@" > "$LOGS/$log" 2>&1
+    timeout "$limit" "$@" > "$LOGS/$log" 2>&1
     local rc=$? st=ok
     [ $rc -eq 77 ] && st=skip
-    [ $rc -ne 0 ] && [ $rc -ne 77 ] && st=FAIL
-    row "$name" "$st" "$(( $(date +%s) - t0 ))s" "$(grep -E 'passed, .* failed|ERROR SUMMARY|skipped' "$LOGS/$log" | tail -1)"
+    [ $rc -eq 124 ] && st=TIME
+    [ $rc -ne 0 ] && [ $rc -ne 77 ] && [ $rc -ne 124 ] && st=FAIL
+    row "$name" "$st" "$(( $(date +%s) - t0 ))s" "$(grep -E "$SUMMARY" "$LOGS/$log" | tail -1)"
     return $rc
 }
 
@@ -115,18 +130,23 @@ MISSING=$(ldd "$BIN/test_ops" 2>&1 | grep 'not found' | awk '{print $1}' | tr '\
 [ -n "$MISSING" ] && row "shared libraries" "FAIL" "" "not found: $MISSING"
 
 export VLM_SOURCE_DIR=$ROOT VLM_FIXTURES=$ROOT/../shared/fixtures
-step "test_ops (parity vs CPU)" test_ops.txt "$BIN/test_ops"
+step "test_ops (parity vs CPU)" test_ops.txt 120 "$BIN/test_ops"
+SUMMARY='floor|prefill|vit:'
+step "bench_cuda" bench.txt 120 "$BIN/bench_cuda"
+step "bench_cuda --fused" bench_fused.txt 60 "$BIN/bench_cuda" --fused --no-vit
+SUMMARY='decode  b=1 |vit'
+step "HF transformers, same shapes" bench_hf.txt 150 python3 bench/bench_cuda_hf.py
+SUMMARY='passed, .* failed|ERROR SUMMARY|skipped'
 if command -v compute-sanitizer > /dev/null; then
-    # small cases only: the CPU reference is the same, memcheck slows the kernels ~100x
-    step "test_ops under memcheck" memcheck.txt timeout 240 \
+    # small cases: memcheck slows the kernels ~100x; the CPU reference runs as usual
+    step "test_ops under memcheck" memcheck.txt 150 \
         compute-sanitizer --tool memcheck --leak-check no --error-exitcode 3 "$BIN/test_ops"
 else
     row "test_ops under memcheck" "skip" "" "compute-sanitizer not found"
 fi
-step "test_ops --perf" perf.txt timeout 240 "$BIN/test_ops" --perf
-# 5. model parity / engine benchmarks on CUDA: not wired yet (test_forward and bench_engine
-#    select the CPU backend); add them to BINS and here when they take --backend cuda.
-row "model parity, engine bench" "todo" "" "binaries do not select the CUDA backend yet"
+SUMMARY='perf on'
+step "test_ops --perf" perf.txt 100 "$BIN/test_ops" --perf
+row "model parity (engine on CUDA)" "todo" "" "qwen3.c asserts f32 activations; tests pick the CPU backend"
 # TP (docs/TP.md): "test_tp --cuda" (tp=1 over NCCL == plain CUDA engine) and "bench_comm --nccl"
 row "tp: test_tp --cuda, bench_comm --nccl" "todo" "" "wait for the CUDA decoder; see docs/TP.md"
 
@@ -134,7 +154,9 @@ row "tp: test_tp --cuda, bench_comm --nccl" "todo" "" "wait for the CUDA decoder
 echo
 grep -E 'FAIL|non-finite' "$LOGS/test_ops.txt" | head -20
 echo
-sed -n '/^perf on/,$p' "$LOGS/perf.txt" | head -40
+sed -n '/^perf on/,$p' "$LOGS/perf.txt" | head -30
+echo
+cat "$LOGS/bench.txt" "$LOGS/bench_fused.txt" "$LOGS/bench_hf.txt" 2>/dev/null | grep -vi warn | head -40
 echo
 printf '%-34s %-6s %7s  %s\n' "step" "status" "time" "summary"
 printf '%s\n' "${ROWS[@]}"
