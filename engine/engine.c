@@ -12,6 +12,7 @@
 #define ENGINE_HAVE_VIT 1
 #endif
 
+#include <stdio.h>
 #include <stdlib.h>
 
 /* ==== Start-up ====
@@ -329,11 +330,13 @@ int engine_init(struct engine *e, const struct model *m, const struct engine_par
         engine_destroy(e);
         return rc;
     }
+    char tp_note[48] = "";
+    if (e->comm) snprintf(tp_note, sizeof tp_note, ", tp rank %d of %d", e->comm->rank, e->comm->size);
     log_info("engine: backend %s, %d layers, KV %d blocks x %d tokens (%lld tokens), "
-             "%d tokens/step, %d seqs/step%s",
+             "%d tokens/step, %d seqs/step%s%s",
              e->be.ops->name, e->cfg.n_layers, e->n_blocks, e->block_size,
              (long long)(e->n_blocks - 1) * e->block_size, e->p.max_batched_tokens, e->p.max_seqs,
-             e->vit ? ", vision on" : "");
+             e->vit ? ", vision on" : "", tp_note);
     return 0;
 }
 
@@ -619,11 +622,11 @@ int engine_rank_forward_rows(struct engine *e, const struct batch *b, const int3
                              int32_t n_rows, float *logits)
 {
     int rc = forward(e, b, rows, n_rows);
-    if (rc) return rc;
+    if (rc || n_rows == 0) return rc;
     if (!e->comm)
         e->be.ops->download(e->be.ctx, logits, e->logits,
                             (size_t)n_rows * (size_t)e->cfg.vocab_size * sizeof(float));
-    else if (logits && n_rows > 0)
+    else if (logits) /* rank 0; the other ranks only took part in the all-gather */
         gather_logits(e, n_rows, logits);
     e->be.ops->sync(e->be.ctx);
     return 0;
