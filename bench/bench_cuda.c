@@ -306,12 +306,14 @@ static double vit_run(struct bench *B, int steps)
         fc2_b[l] = weight(B, V_DIM, 1, -a, a);
     }
     struct tensor lnq_w = weight(B, V_DIM, 1, 0.9f, 1.1f), lnq_b = weight(B, V_DIM, 1, -0.1f, 0.1f);
-    struct tensor m1_w = weight(B, 4 * V_DIM, 4 * V_DIM, -a, a), m1_b = weight(B, 4 * V_DIM, 1, -a, a);
+    struct tensor m1_w = weight(B, 4 * V_DIM, 4 * V_DIM, -a, a);
+    struct tensor m1_b = weight(B, 4 * V_DIM, 1, -a, a);
     struct tensor m2_w = weight(B, 4 * V_DIM, V_OUT, -a, a), m2_b = weight(B, V_OUT, 1, -a, a);
 
     /* pixels (f32, as uploaded by vit.c), rotary tables, activations */
     float *h = xmalloc((size_t)P * V_PATCH * sizeof(float));
-    for (int64_t i = 0; i < (int64_t)P * V_PATCH; i++) h[i] = (float)((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
+    for (int64_t i = 0; i < (int64_t)P * V_PATCH; i++)
+        h[i] = (float)((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
     void *pix_f32 = dalloc(B, (size_t)P * V_PATCH * 4), *pix = dalloc(B, (size_t)P * V_PATCH * 2);
     float *cs = xmalloc((size_t)P * V_HD * sizeof(float)), *sn = xmalloc((size_t)P * V_HD * sizeof(float));
     for (int64_t i = 0; i < (int64_t)P * V_HD; i++) {
@@ -346,7 +348,8 @@ static double vit_run(struct bench *B, int steps)
         o->matmul(c, &x, &pb, &patch, NULL);
         for (int l = 0; l < V_DEPTH; l++) {
             o->layernorm(c, &av, &x, &ln_w[2 * l], &ln_b[2 * l], 1e-6f);
-            struct tensor wq = tensor_rows(&qkv_w[l], 0, V_DIM), wk = tensor_rows(&qkv_w[l], V_DIM, V_DIM);
+            struct tensor wq = tensor_rows(&qkv_w[l], 0, V_DIM);
+            struct tensor wk = tensor_rows(&qkv_w[l], V_DIM, V_DIM);
             struct tensor wv = tensor_rows(&qkv_w[l], 2 * V_DIM, V_DIM);
             struct tensor bq = qkv_b[l], bk = qkv_b[l], bv = qkv_b[l];
             bq.ne[0] = bk.ne[0] = bv.ne[0] = V_DIM;
@@ -458,7 +461,8 @@ int main(int argc, char **argv)
             fflush(stdout);
         }
         double ms = median_step(&B, VLM_MAX(steps / 2, 3), 1, T_MAX, T_MAX);
-        printf("  prefill 1 x %d tokens   %8.2f ms      %9.1f tok/s\n", T_MAX, ms, T_MAX / ms * 1e3);
+        printf("  prefill 1 x %d tokens   %8.2f ms      %9.1f tok/s\n", T_MAX, ms,
+               T_MAX / ms * 1e3);
         fflush(stdout);
     }
     if (!no_vit) {

@@ -32,10 +32,12 @@
 /* Staging: two halves, each a pinned host buffer mirrored by a device buffer of the same
  * size. Uploads bump-allocate in the current half (host memcpy, then one async copy at the
  * same offset). set_step() moves to the other half, first waiting for the event recorded
- * when that half was last left: by then the step that used it has long finished, so the
- * wait costs nothing in steady state. A half must hold one step's arrays; a step that
- * overflows it may move once more (its metadata stays in the half it leaves, untouched until
- * the next move), a second overflow in one step is a broken sizing assumption and aborts. */
+ * when that half was last left (every copy out of its host side was enqueued before that),
+ * so the wait costs nothing in steady state; device-side readers of the old contents are
+ * ordered before the new copies by the stream. A step whose uploads overflow a half moves
+ * once more and its metadata stays valid in the half it left; a second overflow moves back
+ * onto it, so the step's metadata is dead from then on: ops that need it abort (ViT-only
+ * work, which needs none, can go on uploading indefinitely). */
 struct cuda_stage {
     char *host[2];        /* (STAGE_BYTES) pinned, owned */
     char *dev[2];         /* (STAGE_BYTES) device, owned */
@@ -74,6 +76,7 @@ struct cuda_ctx {
     const struct cuda_attn_tile *vl_tiles;
     uint64_t vl_stage_gen;
     uint64_t stage_gen;        /* counts moves between halves */
+    bool step_live;            /* the step's metadata is still in the staging area */
     void *load_buf;            /* (LOAD_CHUNK_BYTES) host, owned: load_weight conversion */
     /* RoPE inverse frequencies for (rope_theta, rope_hd); remade when either changes (once
      * per model in practice) */
@@ -116,8 +119,7 @@ static void *stage_reserve(struct cuda_ctx *c, size_t n, void **dev)
     VLM_ASSERT(n <= STAGE_BYTES);
     size_t off = (s->off + 15) & ~(size_t)15;
     if (off + n > STAGE_BYTES) {
-        VLM_ASSERT(s->moves_this_step == 0 && "step arrays overflow the CUDA staging buffer");
-        s->moves_this_step++;
+        if (s->moves_this_step++ > 0) c->step_live = false; /* moving back onto it */
         stage_move(c);
         off = 0;
     }
@@ -268,6 +270,8 @@ static struct tensor cuda_load_weight(void *ctx, const struct tensor *src)
 /* ==== Ops ==== */
 
 #define BF(t) VLM_ASSERT((t)->type == DT_BF16)
+/* ops that read the step's metadata */
+#define STEP_LIVE(c) VLM_ASSERT((c)->step_live && "no live step: call set_step() first")
 
 static void cuda_set_step(void *ctx, const struct step_meta *m)
 {
@@ -276,6 +280,7 @@ static void cuda_set_step(void *ctx, const struct step_meta *m)
     VLM_ASSERT(m->n_tokens >= 0 && m->n_seqs >= 0 && m->max_blocks >= 0);
     c->st.moves_this_step = 0;
     stage_move(c);
+    c->step_live = true;
     size_t nt = (size_t)m->n_tokens, ns = (size_t)m->n_seqs;
     size_t nbt = ns * (size_t)m->max_blocks;
     size_t words = 3 * nt + (ns + 1) + ns + nbt;
@@ -374,6 +379,7 @@ static void cuda_op_layernorm(void *ctx, struct tensor *y, const struct tensor *
 static void cuda_op_rope_neox(void *ctx, struct tensor *x, float theta)
 {
     struct cuda_ctx *c = ctx;
+    STEP_LIVE(c);
     int32_t hd = (int32_t)x->ne[0];
     VLM_ASSERT(x->ne[2] == c->step.n_tokens && hd <= 1024 && hd % 2 == 0);
     BF(x);
@@ -434,6 +440,7 @@ static void cuda_op_quick_gelu(void *ctx, struct tensor *y, const struct tensor 
 static void cuda_op_embed(void *ctx, struct tensor *y, const struct tensor *table)
 {
     struct cuda_ctx *c = ctx;
+    STEP_LIVE(c);
     VLM_ASSERT(tensor_nrows(y) == c->step.n_tokens && y->ne[0] == table->ne[0]);
     BF(y);
     BF(table);
@@ -449,6 +456,7 @@ static void cuda_op_kv_store(void *ctx, struct kv_layer *kv, const struct tensor
                              const struct tensor *v)
 {
     struct cuda_ctx *c = ctx;
+    STEP_LIVE(c);
     int64_t row = (int64_t)kv->n_kv_heads * kv->head_dim;
     VLM_ASSERT(k->ne[0] * k->ne[1] == row && tensor_nrows(k) / k->ne[1] == c->step.n_tokens);
     VLM_ASSERT(kv->type == DT_BF16);
@@ -475,6 +483,7 @@ static void cuda_op_attn_paged(void *ctx, struct tensor *o, const struct tensor 
                                const struct kv_layer *kv, float scale)
 {
     struct cuda_ctx *c = ctx;
+    STEP_LIVE(c);
     struct cuda_step *s = &c->step;
     int32_t hd = kv->head_dim, nh = (int32_t)q->ne[1], nkv = kv->n_kv_heads;
     VLM_ASSERT(q->ne[0] == hd && q->ne[2] == s->n_tokens && hd <= 256 && hd % 2 == 0);

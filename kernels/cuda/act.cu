@@ -102,10 +102,11 @@ extern "C" void cuda_add_bias(void *y, enum cuda_dtype yt, const void *bias, int
     int64_t n = rows * cols;
     if (n <= 0) return;
     unsigned g = grid_1d(n, 256);
+    const bf16 *b = (const bf16 *)bias;
     switch (yt) {
-    case CUDA_DT_F32: add_bias_kernel<float><<<g, 256, 0, s>>>((float *)y, (const bf16 *)bias, rows, cols); break;
-    case CUDA_DT_BF16: add_bias_kernel<bf16><<<g, 256, 0, s>>>((bf16 *)y, (const bf16 *)bias, rows, cols); break;
-    case CUDA_DT_F16: add_bias_kernel<__half><<<g, 256, 0, s>>>((__half *)y, (const bf16 *)bias, rows, cols); break;
+    case CUDA_DT_F32: add_bias_kernel<<<g, 256, 0, s>>>((float *)y, b, rows, cols); break;
+    case CUDA_DT_BF16: add_bias_kernel<<<g, 256, 0, s>>>((bf16 *)y, b, rows, cols); break;
+    case CUDA_DT_F16: add_bias_kernel<<<g, 256, 0, s>>>((__half *)y, b, rows, cols); break;
     }
     CUDA_LAUNCH_CHECK();
 }

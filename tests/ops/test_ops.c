@@ -368,8 +368,10 @@ static float *case_kv_store(struct run *r, const struct tcase *c, int64_t *n)
                           .v = r_put(r, act(r), hvc, slots * row), .type = act(r),
                           .n_blocks = (int32_t)c->n, .block_size = c->block_size,
                           .n_kv_heads = c->kv_heads, .head_dim = c->hd};
-    struct tensor k = tensor_make(r_put(r, act(r), hk, c->m * row), act(r), c->hd, c->kv_heads, c->m, 1);
-    struct tensor v = tensor_make(r_put(r, act(r), hv, c->m * row), act(r), c->hd, c->kv_heads, c->m, 1);
+    struct tensor k = tensor_make(r_put(r, act(r), hk, c->m * row), act(r), c->hd, c->kv_heads,
+                                  c->m, 1);
+    struct tensor v = tensor_make(r_put(r, act(r), hv, c->m * row), act(r), c->hd, c->kv_heads,
+                                  c->m, 1);
     struct flat_step fs;
     set_flat_step(r, &fs, c->m, NULL, perm);
     RUN_OP(r, r->b->ops->kv_store(r->b->ctx, &kv, &k, &v));
@@ -518,7 +520,8 @@ static float *case_add_rmsnorm(struct run *r, const struct tcase *c, int64_t *n)
 #ifdef VLM_HAVE_CUDA
     else {
         cudaStream_t s = (cudaStream_t)backend_cuda_stream(r->b);
-        RUN_OP(r, cuda_add_rmsnorm(res.data, y.data, d.data, w.data, c->m, (int32_t)c->k, 1e-6f, s));
+        RUN_OP(r, cuda_add_rmsnorm(res.data, y.data, d.data, w.data, c->m, (int32_t)c->k, 1e-6f,
+                                   s));
     }
 #endif
     r->bytes = (double)(4 * N * (int64_t)dtype_size(t));
@@ -611,8 +614,10 @@ static const struct tcase cases[] = {
     {"scatter_rows", case_rows, OP_SCATTER_ROWS, DT_COUNT, 0.0f, .m = 5, .n = 7, .k = 35, .flag = 1},
     {"cast f32->act", case_cast, OP_CAST, DT_COUNT, 0.0f, .m = 1001},
     {"cast act->f32", case_cast, OP_CAST, DT_F32, 0.0f, .m = 777, .flag = 1},
-    {"kv_store", case_kv_store, OP_KV_STORE, DT_COUNT, 0.0f, .m = 7, .n = 6, .kv_heads = 2, .hd = 32, .block_size = 4},
-    {"kv_store", case_kv_store, OP_KV_STORE, DT_COUNT, 0.0f, .m = 5, .n = 4, .kv_heads = 1, .hd = 18, .block_size = 16},
+    {"kv_store", case_kv_store, OP_KV_STORE, DT_COUNT, 0.0f,
+     .m = 7, .n = 6, .kv_heads = 2, .hd = 32, .block_size = 4},
+    {"kv_store", case_kv_store, OP_KV_STORE, DT_COUNT, 0.0f,
+     .m = 5, .n = 4, .kv_heads = 1, .hd = 18, .block_size = 16},
     /* paged attention: decode and prefill, GQA 1/4/8, contexts across block boundaries,
      * a chunk after earlier chunks, more rows than one tile, a long decode (context split) */
     {"attn_paged", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 1e-2f,
@@ -759,8 +764,12 @@ static void parity(struct backend *cpu, struct backend *be, struct tcase *cs, si
             CHECK(ref_bad == 0);
             CHECK(bad == 0);
             CHECK(err <= (double)c->tol);
-            if (bad) printf("  %-70s FAIL (%lld non-finite of %lld)\n", name, (long long)bad, (long long)n);
-            else printf("  %-70s err=%.2e bound=%.0e %s\n", name, err, (double)c->tol, ok ? "OK" : "FAIL");
+            if (bad)
+                printf("  %-70s FAIL (%lld non-finite of %lld)\n", name, (long long)bad,
+                       (long long)n);
+            else
+                printf("  %-70s err=%.2e bound=%.0e %s\n", name, err, (double)c->tol,
+                       ok ? "OK" : "FAIL");
             free(ref), free(out);
         }
     }
@@ -783,7 +792,8 @@ static const struct tcase perf_cases[] = {
     {"silu_mul 2k", case_eltwise, OP_SILU_MUL, DT_COUNT, 0, .m = 2048 * 12288},
     {"rope_neox 2k", case_rope_neox, OP_ROPE_NEOX, DT_COUNT, 0, .m = 2048, .heads = 32, .hd = 128},
     {"qk_norm_rope 2k", case_qk_norm_rope, OP_ROPE_NEOX, DT_COUNT, 0, .m = 2048, .heads = 32, .hd = 128},
-    {"kv_store 2k", case_kv_store, OP_KV_STORE, DT_COUNT, 0, .m = 2048, .n = 256, .kv_heads = 8, .hd = 128, .block_size = 16},
+    {"kv_store 2k", case_kv_store, OP_KV_STORE, DT_COUNT, 0,
+     .m = 2048, .n = 256, .kv_heads = 8, .hd = 128, .block_size = 16},
     {"attn decode b1 ctx512", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 0,
      AP(32, 8, 128, 16, 1, .q_len = {1}, .ctx = {512})},
     {"attn decode b1 ctx8k", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 0,
