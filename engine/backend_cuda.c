@@ -61,6 +61,7 @@ struct cuda_step {
 
 struct cuda_ctx {
     int device;
+    bool multi_gpu;            /* more than one device: make ours current on every call */
     int n_sms;
     cudaStream_t stream;       /* owned; every op is enqueued here */
     cublasHandle_t blas;       /* owned, bound to stream */
@@ -95,6 +96,14 @@ static enum cuda_dtype cdt(enum dtype t)
     default: VLM_ASSERT(!"no CUDA element type for this dtype");
     }
     return CUDA_DT_F32;
+}
+
+/* The current device is per host thread; with several GPUs (tensor parallelism) each rank's
+ * thread may not have ours current, so every entry point makes it so (a no-op call when it
+ * already is; skipped entirely on one GPU). */
+static inline void bind(const struct cuda_ctx *c)
+{
+    if (c->multi_gpu) CUDA_CHECK(cudaSetDevice(c->device));
 }
 
 /* ==== Staging ==== */
@@ -150,6 +159,7 @@ static void cuda_destroy(void *ctx)
 {
     struct cuda_ctx *c = ctx;
     if (!c) return;
+    bind(c);
     if (c->stream) cudaStreamSynchronize(c->stream);
     for (int i = 0; i < 2; i++) {
         if (c->st.host[i]) cudaFreeHost(c->st.host[i]);
@@ -169,7 +179,7 @@ static void cuda_destroy(void *ctx)
 
 static void *cuda_alloc(void *ctx, size_t bytes)
 {
-    (void)ctx;
+    bind(ctx);
     void *p = NULL;
     if (cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
         (void)cudaGetLastError(); /* OOM is not sticky; clear it so sync() does not trip */
@@ -181,6 +191,7 @@ static void *cuda_alloc(void *ctx, size_t bytes)
 static void cuda_release(void *ctx, void *p)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     if (!p) return;
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
     CUDA_CHECK(cudaFree(p));
@@ -190,6 +201,7 @@ static void cuda_release(void *ctx, void *p)
 static void cuda_upload(void *ctx, void *dst, const void *src, size_t n)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     if (n) CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->stream));
 }
 
@@ -197,6 +209,7 @@ static void cuda_upload(void *ctx, void *dst, const void *src, size_t n)
 static void cuda_download(void *ctx, void *dst, const void *src, size_t n)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     if (n) CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, c->stream));
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
     CUDA_CHECK(cudaGetLastError());
@@ -205,6 +218,7 @@ static void cuda_download(void *ctx, void *dst, const void *src, size_t n)
 static void cuda_zero(void *ctx, void *dst, size_t n)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     if (n) CUDA_CHECK(cudaMemsetAsync(dst, 0, n, c->stream));
 }
 
@@ -212,6 +226,7 @@ static void cuda_zero(void *ctx, void *dst, size_t n)
 static void cuda_sync(void *ctx)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
     CUDA_CHECK(cudaGetLastError());
 }
@@ -235,6 +250,7 @@ static const char *host_row(const struct tensor *t, int64_t r)
 static struct tensor cuda_load_weight(void *ctx, const struct tensor *src)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     struct tensor t = tensor_make(NULL, DT_BF16, src->ne[0], src->ne[1], src->ne[2], src->ne[3]);
     uint16_t *dst = cuda_alloc(ctx, tensor_nbytes(&t));
     if (!dst) return t;
@@ -276,6 +292,7 @@ static struct tensor cuda_load_weight(void *ctx, const struct tensor *src)
 static void cuda_set_step(void *ctx, const struct step_meta *m)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     struct cuda_step *s = &c->step;
     VLM_ASSERT(m->n_tokens >= 0 && m->n_seqs >= 0 && m->max_blocks >= 0);
     c->st.moves_this_step = 0;
@@ -318,6 +335,7 @@ static void cuda_op_matmul(void *ctx, struct tensor *y, const struct tensor *x,
                            const struct tensor *w, const struct tensor *bias)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     int64_t M = tensor_nrows(x), K = x->ne[0], N = w->ne[1];
     VLM_ASSERT(w->ne[0] == K && y->ne[0] == N && tensor_nrows(y) == M);
     BF(x);
@@ -345,6 +363,7 @@ static void cuda_op_matmul(void *ctx, struct tensor *y, const struct tensor *x,
 static void cuda_op_add(void *ctx, struct tensor *y, const struct tensor *a, const struct tensor *b)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     VLM_ASSERT(tensor_nelem(a) == tensor_nelem(b) && tensor_nelem(y) == tensor_nelem(a));
     BF(y);
     BF(a);
@@ -356,6 +375,7 @@ static void cuda_op_rmsnorm(void *ctx, struct tensor *y, const struct tensor *x,
                             const struct tensor *w, float eps)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     VLM_ASSERT(w->ne[0] == x->ne[0] && tensor_nelem(y) == tensor_nelem(x));
     BF(y);
     BF(x);
@@ -367,6 +387,7 @@ static void cuda_op_layernorm(void *ctx, struct tensor *y, const struct tensor *
                               const struct tensor *w, const struct tensor *b, float eps)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     VLM_ASSERT(w->ne[0] == x->ne[0] && b->ne[0] == x->ne[0]);
     BF(y);
     BF(x);
@@ -379,6 +400,7 @@ static void cuda_op_layernorm(void *ctx, struct tensor *y, const struct tensor *
 static void cuda_op_rope_neox(void *ctx, struct tensor *x, float theta)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     STEP_LIVE(c);
     int32_t hd = (int32_t)x->ne[0];
     VLM_ASSERT(x->ne[2] == c->step.n_tokens && hd <= 1024 && hd % 2 == 0);
@@ -401,6 +423,7 @@ static void cuda_op_rope_table(void *ctx, struct tensor *x, const struct tensor 
                                const struct tensor *sin)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     VLM_ASSERT(cos->ne[0] == x->ne[0] && cos->ne[1] == x->ne[2] && x->ne[0] % 2 == 0);
     VLM_ASSERT(cos->type == DT_F32 && sin->type == DT_F32);
     BF(x);
@@ -412,6 +435,7 @@ static void cuda_op_silu_mul(void *ctx, struct tensor *y, const struct tensor *g
                              const struct tensor *u)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     VLM_ASSERT(tensor_nelem(g) == tensor_nelem(y) && tensor_nelem(u) == tensor_nelem(y));
     BF(y);
     BF(g);
@@ -422,6 +446,7 @@ static void cuda_op_silu_mul(void *ctx, struct tensor *y, const struct tensor *g
 static void cuda_op_gelu_erf(void *ctx, struct tensor *y, const struct tensor *x)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     VLM_ASSERT(tensor_nelem(x) == tensor_nelem(y));
     BF(y);
     BF(x);
@@ -431,6 +456,7 @@ static void cuda_op_gelu_erf(void *ctx, struct tensor *y, const struct tensor *x
 static void cuda_op_quick_gelu(void *ctx, struct tensor *y, const struct tensor *x)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     VLM_ASSERT(tensor_nelem(x) == tensor_nelem(y));
     BF(y);
     BF(x);
@@ -440,6 +466,7 @@ static void cuda_op_quick_gelu(void *ctx, struct tensor *y, const struct tensor 
 static void cuda_op_embed(void *ctx, struct tensor *y, const struct tensor *table)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     STEP_LIVE(c);
     VLM_ASSERT(tensor_nrows(y) == c->step.n_tokens && y->ne[0] == table->ne[0]);
     BF(y);
@@ -456,6 +483,7 @@ static void cuda_op_kv_store(void *ctx, struct kv_layer *kv, const struct tensor
                              const struct tensor *v)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     STEP_LIVE(c);
     int64_t row = (int64_t)kv->n_kv_heads * kv->head_dim;
     VLM_ASSERT(k->ne[0] * k->ne[1] == row && tensor_nrows(k) / k->ne[1] == c->step.n_tokens);
@@ -483,6 +511,7 @@ static void cuda_op_attn_paged(void *ctx, struct tensor *o, const struct tensor 
                                const struct kv_layer *kv, float scale)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     STEP_LIVE(c);
     struct cuda_step *s = &c->step;
     int32_t hd = kv->head_dim, nh = (int32_t)q->ne[1], nkv = kv->n_kv_heads;
@@ -514,6 +543,7 @@ static void cuda_op_attn_varlen(void *ctx, struct tensor *o, const struct tensor
                                 const int32_t *cu, int32_t n_seg, float scale)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     int32_t hd = (int32_t)q->ne[0], nh = (int32_t)q->ne[1];
     VLM_ASSERT(hd <= 256 && hd % 2 == 0 && cu[n_seg] == q->ne[2] && n_seg >= 0);
     BF(o);
@@ -553,6 +583,7 @@ static void cuda_op_gather_rows(void *ctx, struct tensor *dst, const struct tens
                                 const int32_t *idx)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     VLM_ASSERT(dst->nb[1] == src->nb[1] && dst->type == src->type);
     int64_t n = tensor_nrows(dst);
     for (int64_t i = 0; i < n; i++) VLM_ASSERT(idx[i] >= 0 && idx[i] < tensor_nrows(src));
@@ -565,6 +596,7 @@ static void cuda_op_scatter_rows(void *ctx, struct tensor *dst, const struct ten
                                  const int32_t *idx)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     VLM_ASSERT(dst->nb[1] == src->nb[1] && dst->type == src->type);
     int64_t n = tensor_nrows(src);
     for (int64_t i = 0; i < n; i++) VLM_ASSERT(idx[i] >= 0 && idx[i] < tensor_nrows(dst));
@@ -576,6 +608,7 @@ static void cuda_op_scatter_rows(void *ctx, struct tensor *dst, const struct ten
 static void cuda_op_cast(void *ctx, struct tensor *y, const struct tensor *x)
 {
     struct cuda_ctx *c = ctx;
+    bind(c);
     int64_t n = tensor_nelem(x);
     VLM_ASSERT(tensor_nelem(y) == n);
     if (y->type == x->type) {
@@ -649,6 +682,7 @@ int backend_cuda_init(struct backend *b, const struct backend_params *p, struct 
     if ((e = cudaGetDeviceProperties(&prop, dev)) != cudaSuccess)
         return init_fail(c, err, "cudaGetDeviceProperties", e);
     c->n_sms = prop.multiProcessorCount;
+    c->multi_gpu = n_dev > 1;
     if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
         return init_fail(c, err, "cudaStreamCreate", e);
     for (int i = 0; i < 2; i++) {
