@@ -28,6 +28,54 @@
 
 enum { N_GREEDY = 32, BLOCK = 16, MAX_LEN = 96, IMG_GRID = 8, N_BLOCKS = 64 };
 
+/* ---- allocation counting (STYLE C10: no allocation on the step path), as in
+ * tests/model/test_batch_invariance.c: malloc & co. interposed, calls from this executable's
+ * code counted while `counting` is set, on every thread (the worker ranks too). Not under
+ * ASan, which has its own allocator. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
+#define VLM_TEST_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(VLM_TEST_SANITIZED)
+#define COUNT_ALLOCS 0
+#else
+#define COUNT_ALLOCS 1
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void *__libc_memalign(size_t, size_t);
+extern char __executable_start, etext;
+static volatile int counting;
+static volatile long n_allocs;
+static inline void count(const void *caller)
+{
+    if (counting && (const char *)caller >= &__executable_start && (const char *)caller < &etext)
+        __atomic_fetch_add(&n_allocs, 1, __ATOMIC_RELAXED);
+}
+void *malloc(size_t n)
+{
+    count(__builtin_return_address(0));
+    return __libc_malloc(n);
+}
+void *calloc(size_t a, size_t b)
+{
+    count(__builtin_return_address(0));
+    return __libc_calloc(a, b);
+}
+void *realloc(void *p, size_t n)
+{
+    count(__builtin_return_address(0));
+    return __libc_realloc(p, n);
+}
+int posix_memalign(void **out, size_t align, size_t n)
+{
+    count(__builtin_return_address(0));
+    *out = __libc_memalign(align, n);
+    return *out ? 0 : 12; /* ENOMEM */
+}
+#endif
+
 static struct model m;
 static int backend = ENGINE_BACKEND_CPU; /* --cuda: the GPU check (docs/TP.md) */
 
@@ -515,6 +563,31 @@ int main(int argc, char **argv)
         CHECK(memcmp(tok[1], ref_tok[1], sizeof tok[1]) == 0);
         tp_group_destroy(g);
     }
+
+#if COUNT_ALLOCS
+    TEST("tp=2: no allocation on the step path after warm-up, on any rank")
+    {
+        struct tp_group *g;
+        struct engine_params ep = params(2);
+        CHECK_EQ(tp_group_create(&g, &m, &ep, &err), 0);
+        struct engine *e = tp_group_engine(g);
+        CHECK_EQ(generate(e, &pr[0], got[0], tok[0]), 0); /* warm-up: thread pools, buffers */
+        CHECK_EQ(generate(e, &pr[1], got[1], tok[1]), 0);
+        struct mm_item a2 = item_a, b2 = item_b; /* new hashes: encoded again, broadcast */
+        a2.hash += 100;
+        b2.hash += 100;
+        struct prompt p2;
+        image_prompt(&p2, &a2, &b2);
+        n_allocs = 0;
+        counting = 1;
+        CHECK_EQ(generate(e, &pr[0], got[0], tok[0]), 0);
+        CHECK_EQ(generate(e, &p2, got[1], tok[1]), 0);
+        counting = 0;
+        CHECK_EQ(n_allocs, 0);
+        CHECK(memcmp(tok[1], ref_tok[1], sizeof tok[1]) == 0);
+        tp_group_destroy(g);
+    }
+#endif
 
     TEST("tp=2: 16 concurrent greedy requests through the scheduler loop == each alone")
     {
