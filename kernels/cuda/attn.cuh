@@ -28,7 +28,6 @@
 #define ATTN_BK 32          /* keys per shared-memory tile (one per lane) */
 #define ATTN_RPW 2          /* query rows per warp */
 #define ATTN_HD_MAX 256
-#define ATTN_KW_MAX (ATTN_HD_MAX / 2 + 1) /* padded K row, in 4-byte words */
 
 struct attn_args {
     bf16 *o;                     /* (n_tok, n_heads, hd) */
@@ -50,9 +49,11 @@ struct attn_args {
 template <int NP, bool PAGED>
 static __global__ void __launch_bounds__(256) attn_kernel(const struct attn_args a)
 {
-    __shared__ uint32_t s_k[ATTN_BK * ATTN_KW_MAX];        /* (BK, kw) bf16 pairs, padded */
-    __shared__ uint32_t s_v[ATTN_BK * (ATTN_HD_MAX / 2)];  /* (BK, hd/2) bf16 pairs */
-    __shared__ uint32_t s_q[CUDA_ATTN_ROWS * (ATTN_HD_MAX / 2)]; /* (rows, hd/2) */
+    /* sized for hd <= 64·NP, so smaller heads leave room for more blocks per SM */
+    constexpr int HW_MAX = 32 * NP;
+    __shared__ uint32_t s_k[ATTN_BK * (HW_MAX + 1)];   /* (BK, kw) bf16 pairs, padded */
+    __shared__ uint32_t s_v[ATTN_BK * HW_MAX];         /* (BK, hd/2) bf16 pairs */
+    __shared__ uint32_t s_q[CUDA_ATTN_ROWS * HW_MAX];  /* (rows, hd/2) */
 
     const struct cuda_attn_tile tile = a.tiles[blockIdx.x];
     const int32_t kh = blockIdx.y, split = blockIdx.z;
@@ -106,11 +107,13 @@ static __global__ void __launch_bounds__(256) attn_kernel(const struct attn_args
     }
 
     const int32_t kv_heads = PAGED ? a.n_kv_heads : a.n_heads;
+    /* loads of 4 words (16 bytes) when rows allow it (hd % 8 == 0), else of 1 word */
+    const int32_t vw = (a.hd % 8 == 0) ? 4 : 1, hu = hw / vw;
     for (int32_t j0 = kbeg; j0 < kend; j0 += ATTN_BK) {
         __syncthreads(); /* previous tile fully consumed (and s_q written, first time) */
-        for (int32_t w = threadIdx.x; w < ATTN_BK * hw; w += blockDim.x) {
-            int32_t jj = w / hw, c = w % hw, j = j0 + jj;
-            uint32_t kx = 0, vx = 0;
+        for (int32_t u = threadIdx.x; u < ATTN_BK * hu; u += blockDim.x) {
+            int32_t jj = u / hu, c = (u % hu) * vw, j = j0 + jj;
+            uint4 kx = make_uint4(0, 0, 0, 0), vx = make_uint4(0, 0, 0, 0);
             if (j < kend) {
                 int64_t row;
                 if (PAGED) {
@@ -120,12 +123,23 @@ static __global__ void __launch_bounds__(256) attn_kernel(const struct attn_args
                 } else {
                     row = j;
                 }
-                int64_t off = (row * kv_heads + kh) * a.hd;
-                kx = ((const uint32_t *)(a.k + off))[c];
-                vx = ((const uint32_t *)(a.v + off))[c];
+                const uint32_t *kp = (const uint32_t *)(a.k + (row * kv_heads + kh) * a.hd) + c;
+                const uint32_t *vp = (const uint32_t *)(a.v + (row * kv_heads + kh) * a.hd) + c;
+                if (vw == 4) {
+                    kx = *(const uint4 *)kp;
+                    vx = *(const uint4 *)vp;
+                } else {
+                    kx.x = *kp;
+                    vx.x = *vp;
+                }
             }
-            s_k[jj * kw + c] = kx;
-            s_v[jj * hw + c] = vx;
+            uint32_t *sk = s_k + jj * kw + c, *sv = s_v + jj * hw + c;
+            sk[0] = kx.x;
+            sv[0] = vx.x;
+            if (vw == 4) {
+                sk[1] = kx.y, sk[2] = kx.z, sk[3] = kx.w;
+                sv[1] = vx.y, sv[2] = vx.z, sv[3] = vx.w;
+            }
         }
         __syncthreads();
 
@@ -328,9 +342,11 @@ static __global__ void __launch_bounds__(128) attn_mma_kernel(const struct attn_
 
     for (int32_t j0 = kbeg; j0 < kend; j0 += ATTN_MMA_BK) {
         __syncthreads(); /* the previous tile is consumed */
-        for (int32_t w = threadIdx.x; w < ATTN_MMA_BK * HW; w += blockDim.x) {
-            int32_t jj = w / HW, c = w % HW, j = j0 + jj;
-            uint32_t kx = 0, vx = 0;
+        /* 16-byte loads: unit u = key jj, words c .. c + 3 (dims 2c .. 2c + 7) */
+        for (int32_t u = threadIdx.x; u < ATTN_MMA_BK * (HW / 4); u += blockDim.x) {
+            int32_t jj = u / (HW / 4), c = (u % (HW / 4)) * 4, j = j0 + jj;
+            bf16x8 kx, vx;
+            kx.u = vx.u = make_uint4(0, 0, 0, 0);
             if (j < kend) {
                 int64_t row;
                 if (PAGED) {
@@ -340,13 +356,15 @@ static __global__ void __launch_bounds__(128) attn_mma_kernel(const struct attn_
                 } else {
                     row = j;
                 }
-                int64_t off = (row * kv_heads + kh) * HD;
-                kx = ((const uint32_t *)(a.k + off))[c];
-                vx = ((const uint32_t *)(a.v + off))[c];
+                int64_t off = (row * kv_heads + kh) * HD + 2 * c;
+                kx.u = *(const uint4 *)(a.k + off);
+                vx.u = *(const uint4 *)(a.v + off);
             }
-            s_k[jj * KS + c] = kx;
-            vt16[(2 * c) * (2 * VS) + jj] = (uint16_t)(vx & 0xffffu);
-            vt16[(2 * c + 1) * (2 * VS) + jj] = (uint16_t)(vx >> 16);
+            uint32_t *sk = s_k + jj * KS + c;
+            sk[0] = kx.u.x, sk[1] = kx.u.y, sk[2] = kx.u.z, sk[3] = kx.u.w;
+            const uint16_t *v16 = (const uint16_t *)&vx;
+#pragma unroll
+            for (int e = 0; e < 8; e++) vt16[(2 * c + e) * (2 * VS) + jj] = v16[e];
         }
         __syncthreads();
 
