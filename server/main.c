@@ -137,6 +137,12 @@ int main(int argc, char **argv, char **envp)
 
     int32_t max_model_len = cfg.sched.max_model_len > 0 ? cfg.sched.max_model_len
                                                         : mc->max_position_embeddings;
+    if (mc->max_position_embeddings > 0 && max_model_len > mc->max_position_embeddings) {
+        vlm_err_set(&err, VLM_EINVAL, 0,
+                    "--max-model-len %d is larger than the model's max_position_embeddings %d",
+                    max_model_len, mc->max_position_embeddings);
+        goto fail;
+    }
     struct sched_config sc = {.block_size = engine_block_size(e),
                               .n_blocks = engine_kv_blocks(e),
                               .max_num_seqs = cfg.sched.max_num_seqs,
@@ -145,6 +151,12 @@ int main(int argc, char **argv, char **envp)
                               .enable_prefix_caching = cfg.sched.enable_prefix_caching,
                               .encoder_cache_tokens = ep.encoder_cache_tokens,
                               .max_waiting = cfg.api.max_waiting};
+    if (mc->has_vision) {
+        /* the largest image a request may send: smart_resize keeps h*w <= max_pixels, one
+         * token per (patch*merge)² pixels; a smaller encoder budget is refused at start */
+        int64_t unit = (int64_t)mc->patch_size * mc->spatial_merge_size;
+        sc.max_mm_item_tokens = (int32_t)(cfg.media.max_pixels / (unit * unit));
+    }
     log_info("server: model %s: %d layers, hidden %d, vocab %d, vision %s; KV cache %d blocks "
              "of %d tokens (%lld tokens); max_model_len %d",
              dir, mc->n_layers, mc->hidden_size, mc->vocab_size, mc->has_vision ? "yes" : "no",
@@ -158,7 +170,9 @@ int main(int argc, char **argv, char **envp)
     pc.enable_thinking_default = cfg.api.enable_thinking_default;
     pc.has_vision = mc->has_vision;
     pc.implicit_image = cfg.api.implicit_image && mc->has_vision;
-    pc.wrap_image_tokens = mc->use_special_start_end_token;
+    pc.wrap_image_tokens = cfg.api.image_start_end_tokens == CONFIG_WRAP_AUTO
+                               ? mc->use_special_start_end_token
+                               : cfg.api.image_start_end_tokens == CONFIG_WRAP_ON;
     pc.pad_id = tok_find(tok, "<|image_pad|>");
     if (pc.pad_id < 0) pc.pad_id = 0;
     pc.max_model_len = max_model_len;
