@@ -3,7 +3,7 @@
  * Qwen2-VL's 675M ViT) with random bf16 weights made on the device, through the CUDA
  * backend table op for op as engine/qwen3.c and engine/vit.c call it (no checkpoint, no
  * engine, no scheduler): the issue's GPU figures before the engine runs on CUDA.
- * Prints figures, asserts nothing.
+ * Prints figures, asserts nothing; exits 77 without a GPU.
  *
  *   bench_cuda [--layers N] [--steps N] [--fused] [--ctx N]
  *
@@ -30,8 +30,8 @@
 #ifndef VLM_HAVE_CUDA
 int main(void)
 {
-    printf("bench_cuda: built without CUDA\n");
-    return 0;
+    printf("bench_cuda: skipped: built without CUDA\n");
+    return 77;
 }
 #else
 
@@ -433,8 +433,8 @@ int main(int argc, char **argv)
     struct vlm_err err = {0};
     struct backend_params bp = {0};
     if (backend_cuda_init(&B.be, &bp, &err)) {
-        printf("bench_cuda: %s\n", err.msg);
-        return 0;
+        printf("bench_cuda: skipped: %s\n", err.msg);
+        return 77;
     }
     B.o = B.be.ops;
     B.c = B.be.ctx;

@@ -1,0 +1,171 @@
+// models: gqa4 mha
+/*
+ * test_cuda_forward: the engine on the CUDA backend against the engine on the CPU backend,
+ * end to end, on the generated gqa4 (GQA ratio 4) and mha (ratio 1) checkpoints:
+ *  - logits at every prompt position (prompts of 1, 37 and 300 tokens, prefill in chunks
+ *    of 96 so later chunks read KV written by earlier steps, contexts across many blocks):
+ *    max |cuda - cpu| / max |cpu| per position within a bf16 bound;
+ *  - 16 greedy decode steps from each prompt: the same tokens (each engine follows its own
+ *    argmax; the first divergence is reported with both logits' margins);
+ *  - the final logits' hash of each run is printed, so drift shows in the logs.
+ * Exits 77 without a GPU (or without CUDA in the build); the CPU half still needs the models.
+ */
+#include "engine/engine.h"
+#include "engine/model.h"
+#include "test.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#define CHUNK 96
+#define BS 16
+#define N_BLOCKS 40      /* > (300 + 16) / 16 + 1 */
+#define N_GEN 16
+#define BOUND 3e-2       /* bf16 activations through 3 layers: ~1e-2 expected */
+
+static int32_t argmax(const float *x, int64_t n)
+{
+    int32_t b = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[b]) b = (int32_t)i;
+    return b;
+}
+
+/* top-1 minus top-2 logit: how close a greedy choice was to flipping */
+static double margin(const float *x, int64_t n)
+{
+    float a = -INFINITY, b = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        if (x[i] > a) b = a, a = x[i];
+        else if (x[i] > b) b = x[i];
+    }
+    return (double)a - (double)b;
+}
+
+static char *tname_next(void)
+{
+    static char names[64][160];
+    static int i;
+    return names[i++ % 64];
+}
+
+/* Prefill ids (n) in chunks on e, logits of every position into lg (n, V). */
+static void prefill(struct engine *e, const int32_t *ids, int n, const int32_t *blocks,
+                    float *lg, int64_t V)
+{
+    int32_t rows[CHUNK];
+    for (int i = 0; i < CHUNK; i++) rows[i] = i;
+    for (int p0 = 0; p0 < n; p0 += CHUNK) {
+        int c = VLM_MIN(CHUNK, n - p0);
+        struct batch_seq s = {.pos = p0, .n_tokens = c, .tokens = ids + p0, .blocks = blocks,
+                              .n_blocks = N_BLOCKS - 1};
+        struct batch b = {.seqs = &s, .n_seqs = 1};
+        VLM_ASSERT(engine_forward_rows(e, &b, rows, c, lg + (size_t)p0 * V) == 0);
+    }
+}
+
+/* One greedy decode step at position pos with token tok; logits into lg (V). */
+static void decode(struct engine *e, int32_t tok, int pos, const int32_t *blocks, float *lg)
+{
+    int32_t row = 0;
+    struct batch_seq s = {.pos = pos, .n_tokens = 1, .tokens = &tok, .blocks = blocks,
+                          .n_blocks = N_BLOCKS - 1};
+    struct batch b = {.seqs = &s, .n_seqs = 1};
+    VLM_ASSERT(engine_forward_rows(e, &b, &row, 1, lg) == 0);
+}
+
+static void check_model(const char *name)
+{
+    struct model m = {0};
+    struct vlm_err err = {0};
+    int rc = model_load(&m, test_path("VLM_MODELS", name), &err);
+    char *tn = tname_next();
+    snprintf(tn, 160, "%s: checkpoint loads", name);
+    TEST(tn) {
+        CHECK_EQ(rc, 0);
+        if (rc) fprintf(stderr, "  model_load: %s\n", err.msg);
+    }
+    if (rc) return;
+
+    struct engine_params ep = {.block_size = BS, .n_blocks = N_BLOCKS, .max_batched_tokens = CHUNK,
+                               .max_seqs = 4, .max_logit_rows = CHUNK};
+    struct engine cpu, gpu;
+    VLM_ASSERT(engine_init(&cpu, &m, &ep, &err) == 0);
+    ep.backend = ENGINE_BACKEND_CUDA;
+    rc = engine_init(&gpu, &m, &ep, &err);
+    if (rc) {
+        printf("no CUDA engine: %s\n", err.msg);
+        engine_destroy(&cpu);
+        model_destroy(&m);
+        test_report();
+        TEST_SKIP("the CUDA engine needs a GPU");
+    }
+
+    int64_t V = m.cfg.vocab_size;
+    int32_t blocks[N_BLOCKS];
+    for (int i = 0; i < N_BLOCKS - 1; i++) blocks[i] = i + 1;
+    int lens[] = {1, 37, 300};
+    int32_t *ids = xmalloc(300 * sizeof *ids);
+    float *lc = xmalloc((size_t)300 * (size_t)V * sizeof(float));
+    float *lg = xmalloc((size_t)300 * (size_t)V * sizeof(float));
+    for (size_t pi = 0; pi < ARRAY_LEN(lens); pi++) {
+        int n = lens[pi];
+        for (int i = 0; i < n; i++) ids[i] = (int32_t)((i * 7919 + 17 * (int)pi + 3) % V);
+        prefill(&cpu, ids, n, blocks, lc, V);
+        prefill(&gpu, ids, n, blocks, lg, V);
+        double worst = 0;
+        int argmax_diff = 0;
+        for (int i = 0; i < n; i++) {
+            const float *a = lc + (size_t)i * V, *b = lg + (size_t)i * V;
+            double mx = 0, d = 0;
+            for (int64_t v = 0; v < V; v++) {
+                mx = fmax(mx, fabs(a[v]));
+                d = fmax(d, isfinite(b[v]) ? fabs((double)b[v] - a[v]) : INFINITY);
+            }
+            worst = fmax(worst, mx > 0 ? d / mx : d);
+            argmax_diff += argmax(a, V) != argmax(b, V);
+        }
+        tn = tname_next();
+        snprintf(tn, 160, "%s: prompt of %d: logits within %.0e of the CPU", name, n, BOUND);
+        TEST(tn) {
+            CHECK(worst <= BOUND);
+            printf("  %s n=%d: worst max|d|/max|ref| = %.3e, argmax differs at %d of %d\n", name,
+                   n, worst, argmax_diff, n);
+        }
+
+        /* greedy: each engine follows its own choices; they must agree */
+        int32_t tc = argmax(lc + (size_t)(n - 1) * V, V), tg = argmax(lg + (size_t)(n - 1) * V, V);
+        int same = 0;
+        double m_c = margin(lc + (size_t)(n - 1) * V, V);
+        for (int k = 0; k < N_GEN && tc == tg; k++) {
+            same++;
+            decode(&cpu, tc, n + k, blocks, lc);
+            decode(&gpu, tg, n + k, blocks, lg);
+            m_c = margin(lc, V);
+            tc = argmax(lc, V);
+            tg = argmax(lg, V);
+        }
+        tn = tname_next();
+        snprintf(tn, 160, "%s: prompt of %d: %d greedy tokens identical", name, n, N_GEN);
+        TEST(tn) {
+            CHECK(same >= N_GEN);
+            if (same < N_GEN)
+                printf("  %s n=%d: diverged after %d tokens (cpu margin %.3g)\n", name, n, same,
+                       m_c);
+        }
+        printf("  %s n=%d: final logits hash cpu %016llx cuda %016llx\n", name, n,
+               (unsigned long long)vlm_hash64(lc, (size_t)V * sizeof(float), 0),
+               (unsigned long long)vlm_hash64(lg, (size_t)V * sizeof(float), 0));
+    }
+    free(ids), free(lc), free(lg);
+    engine_destroy(&gpu);
+    engine_destroy(&cpu);
+    model_destroy(&m);
+}
+
+int main(void)
+{
+    check_model("gqa4");
+    check_model("mha");
+    return test_report();
+}
