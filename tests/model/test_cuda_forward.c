@@ -7,6 +7,10 @@
  *    max |cuda - cpu| / max |cpu| per position within a bf16 bound;
  *  - 16 greedy decode steps from each prompt: the same tokens (each engine follows its own
  *    argmax; the first divergence is reported with both logits' margins);
+ *  - image+text: two images (8x8 and 4x12 patches) between text, encoded by the vision
+ *    tower in the step that prefills them and spliced at their spans: logits at every
+ *    position within the same bound (exercises layernorm, rope_table, attn_varlen, GELU,
+ *    cast and scatter_rows on the device);
  *  - the final logits' hash of each run is printed, so drift shows in the logs.
  * Exits 77 without a GPU (or without CUDA in the build); the CPU half still needs the models.
  */
@@ -74,6 +78,83 @@ static void decode(struct engine *e, int32_t tok, int pos, const int32_t *blocks
     VLM_ASSERT(engine_forward_rows(e, &b, &row, 1, lg) == 0);
 }
 
+/* Pixels in [-1, 1) from a hash of (image, element), for an item of t x h x w patches. */
+static float *make_pixels(int img, const struct model_config *c, int t, int h, int w)
+{
+    int64_t pd = (int64_t)c->in_chans * c->temporal_patch_size * c->patch_size * c->patch_size;
+    int64_t n = (int64_t)t * h * w * pd;
+    float *p = xmalloc((size_t)n * sizeof *p);
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t z = ((uint64_t)img << 40) + (uint64_t)i * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        p[i] = (float)((double)((z ^ (z >> 31)) >> 40) / (double)(1 << 23)) - 1.0f;
+    }
+    return p;
+}
+
+/* Two images between text in one prefill step on both engines; every position compared. */
+static void check_image(const char *name, const struct model *m, struct engine *cpu,
+                        struct engine *gpu, const int32_t *blocks, float *lc, float *lg)
+{
+    const struct model_config *c = &m->cfg;
+    int32_t m2 = c->spatial_merge_size * c->spatial_merge_size;
+    int grids[2][3] = {{1, 8, 8}, {1, 4, 12}};
+    struct mm_item items[2];
+    float *pix[2];
+    for (int i = 0; i < 2; i++) {
+        int t = grids[i][0], h = grids[i][1], w = grids[i][2];
+        pix[i] = make_pixels(i, c, t, h, w);
+        items[i] = (struct mm_item){.hash = 77 + (uint64_t)i, .pixels = pix[i], .grid_t = t,
+                                    .grid_h = h, .grid_w = w, .n_patches = t * h * w,
+                                    .n_tokens = t * h * w / m2};
+    }
+    /* text 5 | image 0 | text 3 | image 1 | text 6 */
+    int32_t tok[CHUNK], n = 0;
+    struct mm_span spans[2];
+    const struct mm_item *enc[2] = {&items[0], &items[1]};
+    for (int i = 0; i < 5; i++) tok[n++] = 100 + i;
+    spans[0] = (struct mm_span){.offset = n, .item = &items[0]};
+    for (int i = 0; i < items[0].n_tokens; i++) tok[n++] = 7;
+    for (int i = 0; i < 3; i++) tok[n++] = 200 + i;
+    spans[1] = (struct mm_span){.offset = n, .item = &items[1]};
+    for (int i = 0; i < items[1].n_tokens; i++) tok[n++] = 7;
+    for (int i = 0; i < 6; i++) tok[n++] = 300 + i;
+    VLM_ASSERT(n <= CHUNK);
+    int32_t rows[CHUNK];
+    for (int i = 0; i < n; i++) rows[i] = i;
+    int64_t V = c->vocab_size;
+    struct engine *es[2] = {cpu, gpu};
+    float *outs[2] = {lc, lg};
+    int rcs[2];
+    for (int k = 0; k < 2; k++) {
+        struct batch_seq s = {.pos = 0, .n_tokens = n, .tokens = tok, .blocks = blocks,
+                              .n_blocks = N_BLOCKS - 1, .mm = spans, .n_mm = 2};
+        struct batch b = {.seqs = &s, .n_seqs = 1, .encode = enc, .n_encode = 2};
+        rcs[k] = engine_forward_rows(es[k], &b, rows, n, outs[k]);
+    }
+    double worst = 0;
+    for (int i = 0; i < n && !rcs[0] && !rcs[1]; i++) {
+        const float *a = lc + (size_t)i * V, *b = lg + (size_t)i * V;
+        double mx = 0, d = 0;
+        for (int64_t v = 0; v < V; v++) {
+            mx = fmax(mx, fabs(a[v]));
+            d = fmax(d, isfinite(b[v]) ? fabs((double)b[v] - a[v]) : INFINITY);
+        }
+        worst = fmax(worst, mx > 0 ? d / mx : d);
+    }
+    char *tn = tname_next();
+    snprintf(tn, 160, "%s: image+text prompt of %d: logits within %.0e of the CPU", name, n,
+             BOUND);
+    TEST(tn) {
+        CHECK_EQ(rcs[0], 0);
+        CHECK_EQ(rcs[1], 0);
+        CHECK(worst <= BOUND);
+        printf("  %s image+text n=%d: worst max|d|/max|ref| = %.3e\n", name, n, worst);
+    }
+    free(pix[0]), free(pix[1]);
+}
+
 static void check_model(const char *name)
 {
     struct model m = {0};
@@ -88,7 +169,9 @@ static void check_model(const char *name)
     if (rc) return;
 
     struct engine_params ep = {.block_size = BS, .n_blocks = N_BLOCKS, .max_batched_tokens = CHUNK,
-                               .max_seqs = 4, .max_logit_rows = CHUNK};
+                               .max_seqs = 4, .max_logit_rows = CHUNK,
+                               .encoder_cache_tokens = m.cfg.has_vision ? 64 : 0,
+                               .max_image_patches = 256};
     struct engine cpu, gpu;
     VLM_ASSERT(engine_init(&cpu, &m, &ep, &err) == 0);
     ep.backend = ENGINE_BACKEND_CUDA;
@@ -157,6 +240,7 @@ static void check_model(const char *name)
                (unsigned long long)vlm_hash64(lc, (size_t)V * sizeof(float), 0),
                (unsigned long long)vlm_hash64(lg, (size_t)V * sizeof(float), 0));
     }
+    if (m.cfg.has_vision) check_image(name, &m, &cpu, &gpu, blocks, lc, lg);
     free(ids), free(lc), free(lg);
     engine_destroy(&gpu);
     engine_destroy(&cpu);
