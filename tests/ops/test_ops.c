@@ -172,18 +172,36 @@ static struct tensor r_weight(struct run *r, const float *h, int64_t cols, int64
     return w;
 }
 
-/* Runs the op once (parity), or once plus r->reps timed repetitions (perf). */
+/* Runs the op once (parity), or once plus 5 timed batches of r->reps / 5 repetitions
+ * (perf): r->us is the median batch's time per op. */
+#define PERF_BATCHES 5
 #define RUN_OP(r, stmt)                                                                    \
     do {                                                                                   \
         stmt;                                                                              \
         (r)->b->ops->sync((r)->b->ctx);                                                    \
         if ((r)->reps > 1) {                                                               \
-            uint64_t t0_ = vlm_now_ns();                                                   \
-            for (int i_ = 0; i_ < (r)->reps; i_++) { stmt; }                               \
-            (r)->b->ops->sync((r)->b->ctx);                                                \
-            (r)->us = (double)(vlm_now_ns() - t0_) / 1e3 / (r)->reps;                      \
+            double t_[PERF_BATCHES];                                                       \
+            int n_ = VLM_MAX((r)->reps / PERF_BATCHES, 1);                                 \
+            for (int k_ = 0; k_ < PERF_BATCHES; k_++) {                                    \
+                uint64_t t0_ = vlm_now_ns();                                               \
+                for (int i_ = 0; i_ < n_; i_++) { stmt; }                                  \
+                (r)->b->ops->sync((r)->b->ctx);                                            \
+                t_[k_] = (double)(vlm_now_ns() - t0_) / 1e3 / n_;                          \
+            }                                                                              \
+            (r)->us = median5(t_);                                                         \
         }                                                                                  \
     } while (0)
+
+static double median5(double *t)
+{
+    for (int i = 1; i < PERF_BATCHES; i++)
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double x = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = x;
+        }
+    return t[PERF_BATCHES / 2];
+}
 
 /* ==== Cases ==== */
 
@@ -814,8 +832,7 @@ static const struct tcase perf_cases[] = {
 
 static void perf(struct backend *be, uint64_t seed)
 {
-    printf("\nperf on %s (median-free: mean of the timed repetitions after one warm-up)\n",
-           be->ops->name);
+    printf("\nperf on %s (one warm-up, then the median of 5 timed batches)\n", be->ops->name);
     printf("  %-28s %-48s %10s %9s\n", "case", "shape", "us/op", "GB/s");
     for (size_t i = 0; i < ARRAY_LEN(perf_cases); i++) {
         struct tcase c = perf_cases[i];
@@ -829,7 +846,7 @@ static void perf(struct backend *be, uint64_t seed)
         }
         struct run r;
         int64_t n = 0;
-        int reps = !strcmp(be->ops->name, "cpu") ? 2 : 20;
+        int reps = !strcmp(be->ops->name, "cpu") ? 5 : 50;
         free(run_case(be, &c, reps, &n, &r));
         const char *shape = name + strlen(c.op);
         printf("  %-28s %-48s %10.1f %9.1f\n", c.op, shape, r.us, r.bytes / (r.us * 1e3));
