@@ -101,7 +101,8 @@ void qwen3_forward(struct engine *e, int32_t n, const struct qwen3_splice *splic
     if (n_rows == 0) return;
     struct tensor xs = rows2(e->xs, at, n_rows, H);
     struct tensor lg = rows2(e->logits, DT_F32, n_rows, e->vocab_local);
-    VLM_ASSERT(at == DT_F32); /* TODO(engine): cast to f32 logits for bf16 backends */
+    /* lg is f32 whatever the activation dtype: bf16 backends accumulate the lm_head product
+     * in f32 and write f32 logits (the sampler and the host read f32) */
     ops->gather_rows(c, &xs, &x, rows);
     ops->rmsnorm(c, &xs, &xs, &e->final_norm, eps);
     ops->matmul(c, &lg, &xs, &e->lm_head, NULL);

@@ -375,8 +375,10 @@ static void tok_train(struct tok_model *m)
         if (best.w < 2) break;
         /* the merged string may already exist (a different merge path): reuse its id */
         char merged[64];
-        snprintf(merged, sizeof merged, "%s%s", m->sym[best.a], m->sym[best.b]);
-        if (strlen(m->sym[best.a]) + strlen(m->sym[best.b]) >= sizeof merged) break;
+        size_t la = strlen(m->sym[best.a]), lb = strlen(m->sym[best.b]);
+        if (la + lb >= sizeof merged) break;
+        memcpy(merged, m->sym[best.a], la);
+        memcpy(merged + la, m->sym[best.b], lb + 1);
         int32_t id = -1;
         for (int32_t k = 0; k < m->n_sym && id < 0; k++)
             if (!strcmp(m->sym[k], merged)) id = k;

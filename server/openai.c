@@ -102,9 +102,29 @@ static int add_media(struct oai_request *r, enum oai_media kind, const char *url
     r->media = m;
     char *u = dup_or_fail(url, strlen(url));
     if (!u) return oom(err);
-    m[r->n_media].kind = kind;
-    m[r->n_media].url = u;
+    m[r->n_media] = (struct oai_media_ref){.kind = kind, .url = u};
     r->n_media++;
+    return 0;
+}
+
+/* The sampling options vLLM accepts for a video, from a video_url object or from
+ * mm_processor_kwargs: num_frames (an integer >= 1) and fps (a number > 0). The server's
+ * --video-max-frames bound is applied where the frames are sampled (server/prep.c). */
+static int parse_video_opts(const cJSON *obj, struct oai_media_ref *m, const char *param,
+                            struct vlm_err *err)
+{
+    char name[80];
+    int64_t iv = 0;
+    double dv = 0;
+    int rc;
+    snprintf(name, sizeof name, "%s.num_frames", param);
+    if ((rc = get_int(obj, "num_frames", 1, INT32_MAX, "", &iv, err)) < 0)
+        return bad_type(err, name, "an integer >= 1");
+    if (rc) m->num_frames = (int32_t)iv;
+    snprintf(name, sizeof name, "%s.fps", param);
+    if ((rc = get_num(obj, "fps", 1e-3, 1000.0, "", &dv, err)) < 0)
+        return bad_type(err, name, "a number in [0.001, 1000]");
+    if (rc) m->fps = dv;
     return 0;
 }
 
@@ -133,8 +153,8 @@ static int parse_part(const cJSON *part, int32_t mi, int32_t pi, struct oai_requ
     }
     bool image = !strcmp(t, "image_url"), video = !strcmp(t, "video_url");
     if (image || video) {
-        const cJSON *u = field(part, t);
-        if (cJSON_IsObject(u)) u = field(u, "url");
+        const cJSON *u = field(part, t), *obj = cJSON_IsObject(u) ? u : NULL;
+        if (obj) u = field(obj, "url");
         snprintf(param, sizeof param, "messages[%d].content[%d].%s", (int)mi, (int)pi, t);
         if (!cJSON_IsString(u) || !u->valuestring[0])
             return bad_type(err, param, "an object with a non-empty \"url\" string");
@@ -144,6 +164,8 @@ static int parse_part(const cJSON *part, int32_t mi, int32_t pi, struct oai_requ
         int rc = add_media(r, video ? OAI_MEDIA_VIDEO : OAI_MEDIA_IMAGE, u->valuestring, lim,
                            param, err);
         if (rc) return rc;
+        if (video && obj && (rc = parse_video_opts(obj, &r->media[r->n_media - 1], param, err)))
+            return rc;
         msg->n_media++;
         if (!video) msg->n_images++;
         return 0;
@@ -251,8 +273,8 @@ static int parse_ids(const cJSON *arr, const char *param, int32_t vocab, int32_t
 static int parse_sampling(const cJSON *root, struct oai_request *r, const struct oai_limits *lim,
                           struct vlm_err *err)
 {
-    int64_t iv;
-    double dv;
+    int64_t iv = 0;
+    double dv = 0;
     int rc;
     /* max_completion_tokens (the newer name) wins over max_tokens */
     const char *mt[] = {"max_tokens", "max_completion_tokens"};
@@ -317,7 +339,7 @@ static int parse_sampling(const cJSON *root, struct oai_request *r, const struct
 static int parse_logprobs(const cJSON *root, struct oai_request *r, struct vlm_err *err)
 {
     int rc;
-    int64_t iv;
+    int64_t iv = 0;
     if (r->kind == OAI_KIND_CHAT) {
         if ((rc = get_bool(root, "logprobs", &r->logprobs, err)) < 0) return rc;
         if ((rc = get_int(root, "top_logprobs", 0, VLM_MAX_TOP_LOGPROBS, "between 0 and 20", &iv,
@@ -349,7 +371,7 @@ static int parse_kwargs(const cJSON *root, struct oai_request *r, const struct o
     const cJSON *ctk = field(root, "chat_template_kwargs");
     if (ctk) {
         if (!cJSON_IsObject(ctk)) return bad_type(err, "chat_template_kwargs", "an object");
-        bool b;
+        bool b = false;
         if ((rc = get_bool(ctk, "enable_thinking", &b, err)) < 0) {
             vlm_err_param(err, VLM_EINVAL, 400, "chat_template_kwargs.enable_thinking",
                           "'chat_template_kwargs.enable_thinking' must be a boolean");
@@ -375,6 +397,10 @@ static int parse_kwargs(const cJSON *root, struct oai_request *r, const struct o
         if (r->min_pixels && r->max_pixels && r->min_pixels > r->max_pixels)
             return vlm_err_param(err, VLM_EINVAL, 400, "mm_processor_kwargs.min_pixels",
                                  "'mm_processor_kwargs.min_pixels' must not exceed max_pixels");
+        struct oai_media_ref v = {0};
+        if ((rc = parse_video_opts(mm, &v, "mm_processor_kwargs", err))) return rc;
+        r->num_frames = v.num_frames;
+        r->fps = v.fps;
     }
     return 0;
 }
