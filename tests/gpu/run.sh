@@ -33,7 +33,7 @@ ROOT=$PWD
 CARRY=$ROOT/build-gpucarry
 LOGS=${OUT:-$ROOT/build-gpulogs}
 mkdir -p "$LOGS"
-BINS="test_ops bench_cuda test_cuda_forward" # test binaries packed and run on the GPU
+BINS="test_ops bench_cuda test_cuda_forward test_tp" # test binaries packed and run on the GPU
 DEADLINE=$(( $(date +%s) + ${VLM_GPU_BUDGET_S:-560} ))
 
 # ---- pack (development machine) ----------------------------------------------------------
@@ -137,7 +137,7 @@ step "test_ops (parity vs CPU)" test_ops.txt 120 "$BIN/test_ops"
 MAKE_MODEL=$BIN/valley-make-model
 [ -x "$MAKE_MODEL" ] || MAKE_MODEL=build-gpu/valley-make-model
 export VLM_MODELS=$ROOT/build-gpumodels
-for mname in gqa4 mha; do
+for mname in gqa4 mha tp8; do
     margs=$(sed -n "s/^$mname:[ ]*//p" tests/models.txt)
     [ -d "$VLM_MODELS/$mname" ] || "$MAKE_MODEL" --out "$VLM_MODELS/$mname" $margs > /dev/null 2>&1
 done
@@ -158,8 +158,8 @@ fi
 SUMMARY='perf on'
 step "test_ops --perf" perf.txt 100 "$BIN/test_ops" --perf
 # test_cuda_forward aborts until qwen3.c drops its f32-activation assert (docs/PERF.md)
-# TP (docs/TP.md): "test_tp --cuda" (tp=1 over NCCL == plain CUDA engine) and "bench_comm --nccl"
-row "tp: test_tp --cuda, bench_comm --nccl" "todo" "" "wait for the CUDA decoder; see docs/TP.md"
+# TP (docs/TP.md): tp=1 through the NCCL communicator == the plain CUDA engine
+step "test_tp --cuda (NCCL tp=1)" tp.txt 90 "$BIN/test_tp" --cuda
 
 # the short table last
 echo

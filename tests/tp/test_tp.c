@@ -133,7 +133,9 @@ static void text_prompt(struct prompt *p, int32_t vocab)
     for (int32_t i = 0; i < p->len; i++) p->tokens[i] = (int32_t)(mix(700 + (uint64_t)i) % (uint64_t)vocab);
 }
 
-/* 6 text tokens, image a (16 rows), 5 text, image b (16 rows), 9 text */
+/* 6 text tokens, image a (16 rows), 5 text, image b (16 rows), 9 text; ids below the
+ * checkpoint's vocabulary (the GPU script's checkpoints have a small synthesized one), image
+ * rows 0 (the engine overwrites them) */
 static void image_prompt(struct prompt *p, const struct mm_item *a, const struct mm_item *b)
 {
     memset(p, 0, sizeof *p);
@@ -141,11 +143,11 @@ static void image_prompt(struct prompt *p, const struct mm_item *a, const struct
     int32_t text[3] = {6, 5, 9};
     for (int k = 0; k < 3; k++) {
         for (int32_t i = 0; i < text[k]; i++, p->len++)
-            p->tokens[p->len] = (int32_t)(mix(900 + (uint64_t)p->len) % 150000);
+            p->tokens[p->len] = (int32_t)(mix(900 + (uint64_t)p->len) % (uint64_t)m.cfg.vocab_size);
         if (k == 2) break;
         p->spans[p->n_spans] = (struct mm_span){.offset = p->len, .item = items[k]};
         p->encode[p->n_spans++] = items[k];
-        for (int32_t i = 0; i < items[k]->n_tokens; i++) p->tokens[p->len++] = 151655;
+        for (int32_t i = 0; i < items[k]->n_tokens; i++) p->tokens[p->len++] = 0;
     }
 }
 
