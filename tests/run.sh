@@ -16,7 +16,7 @@ werror=OFF
 [ "${CI:-}" = "true" ] && werror=ON
 export VLM_FUZZ_SECONDS="${VLM_FUZZ_SECONDS:-30}"
 
-step() { printf '\n==== %s ====\n' "$*"; }
+step() { printf '\n==== %s (at %ds) ====\n' "$*" "$SECONDS"; }
 
 step "dependencies"
 bash deploy/install-deps.sh --test
@@ -41,3 +41,5 @@ cmake --build build-fuzz -j "$jobs"
 
 step "API and deployment tests (pytest + openai)"
 VLM_BUILD_DIR="$root/build" .venv/bin/python -m pytest -q tests/deploy $(compgen -G "tests/api/test_*.py" >/dev/null && echo tests/api)
+
+step "done"
