@@ -199,6 +199,7 @@ int main(int argc, char **argv, char **envp)
     pc.fetch_max_redirects = cfg.media.fetch_max_redirects;
     pc.fetch_allow = (const char *const *)cfg.media.fetch_allow.v;
     pc.n_fetch_allow = cfg.media.fetch_allow.n;
+    pc.local_media_dir = cfg.media.allow_local_media_dir;
     prep = prep_pool_new(cfg.api.prep_threads);
     if (!prep) {
         vlm_err_set(&err, VLM_ENOMEM, 0, "cannot start the preparation workers");

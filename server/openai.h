@@ -48,7 +48,9 @@ struct oai_message {
 
 struct oai_media_ref {
     enum oai_media kind;
-    char *url; /* owned; data: or http(s): URL */
+    char *url; /* owned; data: or http(s): URL, or a local path (server/prep.c checks it) */
+    int32_t num_frames; /* video_url.num_frames; 0: not given */
+    double fps;         /* video_url.fps; 0: not given */
 };
 
 /* What the parser checks against (borrowed). */
@@ -92,6 +94,8 @@ struct oai_request {
     bool include_usage;            /* stream_options.include_usage */
     int8_t enable_thinking;        /* -1: not given, else 0/1 */
     int32_t min_pixels, max_pixels;/* mm_processor_kwargs; 0: not given */
+    int32_t num_frames;            /* mm_processor_kwargs.num_frames (videos); 0: not given */
+    double fps;                    /* mm_processor_kwargs.fps (videos); 0: not given */
     bool add_generation_prompt;    /* tokenize(messages): default true */
 };
 

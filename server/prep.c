@@ -3,11 +3,16 @@
  */
 #include "server/prep.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "server/chat.h"
 #include "server/fetch.h"
@@ -111,7 +116,71 @@ void prep_pool_free(struct prep_pool *p)
 
 /* ==== Media ==== */
 
-/* Fetches a media URL's bytes: data: (base64) or http(s). *bytes is malloc'ed. */
+/* Reads a local media file named by a file:// URL or a path (relative paths are taken
+ * inside the directory). Allowed only when the server names a media directory, and only
+ * when the path, after realpath() (symlinks and ".." resolved), lies inside that directory.
+ * The resolved path is opened with O_NOFOLLOW | O_NONBLOCK and must be a regular file (no
+ * FIFOs or devices) no larger than max_bytes. *bytes is malloc'ed. */
+static int local_bytes(const struct prep_ctx *c, const char *url, size_t max_bytes,
+                       uint8_t **bytes, size_t *n, struct vlm_err *err)
+{
+    if (!c->local_media_dir || !c->local_media_dir[0])
+        return vlm_err_set(err, VLM_EINVAL, 400,
+                           "local media paths are disabled (start the server with "
+                           "--allow-local-media-dir DIR); use a data: or http(s) URL");
+    const char *path = url;
+    if (!strncasecmp(url, "file://", 7)) {
+        path = url + 7;
+        if (strncasecmp(path, "localhost/", 10) == 0) path += 9;
+        if (path[0] != '/')
+            return vlm_err_set(err, VLM_EINVAL, 400, "file:// URLs must name a local absolute path");
+    }
+    if (strchr(path, '%'))
+        return vlm_err_set(err, VLM_EINVAL, 400, "percent-encoded local paths are not supported");
+    char dir[PATH_MAX], full[PATH_MAX], real[PATH_MAX];
+    if (!realpath(c->local_media_dir, dir))
+        return vlm_err_set(err, VLM_EIO, 400, "the local media directory is not accessible");
+    int k = path[0] == '/' ? snprintf(full, sizeof full, "%s", path)
+                           : snprintf(full, sizeof full, "%s/%s", dir, path);
+    if (k < 0 || (size_t)k >= sizeof full)
+        return vlm_err_set(err, VLM_EINVAL, 400, "local media path too long");
+    size_t dl = strlen(dir);
+    if (!realpath(full, real) || strncmp(real, dir, dl) ||
+        (real[dl] != '/' && !(dl == 1 && dir[0] == '/')))
+        return vlm_err_set(err, VLM_EINVAL, 400,
+                           "local media path is not a file inside the allowed media directory");
+    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        if (fd >= 0) close(fd);
+        return vlm_err_set(err, VLM_EINVAL, 400,
+                           "local media path is not a file inside the allowed media directory");
+    }
+    if ((uint64_t)st.st_size > (uint64_t)max_bytes) {
+        close(fd);
+        return vlm_err_set(err, VLM_ETOOBIG, 413, "local media file is over the %zu-byte limit",
+                           max_bytes);
+    }
+    size_t want = (size_t)st.st_size, got = 0;
+    uint8_t *buf = trymalloc(VLM_MAX(want, 1));
+    if (!buf) {
+        close(fd);
+        return vlm_err_set(err, VLM_ENOMEM, 503, "out of memory reading a local media file");
+    }
+    while (got < want) {
+        ssize_t r = read(fd, buf + got, want - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    *bytes = buf;
+    *n = got;
+    return 0;
+}
+
+/* Fetches a media URL's bytes: data: (base64), http(s) through fetch.c, or a local file
+ * (local_bytes). *bytes is malloc'ed. */
 static int media_bytes(const struct prep_ctx *c, const char *url, size_t max_bytes,
                        uint8_t **bytes, size_t *n, struct vlm_err *err)
 {
@@ -125,13 +194,39 @@ static int media_bytes(const struct prep_ctx *c, const char *url, size_t max_byt
                                   .n_allow = c->n_fetch_allow};
         return fetch_url(url, &fl, bytes, n, err);
     }
+    if (!strncasecmp(url, "file://", 7) || !strstr(url, "://"))
+        return local_bytes(c, url, max_bytes, bytes, n, err);
     return vlm_err_set(err, VLM_EINVAL, 400,
-                       "media URL must be a data: URL (base64) or an http(s) URL");
+                       "unsupported media URL scheme (data:, http:, https:, or file: when the "
+                       "server allows a local media directory)");
+}
+
+/* A video's sampling options: the part's own num_frames / fps when it gives either, else
+ * the request's mm_processor_kwargs, else the server default. num_frames above the server's
+ * --video-max-frames is a 400; a count derived from fps is capped at it (video.c). */
+static int video_opts(const struct prep_ctx *c, const struct oai_request *q,
+                      const struct oai_media_ref *m, struct video_params *vp, struct vlm_err *err)
+{
+    *vp = c->video;
+    int32_t num = m->num_frames;
+    double fps = m->fps;
+    if (!num && fps <= 0) {
+        num = q->num_frames;
+        fps = q->fps;
+    }
+    if (num > vp->max_frames)
+        return vlm_err_set(err, VLM_EINVAL, 400,
+                           "num_frames %d is over this server's limit of %d frames per video",
+                           (int)num, (int)vp->max_frames);
+    if (num > 0) vp->num_frames = num;
+    if (fps > 0) vp->fps = fps;
+    return 0;
 }
 
 /* Appends the vision inputs of one media entry to *items: one for an image, one per sampled
  * frame for a video. */
-static int load_media(const struct prep_ctx *c, const struct oai_media_ref *m, int32_t idx,
+static int load_media(const struct prep_ctx *c, const struct oai_request *q,
+                      const struct oai_media_ref *m, int32_t idx,
                       const struct vision_prep_params *vp, struct prep_item **items,
                       int32_t *n_items, struct vlm_err *err)
 {
@@ -140,13 +235,14 @@ static int load_media(const struct prep_ctx *c, const struct oai_media_ref *m, i
     bool video = m->kind == OAI_MEDIA_VIDEO;
     struct media_image im = {0};
     struct video_frames vf = {0};
-    int rc;
-    if (!video && !strncasecmp(m->url, "data:", 5)) {
+    struct video_params vparams = c->video;
+    int rc = video ? video_opts(c, q, m, &vparams, err) : 0;
+    if (!rc && !video && !strncasecmp(m->url, "data:", 5)) {
         rc = media_decode_data_url(m->url, strlen(m->url), &c->media, &im, err);
-    } else {
+    } else if (!rc) {
         rc = media_bytes(c, m->url, video ? c->video.max_bytes : c->media.max_bytes, &bytes, &n,
                          err);
-        if (!rc && video) rc = video_decode(bytes, n, &c->video, &vf, err);
+        if (!rc && video) rc = video_decode(bytes, n, &vparams, &vf, err);
         else if (!rc) rc = media_decode_image(bytes, n, &c->media, &im, err);
     }
     free(bytes);
@@ -197,7 +293,7 @@ static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struc
     int rc = 0;
     for (int32_t i = 0; i < q->n_media && !rc; i++) {
         int32_t before = out->n_items;
-        rc = load_media(c, &q->media[i], i, &vp, &out->items, &out->n_items, err);
+        rc = load_media(c, q, &q->media[i], i, &vp, &out->items, &out->n_items, err);
         per_media[i] = out->n_items - before;
     }
     struct chat_msg *msgs = xcalloc((size_t)q->n_msgs, sizeof *msgs);
