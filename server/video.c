@@ -285,9 +285,18 @@ static int vdec_to_rgb(struct vdec *d, const struct video_params *p, struct medi
     }
     int rc = media_image_fill(out, f->width, f->height, 0, 0, 0, err);
     if (rc) return rc;
-    uint8_t *dst[4] = {out->rgb, NULL, NULL, NULL};
-    int stride[4] = {3 * f->width, 0, 0, 0};
+    /* swscale's SIMD writers may store past the end of a row (and of the last one) when the
+     * row is not a multiple of their width: convert into a padded, 64-byte aligned scratch
+     * image and copy the rows out, rather than into the tight out->rgb. */
+    uint8_t *dst[4] = {NULL};
+    int stride[4] = {0};
+    if (av_image_alloc(dst, stride, f->width, f->height + 1, AV_PIX_FMT_RGB24, 64) < 0)
+        return vlm_err_set(err, VLM_ENOMEM, 503, "video: out of memory");
     sws_scale(d->sws, (const uint8_t *const *)f->data, f->linesize, 0, f->height, dst, stride);
+    size_t row = (size_t)f->width * 3;
+    for (int y = 0; y < f->height; y++)
+        memcpy(out->rgb + (size_t)y * row, dst[0] + (size_t)y * (size_t)stride[0], row);
+    av_freep(&dst[0]);
     return 0;
 }
 
