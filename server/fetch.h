@@ -5,13 +5,16 @@
  * (Content-Length and chunked bodies, 3xx redirects re-checked hop by hop). https:// goes
  * through libavformat's https protocol (already linked for video; libcurl is not a
  * dependency): certificates verified against the system CA bundle, only https/tls/tcp
- * allowed, the transfer bounded by an interrupt deadline; FFmpeg follows redirects itself,
- * so for https only the final location is checked against the address policy.
+ * allowed, the transfer bounded by an interrupt deadline, FFmpeg's redirect following off
+ * (an https 3xx is refused rather than followed unchecked).
  *
  * SSRF guard: every hop's host is resolved first and refused (400) when any address is
- * loopback, private, link-local, unspecified or multicast, unless the host name or the
- * address matches an entry of the allow list (exact host name, IPv4/IPv6 address, or CIDR
- * "10.0.0.0/8").
+ * loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local (169.254/16,
+ * fe80::/10), CGNAT (100.64/10), unspecified (0/8, ::), multicast or reserved (224/3), unless
+ * the host name or the address matches an entry of the allow list (exact host name,
+ * IPv4/IPv6 address, or CIDR "10.0.0.0/8"). For http the socket connects to exactly the
+ * addresses that were checked (no second lookup); for https FFmpeg looks the name up again
+ * (a DNS-rebinding window, documented in docs/HTTP.md).
  *
  * Called by the prep workers (blocking is fine there, never on the HTTP or engine thread).
  * Thread-safe.
