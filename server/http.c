@@ -5,6 +5,9 @@
 #include "server/http.h"
 
 #include <cjson/cJSON.h>
+#include <libavutil/base64.h>
+#include <libavutil/mem.h>
+#include <libavutil/sha.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -17,6 +20,7 @@
 #include <sys/socket.h>
 
 #include "server/openai.h"
+#include "server/web.h"
 
 /* ==== Data structures ====
  * struct conn is one HTTP request (MHD's per-request context). Its owners, counted in refs:
@@ -28,7 +32,7 @@
 
 enum route {
     ROUTE_NONE, ROUTE_CHAT, ROUTE_COMPLETION, ROUTE_TOKENIZE, ROUTE_DETOKENIZE, ROUTE_MODELS,
-    ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS, ROUTE_BAD_METHOD, ROUTE_PREFLIGHT
+    ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS, ROUTE_PAGE, ROUTE_BAD_METHOD, ROUTE_PREFLIGHT
 };
 
 enum phase { PHASE_BODY, PHASE_PREP, PHASE_RUN, PHASE_SENT };
@@ -94,6 +98,7 @@ struct http_server {
     pthread_mutex_t live_mu;
     struct conn *live;          /* conns with work under way */
     char *models_json;          /* owned, GET /v1/models body */
+    char csp[512];              /* the page's Content-Security-Policy */
 };
 
 static void conn_retain(struct conn *c)
@@ -174,44 +179,144 @@ static void on_req_cleanup(struct request *r, void *user)
     conn_release(user);
 }
 
-/* ==== Responses ==== */
+/* ==== CORS and the chat page ====
+ * CORS follows --allowed-origins/methods/headers (vLLM's names; "*" in a list allows any).
+ * A request whose Origin is allowed gets Access-Control-Allow-Origin: that origin (also under
+ * a wildcard: as valid as "*" since credentials are never allowed, and what clients written
+ * against the first version of this server see). A preflight (OPTIONS) also gets the allowed
+ * methods, the allowed headers (the requested ones that are allowed; a wildcard allows every
+ * requested one) and Access-Control-Max-Age. An origin that is not allowed gets no
+ * Access-Control-* header at all, so the browser refuses to hand the answer to the page.
+ * Every response carries Vary: Origin, since all of them may depend on it. The preflight
+ * needs no API key; the real request does, and its 401 still carries the CORS headers so
+ * the page can read the error. */
 
-/* CORS (--allowed-origins/methods/headers): the origin is echoed when it is allowed ("*"
- * allows any); a preflight (OPTIONS) also gets the allowed methods and headers. */
-static bool list_has(const struct config_list *l, const char *v)
+#define HTTP_CORS_MAX_AGE "600"
+
+static bool list_star(const struct config_list *l)
 {
     for (int32_t i = 0; i < l->n; i++)
-        if (!strcmp(l->v[i], "*") || !strcasecmp(l->v[i], v)) return true;
+        if (!strcmp(l->v[i], "*")) return true;
     return false;
 }
 
-static void join_list(const struct config_list *l, const char *star, char *out, size_t cap)
+static bool list_has(const struct config_list *l, const char *v, size_t n)
 {
+    for (int32_t i = 0; i < l->n; i++)
+        if (!strcmp(l->v[i], "*") || (strlen(l->v[i]) == n && !strncasecmp(l->v[i], v, n)))
+            return true;
+    return false;
+}
+
+/* Appends "item" to out (", "-separated) if it fits; items that would not fit are dropped. */
+static void append_item(char *out, size_t cap, const char *item, size_t n)
+{
+    size_t len = strlen(out);
+    size_t need = (len ? 2 : 0) + n;
+    if (len + need + 1 > cap) return;
+    if (len) memcpy(out + len, ", ", 2), len += 2;
+    memcpy(out + len, item, n);
+    out[len + n] = 0;
+}
+
+/* Access-Control-Allow-Headers: the requested headers that are allowed, in request order (the
+ * CORS-safelisted names always are, as browsers may still list Content-Type); without a
+ * request list, the configured list (a wildcard: the headers this API uses). */
+static void allow_headers(const struct config_list *allowed, const char *req, char *out,
+                          size_t cap)
+{
+    static char *safe_names[] = {"Accept", "Accept-Language", "Content-Language", "Content-Type"};
+    static const struct config_list safe = {.v = safe_names, .n = (int32_t)ARRAY_LEN(safe_names)};
     out[0] = 0;
-    for (int32_t i = 0; i < l->n; i++) {
-        const char *v = strcmp(l->v[i], "*") ? l->v[i] : star;
-        size_t n = strlen(out);
-        snprintf(out + n, cap - n, "%s%s", n ? ", " : "", v);
+    if (!req) {
+        for (int32_t i = 0; i < allowed->n; i++) {
+            const char *v = strcmp(allowed->v[i], "*") ? allowed->v[i] : "Authorization, Content-Type";
+            append_item(out, cap, v, strlen(v));
+        }
+        return;
+    }
+    for (const char *p = req; *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',') p++;
+        const char *e = p;
+        while (*e && *e != ',') e++;
+        const char *b = e;
+        while (b > p && (b[-1] == ' ' || b[-1] == '\t')) b--;
+        size_t n = (size_t)(b - p);
+        if (n && (list_has(allowed, p, n) || list_has(&safe, p, n))) append_item(out, cap, p, n);
+        p = e;
     }
 }
 
 static void add_cors(struct conn *c, struct MHD_Response *resp)
 {
     const struct config_http *h = c->srv->d.http;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Origin");
     const char *origin = MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND, "Origin");
-    if (!origin || !list_has(&h->allowed_origins, origin)) return;
+    if (!origin || !list_has(&h->allowed_origins, origin, strlen(origin))) return;
     MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
-    MHD_add_response_header(resp, "Vary", "Origin");
     if (c->route != ROUTE_PREFLIGHT) return;
-    char buf[512];
-    join_list(&h->allowed_methods, "GET, POST, OPTIONS", buf, sizeof buf);
-    MHD_add_response_header(resp, "Access-Control-Allow-Methods", buf);
-    const char *req = MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND,
-                                                  "Access-Control-Request-Headers");
-    join_list(&h->allowed_headers, req ? req : "Authorization, Content-Type", buf, sizeof buf);
-    MHD_add_response_header(resp, "Access-Control-Allow-Headers", buf);
-    MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+    char buf[1024] = "";
+    if (list_star(&h->allowed_methods)) {
+        snprintf(buf, sizeof buf, "GET, POST, OPTIONS");
+    } else {
+        for (int32_t i = 0; i < h->allowed_methods.n; i++)
+            append_item(buf, sizeof buf, h->allowed_methods.v[i], strlen(h->allowed_methods.v[i]));
+    }
+    if (buf[0]) MHD_add_response_header(resp, "Access-Control-Allow-Methods", buf);
+    allow_headers(&h->allowed_headers,
+                  MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND,
+                                              "Access-Control-Request-Headers"),
+                  buf, sizeof buf);
+    if (buf[0]) MHD_add_response_header(resp, "Access-Control-Allow-Headers", buf);
+    MHD_add_response_header(resp, "Access-Control-Max-Age", HTTP_CORS_MAX_AGE);
 }
+
+/* The page's Content-Security-Policy: nothing may load but the page itself; its one inline
+ * script is allowed by its SHA-256 (computed here, so editing index.html needs no other
+ * change), styles inline, images from data:/blob: URLs (attachments), fetch to this origin. */
+static void page_csp(char *out, size_t cap)
+{
+    const char *page = (const char *)web_index_html;
+    const char *a = strstr(page, "<script>"), *b = a ? strstr(a, "</script>") : NULL;
+    char src[80] = "'none'";
+    struct AVSHA *sha = av_sha_alloc();
+    if (a && b && sha && !av_sha_init(sha, 256)) {
+        a += strlen("<script>");
+        uint8_t digest[32];
+        char b64[AV_BASE64_SIZE(32)];
+        av_sha_update(sha, (const uint8_t *)a, (size_t)(b - a));
+        av_sha_final(sha, digest);
+        if (av_base64_encode(b64, (int)sizeof b64, digest, (int)sizeof digest))
+            snprintf(src, sizeof src, "'sha256-%s'", b64);
+    }
+    av_free(sha);
+    snprintf(out, cap,
+             "default-src 'none'; script-src %s; style-src 'unsafe-inline'; "
+             "img-src data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+             "frame-ancestors 'none'",
+             src);
+}
+
+/* GET / : the embedded page (static bytes, never freed). */
+static enum MHD_Result serve_page(struct conn *c)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        (size_t)web_index_html_len, (void *)web_index_html, MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+    MHD_add_response_header(resp, "Content-Security-Policy", c->srv->csp);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    add_cors(c, resp);
+    enum MHD_Result r = MHD_queue_response(c->mhd, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    metrics_status(c->srv->d.metrics, 200);
+    c->phase = PHASE_SENT;
+    return r;
+}
+
+/* ==== Responses ==== */
 
 static enum MHD_Result send_buf(struct conn *c, int status, const char *ctype, char *body,
                                 size_t n, bool retry_after)
@@ -672,6 +777,7 @@ static enum route find_route(const char *method, const char *url)
         {"/health", "GET", ROUTE_HEALTH},
         {"/ready", "GET", ROUTE_READY},
         {"/metrics", "GET", ROUTE_METRICS},
+        {"/", "GET", ROUTE_PAGE},
     };
     for (size_t i = 0; i < ARRAY_LEN(table); i++) {
         size_t n = strlen(table[i].path);
@@ -733,6 +839,8 @@ static enum MHD_Result on_body_done(struct conn *c, const char *url)
         return send_error_msg(c, 405, VLM_EINVAL, NULL, "Method Not Allowed");
     case ROUTE_PREFLIGHT:
         return send_buf(c, 204, NULL, NULL, 0, false);
+    case ROUTE_PAGE:
+        return serve_page(c);
     case ROUTE_HEALTH: case ROUTE_READY: case ROUTE_MODELS: case ROUTE_METRICS:
         if (!authorized(c, url))
             return send_error_msg(c, 401, VLM_EINVAL, NULL, "Incorrect or missing API key.");
@@ -929,6 +1037,7 @@ int http_start(struct http_server **out, const struct http_deps *d, struct vlm_e
     atomic_init(&s->next_id, 1);
     pthread_mutex_init(&s->live_mu, NULL);
     s->models_json = models_json(d);
+    page_csp(s->csp, sizeof s->csp);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
