@@ -40,6 +40,6 @@ cmake --build build-fuzz -j "$jobs"
 (cd build-fuzz && ctest --output-on-failure -L fuzz)
 
 step "API and deployment tests (pytest + openai)"
-VLM_BUILD_DIR="$root/build" .venv/bin/python -m pytest -q tests/deploy $(compgen -G "tests/api/test_*.py" >/dev/null && echo tests/api)
+VLM_BUILD_DIR="$root/build" .venv/bin/python -m pytest -q tests/deploy $(compgen -G "tests/api/test_*.py" >/dev/null && echo tests/api) tests/browser
 
 step "done"
