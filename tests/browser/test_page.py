@@ -185,7 +185,7 @@ def sse(*chunks) -> str:
     return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
 
 
-def test_thinking_folded_and_video_url(page, server):
+def test_thinking_folded_and_video_url(page, server, out_dir):
     """The page's side alone (the tiny model never thinks): a canned stream with reasoning
     stands in for the server, and the request the page built is checked."""
     sent = []
@@ -217,6 +217,7 @@ def test_thinking_folded_and_video_url(page, server):
     folded = page.evaluate("() => { const t = [...document.querySelectorAll('details.think')].pop();"
                            " return {hidden: t.hidden, open: t.open}; }")
     assert folded == {"hidden": False, "open": False}, folded
+    page.screenshot(path=str(out_dir / "chat-page-thinking.png"))
     (req,) = sent
     assert req["stream"] is True and req["model"] == "tiny" and req["max_tokens"] == 32
     assert req["stream_options"] == {"include_usage": True}
