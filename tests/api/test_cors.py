@@ -192,3 +192,57 @@ def test_page_served_with_csp(server):
     assert httpx.head(server.url + "/", timeout=30).status_code == 200
     assert httpx.post(server.url + "/", timeout=30).status_code == 405
     assert httpx.get(server.url + "/index.htm", timeout=30).status_code == 404
+
+
+# ---- hostile preflight headers -----------------------------------------------------------
+
+def raw_preflight(port, origin, req_headers):
+    """A preflight over a raw socket (httpx refuses some of these header values)."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(("OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: x\r\nOrigin: " + origin +
+               "\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: " +
+               req_headers + "\r\nConnection: close\r\n\r\n").encode())
+    buf = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        buf += d
+    s.close()
+    head = buf.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    status = int(head[0].split()[1])
+    headers = {}
+    for line in head[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers
+
+
+def test_hostile_request_headers(strict):
+    """Access-Control-Request-Headers is parsed from the client: odd lists neither crash the
+    server nor let an unlisted name through."""
+    long_name = "x-" + "a" * 5000
+    table = [
+        ("", None),                                   # empty: nothing to allow
+        (",,, ,", None),
+        (" , X-Custom ,", "X-Custom"),
+        ("x-custom,x-custom", "x-custom, x-custom"),
+        ("authorization;x-other", None),              # not a list separator
+        ("X-CUSTOM\t, content-type", "X-CUSTOM, content-type"),
+        (long_name + ", x-custom", "x-custom"),
+        (", ".join(["x-custom"] * 400), None),        # longer than the answer buffer: cut short
+    ]
+    for value, want in table:
+        status, headers = raw_preflight(strict.port, ALLOWED, value)
+        assert status == 204, value[:40]
+        got = headers.get("access-control-allow-headers")
+        if want is not None:
+            assert got == want, (value[:40], got)
+        elif got:
+            assert all(v.strip().lower() == "x-custom" for v in got.split(",")), (value[:40], got)
+            assert len(got) < 1024
+    big_origin = "http://" + "o" * 6000 + ".example"
+    r = preflight(strict.url + "/v1/models", big_origin, "GET", "x-custom")
+    assert cors_headers(r) == {}
+    assert httpx.get(strict.url + "/health", timeout=30).status_code == 200
