@@ -214,7 +214,10 @@ static void append_item(char *out, size_t cap, const char *item, size_t n)
     size_t len = strlen(out);
     size_t need = (len ? 2 : 0) + n;
     if (len + need + 1 > cap) return;
-    if (len) memcpy(out + len, ", ", 2), len += 2;
+    if (len) {
+        memcpy(out + len, ", ", 2);
+        len += 2;
+    }
     memcpy(out + len, item, n);
     out[len + n] = 0;
 }
