@@ -17,6 +17,7 @@
 
 static int test_failed_, test_passed_, test_num_, test_cur_failed_;
 static const char *test_name_;
+static char test_name_buf_[256]; /* names may be built in a loop-scoped buffer: keep a copy */
 
 static inline void test_end_(void)
 {
@@ -31,7 +32,8 @@ static inline void test_end_(void)
 static inline int test_begin_(const char *name)
 {
     test_end_();
-    test_name_ = name;
+    snprintf(test_name_buf_, sizeof test_name_buf_, "%s", name);
+    test_name_ = test_name_buf_;
     test_cur_failed_ = 0;
     return 1;
 }
