@@ -99,6 +99,7 @@ static const struct config_opt config_options[] = {
     SIZE("fetch-max-bytes", media.fetch_max_bytes, KiB, 16 * GiB, "64MiB", "largest media download"),
     I32("fetch-max-redirects", media.fetch_max_redirects, 0, 20, "3", "most redirects followed when fetching media"),
     LIST("fetch-allow", media.fetch_allow, "", "domains or CIDRs that may be fetched even if private, loopback or link-local (comma-separated)"),
+    STR("fetch-ca-file", media.fetch_ca_file, "", "PEM CA bundle for https media URLs; empty = the system bundle"),
     STR("allow-local-media-dir", media.allow_local_media_dir, "", "directory whose files may be named by file:// or local paths; empty = none"),
     I32("video-num-frames", media.video_num_frames, 1, 1024, "8", "frames sampled from each video"),
     I32("video-max-frames", media.video_max_frames, 1, 4096, "32", "most frames a request may ask to sample from one video"),

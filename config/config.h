@@ -97,6 +97,7 @@ struct config_media {
     int64_t fetch_max_bytes;
     int32_t fetch_max_redirects;
     struct config_list fetch_allow;   /* domains or CIDRs fetchable even if private/loopback */
+    char *fetch_ca_file;              /* owned; "" = the system CA bundle */
     char *allow_local_media_dir;      /* owned; "" = local paths refused */
     int32_t video_num_frames;         /* frames sampled per video */
     int32_t video_max_frames;

@@ -10,6 +10,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -306,83 +307,252 @@ static int dechunk(const char *s, size_t n, struct strbuf *out, struct vlm_err *
     return vlm_err_set(err, VLM_EIO, 400, "malformed chunked body from the media host");
 }
 
-/* ==== https: libavformat's https protocol ====
- * TLS certificates are verified against the system CA bundle; only https/tls/tcp may be
- * opened; the whole transfer is bounded by an interrupt callback. FFmpeg's own redirect
- * following is switched off (max_redirects=0), because it would send requests to hops this
- * file never checked: an https URL that answers 3xx fails with a 400. Known gap: FFmpeg
- * resolves the host name again when it connects, so a DNS answer that changes between
- * check_host() and that second lookup (rebinding) is not caught for https; plain http
- * connects to exactly the address that was checked. */
+/* ==== https: libavformat's https protocol behind a checking CONNECT proxy ====
+ * FFmpeg does TLS (certificates verified against the system CA bundle or ca_file, SNI and
+ * host name from the URL), HTTP and redirects; only https/tls/tcp/httpproxy may be opened,
+ * so a redirect to another scheme fails. Its TCP connections, though, all go through a
+ * one-request CONNECT proxy on 127.0.0.1 run by a thread of this file: for every
+ * "CONNECT host:port" (the first hop and each redirect) the proxy resolves the host, applies
+ * the address policy (check_host) and connects to exactly the addresses it checked
+ * (connect_to), then relays bytes. So https gets the same guarantees as http: every hop
+ * checked, no second resolution. FFmpeg bypasses a proxy for hosts matched by the
+ * environment's no_proxy list; such hosts are refused before FFmpeg is called. */
+
+struct tunnel {
+    const struct fetch_limits *lim;
+    uint64_t deadline;
+    int lfd;              /* listening socket, 127.0.0.1:port */
+    int stop_rd, stop_wr; /* a byte on stop_wr ends the proxy thread */
+    int hops;             /* CONNECTs seen */
+    bool refused;         /* a hop failed the policy or could not connect: err holds why */
+    struct vlm_err err;
+};
+
+/* Reads a CONNECT request head from fd; 0 with u filled, or <0. */
+static int tunnel_read_connect(struct tunnel *t, int fd, struct url *u)
+{
+    char head[2048];
+    size_t n = 0;
+    while (n < sizeof head - 1) {
+        if (wait_fd(fd, POLLIN, t->deadline)) return -1;
+        ssize_t r = recv(fd, head + n, sizeof head - 1 - n, 0);
+        if (r <= 0) {
+            if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+            return -1;
+        }
+        n += (size_t)r;
+        head[n] = 0;
+        if (strstr(head, "\r\n\r\n")) break;
+    }
+    char target[300];
+    if (sscanf(head, "CONNECT %299s HTTP/1.%*d", target) != 1) return -1;
+    char full[320];
+    snprintf(full, sizeof full, "https://%s/", target);
+    struct vlm_err scratch = {0};
+    return parse_url(full, u, &scratch) ? -1 : 0;
+}
+
+/* Copies bytes both ways until one side closes, the deadline passes, a new client arrives
+ * on the listening socket, or stop is signalled. */
+static void tunnel_relay(struct tunnel *t, int a, int b)
+{
+    char buf[16384];
+    for (;;) {
+        uint64_t now = vlm_now_ns();
+        if (now >= t->deadline) return;
+        struct pollfd p[4] = {{.fd = a, .events = POLLIN}, {.fd = b, .events = POLLIN},
+                              {.fd = t->lfd, .events = POLLIN},
+                              {.fd = t->stop_rd, .events = POLLIN}};
+        int ms = (int)VLM_MIN((t->deadline - now) / 1000000 + 1, (uint64_t)INT32_MAX);
+        int r = poll(p, 4, ms);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0 || p[2].revents || p[3].revents) return;
+        for (int i = 0; i < 2; i++) {
+            if (!p[i].revents) continue;
+            int from = i ? b : a, to = i ? a : b;
+            ssize_t k = recv(from, buf, sizeof buf, 0);
+            if (k < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+            if (k <= 0) return;
+            for (ssize_t off = 0; off < k;) {
+                ssize_t w = send(to, buf + off, (size_t)(k - off), MSG_NOSIGNAL);
+                if (w > 0) off += w;
+                else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+                    if (wait_fd(to, POLLOUT, t->deadline)) return;
+                } else {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+static void *tunnel_main(void *arg)
+{
+    struct tunnel *t = arg;
+    for (;;) {
+        uint64_t now = vlm_now_ns();
+        if (now >= t->deadline) break;
+        struct pollfd p[2] = {{.fd = t->lfd, .events = POLLIN},
+                              {.fd = t->stop_rd, .events = POLLIN}};
+        int ms = (int)VLM_MIN((t->deadline - now) / 1000000 + 1, (uint64_t)INT32_MAX);
+        int r = poll(p, 2, ms);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0 || p[1].revents) break;
+        int c = accept4(t->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (c < 0) continue;
+        struct url u;
+        int up = -1;
+        if (tunnel_read_connect(t, c, &u) == 0) {
+            t->hops++;
+            struct vlm_err e = {0};
+            if (connect_to(&u, t->lim, t->deadline, &up, &e) == 0) {
+                static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+                if (send_all(c, ok, sizeof ok - 1, t->deadline, &e) == 0) tunnel_relay(t, c, up);
+                close(up);
+            } else if (!t->refused) {
+                t->refused = true;
+                t->err = e;
+                static const char no[] = "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n";
+                send_all(c, no, sizeof no - 1, t->deadline, &e);
+            }
+        }
+        close(c);
+    }
+    return NULL;
+}
+
+/* Starts the proxy thread; *proxy_url gets "http://127.0.0.1:port". */
+static int tunnel_start(struct tunnel *t, pthread_t *th, char *proxy_url, size_t n,
+                        struct vlm_err *err)
+{
+    int sp[2] = {-1, -1};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    t->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (t->lfd < 0 || bind(t->lfd, (struct sockaddr *)&a, sizeof a) || listen(t->lfd, 4) ||
+        getsockname(t->lfd, (struct sockaddr *)&a, &al) || pipe2(sp, O_CLOEXEC)) {
+        if (t->lfd >= 0) close(t->lfd);
+        return vlm_err_set(err, VLM_EIO, 503, "cannot start the https fetch tunnel: %s",
+                           strerror(errno));
+    }
+    t->stop_rd = sp[0];
+    t->stop_wr = sp[1];
+    if (pthread_create(th, NULL, tunnel_main, t)) {
+        close(t->lfd);
+        close(sp[0]);
+        close(sp[1]);
+        return vlm_err_set(err, VLM_EIO, 503, "cannot start the https fetch tunnel");
+    }
+    snprintf(proxy_url, n, "http://127.0.0.1:%d", (int)ntohs(a.sin_port));
+    return 0;
+}
+
+static void tunnel_stop(struct tunnel *t, pthread_t th)
+{
+    ssize_t w;
+    do w = write(t->stop_wr, "x", 1);
+    while (w < 0 && errno == EINTR);
+    pthread_join(th, NULL);
+    close(t->lfd);
+    close(t->stop_rd);
+    close(t->stop_wr);
+}
+
+/* Whether FFmpeg would bypass the proxy for host: a conservative reading of its no_proxy
+ * rules (any entry that is "*" or a suffix of the host counts). */
+static bool no_proxy_matches(const char *host)
+{
+    const char *env = getenv("no_proxy");
+    if (!env || !env[0]) return false;
+    size_t hl = strlen(host);
+    for (const char *p = env; *p;) {
+        p += strspn(p, ", ");
+        size_t n = strcspn(p, ", ");
+        if (!n) break;
+        const char *e = p;
+        size_t en = n;
+        while (en && *e == '.') e++, en--;
+        if ((n == 1 && *p == '*') || (en && en <= hl && !strncasecmp(host + hl - en, e, en)))
+            return true;
+        p += n;
+    }
+    return false;
+}
 
 static int av_deadline_passed(void *opaque)
 {
     return vlm_now_ns() > *(const uint64_t *)opaque;
 }
 
-static int fetch_https(const char *url, const struct fetch_limits *lim, uint64_t deadline,
-                       struct strbuf *body, struct vlm_err *err)
+static int fetch_https(const char *url, const struct url *u, const struct fetch_limits *lim,
+                       uint64_t deadline, struct strbuf *body, struct vlm_err *err)
 {
+    if (no_proxy_matches(u->host))
+        return vlm_err_set(err, VLM_EINVAL, 400,
+                           "https media host '%.100s' matches the server's no_proxy setting, "
+                           "which would skip the address checks; refused", u->host);
+    struct tunnel t = {.lim = lim, .deadline = deadline};
+    pthread_t th;
+    char proxy[64];
+    int rc = tunnel_start(&t, &th, proxy, sizeof proxy, err);
+    if (rc) return rc;
+
     AVDictionary *opt = NULL;
-    char tmo[32];
+    char tmo[32], redirs[16];
     snprintf(tmo, sizeof tmo, "%lld", (long long)(lim->timeout_s * 1e6));
+    snprintf(redirs, sizeof redirs, "%d", (int)VLM_MAX(lim->max_redirects, 0));
     av_dict_set(&opt, "rw_timeout", tmo, 0);
     av_dict_set(&opt, "timeout", tmo, 0);
     av_dict_set(&opt, "tls_verify", "1", 0);
-    if (access("/etc/ssl/certs/ca-certificates.crt", R_OK) == 0)
+    if (lim->ca_file) av_dict_set(&opt, "ca_file", lim->ca_file, 0);
+    else if (access("/etc/ssl/certs/ca-certificates.crt", R_OK) == 0)
         av_dict_set(&opt, "ca_file", "/etc/ssl/certs/ca-certificates.crt", 0);
     av_dict_set(&opt, "user_agent", "valley-server", 0);
     av_dict_set(&opt, "seekable", "0", 0);
     av_dict_set(&opt, "reconnect", "0", 0);
-    /* FFmpeg would follow redirects itself, sending requests to hops nobody checked: refuse
-     * them (a 3xx over https fails here; see the gaps in docs/HTTP.md). */
-    av_dict_set(&opt, "max_redirects", "0", 0);
-    av_dict_set(&opt, "protocol_whitelist", "https,tls,tcp", 0);
+    av_dict_set(&opt, "max_redirects", redirs, 0);
+    av_dict_set(&opt, "http_proxy", proxy, 0);
+    av_dict_set(&opt, "protocol_whitelist", "https,tls,httpproxy,tcp", 0);
     AVIOInterruptCB cb = {av_deadline_passed, &deadline};
     AVIOContext *pb = NULL;
     int r = avio_open2(&pb, url, AVIO_FLAG_READ, &cb, &opt);
     av_dict_free(&opt);
-    if (r < 0) {
-        if (vlm_now_ns() > deadline)
-            return vlm_err_set(err, VLM_EIO, 400, "media fetch timed out after %g s", lim->timeout_s);
-        if (r == AVERROR_HTTP_BAD_REQUEST || r == AVERROR_HTTP_UNAUTHORIZED ||
-            r == AVERROR_HTTP_FORBIDDEN || r == AVERROR_HTTP_NOT_FOUND ||
-            r == AVERROR_HTTP_OTHER_4XX || r == AVERROR_HTTP_SERVER_ERROR)
-            return vlm_err_set(err, VLM_EINVAL, 400, "fetching the media URL failed: %s",
-                               av_err2str(r));
-        return vlm_err_set(err, VLM_EIO, 400,
-                           "cannot fetch the media URL (note: https redirects are not "
-                           "followed): %s", av_err2str(r));
-    }
-    int rc = 0;
-    uint8_t *loc = NULL;
-    if (av_opt_get(pb, "location", AV_OPT_SEARCH_CHILDREN, &loc) >= 0 && loc && strcmp((char *)loc, url)) {
-        struct url fu;
-        if (lim->max_redirects < 1)
-            rc = vlm_err_set(err, VLM_EINVAL, 400, "media URL redirected more than %d times",
-                             lim->max_redirects);
-        else if (!(rc = parse_url((char *)loc, &fu, err)))
-            rc = check_host(&fu, lim, NULL, err);
-    }
-    av_free(loc);
     size_t cap = (size_t)lim->max_bytes;
     uint8_t buf[16384];
-    while (!rc) {
+    while (r >= 0) {
         int k = avio_read(pb, buf, sizeof buf);
         if (k == AVERROR_EOF || k == 0) break;
         if (k < 0) {
-            rc = vlm_now_ns() > deadline
-                     ? vlm_err_set(err, VLM_EIO, 400, "media fetch timed out after %g s", lim->timeout_s)
-                     : vlm_err_set(err, VLM_EIO, 400, "media fetch failed: %s", av_err2str(k));
+            r = k;
             break;
         }
-        if (body->n + (size_t)k > cap)
+        if (body->n + (size_t)k > cap) {
             rc = vlm_err_set(err, VLM_ETOOBIG, 400,
                              "media download larger than the limit (%zu bytes)", cap);
-        else sb_append(body, (const char *)buf, (size_t)k);
+            break;
+        }
+        sb_append(body, (const char *)buf, (size_t)k);
     }
     avio_closep(&pb);
-    return rc;
+    tunnel_stop(&t, th);
+    if (rc) return rc;
+    if (t.refused) { /* the proxy's reason beats FFmpeg's generic I/O error */
+        if (err) *err = t.err;
+        return t.err.code ? t.err.code : VLM_EINVAL;
+    }
+    if (r >= 0) return 0;
+    if (vlm_now_ns() > deadline)
+        return vlm_err_set(err, VLM_EIO, 400, "media fetch timed out after %g s", lim->timeout_s);
+    if (r == AVERROR_HTTP_BAD_REQUEST || r == AVERROR_HTTP_UNAUTHORIZED ||
+        r == AVERROR_HTTP_FORBIDDEN || r == AVERROR_HTTP_NOT_FOUND ||
+        r == AVERROR_HTTP_OTHER_4XX || r == AVERROR_HTTP_SERVER_ERROR)
+        return vlm_err_set(err, VLM_EINVAL, 400, "fetching the media URL failed: %s",
+                           av_err2str(r));
+    if (r == AVERROR(EIO) && t.hops == lim->max_redirects + 1)
+        return vlm_err_set(err, VLM_EIO, 400,
+                           "cannot fetch the media URL: I/O error, or more than %d redirects",
+                           lim->max_redirects);
+    return vlm_err_set(err, VLM_EIO, 400, "cannot fetch the media URL: %s", av_err2str(r));
 }
 
 int fetch_url(const char *url, const struct fetch_limits *lim, uint8_t **out, size_t *n,
@@ -395,7 +565,7 @@ int fetch_url(const char *url, const struct fetch_limits *lim, uint8_t **out, si
         int rc = parse_url(url, &u, err);
         if (!rc) rc = check_host(&u, lim, NULL, err);
         struct strbuf body = {0};
-        if (!rc) rc = fetch_https(url, lim, vlm_now_ns() + (uint64_t)(lim->timeout_s * 1e9),
+        if (!rc) rc = fetch_https(url, &u, lim, vlm_now_ns() + (uint64_t)(lim->timeout_s * 1e9),
                                   &body, err);
         if (!rc && body.n == 0) rc = vlm_err_set(err, VLM_EINVAL, 400, "empty media download");
         if (rc) {

@@ -4,17 +4,18 @@
  * http:// is a minimal HTTP/1.1 GET client over a non-blocking socket with poll() deadlines
  * (Content-Length and chunked bodies, 3xx redirects re-checked hop by hop). https:// goes
  * through libavformat's https protocol (already linked for video; libcurl is not a
- * dependency): certificates verified against the system CA bundle, only https/tls/tcp
- * allowed, the transfer bounded by an interrupt deadline, FFmpeg's redirect following off
- * (an https 3xx is refused rather than followed unchecked).
+ * dependency): certificates verified (system CA bundle or ca_file), only https/tls/tcp/
+ * httpproxy allowed, the transfer bounded by an interrupt deadline, and every TCP connection
+ * FFmpeg makes (first hop and redirects) tunnelled through a CONNECT proxy thread of
+ * fetch.c on 127.0.0.1 that applies the same address policy.
  *
  * SSRF guard: every hop's host is resolved first and refused (400) when any address is
  * loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local (169.254/16,
  * fe80::/10), CGNAT (100.64/10), unspecified (0/8, ::), multicast or reserved (224/3), unless
  * the host name or the address matches an entry of the allow list (exact host name,
- * IPv4/IPv6 address, or CIDR "10.0.0.0/8"). For http the socket connects to exactly the
- * addresses that were checked (no second lookup); for https FFmpeg looks the name up again
- * (a DNS-rebinding window, documented in docs/HTTP.md).
+ * IPv4/IPv6 address, or CIDR "10.0.0.0/8"). The socket then connects to exactly the
+ * addresses that were checked (no second lookup, so DNS rebinding cannot slip in), for http
+ * and https alike.
  *
  * Called by the prep workers (blocking is fine there, never on the HTTP or engine thread).
  * Thread-safe.
@@ -33,6 +34,7 @@ struct fetch_limits {
     int32_t max_redirects;
     const char *const *allow;  /* borrowed, (n_allow) host names / addresses / CIDRs */
     int32_t n_allow;
+    const char *ca_file;       /* borrowed; PEM CA bundle for https, NULL: the system's */
 };
 
 /* GETs url. On success *out (malloc'ed, owned by the caller) holds *n body bytes. Errors

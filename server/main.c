@@ -200,6 +200,7 @@ int main(int argc, char **argv, char **envp)
     pc.fetch_allow = (const char *const *)cfg.media.fetch_allow.v;
     pc.n_fetch_allow = cfg.media.fetch_allow.n;
     pc.local_media_dir = cfg.media.allow_local_media_dir;
+    pc.fetch_ca_file = cfg.media.fetch_ca_file;
     prep = prep_pool_new(cfg.api.prep_threads);
     if (!prep) {
         vlm_err_set(&err, VLM_ENOMEM, 0, "cannot start the preparation workers");

@@ -191,7 +191,10 @@ static int media_bytes(const struct prep_ctx *c, const char *url, size_t max_byt
                                   .max_bytes = VLM_MIN(c->fetch_max_bytes, (int64_t)max_bytes),
                                   .max_redirects = c->fetch_max_redirects,
                                   .allow = c->fetch_allow,
-                                  .n_allow = c->n_fetch_allow};
+                                  .n_allow = c->n_fetch_allow,
+                                  .ca_file = c->fetch_ca_file && c->fetch_ca_file[0]
+                                                 ? c->fetch_ca_file
+                                                 : NULL};
         return fetch_url(url, &fl, bytes, n, err);
     }
     if (!strncasecmp(url, "file://", 7) || !strstr(url, "://"))

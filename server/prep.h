@@ -59,6 +59,7 @@ struct prep_ctx {
     int32_t fetch_max_redirects;
     const char *const *fetch_allow; /* (n_fetch_allow) */
     int32_t n_fetch_allow;
+    const char *fetch_ca_file;      /* PEM CA bundle for https; NULL or "": the system's */
     const char *local_media_dir;    /* file:// URLs and paths must resolve inside it; NULL or
                                        "": refused */
 };

@@ -8,8 +8,8 @@ address check before any connection is made: no traffic leaves 127.0.0.1.
 
 import pytest
 
-from videoutil import (closed_port, expect_error, http_client, image_msgs, make_clips,
-                       start_media_server, start_server, stop_server, video_msgs)
+from videoutil import (HTTPS_ENV, closed_port, expect_error, http_client, image_msgs,
+                       make_clips, start_media_server, start_server, stop_server, video_msgs)
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +121,62 @@ def test_cidr_allow_list_is_exact(model_dir, media):
     s = start_server(model_dir, "--fetch-allow", "127.0.0.2/32")
     try:
         expect_error(chat(s, video_msgs(media + "/v/clip.mp4")), (400,), "private")
+        healthy(s)
+    finally:
+        stop_server(s)
+
+
+# ---- https: FFmpeg's TLS behind fetch.c's checking CONNECT proxy ------------------------
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    from videoutil import make_cert
+    return make_cert(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def smedia(clips, tls):
+    url, shutdown = start_media_server(clips, tls_cert=tls)
+    yield url
+    shutdown()
+
+
+def test_https_fetch_and_policy(model_dir, smedia, tls):
+    cert = str(tls.parent / "cert.pem")
+    port = smedia.rsplit(":", 1)[1]
+    s = start_server(model_dir, "--fetch-allow", "127.0.0.1/32", "--fetch-ca-file", cert,
+                     "--fetch-max-redirects", "3", env=HTTPS_ENV)
+    try:
+        for path in ("/v/clip.mp4", "/redir-video"):
+            r = chat(s, video_msgs(smedia + path))
+            assert r.status_code == 200, (path, r.text)
+        expect_error(chat(s, video_msgs(smedia + "/missing.mp4")), (400,), "404")
+        expect_error(chat(s, video_msgs(smedia + "/loop")), (400,), "redirects")
+        # a redirect hop to a private address: refused by the proxy, never connected
+        expect_error(chat(s, video_msgs(smedia + "/to-private-https")), (400,), "private",
+                     "10.1.2.3")
+        # https -> http downgrade and other schemes are not followed
+        expect_error(chat(s, video_msgs(smedia + "/to-private")), (400,))
+        expect_error(chat(s, video_msgs(smedia + "/stall")), (400,), "timed out")
+        expect_error(chat(s, video_msgs(smedia + "/endless")), (400, 413), "larger than")
+        healthy(s)
+    finally:
+        stop_server(s)
+    # only "localhost" allowed: the first hop passes, the redirect to 127.0.0.1 does not
+    s = start_server(model_dir, "--fetch-allow", "localhost", "--fetch-ca-file", cert,
+                     env=HTTPS_ENV)
+    try:
+        r = chat(s, video_msgs(f"https://localhost:{port}/v/clip.mp4"))
+        assert r.status_code == 200, r.text
+        e = expect_error(chat(s, video_msgs(f"https://localhost:{port}/to-loopback")), (400,),
+                         "private")
+        assert "127.0.0.1" in e["message"], e
+    finally:
+        stop_server(s)
+    # without the test CA the self-signed certificate is refused
+    s = start_server(model_dir, "--fetch-allow", "127.0.0.1/32", env=HTTPS_ENV)
+    try:
+        expect_error(chat(s, video_msgs(smedia + "/v/clip.mp4")), (400,))
         healthy(s)
     finally:
         stop_server(s)
