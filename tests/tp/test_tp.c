@@ -417,9 +417,9 @@ static int main_cuda(void)
     }
     TEST("plain CUDA engine") { CHECK(run_tp(&m, 0, pr, 2, ref, ref_tok)); }
     for (int tp = 1; tp <= 4 && tp <= n_dev; tp *= 2) {
-        static char names[3][64];
-        snprintf(names[tp / 2], sizeof names[0], "tp=%d over NCCL vs the plain CUDA engine", tp);
-        TEST(names[tp / 2])
+        char name[64]; /* the harness copies the name */
+        snprintf(name, sizeof name, "tp=%d over NCCL vs the plain CUDA engine", tp);
+        TEST(name)
         {
             CHECK(run_tp(&m, tp, pr, 2, got, tok));
             for (int i = 0; i < 2; i++) {
@@ -511,10 +511,10 @@ int main(int argc, char **argv)
     }
     int sizes[] = {1, 2, 4};
     for (size_t t = 0; t < ARRAY_LEN(sizes); t++) {
-        static char names[ARRAY_LEN(sizes)][96]; /* the harness keeps the pointer */
-        snprintf(names[t], sizeof names[t],
+        char name[96]; /* the harness copies the name */
+        snprintf(name, sizeof name,
                  "tp=%d == tp=1: logits within 1e-4 x max|logit|, 32 greedy tokens", sizes[t]);
-        TEST(names[t])
+        TEST(name)
         {
             CHECK(run_tp(&m, sizes[t], pr, 2, got, tok));
             for (int i = 0; i < 2; i++) {
