@@ -32,7 +32,9 @@ static inline void test_end_(void)
 static inline int test_begin_(const char *name)
 {
     test_end_();
-    snprintf(test_name_buf_, sizeof test_name_buf_, "%s", name);
+    size_t i = 0;
+    for (; name[i] && i + 1 < sizeof test_name_buf_; i++) test_name_buf_[i] = name[i];
+    test_name_buf_[i] = 0;
     test_name_ = test_name_buf_;
     test_cur_failed_ = 0;
     return 1;
