@@ -31,6 +31,7 @@ cmake -S . -B build-asan -DVLM_WERROR=$werror -DVLM_SANITIZE=ON -DVLM_CUDA=OFF \
       -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-asan -j "$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0" \
     ctest --output-on-failure -j "$jobs" -L 'unit|setup|model')
 
 step "fuzz targets (libFuzzer, ${VLM_FUZZ_SECONDS}s each)"
