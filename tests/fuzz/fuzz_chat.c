@@ -13,28 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_tok.h"
 #include "server/chat.h"
-
-static struct tokenizer *tok;
-
-static void load_once(void)
-{
-    if (tok) return;
-    char path[4096];
-    const char *fx = getenv("VLM_FIXTURES");
-    snprintf(path, sizeof path, "%s/qwen3-tokenizer/tokenizer.json", fx ? fx : "../shared/fixtures");
-    struct vlm_err err = {0};
-    if (tok_load(&tok, path, &err)) {
-        fprintf(stderr, "fuzz_chat: %s (set VLM_FIXTURES)\n", err.msg);
-        abort();
-    }
-}
 
 #define CHECK_OR_ABORT(x) do { if (!(x)) { fprintf(stderr, "fuzz_chat: %s failed\n", #x); abort(); } } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    load_once();
+    struct tokenizer *tok = fuzz_tokenizer("fuzz_chat");
     if (size < 1 || size > 1 << 16) return 0;
     struct chat_opts o = {
         .enable_thinking = data[0] & 1,

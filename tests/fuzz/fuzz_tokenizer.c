@@ -12,22 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_tok.h"
 #include "server/tokenizer.h"
 
-static struct tokenizer *tok;
-
-static void load_once(void)
-{
-    if (tok) return;
-    char path[4096];
-    const char *fx = getenv("VLM_FIXTURES");
-    snprintf(path, sizeof path, "%s/qwen3-tokenizer/tokenizer.json", fx ? fx : "../shared/fixtures");
-    struct vlm_err err = {0};
-    if (tok_load(&tok, path, &err)) {
-        fprintf(stderr, "fuzz_tokenizer: %s (set VLM_FIXTURES)\n", err.msg);
-        abort();
-    }
-}
+static struct tokenizer *tok; /* set from fuzz_tokenizer() by every input */
 
 static void check_decode(const int32_t *ids, size_t n, bool skip)
 {
@@ -54,7 +42,7 @@ static void check_decode(const int32_t *ids, size_t n, bool skip)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    load_once();
+    tok = fuzz_tokenizer("fuzz_tokenizer");
     struct i32_vec ids = {0};
     int rc = tok_encode(tok, (const char *)data, size, &ids, NULL);
     if (rc != 0 && rc != VLM_EINVAL) abort();

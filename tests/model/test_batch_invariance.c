@@ -8,60 +8,13 @@
  *     chunks and decode tokens of different sequences share steps;
  * with KV block sizes 16 and 32, and every variant must give exactly the alone tokens.
  */
+#include "alloc_count.h"
 #include "engine/engine.h"
 #include "engine/model.h"
+#include "model_util.h"
 #include "test.h"
 
 #include <stdlib.h>
-
-/* ---- allocation counting (STYLE C10: no allocation on the step path) ----
- * The test binary interposes malloc & co. over glibc's and, while `counting` is set, counts
- * the calls made from this executable's own code (the project's static libraries are linked
- * into it). OpenBLAS's threaded sgemm mallocs a small job array per call; that is the
- * library's business and is not counted. Not under ASan, which has its own allocator. */
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
-#define VLM_TEST_SANITIZED 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(VLM_TEST_SANITIZED)
-#define COUNT_ALLOCS 0
-#else
-#define COUNT_ALLOCS 1
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void *__libc_memalign(size_t, size_t);
-extern char __executable_start, etext; /* the linker's bounds of this program's code */
-static volatile int counting;
-static volatile long n_allocs;
-static inline void count(const void *caller)
-{
-    if (counting && (const char *)caller >= &__executable_start && (const char *)caller < &etext)
-        __atomic_fetch_add(&n_allocs, 1, __ATOMIC_RELAXED);
-}
-void *malloc(size_t n)
-{
-    count(__builtin_return_address(0));
-    return __libc_malloc(n);
-}
-void *calloc(size_t a, size_t b)
-{
-    count(__builtin_return_address(0));
-    return __libc_calloc(a, b);
-}
-void *realloc(void *p, size_t n)
-{
-    count(__builtin_return_address(0));
-    return __libc_realloc(p, n);
-}
-int posix_memalign(void **out, size_t align, size_t n)
-{
-    count(__builtin_return_address(0));
-    *out = __libc_memalign(align, n);
-    return *out ? 0 : 12; /* ENOMEM */
-}
-#endif
 
 #define N_SEQ 8
 #define N_GEN 12
@@ -71,14 +24,6 @@ enum mode { MODE_ALONE, MODE_TOGETHER, MODE_CHUNKED };
 
 static const int prompt_len[N_SEQ] = {5, 13, 1, 29, 40, 9, 22, 17};
 static int32_t prompts[N_SEQ][MAX_LEN];
-
-static uint64_t mix(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
 
 struct seq_state {
     int32_t tokens[MAX_LEN + N_GEN]; /* prompt then generated */

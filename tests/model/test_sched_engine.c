@@ -15,98 +15,10 @@
 #include "engine/model.h"
 #include "scheduler/loop.h"
 #include "scheduler/sched.h"
+#include "sched_workload.h"
 #include "test.h"
 
-#define N_REQ 16
-#define N_GEN 8
-#define BLOCK 16
-#define IMG_PAD 151655
-#define IMG_GRID 8 /* 8x8 patches -> 16 tokens after the 2x2 merge */
-
 static struct model m;
-
-static uint64_t mix(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
-/* An image item with deterministic pixels in [-1, 1); the request owns the pixels. */
-static void add_image(struct request *r, int32_t offset, int img)
-{
-    const struct model_config *c = &m.cfg;
-    int32_t n_patches = IMG_GRID * IMG_GRID;
-    int32_t pd = c->in_chans * c->temporal_patch_size * c->patch_size * c->patch_size;
-    float *px = xmalloc((size_t)n_patches * (size_t)pd * sizeof *px);
-    for (size_t i = 0; i < (size_t)n_patches * (size_t)pd; i++)
-        px[i] = (float)((double)(mix((uint64_t)img << 32 | i) >> 40) / (double)(1 << 23)) - 1.0f;
-    int32_t m2 = c->spatial_merge_size * c->spatial_merge_size;
-    struct mm_item it = {.hash = 0xfeed0000ull + (uint64_t)img, .grid_t = 1, .grid_h = IMG_GRID,
-                         .grid_w = IMG_GRID, .n_patches = n_patches, .n_tokens = n_patches / m2};
-    VLM_ASSERT(req_add_item(r, offset, &it, px) == 0);
-}
-
-/* Request k: prompts of 5..69 tokens, some sharing prefixes, four with images. */
-static struct request *make_req(int k)
-{
-    int32_t p[128];
-    int32_t n = 5 + (int32_t)(mix((uint64_t)k) % 60);
-    int family = k < 12 ? k / 2 : 100; /* pairs share up to 40 tokens */
-    for (int32_t i = 0; i < n; i++) {
-        uint64_t src = (k < 12 && i < 40) ? (uint64_t)family * 1000 + (uint64_t)i
-                                           : (uint64_t)k * 1000 + (uint64_t)i + 77;
-        p[i] = (int32_t)(mix(src) % 150000);
-    }
-    int img_a = -1, img_b = -1;
-    if (k >= 12) { /* 10 text tokens, a 16-token image, 30 text tokens (shared text) */
-        n = 56;
-        for (int32_t i = 0; i < n; i++) p[i] = (int32_t)(mix(5000 + (uint64_t)i) % 150000);
-        for (int32_t i = 10; i < 26; i++) p[i] = IMG_PAD;
-        img_a = k == 13 ? 2 : 1; /* 12 and 14: image 1; 13: image 2, same text */
-        if (k == 15) { /* both images, and a different text */
-            for (int32_t i = 30; i < 46; i++) p[i] = IMG_PAD;
-            p[0] = 42;
-            img_b = 2;
-        }
-    }
-    struct req_params pr = {.max_tokens = N_GEN, .ignore_eos = true};
-    pr.sp = sampler_params_greedy();
-    struct request *r = req_new((uint64_t)k + 1, p, n, &pr);
-    if (img_a >= 0) add_image(r, 10, img_a);
-    if (img_b >= 0) add_image(r, 30, img_b);
-    return r;
-}
-
-static struct sched_config config(bool caching, int32_t n_blocks)
-{
-    return (struct sched_config){.block_size = BLOCK, .n_blocks = n_blocks, .max_num_seqs = N_REQ,
-                                 .max_num_batched_tokens = 64, .max_model_len = 256,
-                                 .enable_prefix_caching = caching, .encoder_cache_tokens = 64,
-                                 .max_mm_item_tokens = 16};
-}
-
-static int engine_start(struct engine *e, const struct sched_config *c)
-{
-    struct engine_params ep = {.bp = {.n_threads = 2}, .backend = ENGINE_BACKEND_CPU,
-                               .block_size = c->block_size, .n_blocks = c->n_blocks,
-                               .max_batched_tokens = c->max_num_batched_tokens,
-                               .max_seqs = c->max_num_seqs,
-                               .encoder_cache_tokens = c->encoder_cache_tokens};
-    struct vlm_err err = {0};
-    int rc = engine_init(e, &m, &ep, &err);
-    if (rc) fprintf(stderr, "  engine_init: %s\n", err.msg);
-    return rc;
-}
-
-static void read_tokens(struct request *r, int32_t *out, int *state)
-{
-    struct req_event ev[N_GEN + 1];
-    int32_t n = req_stream_read(r, ev, N_GEN + 1, state, NULL);
-    VLM_ASSERT(n == N_GEN);
-    for (int32_t i = 0; i < n; i++) out[i] = ev[i].token;
-}
 
 /* Runs requests (indices which[0..n)) on a fresh engine and scheduler, all submitted at
  * once (together) or one after the other (alone). */
@@ -114,12 +26,12 @@ static bool run(const struct sched_config *c, const int *which, int n, bool toge
                 int32_t out[N_REQ][N_GEN], struct sched_stats *st)
 {
     struct engine e;
-    if (engine_start(&e, c)) return false;
+    if (engine_start(&e, &m, c)) return false;
     struct sched *s = sched_new(c, NULL);
     struct request *r[N_REQ];
     bool ok = true;
     for (int i = 0; i < n; i++) {
-        r[i] = make_req(which[i]);
+        r[i] = make_req(&m.cfg, which[i]);
         struct vlm_err err;
         VLM_ASSERT(sched_validate(c, r[i], &err) == 0);
         req_retain(r[i]);
@@ -142,7 +54,8 @@ static bool run(const struct sched_config *c, const int *which, int n, bool toge
     }
     for (int i = 0; i < n; i++) {
         int state;
-        read_tokens(r[i], out[which[i]], &state);
+        int32_t n_read = read_tokens(r[i], out[which[i]], &state);
+        VLM_ASSERT(n_read == N_GEN);
         ok &= state == REQ_FINISHED_LENGTH;
         req_release(r[i]);
     }
@@ -152,64 +65,23 @@ static bool run(const struct sched_config *c, const int *which, int n, bool toge
     return ok;
 }
 
-static int exec_engine(void *e, const struct batch *b, struct batch_out *o)
-{
-    return engine_execute(e, b, o);
-}
-
-struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-};
-
-static void on_notify(struct request *r, void *user)
-{
-    (void)r;
-    struct waiter *w = user;
-    pthread_mutex_lock(&w->mu);
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
 /* All 16 through the engine thread. */
 static bool run_loop(const struct sched_config *c, int32_t out[N_REQ][N_GEN], struct sched_stats *st)
 {
     struct engine e;
-    if (engine_start(&e, c)) return false;
-    struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
-    struct sched_loop *l;
-    struct vlm_err err;
-    VLM_ASSERT(sched_loop_start(&l, c, (struct engine_iface){exec_engine, &e}, &err) == 0);
+    if (engine_start(&e, &m, c)) return false;
     struct request *r[N_REQ];
-    for (int i = 0; i < N_REQ; i++) {
-        r[i] = make_req(i);
-        r[i]->notify = on_notify;
-        r[i]->notify_user = &w;
-        VLM_ASSERT(sched_submit(l, r[i], &err) == 0);
-    }
-    pthread_mutex_lock(&w.mu);
-    for (int i = 0; i < N_REQ; i++)
-        while (!req_state_finished(req_stream_state(r[i]))) pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    sched_get_stats(l, st);
-    sched_loop_stop(l);
+    run_on_loop(&m.cfg, c, &e, r, st);
     bool ok = true;
     for (int i = 0; i < N_REQ; i++) {
         int state;
-        read_tokens(r[i], out[i], &state);
+        int32_t n = read_tokens(r[i], out[i], &state);
+        VLM_ASSERT(n == N_GEN);
         ok &= state == REQ_FINISHED_LENGTH;
         req_release(r[i]);
     }
     engine_destroy(&e);
     return ok;
-}
-
-static int n_diff(int32_t a[N_REQ][N_GEN], int32_t b[N_REQ][N_GEN])
-{
-    int d = 0;
-    for (int i = 0; i < N_REQ; i++)
-        for (int k = 0; k < N_GEN; k++) d += a[i][k] != b[i][k];
-    return d;
 }
 
 int main(void)
@@ -230,7 +102,7 @@ int main(void)
 
     TEST("each request alone (no prefix caching)")
     {
-        struct sched_config c = config(false, big);
+        struct sched_config c = workload_config(false, big);
         CHECK(run(&c, all, N_REQ, false, alone, &st));
         CHECK_EQ(st.preempted_total, 0);
         int distinct = 0;
@@ -239,7 +111,7 @@ int main(void)
     }
     TEST("16 together, prefix caching on == alone; the shared image is encoded once")
     {
-        struct sched_config c = config(true, big);
+        struct sched_config c = workload_config(true, big);
         CHECK(run(&c, all, N_REQ, true, got, &st));
         CHECK_EQ(n_diff(alone, got), 0);
         CHECK(st.prefix_hit_tokens > 0);
@@ -251,7 +123,7 @@ int main(void)
     }
     TEST("16 together, prefix caching off == alone")
     {
-        struct sched_config c = config(false, big);
+        struct sched_config c = workload_config(false, big);
         CHECK(run(&c, all, N_REQ, true, got, &st));
         CHECK_EQ(n_diff(alone, got), 0);
         CHECK_EQ(st.prefix_hit_tokens, 0);
@@ -260,7 +132,7 @@ int main(void)
         TEST(caching ? "16 together in a 10-block cache, prefix caching on: preempted, == alone"
                      : "16 together in a 10-block cache, prefix caching off: preempted, == alone")
         {
-            struct sched_config c = config(caching, tiny);
+            struct sched_config c = workload_config(caching, tiny);
             CHECK(run(&c, all, N_REQ, true, got, &st));
             CHECK_EQ(n_diff(alone, got), 0);
             CHECK(st.preempted_total > 0);
@@ -269,7 +141,7 @@ int main(void)
     }
     TEST("16 through the engine thread, small cache == alone")
     {
-        struct sched_config c = config(true, tiny);
+        struct sched_config c = workload_config(true, tiny);
         CHECK(run_loop(&c, got, &st));
         CHECK_EQ(n_diff(alone, got), 0);
         /* arrivals spread over steps by thread timing: preemption asserted above only */
@@ -278,17 +150,17 @@ int main(void)
     TEST("same text, other image: no shared block, other answer; same image: shared, not "
          "re-encoded")
     {
-        struct sched_config c = config(true, big);
+        struct sched_config c = workload_config(true, big);
         static int32_t seq[N_REQ][N_GEN];
         int order[] = {12, 13, 14};
         /* one after the other on one scheduler, reading the counters between */
         struct engine e;
-        VLM_ASSERT(engine_start(&e, &c) == 0);
+        VLM_ASSERT(engine_start(&e, &m, &c) == 0);
         struct sched *s = sched_new(&c, NULL);
         struct sched_stats before[3], after[3];
         for (int i = 0; i < 3; i++) {
             sched_get_stats_raw(s, &before[i]);
-            struct request *r = make_req(order[i]);
+            struct request *r = make_req(&m.cfg, order[i]);
             VLM_ASSERT(sched_validate(&c, r, &err) == 0);
             req_retain(r);
             sched_add(s, r);
@@ -300,7 +172,8 @@ int main(void)
                 sched_update(s, &b, &o);
             }
             int state;
-            read_tokens(r, seq[order[i]], &state);
+            int32_t n = read_tokens(r, seq[order[i]], &state);
+            VLM_ASSERT(n == N_GEN);
             req_release(r);
             sched_get_stats_raw(s, &after[i]);
         }

@@ -9,38 +9,10 @@
 // models: gqa4
 #include "engine/engine.h"
 #include "test.h"
+#include "vision_golden.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
-
-/* ==== Inputs: the golden script's pixel recipe (as in test_vit.c) ==== */
-
-static uint64_t splitmix64(uint64_t x)
-{
-    uint64_t z = x + 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static float pixel_value(uint64_t img, uint64_t row, uint64_t c, uint64_t yx)
-{
-    uint64_t k = splitmix64((img << 40) | (row << 16) | (c * 1024 + yx)) >> 40;
-    return (float)(((double)k - (double)(1 << 23)) / (double)(1 << 22));
-}
-
-static float *make_pixels(int img, int t, int h, int w, int ch, int tps, int ps)
-{
-    int rows = t * h * w, pd = ch * tps * ps * ps;
-    float *p = xmalloc((size_t)rows * (size_t)pd * sizeof *p);
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < ch; c++)
-            for (int yx = 0; yx < ps * ps; yx++) {
-                float val = pixel_value((uint64_t)img, (uint64_t)r, (uint64_t)c, (uint64_t)yx);
-                for (int ts = 0; ts < tps; ts++) p[(size_t)r * pd + (c * tps + ts) * ps * ps + yx] = val;
-            }
-    return p;
-}
 
 /* ==== Helpers ==== */
 
@@ -111,13 +83,8 @@ int main(void)
 {
     struct vlm_err err = {0};
     struct model m = {0};
-    if (model_load(&m, test_path("VLM_MODELS", "gqa4"), &err)) {
-        fprintf(stderr, "model_load: %s\n", err.msg);
-        return 1;
-    }
-    char *gtxt = vlm_read_file(test_path("VLM_SOURCE_DIR", "tests/golden/vision/prompts.json"), NULL);
-    cJSON *gold = gtxt ? cJSON_Parse(gtxt) : NULL;
-    VLM_ASSERT(gold);
+    golden_model_load(&m);
+    cJSON *gold = golden_read("prompts.json");
 
     struct engine e;
     struct engine_params ep = {.bp = {.n_threads = 2}, .backend = ENGINE_BACKEND_CPU,
@@ -135,18 +102,13 @@ int main(void)
     }
 
     const struct model_config *c = &m.cfg;
-    int32_t vocab = c->vocab_size, m2 = c->spatial_merge_size * c->spatial_merge_size;
+    int32_t vocab = c->vocab_size;
     const cJSON *grids = cJSON_GetObjectItem(gold, "grids");
     struct mm_item items[N_IMG];
     float *pix[N_IMG];
     for (int i = 0; i < N_IMG; i++) {
-        const cJSON *g = cJSON_GetArrayItem(grids, i);
-        int t = cJSON_GetArrayItem(g, 0)->valueint, h = cJSON_GetArrayItem(g, 1)->valueint;
-        int w = cJSON_GetArrayItem(g, 2)->valueint;
-        pix[i] = make_pixels(i, t, h, w, c->in_chans, c->temporal_patch_size, c->patch_size);
-        items[i] = (struct mm_item){.hash = 1000 + (uint64_t)i, .pixels = pix[i], .grid_t = t,
-                                    .grid_h = h, .grid_w = w, .n_patches = t * h * w,
-                                    .n_tokens = t * h * w / m2};
+        items[i] = golden_item(cJSON_GetArrayItem(grids, i), i, c, &pix[i]);
+        items[i].hash = 1000 + (uint64_t)i;
     }
     int32_t blocks[(MAX_LEN + N_GREEDY) / BLOCK + 1];
     for (size_t i = 0; i < ARRAY_LEN(blocks); i++) blocks[i] = (int32_t)i + 1;
@@ -234,7 +196,6 @@ int main(void)
     for (int i = 0; i < N_IMG; i++) free(pix[i]);
     engine_destroy(&e);
     cJSON_Delete(gold);
-    free(gtxt);
     model_destroy(&m);
     return test_report();
 }

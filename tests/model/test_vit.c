@@ -9,40 +9,10 @@
 #include "engine/testmodel.h"
 #include "engine/vit.h"
 #include "test.h"
+#include "vision_golden.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
-
-/* ==== Inputs: the golden script's pixel recipe ==== */
-
-static uint64_t splitmix64(uint64_t x)
-{
-    uint64_t z = x + 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/* channel c, in-patch pixel yx of patch row `row` of image img; exact in f32, in [-2, 2) */
-static float pixel_value(uint64_t img, uint64_t row, uint64_t c, uint64_t yx)
-{
-    uint64_t k = splitmix64((img << 40) | (row << 16) | (c * 1024 + yx)) >> 40;
-    return (float)(((double)k - (double)(1 << 23)) / (double)(1 << 22));
-}
-
-/* pixels (t·h·w, ch·tps·ps²) with both temporal slices equal, as make_pixels() */
-static float *make_pixels(int img, int t, int h, int w, int ch, int tps, int ps)
-{
-    int rows = t * h * w, pd = ch * tps * ps * ps;
-    float *p = xmalloc((size_t)rows * (size_t)pd * sizeof *p);
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < ch; c++)
-            for (int yx = 0; yx < ps * ps; yx++) {
-                float val = pixel_value((uint64_t)img, (uint64_t)r, (uint64_t)c, (uint64_t)yx);
-                for (int ts = 0; ts < tps; ts++) p[(size_t)r * pd + (c * tps + ts) * ps * ps + yx] = val;
-            }
-    return p;
-}
 
 /* ==== Comparison ==== */
 
@@ -95,9 +65,7 @@ static void check_hd80(struct backend *b)
         CHECK(0);
         return;
     }
-    char *txt = vlm_read_file(test_path("VLM_SOURCE_DIR", "tests/golden/vision/embeddings_hd80.json"), NULL);
-    cJSON *gold = txt ? cJSON_Parse(txt) : NULL;
-    VLM_ASSERT(gold);
+    cJSON *gold = golden_read("embeddings_hd80.json");
     const struct model_config *c = &m.cfg;
     CHECK_EQ(c->vit_embed_dim / c->vit_num_heads, 80);
     const cJSON *grids = cJSON_GetObjectItem(gold, "grids");
@@ -108,12 +76,7 @@ static void check_hd80(struct backend *b)
     float *pix[4];
     int64_t n_tok = 0, hidden = c->hidden_size;
     for (int i = 0; i < n; i++) {
-        const cJSON *g = cJSON_GetArrayItem(grids, i);
-        int t = cJSON_GetArrayItem(g, 0)->valueint, h = cJSON_GetArrayItem(g, 1)->valueint;
-        int w = cJSON_GetArrayItem(g, 2)->valueint;
-        pix[i] = make_pixels(i, t, h, w, c->in_chans, c->temporal_patch_size, c->patch_size);
-        items[i] = (struct mm_item){.pixels = pix[i], .grid_t = t, .grid_h = h, .grid_w = w,
-                                    .n_patches = t * h * w, .n_tokens = t * h * w / 4};
+        items[i] = golden_item(cJSON_GetArrayItem(grids, i), i, c, &pix[i]);
         ptrs[i] = &items[i];
         n_tok += items[i].n_tokens;
     }
@@ -132,7 +95,6 @@ static void check_hd80(struct backend *b)
     free(ref);
     for (int i = 0; i < n; i++) free(pix[i]);
     cJSON_Delete(gold);
-    free(txt);
     model_destroy(&m);
 }
 
@@ -140,14 +102,8 @@ int main(void)
 {
     struct vlm_err err = {0};
     struct model m = {0};
-    if (model_load(&m, test_path("VLM_MODELS", "gqa4"), &err)) {
-        fprintf(stderr, "model_load: %s\n", err.msg);
-        return 1;
-    }
-    size_t glen = 0;
-    char *gtxt = vlm_read_file(test_path("VLM_SOURCE_DIR", "tests/golden/vision/embeddings.json"), &glen);
-    cJSON *gold = gtxt ? cJSON_Parse(gtxt) : NULL;
-    VLM_ASSERT(gold);
+    golden_model_load(&m);
+    cJSON *gold = golden_read("embeddings.json");
 
     struct backend b = {0};
     struct backend_params bp = {.n_threads = 2};
@@ -170,12 +126,7 @@ int main(void)
     int64_t n_tok = 0, hidden = c->hidden_size;
     VLM_ASSERT(cJSON_GetArraySize(grids) == N_IMG);
     for (int i = 0; i < N_IMG; i++) {
-        const cJSON *g = cJSON_GetArrayItem(grids, i);
-        int t = cJSON_GetArrayItem(g, 0)->valueint, h = cJSON_GetArrayItem(g, 1)->valueint;
-        int w = cJSON_GetArrayItem(g, 2)->valueint;
-        pix[i] = make_pixels(i, t, h, w, c->in_chans, c->temporal_patch_size, c->patch_size);
-        items[i] = (struct mm_item){.pixels = pix[i], .grid_t = t, .grid_h = h, .grid_w = w,
-                                    .n_patches = t * h * w, .n_tokens = t * h * w / 4};
+        items[i] = golden_item(cJSON_GetArrayItem(grids, i), i, c, &pix[i]);
         ptrs[i] = &items[i];
         n_tok += items[i].n_tokens;
     }
@@ -215,12 +166,8 @@ int main(void)
         free(batch);
     }
     TEST("an item of two temporal slices (one segment per slice) matches within 1e-4") {
-        const cJSON *g = cJSON_GetObjectItem(gold, "temporal_grid");
-        int t = cJSON_GetArrayItem(g, 0)->valueint, h = cJSON_GetArrayItem(g, 1)->valueint;
-        int w = cJSON_GetArrayItem(g, 2)->valueint;
-        float *pt = make_pixels(3, t, h, w, c->in_chans, c->temporal_patch_size, c->patch_size);
-        struct mm_item it = {.pixels = pt, .grid_t = t, .grid_h = h, .grid_w = w,
-                             .n_patches = t * h * w, .n_tokens = t * h * w / 4};
+        float *pt;
+        struct mm_item it = golden_item(cJSON_GetObjectItem(gold, "temporal_grid"), 3, c, &pt);
         const struct mm_item *pi = &it;
         float *reft = json_rows(cJSON_GetObjectItem(gold, "temporal"), it.n_tokens, hidden);
         CHECK(reft != NULL);
@@ -263,7 +210,6 @@ int main(void)
     for (int i = 0; i < N_IMG; i++) free(pix[i]);
     vit_destroy(v);
     cJSON_Delete(gold);
-    free(gtxt);
     model_destroy(&m);
 
     TEST("head size 80: three items (one of two slices) in one call match within 1e-4") {

@@ -15,97 +15,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc_count.h"
 #include "engine/engine.h"
 #include "engine/model.h"
 #include "engine/tp.h"
 #include "scheduler/loop.h"
 #include "scheduler/sched.h"
+#include "sched_workload.h"
 #include "test.h"
 
 #ifdef VLM_HAVE_NCCL
 #include <cuda_runtime.h>
 #endif
 
-enum { N_GREEDY = 32, BLOCK = 16, MAX_LEN = 96, IMG_GRID = 8, N_BLOCKS = 64 };
-
-/* ---- allocation counting (STYLE C10: no allocation on the step path), as in
- * tests/model/test_batch_invariance.c: malloc & co. interposed, calls from this executable's
- * code counted while `counting` is set, on every thread (the worker ranks too). Not under
- * ASan, which has its own allocator. */
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
-#define VLM_TEST_SANITIZED 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(VLM_TEST_SANITIZED)
-#define COUNT_ALLOCS 0
-#else
-#define COUNT_ALLOCS 1
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void *__libc_memalign(size_t, size_t);
-extern char __executable_start, etext;
-static volatile int counting;
-static volatile long n_allocs;
-static inline void count(const void *caller)
-{
-    if (counting && (const char *)caller >= &__executable_start && (const char *)caller < &etext)
-        __atomic_fetch_add(&n_allocs, 1, __ATOMIC_RELAXED);
-}
-void *malloc(size_t n)
-{
-    count(__builtin_return_address(0));
-    return __libc_malloc(n);
-}
-void *calloc(size_t a, size_t b)
-{
-    count(__builtin_return_address(0));
-    return __libc_calloc(a, b);
-}
-void *realloc(void *p, size_t n)
-{
-    count(__builtin_return_address(0));
-    return __libc_realloc(p, n);
-}
-int posix_memalign(void **out, size_t align, size_t n)
-{
-    count(__builtin_return_address(0));
-    *out = __libc_memalign(align, n);
-    return *out ? 0 : 12; /* ENOMEM */
-}
-#endif
+enum { N_GREEDY = 32, BLOCK = 16, MAX_LEN = 96, N_BLOCKS = 64 };
 
 static struct model m;
 static int backend = ENGINE_BACKEND_CPU; /* --cuda: the GPU check (docs/TP.md) */
 
-static uint64_t mix(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
-/* Deterministic pixels in [-1, 1) for image img; owned by the caller. */
-static float *make_pixels(int img, int32_t n_patches)
-{
-    const struct model_config *c = &m.cfg;
-    size_t n = (size_t)n_patches * (size_t)(c->in_chans * c->temporal_patch_size * c->patch_size *
-                                            c->patch_size);
-    float *px = xmalloc(n * sizeof *px);
-    for (size_t i = 0; i < n; i++)
-        px[i] = (float)((double)(mix((uint64_t)img << 32 | i) >> 40) / (double)(1 << 23)) - 1.0f;
-    return px;
-}
-
+/* Image img of the prompts below: IMG_GRID x IMG_GRID patches, pixels px borrowed. */
 static struct mm_item make_item(int img, const float *px)
 {
-    int32_t m2 = m.cfg.spatial_merge_size * m.cfg.spatial_merge_size;
-    int32_t n_patches = IMG_GRID * IMG_GRID;
-    return (struct mm_item){.hash = 0xabc000ull + (uint64_t)img, .pixels = px, .grid_t = 1,
-                            .grid_h = IMG_GRID, .grid_w = IMG_GRID, .n_patches = n_patches,
-                            .n_tokens = n_patches / m2};
+    return test_image_item(&m.cfg, 0xabc000ull + (uint64_t)img, IMG_GRID, px);
 }
 
 static int32_t argmax(const float *x, int32_t n)
@@ -222,89 +153,18 @@ static bool run_tp(const struct model *mm, int tp, const struct prompt *pr, int 
     return ok;
 }
 
-/* ==== The scheduler loop over a TP engine (after tests/model/test_sched_engine.c) ==== */
-
-#define N_REQ 16
-#define N_GEN 8
-
-static void add_image(struct request *r, int32_t offset, int img)
-{
-    struct mm_item it = make_item(img, NULL);
-    it.hash = 0xfeed0000ull + (uint64_t)img;
-    VLM_ASSERT(req_add_item(r, offset, &it, make_pixels(img, it.n_patches)) == 0);
-}
-
-/* Request k: prompts of 5..69 tokens, pairs sharing prefixes, four with images. */
-static struct request *make_req(int k)
-{
-    int32_t p[128];
-    int32_t n = 5 + (int32_t)(mix((uint64_t)k) % 60);
-    int family = k < 12 ? k / 2 : 100;
-    for (int32_t i = 0; i < n; i++) {
-        uint64_t src = (k < 12 && i < 40) ? (uint64_t)family * 1000 + (uint64_t)i
-                                           : (uint64_t)k * 1000 + (uint64_t)i + 77;
-        p[i] = (int32_t)(mix(src) % 150000);
-    }
-    int img_a = -1, img_b = -1;
-    if (k >= 12) {
-        n = 56;
-        for (int32_t i = 0; i < n; i++) p[i] = (int32_t)(mix(5000 + (uint64_t)i) % 150000);
-        for (int32_t i = 10; i < 26; i++) p[i] = 151655;
-        img_a = k == 13 ? 2 : 1;
-        if (k == 15) {
-            for (int32_t i = 30; i < 46; i++) p[i] = 151655;
-            p[0] = 42;
-            img_b = 2;
-        }
-    }
-    struct req_params pr = {.max_tokens = N_GEN, .ignore_eos = true};
-    pr.sp = sampler_params_greedy();
-    struct request *r = req_new((uint64_t)k + 1, p, n, &pr);
-    if (img_a >= 0) add_image(r, 10, img_a);
-    if (img_b >= 0) add_image(r, 30, img_b);
-    return r;
-}
-
-static struct sched_config sched_cfg(int32_t n_blocks)
-{
-    return (struct sched_config){.block_size = BLOCK, .n_blocks = n_blocks, .max_num_seqs = N_REQ,
-                                 .max_num_batched_tokens = 64, .max_model_len = 256,
-                                 .enable_prefix_caching = true, .encoder_cache_tokens = 64,
-                                 .max_mm_item_tokens = 16};
-}
-
-static struct engine_params sched_params(const struct sched_config *c, int tp)
-{
-    return (struct engine_params){.bp = {.n_threads = 2}, .backend = ENGINE_BACKEND_CPU,
-                                  .block_size = c->block_size, .n_blocks = c->n_blocks,
-                                  .max_batched_tokens = c->max_num_batched_tokens,
-                                  .max_seqs = c->max_num_seqs, .tp_size = tp,
-                                  .encoder_cache_tokens = c->encoder_cache_tokens};
-}
-
-static bool read_tokens(struct request *r, int32_t *out)
-{
-    struct req_event ev[N_GEN + 1];
-    int state;
-    int32_t n = req_stream_read(r, ev, N_GEN + 1, &state, NULL);
-    for (int32_t i = 0; i < n && i < N_GEN; i++) out[i] = ev[i].token;
-    return n == N_GEN && state == REQ_FINISHED_LENGTH;
-}
+/* ==== The scheduler loop over a TP engine (the workload of tests/sched_workload.h) ==== */
 
 /* Each request alone, one after the other, on one plain engine (the manual step loop). */
 static bool run_alone(const struct sched_config *c, int32_t out[N_REQ][N_GEN])
 {
     struct engine e;
-    struct engine_params ep = sched_params(c, 1);
+    if (engine_start(&e, &m, c)) return false;
     struct vlm_err err = {0};
-    if (engine_init(&e, &m, &ep, &err)) {
-        fprintf(stderr, "  engine_init: %s\n", err.msg);
-        return false;
-    }
     struct sched *s = sched_new(c, NULL);
     bool ok = true;
     for (int k = 0; k < N_REQ && ok; k++) {
-        struct request *r = make_req(k);
+        struct request *r = make_req(&m.cfg, k);
         VLM_ASSERT(sched_validate(c, r, &err) == 0);
         req_retain(r);
         sched_add(s, r);
@@ -316,7 +176,8 @@ static bool run_alone(const struct sched_config *c, int32_t out[N_REQ][N_GEN])
             if (ok) sched_update(s, &b, &o);
             else sched_fail(s, &b);
         }
-        ok &= read_tokens(r, out[k]);
+        int state;
+        ok &= read_tokens(r, out[k], &state) == N_GEN && state == REQ_FINISHED_LENGTH;
         req_release(r);
     }
     sched_free(s);
@@ -324,31 +185,12 @@ static bool run_alone(const struct sched_config *c, int32_t out[N_REQ][N_GEN])
     return ok;
 }
 
-static int exec_engine(void *e, const struct batch *b, struct batch_out *o)
-{
-    return engine_execute(e, b, o);
-}
-
-struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-};
-
-static void on_notify(struct request *r, void *user)
-{
-    (void)r;
-    struct waiter *w = user;
-    pthread_mutex_lock(&w->mu);
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
 /* All 16 submitted at once to the scheduler's engine thread, driving a tp-rank group. */
 static bool run_loop_tp(const struct sched_config *c, int tp, int32_t out[N_REQ][N_GEN],
                         struct sched_stats *st)
 {
     struct tp_group *g;
-    struct engine_params ep = sched_params(c, tp);
+    struct engine_params ep = workload_params(c, tp);
     struct vlm_err err = {0};
     if (tp_group_create(&g, &m, &ep, &err)) {
         fprintf(stderr, "  tp_group_create: %s\n", err.msg);
@@ -356,37 +198,16 @@ static bool run_loop_tp(const struct sched_config *c, int tp, int32_t out[N_REQ]
     }
     struct engine *e = tp_group_engine(g);
     VLM_ASSERT(engine_kv_blocks(e) == c->n_blocks);
-    struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
-    struct sched_loop *l;
-    VLM_ASSERT(sched_loop_start(&l, c, (struct engine_iface){exec_engine, e}, &err) == 0);
     struct request *r[N_REQ];
-    for (int i = 0; i < N_REQ; i++) {
-        r[i] = make_req(i);
-        r[i]->notify = on_notify;
-        r[i]->notify_user = &w;
-        VLM_ASSERT(sched_submit(l, r[i], &err) == 0);
-    }
-    pthread_mutex_lock(&w.mu);
-    for (int i = 0; i < N_REQ; i++)
-        while (!req_state_finished(req_stream_state(r[i]))) pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    sched_get_stats(l, st);
-    sched_loop_stop(l);
+    run_on_loop(&m.cfg, c, e, r, st);
     bool ok = true;
     for (int i = 0; i < N_REQ; i++) {
-        ok &= read_tokens(r[i], out[i]);
+        int state;
+        ok &= read_tokens(r[i], out[i], &state) == N_GEN && state == REQ_FINISHED_LENGTH;
         req_release(r[i]);
     }
     tp_group_destroy(g);
     return ok;
-}
-
-static int n_diff(int32_t a[N_REQ][N_GEN], int32_t b[N_REQ][N_GEN])
-{
-    int d = 0;
-    for (int i = 0; i < N_REQ; i++)
-        for (int k = 0; k < N_GEN; k++) d += a[i][k] != b[i][k];
-    return d;
 }
 
 /* ==== Main ==== */
@@ -404,7 +225,8 @@ static int main_cuda(void)
     if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev < 1) TEST_SKIP("no CUDA device");
     backend = ENGINE_BACKEND_CUDA;
     const int32_t V = m.cfg.vocab_size;
-    float *px_a = make_pixels(1, IMG_GRID * IMG_GRID), *px_b = make_pixels(2, IMG_GRID * IMG_GRID);
+    float *px_a = test_pixels(&m.cfg, 1, IMG_GRID * IMG_GRID);
+    float *px_b = test_pixels(&m.cfg, 2, IMG_GRID * IMG_GRID);
     struct mm_item item_a = make_item(1, px_a), item_b = make_item(2, px_b);
     struct prompt pr[2];
     text_prompt(&pr[0], V);
@@ -488,7 +310,8 @@ int main(int argc, char **argv)
     }
 
     /* prompts and the tp=1 reference */
-    float *px_a = make_pixels(1, IMG_GRID * IMG_GRID), *px_b = make_pixels(2, IMG_GRID * IMG_GRID);
+    float *px_a = test_pixels(&m.cfg, 1, IMG_GRID * IMG_GRID);
+    float *px_b = test_pixels(&m.cfg, 2, IMG_GRID * IMG_GRID);
     struct mm_item item_a = make_item(1, px_a), item_b = make_item(2, px_b);
     struct prompt pr[2];
     text_prompt(&pr[0], V);
@@ -594,7 +417,8 @@ int main(int argc, char **argv)
     TEST("tp=2: 16 concurrent greedy requests through the scheduler loop == each alone")
     {
         static int32_t alone[N_REQ][N_GEN], together[N_REQ][N_GEN];
-        struct sched_config big = sched_cfg(1 + N_REQ * 6), tiny = sched_cfg(1 + 10);
+        struct sched_config big = workload_config(true, 1 + N_REQ * 6),
+                           tiny = workload_config(true, 1 + 10);
         struct sched_stats st;
         CHECK(run_alone(&big, alone));
         int distinct = 0;

@@ -10,20 +10,10 @@
 #include "engine/safetensors.h"
 #include "engine/testmodel.h"
 #include "test.h"
+#include "tmpdir.h"
 
 #include <stdlib.h>
 #include <unistd.h>
-
-static char tmpdir[256];
-
-static const char *sub(const char *name)
-{
-    static char p[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", tmpdir, name);
-    return p[k];
-}
 
 static void small_params(struct testmodel_params *p)
 {
@@ -442,15 +432,12 @@ static void test_fixture_model(void)
 
 int main(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/vlm_test_model_XXXXXX");
-    if (!mkdtemp(tmpdir)) TEST_SKIP("no temporary folder");
+    tmpdir_make("/tmp/vlm_test_model_XXXXXX");
     vlm_log_level = VLM_LOG_WARN;
     test_load_ok();
     test_mismatch();
     test_missing_and_tied();
     test_fixture_model();
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    tmpdir_remove();
     return test_report();
 }

@@ -7,23 +7,13 @@
 #include "engine/testmodel.h"
 #include "server/tokenizer.h"
 #include "test.h"
+#include "tmpdir.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static char tmpdir[256];
-
-static const char *sub(const char *name)
-{
-    static char p[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", tmpdir, name);
-    return p[k];
-}
 
 static void small(struct testmodel_params *p)
 {
@@ -262,14 +252,11 @@ static void test_tokenizer_ids(void)
 
 int main(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/vlm_test_tm_XXXXXX");
-    if (!mkdtemp(tmpdir)) TEST_SKIP("no temporary folder");
+    tmpdir_make("/tmp/vlm_test_tm_XXXXXX");
     test_determinism();
     test_stamp();
     test_tokenizer();
     test_tokenizer_ids();
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    tmpdir_remove();
     return test_report();
 }
