@@ -15,6 +15,7 @@ struct cpu_ctx {
     int n_threads;
     /* the current step's metadata (borrowed from the caller until the next set_step) */
     struct step_meta step;
+    float *attn_scratch; /* (cpu_attn_varlen_scratch()) owned */
 };
 
 #define F(t) ((float *)(t)->data)
@@ -24,6 +25,7 @@ struct cpu_ctx {
 
 static void cpu_destroy(void *ctx)
 {
+    if (ctx) free(((struct cpu_ctx *)ctx)->attn_scratch);
     free(ctx);
 }
 
@@ -202,9 +204,11 @@ static void cpu_op_attn_varlen(void *ctx, struct tensor *o, const struct tensor 
                                const struct tensor *k, const struct tensor *v,
                                const int32_t *cu, int32_t n_seg, float scale)
 {
-    (void)ctx;
-    VLM_ASSERT(q->ne[0] <= 512 && cu[n_seg] == q->ne[2]);
-    cpu_attn_varlen(F(o), CF(q), CF(k), CF(v), cu, n_seg, q->ne[1], q->ne[0], scale);
+    struct cpu_ctx *c = ctx;
+    VLM_ASSERT(cu[n_seg] == q->ne[2] && o->data != q->data && o->data != k->data &&
+               o->data != v->data);
+    cpu_attn_varlen(F(o), CF(q), CF(k), CF(v), cu, n_seg, q->ne[1], q->ne[0], scale,
+                    c->attn_scratch);
 }
 
 static void cpu_op_gather_rows(void *ctx, struct tensor *dst, const struct tensor *src,
@@ -276,6 +280,7 @@ int backend_cpu_init(struct backend *b, const struct backend_params *p, struct v
     (void)err;
     struct cpu_ctx *c = xcalloc(1, sizeof *c);
     c->n_threads = p && p->n_threads > 0 ? p->n_threads : omp_get_num_procs();
+    c->attn_scratch = xmalloc((size_t)cpu_attn_varlen_scratch() * sizeof(float));
     omp_set_num_threads(c->n_threads);
     cpu_set_blas_threads(c->n_threads);
     b->ops = &cpu_ops;

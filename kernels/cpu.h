@@ -54,8 +54,11 @@ void cpu_attn_paged(float *o, const float *q, const float *kc, const float *vc,
                     int32_t n_seqs, int32_t max_blocks, int32_t block_size, int64_t n_heads,
                     int64_t n_kv_heads, int64_t hd, float scale);
 
-/* Full attention inside each segment [cu[i], cu[i+1]). q, k, v, o (n, n_heads, hd). */
+/* Full attention inside each segment [cu[i], cu[i+1]). q, k, v, o (n, n_heads, hd); o must
+ * not alias q, k or v. scratch: cpu_attn_varlen_scratch() floats (a fixed size, whatever n). */
 void cpu_attn_varlen(float *o, const float *q, const float *k, const float *v,
-                     const int32_t *cu, int32_t n_seg, int64_t n_heads, int64_t hd, float scale);
+                     const int32_t *cu, int32_t n_seg, int64_t n_heads, int64_t hd, float scale,
+                     float *scratch);
+int64_t cpu_attn_varlen_scratch(void);
 
 #endif
