@@ -157,6 +157,8 @@ struct backend_params {
 int backend_cpu_init(struct backend *b, const struct backend_params *p, struct vlm_err *err);
 #ifdef VLM_HAVE_CUDA
 int backend_cuda_init(struct backend *b, const struct backend_params *p, struct vlm_err *err);
+/* Visible CUDA devices; 0 when there is no driver or no device (never an error). */
+int backend_cuda_device_count(void);
 /* The CUDA backend's stream (a cudaStream_t), for work that must be ordered with its ops:
  * NCCL collectives, and tests calling kernels/cuda.h launchers directly. */
 void *backend_cuda_stream(const struct backend *b);

@@ -662,6 +662,16 @@ static int init_fail(struct cuda_ctx *c, struct vlm_err *err, const char *what, 
                        cudaGetErrorString(e));
 }
 
+int backend_cuda_device_count(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
 int backend_cuda_init(struct backend *b, const struct backend_params *p, struct vlm_err *err)
 {
     int n_dev = 0;

@@ -120,7 +120,17 @@ int main(int argc, char **argv, char **envp)
     ep.bp.n_threads = cfg.engine.threads;
     ep.backend = ENGINE_BACKEND_CPU;
 #ifdef VLM_HAVE_CUDA
-    if (cfg.engine.backend != CONFIG_BACKEND_CPU) ep.backend = ENGINE_BACKEND_CUDA;
+    /* auto: the GPU when one is visible, else the CPU; --backend cuda insists on the GPU */
+    if (cfg.engine.backend == CONFIG_BACKEND_CUDA ||
+        (cfg.engine.backend == CONFIG_BACKEND_AUTO && backend_cuda_device_count() > 0))
+        ep.backend = ENGINE_BACKEND_CUDA;
+    else if (cfg.engine.backend == CONFIG_BACKEND_AUTO)
+        log_info("server: no CUDA device visible: using the CPU backend");
+#else
+    if (cfg.engine.backend == CONFIG_BACKEND_CUDA) {
+        vlm_err_set(&err, VLM_EINVAL, 0, "--backend cuda: this build has no CUDA backend");
+        goto fail;
+    }
 #endif
     ep.block_size = cfg.sched.block_size;
     ep.max_batched_tokens = cfg.sched.max_num_batched_tokens;
