@@ -555,6 +555,49 @@ static int fetch_https(const char *url, const struct url *u, const struct fetch_
     return vlm_err_set(err, VLM_EIO, 400, "cannot fetch the media URL: %s", av_err2str(r));
 }
 
+int fetch_parse_response(const char *raw, size_t n, size_t cap, int *status, char *loc,
+                         size_t loc_cap, struct strbuf *body, struct vlm_err *err)
+{
+    const char *hend = memmem(raw, n, "\r\n\r\n", 4);
+    *status = 0;
+    if (loc_cap) loc[0] = 0;
+    if (!hend || sscanf(raw, "HTTP/%*d.%*d %d", status) != 1 || *status < 100 || *status > 999)
+        return vlm_err_set(err, VLM_EIO, 400, "malformed HTTP response from the media host");
+    size_t hlen = (size_t)(hend - raw) + 2, vlen = 0;
+    const char *b = hend + 4;
+    size_t blen = n - (size_t)(b - raw);
+    if (*status >= 300 && *status < 400) {
+        const char *l = header_value(raw, hlen, "Location", &vlen);
+        if (!l || vlen == 0 || vlen >= loc_cap)
+            return vlm_err_set(err, VLM_EINVAL, 400, "media host redirected without Location");
+        memcpy(loc, l, vlen);
+        loc[vlen] = 0;
+        return 0;
+    }
+    if (*status < 200 || *status >= 300)
+        return vlm_err_set(err, VLM_EINVAL, 400, "fetching the media URL failed: HTTP %d",
+                           *status);
+    int rc = 0;
+    const char *te = header_value(raw, hlen, "Transfer-Encoding", &vlen);
+    if (te && vlen >= 7 && !strncasecmp(te, "chunked", 7)) {
+        rc = dechunk(b, blen, body, err);
+    } else {
+        const char *cl = header_value(raw, hlen, "Content-Length", &vlen);
+        size_t want = blen;
+        if (cl) {
+            want = (size_t)strtoull(cl, NULL, 10);
+            if (want > blen) rc = vlm_err_set(err, VLM_EIO, 400, "media download truncated");
+        }
+        if (!rc) sb_append(body, b, VLM_MIN(want, blen));
+    }
+    if (!rc && body->n > cap)
+        rc = vlm_err_set(err, VLM_ETOOBIG, 400,
+                         "media download larger than the limit (%zu bytes)", cap);
+    if (!rc && body->n == 0) rc = vlm_err_set(err, VLM_EINVAL, 400, "empty media download");
+    if (rc) sb_free(body);
+    return rc;
+}
+
 int fetch_url(const char *url, const struct fetch_limits *lim, uint8_t **out, size_t *n,
               struct vlm_err *err)
 {
@@ -612,64 +655,29 @@ int fetch_url(const char *url, const struct fetch_limits *lim, uint8_t **out, si
             sb_free(&raw);
             return rc;
         }
-        const char *hend = raw.s ? memmem(raw.s, raw.n, "\r\n\r\n", 4) : NULL;
         int status = 0;
-        if (!hend || sscanf(raw.s, "HTTP/%*d.%*d %d", &status) != 1) {
-            sb_free(&raw);
-            return vlm_err_set(err, VLM_EIO, 400, "malformed HTTP response from the media host");
-        }
-        size_t hlen = (size_t)(hend - raw.s) + 2;
-        const char *body = hend + 4;
-        size_t blen = raw.n - (size_t)(body - raw.s), vlen = 0;
+        char loc[sizeof cur];
+        struct strbuf bodybuf = {0};
+        rc = fetch_parse_response(raw.s ? raw.s : "", raw.n, cap, &status, loc,
+                                  sizeof cur - 300, &bodybuf, err);
+        sb_free(&raw);
+        if (rc) return rc;
         if (status >= 300 && status < 400) {
-            const char *loc = header_value(raw.s, hlen, "Location", &vlen);
-            if (!loc || vlen == 0 || vlen >= sizeof cur - 300) {
-                sb_free(&raw);
-                return vlm_err_set(err, VLM_EINVAL, 400, "media host redirected without Location");
-            }
-            if (hop + 1 > lim->max_redirects) {
-                sb_free(&raw);
+            if (hop + 1 > lim->max_redirects)
                 return vlm_err_set(err, VLM_EINVAL, 400,
                                    "media URL redirected more than %d times", lim->max_redirects);
-            }
             char next[sizeof cur];
-            if (loc[0] == '/' && (vlen < 2 || loc[1] != '/'))
-                snprintf(next, sizeof next, "http://%s%s%s%s%.*s",
-                         strchr(u.host, ':') ? "[" : "", u.host, strchr(u.host, ':') ? "]:" : ":",
-                         u.port, (int)vlen, loc);
+            int len;
+            if (loc[0] == '/' && loc[1] != '/')
+                len = snprintf(next, sizeof next, "http://%s%s%s%s%s",
+                               strchr(u.host, ':') ? "[" : "", u.host,
+                               strchr(u.host, ':') ? "]:" : ":", u.port, loc);
             else
-                snprintf(next, sizeof next, "%.*s", (int)vlen, loc);
+                len = snprintf(next, sizeof next, "%s", loc);
+            if (len < 0 || (size_t)len >= sizeof next)
+                return vlm_err_set(err, VLM_EINVAL, 400, "media host redirected to a URL too long");
             strcpy(cur, next);
-            sb_free(&raw);
             continue;
-        }
-        if (status < 200 || status >= 300) {
-            sb_free(&raw);
-            return vlm_err_set(err, VLM_EINVAL, 400, "fetching the media URL failed: HTTP %d",
-                               status);
-        }
-        struct strbuf bodybuf = {0};
-        const char *te = header_value(raw.s, hlen, "Transfer-Encoding", &vlen);
-        if (te && vlen >= 7 && !strncasecmp(te, "chunked", 7)) {
-            rc = dechunk(body, blen, &bodybuf, err);
-        } else {
-            const char *cl = header_value(raw.s, hlen, "Content-Length", &vlen);
-            size_t want = blen;
-            if (cl) {
-                want = (size_t)strtoull(cl, NULL, 10);
-                if (want > blen)
-                    rc = vlm_err_set(err, VLM_EIO, 400, "media download truncated");
-            }
-            if (!rc) sb_append(&bodybuf, body, VLM_MIN(want, blen));
-        }
-        sb_free(&raw);
-        if (!rc && bodybuf.n > cap)
-            rc = vlm_err_set(err, VLM_ETOOBIG, 400,
-                             "media download larger than the limit (%zu bytes)", cap);
-        if (!rc && bodybuf.n == 0) rc = vlm_err_set(err, VLM_EINVAL, 400, "empty media download");
-        if (rc) {
-            sb_free(&bodybuf);
-            return rc;
         }
         *out = (uint8_t *)bodybuf.s;
         *n = bodybuf.n;

@@ -46,6 +46,12 @@ int fetch_url(const char *url, const struct fetch_limits *lim, uint8_t **out, si
 
 /* Whether a numeric address (text) matches an allow-list entry (address or CIDR); exposed
  * for tests. */
+/* Parses one complete HTTP/1.1 response as received (raw[0..n), NUL-terminated at raw[n]).
+ * 0 with *status set and, for 3xx, the Location in loc (loc_cap bytes); for 2xx the body
+ * (chunked decoded, Content-Length honoured, at most cap bytes) appended to *body. Any other
+ * status, a malformed head or body, or a body over cap: an error for the user (400). */
+int fetch_parse_response(const char *raw, size_t n, size_t cap, int *status, char *loc,
+                         size_t loc_cap, struct strbuf *body, struct vlm_err *err);
 bool fetch_addr_allowed(const char *addr, const char *const *allow, int32_t n_allow);
 
 #endif
