@@ -89,6 +89,8 @@ struct backend_ops {
     void  (*zero)(void *ctx, void *dst, size_t n);
     void  (*sync)(void *ctx);
     bool  (*supports)(void *ctx, enum op op, enum dtype type);
+    /* (optional, NULL on host backends) free and total bytes of device memory now */
+    void  (*mem_info)(void *ctx, size_t *free_bytes, size_t *total_bytes);
     /* Makes a backend-resident copy of a host weight (any of f32/bf16/f16), converted to the
      * dtype this backend computes weights in. Returns a tensor with .data from alloc(), or
      * .data == NULL on failure. src may be a strided view of rows (TP slices). */

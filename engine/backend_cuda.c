@@ -620,6 +620,16 @@ static void cuda_op_cast(void *ctx, struct tensor *y, const struct tensor *x)
     cuda_cast(y->data, cdt(y->type), x->data, cdt(x->type), n, c->stream);
 }
 
+static void cuda_mem_info(void *ctx, size_t *free_bytes, size_t *total_bytes)
+{
+    struct cuda_ctx *c = ctx;
+    cudaSetDevice(c->device);
+    if (cudaMemGetInfo(free_bytes, total_bytes) != cudaSuccess) {
+        (void)cudaGetLastError();
+        *free_bytes = *total_bytes = 0;
+    }
+}
+
 static const struct backend_ops cuda_ops = {
     .name = "cuda",
     .act_type = DT_BF16,
@@ -631,6 +641,7 @@ static const struct backend_ops cuda_ops = {
     .zero = cuda_zero,
     .sync = cuda_sync,
     .supports = cuda_supports,
+    .mem_info = cuda_mem_info,
     .load_weight = cuda_load_weight,
     .set_step = cuda_set_step,
     .matmul = cuda_op_matmul,

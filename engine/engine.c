@@ -169,17 +169,58 @@ static int load_weights(struct engine *e, struct vlm_err *err)
     return 0;
 }
 
+/* Bytes of one KV block in one layer (K or V). */
+static size_t kv_block_layer_bytes(const struct engine *e)
+{
+    return (size_t)e->block_size * (size_t)e->n_kv_heads * (size_t)e->cfg.head_dim *
+           dtype_size(e->be.ops->act_type);
+}
+
+/* Is the KV pool sized from the device's free memory (after everything else)? */
+static bool kv_from_device(const struct engine *e)
+{
+    return e->p.n_blocks <= 0 && e->p.kv_bytes == 0 && e->p.gpu_memory_utilization > 0 &&
+           e->be.ops->mem_info;
+}
+
+/* Blocks for a byte budget. */
+static void kv_blocks_for(struct engine *e, size_t bytes)
+{
+    size_t per_block = 2 * kv_block_layer_bytes(e) * (size_t)e->cfg.n_layers;
+    size_t n = bytes / per_block;
+    e->n_blocks = n > INT32_MAX ? INT32_MAX : (int32_t)n;
+}
+
+/* The device memory plan: weights, workspace and encoder cache are already placed; the KV
+ * pool gets what remains of gpu_memory_utilization × total. */
+static int plan_kv_device(struct engine *e, struct vlm_err *err)
+{
+    size_t free_b = 0, total_b = 0;
+    e->be.ops->mem_info(e->be.ctx, &free_b, &total_b);
+    double util = e->p.gpu_memory_utilization;
+    size_t reserve = (size_t)((1.0 - util) * (double)total_b); /* left to others and to cuBLAS */
+    size_t budget = free_b > reserve ? free_b - reserve : 0;
+    kv_blocks_for(e, budget);
+    log_info("engine: device memory %.2f GiB total, %.2f GiB free after weights and workspace; "
+             "KV pool %.2f GiB (--gpu-memory-utilization %.2f)",
+             (double)total_b / (1 << 30), (double)free_b / (1 << 30), (double)budget / (1 << 30),
+             util);
+    if (e->n_blocks < 2)
+        return vlm_err_set(err, VLM_ENOMEM, 500,
+                           "engine: out of device memory: %.2f GiB free after weights and "
+                           "workspace, %.2f GiB must stay unused at --gpu-memory-utilization "
+                           "%.2f; no room for a KV cache (lower --max-num-batched-tokens, "
+                           "--encoder-cache-tokens or raise the utilization)",
+                           (double)free_b / (1 << 30), (double)reserve / (1 << 30), util);
+    return 0;
+}
+
 static int alloc_kv(struct engine *e, struct vlm_err *err)
 {
     const struct model_config *c = &e->cfg;
     enum dtype at = e->be.ops->act_type;
-    size_t per_block_layer = (size_t)e->block_size * (size_t)e->n_kv_heads * (size_t)c->head_dim *
-                             dtype_size(at);
-    if (e->n_blocks <= 0) {
-        size_t per_block = 2 * per_block_layer * (size_t)c->n_layers;
-        size_t n = e->p.kv_bytes / per_block;
-        e->n_blocks = n > INT32_MAX ? INT32_MAX : (int32_t)n;
-    }
+    size_t per_block_layer = kv_block_layer_bytes(e);
+    if (e->n_blocks <= 0) kv_blocks_for(e, e->p.kv_bytes);
     if (e->n_blocks < 2)
         return vlm_err_set(err, VLM_EINVAL, 500,
                            "engine: KV budget of %zu bytes holds fewer than 2 blocks of %d tokens",
@@ -229,8 +270,11 @@ static int alloc_workspace(struct engine *e, struct vlm_err *err)
 
     int32_t mb = c->max_position_embeddings > 0
                      ? (c->max_position_embeddings + e->block_size - 1) / e->block_size + 1
-                     : e->n_blocks;
-    e->max_blocks_per_seq = VLM_MIN(mb, e->n_blocks);
+                 : e->n_blocks > 0 ? e->n_blocks
+                                   : 65536 / e->block_size + 1;
+    /* the KV pool may be sized later (from device memory); it only ever lowers this */
+    e->max_blocks_per_seq = e->n_blocks > 0 ? VLM_MIN(mb, e->n_blocks) : mb;
+    VLM_ASSERT(e->max_blocks_per_seq > 0);
     e->h_tokens = xmalloc(T * sizeof(int32_t));
     e->h_pos = xmalloc(T * sizeof(int32_t));
     e->h_slot = xmalloc(T * sizeof(int32_t));
@@ -289,7 +333,8 @@ int engine_init(struct engine *e, const struct model *m, const struct engine_par
     if (e->p.max_seqs <= 0) e->p.max_seqs = 64;
     /* engine_execute needs one logits row per sequence */
     e->p.max_logit_rows = VLM_MAX(e->p.max_logit_rows, e->p.max_seqs);
-    if (e->p.kv_bytes == 0 && e->p.n_blocks <= 0) e->p.kv_bytes = (size_t)64 << 20;
+    if (e->p.kv_bytes == 0 && e->p.n_blocks <= 0 && e->p.gpu_memory_utilization <= 0)
+        e->p.kv_bytes = (size_t)64 << 20;
     e->block_size = e->p.block_size;
     e->n_blocks = e->p.n_blocks;
 
@@ -325,11 +370,19 @@ int engine_init(struct engine *e, const struct model *m, const struct engine_par
         memset(e, 0, sizeof *e);
         return rc;
     }
-    if ((rc = load_weights(e, err)) || (rc = alloc_kv(e, err)) || (rc = alloc_workspace(e, err)) ||
-        (rc = init_encoder_cache(e, err))) {
+    /* the memory plan: weights, then the workspace for the largest step and the encoder cache
+     * (with the vision tower's scratch for the largest image), then the KV pool; when it is
+     * sized from device memory it goes last and takes what is left */
+    if (!kv_from_device(e) && e->n_blocks <= 0 && e->p.kv_bytes == 0)
+        e->p.kv_bytes = (size_t)64 << 20; /* a host backend asked for a device-sized pool */
+    if (!kv_from_device(e) && e->n_blocks <= 0) kv_blocks_for(e, e->p.kv_bytes);
+    if ((rc = load_weights(e, err)) || (rc = alloc_workspace(e, err)) ||
+        (rc = init_encoder_cache(e, err)) ||
+        (kv_from_device(e) && (rc = plan_kv_device(e, err))) || (rc = alloc_kv(e, err))) {
         engine_destroy(e);
         return rc;
     }
+    e->max_blocks_per_seq = VLM_MIN(e->max_blocks_per_seq, e->n_blocks);
     char tp_note[48] = "";
     if (e->comm) snprintf(tp_note, sizeof tp_note, ", tp rank %d of %d", e->comm->rank, e->comm->size);
     log_info("engine: backend %s, %d layers, KV %d blocks x %d tokens (%lld tokens), "

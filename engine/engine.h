@@ -37,7 +37,11 @@ struct engine_params {
     int32_t n_blocks;             /* KV blocks incl. the null block; 0: from kv_bytes */
     int32_t max_batched_tokens;   /* tokens per step, summed over sequences */
     int32_t max_seqs;             /* sequences per step */
-    size_t kv_bytes;              /* KV budget when n_blocks == 0 (0: 64 MiB) */
+    size_t kv_bytes;              /* KV budget when n_blocks == 0 (0: 64 MiB, or see below) */
+    double gpu_memory_utilization;/* > 0 with n_blocks == 0 and kv_bytes == 0, on a backend that
+                                     reports device memory: the KV pool takes what is left of
+                                     this fraction of the device after weights, workspace and
+                                     encoder cache (sized last, at init) */
     int tp_rank, tp_size;         /* tensor parallel rank and size (0, 1: one engine; see tp.h) */
     struct comm *comm;            /* borrowed; NULL without TP; set by tp_group_create */
     int32_t encoder_cache_tokens; /* rows of vision embeddings kept (0: no vision) */

@@ -122,8 +122,11 @@ int main(int argc, char **argv, char **envp)
 #ifdef VLM_HAVE_CUDA
     /* auto: the GPU when one is visible, else the CPU; --backend cuda insists on the GPU */
     if (cfg.engine.backend == CONFIG_BACKEND_CUDA ||
-        (cfg.engine.backend == CONFIG_BACKEND_AUTO && backend_cuda_device_count() > 0))
+        (cfg.engine.backend == CONFIG_BACKEND_AUTO && backend_cuda_device_count() > 0)) {
         ep.backend = ENGINE_BACKEND_CUDA;
+        ep.kv_bytes = 0; /* --kv-cache-memory is the CPU pool; the GPU's is sized by
+                            --gpu-memory-utilization after weights and workspace */
+    }
     else if (cfg.engine.backend == CONFIG_BACKEND_AUTO)
         log_info("server: no CUDA device visible: using the CPU backend");
 #else
@@ -136,6 +139,7 @@ int main(int argc, char **argv, char **envp)
     ep.max_batched_tokens = cfg.sched.max_num_batched_tokens;
     ep.max_seqs = cfg.sched.max_num_seqs;
     ep.kv_bytes = (size_t)cfg.engine.kv_cache_memory;
+    ep.gpu_memory_utilization = cfg.engine.gpu_memory_utilization;
     ep.tp_size = cfg.engine.tensor_parallel_size;
     ep.encoder_cache_tokens = mc->has_vision ? cfg.sched.encoder_cache_tokens : 0;
     if (ep.tp_size > 1) {
