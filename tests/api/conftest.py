@@ -226,3 +226,21 @@ def media_server():
     t.start()
     yield f"http://127.0.0.1:{srv.server_address[1]}"
     srv.shutdown()
+
+
+# ---- video clips (tests/api/videoutil.py), shared by test_video.py and test_fetch.py ----
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Clips made with the ffmpeg CLI, once per test module."""
+    from videoutil import make_clips
+    return make_clips(tmp_path_factory.mktemp("clips"))
+
+
+@pytest.fixture(scope="module")
+def media(clips):
+    """A plain http.server on 127.0.0.1 serving the clips; yields its base URL."""
+    from videoutil import start_media_server
+    url, shutdown = start_media_server(clips)
+    yield url
+    shutdown()

@@ -9,19 +9,8 @@ address check before any connection is made: no traffic leaves 127.0.0.1.
 import pytest
 
 from videoutil import (HTTPS_ENV, closed_port, expect_error, http_client, image_msgs,
-                       make_clips, start_media_server, start_server, stop_server, video_msgs)
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    return make_clips(tmp_path_factory.mktemp("clips"))
-
-
-@pytest.fixture(scope="module")
-def media(clips):
-    url, shutdown = start_media_server(clips)
-    yield url
-    shutdown()
+                       start_media_server,
+                       start_server, stop_server, video_msgs)
 
 
 @pytest.fixture(scope="module")

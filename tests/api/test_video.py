@@ -12,20 +12,8 @@ import os
 import pytest
 
 from conftest import API_KEY, data_url, png_bytes
-from videoutil import (expect_error, http_client, image_msgs, make_clips, start_media_server,
+from videoutil import (expect_error, http_client, image_msgs,
                        start_server, stop_server, video_msgs)
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    return make_clips(tmp_path_factory.mktemp("clips"))
-
-
-@pytest.fixture(scope="module")
-def media(clips):
-    url, shutdown = start_media_server(clips)
-    yield url
-    shutdown()
 
 
 @pytest.fixture(scope="module")
