@@ -106,6 +106,11 @@ struct backend_ops {
     /* per row of ne[0]: y = w ⊙ x / sqrt(mean(x²) + eps); y may alias x */
     void (*rmsnorm)(void *ctx, struct tensor *y, const struct tensor *x, const struct tensor *w,
                     float eps);
+    /* (optional) the residual add fused with the next norm, per row of ne[0]:
+     * res = res + d; y = w ⊙ res / sqrt(mean(res²) + eps); y may alias d. NULL: the forward
+     * pass calls add and rmsnorm instead. */
+    void (*add_rmsnorm)(void *ctx, struct tensor *res, struct tensor *y, const struct tensor *d,
+                        const struct tensor *w, float eps);
     /* per row of ne[0]: y = (x - mean) / sqrt(var + eps) ⊙ w + b; y may alias x */
     void (*layernorm)(void *ctx, struct tensor *y, const struct tensor *x, const struct tensor *w,
                       const struct tensor *b, float eps);

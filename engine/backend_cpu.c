@@ -128,6 +128,16 @@ static void cpu_op_rmsnorm(void *ctx, struct tensor *y, const struct tensor *x,
     cpu_rmsnorm(F(y), CF(x), CF(w), tensor_nrows(x), x->ne[0], eps);
 }
 
+/* The reference for the fused op is the two ops in sequence. */
+static void cpu_op_add_rmsnorm(void *ctx, struct tensor *res, struct tensor *y,
+                               const struct tensor *d, const struct tensor *w, float eps)
+{
+    (void)ctx;
+    VLM_ASSERT(tensor_nelem(res) == tensor_nelem(d) && w->ne[0] == res->ne[0]);
+    cpu_add(F(res), CF(res), CF(d), tensor_nelem(res));
+    cpu_rmsnorm(F(y), CF(res), CF(w), tensor_nrows(res), res->ne[0], eps);
+}
+
 static void cpu_op_layernorm(void *ctx, struct tensor *y, const struct tensor *x,
                              const struct tensor *w, const struct tensor *b, float eps)
 {
@@ -260,6 +270,7 @@ static const struct backend_ops cpu_ops = {
     .matmul = cpu_op_matmul,
     .add = cpu_op_add,
     .rmsnorm = cpu_op_rmsnorm,
+    .add_rmsnorm = cpu_op_add_rmsnorm,
     .layernorm = cpu_op_layernorm,
     .rope_neox = cpu_op_rope_neox,
     .rope_table = cpu_op_rope_table,

@@ -383,6 +383,21 @@ static void cuda_op_rmsnorm(void *ctx, struct tensor *y, const struct tensor *x,
     cuda_rmsnorm(y->data, x->data, w->data, tensor_nrows(x), (int32_t)x->ne[0], eps, c->stream);
 }
 
+static void cuda_op_add_rmsnorm(void *ctx, struct tensor *res, struct tensor *y,
+                                const struct tensor *d, const struct tensor *w, float eps)
+{
+    struct cuda_ctx *c = ctx;
+    bind(c);
+    VLM_ASSERT(w->ne[0] == res->ne[0] && tensor_nelem(res) == tensor_nelem(d) &&
+               tensor_nelem(y) == tensor_nelem(res));
+    BF(res);
+    BF(y);
+    BF(d);
+    BF(w);
+    cuda_add_rmsnorm(res->data, y->data, d->data, w->data, tensor_nrows(res),
+                     (int32_t)res->ne[0], eps, c->stream);
+}
+
 static void cuda_op_layernorm(void *ctx, struct tensor *y, const struct tensor *x,
                               const struct tensor *w, const struct tensor *b, float eps)
 {
@@ -647,6 +662,7 @@ static const struct backend_ops cuda_ops = {
     .matmul = cuda_op_matmul,
     .add = cuda_op_add,
     .rmsnorm = cuda_op_rmsnorm,
+    .add_rmsnorm = cuda_op_add_rmsnorm,
     .layernorm = cuda_op_layernorm,
     .rope_neox = cuda_op_rope_neox,
     .rope_table = cuda_op_rope_table,

@@ -31,6 +31,19 @@ static struct tensor heads3(void *data, enum dtype t, int64_t n, int64_t heads, 
     return tensor_make(data, t, hd, heads, n, 1);
 }
 
+/* x = x + d, then d = norm(x; w): the residual add and the following RMS norm, fused when
+ * the backend has add_rmsnorm (one pass over the residual stream instead of three). */
+static void residual_norm(const struct backend_ops *ops, void *c, struct tensor *x,
+                          struct tensor *d, const struct tensor *w, float eps)
+{
+    if (ops->add_rmsnorm) {
+        ops->add_rmsnorm(c, x, d, d, w, eps);
+    } else {
+        ops->add(c, x, x, d);
+        ops->rmsnorm(c, d, x, w, eps);
+    }
+}
+
 /* The all-reduce hook after a row-parallel projection (see the file comment). */
 static void tp_all_reduce(const struct engine *e, struct tensor *y)
 {
@@ -66,11 +79,12 @@ void qwen3_forward(struct engine *e, int32_t n, const struct qwen3_splice *splic
     tp_all_reduce(e, &x);
     for (int32_t i = 0; i < n_splices; i++) ops->scatter_rows(c, &x, &splices[i].src, splices[i].idx);
 
+    /* a = input_layernorm(x) of layer 0; later layers get theirs from residual_norm() */
+    ops->rmsnorm(c, &xn, &x, &e->layers[0].attn_norm, eps);
     for (int32_t l = 0; l < cfg->n_layers; l++) {
         const struct layer_weights *w = &e->layers[l];
 
-        /* attention block: a = input_layernorm(x); q, k, v = a·Wqᵀ, a·Wkᵀ, a·Wvᵀ */
-        ops->rmsnorm(c, &xn, &x, &w->attn_norm, eps);
+        /* attention block: a (in xn) = input_layernorm(x); q, k, v = a·Wqᵀ, a·Wkᵀ, a·Wvᵀ */
         ops->matmul(c, &q2, &xn, &w->wq, NULL);
         ops->matmul(c, &k2, &xn, &w->wk, NULL);
         ops->matmul(c, &v2, &xn, &w->wv, NULL);
@@ -82,19 +96,21 @@ void qwen3_forward(struct engine *e, int32_t n, const struct qwen3_splice *splic
         /* cache this step's k, v, then causal attention over each sequence's blocks */
         ops->kv_store(c, &e->kv[l], &k3, &v3);
         ops->attn_paged(c, &a3, &q3, &e->kv[l], scale);
-        /* x = x + o_proj(attn) */
+        /* x = x + o_proj(attn); m (in xn) = post_attention_layernorm(x) */
         ops->matmul(c, &xn, &a2, &w->wo, NULL);
         tp_all_reduce(e, &xn);
-        ops->add(c, &x, &x, &xn);
+        residual_norm(ops, c, &x, &xn, &w->mlp_norm, eps);
 
-        /* MLP block: x = x + down(silu(gate(m)) ⊙ up(m)), m = post_attention_layernorm(x) */
-        ops->rmsnorm(c, &xn, &x, &w->mlp_norm, eps);
+        /* MLP block: x = x + down(silu(gate(m)) ⊙ up(m)) */
         ops->matmul(c, &gate, &xn, &w->w_gate, NULL);
         ops->matmul(c, &up, &xn, &w->w_up, NULL);
         ops->silu_mul(c, &gate, &gate, &up);
         ops->matmul(c, &xn, &gate, &w->w_down, NULL);
         tp_all_reduce(e, &xn);
-        ops->add(c, &x, &x, &xn);
+        if (l + 1 < cfg->n_layers) /* and the next layer's input_layernorm, into xn */
+            residual_norm(ops, c, &x, &xn, &e->layers[l + 1].attn_norm, eps);
+        else
+            ops->add(c, &x, &x, &xn); /* the final norm runs on the gathered rows only */
     }
 
     /* logits = lm_head(norm(x)) only for the rows that need them (norm is row-wise) */
