@@ -117,6 +117,11 @@ struct backend_ops {
     /* in place on x(n_tokens, n_heads, head_dim): rotate-half RoPE, positions from set_step,
      * inv_freq_i = theta^(-2i/head_dim) */
     void (*rope_neox)(void *ctx, struct tensor *x, float theta);
+    /* (optional) in place on x(n_tokens, n_heads, head_dim): per-head RMS norm (w (head_dim))
+     * then rope_neox, the q_norm/k_norm + RoPE of a Qwen3 layer in one pass. NULL: the
+     * forward pass calls rmsnorm and rope_neox instead. */
+    void (*norm_rope)(void *ctx, struct tensor *x, const struct tensor *w, float theta,
+                      float eps);
     /* in place on x(n, n_heads, head_dim): x = x·cos + rot_half(x)·sin with per-row tables
      * cos, sin (n, head_dim) f32 */
     void (*rope_table)(void *ctx, struct tensor *x, const struct tensor *cos,

@@ -153,6 +153,13 @@ static void cpu_op_rope_neox(void *ctx, struct tensor *x, float theta)
     cpu_rope_neox(F(x), c->step.pos, x->ne[2], x->ne[1], x->ne[0], theta);
 }
 
+static void cpu_op_norm_rope(void *ctx, struct tensor *x, const struct tensor *w, float theta,
+                             float eps)
+{
+    cpu_op_rmsnorm(ctx, x, x, w, eps);
+    cpu_op_rope_neox(ctx, x, theta);
+}
+
 static void cpu_op_rope_table(void *ctx, struct tensor *x, const struct tensor *cos,
                               const struct tensor *sin)
 {
@@ -273,6 +280,7 @@ static const struct backend_ops cpu_ops = {
     .add_rmsnorm = cpu_op_add_rmsnorm,
     .layernorm = cpu_op_layernorm,
     .rope_neox = cpu_op_rope_neox,
+    .norm_rope = cpu_op_norm_rope,
     .rope_table = cpu_op_rope_table,
     .silu_mul = cpu_op_silu_mul,
     .gelu_erf = cpu_op_gelu_erf,

@@ -412,6 +412,41 @@ static void cuda_op_layernorm(void *ctx, struct tensor *y, const struct tensor *
                    c->stream);
 }
 
+/* The inverse-frequency table for (theta, head_dim), made on first use; the copy is
+ * synchronous so the host buffer can be remade next time (this happens once per model). */
+static void rope_table_for(struct cuda_ctx *c, int32_t hd, float theta)
+{
+    if (c->rope_hd == hd && c->rope_theta == theta) return;
+    cuda_rope_inv_freq(c->rope_host, hd, theta);
+    CUDA_CHECK(cudaMemcpyAsync(c->rope_inv_freq, c->rope_host, (size_t)hd / 2 * sizeof(float),
+                               cudaMemcpyHostToDevice, c->stream));
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    c->rope_hd = hd;
+    c->rope_theta = theta;
+}
+
+/* Per-head norm + RoPE: the fused kernel for head_dim <= 256, else the two kernels. */
+static void cuda_op_norm_rope(void *ctx, struct tensor *x, const struct tensor *w, float theta,
+                              float eps)
+{
+    struct cuda_ctx *c = ctx;
+    bind(c);
+    STEP_LIVE(c);
+    int32_t hd = (int32_t)x->ne[0];
+    VLM_ASSERT(x->ne[2] == c->step.n_tokens && hd <= 1024 && hd % 2 == 0 && w->ne[0] == hd);
+    BF(x);
+    BF(w);
+    rope_table_for(c, hd, theta);
+    if (hd <= 256) {
+        cuda_qk_norm_rope(x->data, w->data, c->step.d_pos, c->rope_inv_freq, (int32_t)x->ne[2],
+                          (int32_t)x->ne[1], hd, eps, c->stream);
+    } else {
+        cuda_rmsnorm(x->data, x->data, w->data, tensor_nrows(x), hd, eps, c->stream);
+        cuda_rope_neox(x->data, c->step.d_pos, c->rope_inv_freq, (int32_t)x->ne[2],
+                       (int32_t)x->ne[1], hd, c->stream);
+    }
+}
+
 static void cuda_op_rope_neox(void *ctx, struct tensor *x, float theta)
 {
     struct cuda_ctx *c = ctx;
@@ -420,16 +455,7 @@ static void cuda_op_rope_neox(void *ctx, struct tensor *x, float theta)
     int32_t hd = (int32_t)x->ne[0];
     VLM_ASSERT(x->ne[2] == c->step.n_tokens && hd <= 1024 && hd % 2 == 0);
     BF(x);
-    if (c->rope_hd != hd || c->rope_theta != theta) {
-        /* first use for this (theta, head_dim): make the table; the copy is synchronous so
-         * the host buffer can be remade next time (this happens once per model) */
-        cuda_rope_inv_freq(c->rope_host, hd, theta);
-        CUDA_CHECK(cudaMemcpyAsync(c->rope_inv_freq, c->rope_host, (size_t)hd / 2 * sizeof(float),
-                                   cudaMemcpyHostToDevice, c->stream));
-        CUDA_CHECK(cudaStreamSynchronize(c->stream));
-        c->rope_hd = hd;
-        c->rope_theta = theta;
-    }
+    rope_table_for(c, hd, theta);
     cuda_rope_neox(x->data, c->step.d_pos, c->rope_inv_freq, (int32_t)x->ne[2],
                    (int32_t)x->ne[1], hd, c->stream);
 }
@@ -665,6 +691,7 @@ static const struct backend_ops cuda_ops = {
     .add_rmsnorm = cuda_op_add_rmsnorm,
     .layernorm = cuda_op_layernorm,
     .rope_neox = cuda_op_rope_neox,
+    .norm_rope = cuda_op_norm_rope,
     .rope_table = cuda_op_rope_table,
     .silu_mul = cuda_op_silu_mul,
     .gelu_erf = cuda_op_gelu_erf,

@@ -44,6 +44,19 @@ static void residual_norm(const struct backend_ops *ops, void *c, struct tensor 
     }
 }
 
+/* Per-head RMS norm, then RoPE, in place on x (n, heads, head_dim): fused when the backend
+ * has norm_rope. */
+static void norm_rope(const struct backend_ops *ops, void *c, struct tensor *x,
+                      const struct tensor *w, float theta, float eps)
+{
+    if (ops->norm_rope) {
+        ops->norm_rope(c, x, w, theta, eps);
+    } else {
+        ops->rmsnorm(c, x, x, w, eps);
+        ops->rope_neox(c, x, theta);
+    }
+}
+
 /* The all-reduce hook after a row-parallel projection (see the file comment). */
 static void tp_all_reduce(const struct engine *e, struct tensor *y)
 {
@@ -89,10 +102,8 @@ void qwen3_forward(struct engine *e, int32_t n, const struct qwen3_splice *splic
         ops->matmul(c, &k2, &xn, &w->wk, NULL);
         ops->matmul(c, &v2, &xn, &w->wv, NULL);
         /* per-head q_norm / k_norm over head_dim, before RoPE */
-        ops->rmsnorm(c, &q3, &q3, &w->q_norm, eps);
-        ops->rmsnorm(c, &k3, &k3, &w->k_norm, eps);
-        ops->rope_neox(c, &q3, cfg->rope_theta);
-        ops->rope_neox(c, &k3, cfg->rope_theta);
+        norm_rope(ops, c, &q3, &w->q_norm, cfg->rope_theta, eps);
+        norm_rope(ops, c, &k3, &w->k_norm, cfg->rope_theta, eps);
         /* cache this step's k, v, then causal attention over each sequence's blocks */
         ops->kv_store(c, &e->kv[l], &k3, &v3);
         ops->attn_paged(c, &a3, &q3, &e->kv[l], scale);

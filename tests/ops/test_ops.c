@@ -540,9 +540,7 @@ static float *case_add_rmsnorm(struct run *r, const struct tcase *c, int64_t *n)
     return out;
 }
 
-/* Fused kernels the backend table does not have yet (kernels/cuda.h): on the CPU they are
- * the composition of table ops they replace, on CUDA the fused launcher. */
-/* qk_norm_rope: per-head rmsnorm (w (hd)) then rope_neox, on (m tokens, heads, hd) */
+/* norm_rope (table op): per-head rmsnorm (w (hd)) then rope_neox, on (m tokens, heads, hd) */
 static float *case_qk_norm_rope(struct run *r, const struct tcase *c, int64_t *n)
 {
     int64_t N = c->m * c->heads * c->hd;
@@ -552,25 +550,8 @@ static float *case_qk_norm_rope(struct run *r, const struct tcase *c, int64_t *n
     struct tensor w = r_weight(r, hw, c->hd, 1);
     struct flat_step fs;
     set_flat_step(r, &fs, c->m, NULL, NULL);
-    bool fused = !strcmp(r->b->ops->name, "cuda");
-    if (!fused) {
-        RUN_OP(r, (r->b->ops->rmsnorm(r->b->ctx, &x, &x, &w, 1e-6f),
-                   r->b->ops->rope_neox(r->b->ctx, &x, 1e6f)));
-    }
-#ifdef VLM_HAVE_CUDA
-    else {
-        const int32_t *pos = fs.pos;
-        int32_t *dpos = r_alloc(r, (size_t)c->m * sizeof *pos);
-        r->b->ops->upload(r->b->ctx, dpos, pos, (size_t)c->m * sizeof *pos);
-        float *inv = xmalloc((size_t)c->hd / 2 * sizeof *inv);
-        cuda_rope_inv_freq(inv, c->hd, 1e6f);
-        float *dinv = r_put(r, DT_F32, inv, c->hd / 2);
-        cudaStream_t s = (cudaStream_t)backend_cuda_stream(r->b);
-        RUN_OP(r, cuda_qk_norm_rope(x.data, w.data, dpos, dinv, (int32_t)c->m, c->heads, c->hd,
-                                    1e-6f, s));
-        free(inv);
-    }
-#endif
+    VLM_ASSERT(r->b->ops->norm_rope); /* optional in the table; both backends have it */
+    RUN_OP(r, r->b->ops->norm_rope(r->b->ctx, &x, &w, 1e6f, 1e-6f));
     r->bytes = (double)(2 * N * (int64_t)dtype_size(t));
     free(hx), free(hw);
     flat_step_free(&fs);
