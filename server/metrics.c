@@ -58,6 +58,14 @@ static void head(struct strbuf *o, const char *name, const char *type, const cha
     sb_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* One single-value series: its HELP and TYPE lines, then "name{lbl} value". */
+static void metric(struct strbuf *o, const char *name, const char *type, const char *help,
+                   const char *lbl, int64_t v)
+{
+    head(o, name, type, help);
+    sb_printf(o, "%s{%s} %" PRId64 "\n", name, lbl, v);
+}
+
 static void hist(struct strbuf *o, const struct metrics_hist *h, const char *name,
                  const char *help, const char *lbl)
 {
@@ -78,53 +86,54 @@ void metrics_render(const struct metrics *m, const struct sched_stats *st, const
     char lbl[200];
     snprintf(lbl, sizeof lbl, "model_name=\"%s\"", model);
     if (st) {
-        head(o, "vllm:num_requests_running", "gauge", "Requests in the running batch.");
-        sb_printf(o, "vllm:num_requests_running{%s} %" PRId64 "\n", lbl, st->running);
-        head(o, "vllm:num_requests_waiting", "gauge", "Requests waiting to be scheduled.");
-        sb_printf(o, "vllm:num_requests_waiting{%s} %" PRId64 "\n", lbl, st->waiting);
+        metric(o, "vllm:num_requests_running", "gauge",
+               "Requests in the running batch.", lbl, st->running);
+        metric(o, "vllm:num_requests_waiting", "gauge",
+               "Requests waiting to be scheduled.", lbl, st->waiting);
         int64_t usable = st->kv_blocks_total > 1 ? st->kv_blocks_total - 1 : 1;
         double usage = (double)st->kv_blocks_used / (double)usable;
         head(o, "vllm:kv_cache_usage_perc", "gauge", "KV-cache usage; 1 means 100 percent.");
         sb_printf(o, "vllm:kv_cache_usage_perc{%s} %.6f\n", lbl, usage);
         head(o, "vllm:gpu_cache_usage_perc", "gauge", "KV-cache usage (older name).");
         sb_printf(o, "vllm:gpu_cache_usage_perc{%s} %.6f\n", lbl, usage);
-        head(o, "vllm:num_preemptions_total", "counter", "Preemptions by recompute.");
-        sb_printf(o, "vllm:num_preemptions_total{%s} %" PRId64 "\n", lbl, st->preempted_total);
-        head(o, "vllm:prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.");
-        sb_printf(o, "vllm:prefix_cache_queries_total{%s} %" PRId64 "\n", lbl, st->prefix_queried_tokens);
-        head(o, "vllm:prefix_cache_hits_total", "counter", "Prompt tokens served by the prefix cache.");
-        sb_printf(o, "vllm:prefix_cache_hits_total{%s} %" PRId64 "\n", lbl, st->prefix_hit_tokens);
-        head(o, "valley:kv_blocks_total", "gauge", "KV blocks in the pool (without the null block).");
-        sb_printf(o, "valley:kv_blocks_total{%s} %" PRId64 "\n", lbl, usable);
-        head(o, "valley:kv_blocks_used", "gauge", "KV blocks held by requests.");
-        sb_printf(o, "valley:kv_blocks_used{%s} %" PRId64 "\n", lbl, st->kv_blocks_used);
-        head(o, "valley:kv_blocks_free", "gauge", "KV blocks not held by any request (cached ones included).");
-        sb_printf(o, "valley:kv_blocks_free{%s} %" PRId64 "\n", lbl, usable - st->kv_blocks_used);
-        head(o, "valley:kv_blocks_cached", "gauge", "KV blocks in the prefix map.");
-        sb_printf(o, "valley:kv_blocks_cached{%s} %" PRId64 "\n", lbl, st->kv_blocks_cached);
-        head(o, "valley:encoder_cache_hits_total", "counter", "Media items found in the encoder cache.");
-        sb_printf(o, "valley:encoder_cache_hits_total{%s} %" PRId64 "\n", lbl, st->encoder_hits);
-        head(o, "valley:encoder_cache_misses_total", "counter", "Media items that had to be encoded.");
-        sb_printf(o, "valley:encoder_cache_misses_total{%s} %" PRId64 "\n", lbl, st->encoder_misses);
-        head(o, "valley:engine_steps_total", "counter", "Engine steps run.");
-        sb_printf(o, "valley:engine_steps_total{%s} %" PRId64 "\n", lbl, st->steps);
-        head(o, "valley:requests_aborted_total", "counter", "Scheduler requests finished by abort.");
-        sb_printf(o, "valley:requests_aborted_total{%s} %" PRId64 "\n", lbl, st->finished[REQ_FINISHED_ABORT]);
+        metric(o, "vllm:num_preemptions_total", "counter",
+               "Preemptions by recompute.", lbl, st->preempted_total);
+        metric(o, "vllm:prefix_cache_queries_total", "counter",
+               "Prompt tokens looked up in the prefix cache.", lbl, st->prefix_queried_tokens);
+        metric(o, "vllm:prefix_cache_hits_total", "counter",
+               "Prompt tokens served by the prefix cache.", lbl, st->prefix_hit_tokens);
+        metric(o, "valley:kv_blocks_total", "gauge",
+               "KV blocks in the pool (without the null block).", lbl, usable);
+        metric(o, "valley:kv_blocks_used", "gauge",
+               "KV blocks held by requests.", lbl, st->kv_blocks_used);
+        metric(o, "valley:kv_blocks_free", "gauge",
+               "KV blocks not held by any request (cached ones included).", lbl,
+               usable - st->kv_blocks_used);
+        metric(o, "valley:kv_blocks_cached", "gauge",
+               "KV blocks in the prefix map.", lbl, st->kv_blocks_cached);
+        metric(o, "valley:encoder_cache_hits_total", "counter",
+               "Media items found in the encoder cache.", lbl, st->encoder_hits);
+        metric(o, "valley:encoder_cache_misses_total", "counter",
+               "Media items that had to be encoded.", lbl, st->encoder_misses);
+        metric(o, "valley:engine_steps_total", "counter", "Engine steps run.", lbl, st->steps);
+        metric(o, "valley:requests_aborted_total", "counter",
+               "Scheduler requests finished by abort.", lbl, st->finished[REQ_FINISHED_ABORT]);
     }
-    head(o, "vllm:prompt_tokens_total", "counter", "Prompt tokens of finished requests.");
-    sb_printf(o, "vllm:prompt_tokens_total{%s} %" PRIu64 "\n", lbl, ld(&m->prompt_tokens));
-    head(o, "vllm:generation_tokens_total", "counter", "Generated tokens.");
-    sb_printf(o, "vllm:generation_tokens_total{%s} %" PRIu64 "\n", lbl, ld(&m->generation_tokens));
+    metric(o, "vllm:prompt_tokens_total", "counter",
+           "Prompt tokens of finished requests.", lbl, (int64_t)ld(&m->prompt_tokens));
+    metric(o, "vllm:generation_tokens_total", "counter",
+           "Generated tokens.", lbl, (int64_t)ld(&m->generation_tokens));
     head(o, "vllm:request_success_total", "counter", "Finished choices by finish reason.");
     static const char *reasons[METRICS_FINISH_N] = {"stop", "length", "abort", "error"};
     for (int i = 0; i < METRICS_FINISH_N; i++)
         sb_printf(o, "vllm:request_success_total{%s,finished_reason=\"%s\"} %" PRIu64 "\n", lbl,
                   reasons[i], ld(&m->finished[i]));
-    head(o, "valley:client_disconnects_total", "counter", "Requests aborted because the client went away.");
-    sb_printf(o, "valley:client_disconnects_total{%s} %" PRIu64 "\n", lbl, ld(&m->client_disconnects));
-    head(o, "valley:http_requests_inflight", "gauge", "HTTP requests with generation under way.");
-    sb_printf(o, "valley:http_requests_inflight{%s} %" PRId64 "\n", lbl,
-              (int64_t)atomic_load_explicit(&m->inflight, memory_order_relaxed));
+    metric(o, "valley:client_disconnects_total", "counter",
+           "Requests aborted because the client went away.", lbl,
+           (int64_t)ld(&m->client_disconnects));
+    metric(o, "valley:http_requests_inflight", "gauge",
+           "HTTP requests with generation under way.", lbl,
+           atomic_load_explicit(&m->inflight, memory_order_relaxed));
     head(o, "valley:http_responses_total", "counter", "HTTP responses by status class.");
     for (int c = 2; c <= 5; c++)
         sb_printf(o, "valley:http_responses_total{%s,code=\"%dxx\"} %" PRIu64 "\n", lbl, c,
