@@ -1,6 +1,6 @@
 /*
  * tmpdir.h: one temporary folder per test program, for the tests that write files
- * (tests/unit/test_model_load.c, tests/unit/test_testmodel.c).
+ * (tests/unit/test_model_load.c, test_testmodel.c, test_safetensors.c).
  *
  *   tmpdir_make("/tmp/vlm_test_foo_XXXXXX");   (skips the program, 77, if it cannot)
  *   ... sub("a") is tmpdir/a ...

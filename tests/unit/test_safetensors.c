@@ -5,12 +5,11 @@
  */
 #include "engine/safetensors.h"
 #include "test.h"
+#include "tmpdir.h"
 
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static char tmpdir[256];
 
 /* [u64 header length][header padded with spaces to a multiple of 8][data_len bytes] */
 static uint8_t *mk(const char *header, size_t data_len, size_t *len)
@@ -30,13 +29,6 @@ static void put_file(const char *path, const void *b, size_t n)
     FILE *f = fopen(path, "wb");
     if (n) fwrite(b, 1, n, f);
     fclose(f);
-}
-
-static const char *tpath(const char *name)
-{
-    static char p[512];
-    snprintf(p, sizeof p, "%s/%s", tmpdir, name);
-    return p;
 }
 
 struct bad_case {
@@ -111,11 +103,11 @@ static void test_bad_files(void)
         }
         char name[64];
         snprintf(name, sizeof name, "bad%02zu.safetensors", i);
-        put_file(tpath(name), b, len);
+        put_file(sub(name), b, len);
         TEST(c->what) {
             struct st_set *s = (struct st_set *)1;
             struct vlm_err err = {0};
-            int rc = st_open_file(&s, tpath(name), &err);
+            int rc = st_open_file(&s, sub(name), &err);
             CHECK_EQ(rc, c->code);
             CHECK(s == NULL);
             CHECK_EQ(err.code, c->code);
@@ -143,11 +135,11 @@ static void test_good_file(void)
                     "\"z\":{\"dtype\":\"F32\",\"shape\":[0,5],\"data_offsets\":[36,36]},"
                     "\"i\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[40,48]}}",
                     48, &len);
-    put_file(tpath("good.safetensors"), b, len);
+    put_file(sub("good.safetensors"), b, len);
     TEST("valid file: shapes, dtypes, data pointers") {
         struct st_set *s = NULL;
         struct vlm_err err = {0};
-        CHECK_EQ(st_open_file(&s, tpath("good.safetensors"), &err), 0);
+        CHECK_EQ(st_open_file(&s, sub("good.safetensors"), &err), 0);
         CHECK_EQ(st_count(s), 5);
         const struct st_tensor *w = st_find(s, "w"), *h = st_find(s, "h"), *sc = st_find(s, "s");
         const struct st_tensor *z = st_find(s, "z"), *i64 = st_find(s, "i");
@@ -188,7 +180,7 @@ static void test_good_file(void)
     TEST("missing file is VLM_EIO naming the path") {
         struct st_set *s = NULL;
         struct vlm_err err = {0};
-        CHECK_EQ(st_open_file(&s, tpath("nope.safetensors"), &err), VLM_EIO);
+        CHECK_EQ(st_open_file(&s, sub("nope.safetensors"), &err), VLM_EIO);
         CHECK(strstr(err.msg, "nope.safetensors") != NULL);
     }
     free(b);
@@ -233,9 +225,9 @@ static void test_writer(void)
             {.name = "y\"q", .type = DT_BF16, .rank = 1, .shape = {3}, .data = h, .nbytes = 6},
         };
         struct vlm_err err = {0};
-        CHECK_EQ(st_write_file(tpath("w.safetensors"), t, 2, &err), 0);
+        CHECK_EQ(st_write_file(sub("w.safetensors"), t, 2, &err), 0);
         struct st_set *s = NULL;
-        CHECK_EQ(st_open_file(&s, tpath("w.safetensors"), &err), 0);
+        CHECK_EQ(st_open_file(&s, sub("w.safetensors"), &err), 0);
         const struct st_tensor *x = st_find(s, "x.weight"), *y = st_find(s, "y\"q");
         CHECK(x && y);
         if (x && y) {
@@ -245,7 +237,7 @@ static void test_writer(void)
         }
         st_close(s);
         size_t n;
-        char *raw = vlm_read_file(tpath("w.safetensors"), &n);
+        char *raw = vlm_read_file(sub("w.safetensors"), &n);
         CHECK(raw && strstr(raw + 8, "\"format\":\"pt\""));
         CHECK_EQ(n, 8 + (size_t)(uint8_t)raw[0] + 30);
         free(raw);
@@ -333,15 +325,12 @@ static void test_shards(void)
 
 int main(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/vlm_test_st_XXXXXX");
-    if (!mkdtemp(tmpdir)) TEST_SKIP("no temporary folder");
+    tmpdir_make("/tmp/vlm_test_st_XXXXXX");
     test_bad_files();
     test_good_file();
     test_alloc_sweep();
     test_writer();
     test_shards();
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    tmpdir_remove();
     return test_report();
 }
