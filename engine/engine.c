@@ -333,8 +333,6 @@ int engine_init(struct engine *e, const struct model *m, const struct engine_par
     if (e->p.max_seqs <= 0) e->p.max_seqs = 64;
     /* engine_execute needs one logits row per sequence */
     e->p.max_logit_rows = VLM_MAX(e->p.max_logit_rows, e->p.max_seqs);
-    if (e->p.kv_bytes == 0 && e->p.n_blocks <= 0 && e->p.gpu_memory_utilization <= 0)
-        e->p.kv_bytes = (size_t)64 << 20;
     e->block_size = e->p.block_size;
     e->n_blocks = e->p.n_blocks;
 
@@ -374,7 +372,7 @@ int engine_init(struct engine *e, const struct model *m, const struct engine_par
      * (with the vision tower's scratch for the largest image), then the KV pool; when it is
      * sized from device memory it goes last and takes what is left */
     if (!kv_from_device(e) && e->n_blocks <= 0 && e->p.kv_bytes == 0)
-        e->p.kv_bytes = (size_t)64 << 20; /* a host backend asked for a device-sized pool */
+        e->p.kv_bytes = (size_t)64 << 20; /* no budget given (engine.h: 64 MiB) */
     if (!kv_from_device(e) && e->n_blocks <= 0) kv_blocks_for(e, e->p.kv_bytes);
     if ((rc = load_weights(e, err)) || (rc = alloc_workspace(e, err)) ||
         (rc = init_encoder_cache(e, err)) ||
