@@ -5,14 +5,16 @@
  * engine, no scheduler): the issue's GPU figures before the engine runs on CUDA.
  * Prints figures, asserts nothing; exits 77 without a GPU.
  *
- *   bench_cuda [--layers N] [--steps N] [--fused] [--ctx N]
+ *   bench_cuda [--layers N] [--steps N] [--fused] [--graphs] [--ctx N]
  *
  *   decode b=1/8/64/256 at context --ctx (512): ms per step and tok/s; at b=1 next to the
  *       floor = bytes of weights read per token / measured device copy bandwidth;
  *   prefill: one 2048-token chunk, tok/s;
  *   vit: one 1024x1024 image (74 x 74 patches of 14 after Qwen2-VL's resize), ms.
  * --fused runs the residual add + RMS norm and the q/k norm + RoPE through the fused
- * launchers (kernels/cuda.h) instead of the table's separate ops. Each figure is the median
+ * launchers (kernels/cuda.h) instead of the table's separate ops. --graphs runs decode steps
+ * as the engine does on CUDA: recorded once into a CUDA graph (graph_begin/graph_end, with
+ * block tables padded to a power of two of columns), replayed after. Each figure is the median
  * of --steps timed steps (10) after 2 warm-up steps; a step ends with the logits download,
  * as in serving.
  */
@@ -67,6 +69,7 @@ struct bench {
     uint64_t seed;
     int n_layers, ctx;
     bool fused;
+    bool graphs;                         /* decode steps as CUDA graphs */
     size_t weight_bytes;                 /* read per decode step */
     struct layer *layers;
     struct tensor embed, final_norm, lm_head;
@@ -79,6 +82,7 @@ struct bench {
     /* step metadata (host) */
     int32_t tokens[T_MAX], pos[T_MAX], slot[T_MAX], q_start[B_MAX + 1], ctx_len[B_MAX];
     int32_t *block_tables, max_blocks, rows[B_MAX];
+    int32_t *graph_tables;               /* (B_MAX, max_blocks) --graphs: narrower stride */
 };
 
 static void *dalloc(struct bench *B, size_t n)
@@ -163,6 +167,7 @@ static void dec_init(struct bench *B)
         cuda_fill_uniform(B->kv[l].v, (int64_t)(kv_bytes / 2), B->seed++, -1.0f, 1.0f, B->s);
     }
     B->block_tables = xmalloc((size_t)B_MAX * (size_t)B->max_blocks * sizeof(int32_t));
+    B->graph_tables = xmalloc((size_t)B_MAX * (size_t)B->max_blocks * sizeof(int32_t));
     for (int32_t s = 0; s < B_MAX; s++)
         for (int32_t b = 0; b < B->max_blocks; b++)
             B->block_tables[s * B->max_blocks + b] = 1 + (s * per_seq + b) % (B->n_blocks - 1);
@@ -189,6 +194,8 @@ static void dec_init(struct bench *B)
 
 /* One step: n_seqs sequences with q_len new tokens each at context ctx; logits for the last
  * row of each sequence. Returns milliseconds, logits downloaded. */
+static void dec_ops(struct bench *B, int32_t n, int32_t n_seqs);
+
 static double dec_step(struct bench *B, int32_t n_seqs, int32_t q_len, int32_t ctx)
 {
     int32_t n = n_seqs * q_len;
@@ -210,8 +217,38 @@ static double dec_step(struct bench *B, int32_t n_seqs, int32_t q_len, int32_t c
     struct step_meta m = {.n_seqs = n_seqs, .n_tokens = n, .tokens = B->tokens, .pos = B->pos,
                           .slot = B->slot, .q_start = B->q_start, .ctx_len = B->ctx_len,
                           .block_tables = B->block_tables, .max_blocks = B->max_blocks};
+    if (B->graphs && q_len == 1) { /* as engine.c's graph_pad, minus the batch padding */
+        int32_t cols = 16;
+        while (cols < (ctx + BS - 1) / BS) cols *= 2;
+        cols = VLM_MIN(cols, B->max_blocks);
+        m.max_blocks = cols; /* the first cols columns of each row: a narrower stride */
+        for (int32_t s = 0; s < n_seqs; s++)
+            memcpy(B->graph_tables + (size_t)s * cols, B->block_tables + (size_t)s * B->max_blocks,
+                   (size_t)cols * sizeof(int32_t));
+        m.block_tables = B->graph_tables;
+        m.max_ctx = cols * BS;
+        m.graph_key = (uint64_t)n_seqs << 32 | (uint64_t)cols;
+    }
     o->set_step(c, &m);
     if (B->fused) o->upload(c, B->d_pos, B->pos, (size_t)n * sizeof(int32_t));
+    if (m.graph_key) {
+        if (!o->graph_launch(c)) {
+            o->graph_begin(c);
+            dec_ops(B, n, n_seqs);
+            VLM_ASSERT(o->graph_end(c));
+        }
+    } else {
+        dec_ops(B, n, n_seqs);
+    }
+    o->download(c, B->h_logits, B->logits, (size_t)n_seqs * VOCAB * sizeof(float));
+    return now_ms() - t0;
+}
+
+/* The decoder's ops for n tokens of n_seqs sequences (logits for each sequence's last row). */
+static void dec_ops(struct bench *B, int32_t n, int32_t n_seqs)
+{
+    const struct backend_ops *o = B->o;
+    void *c = B->c;
 
     struct tensor x = mat(B->x, DT_BF16, n, H), xn = mat(B->xn, DT_BF16, n, H);
     struct tensor q2 = mat(B->q, DT_BF16, n, NH * HD), q3 = heads3(B->q, n, NH, HD);
@@ -262,8 +299,6 @@ static double dec_step(struct bench *B, int32_t n_seqs, int32_t q_len, int32_t c
     o->gather_rows(c, &xs, &x, B->rows);
     o->rmsnorm(c, &xs, &xs, &B->final_norm, eps);
     o->matmul(c, &lg, &xs, &B->lm_head, NULL);
-    o->download(c, B->h_logits, B->logits, (size_t)n_seqs * VOCAB * sizeof(float));
-    return now_ms() - t0;
 }
 
 static double median_step(struct bench *B, int steps, int32_t n_seqs, int32_t q_len, int32_t ctx)
@@ -422,11 +457,12 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--ctx") && i + 1 < argc) B.ctx = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--fused")) B.fused = true;
+        else if (!strcmp(argv[i], "--graphs")) B.graphs = true;
         else if (!strcmp(argv[i], "--vit-only")) only_vit = true;
         else if (!strcmp(argv[i], "--no-vit")) no_vit = true;
         else {
             fprintf(stderr, "usage: bench_cuda [--layers N] [--steps N] [--ctx N] [--fused] "
-                            "[--vit-only] [--no-vit]\n");
+                            "[--graphs] [--vit-only] [--no-vit]\n");
             return 2;
         }
     }
@@ -449,7 +485,11 @@ int main(int argc, char **argv)
         dec_init(&B);
         double floor_ms = (double)B.weight_bytes / bw * 1e3;
         printf("decoder: %d layers, %s; weights read per step %.2f GB -> floor %.2f ms/token\n",
-               B.n_layers, B.fused ? "fused add+norm and q/k norm+rope" : "table ops only",
+               B.n_layers,
+               B.fused && B.graphs ? "fused add+norm and q/k norm+rope, CUDA graphs"
+               : B.fused           ? "fused add+norm and q/k norm+rope"
+               : B.graphs          ? "table ops only, CUDA graphs"
+                                   : "table ops only",
                (double)B.weight_bytes / 1e9, floor_ms);
         int batches[] = {1, 8, 64, 256};
         for (size_t i = 0; i < ARRAY_LEN(batches); i++) {

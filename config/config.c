@@ -61,6 +61,7 @@ static const struct config_opt config_options[] = {
     I32("tensor-parallel-size", engine.tensor_parallel_size, 1, 64, "1", "GPUs the model is split across"),
     FLT("gpu-memory-utilization", engine.gpu_memory_utilization, 0.05, 1.0, "0.9", "fraction of each GPU's memory the engine may use (weights, activations, KV cache)"),
     SIZE("kv-cache-memory", engine.kv_cache_memory, MiB, 4 * TiB, "1GiB", "bytes of the cpu backend's KV cache pool"),
+    BOOL("enforce-eager", engine.enforce_eager, "false", "never replay decode steps as CUDA graphs (debugging, or to save the graphs' memory)"),
     /* scheduler */
     I32("max-model-len", sched.max_model_len, 0, 1 << 24, "0", "longest prompt + output in tokens; 0 = the model's max_position_embeddings"),
     I32("max-num-seqs", sched.max_num_seqs, 1, 65536, "128", "most sequences in one engine step"),

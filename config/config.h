@@ -85,6 +85,7 @@ struct config_engine {
     int32_t tensor_parallel_size;
     double gpu_memory_utilization;    /* fraction of GPU memory the engine may take */
     int64_t kv_cache_memory;          /* bytes of the CPU backend's KV pool */
+    bool enforce_eager;               /* no CUDA graphs for decode steps */
 };
 
 /* Media fetching and decoding (server/media.c, server/fetch.c, server/video.c). */

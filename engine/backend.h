@@ -69,6 +69,11 @@ struct step_meta {
     const int32_t *ctx_len;      /* (n_seqs) tokens in the cache after this step */
     const int32_t *block_tables; /* (n_seqs, max_blocks) block ids, row-major */
     int32_t max_blocks;
+    /* Graph steps (see graph_launch below): nonzero = this step's op sequence and launch
+     * shapes depend only on this key, so a graph recorded for it can replay the step. The
+     * metadata then goes to fixed addresses, and launch shapes use max_ctx. 0: eager. */
+    uint64_t graph_key;
+    int32_t max_ctx; /* graph steps: an upper bound of ctx_len[] that shapes the launches */
 };
 
 enum op {
@@ -154,6 +159,21 @@ struct backend_ops {
                          const int32_t *idx);
     /* y = x converted to y's dtype (same shape) */
     void (*cast)(void *ctx, struct tensor *y, const struct tensor *x);
+
+    /* ---- graphs (optional, all three or none) ----
+     * A step whose set_step() had a nonzero graph_key can run as a recorded graph (CUDA
+     * graphs: one launch instead of hundreds). After set_step():
+     *   graph_launch(): true when a graph for the key exists and was enqueued: the step's ops
+     *     must not be called. false: the caller records one with
+     *   graph_begin(); the step's ops; graph_end(): the ops are recorded, not run, then the
+     *     graph is enqueued (true). false: recording failed (or the graph cache is full), the
+     *     recorded ops were dropped and the caller must call them again, eagerly.
+     * Between begin and end only ops may be called (no alloc, upload, download, sync). What an
+     * op copies from host arrays (gather/scatter indices, ViT segments) is frozen in the
+     * graph; the step metadata is not (set_step refreshes it at the same addresses). */
+    bool (*graph_launch)(void *ctx);
+    void (*graph_begin)(void *ctx);
+    bool (*graph_end)(void *ctx);
 };
 
 struct backend {
@@ -165,6 +185,11 @@ struct backend_params {
     int n_threads; /* CPU: worker threads (0 = all cores) */
     int device;    /* CUDA: device ordinal */
 };
+
+/* Wraps b (which keeps working underneath) in a backend whose graph ops record op calls and
+ * replay them, freezing copied host arrays as CUDA graphs do: the engine's graph path runs,
+ * and is tested, on the CPU. b must not have graph ops. Never fails. */
+void backend_graph_emulate(struct backend *b);
 
 int backend_cpu_init(struct backend *b, const struct backend_params *p, struct vlm_err *err);
 #ifdef VLM_HAVE_CUDA

@@ -11,6 +11,14 @@
  *     init), no synchronisation, except download() and sync(), which wait by contract;
  *   - small host arrays handed to single ops (gather/scatter indices, ViT segment bounds,
  *     attention tile lists) go through the same staging buffers.
+ *
+ * CUDA graphs (graph_launch/begin/end, see backend.h): a step with a graph key puts its
+ * metadata at fixed addresses (struct cuda_graphs' meta region, refreshed by one async copy
+ * per step outside the graph) and shapes its launches from the key's bounds (max_blocks,
+ * max_ctx), so one capture per key replays every later step with that key. While capturing,
+ * what ops stage (logit-row indices, attention tiles, the RoPE table) goes to the graph's own
+ * pinned arena, whose contents the graph's copy nodes read at every replay: those arrays
+ * must be the same for every step of the key (engine.c's decode buckets make them so).
  * Called from the one engine thread that owns this backend.
  */
 #include "engine/backend.h"
@@ -28,6 +36,9 @@
 #define ATTN_WS_BYTES ((size_t)64 << 20)  /* split-context attention partials */
 #define LOAD_CHUNK_BYTES ((size_t)64 << 20) /* host conversion buffer for load_weight */
 #define VL_MAX_SEG 65536                    /* ViT segments (images x frame groups) per call */
+#define GRAPH_MAX 128                       /* captured graphs kept; more keys run eagerly */
+#define GRAPH_META_BYTES ((size_t)8 << 20)  /* fixed step metadata of graph steps */
+#define GRAPH_ARENA_BYTES ((size_t)256 << 10) /* per graph: what its ops staged */
 
 /* Staging: two halves, each a pinned host buffer mirrored by a device buffer of the same
  * size. Uploads bump-allocate in the current half (host memcpy, then one async copy at the
@@ -45,6 +56,27 @@ struct cuda_stage {
     int cur;
     size_t off;
     int moves_this_step;
+};
+
+/* Captured graphs and the fixed metadata region of graph steps. */
+struct cuda_graph {
+    uint64_t key;
+    cudaGraphExec_t exec;       /* owned */
+    char *arena_host;           /* (GRAPH_ARENA_BYTES) pinned, owned */
+    char *arena_dev;            /* (GRAPH_ARENA_BYTES) device, owned */
+};
+
+struct cuda_graphs {
+    struct cuda_graph g[GRAPH_MAX];
+    int32_t n;
+    char *meta_host;            /* (GRAPH_META_BYTES) pinned, owned */
+    char *meta_dev;             /* (GRAPH_META_BYTES) device, owned */
+    cudaEvent_t meta_copied;    /* recorded after each copy out of meta_host */
+    uint64_t key;               /* of the current step; 0: eager */
+    bool capturing;             /* between graph_begin and graph_end, stream in capture */
+    bool passthrough;           /* graph_begin could not capture: ops run eagerly */
+    bool capture_bad;           /* an op's staging overflowed the arena: drop the capture */
+    size_t arena_off;
 };
 
 /* The current step, device copies in the staging area plus the host facts the launchers
@@ -85,6 +117,7 @@ struct cuda_ctx {
     float *rope_host;          /* (512) host, owned */
     float rope_theta;
     int32_t rope_hd;
+    struct cuda_graphs gr;
 };
 
 static enum cuda_dtype cdt(enum dtype t)
@@ -125,6 +158,18 @@ static void stage_move(struct cuda_ctx *c)
 static void *stage_reserve(struct cuda_ctx *c, size_t n, void **dev)
 {
     struct cuda_stage *s = &c->st;
+    if (c->gr.capturing) { /* into the graph's arena: no moving between halves in a capture */
+        struct cuda_graph *g = &c->gr.g[c->gr.n];
+        VLM_ASSERT(n <= GRAPH_ARENA_BYTES); /* graph steps stage O(batch) bytes per op */
+        size_t off = (c->gr.arena_off + 15) & ~(size_t)15;
+        if (off + n > GRAPH_ARENA_BYTES) {
+            c->gr.capture_bad = true; /* graph_end drops the capture; contents do not matter */
+            off = 0;
+        }
+        c->gr.arena_off = off + n;
+        *dev = g->arena_dev + off;
+        return g->arena_host + off;
+    }
     VLM_ASSERT(n <= STAGE_BYTES);
     size_t off = (s->off + 15) & ~(size_t)15;
     if (off + n > STAGE_BYTES) {
@@ -161,6 +206,15 @@ static void cuda_destroy(void *ctx)
     if (!c) return;
     bind(c);
     if (c->stream) cudaStreamSynchronize(c->stream);
+    for (int32_t i = 0; i < GRAPH_MAX; i++) {
+        struct cuda_graph *g = &c->gr.g[i];
+        if (g->exec) cudaGraphExecDestroy(g->exec);
+        if (g->arena_host) cudaFreeHost(g->arena_host);
+        if (g->arena_dev) cudaFree(g->arena_dev);
+    }
+    if (c->gr.meta_host) cudaFreeHost(c->gr.meta_host);
+    if (c->gr.meta_dev) cudaFree(c->gr.meta_dev);
+    if (c->gr.meta_copied) cudaEventDestroy(c->gr.meta_copied);
     for (int i = 0; i < 2; i++) {
         if (c->st.host[i]) cudaFreeHost(c->st.host[i]);
         if (c->st.dev[i]) cudaFree(c->st.dev[i]);
@@ -295,15 +349,27 @@ static void cuda_set_step(void *ctx, const struct step_meta *m)
     bind(c);
     struct cuda_step *s = &c->step;
     VLM_ASSERT(m->n_tokens >= 0 && m->n_seqs >= 0 && m->max_blocks >= 0);
+    VLM_ASSERT(!c->gr.capturing && "set_step inside a graph capture");
     c->st.moves_this_step = 0;
     stage_move(c);
     c->step_live = true;
     size_t nt = (size_t)m->n_tokens, ns = (size_t)m->n_seqs;
     size_t nbt = ns * (size_t)m->max_blocks;
     size_t words = 3 * nt + (ns + 1) + ns + nbt;
-    void *dev;
-    int32_t *h = stage_reserve(c, words * sizeof(int32_t), &dev);
-    int32_t *d = dev;
+    int32_t *h, *d;
+    c->gr.key = m->graph_key;
+    if (c->gr.key && words * sizeof(int32_t) > GRAPH_META_BYTES) c->gr.key = 0; /* eager */
+    if (c->gr.key) {
+        /* fixed addresses; the last copy out of the host side must be done first (it is: the
+         * step that made it has downloaded its logits since) */
+        CUDA_CHECK(cudaEventSynchronize(c->gr.meta_copied));
+        h = (int32_t *)c->gr.meta_host;
+        d = (int32_t *)c->gr.meta_dev;
+    } else {
+        void *dev;
+        h = stage_reserve(c, words * sizeof(int32_t), &dev);
+        d = dev;
+    }
     /* arrays an op of this step will not read may be NULL (tests): zeros */
     const int32_t *src3[3] = {m->tokens, m->pos, m->slot};
     for (int i = 0; i < 3; i++) {
@@ -314,6 +380,7 @@ static void cuda_set_step(void *ctx, const struct step_meta *m)
     memcpy(h + 3 * nt + ns + 1, m->ctx_len, ns * 4);
     if (nbt) memcpy(h + 3 * nt + 2 * ns + 1, m->block_tables, nbt * 4);
     stage_commit(c, d, h, words * sizeof(int32_t));
+    if (c->gr.key) CUDA_CHECK(cudaEventRecord(c->gr.meta_copied, c->stream));
 
     *s = (struct cuda_step){.n_seqs = m->n_seqs, .n_tokens = m->n_tokens,
                             .max_blocks = m->max_blocks};
@@ -328,6 +395,10 @@ static void cuda_set_step(void *ctx, const struct step_meta *m)
     for (int32_t i = 0; i < m->n_seqs; i++) {
         s->max_q = VLM_MAX(s->max_q, m->q_start[i + 1] - m->q_start[i]);
         s->max_ctx = VLM_MAX(s->max_ctx, m->ctx_len[i]);
+    }
+    if (c->gr.key) { /* launch shapes from the key's bound, not from this step's contexts */
+        VLM_ASSERT(m->max_ctx >= s->max_ctx);
+        s->max_ctx = m->max_ctx;
     }
 }
 
@@ -412,15 +483,15 @@ static void cuda_op_layernorm(void *ctx, struct tensor *y, const struct tensor *
                    c->stream);
 }
 
-/* The inverse-frequency table for (theta, head_dim), made on first use; the copy is
- * synchronous so the host buffer can be remade next time (this happens once per model). */
+/* The inverse-frequency table for (theta, head_dim), made on first use (once per model in
+ * practice): staged, then copied to its own buffer, so nothing waits (a capture may be on). */
 static void rope_table_for(struct cuda_ctx *c, int32_t hd, float theta)
 {
     if (c->rope_hd == hd && c->rope_theta == theta) return;
     cuda_rope_inv_freq(c->rope_host, hd, theta);
-    CUDA_CHECK(cudaMemcpyAsync(c->rope_inv_freq, c->rope_host, (size_t)hd / 2 * sizeof(float),
-                               cudaMemcpyHostToDevice, c->stream));
-    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    size_t n = (size_t)hd / 2 * sizeof(float);
+    const void *staged = stage_put(c, c->rope_host, n);
+    CUDA_CHECK(cudaMemcpyAsync(c->rope_inv_freq, staged, n, cudaMemcpyDeviceToDevice, c->stream));
     c->rope_hd = hd;
     c->rope_theta = theta;
 }
@@ -661,6 +732,78 @@ static void cuda_op_cast(void *ctx, struct tensor *y, const struct tensor *x)
     cuda_cast(y->data, cdt(y->type), x->data, cdt(x->type), n, c->stream);
 }
 
+/* ==== Graphs ==== */
+
+static bool cuda_graph_launch(void *ctx)
+{
+    struct cuda_ctx *c = ctx;
+    bind(c);
+    VLM_ASSERT(!c->gr.capturing);
+    if (!c->gr.key) return false;
+    for (int32_t i = 0; i < c->gr.n; i++) {
+        if (c->gr.g[i].key != c->gr.key) continue;
+        CUDA_CHECK(cudaGraphLaunch(c->gr.g[i].exec, c->stream));
+        return true;
+    }
+    return false;
+}
+
+static void cuda_graph_begin(void *ctx)
+{
+    struct cuda_ctx *c = ctx;
+    bind(c);
+    VLM_ASSERT(!c->gr.capturing);
+    struct cuda_graph *g = &c->gr.g[c->gr.n < GRAPH_MAX ? c->gr.n : 0];
+    /* a step too big for the meta region, or a full cache: the ops run eagerly */
+    c->gr.passthrough = !c->gr.key || c->gr.n == GRAPH_MAX;
+    if (!c->gr.passthrough && !g->arena_host) {
+        if (cudaHostAlloc((void **)&g->arena_host, GRAPH_ARENA_BYTES, cudaHostAllocDefault) ||
+            cudaMalloc((void **)&g->arena_dev, GRAPH_ARENA_BYTES)) {
+            (void)cudaGetLastError();
+            log_warn("cuda: no memory for a graph's arena; this batch bucket runs eagerly");
+            if (g->arena_host) cudaFreeHost(g->arena_host);
+            g->arena_host = NULL;
+            c->gr.passthrough = true;
+        }
+    }
+    if (c->gr.passthrough) return;
+    CUDA_CHECK(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
+    c->gr.capturing = true;
+    c->gr.capture_bad = false;
+    c->gr.arena_off = 0;
+    c->step.d_tiles = NULL; /* rebuilt into the arena by the first attention op */
+}
+
+static bool cuda_graph_end(void *ctx)
+{
+    struct cuda_ctx *c = ctx;
+    bind(c);
+    if (c->gr.passthrough) {
+        c->gr.passthrough = false;
+        return true; /* the ops ran eagerly: the step is done */
+    }
+    VLM_ASSERT(c->gr.capturing);
+    c->gr.capturing = false;
+    c->step.d_tiles = NULL; /* in the arena: an eager rerun must stage its own */
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &graph);
+    struct cuda_graph *g = &c->gr.g[c->gr.n];
+    if (e == cudaSuccess && !c->gr.capture_bad)
+        e = cudaGraphInstantiate(&g->exec, graph, 0);
+    if (graph) cudaGraphDestroy(graph);
+    if (e != cudaSuccess || c->gr.capture_bad) {
+        (void)cudaGetLastError();
+        log_warn("cuda: graph capture failed (%s); this batch bucket runs eagerly",
+                 c->gr.capture_bad ? "staging arena full" : cudaGetErrorString(e));
+        g->exec = NULL;
+        return false;
+    }
+    g->key = c->gr.key;
+    c->gr.n++;
+    CUDA_CHECK(cudaGraphLaunch(g->exec, c->stream));
+    return true;
+}
+
 static void cuda_mem_info(void *ctx, size_t *free_bytes, size_t *total_bytes)
 {
     struct cuda_ctx *c = ctx;
@@ -703,6 +846,9 @@ static const struct backend_ops cuda_ops = {
     .gather_rows = cuda_op_gather_rows,
     .scatter_rows = cuda_op_scatter_rows,
     .cast = cuda_op_cast,
+    .graph_launch = cuda_graph_launch,
+    .graph_begin = cuda_graph_begin,
+    .graph_end = cuda_graph_end,
 };
 
 /* ==== Init ==== */
@@ -757,6 +903,12 @@ int backend_cuda_init(struct backend *b, const struct backend_params *p, struct 
         if ((e = cudaEventCreateWithFlags(&c->st.left[i], cudaEventDisableTiming)))
             return init_fail(c, err, "cudaEventCreate", e);
     }
+    if ((e = cudaHostAlloc((void **)&c->gr.meta_host, GRAPH_META_BYTES, cudaHostAllocDefault)))
+        return init_fail(c, err, "cudaHostAlloc (graph metadata)", e);
+    if ((e = cudaMalloc((void **)&c->gr.meta_dev, GRAPH_META_BYTES)))
+        return init_fail(c, err, "cudaMalloc (graph metadata)", e);
+    if ((e = cudaEventCreateWithFlags(&c->gr.meta_copied, cudaEventDisableTiming)))
+        return init_fail(c, err, "cudaEventCreate", e);
     if ((e = cudaMalloc(&c->blas_ws, BLAS_WS_BYTES)))
         return init_fail(c, err, "cudaMalloc (cuBLAS workspace)", e);
     if ((e = cudaMalloc(&c->attn_ws, ATTN_WS_BYTES)))

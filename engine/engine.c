@@ -282,6 +282,8 @@ static int alloc_workspace(struct engine *e, struct vlm_err *err)
     e->h_ctx_len = xmalloc(S * sizeof(int32_t));
     e->h_block_tables = xmalloc(S * (size_t)e->max_blocks_per_seq * sizeof(int32_t));
     e->h_rows = xmalloc(R * sizeof(int32_t));
+    e->h_rows_id = xmalloc(S * sizeof(int32_t));
+    for (size_t i = 0; i < S; i++) e->h_rows_id[i] = (int32_t)i;
     e->h_splice_idx = xmalloc(T * sizeof(int32_t));
     e->splices = xmalloc(T * sizeof(struct qwen3_splice));
     e->h_logits = xmalloc(R * V * sizeof(float));
@@ -368,6 +370,8 @@ int engine_init(struct engine *e, const struct model *m, const struct engine_par
         memset(e, 0, sizeof *e);
         return rc;
     }
+    if (e->p.emulate_graphs) backend_graph_emulate(&e->be);
+    e->graphs = e->be.ops->graph_launch && !e->p.enforce_eager && !e->comm;
     /* the memory plan: weights, then the workspace for the largest step and the encoder cache
      * (with the vision tower's scratch for the largest image), then the KV pool; when it is
      * sized from device memory it goes last and takes what is left */
@@ -428,6 +432,7 @@ void engine_destroy(struct engine *e)
     free(e->h_ctx_len);
     free(e->h_block_tables);
     free(e->h_rows);
+    free(e->h_rows_id);
     free(e->h_splice_idx);
     free(e->splices);
     free(e->h_logits);
@@ -568,7 +573,8 @@ static int enc_run(struct engine *e, const struct batch *b)
  * lengths and the block tables flattened with a common row stride. Image spans inside the
  * scheduled range become splices from the encoder cache. */
 
-static int32_t build_step(struct engine *e, const struct batch *b, int32_t *n_splices)
+static int32_t build_step(struct engine *e, const struct batch *b, int32_t *n_splices,
+                          struct step_meta *m)
 {
     VLM_ASSERT(b->n_seqs > 0 && b->n_seqs <= e->p.max_seqs);
     int32_t bs = e->block_size, n = 0, stride = 1, ns = 0;
@@ -624,7 +630,7 @@ static int32_t build_step(struct engine *e, const struct batch *b, int32_t *n_sp
             e->h_tokens[i] = t >= 0 && t < e->vocab_local ? t : e->vocab_local;
         }
     }
-    struct step_meta m = {
+    *m = (struct step_meta){
         .n_seqs = b->n_seqs,
         .n_tokens = n,
         .tokens = e->h_tokens,
@@ -635,9 +641,72 @@ static int32_t build_step(struct engine *e, const struct batch *b, int32_t *n_sp
         .block_tables = e->h_block_tables,
         .max_blocks = stride,
     };
-    e->be.ops->set_step(e->be.ctx, &m);
     *n_splices = ns;
     return n;
+}
+
+/* ==== Graph steps ====
+ * A decode step becomes a graph step by padding: sequences up to a bucket (1, 2, 4, 8, then
+ * multiples of 8 to 64, then of 32) with dummy sequences that read and write only slot 0 of
+ * the null block, block-table columns up to a power of two (at least 16). The backend
+ * shapes its launches from these bounds, so the key (sequence bucket, column bucket) fixes
+ * the whole op sequence. Padding costs little: decode products are bound by weight reads,
+ * not rows, and a dummy's attention covers one key. */
+
+static int32_t graph_seq_bucket(int32_t n)
+{
+    if (n <= 8) return n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : 8;
+    if (n <= 64) return (n + 7) / 8 * 8;
+    return (n + 31) / 32 * 32;
+}
+
+/* The step in m/e's host arrays as a graph step, if it is a decode step that fits: pads
+ * it in place and returns true. */
+static bool graph_pad(struct engine *e, struct step_meta *m, int32_t n_splices,
+                      const int32_t *rows, int32_t n_rows)
+{
+    int32_t n = m->n_seqs;
+    if (!e->graphs || n_splices || m->n_tokens != n || n_rows != n) return false;
+    for (int32_t i = 0; i < n; i++)
+        if (rows[i] != i) return false;
+    int32_t cap = VLM_MIN(VLM_MIN(e->p.max_seqs, e->p.max_batched_tokens), e->p.max_logit_rows);
+    int32_t B = VLM_MIN(graph_seq_bucket(n), cap);
+    int32_t cols = 16;
+    while (cols < m->max_blocks) cols *= 2;
+    cols = VLM_MIN(cols, e->max_blocks_per_seq);
+    VLM_ASSERT(cols >= m->max_blocks && B >= n);
+    /* block tables to the wider stride, last row first (rows only move right) */
+    for (int32_t s = n - 1; s >= 0; s--) {
+        int32_t *dst = e->h_block_tables + (size_t)s * cols;
+        memmove(dst, e->h_block_tables + (size_t)s * m->max_blocks,
+                (size_t)m->max_blocks * sizeof *dst);
+        memset(dst + m->max_blocks, 0, (size_t)(cols - m->max_blocks) * sizeof *dst);
+    }
+    for (int32_t s = n; s < B; s++) { /* dummies: token 0 at position 0 in the null block */
+        e->h_tokens[s] = 0;
+        e->h_pos[s] = 0;
+        e->h_slot[s] = 0;
+        e->h_ctx_len[s] = 1;
+        e->h_q_start[s + 1] = s + 1;
+        memset(e->h_block_tables + (size_t)s * cols, 0, (size_t)cols * sizeof(int32_t));
+    }
+    m->n_seqs = m->n_tokens = B;
+    m->max_blocks = cols;
+    m->max_ctx = cols * e->block_size;
+    m->graph_key = (uint64_t)B << 32 | (uint64_t)cols;
+    return true;
+}
+
+/* The decoder for a padded graph step: replayed, recorded, or (recording failed) eager. */
+static void graph_forward(struct engine *e, int32_t n)
+{
+    const struct backend_ops *ops = e->be.ops;
+    void *c = e->be.ctx;
+    e->n_graph_steps++;
+    if (ops->graph_launch(c)) return;
+    ops->graph_begin(c);
+    qwen3_forward(e, n, NULL, 0, e->h_rows_id, n);
+    if (!ops->graph_end(c)) qwen3_forward(e, n, NULL, 0, e->h_rows_id, n);
 }
 
 /* evict/encode, then the decoder; logits for rows[0..n_rows) left in e->logits (n_rows may
@@ -648,9 +717,13 @@ static int forward(struct engine *e, const struct batch *b, const int32_t *rows,
     int rc = enc_run(e, b);
     if (rc) return rc;
     int32_t n_splices;
-    int32_t n = build_step(e, b, &n_splices);
+    struct step_meta m;
+    int32_t n = build_step(e, b, &n_splices, &m);
     for (int32_t i = 0; i < n_rows; i++) VLM_ASSERT(rows[i] >= 0 && rows[i] < n);
-    qwen3_forward(e, n, e->splices, n_splices, rows, n_rows);
+    bool graph = graph_pad(e, &m, n_splices, rows, n_rows);
+    e->be.ops->set_step(e->be.ctx, &m);
+    if (graph) graph_forward(e, m.n_tokens);
+    else qwen3_forward(e, n, e->splices, n_splices, rows, n_rows);
     return 0;
 }
 

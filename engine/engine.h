@@ -5,6 +5,12 @@
  * buffers. Everything is sized in engine_init from the config maxima, so engine_execute
  * never allocates.
  *
+ * Decode steps (one new token per sequence, logits for each, no image rows, no TP) run as
+ * backend graphs when the backend has them (CUDA graphs): the batch is padded to a bucket of
+ * sequences with dummy sequences (token 0 at position 0, KV slot 0 of the null block), and the
+ * block tables to a bucket of columns, so one graph per (sequence bucket, column bucket)
+ * replays every such step; see graph_pad() in engine.c.
+ *
  * One step (engine_execute) = follow b->evict, encode b->encode with the vision tower into
  * the encoder cache, run the Qwen3 decoder (qwen3.c) over all sequences of the ragged batch
  * (splicing cached image rows at their mm spans), sample the last row of every sequence that
@@ -47,6 +53,9 @@ struct engine_params {
     int32_t encoder_cache_tokens; /* rows of vision embeddings kept (0: no vision) */
     int32_t max_image_patches;    /* patches per vit_encode call (0: 4 * cache tokens) */
     int32_t max_logit_rows;       /* rows engine_forward_rows may return (at least max_seqs) */
+    bool enforce_eager;           /* never replay decode steps as backend graphs */
+    bool emulate_graphs;          /* tests: give the backend recorded graphs
+                                     (backend_graph_emulate), so the graph path runs on CPU */
 };
 
 /* One entry of the encoder cache: an item's projector rows at arena rows [row0, row0+n). */
@@ -101,6 +110,9 @@ struct engine {
     int32_t *h_ctx_len;                   /* (max_seqs) */
     int32_t *h_block_tables;              /* (max_seqs, max_blocks_per_seq) */
     int32_t *h_rows;                      /* (R) rows to produce logits for */
+    int32_t *h_rows_id;                   /* (max_seqs) 0, 1, 2, ...: a graph step's rows */
+    bool graphs;                          /* decode steps may run as backend graphs */
+    int64_t n_graph_steps;                /* steps run through graph_launch/graph_end */
     int32_t *h_splice_idx;                /* (T) destination rows of image rows */
     struct qwen3_splice *splices;         /* (T) */
     float *h_logits;                      /* (R, vocab) */

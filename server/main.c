@@ -119,6 +119,8 @@ int main(int argc, char **argv, char **envp)
     struct engine_params ep = {0};
     ep.bp.n_threads = cfg.engine.threads;
     ep.backend = ENGINE_BACKEND_CPU;
+    ep.kv_bytes = (size_t)cfg.engine.kv_cache_memory;
+    ep.enforce_eager = cfg.engine.enforce_eager;
 #ifdef VLM_HAVE_CUDA
     /* auto: the GPU when one is visible, else the CPU; --backend cuda insists on the GPU */
     if (cfg.engine.backend == CONFIG_BACKEND_CUDA ||
@@ -138,7 +140,6 @@ int main(int argc, char **argv, char **envp)
     ep.block_size = cfg.sched.block_size;
     ep.max_batched_tokens = cfg.sched.max_num_batched_tokens;
     ep.max_seqs = cfg.sched.max_num_seqs;
-    ep.kv_bytes = (size_t)cfg.engine.kv_cache_memory;
     ep.gpu_memory_utilization = cfg.engine.gpu_memory_utilization;
     ep.tp_size = cfg.engine.tensor_parallel_size;
     ep.encoder_cache_tokens = mc->has_vision ? cfg.sched.encoder_cache_tokens : 0;

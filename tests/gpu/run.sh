@@ -17,12 +17,14 @@
 #                               3. compute-sanitizer memcheck over test_ops;
 #                               4. bench_cuda: the Qwen3-8B decoder (decode b=1/8/64/256 at
 #                                  ctx 512, prefill 2k) and the ViT (one 1024x1024 image) with
-#                                  random weights through the backend table, then --fused;
+#                                  random weights through the backend table, then --fused,
+#                                  then --fused --graphs (decode steps as CUDA graphs);
 #                               5. bench/bench_cuda_hf.py: the same shapes through HF
 #                                  transformers (torch on the GPU image), for the ratio;
 #                               6. test_ops --perf: µs and GB/s per op at the real shapes;
 #                               7. test_cuda_forward: the engine on CUDA against the engine on
-#                                  the CPU on generated checkpoints (logits, 16 greedy tokens).
+#                                  the CPU on generated checkpoints (logits, 16 greedy tokens,
+#                                  image+text), and decode as CUDA graphs against eager.
 #   Steps that would not fit in the call's 10 minutes (each has its own limit) are skipped.
 #   Full logs go to $OUT (the device tool brings them back) or build-gpulogs/.
 #
@@ -145,6 +147,7 @@ step "test_cuda_forward (engine parity)" cuda_forward.txt 120 "$BIN/test_cuda_fo
 SUMMARY='floor|prefill|vit:'
 step "bench_cuda" bench.txt 120 "$BIN/bench_cuda"
 step "bench_cuda --fused" bench_fused.txt 60 "$BIN/bench_cuda" --fused --no-vit
+step "bench_cuda --fused --graphs" bench_graphs.txt 60 "$BIN/bench_cuda" --fused --graphs --no-vit
 SUMMARY='decode  b=1 |vit'
 step "HF transformers, same shapes" bench_hf.txt 150 python3 bench/bench_cuda_hf.py
 SUMMARY='passed, .* failed|ERROR SUMMARY|skipped'
@@ -157,7 +160,6 @@ else
 fi
 SUMMARY='perf on'
 step "test_ops --perf" perf.txt 100 "$BIN/test_ops" --perf
-# test_cuda_forward aborts until qwen3.c drops its f32-activation assert (docs/PERF.md)
 # TP (docs/TP.md): tp=1 through the NCCL communicator == the plain CUDA engine
 step "test_tp --cuda (NCCL tp=1)" tp.txt 90 "$BIN/test_tp" --cuda
 
@@ -167,7 +169,8 @@ grep -E 'FAIL|non-finite' "$LOGS/test_ops.txt" | head -20
 echo
 sed -n '/^perf on/,$p' "$LOGS/perf.txt" | head -30
 echo
-cat "$LOGS/bench.txt" "$LOGS/bench_fused.txt" "$LOGS/bench_hf.txt" 2>/dev/null | grep -vi warn | head -40
+cat "$LOGS/bench.txt" "$LOGS/bench_fused.txt" "$LOGS/bench_graphs.txt" "$LOGS/bench_hf.txt" \
+    2>/dev/null | grep -vi warn | head -50
 echo
 printf '%-34s %-6s %7s  %s\n' "step" "status" "time" "summary"
 printf '%s\n' "${ROWS[@]}"

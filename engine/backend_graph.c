@@ -1,0 +1,469 @@
+/*
+ * Graph emulation: a backend that wraps another (the CPU backend, in tests) and gives it the
+ * graph ops of backend.h by recording op calls and replaying them. It exists so the engine's
+ * graph path (padding a decode batch to its bucket, fixed-stride block tables, the identity
+ * logit rows, the cache of recorded steps) runs in CI, where there is no GPU, through the
+ * same table entries the CUDA backend implements with CUDA graphs.
+ *
+ * It is faithful where a recorded graph differs from eager calls:
+ *   - ops are recorded, not run, between graph_begin and graph_end; graph_end runs the
+ *     recording once (as CUDA's launch after instantiation);
+ *   - host arrays an op copies (gather/scatter indices, ViT segment bounds) are copied at
+ *     record time and the copy is what a replay uses, as the CUDA backend's staged copies
+ *     are frozen into the graph's memcpy nodes;
+ *   - step metadata is read at replay time from wherever set_step() last pointed, as the
+ *     CUDA backend's fixed metadata addresses are;
+ *   - alloc, upload, download and sync while recording are bugs (illegal during CUDA
+ *     stream capture): they abort.
+ * It is not faithful in one way: the wrapped CPU ops recompute launch-like decisions from
+ * the current metadata on every replay, where CUDA freezes grid sizes; the engine's keys
+ * cover those (backend_cuda.c).
+ */
+#include "engine/backend.h"
+
+#include <stdlib.h>
+
+#define GRAPH_MAX 64 /* recorded steps kept; further keys run eagerly */
+
+enum rec_kind {
+    R_MATMUL, R_ADD, R_RMSNORM, R_ADD_RMSNORM, R_LAYERNORM, R_ROPE_NEOX, R_NORM_ROPE,
+    R_ROPE_TABLE, R_SILU_MUL, R_GELU_ERF, R_QUICK_GELU, R_EMBED, R_KV_STORE, R_ATTN_PAGED,
+    R_ATTN_VARLEN, R_GATHER_ROWS, R_SCATTER_ROWS, R_CAST
+};
+
+/* One recorded call: tensors by value (views of memory that outlives the graph), host
+ * arrays by copy. Unused fields are zero. */
+struct rec_call {
+    enum rec_kind kind;
+    struct tensor t[5];
+    bool has_t4;       /* matmul bias / layernorm b present */
+    float f[2];
+    struct kv_layer *kv;
+    int32_t *idx;      /* owned copy, or NULL */
+    int32_t n;
+};
+
+/* What a key must fix: CUDA launches are shaped by these (grid sizes, strides). */
+struct step_shape {
+    int32_t n_seqs, n_tokens, max_blocks, max_ctx;
+};
+
+struct rec_graph {
+    uint64_t key;
+    struct step_shape shape;
+    struct rec_call *calls; /* owned */
+    int32_t n_calls, cap;
+};
+
+struct graph_ctx {
+    struct backend inner;          /* owned */
+    struct backend_ops ops;        /* inner's table with the op entries replaced */
+    uint64_t key;                  /* of the last set_step */
+    struct step_shape shape;       /* of the last set_step */
+    bool recording;
+    struct rec_graph graphs[GRAPH_MAX];
+    int32_t n_graphs;
+};
+
+#define IN(c) ((c)->inner.ops)
+#define ICTX(c) ((c)->inner.ctx)
+
+/* ==== Recording ==== */
+
+/* The next call's slot: in the graph being recorded, or, for eager calls, a scratch slot
+ * (the graph slot past the last kept one) that submit() empties again. */
+static struct rec_call *rec_add(struct graph_ctx *c, enum rec_kind kind)
+{
+    struct rec_graph *g = &c->graphs[c->n_graphs];
+    if (g->n_calls == g->cap) {
+        g->cap = g->cap ? 2 * g->cap : 256;
+        g->calls = xrealloc(g->calls, (size_t)g->cap * sizeof *g->calls);
+    }
+    struct rec_call *r = &g->calls[g->n_calls++];
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    return r;
+}
+
+static int32_t *dup_idx(const int32_t *idx, int64_t n)
+{
+    int32_t *d = xmalloc((size_t)(n > 0 ? n : 1) * sizeof *d);
+    if (n > 0) memcpy(d, idx, (size_t)n * sizeof *d);
+    return d;
+}
+
+static void play(struct graph_ctx *c, const struct rec_call *r)
+{
+    const struct backend_ops *o = IN(c);
+    void *x = ICTX(c);
+    struct tensor t[5];
+    memcpy(t, r->t, sizeof t);
+    switch (r->kind) {
+    case R_MATMUL: o->matmul(x, &t[0], &t[1], &t[2], r->has_t4 ? &t[3] : NULL); break;
+    case R_ADD: o->add(x, &t[0], &t[1], &t[2]); break;
+    case R_RMSNORM: o->rmsnorm(x, &t[0], &t[1], &t[2], r->f[0]); break;
+    case R_ADD_RMSNORM: o->add_rmsnorm(x, &t[0], &t[1], &t[2], &t[3], r->f[0]); break;
+    case R_LAYERNORM: o->layernorm(x, &t[0], &t[1], &t[2], r->has_t4 ? &t[3] : NULL, r->f[0]); break;
+    case R_ROPE_NEOX: o->rope_neox(x, &t[0], r->f[0]); break;
+    case R_NORM_ROPE: o->norm_rope(x, &t[0], &t[1], r->f[0], r->f[1]); break;
+    case R_ROPE_TABLE: o->rope_table(x, &t[0], &t[1], &t[2]); break;
+    case R_SILU_MUL: o->silu_mul(x, &t[0], &t[1], &t[2]); break;
+    case R_GELU_ERF: o->gelu_erf(x, &t[0], &t[1]); break;
+    case R_QUICK_GELU: o->quick_gelu(x, &t[0], &t[1]); break;
+    case R_EMBED: o->embed(x, &t[0], &t[1]); break;
+    case R_KV_STORE: o->kv_store(x, r->kv, &t[0], &t[1]); break;
+    case R_ATTN_PAGED: o->attn_paged(x, &t[0], &t[1], r->kv, r->f[0]); break;
+    case R_ATTN_VARLEN: o->attn_varlen(x, &t[0], &t[1], &t[2], &t[3], r->idx, r->n, r->f[0]); break;
+    case R_GATHER_ROWS: o->gather_rows(x, &t[0], &t[1], r->idx); break;
+    case R_SCATTER_ROWS: o->scatter_rows(x, &t[0], &t[1], r->idx); break;
+    case R_CAST: o->cast(x, &t[0], &t[1]); break;
+    }
+}
+
+/* Records r when recording, else runs it now; either way r's idx copy is released after an
+ * eager run. */
+static void submit(struct graph_ctx *c, struct rec_call *r)
+{
+    if (c->recording) return; /* stays in the graph being recorded */
+    play(c, r);
+    free(r->idx);
+    c->graphs[c->n_graphs].n_calls--; /* the scratch slot is reused by the next call */
+}
+
+/* ==== Wrapped entries ==== */
+
+static void g_destroy(void *ctx)
+{
+    struct graph_ctx *c = ctx;
+    for (int32_t i = 0; i <= c->n_graphs && i < GRAPH_MAX; i++) {
+        for (int32_t j = 0; j < c->graphs[i].n_calls; j++) free(c->graphs[i].calls[j].idx);
+        free(c->graphs[i].calls);
+    }
+    backend_destroy(&c->inner);
+    free(c);
+}
+
+static void not_recording(const struct graph_ctx *c, const char *what)
+{
+    if (c->recording) {
+        log_error("backend_graph: %s while recording a graph", what);
+        abort();
+    }
+}
+
+static void *g_alloc(void *ctx, size_t n)
+{
+    not_recording(ctx, "alloc");
+    return IN((struct graph_ctx *)ctx)->alloc(ICTX((struct graph_ctx *)ctx), n);
+}
+
+static void g_release(void *ctx, void *p)
+{
+    not_recording(ctx, "release");
+    IN((struct graph_ctx *)ctx)->release(ICTX((struct graph_ctx *)ctx), p);
+}
+
+static void g_upload(void *ctx, void *dst, const void *src, size_t n)
+{
+    not_recording(ctx, "upload");
+    IN((struct graph_ctx *)ctx)->upload(ICTX((struct graph_ctx *)ctx), dst, src, n);
+}
+
+static void g_download(void *ctx, void *dst, const void *src, size_t n)
+{
+    not_recording(ctx, "download");
+    IN((struct graph_ctx *)ctx)->download(ICTX((struct graph_ctx *)ctx), dst, src, n);
+}
+
+static void g_zero(void *ctx, void *dst, size_t n)
+{
+    not_recording(ctx, "zero");
+    IN((struct graph_ctx *)ctx)->zero(ICTX((struct graph_ctx *)ctx), dst, n);
+}
+
+static void g_sync(void *ctx)
+{
+    not_recording(ctx, "sync");
+    IN((struct graph_ctx *)ctx)->sync(ICTX((struct graph_ctx *)ctx));
+}
+
+static bool g_supports(void *ctx, enum op op, enum dtype type)
+{
+    return IN((struct graph_ctx *)ctx)->supports(ICTX((struct graph_ctx *)ctx), op, type);
+}
+
+static struct tensor g_load_weight(void *ctx, const struct tensor *src)
+{
+    not_recording(ctx, "load_weight");
+    return IN((struct graph_ctx *)ctx)->load_weight(ICTX((struct graph_ctx *)ctx), src);
+}
+
+static void g_set_step(void *ctx, const struct step_meta *m)
+{
+    struct graph_ctx *c = ctx;
+    not_recording(c, "set_step");
+    c->key = m->graph_key;
+    c->shape = (struct step_shape){m->n_seqs, m->n_tokens, m->max_blocks, m->max_ctx};
+    IN(c)->set_step(ICTX(c), m);
+}
+
+#define T(i, p) (r->t[i] = *(p))
+
+static void g_matmul(void *ctx, struct tensor *y, const struct tensor *x, const struct tensor *w,
+                     const struct tensor *bias)
+{
+    struct rec_call *r = rec_add(ctx, R_MATMUL);
+    T(0, y);
+    T(1, x);
+    T(2, w);
+    if (bias) {
+        T(3, bias);
+        r->has_t4 = true;
+    }
+    submit(ctx, r);
+}
+
+static void g_add(void *ctx, struct tensor *y, const struct tensor *a, const struct tensor *b)
+{
+    struct rec_call *r = rec_add(ctx, R_ADD);
+    T(0, y);
+    T(1, a);
+    T(2, b);
+    submit(ctx, r);
+}
+
+static void g_rmsnorm(void *ctx, struct tensor *y, const struct tensor *x, const struct tensor *w,
+                      float eps)
+{
+    struct rec_call *r = rec_add(ctx, R_RMSNORM);
+    T(0, y);
+    T(1, x);
+    T(2, w);
+    r->f[0] = eps;
+    submit(ctx, r);
+}
+
+static void g_add_rmsnorm(void *ctx, struct tensor *res, struct tensor *y, const struct tensor *d,
+                          const struct tensor *w, float eps)
+{
+    struct rec_call *r = rec_add(ctx, R_ADD_RMSNORM);
+    T(0, res);
+    T(1, y);
+    T(2, d);
+    T(3, w);
+    r->f[0] = eps;
+    submit(ctx, r);
+}
+
+static void g_layernorm(void *ctx, struct tensor *y, const struct tensor *x, const struct tensor *w,
+                        const struct tensor *b, float eps)
+{
+    struct rec_call *r = rec_add(ctx, R_LAYERNORM);
+    T(0, y);
+    T(1, x);
+    T(2, w);
+    if (b) {
+        T(3, b);
+        r->has_t4 = true;
+    }
+    r->f[0] = eps;
+    submit(ctx, r);
+}
+
+static void g_rope_neox(void *ctx, struct tensor *x, float theta)
+{
+    struct rec_call *r = rec_add(ctx, R_ROPE_NEOX);
+    T(0, x);
+    r->f[0] = theta;
+    submit(ctx, r);
+}
+
+static void g_norm_rope(void *ctx, struct tensor *x, const struct tensor *w, float theta, float eps)
+{
+    struct rec_call *r = rec_add(ctx, R_NORM_ROPE);
+    T(0, x);
+    T(1, w);
+    r->f[0] = theta;
+    r->f[1] = eps;
+    submit(ctx, r);
+}
+
+static void g_rope_table(void *ctx, struct tensor *x, const struct tensor *cos,
+                         const struct tensor *sin)
+{
+    struct rec_call *r = rec_add(ctx, R_ROPE_TABLE);
+    T(0, x);
+    T(1, cos);
+    T(2, sin);
+    submit(ctx, r);
+}
+
+static void g_silu_mul(void *ctx, struct tensor *y, const struct tensor *g, const struct tensor *u)
+{
+    struct rec_call *r = rec_add(ctx, R_SILU_MUL);
+    T(0, y);
+    T(1, g);
+    T(2, u);
+    submit(ctx, r);
+}
+
+static void g_gelu_erf(void *ctx, struct tensor *y, const struct tensor *x)
+{
+    struct rec_call *r = rec_add(ctx, R_GELU_ERF);
+    T(0, y);
+    T(1, x);
+    submit(ctx, r);
+}
+
+static void g_quick_gelu(void *ctx, struct tensor *y, const struct tensor *x)
+{
+    struct rec_call *r = rec_add(ctx, R_QUICK_GELU);
+    T(0, y);
+    T(1, x);
+    submit(ctx, r);
+}
+
+static void g_embed(void *ctx, struct tensor *y, const struct tensor *table)
+{
+    struct rec_call *r = rec_add(ctx, R_EMBED);
+    T(0, y);
+    T(1, table);
+    submit(ctx, r);
+}
+
+static void g_kv_store(void *ctx, struct kv_layer *kv, const struct tensor *k, const struct tensor *v)
+{
+    struct rec_call *r = rec_add(ctx, R_KV_STORE);
+    T(0, k);
+    T(1, v);
+    r->kv = kv;
+    submit(ctx, r);
+}
+
+static void g_attn_paged(void *ctx, struct tensor *o, const struct tensor *q,
+                         const struct kv_layer *kv, float scale)
+{
+    struct rec_call *r = rec_add(ctx, R_ATTN_PAGED);
+    T(0, o);
+    T(1, q);
+    r->kv = (struct kv_layer *)kv; /* handed back as const */
+    r->f[0] = scale;
+    submit(ctx, r);
+}
+
+static void g_attn_varlen(void *ctx, struct tensor *o, const struct tensor *q,
+                          const struct tensor *k, const struct tensor *v, const int32_t *cu,
+                          int32_t n_seg, float scale)
+{
+    struct rec_call *r = rec_add(ctx, R_ATTN_VARLEN);
+    T(0, o);
+    T(1, q);
+    T(2, k);
+    T(3, v);
+    r->idx = dup_idx(cu, (int64_t)n_seg + 1);
+    r->n = n_seg;
+    r->f[0] = scale;
+    submit(ctx, r);
+}
+
+static void g_gather_rows(void *ctx, struct tensor *dst, const struct tensor *src,
+                          const int32_t *idx)
+{
+    struct rec_call *r = rec_add(ctx, R_GATHER_ROWS);
+    T(0, dst);
+    T(1, src);
+    r->idx = dup_idx(idx, tensor_nrows(dst));
+    submit(ctx, r);
+}
+
+static void g_scatter_rows(void *ctx, struct tensor *dst, const struct tensor *src,
+                           const int32_t *idx)
+{
+    struct rec_call *r = rec_add(ctx, R_SCATTER_ROWS);
+    T(0, dst);
+    T(1, src);
+    r->idx = dup_idx(idx, tensor_nrows(src));
+    submit(ctx, r);
+}
+
+static void g_cast(void *ctx, struct tensor *y, const struct tensor *x)
+{
+    struct rec_call *r = rec_add(ctx, R_CAST);
+    T(0, y);
+    T(1, x);
+    submit(ctx, r);
+}
+
+#undef T
+
+/* ==== Graph entries ==== */
+
+static void replay(struct graph_ctx *c, const struct rec_graph *g)
+{
+    for (int32_t i = 0; i < g->n_calls; i++) play(c, &g->calls[i]);
+}
+
+static bool g_graph_launch(void *ctx)
+{
+    struct graph_ctx *c = ctx;
+    VLM_ASSERT(c->key != 0 && !c->recording);
+    for (int32_t i = 0; i < c->n_graphs; i++) {
+        if (c->graphs[i].key != c->key) continue;
+        /* a replay with other launch shapes would be wrong on CUDA: the key is too coarse */
+        VLM_ASSERT(!memcmp(&c->graphs[i].shape, &c->shape, sizeof c->shape));
+        replay(c, &c->graphs[i]);
+        return true;
+    }
+    return false;
+}
+
+static void g_graph_begin(void *ctx)
+{
+    struct graph_ctx *c = ctx;
+    VLM_ASSERT(c->key != 0 && !c->recording);
+    c->recording = true;
+    c->graphs[c->n_graphs].n_calls = 0; /* the scratch slot becomes the new graph */
+}
+
+static bool g_graph_end(void *ctx)
+{
+    struct graph_ctx *c = ctx;
+    VLM_ASSERT(c->recording);
+    c->recording = false;
+    struct rec_graph *g = &c->graphs[c->n_graphs];
+    if (c->n_graphs + 1 >= GRAPH_MAX) { /* keep the last slot as eager scratch */
+        for (int32_t j = 0; j < g->n_calls; j++) free(g->calls[j].idx);
+        g->n_calls = 0;
+        return false;
+    }
+    g->key = c->key;
+    g->shape = c->shape;
+    c->n_graphs++;
+    replay(c, g);
+    return true;
+}
+
+void backend_graph_emulate(struct backend *b)
+{
+    VLM_ASSERT(b->ops && !b->ops->graph_launch);
+    struct graph_ctx *c = xcalloc(1, sizeof *c);
+    c->inner = *b;
+    const struct backend_ops *in = b->ops;
+    struct backend_ops *o = &c->ops;
+    *o = (struct backend_ops){
+        .name = in->name, .act_type = in->act_type, .destroy = g_destroy, .alloc = g_alloc,
+        .release = g_release, .upload = g_upload, .download = g_download, .zero = g_zero,
+        .sync = g_sync, .supports = g_supports, .mem_info = NULL,
+        .load_weight = g_load_weight, .set_step = g_set_step, .matmul = g_matmul, .add = g_add,
+        .rmsnorm = g_rmsnorm, .add_rmsnorm = in->add_rmsnorm ? g_add_rmsnorm : NULL,
+        .layernorm = g_layernorm, .rope_neox = g_rope_neox,
+        .norm_rope = in->norm_rope ? g_norm_rope : NULL, .rope_table = g_rope_table,
+        .silu_mul = g_silu_mul, .gelu_erf = g_gelu_erf, .quick_gelu = g_quick_gelu,
+        .embed = g_embed, .kv_store = g_kv_store, .attn_paged = g_attn_paged,
+        .attn_varlen = g_attn_varlen, .gather_rows = g_gather_rows,
+        .scatter_rows = g_scatter_rows, .cast = g_cast, .graph_launch = g_graph_launch,
+        .graph_begin = g_graph_begin, .graph_end = g_graph_end,
+    };
+    b->ops = o;
+    b->ctx = c;
+}
