@@ -35,7 +35,7 @@ ROOT=$PWD
 CARRY=$ROOT/build-gpucarry
 LOGS=${OUT:-$ROOT/build-gpulogs}
 mkdir -p "$LOGS"
-BINS="test_ops bench_cuda test_cuda_forward test_tp" # test binaries packed and run on the GPU
+BINS="test_ops bench_cuda test_cuda_forward test_tp test_batch_invariance bench_comm" # test binaries packed and run on the GPU
 DEADLINE=$(( $(date +%s) + ${VLM_GPU_BUDGET_S:-560} ))
 
 # ---- pack (development machine) ----------------------------------------------------------
@@ -162,6 +162,14 @@ SUMMARY='perf on'
 step "test_ops --perf" perf.txt 100 "$BIN/test_ops" --perf
 # TP (docs/TP.md): tp=1 through the NCCL communicator == the plain CUDA engine
 step "test_tp --cuda (NCCL tp=1)" tp.txt 90 "$BIN/test_tp" --cuda
+step "test_batch_invariance --cuda" batch_inv.txt 60 "$BIN/test_batch_invariance" --cuda
+SUMMARY='bytes|us'
+step "bench_comm --nccl (all-reduce latency)" comm.txt 30 "$BIN/bench_comm" --nccl 1 2000
+SUMMARY='passed, .* failed|ERROR SUMMARY|skipped'
+if command -v compute-sanitizer > /dev/null; then
+    step "test_cuda_forward under memcheck" memcheck_fwd.txt 120 \
+        compute-sanitizer --tool memcheck --leak-check no --error-exitcode 3 "$BIN/test_cuda_forward"
+fi
 
 # the short table last
 echo
@@ -169,7 +177,7 @@ grep -E 'FAIL|non-finite' "$LOGS/test_ops.txt" | head -20
 echo
 sed -n '/^perf on/,$p' "$LOGS/perf.txt" | head -30
 echo
-cat "$LOGS/bench.txt" "$LOGS/bench_fused.txt" "$LOGS/bench_graphs.txt" "$LOGS/bench_hf.txt" \
+cat "$LOGS/bench.txt" "$LOGS/bench_fused.txt" "$LOGS/bench_graphs.txt" "$LOGS/bench_hf.txt" "$LOGS/comm.txt" \
     2>/dev/null | grep -vi warn | head -50
 echo
 printf '%-34s %-6s %7s  %s\n' "step" "status" "time" "summary"

@@ -111,7 +111,9 @@ static struct engine_params params(int tp)
     return (struct engine_params){.bp = {.n_threads = 2}, .backend = backend,
                                   .block_size = BLOCK, .n_blocks = N_BLOCKS,
                                   .max_batched_tokens = 128, .max_seqs = 16, .tp_size = tp,
-                                  .encoder_cache_tokens = 64};
+                                  .encoder_cache_tokens = 64,
+                                  /* TP engines run eagerly; so does their reference */
+                                  .enforce_eager = true};
 }
 
 /* worst max|a - ref| / max|ref| over the rows */
