@@ -38,7 +38,8 @@
 #define VL_MAX_SEG 65536                    /* ViT segments (images x frame groups) per call */
 #define GRAPH_MAX 128                       /* captured graphs kept; more keys run eagerly */
 #define GRAPH_META_BYTES ((size_t)8 << 20)  /* fixed step metadata of graph steps */
-#define GRAPH_ARENA_BYTES ((size_t)256 << 10) /* per graph: what its ops staged */
+#define GRAPH_ARENA_BYTES ((size_t)32 << 10) /* per graph: what its ops staged (a decode
+                                              * step of b sequences stages ~12b bytes) */
 
 /* Staging: two halves, each a pinned host buffer mirrored by a device buffer of the same
  * size. Uploads bump-allocate in the current half (host memcpy, then one async copy at the
@@ -62,13 +63,15 @@ struct cuda_stage {
 struct cuda_graph {
     uint64_t key;
     cudaGraphExec_t exec;       /* owned */
-    char *arena_host;           /* (GRAPH_ARENA_BYTES) pinned, owned */
-    char *arena_dev;            /* (GRAPH_ARENA_BYTES) device, owned */
+    char *arena_host;           /* (GRAPH_ARENA_BYTES) pinned, in arenas_host */
+    char *arena_dev;            /* (GRAPH_ARENA_BYTES) device, in arenas_dev */
 };
 
 struct cuda_graphs {
     struct cuda_graph g[GRAPH_MAX];
     int32_t n;
+    char *arenas_host;          /* (GRAPH_MAX * GRAPH_ARENA_BYTES) pinned, owned */
+    char *arenas_dev;           /* (GRAPH_MAX * GRAPH_ARENA_BYTES) device, owned */
     char *meta_host;            /* (GRAPH_META_BYTES) pinned, owned */
     char *meta_dev;             /* (GRAPH_META_BYTES) device, owned */
     cudaEvent_t meta_copied;    /* recorded after each copy out of meta_host */
@@ -160,11 +163,14 @@ static void *stage_reserve(struct cuda_ctx *c, size_t n, void **dev)
     struct cuda_stage *s = &c->st;
     if (c->gr.capturing) { /* into the graph's arena: no moving between halves in a capture */
         struct cuda_graph *g = &c->gr.g[c->gr.n];
-        VLM_ASSERT(n <= GRAPH_ARENA_BYTES); /* graph steps stage O(batch) bytes per op */
         size_t off = (c->gr.arena_off + 15) & ~(size_t)15;
         if (off + n > GRAPH_ARENA_BYTES) {
-            c->gr.capture_bad = true; /* graph_end drops the capture; contents do not matter */
-            off = 0;
+            /* too much for a graph (a very large batch): graph_end drops the capture, so the
+             * contents do not matter, but the caller writes n bytes: hand it the stage half */
+            c->gr.capture_bad = true;
+            VLM_ASSERT(n <= STAGE_BYTES);
+            *dev = s->dev[s->cur];
+            return s->host[s->cur];
         }
         c->gr.arena_off = off + n;
         *dev = g->arena_dev + off;
@@ -206,12 +212,10 @@ static void cuda_destroy(void *ctx)
     if (!c) return;
     bind(c);
     if (c->stream) cudaStreamSynchronize(c->stream);
-    for (int32_t i = 0; i < GRAPH_MAX; i++) {
-        struct cuda_graph *g = &c->gr.g[i];
-        if (g->exec) cudaGraphExecDestroy(g->exec);
-        if (g->arena_host) cudaFreeHost(g->arena_host);
-        if (g->arena_dev) cudaFree(g->arena_dev);
-    }
+    for (int32_t i = 0; i < GRAPH_MAX; i++)
+        if (c->gr.g[i].exec) cudaGraphExecDestroy(c->gr.g[i].exec);
+    if (c->gr.arenas_host) cudaFreeHost(c->gr.arenas_host);
+    if (c->gr.arenas_dev) cudaFree(c->gr.arenas_dev);
     if (c->gr.meta_host) cudaFreeHost(c->gr.meta_host);
     if (c->gr.meta_dev) cudaFree(c->gr.meta_dev);
     if (c->gr.meta_copied) cudaEventDestroy(c->gr.meta_copied);
@@ -753,19 +757,8 @@ static void cuda_graph_begin(void *ctx)
     struct cuda_ctx *c = ctx;
     bind(c);
     VLM_ASSERT(!c->gr.capturing);
-    struct cuda_graph *g = &c->gr.g[c->gr.n < GRAPH_MAX ? c->gr.n : 0];
     /* a step too big for the meta region, or a full cache: the ops run eagerly */
     c->gr.passthrough = !c->gr.key || c->gr.n == GRAPH_MAX;
-    if (!c->gr.passthrough && !g->arena_host) {
-        if (cudaHostAlloc((void **)&g->arena_host, GRAPH_ARENA_BYTES, cudaHostAllocDefault) ||
-            cudaMalloc((void **)&g->arena_dev, GRAPH_ARENA_BYTES)) {
-            (void)cudaGetLastError();
-            log_warn("cuda: no memory for a graph's arena; this batch bucket runs eagerly");
-            if (g->arena_host) cudaFreeHost(g->arena_host);
-            g->arena_host = NULL;
-            c->gr.passthrough = true;
-        }
-    }
     if (c->gr.passthrough) return;
     CUDA_CHECK(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
     c->gr.capturing = true;
@@ -909,6 +902,15 @@ int backend_cuda_init(struct backend *b, const struct backend_params *p, struct 
         return init_fail(c, err, "cudaMalloc (graph metadata)", e);
     if ((e = cudaEventCreateWithFlags(&c->gr.meta_copied, cudaEventDisableTiming)))
         return init_fail(c, err, "cudaEventCreate", e);
+    size_t arenas = GRAPH_MAX * GRAPH_ARENA_BYTES;
+    if ((e = cudaHostAlloc((void **)&c->gr.arenas_host, arenas, cudaHostAllocDefault)))
+        return init_fail(c, err, "cudaHostAlloc (graph arenas)", e);
+    if ((e = cudaMalloc((void **)&c->gr.arenas_dev, arenas)))
+        return init_fail(c, err, "cudaMalloc (graph arenas)", e);
+    for (int32_t i = 0; i < GRAPH_MAX; i++) {
+        c->gr.g[i].arena_host = c->gr.arenas_host + (size_t)i * GRAPH_ARENA_BYTES;
+        c->gr.g[i].arena_dev = c->gr.arenas_dev + (size_t)i * GRAPH_ARENA_BYTES;
+    }
     if ((e = cudaMalloc(&c->blas_ws, BLAS_WS_BYTES)))
         return init_fail(c, err, "cudaMalloc (cuBLAS workspace)", e);
     if ((e = cudaMalloc(&c->attn_ws, ATTN_WS_BYTES)))
