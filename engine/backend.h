@@ -186,10 +186,17 @@ struct backend_params {
     int device;    /* CUDA: device ordinal */
 };
 
-/* Wraps b (which keeps working underneath) in a backend whose graph ops record op calls and
- * replay them, freezing copied host arrays as CUDA graphs do: the engine's graph path runs,
- * and is tested, on the CPU. b must not have graph ops. Never fails. */
-void backend_graph_emulate(struct backend *b);
+/* What backend_emulate() adds to a host backend, so that device-only paths of the engine
+ * run, and are tested, on the CPU (backend_emulate.c). */
+struct backend_emulation {
+    bool graphs;         /* graph ops that record op calls and replay them, freezing copied
+                          * host arrays as CUDA graphs do */
+    size_t device_bytes; /* > 0: a device of this many bytes: alloc fails past it, mem_info
+                          * reports it (the engine's memory plan) */
+};
+/* Wraps b (which keeps working underneath) in a backend with what e asks for. b must not
+ * have graph ops or mem_info. Never fails. */
+void backend_emulate(struct backend *b, const struct backend_emulation *e);
 
 int backend_cpu_init(struct backend *b, const struct backend_params *p, struct vlm_err *err);
 #ifdef VLM_HAVE_CUDA

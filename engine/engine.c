@@ -38,10 +38,18 @@ static int load_w(struct engine *e, struct tensor *dst, const struct tensor *src
                   int l, struct vlm_err *err)
 {
     *dst = e->be.ops->load_weight(e->be.ctx, src);
-    if (!dst->data)
-        return vlm_err_set(err, VLM_ENOMEM, 500, "engine: out of backend memory loading %s (layer %d)",
-                           what, l);
-    return 0;
+    if (dst->data) return 0;
+    char layer[32] = "", dev[96] = "";
+    if (l >= 0) snprintf(layer, sizeof layer, " of layer %d", l);
+    if (e->be.ops->mem_info) {
+        size_t free_b = 0, total_b = 0;
+        e->be.ops->mem_info(e->be.ctx, &free_b, &total_b);
+        snprintf(dev, sizeof dev, "; %.2f GiB of %.2f GiB free (tensor parallelism spreads "
+                 "the weights)", (double)free_b / (1 << 30), (double)total_b / (1 << 30));
+    }
+    return vlm_err_set(err, VLM_ENOMEM, 500,
+                       "engine: out of backend memory loading %s%s (%.2f MiB in the checkpoint)%s", what, layer,
+                       (double)tensor_nbytes(src) / (1 << 20), dev);
 }
 
 static bool shape_is(const struct tensor *t, int64_t ne0, int64_t ne1)
@@ -370,7 +378,7 @@ int engine_init(struct engine *e, const struct model *m, const struct engine_par
         memset(e, 0, sizeof *e);
         return rc;
     }
-    if (e->p.emulate_graphs) backend_graph_emulate(&e->be);
+    if (e->p.emulate.graphs || e->p.emulate.device_bytes) backend_emulate(&e->be, &e->p.emulate);
     e->graphs = e->be.ops->graph_launch && !e->p.enforce_eager && !e->comm;
     /* the memory plan: weights, then the workspace for the largest step and the encoder cache
      * (with the vision tower's scratch for the largest image), then the KV pool; when it is

@@ -54,8 +54,8 @@ struct engine_params {
     int32_t max_image_patches;    /* patches per vit_encode call (0: 4 * cache tokens) */
     int32_t max_logit_rows;       /* rows engine_forward_rows may return (at least max_seqs) */
     bool enforce_eager;           /* never replay decode steps as backend graphs */
-    bool emulate_graphs;          /* tests: give the backend recorded graphs
-                                     (backend_graph_emulate), so the graph path runs on CPU */
+    struct backend_emulation emulate; /* tests: device features for the CPU backend
+                                         (backend_emulate), so device paths run in CI */
 };
 
 /* One entry of the encoder cache: an item's projector rows at arena rows [row0, row0+n). */

@@ -1,7 +1,7 @@
 // models: gqa4
 /*
  * test_graphs: decode steps replayed as backend graphs give exactly the tokens and logprobs
- * of eager steps. The CPU backend gets graphs through backend_graph_emulate (recorded op
+ * of eager steps. The CPU backend gets graphs through backend_emulate (recorded op
  * calls, copied host arrays frozen as CUDA graphs freeze them), so this runs the engine's
  * graph path, padding to sequence and block-column buckets included, without a GPU.
  *
@@ -130,7 +130,7 @@ static int engine_with(struct engine *e, const struct model *m, bool emulate, bo
 {
     struct engine_params ep = {.block_size = BS, .n_blocks = 1 + N_SEQ * PER,
                                .max_batched_tokens = N_SEQ * CHUNK, .max_seqs = 16,
-                               .emulate_graphs = emulate, .enforce_eager = eager};
+                               .emulate.graphs = emulate, .enforce_eager = eager};
     struct vlm_err err = {0};
     int rc = engine_init(e, m, &ep, &err);
     if (rc) fprintf(stderr, "  engine_init: %s\n", err.msg);

@@ -1,11 +1,14 @@
 /*
- * Graph emulation: a backend that wraps another (the CPU backend, in tests) and gives it the
- * graph ops of backend.h by recording op calls and replaying them. It exists so the engine's
- * graph path (padding a decode batch to its bucket, fixed-stride block tables, the identity
- * logit rows, the cache of recorded steps) runs in CI, where there is no GPU, through the
- * same table entries the CUDA backend implements with CUDA graphs.
+ * Device emulation: a backend that wraps another (the CPU backend, in tests) and gives it
+ * what only device backends have, so the engine's device paths run in CI, where there is no
+ * GPU, through the same table entries the CUDA backend implements:
+ *   - graphs: the graph ops of backend.h, by recording op calls and replaying them (the
+ *     engine's padding of a decode batch to its bucket, fixed-stride block tables, the
+ *     identity logit rows, the cache of recorded steps);
+ *   - a device of a given size: alloc fails past it and mem_info reports it (the engine's
+ *     memory plan: KV pool from --gpu-memory-utilization, out-of-memory at start-up).
  *
- * It is faithful where a recorded graph differs from eager calls:
+ * The recording is faithful where a recorded graph differs from eager calls:
  *   - ops are recorded, not run, between graph_begin and graph_end; graph_end runs the
  *     recording once (as CUDA's launch after instantiation);
  *   - host arrays an op copies (gather/scatter indices, ViT segment bounds) are copied at
@@ -55,9 +58,10 @@ struct rec_graph {
     int32_t n_calls, cap;
 };
 
-struct graph_ctx {
+struct emu_ctx {
     struct backend inner;          /* owned */
     struct backend_ops ops;        /* inner's table with the op entries replaced */
+    size_t device_bytes, used;     /* emulated device size (0: none) and bytes allocated */
     uint64_t key;                  /* of the last set_step */
     struct step_shape shape;       /* of the last set_step */
     bool recording;
@@ -72,7 +76,7 @@ struct graph_ctx {
 
 /* The next call's slot: in the graph being recorded, or, for eager calls, a scratch slot
  * (the graph slot past the last kept one) that submit() empties again. */
-static struct rec_call *rec_add(struct graph_ctx *c, enum rec_kind kind)
+static struct rec_call *rec_add(struct emu_ctx *c, enum rec_kind kind)
 {
     struct rec_graph *g = &c->graphs[c->n_graphs];
     if (g->n_calls == g->cap) {
@@ -92,7 +96,7 @@ static int32_t *dup_idx(const int32_t *idx, int64_t n)
     return d;
 }
 
-static void play(struct graph_ctx *c, const struct rec_call *r)
+static void play(struct emu_ctx *c, const struct rec_call *r)
 {
     const struct backend_ops *o = IN(c);
     void *x = ICTX(c);
@@ -122,7 +126,7 @@ static void play(struct graph_ctx *c, const struct rec_call *r)
 
 /* Records r when recording, else runs it now; either way r's idx copy is released after an
  * eager run. */
-static void submit(struct graph_ctx *c, struct rec_call *r)
+static void submit(struct emu_ctx *c, struct rec_call *r)
 {
     if (c->recording) return; /* stays in the graph being recorded */
     play(c, r);
@@ -134,7 +138,7 @@ static void submit(struct graph_ctx *c, struct rec_call *r)
 
 static void g_destroy(void *ctx)
 {
-    struct graph_ctx *c = ctx;
+    struct emu_ctx *c = ctx;
     for (int32_t i = 0; i <= c->n_graphs && i < GRAPH_MAX; i++) {
         for (int32_t j = 0; j < c->graphs[i].n_calls; j++) free(c->graphs[i].calls[j].idx);
         free(c->graphs[i].calls);
@@ -143,64 +147,99 @@ static void g_destroy(void *ctx)
     free(c);
 }
 
-static void not_recording(const struct graph_ctx *c, const char *what)
+static void not_recording(const struct emu_ctx *c, const char *what)
 {
     if (c->recording) {
-        log_error("backend_graph: %s while recording a graph", what);
+        log_error("backend_emulate: %s while recording a graph", what);
         abort();
     }
 }
 
+/* With an emulated device size, each block carries its size in a 64-byte header (keeping
+ * the inner backend's 64-byte alignment). */
+#define MEM_HDR 64
+
 static void *g_alloc(void *ctx, size_t n)
 {
-    not_recording(ctx, "alloc");
-    return IN((struct graph_ctx *)ctx)->alloc(ICTX((struct graph_ctx *)ctx), n);
+    struct emu_ctx *c = ctx;
+    not_recording(c, "alloc");
+    if (!c->device_bytes) return IN(c)->alloc(ICTX(c), n);
+    if (n > c->device_bytes - c->used) return NULL;
+    char *p = IN(c)->alloc(ICTX(c), n + MEM_HDR);
+    if (!p) return NULL;
+    memcpy(p, &n, sizeof n);
+    c->used += n;
+    return p + MEM_HDR;
 }
 
 static void g_release(void *ctx, void *p)
 {
-    not_recording(ctx, "release");
-    IN((struct graph_ctx *)ctx)->release(ICTX((struct graph_ctx *)ctx), p);
+    struct emu_ctx *c = ctx;
+    not_recording(c, "release");
+    if (!c->device_bytes || !p) {
+        IN(c)->release(ICTX(c), p);
+        return;
+    }
+    size_t n;
+    memcpy(&n, (char *)p - MEM_HDR, sizeof n);
+    c->used -= n;
+    IN(c)->release(ICTX(c), (char *)p - MEM_HDR);
+}
+
+static void g_mem_info(void *ctx, size_t *free_bytes, size_t *total_bytes)
+{
+    struct emu_ctx *c = ctx;
+    *total_bytes = c->device_bytes;
+    *free_bytes = c->device_bytes - c->used;
 }
 
 static void g_upload(void *ctx, void *dst, const void *src, size_t n)
 {
     not_recording(ctx, "upload");
-    IN((struct graph_ctx *)ctx)->upload(ICTX((struct graph_ctx *)ctx), dst, src, n);
+    IN((struct emu_ctx *)ctx)->upload(ICTX((struct emu_ctx *)ctx), dst, src, n);
 }
 
 static void g_download(void *ctx, void *dst, const void *src, size_t n)
 {
     not_recording(ctx, "download");
-    IN((struct graph_ctx *)ctx)->download(ICTX((struct graph_ctx *)ctx), dst, src, n);
+    IN((struct emu_ctx *)ctx)->download(ICTX((struct emu_ctx *)ctx), dst, src, n);
 }
 
 static void g_zero(void *ctx, void *dst, size_t n)
 {
     not_recording(ctx, "zero");
-    IN((struct graph_ctx *)ctx)->zero(ICTX((struct graph_ctx *)ctx), dst, n);
+    IN((struct emu_ctx *)ctx)->zero(ICTX((struct emu_ctx *)ctx), dst, n);
 }
 
 static void g_sync(void *ctx)
 {
     not_recording(ctx, "sync");
-    IN((struct graph_ctx *)ctx)->sync(ICTX((struct graph_ctx *)ctx));
+    IN((struct emu_ctx *)ctx)->sync(ICTX((struct emu_ctx *)ctx));
 }
 
 static bool g_supports(void *ctx, enum op op, enum dtype type)
 {
-    return IN((struct graph_ctx *)ctx)->supports(ICTX((struct graph_ctx *)ctx), op, type);
+    return IN((struct emu_ctx *)ctx)->supports(ICTX((struct emu_ctx *)ctx), op, type);
 }
 
+/* The inner backend allocates weights itself: with an emulated device size the result is
+ * copied into a counted block. */
 static struct tensor g_load_weight(void *ctx, const struct tensor *src)
 {
-    not_recording(ctx, "load_weight");
-    return IN((struct graph_ctx *)ctx)->load_weight(ICTX((struct graph_ctx *)ctx), src);
+    struct emu_ctx *c = ctx;
+    not_recording(c, "load_weight");
+    struct tensor t = IN(c)->load_weight(ICTX(c), src);
+    if (!c->device_bytes || !t.data) return t;
+    void *p = g_alloc(c, tensor_nbytes(&t));
+    if (p) memcpy(p, t.data, tensor_nbytes(&t));
+    IN(c)->release(ICTX(c), t.data);
+    t.data = p;
+    return t;
 }
 
 static void g_set_step(void *ctx, const struct step_meta *m)
 {
-    struct graph_ctx *c = ctx;
+    struct emu_ctx *c = ctx;
     not_recording(c, "set_step");
     c->key = m->graph_key;
     c->shape = (struct step_shape){m->n_seqs, m->n_tokens, m->max_blocks, m->max_ctx};
@@ -398,14 +437,14 @@ static void g_cast(void *ctx, struct tensor *y, const struct tensor *x)
 
 /* ==== Graph entries ==== */
 
-static void replay(struct graph_ctx *c, const struct rec_graph *g)
+static void replay(struct emu_ctx *c, const struct rec_graph *g)
 {
     for (int32_t i = 0; i < g->n_calls; i++) play(c, &g->calls[i]);
 }
 
 static bool g_graph_launch(void *ctx)
 {
-    struct graph_ctx *c = ctx;
+    struct emu_ctx *c = ctx;
     VLM_ASSERT(c->key != 0 && !c->recording);
     for (int32_t i = 0; i < c->n_graphs; i++) {
         if (c->graphs[i].key != c->key) continue;
@@ -419,7 +458,7 @@ static bool g_graph_launch(void *ctx)
 
 static void g_graph_begin(void *ctx)
 {
-    struct graph_ctx *c = ctx;
+    struct emu_ctx *c = ctx;
     VLM_ASSERT(c->key != 0 && !c->recording);
     c->recording = true;
     c->graphs[c->n_graphs].n_calls = 0; /* the scratch slot becomes the new graph */
@@ -427,7 +466,7 @@ static void g_graph_begin(void *ctx)
 
 static bool g_graph_end(void *ctx)
 {
-    struct graph_ctx *c = ctx;
+    struct emu_ctx *c = ctx;
     VLM_ASSERT(c->recording);
     c->recording = false;
     struct rec_graph *g = &c->graphs[c->n_graphs];
@@ -443,17 +482,19 @@ static bool g_graph_end(void *ctx)
     return true;
 }
 
-void backend_graph_emulate(struct backend *b)
+void backend_emulate(struct backend *b, const struct backend_emulation *e)
 {
-    VLM_ASSERT(b->ops && !b->ops->graph_launch);
-    struct graph_ctx *c = xcalloc(1, sizeof *c);
+    VLM_ASSERT(b->ops && !b->ops->graph_launch && !b->ops->mem_info);
+    struct emu_ctx *c = xcalloc(1, sizeof *c);
     c->inner = *b;
+    c->device_bytes = e->device_bytes;
     const struct backend_ops *in = b->ops;
     struct backend_ops *o = &c->ops;
     *o = (struct backend_ops){
         .name = in->name, .act_type = in->act_type, .destroy = g_destroy, .alloc = g_alloc,
         .release = g_release, .upload = g_upload, .download = g_download, .zero = g_zero,
-        .sync = g_sync, .supports = g_supports, .mem_info = NULL,
+        .sync = g_sync, .supports = g_supports,
+        .mem_info = e->device_bytes ? g_mem_info : NULL,
         .load_weight = g_load_weight, .set_step = g_set_step, .matmul = g_matmul, .add = g_add,
         .rmsnorm = g_rmsnorm, .add_rmsnorm = in->add_rmsnorm ? g_add_rmsnorm : NULL,
         .layernorm = g_layernorm, .rope_neox = g_rope_neox,
@@ -461,9 +502,13 @@ void backend_graph_emulate(struct backend *b)
         .silu_mul = g_silu_mul, .gelu_erf = g_gelu_erf, .quick_gelu = g_quick_gelu,
         .embed = g_embed, .kv_store = g_kv_store, .attn_paged = g_attn_paged,
         .attn_varlen = g_attn_varlen, .gather_rows = g_gather_rows,
-        .scatter_rows = g_scatter_rows, .cast = g_cast, .graph_launch = g_graph_launch,
-        .graph_begin = g_graph_begin, .graph_end = g_graph_end,
+        .scatter_rows = g_scatter_rows, .cast = g_cast,
     };
+    if (e->graphs) {
+        o->graph_launch = g_graph_launch;
+        o->graph_begin = g_graph_begin;
+        o->graph_end = g_graph_end;
+    }
     b->ops = o;
     b->ctx = c;
 }
