@@ -6,6 +6,7 @@
  *   valley-generate --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-p P]
  *                   [--top-k K] [--min-p P] [--repetition-penalty R] [--seed S]
  *                   [--image FILE] [--no-chat] [--think] [--threads N] [--block-size B]
+ *                   [--backend auto|cpu|cuda]
  *
  * With chat (the default) the prompt is one user message rendered by server/chat.c exactly
  * as Valley2.5's processor does, including the implicit 3x3 black image of text-only
@@ -23,7 +24,7 @@
 #include <stdlib.h>
 
 struct gen_args {
-    const char *model, *prompt, *image;
+    const char *model, *prompt, *image, *backend;
     int32_t max_tokens, threads, block_size;
     bool no_chat, think;
     struct sampling_params sp;
@@ -34,7 +35,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: valley-generate --model DIR --prompt TEXT [--max-tokens N] [--temperature T]\n"
             "       [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R] [--seed S]\n"
-            "       [--image FILE] [--no-chat] [--think] [--threads N] [--block-size B]\n");
+            "       [--image FILE] [--no-chat] [--think] [--threads N] [--block-size B]\n"
+            "       [--backend auto|cpu|cuda]\n");
 }
 
 static int parse_args(int argc, char **argv, struct gen_args *a)
@@ -60,6 +62,7 @@ static int parse_args(int argc, char **argv, struct gen_args *a)
         if (!strcmp(k, "--model")) a->model = v;
         else if (!strcmp(k, "--prompt")) a->prompt = v;
         else if (!strcmp(k, "--image")) a->image = v;
+        else if (!strcmp(k, "--backend")) a->backend = v;
         else if (!strcmp(k, "--max-tokens")) a->max_tokens = (int32_t)strtol(v, &end, 10);
         else if (!strcmp(k, "--threads")) a->threads = (int32_t)strtol(v, &end, 10);
         else if (!strcmp(k, "--block-size")) a->block_size = (int32_t)strtol(v, &end, 10);
@@ -79,6 +82,11 @@ static int parse_args(int argc, char **argv, struct gen_args *a)
         }
     }
     if (!a->model || !a->prompt) return -1;
+    if (!a->backend) a->backend = "auto";
+    if (strcmp(a->backend, "auto") && strcmp(a->backend, "cpu") && strcmp(a->backend, "cuda")) {
+        fprintf(stderr, "valley-generate: --backend must be auto, cpu or cuda\n");
+        return -1;
+    }
     if (a->max_tokens < 1 || a->block_size < 1 || a->sp.temperature < 0 || a->sp.top_p <= 0 ||
         a->sp.top_p > 1 || a->sp.min_p < 0 || a->sp.min_p > 1 || a->sp.repetition_penalty <= 0) {
         fprintf(stderr, "valley-generate: a value is out of range\n");
@@ -183,6 +191,17 @@ int main(int argc, char **argv)
         .encoder_cache_tokens = n_images ? item.n_tokens : 0,
         .max_image_patches = n_images ? item.n_patches : 0,
     };
+    ep.backend = ENGINE_BACKEND_CPU;
+#ifdef VLM_HAVE_CUDA
+    /* auto: the GPU when one is visible (the server's rule) */
+    if (!strcmp(a.backend, "cuda") || (!strcmp(a.backend, "auto") && backend_cuda_device_count() > 0))
+        ep.backend = ENGINE_BACKEND_CUDA;
+#else
+    if (!strcmp(a.backend, "cuda")) {
+        rc = vlm_err_set(&err, VLM_EINVAL, 0, "--backend cuda: this build has no CUDA backend");
+        goto fail;
+    }
+#endif
     if ((rc = engine_init(&e, &m, &ep, &err))) goto fail;
     blocks = xmalloc((size_t)n_blocks * sizeof *blocks);
     for (int32_t i = 0; i < n_blocks - 1; i++) blocks[i] = i + 1;
