@@ -10,6 +10,7 @@
 
 #include "engine/batch.h"
 #include "engine/model.h"
+#include "test.h"
 
 /* SplitMix64's output function: a well-mixed 64-bit value from a counter. */
 static inline uint64_t mix(uint64_t x)
@@ -41,6 +42,21 @@ static inline struct mm_item test_image_item(const struct model_config *c, uint6
     int32_t n_patches = grid * grid;
     return (struct mm_item){.hash = hash, .pixels = px, .grid_t = 1, .grid_h = grid,
                             .grid_w = grid, .n_patches = n_patches, .n_tokens = n_patches / m2};
+}
+
+/* Loads the generated checkpoint name from $VLM_MODELS as the test "load <name>". Returns 0,
+ * or the loader's code with its message on stderr (the caller reports and returns). */
+static inline int test_load_model(struct model *m, const char *name)
+{
+    struct vlm_err err = {0};
+    char tname[64];
+    snprintf(tname, sizeof tname, "load %s", name);
+    int rc = model_load(m, test_path("VLM_MODELS", name), &err);
+    TEST(tname) {
+        CHECK_EQ(rc, 0);
+    }
+    if (rc) fprintf(stderr, "  %s\n", err.msg);
+    return rc;
 }
 
 #endif

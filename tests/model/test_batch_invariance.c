@@ -112,14 +112,8 @@ int main(int argc, char **argv)
     }
     struct model m = {0};
     struct vlm_err err = {0};
-    int rc = model_load(&m, test_path("VLM_MODELS", "gqa4"), &err);
-    TEST("load gqa4") {
-        CHECK_EQ(rc, 0);
-    }
-    if (rc) {
-        fprintf(stderr, "  %s\n", err.msg);
-        return test_report();
-    }
+    int rc = test_load_model(&m, "gqa4");
+    if (rc) return test_report();
     for (int i = 0; i < N_SEQ; i++)
         for (int k = 0; k < prompt_len[i]; k++)
             prompts[i][k] = (int32_t)(mix((uint64_t)i * 1000 + (uint64_t)k) % 150000);

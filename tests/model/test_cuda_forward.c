@@ -50,6 +50,17 @@ static double margin(const float *x, int64_t n)
     return (double)a - (double)b;
 }
 
+/* max |got - ref| / max |ref| over one logits row (infinite when got has a non-finite) */
+static double rel_diff(const float *ref, const float *got, int64_t n)
+{
+    double mx = 0, d = 0;
+    for (int64_t v = 0; v < n; v++) {
+        mx = fmax(mx, fabs(ref[v]));
+        d = fmax(d, isfinite(got[v]) ? fabs((double)got[v] - ref[v]) : INFINITY);
+    }
+    return mx > 0 ? d / mx : d;
+}
+
 static char *tname_next(void)
 {
     static char names[64][160];
@@ -140,12 +151,7 @@ static void check_image(const char *name, const struct model *m, struct engine *
     double worst = 0;
     for (int i = 0; i < n && !rcs[0] && !rcs[1]; i++) {
         const float *a = lc + (size_t)i * V, *b = lg + (size_t)i * V;
-        double mx = 0, d = 0;
-        for (int64_t v = 0; v < V; v++) {
-            mx = fmax(mx, fabs(a[v]));
-            d = fmax(d, isfinite(b[v]) ? fabs((double)b[v] - a[v]) : INFINITY);
-        }
-        worst = fmax(worst, mx > 0 ? d / mx : d);
+        worst = fmax(worst, rel_diff(a, b, V));
     }
     char *tn = tname_next();
     snprintf(tn, 160, "%s: image+text prompt of %d: logits within %.0e of the CPU", name, n,
@@ -199,12 +205,7 @@ static void check_graphs(const char *name, const struct model *m, struct engine 
         bool all = true;
         for (int s = 0; s < NS; s++) {
             const float *a = l2 + (size_t)s * V, *b = l1 + (size_t)s * V;
-            double mx = 0, d = 0;
-            for (int64_t v = 0; v < V; v++) {
-                mx = fmax(mx, fabs(a[v]));
-                d = fmax(d, isfinite(b[v]) ? fabs((double)b[v] - a[v]) : INFINITY);
-            }
-            worst = fmax(worst, mx > 0 ? d / mx : d);
+            worst = fmax(worst, rel_diff(a, b, V));
             tok[0][s] = argmax(b, V);
             tok[1][s] = argmax(a, V);
             all = all && tok[0][s] == tok[1][s];
@@ -269,12 +270,7 @@ static void check_model(const char *name)
         int argmax_diff = 0;
         for (int i = 0; i < n; i++) {
             const float *a = lc + (size_t)i * V, *b = lg + (size_t)i * V;
-            double mx = 0, d = 0;
-            for (int64_t v = 0; v < V; v++) {
-                mx = fmax(mx, fabs(a[v]));
-                d = fmax(d, isfinite(b[v]) ? fabs((double)b[v] - a[v]) : INFINITY);
-            }
-            worst = fmax(worst, mx > 0 ? d / mx : d);
+            worst = fmax(worst, rel_diff(a, b, V));
             argmax_diff += argmax(a, V) != argmax(b, V);
         }
         tn = tname_next();

@@ -140,15 +140,8 @@ static int engine_with(struct engine *e, const struct model *m, bool emulate, bo
 int main(void)
 {
     struct model m = {0};
-    struct vlm_err err = {0};
-    int rc = model_load(&m, test_path("VLM_MODELS", "gqa4"), &err);
-    TEST("load gqa4") {
-        CHECK_EQ(rc, 0);
-    }
-    if (rc) {
-        fprintf(stderr, "  %s\n", err.msg);
-        return test_report();
-    }
+    int rc = test_load_model(&m, "gqa4");
+    if (rc) return test_report();
     static struct result eager, graph, again, forced;
     struct engine e;
 

@@ -12,6 +12,7 @@
  */
 #include "engine/engine.h"
 #include "engine/model.h"
+#include "model_util.h"
 #include "test.h"
 
 #include <stdlib.h>
@@ -55,14 +56,8 @@ int main(void)
 {
     struct model m = {0};
     struct vlm_err err = {0};
-    int rc = model_load(&m, test_path("VLM_MODELS", "gqa4"), &err);
-    TEST("load gqa4") {
-        CHECK_EQ(rc, 0);
-    }
-    if (rc) {
-        fprintf(stderr, "  %s\n", err.msg);
-        return test_report();
-    }
+    int rc = test_load_model(&m, "gqa4");
+    if (rc) return test_report();
 
     const size_t device = 512 * MiB;
     struct engine e;

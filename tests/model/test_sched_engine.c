@@ -87,12 +87,8 @@ static bool run_loop(const struct sched_config *c, int32_t out[N_REQ][N_GEN], st
 int main(void)
 {
     struct vlm_err err = {0};
-    int rc = model_load(&m, test_path("VLM_MODELS", "gqa4"), &err);
-    TEST("load gqa4") { CHECK_EQ(rc, 0); }
-    if (rc) {
-        fprintf(stderr, "  %s\n", err.msg);
-        return test_report();
-    }
+    int rc = test_load_model(&m, "gqa4");
+    if (rc) return test_report();
     vlm_log_level = VLM_LOG_WARN;
     int all[N_REQ];
     for (int i = 0; i < N_REQ; i++) all[i] = i;

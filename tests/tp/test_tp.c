@@ -273,12 +273,8 @@ static int main_cuda(void)
 int main(int argc, char **argv)
 {
     struct vlm_err err = {0};
-    int rc = model_load(&m, test_path("VLM_MODELS", "tp8"), &err);
-    TEST("load tp8") { CHECK_EQ(rc, 0); }
-    if (rc) {
-        fprintf(stderr, "  %s\n", err.msg);
-        return test_report();
-    }
+    int rc = test_load_model(&m, "tp8");
+    if (rc) return test_report();
     vlm_log_level = VLM_LOG_WARN;
     if (argc > 1 && !strcmp(argv[1], "--cuda")) return main_cuda();
     const int32_t V = m.cfg.vocab_size;
