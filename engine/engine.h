@@ -47,6 +47,10 @@ struct engine_params {
     int32_t encoder_cache_tokens; /* rows of vision embeddings kept (0: no vision) */
     int32_t max_image_patches;    /* patches per vit_encode call (0: 4 * cache tokens) */
     int32_t max_logit_rows;       /* rows engine_forward_rows may return (at least max_seqs) */
+    int sample_on_device;         /* engine_execute samples from per-row summaries made on the
+                                   * backend (op sample_prep) instead of downloading the rows:
+                                   * 0 auto (on for device backends, those with mem_info), 1 on,
+                                   * -1 off. Never with TP (the rows are gathered on rank 0). */
 };
 
 /* One entry of the encoder cache: an item's projector rows at arena rows [row0, row0+n). */
@@ -108,6 +112,11 @@ struct engine {
 
     /* sampling and its outputs (batch_out points here) */
     struct sampler_ws sws;
+    bool prep_on;                         /* device sampling (p.sample_on_device resolved) */
+    void *d_prep;                         /* (R) struct sample_prep, backend memory; prep_on */
+    struct sample_prep *h_prep;           /* (R) its host copy */
+    float *h_inv_t;                       /* (R) 1 / temperature per sampled row, 0: greedy */
+    double *h_u;                          /* (R) the row's uniform draw */
     int32_t *out_token;                   /* (max_seqs) */
     float *out_logprob;                   /* (max_seqs) */
     int32_t *out_top_ids;                 /* (max_seqs, VLM_MAX_TOP_LOGPROBS) */

@@ -358,7 +358,8 @@ static int32_t prep_truncated(const struct sample_prep *p, int32_t vocab,
     VLM_ASSERT(K > 0 && K <= SAMPLE_PREP_K);
     for (int32_t j = 0; j < K; j++) {
         float w = p->top_v[j] * inv_t;
-        c[j] = (struct prep_cand){.id = p->top_ids[j], .work = w, .prob = expf(w - mx), .kept = true};
+        c[j] = (struct prep_cand){.id = p->top_ids[j], .work = w, .prob = expf(w - mx),
+                                  .kept = true};
         by_id[j] = j;
     }
     prep_sort(by_id, K, c, PREP_BY_ID);

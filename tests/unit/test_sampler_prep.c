@@ -149,7 +149,7 @@ int main(void)
                     for (int ci = 0; ci < N_CASES; ci++) {
                         for (int si = 0; si < n_seeds; si++) {
                             struct sampling_params sp = params_of(&cases[ci], 77 + (uint64_t)si);
-                            int32_t n_out = si; /* with a penalty: 0 output ids still has the prompt */
+                            int32_t n_out = si; /* the repetition penalty has the prompt */
                             float inv_t = sp.temperature > 1e-5f ? 1.0f / sp.temperature : 0.0f;
                             double u = sampler_uniform(sp.seed, (uint64_t)n_out);
                             struct sample_prep p;
