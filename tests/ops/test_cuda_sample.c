@@ -88,19 +88,6 @@ static void run_op(struct backend *b, const float *rows, int32_t n, int32_t V, i
     b->ops->release(b->ctx, d_out);
 }
 
-/* The CPU's running sum of p over ids < id (sampler.c's float ops). */
-static double cum_before(const float *l, int32_t id, float inv_t, float wmx)
-{
-    double cum = 0.0;
-    for (int32_t i = 0; i < id; i++) {
-        float w = l[i] * inv_t, pr = expf(w - wmx);
-        if (pr > 0.0f) cum += pr;
-    }
-    return cum;
-}
-
-static const int32_t vocabs[] = {1, 7, 65, 66, 1000, 5003, 151936};
-
 static void cpu_part(struct backend *cpu)
 {
     TEST("cpu: the op on strided rows == cpu_sample_prep on packed rows") {
@@ -125,6 +112,19 @@ static void cpu_part(struct backend *cpu)
 }
 
 #ifdef VLM_HAVE_CUDA
+/* The CPU's running sum of p over ids < id (sampler.c's float ops). */
+static double cum_before(const float *l, int32_t id, float inv_t, float wmx)
+{
+    double cum = 0.0;
+    for (int32_t i = 0; i < id; i++) {
+        float w = l[i] * inv_t, pr = expf(w - wmx);
+        if (pr > 0.0f) cum += pr;
+    }
+    return cum;
+}
+
+static const int32_t vocabs[] = {1, 7, 65, 66, 1000, 5003, 151936};
+
 static double now_s(void)
 {
     struct timespec ts;
