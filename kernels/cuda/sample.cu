@@ -19,6 +19,12 @@
  * <= u * total (and whose mass is > 0) is walked by its thread alone. Sums in double, as on
  * the CPU, but in another association, so a target within rounding of a boundary may pick
  * the neighbouring token (test_cuda_sample measures that).
+ *
+ * TODO(sample): not run on a GPU yet (written without one; the algorithm was emulated in
+ * numpy against a direct sort and sequential draw). Per-thread chunks make each warp load
+ * touch 32 lines, and two 1024-thread blocks per SM keep 256 KB of them live, about L1's
+ * size: if test_cuda_sample shows the op far below L2 bandwidth, give each warp a contiguous
+ * range read 32-wide (coalesced) and walk/compact it tile by tile with warp scans.
  */
 #include "kernels/cuda/common.cuh"
 
