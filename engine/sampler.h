@@ -28,8 +28,10 @@
  *
  * Device sampling: a backend with the sample_prep op reduces each row on the device to a
  * struct sample_prep (kernels/sample.h); sampler_sample_prepped finishes from it and gives
- * exactly what sampler_sample gives on the row, or says it needs the row (penalties, or a
- * truncation whose cut reaches below the SAMPLE_PREP_K candidates).
+ * what sampler_sample gives on the row (bit for bit from the CPU op's summary; from the
+ * CUDA op's, up to its sums' rounding: a draw on a boundary may take the neighbour), or
+ * says it needs the row (penalties, or a truncation whose cut reaches below the
+ * SAMPLE_PREP_K candidates).
  *
  * Callers: engine.c (one call per sampled row), tests. Thread safety: a struct sampler_ws
  * belongs to one thread at a time; sampler_sample is otherwise reentrant.
