@@ -159,6 +159,13 @@ struct backend_ops {
                          const int32_t *idx);
     /* y = x converted to y's dtype (same shape) */
     void (*cast)(void *ctx, struct tensor *y, const struct tensor *x);
+    /* (optional) device sampling: per row r of logits (n_rows, vocab) f32, the summary the
+     * host sampler finishes from (struct sample_prep, kernels/sample.h: max/argmax, raw
+     * log-sum-exp, the SAMPLE_PREP_K best in rank order and, where inv_t[r] > 0, the
+     * untruncated draw with uniform u[r]) into out (n_rows) in backend memory. inv_t, u are
+     * host arrays (n_rows). logits is only read. NULL: the engine downloads the rows. */
+    void (*sample_prep)(void *ctx, void *out, const struct tensor *logits, const float *inv_t,
+                        const double *u);
 
     /* ---- graphs (optional, all three or none) ----
      * A step whose set_step() had a nonzero graph_key can run as a recorded graph (CUDA

@@ -261,6 +261,15 @@ static void cpu_op_cast(void *ctx, struct tensor *y, const struct tensor *x)
     for (int64_t i = 0; i < n; i++) F(y)[i] = load_elem(x->data, x->type, i);
 }
 
+static void cpu_op_sample_prep(void *ctx, void *out, const struct tensor *logits,
+                               const float *inv_t, const double *u)
+{
+    (void)ctx;
+    VLM_ASSERT(logits->type == DT_F32 && logits->ne[2] == 1 && logits->ne[3] == 1);
+    cpu_sample_prep(out, CF(logits), logits->ne[1], logits->ne[0],
+                    logits->nb[1] / (int64_t)sizeof(float), inv_t, u);
+}
+
 static const struct backend_ops cpu_ops = {
     .name = "cpu",
     .act_type = DT_F32,
@@ -292,6 +301,7 @@ static const struct backend_ops cpu_ops = {
     .gather_rows = cpu_op_gather_rows,
     .scatter_rows = cpu_op_scatter_rows,
     .cast = cpu_op_cast,
+    .sample_prep = cpu_op_sample_prep,
 };
 
 int backend_cpu_init(struct backend *b, const struct backend_params *p, struct vlm_err *err)

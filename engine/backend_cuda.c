@@ -807,6 +807,21 @@ static void cuda_mem_info(void *ctx, size_t *free_bytes, size_t *total_bytes)
     }
 }
 
+/* The step's per-row temperatures and draws go up through the staging area. */
+static void cuda_op_sample_prep(void *ctx, void *out, const struct tensor *logits,
+                                const float *inv_t, const double *u)
+{
+    struct cuda_ctx *c = ctx;
+    bind(c);
+    int32_t n = (int32_t)logits->ne[1];
+    VLM_ASSERT(logits->type == DT_F32 && logits->ne[2] == 1 && logits->ne[3] == 1);
+    if (n <= 0) return;
+    const float *d_inv_t = stage_put(c, inv_t, (size_t)n * sizeof *inv_t);
+    const double *d_u = stage_put(c, u, (size_t)n * sizeof *u);
+    cuda_sample_prep(out, logits->data, n, (int32_t)logits->ne[0],
+                     logits->nb[1] / (int64_t)sizeof(float), d_inv_t, d_u, c->stream);
+}
+
 static const struct backend_ops cuda_ops = {
     .name = "cuda",
     .act_type = DT_BF16,
@@ -842,6 +857,7 @@ static const struct backend_ops cuda_ops = {
     .graph_launch = cuda_graph_launch,
     .graph_begin = cuda_graph_begin,
     .graph_end = cuda_graph_end,
+    .sample_prep = cuda_op_sample_prep,
 };
 
 /* ==== Init ==== */

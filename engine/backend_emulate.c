@@ -222,6 +222,14 @@ static bool g_supports(void *ctx, enum op op, enum dtype type)
     return IN((struct emu_ctx *)ctx)->supports(ICTX((struct emu_ctx *)ctx), op, type);
 }
 
+static void g_sample_prep(void *ctx, void *out, const struct tensor *logits, const float *inv_t,
+                          const double *u)
+{
+    struct emu_ctx *c = ctx;
+    not_recording(c, "sample_prep"); /* the engine samples after the step's graph */
+    IN(c)->sample_prep(ICTX(c), out, logits, inv_t, u);
+}
+
 /* The inner backend allocates weights itself: with an emulated device size the result is
  * copied into a counted block. */
 static struct tensor g_load_weight(void *ctx, const struct tensor *src)
@@ -503,6 +511,7 @@ void backend_emulate(struct backend *b, const struct backend_emulation *e)
         .embed = g_embed, .kv_store = g_kv_store, .attn_paged = g_attn_paged,
         .attn_varlen = g_attn_varlen, .gather_rows = g_gather_rows,
         .scatter_rows = g_scatter_rows, .cast = g_cast,
+        .sample_prep = in->sample_prep ? g_sample_prep : NULL,
     };
     if (e->graphs) {
         o->graph_launch = g_graph_launch;

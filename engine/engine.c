@@ -250,6 +250,26 @@ static int alloc_kv(struct engine *e, struct vlm_err *err)
     return 0;
 }
 
+/* Device sampling: on when asked for, or by default on a device backend; needs the op and
+ * no TP (rank 0 samples from all-gathered rows there). The summaries for max_logit_rows rows
+ * live in backend memory and come back in one download per step. */
+static int alloc_prep(struct engine *e, struct vlm_err *err)
+{
+    const struct backend_ops *ops = e->be.ops;
+    int want = e->p.sample_on_device;
+    e->prep_on = ops->sample_prep && !e->comm && (want > 0 || (want == 0 && ops->mem_info));
+    if (!e->prep_on) return 0;
+    size_t R = (size_t)e->p.max_logit_rows;
+    int rc = 0;
+    e->d_prep = balloc(e, R * sizeof(struct sample_prep), &rc);
+    if (rc)
+        return vlm_err_set(err, rc, 500, "engine: out of backend memory for %zu sampling rows", R);
+    e->h_prep = xmalloc(R * sizeof *e->h_prep);
+    e->h_inv_t = xmalloc(R * sizeof *e->h_inv_t);
+    e->h_u = xmalloc(R * sizeof *e->h_u);
+    return 0;
+}
+
 static int alloc_workspace(struct engine *e, struct vlm_err *err)
 {
     const struct model_config *c = &e->cfg;
@@ -302,7 +322,7 @@ static int alloc_workspace(struct engine *e, struct vlm_err *err)
     e->out_logprob = xmalloc(S * sizeof(float));
     e->out_top_ids = xmalloc(S * VLM_MAX_TOP_LOGPROBS * sizeof(int32_t));
     e->out_top_lp = xmalloc(S * VLM_MAX_TOP_LOGPROBS * sizeof(float));
-    return 0;
+    return alloc_prep(e, err);
 }
 
 static int init_encoder_cache(struct engine *e, struct vlm_err *err)
@@ -433,6 +453,10 @@ void engine_destroy(struct engine *e)
     void *bufs[] = {e->x,  e->xn, e->q,  e->att,    e->k,         e->v,
                     e->gate, e->up, e->xs, e->logits, e->logits_all, e->tp_flag};
     for (size_t i = 0; i < ARRAY_LEN(bufs); i++) bfree(e, bufs[i]);
+    bfree(e, e->d_prep);
+    free(e->h_prep);
+    free(e->h_inv_t);
+    free(e->h_u);
     free(e->h_tokens);
     free(e->h_pos);
     free(e->h_slot);
@@ -795,20 +819,59 @@ int engine_execute(struct engine *e, const struct batch *b, struct batch_out *ou
     return engine_rank_execute(e, b, out);
 }
 
+/* Device sampling, first half: the step's logits rows (left in e->logits by forward())
+ * reduced on the backend to one struct sample_prep each, downloaded into e->h_prep. */
+static void prep_rows(struct engine *e, const struct batch *b, int32_t n)
+{
+    int32_t r = 0;
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        const struct sampling_params *sp = b->seqs[s].sp;
+        if (!sp) continue;
+        e->h_inv_t[r] = sp->temperature > 1e-5f ? 1.0f / sp->temperature : 0.0f;
+        e->h_u[r] = sampler_uniform(sp->seed, (uint64_t)b->seqs[s].n_out);
+        r++;
+    }
+    VLM_ASSERT(r == n);
+    struct tensor lg = tensor_make(e->logits, DT_F32, e->cfg.vocab_size, n, 1, 1);
+    e->be.ops->sample_prep(e->be.ctx, e->d_prep, &lg, e->h_inv_t, e->h_u);
+    e->be.ops->download(e->be.ctx, e->h_prep, e->d_prep, (size_t)n * sizeof *e->h_prep);
+    e->be.ops->sync(e->be.ctx);
+}
+
+/* Row r of the step's logits into e->h_logits (a device-sampling fallback). */
+static const float *fetch_row(struct engine *e, int32_t r)
+{
+    size_t V = (size_t)e->cfg.vocab_size;
+    float *dst = e->h_logits + (size_t)r * V;
+    const float *src = (const float *)e->logits + (size_t)r * V;
+    e->be.ops->download(e->be.ctx, dst, src, V * sizeof(float));
+    e->be.ops->sync(e->be.ctx);
+    return dst;
+}
+
 int engine_rank_execute(struct engine *e, const struct batch *b, struct batch_out *out)
 {
     bool sampler = !e->comm || e->comm->rank == 0; /* only rank 0 samples */
     int32_t n = sampled_rows(e, b);
-    int rc = engine_rank_forward_rows(e, b, e->h_rows, n, sampler ? e->h_logits : NULL);
+    int rc;
+    if (e->prep_on) { /* the rows stay on the backend; their summaries come down */
+        rc = forward(e, b, e->h_rows, n);
+        if (rc == 0 && n > 0) prep_rows(e, b, n);
+    } else {
+        rc = engine_rank_forward_rows(e, b, e->h_rows, n, sampler ? e->h_logits : NULL);
+    }
     if (rc < 0) return rc;
     if (!sampler) return 0;
-    int32_t r = 0;
+    int32_t r = 0, V = e->cfg.vocab_size;
     for (int32_t s = 0; s < b->n_seqs; s++) {
         const struct batch_seq *q = &b->seqs[s];
         if (!q->sp) continue;
         struct sampler_result res;
-        sampler_sample(&e->sws, e->h_logits + (size_t)r * (size_t)e->cfg.vocab_size, q->sp,
-                       q->prompt, q->n_prompt, q->output, q->n_out, &res);
+        if (!e->prep_on ||
+            sampler_sample_prepped(&e->h_prep[r], V, q->sp, q->n_prompt, q->n_out, &res) < 0) {
+            const float *row = e->prep_on ? fetch_row(e, r) : e->h_logits + (size_t)r * (size_t)V;
+            sampler_sample(&e->sws, row, q->sp, q->prompt, q->n_prompt, q->output, q->n_out, &res);
+        }
         e->out_token[r] = res.token;
         e->out_logprob[r] = res.logprob;
         for (int32_t j = 0; j < VLM_MAX_TOP_LOGPROBS; j++) {

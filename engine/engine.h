@@ -56,6 +56,10 @@ struct engine_params {
     bool enforce_eager;           /* never replay decode steps as backend graphs */
     struct backend_emulation emulate; /* tests: device features for the CPU backend
                                          (backend_emulate), so device paths run in CI */
+    int sample_on_device;         /* engine_execute samples from per-row summaries made on the
+                                   * backend (op sample_prep) instead of downloading the rows:
+                                   * 0 auto (on for device backends, those with mem_info), 1 on,
+                                   * -1 off. Never with TP (the rows are gathered on rank 0). */
 };
 
 /* One entry of the encoder cache: an item's projector rows at arena rows [row0, row0+n). */
@@ -120,6 +124,11 @@ struct engine {
 
     /* sampling and its outputs (batch_out points here) */
     struct sampler_ws sws;
+    bool prep_on;                         /* device sampling (p.sample_on_device resolved) */
+    void *d_prep;                         /* (R) struct sample_prep, backend memory; prep_on */
+    struct sample_prep *h_prep;           /* (R) its host copy */
+    float *h_inv_t;                       /* (R) 1 / temperature per sampled row, 0: greedy */
+    double *h_u;                          /* (R) the row's uniform draw */
     int32_t *out_token;                   /* (max_seqs) */
     float *out_logprob;                   /* (max_seqs) */
     int32_t *out_top_ids;                 /* (max_seqs, VLM_MAX_TOP_LOGPROBS) */

@@ -217,6 +217,7 @@ static void fill_logprobs(const float *logits, int32_t V, int32_t n_top, struct 
     for (int32_t i = 0; i < V; i++) s += exp((double)logits[i] - mx);
     double lse = mx + log(s);
     r->logprob = (float)((double)logits[r->token] - lse);
+    if (n_top > V) n_top = V; /* a vocabulary smaller than the list asked for */
     r->n_top = n_top;
     if (n_top <= 0) {
         r->n_top = 0;
@@ -281,5 +282,189 @@ int32_t sampler_sample(struct sampler_ws *w, const float *logits, const struct s
     }
     r->token = tok;
     fill_logprobs(logits, V, sp->logprobs, r);
+    return tok;
+}
+
+/* ==== Finishing from a device summary ====
+ * sampler_sample_prepped replays sampler_sample's float ops on the SAMPLE_PREP_K candidates
+ * (the best raw logits, rank order) instead of the row. Every token outside them has a raw
+ * logit <= p->next_v, hence (scaling and expf are monotone) a scaled value and a
+ * probability <= those of next_v, and ranks after every candidate strictly above them. So a
+ * truncation whose kept set ends strictly above that bound is decided by the candidates
+ * alone; one that ends at or below it could take in an outside token (a tie, or mass still
+ * missing), and the caller samples from the full row instead. */
+
+_Static_assert(SAMPLE_PREP_K >= VLM_MAX_TOP_LOGPROBS, "the candidates must cover the top-N");
+
+struct prep_cand {
+    int32_t id;
+    float work; /* raw * inv_t */
+    float prob; /* expf(work - mx) */
+    bool kept;
+};
+
+enum prep_key { PREP_BY_WORK, PREP_BY_PROB, PREP_BY_ID };
+
+static bool prep_before(const struct prep_cand *a, const struct prep_cand *b, enum prep_key k)
+{
+    switch (k) {
+    case PREP_BY_WORK: return ranks_before(a->work, a->id, b->work, b->id);
+    case PREP_BY_PROB: return ranks_before(a->prob, a->id, b->prob, b->id);
+    case PREP_BY_ID: return a->id < b->id;
+    }
+    return false;
+}
+
+/* Insertion sort of the indices ord[0..n) into c[] (n <= SAMPLE_PREP_K). */
+static void prep_sort(int32_t *ord, int32_t n, const struct prep_cand *c, enum prep_key k)
+{
+    for (int32_t i = 1; i < n; i++) {
+        int32_t x = ord[i], j = i;
+        while (j > 0 && prep_before(&c[x], &c[ord[j - 1]], k)) {
+            ord[j] = ord[j - 1];
+            j--;
+        }
+        ord[j] = x;
+    }
+}
+
+/* Sum of the kept probabilities in id order (sampler.c sums the whole row in index order;
+ * the zeros in between add nothing) and the count of positive ones. */
+static double prep_kept_mass(const struct prep_cand *c, const int32_t *by_id, int32_t n,
+                             int32_t *alive)
+{
+    double total = 0.0;
+    *alive = 0;
+    for (int32_t j = 0; j < n; j++) {
+        const struct prep_cand *x = &c[by_id[j]];
+        if (!x->kept) continue;
+        total += x->prob;
+        *alive += x->prob > 0.0f;
+    }
+    return total;
+}
+
+/* top-k / top-p / min-p on the candidates, then the draw. Returns the index into p->top_*
+ * of the token, or -1 (the full row is needed). */
+static int32_t prep_truncated(const struct sample_prep *p, int32_t vocab,
+                              const struct sampling_params *sp, int32_t n_out)
+{
+    int32_t K = p->n_top;
+    bool complete = K == vocab; /* every token is a candidate */
+    float inv_t = 1.0f / sp->temperature;
+    float mx = p->max * inv_t; /* == max of l * inv_t: rounding is monotone */
+    struct prep_cand c[SAMPLE_PREP_K];
+    int32_t ord[SAMPLE_PREP_K], by_id[SAMPLE_PREP_K];
+    VLM_ASSERT(K > 0 && K <= SAMPLE_PREP_K);
+    for (int32_t j = 0; j < K; j++) {
+        float w = p->top_v[j] * inv_t;
+        c[j] = (struct prep_cand){.id = p->top_ids[j], .work = w, .prob = expf(w - mx),
+                                  .kept = true};
+        by_id[j] = j;
+    }
+    prep_sort(by_id, K, c, PREP_BY_ID);
+    float work_out = p->next_v * inv_t, prob_out = expf(work_out - mx); /* outside bound */
+    bool inside = complete; /* the kept set is known to lie among the candidates */
+
+    if (sp->top_k > 0 && sp->top_k < vocab) {
+        int32_t k = sp->top_k;
+        if (k > K) return -1;
+        for (int32_t j = 0; j < K; j++) ord[j] = j;
+        prep_sort(ord, K, c, PREP_BY_WORK);
+        if (!complete && !(c[ord[k - 1]].work > work_out)) return -1;
+        for (int32_t j = k; j < K; j++) c[ord[j]].kept = false;
+        inside = true;
+    }
+    if (sp->top_p > 0.0f && sp->top_p < 1.0f) {
+        /* apply_top_p: its mass and alive count over what top-k left, the whole row otherwise */
+        int32_t alive;
+        double total = prep_kept_mass(c, by_id, K, &alive);
+        if (!inside) {
+            if (p->token < 0) return -1; /* no full-row statistics: inv_t was 0 */
+            total = p->total;
+            alive = p->n_alive;
+        }
+        double floor_p = (1.0 - (double)sp->top_p) / (double)alive * total;
+        int32_t n = 0;
+        for (int32_t j = 0; j < K; j++) {
+            if (!c[j].kept || c[j].prob <= 0.0f) continue;
+            if ((double)c[j].prob < floor_p) c[j].kept = false;
+            else ord[n++] = j;
+        }
+        if (n == 0) return -1; /* cannot happen (the best token has prob 1); be safe */
+        prep_sort(ord, n, c, PREP_BY_PROB);
+        double cum = 0.0, want = (double)sp->top_p * total;
+        int32_t keep = 0;
+        while (keep < n && (keep == 0 || cum < want)) cum += c[ord[keep++]].prob;
+        /* the kept prefix must rank before every outside token, and when the candidates ran
+         * out short of the mass, no outside token may be next in line */
+        if (!inside && !(c[ord[keep - 1]].prob > prob_out)) return -1;
+        if (!inside && keep == n && cum < want && prob_out > 0.0f && !((double)prob_out < floor_p))
+            return -1;
+        for (int32_t j = keep; j < n; j++) c[ord[j]].kept = false;
+        inside = true;
+    }
+    if (sp->min_p > 0.0f) {
+        if (!inside && !(prob_out < sp->min_p)) return -1;
+        for (int32_t j = 0; j < K; j++)
+            if (c[j].prob < sp->min_p) c[j].kept = false;
+    }
+
+    int32_t alive;
+    double total = prep_kept_mass(c, by_id, K, &alive);
+    double target = sampler_uniform(sp->seed, (uint64_t)n_out) * total, cum = 0.0;
+    int32_t tok = -1;
+    for (int32_t j = 0; j < K; j++) {
+        const struct prep_cand *x = &c[by_id[j]];
+        if (!x->kept || x->prob <= 0.0f) continue;
+        cum += x->prob;
+        tok = by_id[j];
+        if (cum > target) break;
+    }
+    return tok;
+}
+
+int32_t sampler_sample_prepped(const struct sample_prep *p, int32_t vocab,
+                               const struct sampling_params *sp, int32_t n_prompt, int32_t n_out,
+                               struct sampler_result *r)
+{
+    bool rep = sp->repetition_penalty != 1.0f && sp->repetition_penalty > 0.0f &&
+               n_prompt + n_out > 0;
+    bool pres = (sp->presence_penalty != 0.0f || sp->frequency_penalty != 0.0f) && n_out > 0;
+    if (rep || pres) return -1;
+
+    int32_t tok;
+    float tok_logit;
+    if (!(sp->temperature > 1e-5f)) {
+        tok = p->argmax;
+        tok_logit = p->max;
+    } else if ((sp->top_k > 0 && sp->top_k < vocab) || (sp->top_p > 0.0f && sp->top_p < 1.0f) ||
+               sp->min_p > 0.0f) {
+        int32_t j = prep_truncated(p, vocab, sp, n_out);
+        if (j < 0) return -1;
+        tok = p->top_ids[j];
+        tok_logit = p->top_v[j];
+    } else {
+        VLM_ASSERT(p->token >= 0); /* sample_prep drew it: inv_t was > 0 */
+        tok = p->token;
+        tok_logit = p->token_logit;
+    }
+    r->token = tok;
+
+    /* fill_logprobs from the raw log-sum-exp and the candidates (rank order = top-N order) */
+    int32_t n_top = sp->logprobs;
+    if (n_top < 0) {
+        r->logprob = 0.0f;
+        r->n_top = 0;
+        return tok;
+    }
+    r->logprob = (float)((double)tok_logit - p->lse);
+    if (n_top > vocab) n_top = vocab;
+    VLM_ASSERT(n_top <= p->n_top);
+    r->n_top = n_top;
+    for (int32_t j = 0; j < n_top; j++) {
+        r->top_ids[j] = p->top_ids[j];
+        r->top_lp[j] = (float)((double)p->top_v[j] - p->lse);
+    }
     return tok;
 }

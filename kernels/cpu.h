@@ -9,6 +9,8 @@
 
 #include <stdint.h>
 
+#include "kernels/sample.h"
+
 /* y(M, N) = x(M, K) · w(N, K)ᵀ (+ bias(N) if non-NULL). OpenBLAS sgemm. */
 void cpu_matmul(float *y, const float *x, const float *w, const float *bias,
                 int64_t M, int64_t N, int64_t K);
@@ -60,5 +62,12 @@ void cpu_attn_varlen(float *o, const float *q, const float *k, const float *v,
                      const int32_t *cu, int32_t n_seg, int64_t n_heads, int64_t hd, float scale,
                      float *scratch);
 int64_t cpu_attn_varlen_scratch(void);
+
+/* Per row r of logits (n_rows, vocab) with row stride `stride` floats: the struct
+ * sample_prep summary (kernels/sample.h) into out[r], with the exact loops of
+ * engine/sampler.c (sequential, index order, sums in double), so sampling from it gives
+ * what sampler_sample gives on the row. inv_t, u (n_rows); inv_t[r] <= 0: no draw. */
+void cpu_sample_prep(struct sample_prep *out, const float *logits, int64_t n_rows, int64_t vocab,
+                     int64_t stride, const float *inv_t, const double *u);
 
 #endif

@@ -22,6 +22,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "kernels/sample.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -174,6 +176,17 @@ size_t cuda_attn_ws_bytes(int32_t n_tok, int32_t n_heads, int32_t hd, int32_t n_
 void cuda_attn_varlen(void *o, const void *q, const void *k, const void *v, const int32_t *cu,
                       const struct cuda_attn_tile *tiles, int32_t n_tiles,
                       int32_t rows_per_tile, int32_t n_heads, int32_t hd, float scale,
+                      cudaStream_t s);
+
+/* ==== sample.cu ==== */
+
+/* Per row r of logits (n_rows, vocab) f32 with row stride `stride` floats: the struct
+ * sample_prep summary (kernels/sample.h) into out[r]; inv_t, u (n_rows) device arrays,
+ * inv_t[r] <= 0: no draw. One block per row. Semantics of cpu_sample_prep; the sums are
+ * associated differently (lse and total within double rounding; a draw whose target lies
+ * within rounding of a boundary may pick the neighbouring token). */
+void cuda_sample_prep(struct sample_prep *out, const float *logits, int32_t n_rows,
+                      int32_t vocab, int64_t stride, const float *inv_t, const double *u,
                       cudaStream_t s);
 
 #ifdef __cplusplus

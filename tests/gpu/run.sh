@@ -14,6 +14,8 @@
 #                               1. nvidia-smi, the device copy bandwidth (the decode floor's
 #                                  denominator), through torch when it is there;
 #                               2. test_ops: every CUDA op against the CPU backend;
+#                                  test_cuda_sample: sample_prep against the CPU, and its
+#                                  time at (1/64/256, 151936);
 #                               3. compute-sanitizer memcheck over test_ops;
 #                               4. bench_cuda: the Qwen3-8B decoder (decode b=1/8/64/256 at
 #                                  ctx 512, prefill 2k) and the ViT (one 1024x1024 image) with
@@ -35,7 +37,7 @@ ROOT=$PWD
 CARRY=$ROOT/build-gpucarry
 LOGS=${OUT:-$ROOT/build-gpulogs}
 mkdir -p "$LOGS"
-BINS="test_ops bench_cuda test_cuda_forward test_tp test_batch_invariance bench_comm" # test binaries packed and run on the GPU
+BINS="test_ops test_cuda_sample bench_cuda test_cuda_forward test_tp test_batch_invariance bench_comm" # test binaries packed and run on the GPU
 DEADLINE=$(( $(date +%s) + ${VLM_GPU_BUDGET_S:-560} ))
 
 # ---- pack (development machine) ----------------------------------------------------------
@@ -132,6 +134,7 @@ MISSING=$(ldd "$BIN/test_ops" 2>&1 | grep 'not found' | awk '{print $1}' | tr '\
 
 export VLM_SOURCE_DIR=$ROOT VLM_FIXTURES=$ROOT/../shared/fixtures
 step "test_ops (parity vs CPU)" test_ops.txt 120 "$BIN/test_ops"
+step "test_cuda_sample (sampling parity)" cuda_sample.txt 60 "$BIN/test_cuda_sample"
 
 # end-to-end parity needs the generated checkpoints (tests/models.txt); without the shared
 # tokenizer fixture they get make-model's small synthesized vocabulary, which is enough
@@ -176,6 +179,7 @@ echo
 grep -E 'FAIL|non-finite' "$LOGS/test_ops.txt" | head -20
 echo
 sed -n '/^perf on/,$p' "$LOGS/perf.txt" | head -30
+grep -E '^perf sample_prep|FAILED|mismatches' "$LOGS/cuda_sample.txt" 2>/dev/null | head -8
 echo
 cat "$LOGS/bench.txt" "$LOGS/bench_fused.txt" "$LOGS/bench_graphs.txt" "$LOGS/bench_hf.txt" "$LOGS/comm.txt" \
     2>/dev/null | grep -vi warn | head -50

@@ -9,7 +9,8 @@
  * and stop after different lengths, so decode batches take sizes 1 to 9 (buckets 1, 2, 4, 8,
  * 16), contexts cross from the 16- to the 32-column bucket (256 tokens at block size 16),
  * and prefill chunks (eager) share steps with decodes between graph steps. Greedy and seeded
- * top-k/top-p requests are mixed; logprobs (5 top) are compared bit for bit.
+ * top-k/top-p requests are mixed; logprobs (5 top) are compared. The graph engines sample
+ * from device summaries (sample_prep) as the CUDA engine does, the eager one on the host.
  */
 #include "engine/engine.h"
 #include "engine/model.h"
@@ -130,7 +131,9 @@ static int engine_with(struct engine *e, const struct model *m, bool emulate, bo
 {
     struct engine_params ep = {.block_size = BS, .n_blocks = 1 + N_SEQ * PER,
                                .max_batched_tokens = N_SEQ * CHUNK, .max_seqs = 16,
-                               .emulate.graphs = emulate, .enforce_eager = eager};
+                               .emulate.graphs = emulate, .enforce_eager = eager,
+                               /* as on CUDA: the logits rows never leave the backend */
+                               .sample_on_device = emulate ? 1 : -1};
     struct vlm_err err = {0};
     int rc = engine_init(e, m, &ep, &err);
     if (rc) fprintf(stderr, "  engine_init: %s\n", err.msg);
