@@ -34,7 +34,8 @@
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-CARRY=$ROOT/build-gpucarry
+CARRY=$ROOT/build-gpucarry   # what pack leaves: carry.tgz (the call's 64 MiB limit counts
+                             # the working tree too; OpenBLAS alone is 36 MB unpacked)
 LOGS=${OUT:-$ROOT/build-gpulogs}
 mkdir -p "$LOGS"
 BINS="test_ops test_cuda_sample bench_cuda test_cuda_forward test_tp test_batch_invariance bench_comm" # test binaries packed and run on the GPU
@@ -46,15 +47,19 @@ if [ "${1:-}" = pack ]; then
     BUILD=${VLM_GPU_BUILD:-build-cuda}     # the CUDA build directory to take binaries from
     cmake -S . -B "$BUILD" -DVLM_CUDA=ON >/dev/null
     for b in $BINS valley-make-model; do cmake --build "$BUILD" -j2 --target "$b"; done
-    rm -rf "$CARRY" && mkdir -p "$CARRY/lib"
+    STAGE=$(mktemp -d)
+    mkdir -p "$STAGE/lib"
     for b in $BINS ../valley-make-model; do
-        cp "$BUILD"/tests/"$b" "$CARRY/"
+        cp "$BUILD"/tests/"$b" "$STAGE/"
         # shared libraries outside glibc/gcc and CUDA (the GPU image has those)
         ldd "$BUILD"/tests/"$b" | awk '$3 ~ /^\// {print $3}' |
             grep -Ev '/(libc|libm|libdl|librt|libpthread|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libnccl|ld-linux)[.-]' |
-            while read -r so; do cp -L "$so" "$CARRY/lib/"; done
+            while read -r so; do cp -L "$so" "$STAGE/lib/"; done
     done
-    du -sh "$CARRY"
+    rm -rf "$CARRY" && mkdir -p "$CARRY"
+    tar czf "$CARRY/carry.tgz" -C "$STAGE" .
+    rm -rf "$STAGE"
+    du -sh "$CARRY/carry.tgz"
     echo "packed: carry build-gpucarry in the device call"
     exit 0
 fi
@@ -68,6 +73,11 @@ CUDA_LIBS=/usr/local/cuda/lib64
 for d in $(python3 -c 'import nvidia, os; p = list(nvidia.__path__)[0]; print(" ".join(os.path.join(p, x, "lib") for x in os.listdir(p)))' 2>/dev/null); do
     CUDA_LIBS=$CUDA_LIBS:$d
 done
+if [ -f "$CARRY/carry.tgz" ]; then  # unpacked outside the (possibly read-only) tree
+    UNPACKED=/tmp/vlm-gpucarry
+    rm -rf "$UNPACKED" && mkdir -p "$UNPACKED" && tar xzf "$CARRY/carry.tgz" -C "$UNPACKED"
+    CARRY=$UNPACKED
+fi
 export LD_LIBRARY_PATH=$CARRY/lib:$CUDA_LIBS:${LD_LIBRARY_PATH:-}
 
 # 1. the device
