@@ -20,41 +20,11 @@
 #include "engine/backend.h"
 #include "engine/sampler.h"
 #include "kernels/cpu.h"
+#include "sample_rows.h"
 #include "test.h"
 
 #include <string.h>
 #include <time.h>
-
-static uint64_t rng_s = 0x9e3779b97f4a7c15ull;
-
-static uint32_t rng_u32(void)
-{
-    rng_s ^= rng_s >> 12;
-    rng_s ^= rng_s << 25;
-    rng_s ^= rng_s >> 27;
-    return (uint32_t)((rng_s * 0x2545f4914f6cdd1dull) >> 32);
-}
-
-static float rng_f(float lo, float hi)
-{
-    return lo + (hi - lo) * ((float)rng_u32() / 4294967296.0f);
-}
-
-#define ROW_KINDS 5
-
-static void make_row(float *l, int32_t V, int kind)
-{
-    for (int32_t i = 0; i < V; i++) {
-        float v = rng_f(-8.0f, 8.0f);
-        if (kind == 1) v = bf16_to_f32(f32_to_bf16(v * 0.25f));
-        if (kind == 2 && rng_u32() % 4 == 0) v = -INFINITY;
-        if (kind == 3) v = v * 0.5f - 10.0f;
-        if (kind == 4) v = (float)(rng_u32() % 3) * 0.5f;
-        l[i] = v;
-    }
-    if (kind == 2 || kind == 3) l[rng_u32() % (uint32_t)V] = 12.0f;
-    if (kind == 3) l[rng_u32() % (uint32_t)V] = 12.0f;
-}
 
 static const float temps[] = {0.0f, 1.0f, 0.7f, 1e-4f, 100.0f, 1.3f};
 #define N_TEMPS ((int32_t)ARRAY_LEN(temps))
@@ -63,7 +33,7 @@ static const float temps[] = {0.0f, 1.0f, 0.7f, 1e-4f, 100.0f, 1.3f};
 static void make_rows(float *l, int32_t n, int32_t V, int64_t stride, float *inv_t, double *u)
 {
     for (int32_t r = 0; r < n; r++) {
-        make_row(l + r * stride, V, r % ROW_KINDS);
+        make_row(l + r * stride, V, (enum row_kind)(r % ROW_KINDS));
         float t = temps[r % N_TEMPS];
         inv_t[r] = t > 1e-5f ? 1.0f / t : 0.0f;
         u[r] = sampler_uniform(42 + (uint64_t)r, (uint64_t)r);
