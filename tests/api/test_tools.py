@@ -1,0 +1,123 @@
+"""Tool calling through the official openai SDK (vLLM's --enable-auto-tool-choice
+--tool-call-parser hermes behaviour). The random tiny model does not emit tool calls, so the
+output parser is covered by tests/unit/test_tools.c; here: requests with tools are accepted
+in both shapes, the unsupported tool_choice values are 400s, a conversation with assistant
+tool calls and tool results is accepted, and /tokenize with tools gives the ids of the
+jinja2 golden rendering (tests/golden/chat/conversations.json)."""
+import json
+from pathlib import Path
+
+import openai
+import pytest
+
+GOLDENS = Path(__file__).resolve().parents[1] / "golden" / "chat" / "conversations.json"
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a given location",
+    "parameters": {"type": "object",
+                   "properties": {"location": {"type": "string"},
+                                  "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+                   "required": ["location"]}}}
+ASK = [{"role": "user", "content": "What's the weather in Paris?"}]
+CALL = {"id": "call_abc123", "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"location": "Paris, France"}'}}
+
+
+def test_tools_request_accepted(client):
+    r = client.chat.completions.create(model="tiny", messages=ASK, tools=[WEATHER],
+                                       max_tokens=4, temperature=0)
+    c = r.choices[0]
+    assert r.object == "chat.completion"
+    assert c.message.role == "assistant"
+    assert c.finish_reason in ("stop", "length", "tool_calls")
+    assert not c.message.tool_calls  # the random model writes no <tool_call> block
+    assert r.usage.prompt_tokens > 0
+
+
+def test_tools_stream_accepted(client):
+    stream = client.chat.completions.create(model="tiny", messages=ASK, tools=[WEATHER],
+                                            tool_choice="auto", parallel_tool_calls=True,
+                                            max_tokens=4, stream=True)
+    finish = None
+    for chunk in stream:
+        for c in chunk.choices:
+            finish = c.finish_reason or finish
+    assert finish in ("stop", "length", "tool_calls")
+
+
+def test_tool_choice_none_accepted(client):
+    r = client.chat.completions.create(model="tiny", messages=ASK, tools=[WEATHER],
+                                       tool_choice="none", max_tokens=2)
+    assert r.choices[0].finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize("choice", ["required",
+                                    {"type": "function", "function": {"name": "get_weather"}}])
+def test_tool_choice_unsupported(client, choice):
+    with pytest.raises(openai.BadRequestError) as ei:
+        client.chat.completions.create(model="tiny", messages=ASK, tools=[WEATHER],
+                                       tool_choice=choice, max_tokens=2)
+    assert ei.value.body["param"] == "tool_choice"
+    assert "not supported" in ei.value.body["message"]
+
+
+def test_bad_tool_names_the_field(http):
+    bad = {"type": "function", "function": {"description": "no name"}}
+    r = http.post("/v1/chat/completions", json={"model": "tiny", "messages": ASK,
+                                                "tools": [WEATHER, bad]})
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "tools[1].function.name"
+
+
+def test_multi_turn_with_tool_results(client):
+    msgs = ASK + [{"role": "assistant", "content": None, "tool_calls": [CALL]},
+                  {"role": "tool", "tool_call_id": "call_abc123",
+                   "content": '{"temperature": 21, "condition": "sunny"}'}]
+    r = client.chat.completions.create(model="tiny", messages=msgs, tools=[WEATHER],
+                                       max_tokens=3)
+    assert r.choices[0].message.role == "assistant"
+    # a tool message straight after the user message is refused (roles)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="tiny", max_tokens=2, tools=[WEATHER],
+                                       messages=ASK + [{"role": "tool", "tool_call_id": "x",
+                                                        "content": "r"}])
+
+
+def openai_messages(golden):
+    """The golden's messages as an OpenAI client sends them."""
+    out = []
+    for m in golden["messages"]:
+        msg = {"role": m["role"], "content": m["text"]}
+        if m.get("tool_calls"):
+            msg["tool_calls"] = [{"id": "call_%d" % k, "type": "function",
+                                  "function": {"name": c["name"], "arguments": c["arguments"]}}
+                                 for k, c in enumerate(m["tool_calls"])]
+        if m["role"] == "tool":
+            msg["tool_call_id"] = "call_0"
+        out.append(msg)
+    return out
+
+
+@pytest.mark.parametrize("name", ["tools: one tool", "tools: several tools, nested schemas",
+                                  "tools: call without content, tool result last",
+                                  "tools: parallel calls and results"])
+def test_tokenize_with_tools_matches_golden(http, name):
+    golden = next(g for g in json.loads(GOLDENS.read_text()) if g["name"] == name)
+    o = golden["opts"]
+    # the server's defaults: thinking on, the default system prompt, the implicit image
+    assert o["enable_thinking"] and o["implicit_image"] and not o["default_system"]
+    msgs = openai_messages(golden)
+    body = {"model": "tiny", "messages": msgs}
+    with_tools = http.post("/tokenize", json={**body, "tools": golden["tools"]}).json()
+    plain = http.post("/tokenize", json=body).json()
+    t, p = with_tools["tokens"], plain["tokens"]
+    assert with_tools["count"] == len(t)
+    ids = golden["ids"]
+    cut = ids.index(-200)  # the implicit image: its tokens depend on the model's config
+    prefix, suffix = ids[:cut], ids[cut + 1:]
+    assert t[:len(prefix)] == prefix  # system turn with the tools block, "<|im_start|>user\n"
+    assert t[len(t) - len(suffix):] == suffix
+    # the image region is the same with and without tools
+    rest = t[len(prefix):]
+    assert p[len(p) - len(rest):] == rest
+    assert len(t) > len(p)
