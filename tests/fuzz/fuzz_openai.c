@@ -1,7 +1,8 @@
 /*
  * fuzz_openai: the OpenAI request parser and the output text pipeline on arbitrary bytes.
  * The first byte picks the request kind; the body is parsed, and when it parses, its stop
- * strings drive the text pipeline over the body's own bytes cut into pieces.
+ * strings drive the text pipeline, and the tool-call parser, over the body's own bytes cut
+ * into pieces.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -29,6 +30,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             oai_text_push_bytes(&t, body + i, n - i < 3 ? n - i : 3, &c, &r);
         oai_text_finish(&t, &c, &r);
         oai_text_destroy(&t);
+        /* the tool-call parser over the same bytes, cut the same way */
+        struct oai_tools tp;
+        struct strbuf tc = {0};
+        oai_tools_init(&tp, 1);
+        for (size_t i = 0; i < n; i += 3) oai_tools_push(&tp, body + i, n - i < 3 ? n - i : 3, &tc);
+        oai_tools_finish(&tp, &tc);
+        oai_tools_destroy(&tp);
+        sb_free(&tc);
         sb_free(&c);
         sb_free(&r);
     } else {
