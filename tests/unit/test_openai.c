@@ -276,6 +276,27 @@ static void test_alloc_sweep(void)
         }
         CHECK(ok);
     }
+    TEST("allocation failure sweep: tools and tool calls") {
+        const char *b =
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"assistant\","
+            "\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":[1,2]}\"}},"
+            "{\"function\":{\"name\":\"g\"}}]},{\"role\":\"tool\",\"content\":\"r\"}],"
+            "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":"
+            "{\"type\":\"object\"}}},{\"type\":\"function\",\"function\":{\"name\":\"g\"}}]}";
+        int ok = 0;
+        for (long n = 0; n < 400 && !ok; n++) {
+            struct oai_request q;
+            struct vlm_err e = {0};
+            vlm_fail_alloc_after(n);
+            int rc = oai_parse(OAI_KIND_CHAT, b, strlen(b), &LIM, &q, &e);
+            vlm_fail_alloc_after(-1);
+            if (rc == 0) ok = 1;
+            else CHECK(rc == VLM_ENOMEM && e.http_status == 503);
+            if (rc == 0) CHECK_EQ(q.n_tools, 2);
+            oai_request_destroy(&q);
+        }
+        CHECK(ok);
+    }
 }
 
 /* ==== text pipeline ==== */
