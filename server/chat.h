@@ -37,12 +37,9 @@
  * the system turn carries the template's "# Tools" block, one line per tool; an assistant
  * turn's tool calls follow its content as <tool_call>\n{"name": ..., "arguments": ...}\n
  * </tool_call> blocks; consecutive tool messages become one user turn of <tool_response>
- * blocks. JSON inside the prompt is written as HF transformers' tojson filter writes it
- * (Python json.dumps: ", " and ": " separators, non-ASCII kept, keys in the given order);
- * chat_json_dumps and chat_tool_json produce that text from a cJSON tree. Known deviations
- * from Python, because cJSON keeps no number literal: a number with an integral value of
- * magnitude <= 2^53 is written as an integer (Python writes the literal 1.0 as "1.0"),
- * integers beyond 2^53 lose precision, and a duplicated object key keeps both entries.
+ * blocks. The JSON texts come ready-made from the caller, written as HF transformers'
+ * tojson filter writes them (server/pyjson.h: pyjson_tool for a tool, pyjson_dumps for
+ * arguments).
  *
  * Thread safety: all functions are pure and may be called from any thread.
  */
@@ -68,8 +65,8 @@ enum chat_role { CHAT_SYSTEM, CHAT_USER, CHAT_ASSISTANT, CHAT_TOOL };
 /* One tool call of an assistant turn, as the template writes it back into the prompt. */
 struct chat_tool_call {
     const char *name;      /* borrowed; written as is (the template does not escape it) */
-    const char *arguments; /* borrowed; the arguments as tojson writes them (chat_json_dumps
-                              of the parsed "arguments" string; "{}" when it was empty) */
+    const char *arguments; /* borrowed; the arguments as tojson writes them (pyjson_dumps of
+                              the "arguments" string; "{}" when it was empty) */
 };
 
 struct chat_msg {
@@ -86,7 +83,7 @@ struct chat_opts {
     const char *default_system; /* borrowed; NULL = CHAT_DEFAULT_SYSTEM */
     bool implicit_image;        /* §5.2: text-only conversations get one image */
     bool wrap_image_tokens;     /* use_special_start_end_token: "<im_start><image><im_end>" */
-    const char *const *tools;   /* borrowed, (n_tools): each tool's JSON (chat_tool_json) */
+    const char *const *tools;   /* borrowed, (n_tools): each tool's JSON (pyjson_tool) */
     int32_t n_tools;            /* 0: no tools block */
 };
 
@@ -108,20 +105,6 @@ int chat_tokenize(const struct tokenizer *t, const char *rendered, size_t len,
  * hold a number of sentinels other than n_images or an n_tokens[i] < 1. */
 int chat_expand_images(const struct i32_vec *ids, const int32_t *n_tokens, int32_t n_images,
                        int32_t pad_id, struct i32_vec *out, int32_t *offsets);
-
-struct cJSON;
-
-/* Appends v as Python's json.dumps(v, ensure_ascii=False) writes it (the tojson filter of HF
- * transformers' chat templates): ", " / ": " separators, keys in tree order, only '"', '\\'
- * and control characters escaped ("\n" style where Python has one, else "\u00XX"), non-ASCII
- * and "</" as they are. Numbers: see the deviations above. */
-void chat_json_dumps(const struct cJSON *v, struct strbuf *out);
-
-/* Appends a validated OpenAI tool ({"type": "function", "function": {"name", ...}}) as the
- * template sees it in vLLM, which passes tool.model_dump() of its pydantic model: "type"
- * first, then "function" with "name", "description" (null when absent), "parameters" (null
- * when absent) and the client's other fields in its order, then the tool's other fields. */
-void chat_tool_json(const struct cJSON *tool, struct strbuf *out);
 
 /* Convenience: chat_render + chat_tokenize. */
 int chat_build(const struct tokenizer *t, const struct chat_msg *msgs, int32_t n,

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/chat.h"
+#include "server/pyjson.h"
 
 /* ==== Field access ====
  * Every accessor treats a JSON null like an absent field (clients send null for "unset"),
@@ -196,6 +196,7 @@ static int parse_tool_calls(const cJSON *m, int32_t mi, struct oai_message *msg,
     msg->tool_calls = trycalloc((size_t)n, sizeof *msg->tool_calls);
     if (!msg->tool_calls) return oom(err);
     int32_t k = 0;
+    int rc = 0;
     for (const cJSON *tc = tcs->child; tc; tc = tc->next, k++) {
         snprintf(param, sizeof param, "messages[%d].tool_calls[%d]", (int)mi, (int)k);
         if (!cJSON_IsObject(tc)) return bad_type(err, param, "an object");
@@ -213,19 +214,22 @@ static int parse_tool_calls(const cJSON *m, int32_t mi, struct oai_message *msg,
             return bad_type(err, param, "a non-empty string");
         snprintf(param, sizeof param, "messages[%d].tool_calls[%d].function.arguments", (int)mi,
                  (int)k);
-        cJSON *parsed = NULL;
-        if (cJSON_IsString(args) && args->valuestring[0]) {
-            parsed = cJSON_Parse(args->valuestring);
-            if (!parsed) return bad_type(err, param, "a string holding JSON");
-        } else if (args && !cJSON_IsString(args) && !cJSON_IsObject(args)) {
-            return bad_type(err, param, "a string holding JSON");
-        }
         struct strbuf a = {0};
-        if (parsed) chat_json_dumps(parsed, &a);
-        else if (cJSON_IsObject(args)) chat_json_dumps(args, &a);
-        else sb_puts(&a, "{}");
-        cJSON_Delete(parsed);
+        if (cJSON_IsString(args) && args->valuestring[0]) {
+            rc = pyjson_dumps(args->valuestring, strlen(args->valuestring), &a);
+        } else if (cJSON_IsObject(args)) { /* not OpenAI's type, but vLLM takes it */
+            char *t = cJSON_PrintUnformatted(args);
+            rc = t ? pyjson_dumps(t, strlen(t), &a) : VLM_ENOMEM;
+            free(t);
+        } else if (args && !cJSON_IsString(args)) {
+            rc = VLM_EINVAL;
+        } else {
+            sb_puts(&a, "{}");
+        }
         msg->tool_calls[k].arguments = a.s;
+        msg->n_tool_calls = k + 1;
+        if (rc == VLM_ENOMEM) return oom(err);
+        if (rc) return bad_type(err, param, "a string holding JSON");
         msg->n_tool_calls = k + 1;
         msg->tool_calls[k].name = dup_or_fail(name->valuestring, strlen(name->valuestring));
         if (!msg->tool_calls[k].name) return oom(err);
@@ -236,7 +240,8 @@ static int parse_tool_calls(const cJSON *m, int32_t mi, struct oai_message *msg,
 /* "tools", "tool_choice" and "parallel_tool_calls" (accepted; several calls are always
  * parsed). Each tool is validated as vLLM's pydantic model would and kept in the form the
  * template renders (chat_tool_json). */
-static int parse_tools(const cJSON *root, struct oai_request *r, struct vlm_err *err)
+static int parse_tools(const cJSON *root, struct pyjson_span body, struct oai_request *r,
+                       struct vlm_err *err)
 {
     const cJSON *tools = field(root, "tools"), *tc = field(root, "tool_choice");
     bool b = false;
@@ -265,6 +270,13 @@ static int parse_tools(const cJSON *root, struct oai_request *r, struct vlm_err 
     if (n == 0) return 0;
     r->tools = trycalloc((size_t)n, sizeof *r->tools);
     if (!r->tools) return oom(err);
+    /* the tools' own text, for their number literals (pyjson.h); cJSON has read the body
+     * leniently, pyjson reads it strictly */
+    struct pyjson_span span = {0}, key, raw;
+    struct pyjson_iter it;
+    if (body.n >= 3 && !memcmp(body.s, "\xef\xbb\xbf", 3)) body.s += 3, body.n -= 3;
+    if (!pyjson_member(body, "tools", &span) || !pyjson_iter_init(&it, span))
+        return vlm_err_param(err, VLM_EINVAL, 400, "tools", "'tools' is not valid JSON");
     char param[96]; /* vlm_err keeps the first 47 bytes */
     int32_t i = 0;
     for (const cJSON *t = tools->child; t; t = t->next, i++) {
@@ -286,9 +298,11 @@ static int parse_tools(const cJSON *root, struct oai_request *r, struct vlm_err 
         snprintf(param, sizeof param, "tools[%d].function.parameters", (int)i);
         if (params && !cJSON_IsObject(params)) return bad_type(err, param, "an object");
         struct strbuf s = {0};
-        chat_tool_json(t, &s);
+        snprintf(param, sizeof param, "tools[%d]", (int)i);
+        rc = pyjson_iter_next(&it, &key, &raw) ? pyjson_tool(raw, &s) : VLM_EINVAL;
         r->tools[i] = s.s;
         r->n_tools = i + 1;
+        if (rc) return vlm_err_param(err, VLM_EINVAL, 400, param, "'%s' is not valid JSON", param);
     }
     return 0;
 }
@@ -594,7 +608,7 @@ int oai_parse(enum oai_kind kind, const char *body, size_t len, const struct oai
     switch (kind) {
     case OAI_KIND_CHAT:
         if ((rc = parse_messages(root, out, lim, err)) < 0) goto done;
-        if ((rc = parse_tools(root, out, err)) < 0) goto done;
+        if ((rc = parse_tools(root, (struct pyjson_span){body, len}, out, err)) < 0) goto done;
         if ((rc = parse_sampling(root, out, lim, err)) < 0) goto done;
         if ((rc = parse_logprobs(root, out, err)) < 0) goto done;
         rc = parse_kwargs(root, out, lim, err);
@@ -611,7 +625,8 @@ int oai_parse(enum oai_kind kind, const char *body, size_t len, const struct oai
     case OAI_KIND_TOKENIZE:
         if (field(root, "messages")) {
             if ((rc = parse_messages(root, out, lim, err)) < 0) goto done;
-            if ((rc = parse_tools(root, out, err)) < 0) goto done;
+            if ((rc = parse_tools(root, (struct pyjson_span){body, len}, out, err)) < 0)
+                goto done;
             if ((rc = get_bool(root, "add_generation_prompt", &out->add_generation_prompt,
                                err)) < 0)
                 goto done;
@@ -954,44 +969,37 @@ static void tool_id(const struct oai_tools *p, char *id)
     id[5 + OAI_TOOL_ID_CHARS] = 0;
 }
 
-/* One block body: a call if it parses as {"name": string, "arguments": any}, else the block
- * goes to the content as it was. */
+/* One block body: a call if it is a JSON object with a string "name" and an "arguments"
+ * member (written back as json.dumps writes it), else the block goes to the content as it
+ * was. */
 static void tools_block(struct oai_tools *p, const char *s, size_t n, bool closed,
                         struct strbuf *content)
 {
-    const char *end = NULL;
-    cJSON *j = n ? cJSON_ParseWithLengthOpts(s, n, &end, 0) : NULL;
-    while (j && end < s + n && is_ws(*end)) end++;
-    if (j && end != s + n) { /* trailing text after the JSON value */
-        cJSON_Delete(j);
-        j = NULL;
-    }
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name");
-    const cJSON *args = cJSON_GetObjectItemCaseSensitive(j, "arguments");
-    if (cJSON_IsObject(j) && cJSON_IsString(name) && args) {
+    struct pyjson_span block = {s, n}, name, args;
+    struct strbuf nm = {0}, a = {0};
+    bool ok = !pyjson_dumps(s, n, NULL) && pyjson_member(block, "name", &name) &&
+              name.s[0] == '"' && !pyjson_string(name, &nm) &&
+              pyjson_member(block, "arguments", &args) && !pyjson_dumps(args.s, args.n, &a);
+    if (ok) {
         if (p->n_calls == p->cap) {
             p->cap = p->cap ? 2 * p->cap : 4;
             p->calls = xrealloc(p->calls, sizeof *p->calls * (size_t)p->cap);
         }
         struct oai_tool_out *c = &p->calls[p->n_calls];
         tool_id(p, c->id);
-        c->name = xstrndup(name->valuestring, strlen(name->valuestring));
-        struct strbuf a = {0};
-        chat_json_dumps(args, &a);
+        c->name = nm.s;
         c->arguments = a.s;
         p->n_calls++;
         p->ws.n = 0; /* whitespace up to a parsed block is dropped */
-    } else {
-        struct strbuf raw = {0};
-        sb_puts(&raw, TOOL_OPEN);
-        sb_append(&raw, s, n);
-        if (closed) sb_puts(&raw, TOOL_CLOSE);
-        sb_append(content, p->ws.s ? p->ws.s : "", p->ws.n);
-        p->ws.n = 0;
-        sb_append(content, raw.s, raw.n);
-        sb_free(&raw);
+        return;
     }
-    cJSON_Delete(j);
+    sb_free(&nm);
+    sb_free(&a);
+    sb_append(content, p->ws.s ? p->ws.s : "", p->ws.n);
+    p->ws.n = 0;
+    sb_puts(content, TOOL_OPEN);
+    sb_append(content, s, n);
+    if (closed) sb_puts(content, TOOL_CLOSE);
 }
 
 static void hold_drop(struct strbuf *b, size_t k)

@@ -2,13 +2,14 @@
  * fuzz_openai: the OpenAI request parser and the output text pipeline on arbitrary bytes.
  * The first byte picks the request kind; the body is parsed, and when it parses, its stop
  * strings drive the text pipeline, and the tool-call parser, over the body's own bytes cut
- * into pieces.
+ * into pieces. pyjson (Python's json.dumps of the body) must be a fixed point.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "server/openai.h"
+#include "server/pyjson.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -44,5 +45,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(oai_error_json(&e));
     }
     oai_request_destroy(&q);
+    /* pyjson: what it writes reads back to the same text (Python's dumps(loads(x)) is a
+     * fixed point), except the non-JSON Infinity of an overflowing literal */
+    struct strbuf a = {0}, b = {0};
+    if (!pyjson_dumps(body, n, &a) && a.s && !strstr(a.s, "Infinity")) {
+        if (pyjson_dumps(a.s, a.n, &b) || b.n != a.n || memcmp(a.s, b.s, a.n)) abort();
+    }
+    sb_free(&a);
+    sb_free(&b);
     return 0;
 }

@@ -289,6 +289,11 @@ UNICODE = fn("翻译", "Übersetze den Text → 中文 🌍; escapes: \"q\" \\ t
                                 "neg": {"type": "integer", "default": -42},
                                 "flag": {"type": "boolean", "default": True},
                                 "none": {"default": None}}})
+NUMBERS = fn("numbers", "Number literals as Python writes them.", {
+    "type": "object",
+    "properties": {"a": {"type": "number", "default": 1.0, "maximum": 100.0, "minimum": -0.0},
+                   "b": {"type": "integer", "default": 12345678901234567890, "multipleOf": 1e5},
+                   "c": {"type": "number", "enum": [0.1, 1e-05, 1e16, 3.0e-10, -2]}}})
 EXTRA_TOP = dict(fn("lookup", "Look up a key.", {"type": "object", "properties": {}}),
                  extra_field={"nested": [1, 2, {"a": "b"}]})
 
@@ -345,6 +350,11 @@ def tool_cases(o):
                                          '"tiny": 1e-9, "huge": 1.5e300, "neg": -7, '
                                          '"flag": false, "none": null, "list": [1, [2, [3]]]}')]),
           T("tool", "你好 🌍\n<b>bold</b>")], o(implicit_image=False), [UNICODE]),
+        ("tools: number literals in schemas and arguments",
+         [U("numbers"),
+          T("assistant", None, [("numbers", '{"a": 2.0, "b": 12345678901234567890, "c": 1E5, '
+                                            '"d": -0, "e": 1.50, "f": [1e2, -0.0]}')]),
+          T("tool", "ok")], o(), [NUMBERS]),
         ("tools: empty arguments become {}",
          [U("ping it"), T("assistant", None, [("ping", "")]), T("tool", "")], o(), [BARE]),
         ("tools: image in the user turn",

@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "server/chat.h"
+#include "server/pyjson.h"
 #include "server/tokenizer.h"
 #include "test.h"
 
@@ -20,7 +21,7 @@ static const char *first_diff(const char *a, const char *b)
 }
 
 /* One golden conversation: render, tokenize, compare. Returns 1 if it was a rendered case. */
-static int check_golden(const struct tokenizer *tok, const cJSON *rec)
+static int check_golden(const struct tokenizer *tok, const cJSON *rec, struct pyjson_span raw)
 {
     const char *name = cJSON_GetObjectItem(rec, "name")->valuestring;
     const cJSON *jo = cJSON_GetObjectItem(rec, "opts");
@@ -31,15 +32,20 @@ static int check_golden(const struct tokenizer *tok, const cJSON *rec)
         .implicit_image = cJSON_IsTrue(cJSON_GetObjectItem(jo, "implicit_image")),
         .wrap_image_tokens = cJSON_IsTrue(cJSON_GetObjectItem(jo, "wrap_image_tokens")),
     };
-    /* tools as the server prepares them: the client's JSON through chat_tool_json, tool
-     * call arguments (a JSON string) parsed and written back with chat_json_dumps */
+    /* tools as the server prepares them: the client's JSON text (here: as Python wrote it
+     * into the golden file) through pyjson_tool, tool call arguments (a JSON string) through
+     * pyjson_dumps */
     const cJSON *jt = cJSON_GetObjectItem(rec, "tools");
     int32_t n_tools = cJSON_GetArraySize(jt);
     struct strbuf *tool_text = calloc((size_t)n_tools + 1, sizeof *tool_text);
     const char **tools = calloc((size_t)n_tools + 1, sizeof *tools);
+    struct pyjson_span jts, key, one;
+    struct pyjson_iter it;
+    if (n_tools) CHECK(pyjson_member(raw, "tools", &jts) && pyjson_iter_init(&it, jts));
     for (int32_t i = 0; i < n_tools; i++) {
-        chat_tool_json(cJSON_GetArrayItem(jt, i), &tool_text[i]);
-        tools[i] = tool_text[i].s;
+        CHECK(pyjson_iter_next(&it, &key, &one));
+        CHECK_EQ(pyjson_tool(one, &tool_text[i]), 0);
+        tools[i] = tool_text[i].s ? tool_text[i].s : "";
     }
     o.tools = tools;
     o.n_tools = n_tools;
@@ -63,10 +69,7 @@ static int check_golden(const struct tokenizer *tok, const cJSON *rec)
         cJSON_ArrayForEach(tc, cJSON_GetObjectItem(m, "tool_calls")) {
             if (n_calls == 64) break;
             const char *a = cJSON_GetObjectItem(tc, "arguments")->valuestring;
-            cJSON *parsed = a[0] ? cJSON_Parse(a) : cJSON_CreateObject();
-            CHECK(parsed != NULL);
-            if (parsed) chat_json_dumps(parsed, &args[n_calls]);
-            cJSON_Delete(parsed);
+            CHECK_EQ(pyjson_dumps(a[0] ? a : "{}", a[0] ? strlen(a) : 2, &args[n_calls]), 0);
             calls[n_calls].name = cJSON_GetObjectItem(tc, "name")->valuestring;
             calls[n_calls].arguments = args[n_calls].s ? args[n_calls].s : "{}";
             n_calls++;
@@ -129,15 +132,18 @@ int main(void)
     size_t len = 0;
     char *text = vlm_read_file(test_path("VLM_SOURCE_DIR", "tests/golden/chat/conversations.json"), &len);
     cJSON *goldens = text ? cJSON_Parse(text) : NULL;
-    free(text);
     CHECK(cJSON_IsArray(goldens));
     if (!tok || !goldens) return test_report();
 
     TEST("goldens: rendered text == jinja2, ids == HF tokenizers + §5.4") {
         int n_rendered = 0, n_errors = 0, n_tools = 0;
         const cJSON *rec;
+        struct pyjson_iter it;
+        struct pyjson_span key, raw = {0};
+        CHECK(pyjson_iter_init(&it, (struct pyjson_span){text, len}));
         cJSON_ArrayForEach(rec, goldens) {
-            int r = check_golden(tok, rec);
+            CHECK(pyjson_iter_next(&it, &key, &raw));
+            int r = check_golden(tok, rec, raw);
             n_rendered += r;
             n_errors += !r;
             n_tools += r && cJSON_GetObjectItem(rec, "tools");
@@ -231,6 +237,7 @@ int main(void)
     }
 
     cJSON_Delete(goldens);
+    free(text);
     tok_free(tok);
     return test_report();
 }

@@ -1,6 +1,7 @@
 /*
- * test_tools: tool calling. The request side (tools and tool calls as the template will
- * render them: vLLM's model_dump order, Python's json.dumps text), and the output side (the
+ * test_tools: tool calling. pyjson (Python's json.dumps from JSON text: numbers, strings,
+ * what json.loads refuses, member lookup, a tool's model_dump form), the request side (tools
+ * and tool calls as the template will render them), and the output side (the
  * hermes parser: plain call, several calls, text before, malformed JSON, unicode, every cut
  * of the text into two pushes and into single bytes, think + tool call through oai_text),
  * plus the response and stream chunk shapes.
@@ -9,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/chat.h"
+#include "server/pyjson.h"
 #include "server/openai.h"
 #include "test.h"
 
@@ -97,20 +98,64 @@ static void test_request(void)
         sb_free(&b);
     }
 
-    TEST("json dumps: Python float repr (and the documented 2^53 deviation)") {
-        const char *in[] = {"0.1", "-2.5e-5", "1e-4", "123456.789", "1e16", "1.5e300", "-0",
-                            "9007199254740993", "[]", "{}", "\"\\\"\\\\\\/\\b\\f\\t\\r\\u007f\""};
-        const char *want[] = {"0.1", "-2.5e-05", "0.0001", "123456.789", "1e+16",
-                              "1.5e+300", "0", "9007199254740992", "[]", "{}",
-                              "\"\\\"\\\\/\\b\\f\\t\\r\x7f\""};
-        for (size_t i = 0; i < ARRAY_LEN(in); i++) {
-            cJSON *j = cJSON_Parse(in[i]);
+    TEST("pyjson: numbers as Python writes them, strings, separators") {
+        static const char *const cases[][2] = {
+            {"0.1", "0.1"}, {"-2.5e-5", "-2.5e-05"}, {"1e-4", "0.0001"}, {"1E5", "100000.0"},
+            {"123456.789", "123456.789"}, {"1e16", "1e+16"}, {"1.5e300", "1.5e+300"},
+            {"1.0", "1.0"}, {"-0.0", "-0.0"}, {"-0", "0"}, {"100", "100"}, {"-3", "-3"}, {"1e400", "Infinity"},
+            {"12345678901234567890123", "12345678901234567890123"}, {"0.30000000000000004",
+            "0.30000000000000004"}, {" [ ] ", "[]"}, {"{}", "{}"},
+            {"[1,{\"a\" :[true,false,null]},\"x\"]", "[1, {\"a\": [true, false, null]}, \"x\"]"},
+            {"\"\\\"\\\\\\/\\b\\f\\t\\r\\n\\u0000\\u001f\\u007f\\u00e9\\ud83c\\udf0d</x>\"",
+             "\"\\\"\\\\/\\b\\f\\t\\r\\n\\u0000\\u001f\x7f\xc3\xa9\xf0\x9f\x8c\x8d</x>\""},
+            {"{\"b\":1,\"a\":2}", "{\"b\": 1, \"a\": 2}"},
+        };
+        for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
             struct strbuf s = {0};
-            chat_json_dumps(j, &s);
-            CHECK_STR(s.s, want[i]);
+            CHECK_EQ(pyjson_dumps(cases[i][0], strlen(cases[i][0]), &s), 0);
+            CHECK_STR(s.s ? s.s : "", cases[i][1]);
             sb_free(&s);
-            cJSON_Delete(j);
         }
+    }
+
+    TEST("pyjson: what Python's json.loads refuses") {
+        static const char *const bad[] = {
+            "", " ", "01", "1.", ".5", "+1", "-", "1e", "1e+", "[1,]", "[1 2]", "{\"a\"}",
+            "{\"a\":}", "{a:1}", "{\"a\":1,}", "\"x", "\"\\x\"", "\"\\u12\"", "\"\\ud800\"",
+            "\"\\udc00\"", "\"\\ud800\\u0041\"", "\"tab\there\"", "tru", "nul", "NaN",
+            "Infinity", "[1] x", "{} {}", "'a'", "[\"a\"\x01]"};
+        for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+            struct strbuf s = {0};
+            if (pyjson_dumps(bad[i], strlen(bad[i]), &s) != VLM_EINVAL) {
+                CHECK(!"accepted");
+                fprintf(stderr, "  accepted: %s\n", bad[i]);
+            }
+            sb_free(&s);
+        }
+        struct strbuf deep = {0};
+        for (int i = 0; i < PYJSON_MAX_DEPTH + 1; i++) sb_puts(&deep, "[");
+        for (int i = 0; i < PYJSON_MAX_DEPTH + 1; i++) sb_puts(&deep, "]");
+        CHECK_EQ(pyjson_dumps(deep.s, deep.n, NULL), VLM_EINVAL);
+        deep.n = 2; /* "[[" ... */
+        CHECK_EQ(pyjson_dumps(deep.s, deep.n, NULL), VLM_EINVAL);
+        sb_free(&deep);
+    }
+
+    TEST("pyjson: members, keys with escapes, tool model_dump") {
+        const char *o = "{\"n\\u0061me\":\"x\",\"name\":\"y\",\"k\":[1,{}]}";
+        struct pyjson_span v;
+        CHECK(pyjson_member((struct pyjson_span){o, strlen(o)}, "name", &v));
+        CHECK(v.n == 3 && !memcmp(v.s, "\"x\"", 3));
+        CHECK(pyjson_member((struct pyjson_span){o, strlen(o)}, "k", &v));
+        CHECK(v.n == 6 && !memcmp(v.s, "[1,{}]", 6));
+        CHECK(!pyjson_member((struct pyjson_span){o, strlen(o)}, "zz", &v));
+        CHECK(!pyjson_member((struct pyjson_span){"[1]", 3}, "a", &v));
+        const char *t = "{\"function\":{\"parameters\":{\"x\":1.0},\"name\":\"f\"},\"type\":\"function\"}";
+        struct strbuf s = {0};
+        CHECK_EQ(pyjson_tool((struct pyjson_span){t, strlen(t)}, &s), 0);
+        CHECK_STR(s.s, "{\"type\": \"function\", \"function\": {\"name\": \"f\", \"description\": null, "
+                       "\"parameters\": {\"x\": 1.0}}}");
+        sb_free(&s);
     }
 }
 
