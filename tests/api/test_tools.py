@@ -2,13 +2,16 @@
 --tool-call-parser hermes behaviour). The random tiny model does not emit tool calls, so the
 output parser is covered by tests/unit/test_tools.c; here: requests with tools are accepted
 in both shapes, the unsupported tool_choice values are 400s, a conversation with assistant
-tool calls and tool results is accepted, and /tokenize with tools gives the ids of the
-jinja2 golden rendering (tests/golden/chat/conversations.json)."""
+tool calls and tool results is accepted, /tokenize with tools gives the ids of the jinja2
+golden rendering (tests/golden/chat/conversations.json), and the SDK reads the response and
+stream shapes the output path makes of a canned tool-call output (tests/api/tool_shapes.c)."""
 import json
+import subprocess
 from pathlib import Path
 
 import openai
 import pytest
+from conftest import build_dir
 
 GOLDENS = Path(__file__).resolve().parents[1] / "golden" / "chat" / "conversations.json"
 
@@ -121,3 +124,60 @@ def test_tokenize_with_tools_matches_golden(http, name):
     rest = t[len(prefix):]
     assert p[len(p) - len(rest):] == rest
     assert len(t) > len(p)
+
+
+def shapes(model_output: str):
+    """tool_shapes on a canned output -> (ChatCompletion, the stream's final completion)."""
+    from openai.lib.streaming.chat._completions import ChatCompletionStreamState
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+    exe = build_dir() / "tests" / "tool_shapes"
+    if not exe.exists():
+        pytest.skip(f"{exe} not built")
+    out = subprocess.run([str(exe)], input=model_output.encode(), capture_output=True,
+                         check=True, timeout=60).stdout.decode()
+    lines = out.split("\n")
+    plain = ChatCompletion.model_validate(json.loads(lines[0]))
+    state = ChatCompletionStreamState()
+    n_tool_chunks = 0
+    for line in lines[1:]:
+        if line.startswith("data: ") and line != "data: [DONE]":
+            chunk = ChatCompletionChunk.model_validate(json.loads(line[6:]))
+            n_tool_chunks += bool(chunk.choices and chunk.choices[0].delta.tool_calls)
+            state.handle_chunk(chunk)
+    return plain, state.get_final_completion(), n_tool_chunks
+
+
+def test_sdk_reads_tool_calls():
+    text = ('<think>\nThe user wants the weather.\n</think>\n\nChecking both.\n<tool_call>\n'
+            '{"name": "get_weather", "arguments": {"location": "Paris", "n": 1.0, "t": "é"}}\n'
+            '</tool_call>\n<tool_call>\n{"name": "get_weather", "arguments": '
+            '{"location": "Rome"}}\n</tool_call>')
+    plain, streamed, n_tool_chunks = shapes(text)
+    assert n_tool_chunks == 2  # one delta per completed call
+    for done in (plain, streamed):
+        c = done.choices[0]
+        assert c.finish_reason == "tool_calls"
+        assert c.message.content == "\n\nChecking both.\n"  # the think split keeps "\n\n"
+        assert c.message.reasoning_content == "\nThe user wants the weather.\n"
+        calls = c.message.tool_calls
+        assert [t.function.name for t in calls] == ["get_weather", "get_weather"]
+        assert calls[0].function.arguments == '{"location": "Paris", "n": 1.0, "t": "é"}'
+        assert json.loads(calls[1].function.arguments) == {"location": "Rome"}
+        assert all(t.type == "function" and t.id.startswith("call_") and len(t.id) == 29
+                   for t in calls)
+        assert calls[0].id != calls[1].id
+
+
+def test_sdk_reads_calls_only_and_malformed():
+    plain, streamed, _ = shapes('<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>')
+    for done in (plain, streamed):
+        assert done.choices[0].message.content in (None, "")
+        assert done.choices[0].message.tool_calls[0].function.arguments == "{}"
+    assert plain.choices[0].message.content is None
+    bad = '<tool_call>\n{"name": "f", "arguments": {}\n</tool_call>'
+    plain, streamed, n_tool_chunks = shapes(bad)
+    assert n_tool_chunks == 0
+    for done in (plain, streamed):
+        assert done.choices[0].finish_reason == "stop"
+        assert done.choices[0].message.content == bad
+        assert not done.choices[0].message.tool_calls
