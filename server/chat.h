@@ -30,8 +30,9 @@
  *     as image 0; *n_images_total says 1.
  * Assistant turns render as the real template renders turns before the last user query: the
  * text after the last "</think>" with leading newlines removed. (The template's multi-step
- * tool rule, where a trailing "<tool_response>...</tool_response>" user turn keeps the
- * reasoning of later assistant turns, is reproduced too.)
+ * tool rule is reproduced too: assistant turns after the last user message that is not a
+ * "<tool_response>...</tool_response>" text, i.e. those among tool messages and tool
+ * responses that follow the last real query, keep their reasoning.)
  *
  * Tools (vLLM with --enable-auto-tool-choice --tool-call-parser hermes): with o->n_tools > 0
  * the system turn carries the template's "# Tools" block, one line per tool; an assistant
