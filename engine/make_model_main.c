@@ -5,7 +5,7 @@
  *   valley-make-model --out DIR [--seed N] [--hidden N] [--layers N] [--heads N]
  *       [--kv-heads N] [--head-dim N] [--ffn N] [--vocab N] [--tie] [--vit-depth N]
  *       [--vit-dim N] [--vit-heads N] [--vit-mlp-ratio N] [--merger-hidden N] [--no-vision]
- *       [--dtype bf16|f32] [--shards N] [--tokenizer DIR]
+ *       [--dtype bf16|f32] [--shards N] [--tokenizer DIR] [--script ID,ID,...]
  *
  * Prints one line: the folder, whether it was written or already up to date, and a hash of
  * its weight files (the same on every machine for the same arguments).
@@ -43,7 +43,10 @@ static void usage(FILE *f)
             "  --dtype bf16|f32   weight dtype (bf16)\n"
             "  --shards N         split the weights into N files with an index (1)\n"
             "  --tokenizer DIR    copy tokenizer.json and tokenizer_config.json from DIR\n"
-            "                     (default: synthesize a small byte-level BPE tokenizer)\n",
+            "                     (default: synthesize a small byte-level BPE tokenizer)\n"
+            "  --script IDS       a scripted decoder for API tests: comma-separated ids, -1\n"
+            "                     between chains; after an id, greedy decoding emits the next\n"
+            "                     id of its chain (engine/testmodel.h)\n",
             (unsigned long long)d.seed, d.hidden, d.layers, d.heads, d.kv_heads, d.head_dim,
             d.ffn, d.vit_depth, d.vit_dim, d.vit_heads, d.vit_mlp_ratio, d.merger_hidden);
 }
@@ -86,6 +89,7 @@ int main(int argc, char **argv)
     struct testmodel_params p;
     testmodel_defaults(&p);
     const char *out = NULL;
+    int32_t script[4096];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int32_t *ip = NULL;
@@ -99,6 +103,24 @@ int main(int argc, char **argv)
         }
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--tokenizer")) p.tokenizer_dir = v;
+        else if (!strcmp(a, "--script")) {
+            const char *s = v;
+            p.n_script = 0;
+            for (;;) {
+                char *end;
+                errno = 0;
+                long id = strtol(s, &end, 10);
+                if (errno || end == s || id < -1 || id > INT32_MAX || p.n_script == 4096 ||
+                    (*end && *end != ',')) {
+                    fprintf(stderr, "valley-make-model: bad --script '%s'\n", v);
+                    return 2;
+                }
+                script[p.n_script++] = (int32_t)id;
+                if (!*end) break;
+                s = end + 1;
+            }
+            p.script = script;
+        }
         else if (!strcmp(a, "--dtype")) {
             if (!strcmp(v, "bf16")) p.dtype = DT_BF16;
             else if (!strcmp(v, "f32")) p.dtype = DT_F32;

@@ -152,15 +152,81 @@ struct gen_ctx {
     const int32_t *index; /* (n) st tensor i -> gen tensor index */
     uint64_t seed;
     enum dtype dtype;
+    const struct testmodel_params *p; /* for the scripted decoder */
 };
+
+/* The generator's state before element 0 of tensor name: element k is uniform_pm1 of the
+ * state plus k steps (splitmix64 is a counter), so any element can be drawn directly. */
+static uint64_t gen_state(uint64_t seed, const char *name)
+{
+    uint64_t s = seed ^ vlm_hash64(name, strlen(name), 0x76616c6c6579ull);
+    (void)splitmix64(&s);
+    return s;
+}
+
+static float gen_elem(uint64_t s0, int64_t k)
+{
+    uint64_t s = s0 + (uint64_t)k * 0x9e3779b97f4a7c15ull;
+    return uniform_pm1(&s);
+}
+
+static float as_stored(float v, enum dtype t)
+{
+    return t == DT_BF16 ? bf16_to_f32(f32_to_bf16(v)) : v;
+}
+
+static void put(void *buf, enum dtype t, int64_t k, float v)
+{
+    if (t == DT_BF16) ((uint16_t *)buf)[k] = f32_to_bf16(v);
+    else ((float *)buf)[k] = v;
+}
+
+/* The scripted decoder's weights (testmodel.h): o_proj and down_proj zero; lm_head row b =
+ * the sum over a -> b of the script of 8 * unit(norm(embed(a)) * final_norm_weight). Returns
+ * false for every other tensor. */
+static bool script_fill(const struct gen_ctx *c, const struct gen_tensor *t, void *buf)
+{
+    const struct testmodel_params *p = c->p;
+    bool zero = strstr(t->name, ".self_attn.o_proj.") || strstr(t->name, ".mlp.down_proj.");
+    bool head = !strcmp(t->name, "lm_head.weight");
+    if (!zero && !head) return false;
+    int64_t n = t->shape[0] * (t->rank > 1 ? t->shape[1] : 1), H = p->hidden;
+    if (zero) {
+        for (int64_t k = 0; k < n; k++) put(buf, c->dtype, k, 0.0f);
+        return true;
+    }
+    uint64_t se = gen_state(c->seed, "model.embed_tokens.weight");
+    uint64_t sn = gen_state(c->seed, "model.norm.weight");
+    double *h = xmalloc((size_t)H * sizeof *h);
+    float *rows = xcalloc((size_t)n, sizeof *rows);
+    for (int32_t i = 0; i + 1 < p->n_script; i++) {
+        int32_t a = p->script[i], b = p->script[i + 1];
+        if (a < 0 || b < 0) continue;
+        double ss = 0.0, hh = 0.0;
+        for (int64_t j = 0; j < H; j++) {
+            h[j] = as_stored(gen_elem(se, (int64_t)a * H + j), c->dtype);
+            ss += h[j] * h[j];
+        }
+        for (int64_t j = 0; j < H; j++) {
+            h[j] *= (double)as_stored(1.0f + gen_elem(sn, j) * 0.125f, c->dtype) / sqrt(ss / (double)H);
+            hh += h[j] * h[j];
+        }
+        for (int64_t j = 0; j < H; j++) /* an id that ends two chains sums both directions */
+            rows[(int64_t)b * H + j] += (float)(8.0 * h[j] / sqrt(hh));
+    }
+    for (int64_t k = 0; k < n; k++) put(buf, c->dtype, k, rows[k]);
+    free(rows);
+    free(h);
+    return true;
+}
 
 /* st_fill_fn: draws gen tensor c->index[i] into buf. */
 static void gen_fill(void *ctx, int32_t i, void *buf)
 {
     const struct gen_ctx *c = ctx;
     const struct gen_tensor *t = &c->g->t[c->index[i]];
-    uint64_t s = c->seed ^ vlm_hash64(t->name, strlen(t->name), 0x76616c6c6579ull);
-    (void)splitmix64(&s);
+    if (c->p->n_script && script_fill(c, t, buf)) return;
+    uint64_t s = gen_state(c->seed, t->name);
     int64_t n = 1;
     for (int32_t d = 0; d < t->rank; d++) n *= t->shape[d];
     float scale = t->kind == GEN_LINEAR ? (float)sqrt(3.0 / (double)t->fan_in)
@@ -615,7 +681,7 @@ static int write_weights(const char *dir, const struct testmodel_params *p, int3
         total += st[i].nbytes;
     }
     int rc = 0;
-    struct gen_ctx ctx = {.g = &g, .index = index, .seed = p->seed, .dtype = p->dtype};
+    struct gen_ctx ctx = {.g = &g, .index = index, .seed = p->seed, .dtype = p->dtype, .p = p};
     if (p->shards <= 1) {
         char path[4096];
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -664,6 +730,11 @@ static void stamp_text(struct strbuf *b, const struct testmodel_params *p, const
               p->kv_heads, p->head_dim, p->ffn, p->vocab, p->tie, p->vision, p->vit_depth,
               p->vit_dim, p->vit_heads, p->vit_mlp_ratio, p->merger_hidden, dtype_name(p->dtype),
               p->shards);
+    if (p->n_script) {
+        sb_puts(b, "script=");
+        for (int32_t i = 0; i < p->n_script; i++) sb_printf(b, "%s%d", i ? "," : "", p->script[i]);
+        sb_puts(b, " tokenizer=");
+    }
     if (tk->json)
         sb_printf(b, "%016llx:%016llx\n",
                   (unsigned long long)vlm_hash64(tk->json, tk->json_len, 1),
@@ -733,6 +804,17 @@ static int check_params(const struct testmodel_params *p, struct vlm_err *err)
         NEED(p->vit_mlp_ratio > 0 && p->vit_mlp_ratio <= 16, "vit-mlp-ratio must be in [1, 16]");
         NEED(p->merger_hidden > 0 && p->merger_hidden <= (1 << 20), "merger-hidden must be in [1, 1048576]");
     }
+    if (p->n_script) {
+        NEED(!p->tie, "a script needs an untied lm_head (no --tie)");
+        NEED(p->n_script >= 2 && p->n_script <= 4096, "a script has 2 to 4096 entries");
+        for (int32_t i = 0; i + 1 < p->n_script; i++) {
+            NEED(p->script[i] >= -1 && p->script[i + 1] >= -1, "script ids must be >= 0 (-1 separates chains)");
+            if (p->script[i] < 0) continue;
+            for (int32_t k = 0; k < i; k++)
+                NEED(p->script[k] != p->script[i] || p->script[k + 1] < 0 || p->script[i + 1] < 0,
+                     "script id %d has two successors", p->script[i]);
+        }
+    }
 #undef NEED
     return 0;
 }
@@ -764,6 +846,13 @@ int testmodel_write(const char *dir, const struct testmodel_params *p, struct vl
         rc = vlm_err_set(err, VLM_EINVAL, 400, "vocab %d is smaller than the tokenizer's %d ids",
                          vocab, tk.n_tokens);
         goto out;
+    }
+    for (int32_t i = 0; i < p->n_script; i++) {
+        if (p->script[i] >= vocab) {
+            rc = vlm_err_set(err, VLM_EINVAL, 400, "script id %d is outside the vocab (%d)",
+                             p->script[i], vocab);
+            goto out;
+        }
     }
     stamp_text(&stamp, p, &tk);
     if (stamp_matches(dir, &stamp)) {

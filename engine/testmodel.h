@@ -32,6 +32,16 @@ struct testmodel_params {
     enum dtype dtype;       /* DT_BF16 or DT_F32 */
     int32_t shards;         /* 1: model.safetensors; n > 1: n shards + model.safetensors.index.json */
     const char *tokenizer_dir; /* borrowed; NULL: synthesize a small tokenizer */
+    /* (optional) a scripted decoder, for API tests of what only a trained model emits
+     * (<think> blocks, tool calls): script holds chains of ids separated by -1; after id a,
+     * greedy decoding emits the id that follows a in its chain, whatever came before
+     * (o_proj and down_proj are zero, so each position's hidden state is its own embedding,
+     * and lm_head row b points along the final-normed embedding of its predecessor a, with
+     * every other row zero: b wins by a wide margin even when sampling at temperature 1).
+     * Every id that has a successor appears once as a predecessor (an id may end several
+     * chains); needs an untied lm_head. Borrowed. */
+    const int32_t *script;
+    int32_t n_script;
 };
 
 /* The embedded default model: hidden 256, 4 layers, 8 heads / 2 KV heads, head_dim 32,

@@ -189,6 +189,8 @@ echo
 grep -E 'FAIL|non-finite' "$LOGS/test_ops.txt" | head -20
 echo
 sed -n '/^perf on/,$p' "$LOGS/perf.txt" | head -30
+grep -h '^perf sample_prep' "$LOGS/cuda_sample.txt" 2>/dev/null
+grep -h 'graphs vs eager\|worst max' "$LOGS/cuda_forward.txt" 2>/dev/null | head -12
 grep -E '^perf sample_prep|FAILED|mismatches' "$LOGS/cuda_sample.txt" 2>/dev/null | head -8
 echo
 cat "$LOGS/bench.txt" "$LOGS/bench_fused.txt" "$LOGS/bench_graphs.txt" "$LOGS/bench_hf.txt" "$LOGS/comm.txt" \
