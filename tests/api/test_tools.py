@@ -1,10 +1,11 @@
 """Tool calling through the official openai SDK (vLLM's --enable-auto-tool-choice
---tool-call-parser hermes behaviour). The random tiny model does not emit tool calls, so the
-output parser is covered by tests/unit/test_tools.c; here: requests with tools are accepted
-in both shapes, the unsupported tool_choice values are 400s, a conversation with assistant
-tool calls and tool results is accepted, /tokenize with tools gives the ids of the jinja2
-golden rendering (tests/golden/chat/conversations.json), and the SDK reads the response and
-stream shapes the output path makes of a canned tool-call output (tests/api/tool_shapes.c)."""
+--tool-call-parser hermes behaviour): requests with tools are accepted in both shapes, the
+unsupported tool_choice values are 400s, a conversation with assistant tool calls and tool
+results is accepted, /tokenize with tools gives the ids of the jinja2 golden rendering
+(tests/golden/chat/conversations.json), the SDK reads the response and stream shapes the
+output path makes of canned outputs (tests/api/tool_shapes.c), and, end to end on generated
+tokens, the scripted decoder's <tool_call> becomes message.tool_calls (streamed and not, n=3,
+tool_choice none, cut by max_tokens). The parser's edge cases are in tests/unit/test_tools.c."""
 import json
 import subprocess
 from pathlib import Path
@@ -181,3 +182,72 @@ def test_sdk_reads_calls_only_and_malformed():
         assert done.choices[0].finish_reason == "stop"
         assert done.choices[0].message.content == bad
         assert not done.choices[0].message.tool_calls
+
+
+# ==== End to end on generated tokens: the scripted decoder of tests/models.txt ====
+# After a thinking-off prompt it writes TOOL_TEXT (test_scripted.py); with tools given, the
+# server must turn it into a tool call.
+
+from test_scripted import NO_THINK, TOOL_TEXT, scripted, sclient  # noqa: E402,F401 (fixtures)
+
+
+def ask_tools(client, **kw):
+    kw.setdefault("max_tokens", 32)
+    kw.setdefault("tools", [WEATHER])
+    return client.chat.completions.create(model="tiny", messages=ASK, extra_body=NO_THINK, **kw)
+
+
+def test_scripted_tool_call(sclient):
+    r = ask_tools(sclient)
+    c = r.choices[0]
+    assert c.finish_reason == "tool_calls"
+    assert c.message.content is None
+    (call,) = c.message.tool_calls
+    assert call.type == "function" and call.id.startswith("call_") and len(call.id) == 29
+    assert call.function.name == "get_weather"
+    assert call.function.arguments == '{"city": "Paris"}'  # json.dumps of the parsed arguments
+
+
+def test_scripted_tool_call_streamed(sclient):
+    from openai.lib.streaming.chat._completions import ChatCompletionStreamState
+    state = ChatCompletionStreamState()
+    content, n_tool_chunks = "", 0
+    for chunk in ask_tools(sclient, stream=True, stream_options={"include_usage": True}):
+        state.handle_chunk(chunk)
+        if chunk.choices:
+            content += chunk.choices[0].delta.content or ""
+            n_tool_chunks += bool(chunk.choices[0].delta.tool_calls)
+    done = state.get_final_completion()
+    assert n_tool_chunks == 1 and content == ""
+    assert done.choices[0].finish_reason == "tool_calls"
+    (call,) = done.choices[0].message.tool_calls
+    assert (call.function.name, call.function.arguments) == ("get_weather", '{"city": "Paris"}')
+
+
+def test_scripted_n3_unique_ids(sclient):
+    r = ask_tools(sclient, n=3, temperature=1.0, seed=5)
+    ids = set()
+    for c in r.choices:
+        assert c.finish_reason == "tool_calls"
+        assert c.message.tool_calls[0].function.name == "get_weather"
+        ids.add(c.message.tool_calls[0].id)
+    assert len(ids) == 3
+
+
+def test_scripted_tool_choice_none_and_no_tools(sclient):
+    for kw in ({"tool_choice": "none"}, {"tools": openai.NOT_GIVEN}):
+        r = ask_tools(sclient, **kw)
+        assert r.choices[0].finish_reason == "stop"
+        assert r.choices[0].message.content == TOOL_TEXT
+        assert not r.choices[0].message.tool_calls
+
+
+def test_scripted_cut_inside_the_call(sclient):
+    # max_tokens ends the output inside the block: no call, the text stays content
+    r = ask_tools(sclient, max_tokens=4)
+    assert r.choices[0].finish_reason == "length"
+    assert r.choices[0].message.content.startswith("<tool_call>")
+    assert not r.choices[0].message.tool_calls
+    streamed = "".join(ch.choices[0].delta.content or "" for ch in
+                       ask_tools(sclient, max_tokens=4, stream=True) if ch.choices)
+    assert streamed == r.choices[0].message.content
