@@ -258,7 +258,8 @@ static int parse_tools(const cJSON *root, struct pyjson_span body, struct oai_re
                                  "use \"auto\" or \"none\"",
                                  c ? c : "{\"type\": \"function\", ...}");
         else
-            return bad_type(err, "tool_choice", "\"auto\", \"none\", \"required\" or a named function");
+            return bad_type(err, "tool_choice",
+                            "\"auto\", \"none\", \"required\" or a named function");
         if (!tools && r->tool_choice != OAI_TOOL_CHOICE_NONE)
             return vlm_err_param(err, VLM_EINVAL, 400, "tool_choice",
                                  "'tool_choice' requires 'tools' to be set");

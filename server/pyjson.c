@@ -138,8 +138,8 @@ static bool string(struct cur *c, struct strbuf *out, enum str_mode mode)
                 cp = (unsigned)v;
                 if (cp >= 0xdc00 && cp <= 0xdfff) return false;
                 if (cp >= 0xd800 && cp <= 0xdbff) {
-                    int lo = c->end - c->p >= 6 && c->p[0] == '\\' && c->p[1] == 'u' ? hex4(c->p + 2)
-                                                                                     : -1;
+                    bool pair = c->end - c->p >= 6 && c->p[0] == '\\' && c->p[1] == 'u';
+                    int lo = pair ? hex4(c->p + 2) : -1;
                     if (lo < 0xdc00 || lo > 0xdfff) return false;
                     c->p += 6;
                     cp = 0x10000 + ((cp - 0xd800) << 10) + ((unsigned)lo - 0xdc00);
