@@ -83,8 +83,21 @@ static const char *role_name(enum chat_role r)
     case CHAT_SYSTEM: return "system";
     case CHAT_USER: return "user";
     case CHAT_ASSISTANT: return "assistant";
+    case CHAT_TOOL: return "tool";
     }
     return "?";
+}
+
+/* Whether a message of role r may follow one of role prev (CHAT_SYSTEM: the start). */
+static bool role_may_follow(enum chat_role r, enum chat_role prev)
+{
+    switch (r) {
+    case CHAT_USER: return prev != CHAT_USER;
+    case CHAT_ASSISTANT: return prev == CHAT_USER || prev == CHAT_TOOL;
+    case CHAT_TOOL: return prev == CHAT_ASSISTANT || prev == CHAT_TOOL;
+    case CHAT_SYSTEM: return false;
+    }
+    return false;
 }
 
 #define BAD(...) vlm_err_param(err, VLM_EINVAL, 400, "messages", __VA_ARGS__)
@@ -116,9 +129,12 @@ static void render_user_content(struct strbuf *out, const char *text, int32_t n_
 }
 
 /* An assistant turn as the template renders it: reasoning split off at "</think>"; kept
- * only after the last real user query (multi-step tool use), dropped before it. */
-static void render_assistant(struct strbuf *out, const char *text, bool after_last_query)
+ * only after the last real user query (multi-step tool use), dropped before it. Tool calls
+ * follow the content, each on its own lines ("\n" before the first only when the content
+ * after the think split is not empty). */
+static void render_assistant(struct strbuf *out, const struct chat_msg *m, bool after_last_query)
 {
+    const char *text = m->text ? m->text : "";
     struct slice all = {text, strlen(text)}, content = all, reasoning = {"", 0};
     if (contains(all, "</think>")) {
         content = lstrip_nl(after_last(all, "</think>"));
@@ -133,7 +149,33 @@ static void render_assistant(struct strbuf *out, const char *text, bool after_la
     } else {
         sb_slice(out, content);
     }
+    for (int32_t k = 0; k < m->n_tool_calls; k++) {
+        if (k > 0 || content.n) sb_puts(out, "\n");
+        sb_puts(out, "<tool_call>\n{\"name\": \"");
+        sb_puts(out, m->tool_calls[k].name);
+        sb_puts(out, "\", \"arguments\": ");
+        sb_puts(out, m->tool_calls[k].arguments);
+        sb_puts(out, "}\n</tool_call>");
+    }
     sb_puts(out, "<|im_end|>\n");
+}
+
+/* The system turn with the template's tools block. */
+static void render_tools_system(struct strbuf *out, const char *system, const struct chat_opts *o)
+{
+    sb_puts(out, "<|im_start|>system\n");
+    sb_puts(out, system);
+    sb_puts(out, "\n\n# Tools\n\nYou may call one or more functions to assist with the user "
+                 "query.\n\nYou are provided with function signatures within <tools></tools> "
+                 "XML tags:\n<tools>");
+    for (int32_t i = 0; i < o->n_tools; i++) {
+        sb_puts(out, "\n");
+        sb_puts(out, o->tools[i]);
+    }
+    sb_puts(out, "\n</tools>\n\nFor each function call, return a json object with function name "
+                 "and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+                 "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
+                 "</tool_call><|im_end|>\n");
 }
 
 int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *o,
@@ -142,17 +184,22 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
     VLM_ASSERT(o && out && n_images_total && (msgs || n == 0));
     if (n <= 0) return BAD("messages must not be empty");
 
-    /* §5.1: optional system, then user/assistant alternating, ending with user. */
+    /* §5.1: optional system, then user; assistant answers user or tool; tool messages
+     * follow an assistant; the conversation ends with user or tool. */
     int32_t first = msgs[0].role == CHAT_SYSTEM ? 1 : 0;
     for (int32_t i = first; i < n; i++) {
-        enum chat_role want = (i - first) % 2 == 0 ? CHAT_USER : CHAT_ASSISTANT;
-        if (msgs[i].role != want)
-            return BAD("messages[%d]: unexpected role '%s' here; expected '%s' (roles must be: an "
-                       "optional system message, then user and assistant alternating)",
-                       (int)i, role_name(msgs[i].role), role_name(want));
+        enum chat_role prev = i == first ? CHAT_SYSTEM : msgs[i - 1].role;
+        bool ok = i == first ? msgs[i].role == CHAT_USER : role_may_follow(msgs[i].role, prev);
+        if (!ok)
+            return BAD("messages[%d]: unexpected role '%s' after '%s' (roles must be: an optional "
+                       "system message, then user; assistant after user or tool; tool after "
+                       "assistant or tool; user after assistant or tool)",
+                       (int)i, role_name(msgs[i].role), i == first ? "start" : role_name(prev));
+        if (msgs[i].n_tool_calls && msgs[i].role != CHAT_ASSISTANT)
+            return BAD("messages[%d]: only assistant messages carry tool calls", (int)i);
     }
-    if (msgs[n - 1].role != CHAT_USER)
-        return BAD("messages: the last message must be a user message");
+    if (msgs[n - 1].role != CHAT_USER && msgs[n - 1].role != CHAT_TOOL)
+        return BAD("messages: the last message must be a user or tool message");
 
     /* §10.1: images only in user messages; markers in the text must match the count. */
     int64_t total = 0;
@@ -197,17 +244,28 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
     /* The template, turn by turn. */
     const char *system = o->default_system ? o->default_system : CHAT_DEFAULT_SYSTEM;
     if (first && msgs[0].text) system = msgs[0].text;
-    sb_puts(out, "<|im_start|>system\n");
-    sb_puts(out, system);
-    sb_puts(out, "<|im_end|>\n");
+    if (o->n_tools > 0) {
+        render_tools_system(out, system, o);
+    } else {
+        sb_puts(out, "<|im_start|>system\n");
+        sb_puts(out, system);
+        sb_puts(out, "<|im_end|>\n");
+    }
     for (int32_t i = first; i < n; i++) {
         const char *text = msgs[i].text ? msgs[i].text : "";
         if (msgs[i].role == CHAT_USER) {
             sb_puts(out, "<|im_start|>user\n");
             render_user_content(out, text, msgs[i].n_images + (implicit && i == first), o);
             sb_puts(out, "<|im_end|>\n");
+        } else if (msgs[i].role == CHAT_TOOL) {
+            /* consecutive tool messages share one user turn */
+            if (msgs[i - 1].role != CHAT_TOOL) sb_puts(out, "<|im_start|>user");
+            sb_puts(out, "\n<tool_response>\n");
+            sb_puts(out, text);
+            sb_puts(out, "\n</tool_response>");
+            if (i == n - 1 || msgs[i + 1].role != CHAT_TOOL) sb_puts(out, "<|im_end|>\n");
         } else {
-            render_assistant(out, text, i > last_query);
+            render_assistant(out, &msgs[i], i > last_query);
         }
     }
     sb_puts(out, "<|im_start|>assistant\n");

@@ -16,9 +16,12 @@
  * frame counts one in n_images. Images bind to markers in order over the whole conversation.
  *
  * Rules (violations are VLM_EINVAL, http 400, param "messages"):
- *   - at least one message; an optional system message first, then user/assistant strictly
- *     alternating starting with user; the last message is a user message;
- *   - only user messages carry images or "<image>" markers;
+ *   - at least one message; an optional system message first, then a user message; after
+ *     it, an assistant message answers a user or tool message, a tool message follows an
+ *     assistant or tool message, a user message follows an assistant or tool message; the
+ *     last message is a user or tool message;
+ *   - only user messages carry images or "<image>" markers; only assistant messages carry
+ *     tool calls;
  *   - a user message whose text has no "<image>" gets its markers prefixed, joined by single
  *     spaces and followed by "\n" ("<image> <image>\nDescribe..."); one whose text has
  *     markers must have exactly n_images of them;
@@ -27,8 +30,17 @@
  *     as image 0; *n_images_total says 1.
  * Assistant turns render as the real template renders turns before the last user query: the
  * text after the last "</think>" with leading newlines removed. (The template's multi-step
- * tool rule, where a trailing "<tool_response>...</tool_response>" user turn keeps the
- * reasoning of later assistant turns, is reproduced too.) Tools are out of scope.
+ * tool rule is reproduced too: assistant turns after the last user message that is not a
+ * "<tool_response>...</tool_response>" text, i.e. those among tool messages and tool
+ * responses that follow the last real query, keep their reasoning.)
+ *
+ * Tools (vLLM with --enable-auto-tool-choice --tool-call-parser hermes): with o->n_tools > 0
+ * the system turn carries the template's "# Tools" block, one line per tool; an assistant
+ * turn's tool calls follow its content as <tool_call>\n{"name": ..., "arguments": ...}\n
+ * </tool_call> blocks; consecutive tool messages become one user turn of <tool_response>
+ * blocks. The JSON texts come ready-made from the caller, written as HF transformers'
+ * tojson filter writes them (server/pyjson.h: pyjson_tool for a tool, pyjson_dumps for
+ * arguments).
  *
  * Thread safety: all functions are pure and may be called from any thread.
  */
@@ -49,13 +61,22 @@
  * after preprocessing: smart_resize makes it 28x28). */
 #define CHAT_IMPLICIT_IMAGE_SIZE 3
 
-enum chat_role { CHAT_SYSTEM, CHAT_USER, CHAT_ASSISTANT };
+enum chat_role { CHAT_SYSTEM, CHAT_USER, CHAT_ASSISTANT, CHAT_TOOL };
+
+/* One tool call of an assistant turn, as the template writes it back into the prompt. */
+struct chat_tool_call {
+    const char *name;      /* borrowed; written as is (the template does not escape it) */
+    const char *arguments; /* borrowed; the arguments as tojson writes them (pyjson_dumps of
+                              the "arguments" string; "{}" when it was empty) */
+};
 
 struct chat_msg {
     enum chat_role role;
     const char *text;  /* borrowed; parts joined with "\n". NULL = "" (for a leading system
                           message: NULL = use the default system prompt) */
     int32_t n_images;  /* image parts + sampled video frames of this message */
+    const struct chat_tool_call *tool_calls; /* borrowed, (n_tool_calls); assistant only */
+    int32_t n_tool_calls;
 };
 
 struct chat_opts {
@@ -63,6 +84,8 @@ struct chat_opts {
     const char *default_system; /* borrowed; NULL = CHAT_DEFAULT_SYSTEM */
     bool implicit_image;        /* §5.2: text-only conversations get one image */
     bool wrap_image_tokens;     /* use_special_start_end_token: "<im_start><image><im_end>" */
+    const char *const *tools;   /* borrowed, (n_tools): each tool's JSON (pyjson_tool) */
+    int32_t n_tools;            /* 0: no tools block */
 };
 
 /* Renders msgs[0..n) -> out (appended; NUL-terminated) and sets *n_images_total (including

@@ -44,6 +44,10 @@ struct choice {
     bool submitted;
     struct oai_text text;
     struct strbuf content, reasoning; /* stream: this pump's delta; else everything */
+    bool tools_on;              /* tools given, tool_choice "auto": content goes through tools */
+    struct oai_tools tools;     /* the hermes parser (owned); calls found so far */
+    struct strbuf raw;          /* scratch: content before the tools parser */
+    int32_t n_calls_sent;       /* stream: tool calls already sent */
     cJSON *lp;                  /* logprobs being built (owned), NULL without logprobs */
     int32_t n_lp;               /* entries in lp */
     int32_t n_tokens;           /* completion tokens counted so far */
@@ -113,6 +117,8 @@ static void conn_release(struct conn *c)
         struct choice *h = &c->ch[i];
         VLM_ASSERT(!h->r);
         oai_text_destroy(&h->text);
+        oai_tools_destroy(&h->tools);
+        sb_free(&h->raw);
         sb_free(&h->content);
         sb_free(&h->reasoning);
         cJSON_Delete(h->lp);
@@ -371,6 +377,9 @@ static enum MHD_Result send_error_msg(struct conn *c, int status, int code, cons
 
 static const char *finish_name(const struct choice *h)
 {
+    bool calls = h->tools_on && h->tools.n_calls > 0;
+    if (calls && (h->stop_hit || h->state == REQ_FINISHED_STOP || h->state == REQ_FINISHED_LENGTH))
+        return "tool_calls";
     if (h->stop_hit) return "stop";
     switch (h->state) {
     case REQ_FINISHED_STOP: return "stop";
@@ -405,7 +414,13 @@ static void consume(struct conn *c, struct choice *h, const struct req_event *ev
                                        ev->top_ids, ev->top_lp, h->text_len);
         h->n_lp++;
     }
-    if (oai_text_push(&h->text, ev->token, &h->content, &h->reasoning)) {
+    int stopped = oai_text_push(&h->text, ev->token, h->tools_on ? &h->raw : &h->content,
+                                &h->reasoning);
+    if (h->tools_on) {
+        oai_tools_push(&h->tools, h->raw.s, h->raw.n, &h->content);
+        h->raw.n = 0;
+    }
+    if (stopped) {
         h->stop_hit = true;
         sched_abort(s->d.loop, h->r->id, REQ_FINISHED_STOP);
     }
@@ -433,8 +448,13 @@ static bool pump_choice(struct conn *c, struct choice *h)
     if (h->stop_hit || req_state_finished(state)) {
         if (!h->stop_hit) {
             size_t before = h->content.n;
-            oai_text_finish(&h->text, &h->content, &h->reasoning);
+            oai_text_finish(&h->text, h->tools_on ? &h->raw : &h->content, &h->reasoning);
             h->text_len += (int32_t)(h->content.n - before);
+        }
+        if (h->tools_on) {
+            oai_tools_push(&h->tools, h->raw.s, h->raw.n, &h->content);
+            h->raw.n = 0;
+            oai_tools_finish(&h->tools, &h->content);
         }
         h->state = req_state_finished(state) ? state : REQ_FINISHED_STOP;
         if (req_state_finished(state)) h->usage = u;
@@ -506,13 +526,24 @@ static void pump_stream(struct conn *c)
                 oai_sse_error(&c->out, &e);
                 c->error_sent = true;
             }
-        } else if (h->content.n || h->reasoning.n || h->n_lp || done) {
-            oai_sse_chunk(&c->out, &c->meta, i, NULL, h->content.n ? h->content.s : NULL,
-                          h->content.n, h->reasoning.n ? h->reasoning.s : NULL, h->reasoning.n,
-                          done ? finish_name(h) : NULL, h->n_lp ? h->lp : NULL);
-            if (h->n_lp) {
-                h->lp = new_lp(c);
-                h->n_lp = 0;
+        } else {
+            /* content first, then the calls completed in this pump; the finish reason
+             * rides on the last chunk */
+            int32_t new_calls = h->tools_on ? h->tools.n_calls - h->n_calls_sent : 0;
+            const char *fin = done ? finish_name(h) : NULL;
+            if (h->content.n || h->reasoning.n || h->n_lp || (done && !new_calls)) {
+                oai_sse_chunk(&c->out, &c->meta, i, NULL, h->content.n ? h->content.s : NULL,
+                              h->content.n, h->reasoning.n ? h->reasoning.s : NULL,
+                              h->reasoning.n, new_calls ? NULL : fin, h->n_lp ? h->lp : NULL);
+                if (h->n_lp) {
+                    h->lp = new_lp(c);
+                    h->n_lp = 0;
+                }
+            }
+            if (new_calls) {
+                oai_sse_tool_calls(&c->out, &c->meta, i, h->tools.calls, h->n_calls_sent,
+                                   new_calls, fin);
+                h->n_calls_sent = h->tools.n_calls;
             }
         }
         h->content.n = 0;
@@ -613,6 +644,16 @@ static enum MHD_Result continue_plain(struct conn *c)
     for (int32_t i = 0; i < c->n_ch; i++) {
         struct choice *h = &c->ch[i];
         co[i].content = h->content.s ? h->content.s : "";
+        if (h->tools_on && h->tools.n_calls > 0) {
+            /* vLLM: the text before the calls, null when there is none */
+            bool blank = true;
+            for (size_t k = 0; k < h->content.n && blank; k++)
+                blank = h->content.s[k] == ' ' || h->content.s[k] == '\n' ||
+                        h->content.s[k] == '\t' || h->content.s[k] == '\r';
+            if (blank) co[i].content = NULL;
+            co[i].tool_calls = h->tools.calls;
+            co[i].n_tool_calls = h->tools.n_calls;
+        }
         co[i].reasoning = h->reasoning.s;
         co[i].finish = finish_name(h);
         co[i].logprobs = h->lp;
@@ -686,6 +727,9 @@ static int make_requests(struct conn *c, struct prep_prompt *pp)
         h->r = r;
         oai_text_init(&h->text, s->d.tok, q->skip_special_tokens, (const char *const *)q->stop,
                       q->n_stop, pp->thinking && c->route == ROUTE_CHAT);
+        h->tools_on = c->route == ROUTE_CHAT && q->n_tools > 0 &&
+                      q->tool_choice == OAI_TOOL_CHOICE_AUTO;
+        oai_tools_init(&h->tools, mix64(id ^ 0x746f6f6c73ull) ^ vlm_now_ns());
         h->lp = new_lp(c);
         n_built = i + 1;
     }

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/pyjson.h"
+
 /* ==== Field access ====
  * Every accessor treats a JSON null like an absent field (clients send null for "unset"),
  * returns 1 when a value was read, 0 when absent, or VLM_EINVAL with err naming the field. */
@@ -175,6 +177,137 @@ static int parse_part(const cJSON *part, int32_t mi, int32_t pi, struct oai_requ
                          "unsupported content part type '%.40s' (text, image_url)", t);
 }
 
+/* An assistant message's "tool_calls": [{"id"?, "type"?: "function", "function": {"name",
+ * "arguments"?}}]. The arguments (a JSON string, as OpenAI clients send them; an object is
+ * taken too) are parsed and kept as the template writes them back; empty or absent -> {},
+ * as vLLM does. */
+static int parse_tool_calls(const cJSON *m, int32_t mi, struct oai_message *msg,
+                            struct vlm_err *err)
+{
+    const cJSON *tcs = field(m, "tool_calls");
+    char param[96]; /* vlm_err keeps the first 47 bytes */
+    snprintf(param, sizeof param, "messages[%d].tool_calls", (int)mi);
+    if (!tcs) return 0;
+    if (!cJSON_IsArray(tcs)) return bad_type(err, param, "an array");
+    int n = cJSON_GetArraySize(tcs);
+    if (n > OAI_MAX_TOOL_CALLS)
+        return bad_range(err, param, "an array of at most 128 tool calls");
+    if (n == 0) return 0;
+    msg->tool_calls = trycalloc((size_t)n, sizeof *msg->tool_calls);
+    if (!msg->tool_calls) return oom(err);
+    int32_t k = 0;
+    int rc = 0;
+    for (const cJSON *tc = tcs->child; tc; tc = tc->next, k++) {
+        snprintf(param, sizeof param, "messages[%d].tool_calls[%d]", (int)mi, (int)k);
+        if (!cJSON_IsObject(tc)) return bad_type(err, param, "an object");
+        const cJSON *type = field(tc, "type"), *fn = field(tc, "function"), *id = field(tc, "id");
+        snprintf(param, sizeof param, "messages[%d].tool_calls[%d].type", (int)mi, (int)k);
+        if (type && !(cJSON_IsString(type) && !strcmp(type->valuestring, "function")))
+            return bad_type(err, param, "\"function\"");
+        snprintf(param, sizeof param, "messages[%d].tool_calls[%d].id", (int)mi, (int)k);
+        if (id && !cJSON_IsString(id)) return bad_type(err, param, "a string");
+        snprintf(param, sizeof param, "messages[%d].tool_calls[%d].function", (int)mi, (int)k);
+        if (!cJSON_IsObject(fn)) return bad_type(err, param, "an object");
+        const cJSON *name = field(fn, "name"), *args = field(fn, "arguments");
+        snprintf(param, sizeof param, "messages[%d].tool_calls[%d].function.name", (int)mi, (int)k);
+        if (!cJSON_IsString(name) || !name->valuestring[0])
+            return bad_type(err, param, "a non-empty string");
+        snprintf(param, sizeof param, "messages[%d].tool_calls[%d].function.arguments", (int)mi,
+                 (int)k);
+        struct strbuf a = {0};
+        if (cJSON_IsString(args) && args->valuestring[0]) {
+            rc = pyjson_dumps(args->valuestring, strlen(args->valuestring), &a);
+        } else if (cJSON_IsObject(args)) { /* not OpenAI's type, but vLLM takes it */
+            char *t = cJSON_PrintUnformatted(args);
+            rc = t ? pyjson_dumps(t, strlen(t), &a) : VLM_ENOMEM;
+            free(t);
+        } else if (args && !cJSON_IsString(args)) {
+            rc = VLM_EINVAL;
+        } else {
+            sb_puts(&a, "{}");
+        }
+        msg->tool_calls[k].arguments = a.s;
+        msg->n_tool_calls = k + 1;
+        if (rc == VLM_ENOMEM) return oom(err);
+        if (rc) return bad_type(err, param, "a string holding JSON");
+        msg->n_tool_calls = k + 1;
+        msg->tool_calls[k].name = dup_or_fail(name->valuestring, strlen(name->valuestring));
+        if (!msg->tool_calls[k].name) return oom(err);
+    }
+    return 0;
+}
+
+/* "tools", "tool_choice" and "parallel_tool_calls" (accepted; several calls are always
+ * parsed). Each tool is validated as vLLM's pydantic model would and kept in the form the
+ * template renders (chat_tool_json). */
+static int parse_tools(const cJSON *root, struct pyjson_span body, struct oai_request *r,
+                       struct vlm_err *err)
+{
+    const cJSON *tools = field(root, "tools"), *tc = field(root, "tool_choice");
+    bool b = false;
+    int rc = get_bool(root, "parallel_tool_calls", &b, err);
+    if (rc < 0) return rc;
+    r->tool_choice = OAI_TOOL_CHOICE_AUTO;
+    if (tc) {
+        const char *c = cJSON_IsString(tc) ? tc->valuestring : NULL;
+        if (c && !strcmp(c, "none")) r->tool_choice = OAI_TOOL_CHOICE_NONE;
+        else if (c && !strcmp(c, "auto")) r->tool_choice = OAI_TOOL_CHOICE_AUTO;
+        else if ((c && !strcmp(c, "required")) || cJSON_IsObject(tc))
+            return vlm_err_param(err, VLM_EUNSUPPORTED, 400, "tool_choice",
+                                 "tool_choice '%s' is not supported (it needs guided decoding); "
+                                 "use \"auto\" or \"none\"",
+                                 c ? c : "{\"type\": \"function\", ...}");
+        else
+            return bad_type(err, "tool_choice",
+                            "\"auto\", \"none\", \"required\" or a named function");
+        if (!tools && r->tool_choice != OAI_TOOL_CHOICE_NONE)
+            return vlm_err_param(err, VLM_EINVAL, 400, "tool_choice",
+                                 "'tool_choice' requires 'tools' to be set");
+    }
+    if (!tools) return 0;
+    if (!cJSON_IsArray(tools)) return bad_type(err, "tools", "an array of tools");
+    int n = cJSON_GetArraySize(tools);
+    if (n > OAI_MAX_TOOLS) return bad_range(err, "tools", "an array of at most 128 tools");
+    if (n == 0) return 0;
+    r->tools = trycalloc((size_t)n, sizeof *r->tools);
+    if (!r->tools) return oom(err);
+    /* the tools' own text, for their number literals (pyjson.h); cJSON has read the body
+     * leniently, pyjson reads it strictly */
+    struct pyjson_span span = {0}, key, raw;
+    struct pyjson_iter it;
+    if (body.n >= 3 && !memcmp(body.s, "\xef\xbb\xbf", 3)) body.s += 3, body.n -= 3;
+    if (!pyjson_member(body, "tools", &span) || !pyjson_iter_init(&it, span))
+        return vlm_err_param(err, VLM_EINVAL, 400, "tools", "'tools' is not valid JSON");
+    char param[96]; /* vlm_err keeps the first 47 bytes */
+    int32_t i = 0;
+    for (const cJSON *t = tools->child; t; t = t->next, i++) {
+        snprintf(param, sizeof param, "tools[%d]", (int)i);
+        if (!cJSON_IsObject(t)) return bad_type(err, param, "an object");
+        const cJSON *type = field(t, "type"), *fn = field(t, "function");
+        snprintf(param, sizeof param, "tools[%d].type", (int)i);
+        if (type && !(cJSON_IsString(type) && !strcmp(type->valuestring, "function")))
+            return bad_type(err, param, "\"function\"");
+        snprintf(param, sizeof param, "tools[%d].function", (int)i);
+        if (!cJSON_IsObject(fn)) return bad_type(err, param, "an object");
+        const cJSON *name = field(fn, "name"), *desc = field(fn, "description"),
+                    *params = field(fn, "parameters");
+        snprintf(param, sizeof param, "tools[%d].function.name", (int)i);
+        if (!cJSON_IsString(name) || !name->valuestring[0])
+            return bad_type(err, param, "a non-empty string");
+        snprintf(param, sizeof param, "tools[%d].function.description", (int)i);
+        if (desc && !cJSON_IsString(desc)) return bad_type(err, param, "a string");
+        snprintf(param, sizeof param, "tools[%d].function.parameters", (int)i);
+        if (params && !cJSON_IsObject(params)) return bad_type(err, param, "an object");
+        struct strbuf s = {0};
+        snprintf(param, sizeof param, "tools[%d]", (int)i);
+        rc = pyjson_iter_next(&it, &key, &raw) ? pyjson_tool(raw, &s) : VLM_EINVAL;
+        r->tools[i] = s.s;
+        r->n_tools = i + 1;
+        if (rc) return vlm_err_param(err, VLM_EINVAL, 400, param, "'%s' is not valid JSON", param);
+    }
+    return 0;
+}
+
 static int parse_messages(const cJSON *root, struct oai_request *r, const struct oai_limits *lim,
                           struct vlm_err *err)
 {
@@ -200,12 +333,19 @@ static int parse_messages(const cJSON *root, struct oai_request *r, const struct
         if (!strcmp(rs, "system") || !strcmp(rs, "developer")) msg->role = OAI_ROLE_SYSTEM;
         else if (!strcmp(rs, "user")) msg->role = OAI_ROLE_USER;
         else if (!strcmp(rs, "assistant")) msg->role = OAI_ROLE_ASSISTANT;
+        else if (!strcmp(rs, "tool")) msg->role = OAI_ROLE_TOOL;
         else
             return vlm_err_param(err, VLM_EINVAL, 400, param,
-                                 "unknown role '%.40s' (system, developer, user, assistant)", rs);
+                                 "unknown role '%.40s' (system, developer, user, assistant, tool)",
+                                 rs);
+        int rc = 0;
+        if (msg->role == OAI_ROLE_ASSISTANT && (rc = parse_tool_calls(m, mi, msg, err))) return rc;
+        const cJSON *tcid = field(m, "tool_call_id");
+        snprintf(param, sizeof param, "messages[%d].tool_call_id", (int)mi);
+        if (msg->role == OAI_ROLE_TOOL && tcid && !cJSON_IsString(tcid))
+            return bad_type(err, param, "a string");
         const cJSON *content = field(m, "content");
         struct strbuf text = {0};
-        int rc = 0;
         snprintf(param, sizeof param, "messages[%d].content", (int)mi);
         if (!content) {
             if (msg->role != OAI_ROLE_ASSISTANT)
@@ -469,6 +609,7 @@ int oai_parse(enum oai_kind kind, const char *body, size_t len, const struct oai
     switch (kind) {
     case OAI_KIND_CHAT:
         if ((rc = parse_messages(root, out, lim, err)) < 0) goto done;
+        if ((rc = parse_tools(root, (struct pyjson_span){body, len}, out, err)) < 0) goto done;
         if ((rc = parse_sampling(root, out, lim, err)) < 0) goto done;
         if ((rc = parse_logprobs(root, out, err)) < 0) goto done;
         rc = parse_kwargs(root, out, lim, err);
@@ -485,6 +626,8 @@ int oai_parse(enum oai_kind kind, const char *body, size_t len, const struct oai
     case OAI_KIND_TOKENIZE:
         if (field(root, "messages")) {
             if ((rc = parse_messages(root, out, lim, err)) < 0) goto done;
+            if ((rc = parse_tools(root, (struct pyjson_span){body, len}, out, err)) < 0)
+                goto done;
             if ((rc = get_bool(root, "add_generation_prompt", &out->add_generation_prompt,
                                err)) < 0)
                 goto done;
@@ -513,7 +656,16 @@ void oai_request_destroy(struct oai_request *r)
 {
     if (!r) return;
     free(r->model);
-    for (int32_t i = 0; i < r->n_msgs; i++) free(r->msgs[i].text);
+    for (int32_t i = 0; i < r->n_msgs; i++) {
+        free(r->msgs[i].text);
+        for (int32_t k = 0; k < r->msgs[i].n_tool_calls; k++) {
+            free(r->msgs[i].tool_calls[k].name);
+            free(r->msgs[i].tool_calls[k].arguments);
+        }
+        free(r->msgs[i].tool_calls);
+    }
+    for (int32_t i = 0; i < r->n_tools; i++) free(r->tools[i]);
+    free(r->tools);
     free(r->msgs);
     for (int32_t i = 0; i < r->n_media; i++) free(r->media[i].url);
     free(r->media);
@@ -756,6 +908,143 @@ void oai_text_finish(struct oai_text *t, struct strbuf *content, struct strbuf *
     if (t->hold.n) release(t, t->hold.n, content, reasoning);
 }
 
+/* ==== Tool calls in the output ====
+ * A small state machine over released content: outside a block, text goes out (held
+ * whitespace first) up to a possible beginning of "<tool_call>"; inside, the block is kept
+ * until "</tool_call>". See openai.h for the rules. */
+
+static const char TOOL_OPEN[] = "<tool_call>", TOOL_CLOSE[] = "</tool_call>";
+
+void oai_tools_init(struct oai_tools *p, uint64_t seed)
+{
+    memset(p, 0, sizeof *p);
+    p->seed = seed;
+}
+
+void oai_tools_destroy(struct oai_tools *p)
+{
+    if (!p) return;
+    for (int32_t i = 0; i < p->n_calls; i++) {
+        free(p->calls[i].name);
+        free(p->calls[i].arguments);
+    }
+    free(p->calls);
+    sb_free(&p->hold);
+    sb_free(&p->ws);
+    memset(p, 0, sizeof *p);
+}
+
+static bool is_ws(char c)
+{
+    return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
+/* Text outside blocks. Before the first tag it goes out as is; after it, a whitespace tail
+ * is held until something other than whitespace follows. */
+static void tools_outside(struct oai_tools *p, const char *s, size_t n, struct strbuf *content)
+{
+    if (!p->seen) {
+        sb_append(content, s, n);
+        return;
+    }
+    size_t body = n;
+    while (body > 0 && is_ws(s[body - 1])) body--;
+    if (body > 0) {
+        sb_append(content, p->ws.s ? p->ws.s : "", p->ws.n);
+        p->ws.n = 0;
+        sb_append(content, s, body);
+    }
+    sb_append(&p->ws, s + body, n - body);
+}
+
+static void tool_id(const struct oai_tools *p, char *id)
+{
+    static const char alnum[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    uint64_t k = (uint64_t)p->n_calls, h = 0;
+    memcpy(id, "call_", 5);
+    for (int i = 0; i < OAI_TOOL_ID_CHARS; i++) {
+        if (i % 8 == 0) h = vlm_hash64(&k, sizeof k, p->seed + (uint64_t)i);
+        id[5 + i] = alnum[h % 62];
+        h /= 62;
+    }
+    id[5 + OAI_TOOL_ID_CHARS] = 0;
+}
+
+/* One block body: a call if it is a JSON object with a string "name" and an "arguments"
+ * member (written back as json.dumps writes it), else the block goes to the content as it
+ * was. */
+static void tools_block(struct oai_tools *p, const char *s, size_t n, bool closed,
+                        struct strbuf *content)
+{
+    struct pyjson_span block = {s, n}, name, args;
+    struct strbuf nm = {0}, a = {0};
+    bool ok = !pyjson_dumps(s, n, NULL) && pyjson_member(block, "name", &name) &&
+              name.s[0] == '"' && !pyjson_string(name, &nm) &&
+              pyjson_member(block, "arguments", &args) && !pyjson_dumps(args.s, args.n, &a);
+    if (ok) {
+        if (p->n_calls == p->cap) {
+            p->cap = p->cap ? 2 * p->cap : 4;
+            p->calls = xrealloc(p->calls, sizeof *p->calls * (size_t)p->cap);
+        }
+        struct oai_tool_out *c = &p->calls[p->n_calls];
+        tool_id(p, c->id);
+        c->name = nm.s;
+        c->arguments = a.s;
+        p->n_calls++;
+        p->ws.n = 0; /* whitespace up to a parsed block is dropped */
+        return;
+    }
+    sb_free(&nm);
+    sb_free(&a);
+    sb_append(content, p->ws.s ? p->ws.s : "", p->ws.n);
+    p->ws.n = 0;
+    sb_puts(content, TOOL_OPEN);
+    sb_append(content, s, n);
+    if (closed) sb_puts(content, TOOL_CLOSE);
+}
+
+static void hold_drop(struct strbuf *b, size_t k)
+{
+    memmove(b->s, b->s + k, b->n - k);
+    b->n -= k;
+    b->s[b->n] = 0;
+}
+
+void oai_tools_push(struct oai_tools *p, const char *s, size_t n, struct strbuf *content)
+{
+    if (n) sb_append(&p->hold, s, n);
+    while (p->hold.n) {
+        if (!p->in_call) {
+            const char *q = memmem(p->hold.s, p->hold.n, TOOL_OPEN, strlen(TOOL_OPEN));
+            size_t out = q ? (size_t)(q - p->hold.s)
+                           : p->hold.n - partial_suffix(p->hold.s, p->hold.n, TOOL_OPEN);
+            tools_outside(p, p->hold.s, out, content);
+            if (!q) {
+                hold_drop(&p->hold, out);
+                return;
+            }
+            hold_drop(&p->hold, out + strlen(TOOL_OPEN));
+            p->seen = p->in_call = true;
+        } else {
+            const char *q = memmem(p->hold.s, p->hold.n, TOOL_CLOSE, strlen(TOOL_CLOSE));
+            if (!q) return;
+            size_t body = (size_t)(q - p->hold.s);
+            tools_block(p, p->hold.s, body, true, content);
+            hold_drop(&p->hold, body + strlen(TOOL_CLOSE));
+            p->in_call = false;
+        }
+    }
+}
+
+void oai_tools_finish(struct oai_tools *p, struct strbuf *content)
+{
+    if (p->in_call) tools_block(p, p->hold.s ? p->hold.s : "", p->hold.n, false, content);
+    else if (p->hold.n) tools_outside(p, p->hold.s, p->hold.n, content);
+    p->hold.n = 0;
+    p->ws.n = 0;
+    p->in_call = false;
+}
+
 /* ==== Responses ==== */
 
 void oai_meta_init(struct oai_meta *m, enum oai_kind kind, const char *model, uint64_t uniq)
@@ -857,6 +1146,24 @@ static cJSON *usage_object(const struct oai_usage *u)
     return o;
 }
 
+/* {["index",] "id", "type": "function", "function": {"name", "arguments"}}; index < 0: none */
+static cJSON *tool_call_object(const struct oai_tool_out *t, int32_t index)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (index >= 0) cJSON_AddNumberToObject(o, "index", index);
+    cJSON_AddStringToObject(o, "id", t->id);
+    cJSON_AddStringToObject(o, "type", "function");
+    cJSON *f = cJSON_AddObjectToObject(o, "function");
+    struct strbuf s = {0};
+    oai_utf8_sanitize(&s, t->name, strlen(t->name));
+    cJSON_AddStringToObject(f, "name", s.s);
+    s.n = 0;
+    oai_utf8_sanitize(&s, t->arguments, strlen(t->arguments));
+    cJSON_AddStringToObject(f, "arguments", s.s);
+    sb_free(&s);
+    return o;
+}
+
 char *oai_response_json(const struct oai_meta *m, const struct oai_choice_out *ch, int32_t n,
                         const struct oai_usage *u)
 {
@@ -869,10 +1176,13 @@ char *oai_response_json(const struct oai_meta *m, const struct oai_choice_out *c
         if (m->kind == OAI_KIND_CHAT) {
             cJSON *msg = cJSON_AddObjectToObject(c, "message");
             cJSON_AddStringToObject(msg, "role", "assistant");
-            cJSON_AddStringToObject(msg, "content", ch[i].content ? ch[i].content : "");
+            if (ch[i].content) cJSON_AddStringToObject(msg, "content", ch[i].content);
+            else cJSON_AddNullToObject(msg, "content");
             if (ch[i].reasoning && ch[i].reasoning[0])
                 cJSON_AddStringToObject(msg, "reasoning_content", ch[i].reasoning);
-            cJSON_AddArrayToObject(msg, "tool_calls");
+            cJSON *calls = cJSON_AddArrayToObject(msg, "tool_calls");
+            for (int32_t k = 0; k < ch[i].n_tool_calls; k++)
+                cJSON_AddItemToArray(calls, tool_call_object(&ch[i].tool_calls[k], -1));
         } else {
             cJSON_AddStringToObject(c, "text", ch[i].content ? ch[i].content : "");
         }
@@ -941,6 +1251,26 @@ void oai_sse_chunk(struct strbuf *out, const struct oai_meta *m, int32_t index, 
         if (logprobs) cJSON_AddItemToObject(c, "logprobs", logprobs);
         else cJSON_AddNullToObject(c, "logprobs");
     }
+    if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
+    else cJSON_AddNullToObject(c, "finish_reason");
+    cJSON_AddItemToArray(choices, c);
+    sse_emit(out, root);
+}
+
+void oai_sse_tool_calls(struct strbuf *out, const struct oai_meta *m, int32_t index,
+                        const struct oai_tool_out *calls, int32_t first, int32_t n,
+                        const char *finish)
+{
+    cJSON *root = cJSON_CreateObject();
+    add_meta(root, m, true);
+    cJSON *choices = cJSON_AddArrayToObject(root, "choices");
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "index", index);
+    cJSON *d = cJSON_AddObjectToObject(c, "delta");
+    cJSON *arr = cJSON_AddArrayToObject(d, "tool_calls");
+    for (int32_t k = 0; k < n; k++)
+        cJSON_AddItemToArray(arr, tool_call_object(&calls[first + k], first + k));
+    cJSON_AddNullToObject(c, "logprobs");
     if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
     else cJSON_AddNullToObject(c, "finish_reason");
     cJSON_AddItemToArray(choices, c);

@@ -27,6 +27,8 @@
 
 #define OAI_MAX_STOP 16      /* stop strings per request */
 #define OAI_MAX_STOP_LEN 256 /* bytes per stop string */
+#define OAI_MAX_TOOLS 128    /* "tools" entries per request (their bytes: --max-body-bytes) */
+#define OAI_MAX_TOOL_CALLS 128 /* tool calls per assistant message */
 
 enum oai_kind {
     OAI_KIND_CHAT,       /* POST /v1/chat/completions */
@@ -35,7 +37,16 @@ enum oai_kind {
     OAI_KIND_DETOKENIZE  /* POST /detokenize: "tokens" */
 };
 
-enum oai_role { OAI_ROLE_SYSTEM, OAI_ROLE_USER, OAI_ROLE_ASSISTANT };
+enum oai_role { OAI_ROLE_SYSTEM, OAI_ROLE_USER, OAI_ROLE_ASSISTANT, OAI_ROLE_TOOL };
+
+/* tool_choice. "required" and a named function need guided decoding (400 here). */
+enum oai_tool_choice { OAI_TOOL_CHOICE_AUTO, OAI_TOOL_CHOICE_NONE };
+
+/* A tool call of an assistant message in the request (rendered back into the prompt). */
+struct oai_tool_call {
+    char *name;      /* owned */
+    char *arguments; /* owned; the parsed "arguments" as the template's tojson writes them */
+};
 
 enum oai_media { OAI_MEDIA_IMAGE, OAI_MEDIA_VIDEO };
 
@@ -44,6 +55,8 @@ struct oai_message {
     char *text;       /* owned; the text parts joined with "\n" ("" when none) */
     int32_t n_images; /* image parts of this message */
     int32_t n_media;  /* image + video parts: entries of oai_request.media, in order */
+    struct oai_tool_call *tool_calls; /* owned, (n_tool_calls); assistant messages only */
+    int32_t n_tool_calls;
 };
 
 struct oai_media_ref {
@@ -97,6 +110,10 @@ struct oai_request {
     int32_t num_frames;            /* mm_processor_kwargs.num_frames (videos); 0: not given */
     double fps;                    /* mm_processor_kwargs.fps (videos); 0: not given */
     bool add_generation_prompt;    /* tokenize(messages): default true */
+    /* tools (chat and tokenize(messages)) */
+    char **tools;                  /* owned, (n_tools): each tool as chat_tool_json writes it */
+    int32_t n_tools;
+    int tool_choice;               /* enum oai_tool_choice; AUTO when not given */
 };
 
 /* Parses body[0..len) as a request of the given kind. On success *out owns everything
@@ -145,6 +162,43 @@ void oai_text_finish(struct oai_text *t, struct strbuf *content, struct strbuf *
 int oai_text_push_bytes(struct oai_text *t, const char *s, size_t n, struct strbuf *content,
                         struct strbuf *reasoning);
 
+/* ==== Tool calls in the output (vLLM's hermes parser) ====
+ * With tools and tool_choice "auto", a choice's content (after the <think> split and the stop
+ * strings) goes through struct oai_tools. Text before the first "<tool_call>" is content and
+ * streams as usual (only a possible beginning of the tag is held back). From the tag on,
+ * each "<tool_call>...</tool_call>" block (or an unterminated one at the end) is parsed as
+ * {"name": string, "arguments": any}: a block that parses becomes a call with arguments
+ * written as json.dumps(arguments, ensure_ascii=False) and an id "call_" + 24 letters or
+ * digits; one that does not stays in the content as it was. Text outside blocks after the
+ * first tag is content too, except whitespace that runs up to a parsed block or the end.
+ * The result does not depend on how the text is cut into pushes. */
+
+#define OAI_TOOL_ID_CHARS 24
+
+struct oai_tool_out {
+    char id[8 + OAI_TOOL_ID_CHARS]; /* "call_" + 24 alphanumerics */
+    char *name;                     /* owned */
+    char *arguments;                /* owned; a JSON text */
+};
+
+struct oai_tools {
+    bool seen;                  /* a "<tool_call>" tag was seen */
+    bool in_call;               /* inside a block */
+    struct strbuf hold;         /* outside: a possible start of the tag; inside: the block */
+    struct strbuf ws;           /* whitespace after the first tag, not yet released */
+    struct oai_tool_out *calls; /* owned, (n_calls) */
+    int32_t n_calls, cap;
+    uint64_t seed;              /* for the ids */
+};
+
+void oai_tools_init(struct oai_tools *p, uint64_t seed);
+void oai_tools_destroy(struct oai_tools *p); /* accepts a zeroed struct */
+/* Feeds content text; content released by the parser is appended to content, complete calls
+ * to p->calls. */
+void oai_tools_push(struct oai_tools *p, const char *s, size_t n, struct strbuf *content);
+/* End of output: an unterminated block is parsed as if it were closed; held text released. */
+void oai_tools_finish(struct oai_tools *p, struct strbuf *content);
+
 /* ==== Responses ==== */
 
 struct cJSON;
@@ -176,10 +230,12 @@ void oai_logprob_add_completion(struct cJSON *lp, const struct tokenizer *tok, i
 
 /* One finished choice of a non-streaming response. */
 struct oai_choice_out {
-    const char *content;     /* borrowed, valid UTF-8 */
+    const char *content;     /* borrowed, valid UTF-8; NULL = "content": null */
     const char *reasoning;   /* borrowed; NULL or "" = none */
-    const char *finish;      /* "stop" / "length" / "abort" */
+    const char *finish;      /* "stop" / "length" / "abort" / "tool_calls" */
     struct cJSON *logprobs;  /* taken (NULL = "logprobs": null) */
+    const struct oai_tool_out *tool_calls; /* borrowed, (n_tool_calls) */
+    int32_t n_tool_calls;
 };
 /* The whole non-streaming response body (malloc'ed, caller frees). */
 char *oai_response_json(const struct oai_meta *m, const struct oai_choice_out *ch, int32_t n,
@@ -190,6 +246,11 @@ char *oai_response_json(const struct oai_meta *m, const struct oai_choice_out *c
 void oai_sse_chunk(struct strbuf *out, const struct oai_meta *m, int32_t index, const char *role,
                    const char *content, size_t content_len, const char *reasoning,
                    size_t reasoning_len, const char *finish, struct cJSON *logprobs);
+/* One SSE event whose delta holds calls[first..first+n) as "tool_calls" entries
+ * {index, id, type, function: {name, arguments}}; finish may be NULL. */
+void oai_sse_tool_calls(struct strbuf *out, const struct oai_meta *m, int32_t index,
+                        const struct oai_tool_out *calls, int32_t first, int32_t n,
+                        const char *finish);
 /* The usage chunk: choices [] and usage (stream_options.include_usage). */
 void oai_sse_usage(struct strbuf *out, const struct oai_meta *m, const struct oai_usage *u);
 /* An error in the middle of a stream: data: {"error":{...}} */

@@ -300,23 +300,36 @@ static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struc
         per_media[i] = out->n_items - before;
     }
     struct chat_msg *msgs = xcalloc((size_t)q->n_msgs, sizeof *msgs);
-    for (int32_t i = 0, m = 0; i < q->n_msgs; i++) {
-        msgs[i].role = q->msgs[i].role == OAI_ROLE_SYSTEM  ? CHAT_SYSTEM
-                       : q->msgs[i].role == OAI_ROLE_USER ? CHAT_USER
-                                                           : CHAT_ASSISTANT;
-        msgs[i].text = q->msgs[i].text;
-        for (int32_t k = 0; k < q->msgs[i].n_media; k++) msgs[i].n_images += per_media[m++];
+    int32_t n_calls = 0;
+    for (int32_t i = 0; i < q->n_msgs; i++) n_calls += q->msgs[i].n_tool_calls;
+    struct chat_tool_call *calls = xcalloc((size_t)VLM_MAX(n_calls, 1), sizeof *calls);
+    for (int32_t i = 0, m = 0, k = 0; i < q->n_msgs; i++) {
+        const struct oai_message *qm = &q->msgs[i];
+        msgs[i].role = qm->role == OAI_ROLE_SYSTEM ? CHAT_SYSTEM
+                       : qm->role == OAI_ROLE_USER ? CHAT_USER
+                       : qm->role == OAI_ROLE_TOOL ? CHAT_TOOL
+                                                   : CHAT_ASSISTANT;
+        msgs[i].text = qm->text;
+        for (int32_t j = 0; j < qm->n_media; j++) msgs[i].n_images += per_media[m++];
+        msgs[i].tool_calls = calls + k;
+        msgs[i].n_tool_calls = qm->n_tool_calls;
+        for (int32_t j = 0; j < qm->n_tool_calls; j++, k++)
+            calls[k] = (struct chat_tool_call){.name = qm->tool_calls[j].name,
+                                               .arguments = qm->tool_calls[j].arguments};
     }
     free(per_media);
     out->thinking = q->enable_thinking >= 0 ? q->enable_thinking : c->enable_thinking_default;
     struct chat_opts o = {.enable_thinking = out->thinking,
                           .default_system = c->default_system,
                           .implicit_image = c->implicit_image && c->has_vision,
-                          .wrap_image_tokens = c->wrap_image_tokens};
+                          .wrap_image_tokens = c->wrap_image_tokens,
+                          .tools = (const char *const *)q->tools,
+                          .n_tools = q->n_tools};
     struct i32_vec raw = {0};
     int32_t n_images = 0;
     if (!rc) rc = chat_build(c->tok, msgs, q->n_msgs, &o, &raw, &n_images, err);
     free(msgs);
+    free(calls);
     if (rc) goto fail;
     if (n_images == out->n_items + 1 && out->n_items == 0) {
         /* the implicit image of a text-only conversation is image 0 */

@@ -1,8 +1,9 @@
 /*
  * fuzz_chat: arbitrary conversations through prompt construction (server/chat.c).
  * Input: byte 0 = options (bit 0 thinking, 1 implicit image, 2 wrap, 3 custom default system
- * prompt, 4 a default system prompt holding a marker); the rest split on NUL bytes into
- * messages, each = one header byte (role = b % 3, n_images = (b >> 2) & 7) and its text.
+ * prompt, 4 a default system prompt holding a marker, 5 one tool); the rest split on NUL
+ * bytes into messages, each = one header byte (role = b % 4, n_images = (b >> 2) & 7, bit 6:
+ * an assistant message carries one tool call) and its text.
  * Checks: chat_render returns 0 or VLM_EINVAL with a message; on success the §5.4
  * tokenization fails only for invalid UTF-8 and yields exactly *n_images_total sentinels, and
  * chat_expand_images places every image where its sentinel was. A broken check aborts, so the
@@ -31,13 +32,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *text = malloc(size); /* data[1..] + NUL, cut into messages in place */
     memcpy(text, data + 1, size - 1);
     text[size - 1] = 0;
+    static const char *const tools[] = {"{\"type\": \"function\", \"function\": {\"name\": \"f\"}}"};
+    static const struct chat_tool_call call = {.name = "f", .arguments = "{\"a\": 1}"};
+    o.tools = tools;
+    o.n_tools = (data[0] & 32) ? 1 : 0;
     struct chat_msg msgs[64];
     int32_t n = 0;
     for (char *p = text; p < text + size - 1 && n < 64;) {
         size_t len = strlen(p);
         if (len) {
             uint8_t h = (uint8_t)p[0];
-            msgs[n++] = (struct chat_msg){(enum chat_role)(h % 3), p + 1, (h >> 2) & 7};
+            msgs[n] = (struct chat_msg){.role = (enum chat_role)(h % 4), .text = p + 1,
+                                        .n_images = (h >> 2) & 7};
+            if (msgs[n].role == CHAT_ASSISTANT && (h & 0x40)) { /* one tool call */
+                msgs[n].tool_calls = &call;
+                msgs[n].n_tool_calls = 1;
+            }
+            n++;
         }
         p += len + 1;
     }

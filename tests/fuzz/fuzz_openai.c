@@ -1,13 +1,15 @@
 /*
  * fuzz_openai: the OpenAI request parser and the output text pipeline on arbitrary bytes.
  * The first byte picks the request kind; the body is parsed, and when it parses, its stop
- * strings drive the text pipeline over the body's own bytes cut into pieces.
+ * strings drive the text pipeline, and the tool-call parser, over the body's own bytes cut
+ * into pieces. pyjson (Python's json.dumps of the body) must be a fixed point.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "server/openai.h"
+#include "server/pyjson.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -29,11 +31,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             oai_text_push_bytes(&t, body + i, n - i < 3 ? n - i : 3, &c, &r);
         oai_text_finish(&t, &c, &r);
         oai_text_destroy(&t);
+        /* the tool-call parser over the same bytes, cut the same way */
+        struct oai_tools tp;
+        struct strbuf tc = {0};
+        oai_tools_init(&tp, 1);
+        for (size_t i = 0; i < n; i += 3) oai_tools_push(&tp, body + i, n - i < 3 ? n - i : 3, &tc);
+        oai_tools_finish(&tp, &tc);
+        oai_tools_destroy(&tp);
+        sb_free(&tc);
         sb_free(&c);
         sb_free(&r);
     } else {
         free(oai_error_json(&e));
     }
     oai_request_destroy(&q);
+    /* pyjson: what it writes reads back to the same text (Python's dumps(loads(x)) is a
+     * fixed point), except the non-JSON Infinity of an overflowing literal */
+    struct strbuf a = {0}, b = {0};
+    if (!pyjson_dumps(body, n, &a) && a.s && !strstr(a.s, "Infinity")) {
+        if (pyjson_dumps(a.s, a.n, &b) || b.n != a.n || memcmp(a.s, b.s, a.n)) abort();
+    }
+    sb_free(&a);
+    sb_free(&b);
     return 0;
 }

@@ -38,8 +38,14 @@ class SpecError(Exception):
     pass
 
 
+# Which role may follow which (server/chat.c role_may_follow); "start" = first after system.
+FOLLOWS = {"user": {"start", "assistant", "tool"}, "assistant": {"user", "tool"},
+           "tool": {"assistant", "tool"}, "system": set()}
+
+
 def prepare(messages, opts):
-    """§5.1 + §5.2 + §10.1: OpenAI-ish messages -> [{role, content}] for the template."""
+    """§5.1 + §5.2 + §10.1: OpenAI-ish messages -> [{role, content[, tool_calls]}] for the
+    template, with tool calls as vLLM passes them (arguments json.loads'ed; "" -> {})."""
     if not messages:
         raise SpecError("empty")
     msgs = [dict(m) for m in messages]
@@ -48,10 +54,12 @@ def prepare(messages, opts):
     if msgs[0]["text"] is None:
         msgs[0]["text"] = opts.get("default_system") or DEFAULT_SYSTEM
     for i, m in enumerate(msgs[1:]):
-        want = "user" if i % 2 == 0 else "assistant"
-        if m["role"] != want:
+        prev = "start" if i == 0 else msgs[i]["role"]
+        if prev not in FOLLOWS[m["role"]]:
             raise SpecError("role")
-    if msgs[-1]["role"] != "user":
+        if m.get("tool_calls") and m["role"] != "assistant":
+            raise SpecError("tool calls")
+    if msgs[-1]["role"] not in ("user", "tool"):
         raise SpecError("last")
     if sum(m["n_images"] for m in msgs) == 0 and opts["implicit_image"]:
         msgs[1]["n_images"] = 1  # the first user message gets the 3x3 black image
@@ -70,8 +78,33 @@ def prepare(messages, opts):
         if opts["wrap_image_tokens"]:
             text = text.replace(IMAGE, "<im_start>" + IMAGE + "<im_end>")
         total += n
-        out.append({"role": m["role"], "content": text})
+        msg = {"role": m["role"], "content": text}
+        if m.get("tool_calls"):
+            msg["tool_calls"] = [{"id": "call_%d" % k, "type": "function",
+                                  "function": {"name": c["name"],
+                                               "arguments": json.loads(c["arguments"])
+                                               if c["arguments"] else {}}}
+                                 for k, c in enumerate(m["tool_calls"])]
+        out.append(msg)
     return out, total
+
+
+def model_dump_tool(tool):
+    """What vLLM passes to the template: tool.model_dump() of its pydantic model (declared
+    fields first, absent optional ones None, then the client's extra fields in order)."""
+    f = tool["function"]
+    fd = {"name": f["name"], "description": f.get("description"),
+          "parameters": f.get("parameters")}
+    fd.update({k: v for k, v in f.items() if k not in fd})
+    d = {"type": "function", "function": fd}
+    d.update({k: v for k, v in tool.items() if k not in d})
+    return d
+
+
+def hf_tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    """transformers' replacement of jinja's tojson filter (no HTML escaping, no sorting)."""
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
 
 
 def tokenize(tok, rendered):
@@ -205,6 +238,143 @@ def handcrafted():
         ("error: image in assistant", [U("a", 1), {"role": "assistant", "text": "b", "n_images": 1},
                                        U("c")], o(), "only in user"),
         ("error: marker in system", [S("look <image>"), U("c", 1)], o(), "only in user"),
+    ] + tool_cases(o)
+
+
+def T(role, text, calls=None):
+    m = {"role": role, "text": text, "n_images": 0}
+    if calls is not None:
+        m["tool_calls"] = [{"name": n, "arguments": a} for n, a in calls]
+    return m
+
+
+def fn(name, description=None, parameters=None, **extra):
+    f = {"name": name}
+    if description is not None:
+        f["description"] = description
+    if parameters is not None:
+        f["parameters"] = parameters
+    f.update(extra)
+    return {"type": "function", "function": f}
+
+
+WEATHER = fn("get_weather", "Get the current weather in a given location", {
+    "type": "object",
+    "properties": {
+        "location": {"type": "string", "description": "City and state, e.g. 'San Francisco, CA'"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+    "required": ["location"]})
+SEARCH = fn("web_search", "Search the web.", {
+    "type": "object",
+    "properties": {
+        "query": {"type": "string"},
+        "filters": {"type": "object", "properties": {
+            "site": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
+            "date": {"type": "object", "properties": {"from": {"type": "string",
+                                                                "format": "date"},
+                                                       "to": {"type": "string"}}}},
+            "additionalProperties": False},
+        "top_k": {"type": "integer", "minimum": 1, "maximum": 50, "default": 10},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 0.75, "default": 0.25}},
+    "required": ["query"]})
+BARE = fn("ping")
+STRICT = fn("calc", parameters={"type": "object", "properties": {"expr": {"type": "string"}}},
+            strict=True)
+UNICODE = fn("翻译", "Übersetze den Text → 中文 🌍; escapes: \"q\" \\ tab\t nl\n "
+             "ctl\u0001 del\u007f </script> & <b>", {
+                 "type": "object",
+                 "properties": {"text": {"type": "string", "description": "テキスト"},
+                                "tiny": {"type": "number", "default": 1.5e-07},
+                                "huge": {"type": "number", "default": 2.5e+20},
+                                "neg": {"type": "integer", "default": -42},
+                                "flag": {"type": "boolean", "default": True},
+                                "none": {"default": None}}})
+NUMBERS = fn("numbers", "Number literals as Python writes them.", {
+    "type": "object",
+    "properties": {"a": {"type": "number", "default": 1.0, "maximum": 100.0, "minimum": -0.0},
+                   "b": {"type": "integer", "default": 12345678901234567890, "multipleOf": 1e5},
+                   "c": {"type": "number", "enum": [0.1, 1e-05, 1e16, 3.0e-10, -2]}}})
+EXTRA_TOP = dict(fn("lookup", "Look up a key.", {"type": "object", "properties": {}}),
+                 extra_field={"nested": [1, 2, {"a": "b"}]})
+
+
+def tool_cases(o):
+    W = '{"location": "Paris, France", "unit": "celsius"}'
+    return [
+        ("tools: one tool", [U("What's the weather in Paris?")], o(), [WEATHER]),
+        ("tools: one tool, thinking off", [U("Weather in Oslo?")], o(enable_thinking=False),
+         [WEATHER]),
+        ("tools: several tools, nested schemas", [U("Find news about Mars.")], o(),
+         [WEATHER, SEARCH, BARE]),
+        ("tools: no description/parameters, extra fields", [U("ping")], o(),
+         [BARE, STRICT, EXTRA_TOP]),
+        ("tools: unicode and escapes", [U("翻译这个")], o(implicit_image=False), [UNICODE]),
+        ("tools: system given", [S("You are a weather bot."), U("Paris?")], o(), [WEATHER]),
+        ("tools: empty system", [S(""), U("Paris?")], o(), [WEATHER]),
+        ("tools: custom default system", [U("Paris?", 1)], o(default_system="Think step by step."),
+         [WEATHER]),
+        ("tools: call without content, tool result last",
+         [U("Weather in Paris?"), T("assistant", None, [("get_weather", W)]),
+          T("tool", '{"temperature": 21, "condition": "sunny"}')], o(), [WEATHER]),
+        ("tools: call with content",
+         [U("Weather in Paris?"), T("assistant", "Let me check.", [("get_weather", W)]),
+          T("tool", "21 C, sunny")], o(enable_thinking=False), [WEATHER]),
+        ("tools: parallel calls and results",
+         [U("Weather in Paris and Rome?"),
+          T("assistant", "", [("get_weather", W),
+                              ("get_weather", '{"location":"Rome, Italy","unit":"celsius"}')]),
+          T("tool", "Paris: 21 C"), T("tool", "Rome: 25 C")], o(), [WEATHER]),
+        ("tools: multi-turn, then a new question",
+         [U("Weather in Paris?", 1), T("assistant", None, [("get_weather", W)]),
+          T("tool", "21 C"), A("It is 21 C in Paris."), U("And search for Mars news.")],
+         o(), [WEATHER, SEARCH]),
+        ("tools: reasoning kept after the last query",
+         [U("Weather in Paris?"),
+          T("assistant", "<think>\nI should call the tool.\n</think>\n\n", [("get_weather", W)]),
+          T("tool", "21 C")], o(), [WEATHER]),
+        ("tools: reasoning dropped before the last query",
+         [U("Weather in Paris?"),
+          T("assistant", "<think>\nplan\n</think>\n\nChecking.", [("get_weather", W)]),
+          T("tool", "21 C"), A("<think>ok</think>It is 21 C."), U("Thanks! Rome?")],
+         o(enable_thinking=False), [WEATHER]),
+        ("tools: second step keeps reasoning of both assistant turns",
+         [U("Weather in Paris, then search."),
+          T("assistant", "<think>first</think>", [("get_weather", W)]), T("tool", "21 C"),
+          T("assistant", "<think>second</think>\n\nNow searching.",
+            [("web_search", '{"query": "Paris events", "filters": {"site": ["a.fr", "b.fr"]}, '
+                            '"top_k": 3, "temperature": 0.5}')]),
+          T("tool", "[]")], o(), [WEATHER, SEARCH]),
+        ("tools: unicode arguments and results",
+         [U("翻译 hello"),
+          T("assistant", None, [("翻译", '{"text": "hello \\u00e9 \\ud83c\\udf0d \\"q\\" </x>", '
+                                         '"tiny": 1e-9, "huge": 1.5e300, "neg": -7, '
+                                         '"flag": false, "none": null, "list": [1, [2, [3]]]}')]),
+          T("tool", "你好 🌍\n<b>bold</b>")], o(implicit_image=False), [UNICODE]),
+        ("tools: number literals in schemas and arguments",
+         [U("numbers"),
+          T("assistant", None, [("numbers", '{"a": 2.0, "b": 12345678901234567890, "c": 1E5, '
+                                            '"d": -0, "e": 1.50, "f": [1e2, -0.0]}')]),
+          T("tool", "ok")], o(), [NUMBERS]),
+        ("tools: empty arguments become {}",
+         [U("ping it"), T("assistant", None, [("ping", "")]), T("tool", "")], o(), [BARE]),
+        ("tools: image in the user turn",
+         [U("Where was this photo taken? Check the weather there.", 1),
+          T("assistant", None, [("get_weather", W)]), T("tool", "21 C")],
+         o(wrap_image_tokens=True), [WEATHER]),
+        ("tools: user after tool results",
+         [U("Weather?"), T("assistant", None, [("get_weather", W)]), T("tool", "21 C"),
+          U("Never mind, what about Rome?", 2)], o(), [WEATHER]),
+        ("tool calls without tools", [U("hi"), T("assistant", "ok", [("get_weather", W)]),
+                                      T("tool", "21 C")], o(), None),
+        ("error: tool first", [T("tool", "x")], o(), [WEATHER], "role"),
+        ("error: tool after user", [U("a"), T("tool", "x")], o(), [WEATHER], "role"),
+        ("error: tool call on a user message", [T("user", "a", [("get_weather", W)])], o(),
+         [WEATHER], "tool calls"),
+        ("error: image marker in a tool message",
+         [U("a"), T("assistant", None, [("get_weather", W)]), T("tool", "<image>")], o(),
+         [WEATHER], "only in user"),
+        ("error: ends with an assistant tool call",
+         [U("a"), T("assistant", None, [("get_weather", W)])], o(), [WEATHER], "last"),
     ]
 
 
@@ -249,6 +419,7 @@ def main():
     template = json.load(open(os.path.join(tdir, "tokenizer_config.json")))["chat_template"]
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                         extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = hf_tojson
     tmpl = env.from_string(template)
     tok = Tokenizer.from_file(os.path.join(tdir, "tokenizer.json"))
     try:
@@ -258,24 +429,31 @@ def main():
         print("transformers cross-check skipped:", e)
         hf = None
 
-    cases = handcrafted() + randomized(random.Random(2025), 60)
+    # a case is (name, messages, opts[, tools][, error]); tools: the client's list or None
+    cases = [c if len(c) == 3 or isinstance(c[3], (list, type(None))) else c[:3] + (None,) + c[3:]
+             for c in handcrafted()] + [c + (None,) for c in randomized(random.Random(2025), 60)]
     records = []
     n_ok = 0
     for case in cases:
         name, msgs, opts = case[:3]
+        tools = case[3] if len(case) > 3 else None
         rec = {"name": name, "opts": opts, "messages": msgs}
+        if tools is not None:
+            rec["tools"] = tools
         try:
             prepared, total = prepare(msgs, opts)
         except SpecError as e:
-            assert len(case) == 4 and case[3] == str(e), (name, e)
+            assert len(case) == 5 and case[4] == str(e), (name, e)
             rec["error"] = str(e)
             records.append(rec)
             continue
-        assert len(case) == 3, name
-        rendered = tmpl.render(messages=prepared, add_generation_prompt=True,
+        assert len(case) <= 4, name
+        tool_dicts = [model_dump_tool(t) for t in tools] if tools else None
+        rendered = tmpl.render(messages=prepared, tools=tool_dicts, add_generation_prompt=True,
                                enable_thinking=opts["enable_thinking"])
         if hf is not None:
-            ref = hf.apply_chat_template(prepared, tokenize=False, add_generation_prompt=True,
+            ref = hf.apply_chat_template(prepared, tools=tool_dicts, tokenize=False,
+                                         add_generation_prompt=True,
                                          enable_thinking=opts["enable_thinking"])
             assert ref == rendered, name
         ids = tokenize(tok, rendered)

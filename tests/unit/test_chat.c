@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "server/chat.h"
+#include "server/pyjson.h"
 #include "server/tokenizer.h"
 #include "test.h"
 
@@ -20,7 +21,7 @@ static const char *first_diff(const char *a, const char *b)
 }
 
 /* One golden conversation: render, tokenize, compare. Returns 1 if it was a rendered case. */
-static int check_golden(const struct tokenizer *tok, const cJSON *rec)
+static int check_golden(const struct tokenizer *tok, const cJSON *rec, struct pyjson_span raw)
 {
     const char *name = cJSON_GetObjectItem(rec, "name")->valuestring;
     const cJSON *jo = cJSON_GetObjectItem(rec, "opts");
@@ -31,17 +32,49 @@ static int check_golden(const struct tokenizer *tok, const cJSON *rec)
         .implicit_image = cJSON_IsTrue(cJSON_GetObjectItem(jo, "implicit_image")),
         .wrap_image_tokens = cJSON_IsTrue(cJSON_GetObjectItem(jo, "wrap_image_tokens")),
     };
+    /* tools as the server prepares them: the client's JSON text (here: as Python wrote it
+     * into the golden file) through pyjson_tool, tool call arguments (a JSON string) through
+     * pyjson_dumps */
+    const cJSON *jt = cJSON_GetObjectItem(rec, "tools");
+    int32_t n_tools = cJSON_GetArraySize(jt);
+    struct strbuf *tool_text = calloc((size_t)n_tools + 1, sizeof *tool_text);
+    const char **tools = calloc((size_t)n_tools + 1, sizeof *tools);
+    struct pyjson_span jts, key, one;
+    struct pyjson_iter it;
+    if (n_tools) CHECK(pyjson_member(raw, "tools", &jts) && pyjson_iter_init(&it, jts));
+    for (int32_t i = 0; i < n_tools; i++) {
+        CHECK(pyjson_iter_next(&it, &key, &one));
+        CHECK_EQ(pyjson_tool(one, &tool_text[i]), 0);
+        tools[i] = tool_text[i].s ? tool_text[i].s : "";
+    }
+    o.tools = tools;
+    o.n_tools = n_tools;
     const cJSON *jm = cJSON_GetObjectItem(rec, "messages");
     int32_t n = cJSON_GetArraySize(jm);
     struct chat_msg *msgs = calloc((size_t)n + 1, sizeof *msgs);
+    struct chat_tool_call *calls = calloc(64, sizeof *calls);
+    struct strbuf args[64] = {{0}};
+    int32_t n_calls = 0;
     for (int32_t i = 0; i < n; i++) {
         const cJSON *m = cJSON_GetArrayItem(jm, i);
         const char *role = cJSON_GetObjectItem(m, "role")->valuestring;
         const cJSON *text = cJSON_GetObjectItem(m, "text");
         msgs[i].role = !strcmp(role, "system") ? CHAT_SYSTEM
-                       : !strcmp(role, "user") ? CHAT_USER : CHAT_ASSISTANT;
+                       : !strcmp(role, "user") ? CHAT_USER
+                       : !strcmp(role, "tool") ? CHAT_TOOL : CHAT_ASSISTANT;
         msgs[i].text = cJSON_IsString(text) ? text->valuestring : NULL;
         msgs[i].n_images = cJSON_GetObjectItem(m, "n_images")->valueint;
+        const cJSON *tc;
+        msgs[i].tool_calls = calls + n_calls;
+        cJSON_ArrayForEach(tc, cJSON_GetObjectItem(m, "tool_calls")) {
+            if (n_calls == 64) break;
+            const char *a = cJSON_GetObjectItem(tc, "arguments")->valuestring;
+            CHECK_EQ(pyjson_dumps(a[0] ? a : "{}", a[0] ? strlen(a) : 2, &args[n_calls]), 0);
+            calls[n_calls].name = cJSON_GetObjectItem(tc, "name")->valuestring;
+            calls[n_calls].arguments = args[n_calls].s ? args[n_calls].s : "{}";
+            n_calls++;
+            msgs[i].n_tool_calls++;
+        }
     }
     struct strbuf out = {0};
     struct vlm_err err = {0};
@@ -81,6 +114,11 @@ static int check_golden(const struct tokenizer *tok, const cJSON *rec)
     }
     sb_free(&out);
     free(msgs);
+    for (int32_t i = 0; i < n_calls; i++) sb_free(&args[i]);
+    free(calls);
+    for (int32_t i = 0; i < n_tools; i++) sb_free(&tool_text[i]);
+    free(tool_text);
+    free(tools);
     return rendered;
 }
 
@@ -94,25 +132,31 @@ int main(void)
     size_t len = 0;
     char *text = vlm_read_file(test_path("VLM_SOURCE_DIR", "tests/golden/chat/conversations.json"), &len);
     cJSON *goldens = text ? cJSON_Parse(text) : NULL;
-    free(text);
     CHECK(cJSON_IsArray(goldens));
     if (!tok || !goldens) return test_report();
 
     TEST("goldens: rendered text == jinja2, ids == HF tokenizers + §5.4") {
-        int n_rendered = 0, n_errors = 0;
+        int n_rendered = 0, n_errors = 0, n_tools = 0;
         const cJSON *rec;
+        struct pyjson_iter it;
+        struct pyjson_span key, raw = {0};
+        CHECK(pyjson_iter_init(&it, (struct pyjson_span){text, len}));
         cJSON_ArrayForEach(rec, goldens) {
-            int r = check_golden(tok, rec);
+            CHECK(pyjson_iter_next(&it, &key, &raw));
+            int r = check_golden(tok, rec, raw);
             n_rendered += r;
             n_errors += !r;
+            n_tools += r && cJSON_GetObjectItem(rec, "tools");
         }
-        printf("  %d rendered conversations, %d rejected ones\n", n_rendered, n_errors);
+        printf("  %d rendered conversations (%d with tools), %d rejected ones\n", n_rendered,
+               n_tools, n_errors);
         CHECK(n_rendered >= 50);
+        CHECK(n_tools >= 12);
         CHECK(n_errors >= 5);
     }
 
     TEST("chat_build: canonical single-image request matches ARCH_SPEC §5.4") {
-        struct chat_msg m = {CHAT_USER, "Describe the given image.", 1};
+        struct chat_msg m = {.role = CHAT_USER, .text = "Describe the given image.", .n_images = 1};
         struct chat_opts o = {.enable_thinking = true, .implicit_image = true};
         struct i32_vec ids = {0};
         int32_t n_img = 0;
@@ -157,21 +201,21 @@ int main(void)
         struct chat_opts o = {.enable_thinking = false, .implicit_image = false};
         struct strbuf out = {0};
         int32_t n_img = -1;
-        struct chat_msg only_sys = {CHAT_SYSTEM, "s", 0};
+        struct chat_msg only_sys = {.role = CHAT_SYSTEM, .text = "s", .n_images = 0};
         CHECK_EQ(chat_render(&only_sys, 1, &o, &out, &n_img, &err), VLM_EINVAL);
         CHECK(strstr(err.msg, "last"));
-        struct chat_msg neg = {CHAT_USER, "x", -1};
+        struct chat_msg neg = {.role = CHAT_USER, .text = "x", .n_images = -1};
         CHECK_EQ(chat_render(&neg, 1, &o, &out, &n_img, &err), VLM_EINVAL);
         CHECK_EQ(chat_render(NULL, 0, &o, &out, &n_img, &err), VLM_EINVAL);
-        struct chat_msg huge = {CHAT_USER, "x", 1 << 30};
+        struct chat_msg huge = {.role = CHAT_USER, .text = "x", .n_images = 1 << 30};
         CHECK_EQ(chat_render(&huge, 1, &o, &out, &n_img, &err), VLM_EINVAL);
         CHECK(strstr(err.msg, "too many images"));
         sb_free(&out);
-        struct chat_msg plain = {CHAT_USER, "hi", 0};
+        struct chat_msg plain = {.role = CHAT_USER, .text = "hi", .n_images = 0};
         struct chat_opts marker_sys = {.default_system = "see <image>"};
         CHECK_EQ(chat_render(&plain, 1, &marker_sys, &out, &n_img, &err), VLM_EINVAL);
         CHECK(strstr(err.msg, "default system prompt"));
-        struct chat_msg null_user = {CHAT_USER, NULL, 2};
+        struct chat_msg null_user = {.role = CHAT_USER, .text = NULL, .n_images = 2};
         CHECK_EQ(chat_render(&null_user, 1, &o, &out, &n_img, &err), 0);
         CHECK_STR(out.s, "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
                          "<|im_start|>user\n<image> <image>\n<|im_end|>\n"
@@ -193,6 +237,7 @@ int main(void)
     }
 
     cJSON_Delete(goldens);
+    free(text);
     tok_free(tok);
     return test_report();
 }

@@ -33,7 +33,7 @@ static const struct bad_case BAD[] = {
     {OAI_KIND_CHAT, "{\"messages\":[]}", 400, "messages"},
     {OAI_KIND_CHAT, "{\"messages\":[5]}", 400, "messages[0]"},
     {OAI_KIND_CHAT, "{\"messages\":[{\"content\":\"x\"}]}", 400, "messages[0].role"},
-    {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", 400, "messages[0].role"},
+    {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}", 400, "messages[0].role"},
     {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"user\"}]}", 400, "messages[0].content"},
     {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}", 400,
      "messages[0].content[0].text"},
@@ -94,6 +94,56 @@ static const struct bad_case BAD[] = {
      "{\"type\":\"image_url\",\"image_url\":\"b\"},{\"type\":\"image_url\",\"image_url\":\"c\"},"
      "{\"type\":\"image_url\",\"image_url\":\"d\"},{\"type\":\"image_url\",\"image_url\":\"e\"}]}]}",
      400, "messages[0].content[4].image_url"},
+    /* tools */
+    {OAI_KIND_CHAT, "{" M ",\"tools\":{}}", 400, "tools"},
+    {OAI_KIND_CHAT, "{" M ",\"tools\":[5]}", 400, "tools[0]"},
+    {OAI_KIND_CHAT, "{" M ",\"tools\":[{\"type\":\"code\",\"function\":{\"name\":\"f\"}}]}", 400,
+     "tools[0].type"},
+    {OAI_KIND_CHAT, "{" M ",\"tools\":[{\"type\":\"function\"}]}", 400, "tools[0].function"},
+    {OAI_KIND_CHAT, "{" M ",\"tools\":[{\"type\":\"function\",\"function\":{}}]}", 400,
+     "tools[0].function.name"},
+    {OAI_KIND_CHAT, "{" M ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"\"}}]}", 400,
+     "tools[0].function.name"},
+    {OAI_KIND_CHAT, "{" M ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},"
+     "{\"type\":\"function\",\"function\":{\"name\":7}}]}", 400, "tools[1].function.name"},
+    {OAI_KIND_CHAT, "{" M ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+     "\"description\":1}}]}", 400, "tools[0].function.description"},
+    {OAI_KIND_CHAT, "{" M ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+     "\"parameters\":[]}}]}", 400, "tools[0].function.parameters"},
+    {OAI_KIND_CHAT, "{" M ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+     "\"tool_choice\":\"required\"}", 400, "tool_choice"},
+    {OAI_KIND_CHAT, "{" M ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+     "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}", 400, "tool_choice"},
+    {OAI_KIND_CHAT, "{" M ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+     "\"tool_choice\":\"sometimes\"}", 400, "tool_choice"},
+    {OAI_KIND_CHAT, "{" M ",\"tool_choice\":5}", 400, "tool_choice"},
+    {OAI_KIND_CHAT, "{" M ",\"tool_choice\":\"auto\"}", 400, "tool_choice"},
+    {OAI_KIND_CHAT, "{" M ",\"parallel_tool_calls\":\"yes\"}", 400, "parallel_tool_calls"},
+    {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":{}}]}", 400,
+     "messages[0].tool_calls"},
+    {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[1]}]}", 400,
+     "messages[0].tool_calls[0]"},
+    {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"type\":\"x\","
+     "\"function\":{\"name\":\"f\"}}]}]}", 400, "messages[0].tool_calls[0].type"},
+    {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":1,"
+     "\"function\":{\"name\":\"f\"}}]}]}", 400, "messages[0].tool_calls[0].id"},
+    {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c\"}]}]}", 400,
+     "messages[0].tool_calls[0].function"},
+    {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"function\":"
+     "{\"arguments\":\"{}\"}}]}]}", 400, "messages[0].tool_calls[0].function.name"},
+    {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"function\":"
+     "{\"name\":\"f\",\"arguments\":\"{oops\"}}]}]}", 400,
+     "messages[0].tool_calls[0].function.arguments"},
+    {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"function\":"
+     "{\"name\":\"f\",\"arguments\":5}}]}]}", 400, "messages[0].tool_calls[0].function.arguments"},
+    {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"tool\",\"tool_call_id\":3,\"content\":\"x\"}]}", 400,
+     "messages[0].tool_call_id"},
+    {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"tool\",\"tool_call_id\":\"c\"}]}", 400,
+     "messages[0].content"},
+    {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"tool\",\"content\":[{\"type\":\"image_url\","
+     "\"image_url\":\"a\"}]}]}", 400, "messages[0].content[0].image_url"},
+    {OAI_KIND_TOKENIZE, "{" M ",\"tools\":[{\"type\":\"function\",\"function\":{}}]}", 400,
+     "tools[0].function.name"},
     {OAI_KIND_COMPLETION, "{}", 400, "prompt"},
     {OAI_KIND_COMPLETION, "{\"prompt\":5}", 400, "prompt"},
     {OAI_KIND_COMPLETION, "{\"prompt\":[1,-1]}", 400, "prompt"},
@@ -222,6 +272,27 @@ static void test_alloc_sweep(void)
             vlm_fail_alloc_after(-1);
             if (rc == 0) ok = 1;
             else CHECK(rc == VLM_ENOMEM && e.http_status == 503);
+            oai_request_destroy(&q);
+        }
+        CHECK(ok);
+    }
+    TEST("allocation failure sweep: tools and tool calls") {
+        const char *b =
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"assistant\","
+            "\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":[1,2]}\"}},"
+            "{\"function\":{\"name\":\"g\"}}]},{\"role\":\"tool\",\"content\":\"r\"}],"
+            "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":"
+            "{\"type\":\"object\"}}},{\"type\":\"function\",\"function\":{\"name\":\"g\"}}]}";
+        int ok = 0;
+        for (long n = 0; n < 400 && !ok; n++) {
+            struct oai_request q;
+            struct vlm_err e = {0};
+            vlm_fail_alloc_after(n);
+            int rc = oai_parse(OAI_KIND_CHAT, b, strlen(b), &LIM, &q, &e);
+            vlm_fail_alloc_after(-1);
+            if (rc == 0) ok = 1;
+            else CHECK(rc == VLM_ENOMEM && e.http_status == 503);
+            if (rc == 0) CHECK_EQ(q.n_tools, 2);
             oai_request_destroy(&q);
         }
         CHECK(ok);
