@@ -109,21 +109,27 @@ __device__ int sp_block_max(int v, int *ws)
     return ws[32];
 }
 
+/* The best (value, id) by sp_before over the warp, in every lane. */
+__device__ __forceinline__ void sp_warp_argmax(float *bv, int32_t *bi)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, *bv, o);
+        int32_t oi = __shfl_xor_sync(0xffffffffu, *bi, o);
+        if (sp_before(ov, oi, *bv, *bi)) {
+            *bv = ov;
+            *bi = oi;
+        }
+    }
+}
+
 /* (value, id) of the best entry by sp_before; every thread gets it. */
 __device__ void sp_block_argmax(float *v, int32_t *id, float *wv, int32_t *wi)
 {
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
     float bv = *v;
     int32_t bi = *id;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-        int32_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (sp_before(ov, oi, bv, bi)) {
-            bv = ov;
-            bi = oi;
-        }
-    }
+    sp_warp_argmax(&bv, &bi);
     __syncthreads();
     if (lane == 0) {
         wv[warp] = bv;
@@ -133,15 +139,7 @@ __device__ void sp_block_argmax(float *v, int32_t *id, float *wv, int32_t *wi)
     if (warp == 0) {
         bv = lane < n_warps ? wv[lane] : -INFINITY;
         bi = lane < n_warps ? wi[lane] : INT_MAX;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            int32_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (sp_before(ov, oi, bv, bi)) {
-                bv = ov;
-                bi = oi;
-            }
-        }
+        sp_warp_argmax(&bv, &bi);
         if (lane == 0) {
             wv[32] = bv;
             wi[32] = bi;

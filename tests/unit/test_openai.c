@@ -255,47 +255,46 @@ static void test_good(void)
     }
 }
 
+/* Parses body with the n-th allocation failing, for n = 0, 1, ... until it parses (at most
+ * max_n): every failure must be a clean 503; the parse that succeeds has n_tools tools. */
+static void alloc_sweep(const char *body, long max_n, int32_t n_tools)
+{
+    int ok = 0;
+    for (long n = 0; n < max_n && !ok; n++) {
+        struct oai_request q;
+        struct vlm_err e = {0};
+        vlm_fail_alloc_after(n);
+        int rc = oai_parse(OAI_KIND_CHAT, body, strlen(body), &LIM, &q, &e);
+        vlm_fail_alloc_after(-1);
+        if (rc == 0) {
+            ok = 1;
+            CHECK_EQ(q.n_tools, n_tools);
+        } else {
+            CHECK(rc == VLM_ENOMEM && e.http_status == 503);
+        }
+        oai_request_destroy(&q);
+    }
+    CHECK(ok);
+}
+
 static void test_alloc_sweep(void)
 {
     TEST("allocation failure sweep") {
-        const char *b =
+        alloc_sweep(
             "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
             "{\"type\":\"image_url\",\"image_url\":\"data:x\"},{\"type\":\"image_url\","
             "\"image_url\":\"data:y\"}]},{\"role\":\"assistant\",\"content\":\"b\"},"
-            "{\"role\":\"user\",\"content\":\"c\"}],\"stop\":[\"x\",\"yy\"],\"model\":\"tiny\"}";
-        int ok = 0;
-        for (long n = 0; n < 200 && !ok; n++) {
-            struct oai_request q;
-            struct vlm_err e = {0};
-            vlm_fail_alloc_after(n);
-            int rc = oai_parse(OAI_KIND_CHAT, b, strlen(b), &LIM, &q, &e);
-            vlm_fail_alloc_after(-1);
-            if (rc == 0) ok = 1;
-            else CHECK(rc == VLM_ENOMEM && e.http_status == 503);
-            oai_request_destroy(&q);
-        }
-        CHECK(ok);
+            "{\"role\":\"user\",\"content\":\"c\"}],\"stop\":[\"x\",\"yy\"],\"model\":\"tiny\"}",
+            200, 0);
     }
     TEST("allocation failure sweep: tools and tool calls") {
-        const char *b =
+        alloc_sweep(
             "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"assistant\","
             "\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":[1,2]}\"}},"
             "{\"function\":{\"name\":\"g\"}}]},{\"role\":\"tool\",\"content\":\"r\"}],"
             "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":"
-            "{\"type\":\"object\"}}},{\"type\":\"function\",\"function\":{\"name\":\"g\"}}]}";
-        int ok = 0;
-        for (long n = 0; n < 400 && !ok; n++) {
-            struct oai_request q;
-            struct vlm_err e = {0};
-            vlm_fail_alloc_after(n);
-            int rc = oai_parse(OAI_KIND_CHAT, b, strlen(b), &LIM, &q, &e);
-            vlm_fail_alloc_after(-1);
-            if (rc == 0) ok = 1;
-            else CHECK(rc == VLM_ENOMEM && e.http_status == 503);
-            if (rc == 0) CHECK_EQ(q.n_tools, 2);
-            oai_request_destroy(&q);
-        }
-        CHECK(ok);
+            "{\"type\":\"object\"}}},{\"type\":\"function\",\"function\":{\"name\":\"g\"}}]}",
+            400, 2);
     }
 }
 
