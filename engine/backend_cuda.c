@@ -63,15 +63,14 @@ struct cuda_stage {
 struct cuda_graph {
     uint64_t key;
     cudaGraphExec_t exec;       /* owned */
-    char *arena_host;           /* (GRAPH_ARENA_BYTES) pinned, in arenas_host */
-    char *arena_dev;            /* (GRAPH_ARENA_BYTES) device, in arenas_dev */
 };
 
 struct cuda_graphs {
     struct cuda_graph g[GRAPH_MAX];
     int32_t n;
-    char *arenas_host;          /* (GRAPH_MAX * GRAPH_ARENA_BYTES) pinned, owned */
-    char *arenas_dev;           /* (GRAPH_MAX * GRAPH_ARENA_BYTES) device, owned */
+    /* arenas: graph i stages into row i (what its ops copied, read by its copy nodes) */
+    char *arenas_host;          /* (GRAPH_MAX, GRAPH_ARENA_BYTES) pinned, owned */
+    char *arenas_dev;           /* (GRAPH_MAX, GRAPH_ARENA_BYTES) device, owned */
     char *meta_host;            /* (GRAPH_META_BYTES) pinned, owned */
     char *meta_dev;             /* (GRAPH_META_BYTES) device, owned */
     cudaEvent_t meta_copied;    /* recorded after each copy out of meta_host */
@@ -162,7 +161,7 @@ static void *stage_reserve(struct cuda_ctx *c, size_t n, void **dev)
 {
     struct cuda_stage *s = &c->st;
     if (c->gr.capturing) { /* into the graph's arena: no moving between halves in a capture */
-        struct cuda_graph *g = &c->gr.g[c->gr.n];
+        size_t arena = (size_t)c->gr.n * GRAPH_ARENA_BYTES; /* the graph being captured */
         size_t off = (c->gr.arena_off + 15) & ~(size_t)15;
         if (off + n > GRAPH_ARENA_BYTES) {
             /* too much for a graph (a very large batch): graph_end drops the capture, so the
@@ -173,8 +172,8 @@ static void *stage_reserve(struct cuda_ctx *c, size_t n, void **dev)
             return s->host[s->cur];
         }
         c->gr.arena_off = off + n;
-        *dev = g->arena_dev + off;
-        return g->arena_host + off;
+        *dev = c->gr.arenas_dev + arena + off;
+        return c->gr.arenas_host + arena + off;
     }
     VLM_ASSERT(n <= STAGE_BYTES);
     size_t off = (s->off + 15) & ~(size_t)15;
@@ -923,10 +922,6 @@ int backend_cuda_init(struct backend *b, const struct backend_params *p, struct 
         return init_fail(c, err, "cudaHostAlloc (graph arenas)", e);
     if ((e = cudaMalloc((void **)&c->gr.arenas_dev, arenas)))
         return init_fail(c, err, "cudaMalloc (graph arenas)", e);
-    for (int32_t i = 0; i < GRAPH_MAX; i++) {
-        c->gr.g[i].arena_host = c->gr.arenas_host + (size_t)i * GRAPH_ARENA_BYTES;
-        c->gr.g[i].arena_dev = c->gr.arenas_dev + (size_t)i * GRAPH_ARENA_BYTES;
-    }
     if ((e = cudaMalloc(&c->blas_ws, BLAS_WS_BYTES)))
         return init_fail(c, err, "cudaMalloc (cuBLAS workspace)", e);
     if ((e = cudaMalloc(&c->attn_ws, ATTN_WS_BYTES)))

@@ -42,7 +42,7 @@ struct rec_call {
     bool has_t4;       /* matmul bias / layernorm b present */
     float f[2];
     struct kv_layer *kv;
-    int32_t *idx;      /* owned copy, or NULL */
+    const int32_t *idx; /* owned copy in a recorded graph (borrowed in an eager call) */
     int32_t n;
 };
 
@@ -74,23 +74,11 @@ struct emu_ctx {
 
 /* ==== Recording ==== */
 
-/* The next call's slot: in the graph being recorded, or, for eager calls, a scratch slot
- * (the graph slot past the last kept one) that submit() empties again. */
-static struct rec_call *rec_add(struct emu_ctx *c, enum rec_kind kind)
+/* A host array an op reads: copied while recording (the copy is what replays use, as CUDA
+ * graphs freeze staged copies), borrowed for an eager call. */
+static const int32_t *keep_idx(const struct emu_ctx *c, const int32_t *idx, int64_t n)
 {
-    struct rec_graph *g = &c->graphs[c->n_graphs];
-    if (g->n_calls == g->cap) {
-        g->cap = g->cap ? 2 * g->cap : 256;
-        g->calls = xrealloc(g->calls, (size_t)g->cap * sizeof *g->calls);
-    }
-    struct rec_call *r = &g->calls[g->n_calls++];
-    memset(r, 0, sizeof *r);
-    r->kind = kind;
-    return r;
-}
-
-static int32_t *dup_idx(const int32_t *idx, int64_t n)
-{
+    if (!c->recording) return idx;
     int32_t *d = xmalloc((size_t)(n > 0 ? n : 1) * sizeof *d);
     if (n > 0) memcpy(d, idx, (size_t)n * sizeof *d);
     return d;
@@ -124,14 +112,19 @@ static void play(struct emu_ctx *c, const struct rec_call *r)
     }
 }
 
-/* Records r when recording, else runs it now; either way r's idx copy is released after an
- * eager run. */
-static void submit(struct emu_ctx *c, struct rec_call *r)
+/* Appends r to the graph being recorded, or runs it now. */
+static void submit(struct emu_ctx *c, const struct rec_call *r)
 {
-    if (c->recording) return; /* stays in the graph being recorded */
-    play(c, r);
-    free(r->idx);
-    c->graphs[c->n_graphs].n_calls--; /* the scratch slot is reused by the next call */
+    if (!c->recording) {
+        play(c, r);
+        return;
+    }
+    struct rec_graph *g = &c->graphs[c->n_graphs];
+    if (g->n_calls == g->cap) {
+        g->cap = g->cap ? 2 * g->cap : 256;
+        g->calls = xrealloc(g->calls, (size_t)g->cap * sizeof *g->calls);
+    }
+    g->calls[g->n_calls++] = *r;
 }
 
 /* ==== Wrapped entries ==== */
@@ -140,7 +133,7 @@ static void g_destroy(void *ctx)
 {
     struct emu_ctx *c = ctx;
     for (int32_t i = 0; i <= c->n_graphs && i < GRAPH_MAX; i++) {
-        for (int32_t j = 0; j < c->graphs[i].n_calls; j++) free(c->graphs[i].calls[j].idx);
+        for (int32_t j = 0; j < c->graphs[i].n_calls; j++) free((void *)c->graphs[i].calls[j].idx);
         free(c->graphs[i].calls);
     }
     backend_destroy(&c->inner);
@@ -259,7 +252,7 @@ static void g_set_step(void *ctx, const struct step_meta *m)
 static void g_matmul(void *ctx, struct tensor *y, const struct tensor *x, const struct tensor *w,
                      const struct tensor *bias)
 {
-    struct rec_call *r = rec_add(ctx, R_MATMUL);
+    struct rec_call call = {.kind = R_MATMUL}, *r = &call;
     T(0, y);
     T(1, x);
     T(2, w);
@@ -272,7 +265,7 @@ static void g_matmul(void *ctx, struct tensor *y, const struct tensor *x, const 
 
 static void g_add(void *ctx, struct tensor *y, const struct tensor *a, const struct tensor *b)
 {
-    struct rec_call *r = rec_add(ctx, R_ADD);
+    struct rec_call call = {.kind = R_ADD}, *r = &call;
     T(0, y);
     T(1, a);
     T(2, b);
@@ -282,7 +275,7 @@ static void g_add(void *ctx, struct tensor *y, const struct tensor *a, const str
 static void g_rmsnorm(void *ctx, struct tensor *y, const struct tensor *x, const struct tensor *w,
                       float eps)
 {
-    struct rec_call *r = rec_add(ctx, R_RMSNORM);
+    struct rec_call call = {.kind = R_RMSNORM}, *r = &call;
     T(0, y);
     T(1, x);
     T(2, w);
@@ -293,7 +286,7 @@ static void g_rmsnorm(void *ctx, struct tensor *y, const struct tensor *x, const
 static void g_add_rmsnorm(void *ctx, struct tensor *res, struct tensor *y, const struct tensor *d,
                           const struct tensor *w, float eps)
 {
-    struct rec_call *r = rec_add(ctx, R_ADD_RMSNORM);
+    struct rec_call call = {.kind = R_ADD_RMSNORM}, *r = &call;
     T(0, res);
     T(1, y);
     T(2, d);
@@ -305,7 +298,7 @@ static void g_add_rmsnorm(void *ctx, struct tensor *res, struct tensor *y, const
 static void g_layernorm(void *ctx, struct tensor *y, const struct tensor *x, const struct tensor *w,
                         const struct tensor *b, float eps)
 {
-    struct rec_call *r = rec_add(ctx, R_LAYERNORM);
+    struct rec_call call = {.kind = R_LAYERNORM}, *r = &call;
     T(0, y);
     T(1, x);
     T(2, w);
@@ -319,7 +312,7 @@ static void g_layernorm(void *ctx, struct tensor *y, const struct tensor *x, con
 
 static void g_rope_neox(void *ctx, struct tensor *x, float theta)
 {
-    struct rec_call *r = rec_add(ctx, R_ROPE_NEOX);
+    struct rec_call call = {.kind = R_ROPE_NEOX}, *r = &call;
     T(0, x);
     r->f[0] = theta;
     submit(ctx, r);
@@ -327,7 +320,7 @@ static void g_rope_neox(void *ctx, struct tensor *x, float theta)
 
 static void g_norm_rope(void *ctx, struct tensor *x, const struct tensor *w, float theta, float eps)
 {
-    struct rec_call *r = rec_add(ctx, R_NORM_ROPE);
+    struct rec_call call = {.kind = R_NORM_ROPE}, *r = &call;
     T(0, x);
     T(1, w);
     r->f[0] = theta;
@@ -338,7 +331,7 @@ static void g_norm_rope(void *ctx, struct tensor *x, const struct tensor *w, flo
 static void g_rope_table(void *ctx, struct tensor *x, const struct tensor *cos,
                          const struct tensor *sin)
 {
-    struct rec_call *r = rec_add(ctx, R_ROPE_TABLE);
+    struct rec_call call = {.kind = R_ROPE_TABLE}, *r = &call;
     T(0, x);
     T(1, cos);
     T(2, sin);
@@ -347,7 +340,7 @@ static void g_rope_table(void *ctx, struct tensor *x, const struct tensor *cos,
 
 static void g_silu_mul(void *ctx, struct tensor *y, const struct tensor *g, const struct tensor *u)
 {
-    struct rec_call *r = rec_add(ctx, R_SILU_MUL);
+    struct rec_call call = {.kind = R_SILU_MUL}, *r = &call;
     T(0, y);
     T(1, g);
     T(2, u);
@@ -356,7 +349,7 @@ static void g_silu_mul(void *ctx, struct tensor *y, const struct tensor *g, cons
 
 static void g_gelu_erf(void *ctx, struct tensor *y, const struct tensor *x)
 {
-    struct rec_call *r = rec_add(ctx, R_GELU_ERF);
+    struct rec_call call = {.kind = R_GELU_ERF}, *r = &call;
     T(0, y);
     T(1, x);
     submit(ctx, r);
@@ -364,7 +357,7 @@ static void g_gelu_erf(void *ctx, struct tensor *y, const struct tensor *x)
 
 static void g_quick_gelu(void *ctx, struct tensor *y, const struct tensor *x)
 {
-    struct rec_call *r = rec_add(ctx, R_QUICK_GELU);
+    struct rec_call call = {.kind = R_QUICK_GELU}, *r = &call;
     T(0, y);
     T(1, x);
     submit(ctx, r);
@@ -372,7 +365,7 @@ static void g_quick_gelu(void *ctx, struct tensor *y, const struct tensor *x)
 
 static void g_embed(void *ctx, struct tensor *y, const struct tensor *table)
 {
-    struct rec_call *r = rec_add(ctx, R_EMBED);
+    struct rec_call call = {.kind = R_EMBED}, *r = &call;
     T(0, y);
     T(1, table);
     submit(ctx, r);
@@ -380,7 +373,7 @@ static void g_embed(void *ctx, struct tensor *y, const struct tensor *table)
 
 static void g_kv_store(void *ctx, struct kv_layer *kv, const struct tensor *k, const struct tensor *v)
 {
-    struct rec_call *r = rec_add(ctx, R_KV_STORE);
+    struct rec_call call = {.kind = R_KV_STORE}, *r = &call;
     T(0, k);
     T(1, v);
     r->kv = kv;
@@ -390,7 +383,7 @@ static void g_kv_store(void *ctx, struct kv_layer *kv, const struct tensor *k, c
 static void g_attn_paged(void *ctx, struct tensor *o, const struct tensor *q,
                          const struct kv_layer *kv, float scale)
 {
-    struct rec_call *r = rec_add(ctx, R_ATTN_PAGED);
+    struct rec_call call = {.kind = R_ATTN_PAGED}, *r = &call;
     T(0, o);
     T(1, q);
     r->kv = (struct kv_layer *)kv; /* handed back as const */
@@ -402,12 +395,12 @@ static void g_attn_varlen(void *ctx, struct tensor *o, const struct tensor *q,
                           const struct tensor *k, const struct tensor *v, const int32_t *cu,
                           int32_t n_seg, float scale)
 {
-    struct rec_call *r = rec_add(ctx, R_ATTN_VARLEN);
+    struct rec_call call = {.kind = R_ATTN_VARLEN}, *r = &call;
     T(0, o);
     T(1, q);
     T(2, k);
     T(3, v);
-    r->idx = dup_idx(cu, (int64_t)n_seg + 1);
+    r->idx = keep_idx(ctx, cu, (int64_t)n_seg + 1);
     r->n = n_seg;
     r->f[0] = scale;
     submit(ctx, r);
@@ -416,26 +409,26 @@ static void g_attn_varlen(void *ctx, struct tensor *o, const struct tensor *q,
 static void g_gather_rows(void *ctx, struct tensor *dst, const struct tensor *src,
                           const int32_t *idx)
 {
-    struct rec_call *r = rec_add(ctx, R_GATHER_ROWS);
+    struct rec_call call = {.kind = R_GATHER_ROWS}, *r = &call;
     T(0, dst);
     T(1, src);
-    r->idx = dup_idx(idx, tensor_nrows(dst));
+    r->idx = keep_idx(ctx, idx, tensor_nrows(dst));
     submit(ctx, r);
 }
 
 static void g_scatter_rows(void *ctx, struct tensor *dst, const struct tensor *src,
                            const int32_t *idx)
 {
-    struct rec_call *r = rec_add(ctx, R_SCATTER_ROWS);
+    struct rec_call call = {.kind = R_SCATTER_ROWS}, *r = &call;
     T(0, dst);
     T(1, src);
-    r->idx = dup_idx(idx, tensor_nrows(src));
+    r->idx = keep_idx(ctx, idx, tensor_nrows(src));
     submit(ctx, r);
 }
 
 static void g_cast(void *ctx, struct tensor *y, const struct tensor *x)
 {
-    struct rec_call *r = rec_add(ctx, R_CAST);
+    struct rec_call call = {.kind = R_CAST}, *r = &call;
     T(0, y);
     T(1, x);
     submit(ctx, r);
@@ -469,7 +462,7 @@ static void g_graph_begin(void *ctx)
     struct emu_ctx *c = ctx;
     VLM_ASSERT(c->key != 0 && !c->recording);
     c->recording = true;
-    c->graphs[c->n_graphs].n_calls = 0; /* the scratch slot becomes the new graph */
+    c->graphs[c->n_graphs].n_calls = 0; /* the slot past the kept graphs records */
 }
 
 static bool g_graph_end(void *ctx)
@@ -478,8 +471,8 @@ static bool g_graph_end(void *ctx)
     VLM_ASSERT(c->recording);
     c->recording = false;
     struct rec_graph *g = &c->graphs[c->n_graphs];
-    if (c->n_graphs + 1 >= GRAPH_MAX) { /* keep the last slot as eager scratch */
-        for (int32_t j = 0; j < g->n_calls; j++) free(g->calls[j].idx);
+    if (c->n_graphs + 1 >= GRAPH_MAX) { /* the last slot only records: keep nothing new */
+        for (int32_t j = 0; j < g->n_calls; j++) free((void *)g->calls[j].idx);
         g->n_calls = 0;
         return false;
     }

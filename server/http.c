@@ -306,6 +306,18 @@ static void page_csp(char *out, size_t cap)
              src);
 }
 
+/* Every response leaves through here: CORS headers, queued, counted by status, and the
+ * connection marked sent. Takes resp's reference. */
+static enum MHD_Result queue(struct conn *c, int status, struct MHD_Response *resp)
+{
+    add_cors(c, resp);
+    enum MHD_Result r = MHD_queue_response(c->mhd, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    metrics_status(c->srv->d.metrics, status);
+    c->phase = PHASE_SENT;
+    return r;
+}
+
 /* GET / : the embedded page (static bytes, never freed). */
 static enum MHD_Result serve_page(struct conn *c)
 {
@@ -317,12 +329,7 @@ static enum MHD_Result serve_page(struct conn *c)
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    add_cors(c, resp);
-    enum MHD_Result r = MHD_queue_response(c->mhd, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-    metrics_status(c->srv->d.metrics, 200);
-    c->phase = PHASE_SENT;
-    return r;
+    return queue(c, MHD_HTTP_OK, resp);
 }
 
 /* ==== Responses ==== */
@@ -338,12 +345,7 @@ static enum MHD_Result send_buf(struct conn *c, int status, const char *ctype, c
     }
     if (ctype) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (retry_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
-    add_cors(c, resp);
-    enum MHD_Result r = MHD_queue_response(c->mhd, (unsigned)status, resp);
-    MHD_destroy_response(resp);
-    metrics_status(c->srv->d.metrics, status);
-    c->phase = PHASE_SENT;
-    return r;
+    return queue(c, status, resp);
 }
 
 static enum MHD_Result send_json(struct conn *c, int status, char *json)
@@ -597,12 +599,7 @@ static enum MHD_Result start_stream(struct conn *c)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=utf-8");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-    add_cors(c, resp);
-    enum MHD_Result r = MHD_queue_response(c->mhd, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-    metrics_status(c->srv->d.metrics, 200);
-    c->phase = PHASE_SENT;
-    return r;
+    return queue(c, MHD_HTTP_OK, resp);
 }
 
 /* A suspended connection is not watched by MHD, and a non-streaming one writes nothing

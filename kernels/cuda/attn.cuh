@@ -46,6 +46,17 @@ struct attn_args {
     float2 *ws_ml;               /* (n_splits, n_tok, n_heads) (max, sum) */
 };
 
+/* The K/V cache row of key j of sequence seq: through the block table (paged), or row j
+ * itself (varlen: keys are the segment's own rows). */
+template <bool PAGED>
+static __device__ __forceinline__ int64_t attn_kv_row(const struct attn_args &a, int32_t seq,
+                                                      int32_t j)
+{
+    if (!PAGED) return j;
+    int32_t blk = a.block_tables[(int64_t)seq * a.max_blocks + j / a.block_size];
+    return (int64_t)blk * a.block_size + j % a.block_size;
+}
+
 template <int NP, bool PAGED>
 static __global__ void __launch_bounds__(256) attn_kernel(const struct attn_args a)
 {
@@ -115,14 +126,7 @@ static __global__ void __launch_bounds__(256) attn_kernel(const struct attn_args
             int32_t jj = u / hu, c = (u % hu) * vw, j = j0 + jj;
             uint4 kx = make_uint4(0, 0, 0, 0), vx = make_uint4(0, 0, 0, 0);
             if (j < kend) {
-                int64_t row;
-                if (PAGED) {
-                    int32_t blk = a.block_tables[(int64_t)tile.seq * a.max_blocks +
-                                                 j / a.block_size];
-                    row = (int64_t)blk * a.block_size + j % a.block_size;
-                } else {
-                    row = j;
-                }
+                int64_t row = attn_kv_row<PAGED>(a, tile.seq, j);
                 const uint32_t *kp = (const uint32_t *)(a.k + (row * kv_heads + kh) * a.hd) + c;
                 const uint32_t *vp = (const uint32_t *)(a.v + (row * kv_heads + kh) * a.hd) + c;
                 if (vw == 4) {
@@ -348,14 +352,7 @@ static __global__ void __launch_bounds__(128) attn_mma_kernel(const struct attn_
             bf16x8 kx, vx;
             kx.u = vx.u = make_uint4(0, 0, 0, 0);
             if (j < kend) {
-                int64_t row;
-                if (PAGED) {
-                    int32_t blk = a.block_tables[(int64_t)tile.seq * a.max_blocks +
-                                                 j / a.block_size];
-                    row = (int64_t)blk * a.block_size + j % a.block_size;
-                } else {
-                    row = j;
-                }
+                int64_t row = attn_kv_row<PAGED>(a, tile.seq, j);
                 int64_t off = (row * kv_heads + kh) * HD + 2 * c;
                 kx.u = *(const uint4 *)(a.k + off);
                 vx.u = *(const uint4 *)(a.v + off);
