@@ -168,16 +168,27 @@ int model_read_config(struct model_config *cfg, const char *dir, struct vlm_err 
                             cfg->n_heads ? cfg->hidden_size / cfg->n_heads : 0, 1, 4096);
     cfg->intermediate_size = cfg_int(&c, root, "intermediate_size", true, 0, 1, 1 << 20);
     cfg->vocab_size = cfg_int(&c, root, "vocab_size", true, 0, 1, 1 << 24);
+    /* absent: transformers' Qwen3Config default, said out loud (Qwen3 itself uses 1e6) */
+    if (!cJSON_GetObjectItemCaseSensitive(root, "rope_theta"))
+        log_warn("model: config.json has no \"rope_theta\": using 10000 (the transformers "
+                 "default; Qwen3 checkpoints set 1000000)");
     cfg->rope_theta = (float)cfg_num(&c, root, "rope_theta", 10000.0, 0.0, 1e12);
+    /* only plain RoPE is implemented: a scaled variant would serve different numbers */
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    if (!c.rc && rs && !cJSON_IsNull(rs))
+        c.rc = vlm_err_set(err, VLM_EINVAL, 500,
+                           "config.json: \"rope_scaling\" is set; this server implements plain "
+                           "RoPE only (rope_scaling must be null or absent)");
+    cfg->only_navit = cfg_bool(&c, root, "only_navit", true);
     cfg->rms_norm_eps = (float)cfg_num(&c, root, "rms_norm_eps", 1e-6, 0.0, 1.0);
     cfg->tie_word_embeddings = cfg_bool(&c, root, "tie_word_embeddings", false);
     cfg->max_position_embeddings = cfg_int(&c, root, "max_position_embeddings", false, 32768, 1, INT32_MAX);
     cfg->bos_token_id = cfg_int(&c, root, "bos_token_id", false, -1, 0, INT32_MAX);
     cfg_eos(&c, root, cfg);
-    /* ARCH_SPEC §5.2 / §8 Q4: the Valley processor's own default is true, but the value
-     * Valley2.5 ships is unknown. This project treats an absent key as false (no
-     * <im_start>/<im_end> wrapping); a checkpoint that wants wrapping says so explicitly. */
-    cfg->use_special_start_end_token = cfg_bool(&c, root, "use_special_start_end_token", false);
+    /* The Valley processor wraps every image as <im_start><image><im_end> by default and
+     * never reads config.json; an explicit false here is the checkpoint author's statement
+     * that the model was trained without the markers (docs/MODEL.md, "Image markers"). */
+    cfg->use_special_start_end_token = cfg_bool(&c, root, "use_special_start_end_token", true);
     cfg->tokenizer_model_max_length = cfg_int(&c, root, "tokenizer_model_max_length", false, 0, 0, INT32_MAX);
     if (!c.rc && cfg->n_heads % cfg->n_kv_heads)
         c.rc = vlm_err_set(err, VLM_EINVAL, 500,
@@ -213,13 +224,27 @@ static void fmt_shape(char *buf, size_t n, const int64_t *d, int rank)
     if (o < n) snprintf(buf + o, n - o, "]");
 }
 
+/* The mapped files and which of their tensors have been bound (used[i] for st_get(set, i)):
+ * whatever is left unbound after loading is a tensor this server does not know. */
+struct binder {
+    const struct st_set *set;
+    uint8_t *used; /* (st_count(set)), owned */
+};
+
+static const struct st_tensor *bfind(struct binder *st, const char *name)
+{
+    const struct st_tensor *t = st_find(st->set, name);
+    if (t) st->used[t - st_get(st->set, 0)] = 1;
+    return t;
+}
+
 /* Binds name with expected shape want[0..rank) (outermost first) into *out. */
-static int bind(const struct st_set *st, struct tensor *out, const char *name, int rank,
+static int bind(struct binder *st, struct tensor *out, const char *name, int rank,
                 const int64_t *want, struct vlm_err *err)
 {
     char ws[96], hs[96];
     fmt_shape(ws, sizeof ws, want, rank);
-    const struct st_tensor *t = st_find(st, name);
+    const struct st_tensor *t = bfind(st, name);
     if (!t) return vlm_err_set(err, VLM_EINVAL, 500, "model: missing tensor '%s' (expected %s)", name, ws);
     if (t->type != DT_BF16 && t->type != DT_F16 && t->type != DT_F32)
         return vlm_err_set(err, VLM_EINVAL, 500, "model: tensor '%s' has dtype %s, want BF16, F16 or F32",
@@ -238,22 +263,21 @@ static int bind(const struct st_set *st, struct tensor *out, const char *name, i
     return 0;
 }
 
-static int bind1(const struct st_set *st, struct tensor *out, const char *name, int64_t d0,
+static int bind1(struct binder *st, struct tensor *out, const char *name, int64_t d0,
                  struct vlm_err *err)
 {
     return bind(st, out, name, 1, (int64_t[]){d0}, err);
 }
 
-static int bind2(const struct st_set *st, struct tensor *out, const char *name, int64_t d0,
+static int bind2(struct binder *st, struct tensor *out, const char *name, int64_t d0,
                  int64_t d1, struct vlm_err *err)
 {
     return bind(st, out, name, 2, (int64_t[]){d0, d1}, err);
 }
 
-static int bind_decoder(struct model *m, struct vlm_err *err)
+static int bind_decoder(struct model *m, struct binder *st, struct vlm_err *err)
 {
     const struct model_config *c = &m->cfg;
-    const struct st_set *st = m->files;
     struct model_weights *w = &m->w;
     int64_t H = c->hidden_size, F = c->intermediate_size, D = c->head_dim;
     int64_t Q = (int64_t)c->n_heads * D, KV = (int64_t)c->n_kv_heads * D;
@@ -280,15 +304,16 @@ static int bind_decoder(struct model *m, struct vlm_err *err)
     }
     if ((rc = bind1(st, &w->final_norm, "model.norm.weight", H, err))) return rc;
     /* tied: lm_head is the embedding (a stored lm_head.weight is ignored, as HF does) */
-    if (c->tie_word_embeddings) w->lm_head = w->embed;
-    else if ((rc = bind2(st, &w->lm_head, "lm_head.weight", c->vocab_size, H, err))) return rc;
+    if (c->tie_word_embeddings) {
+        w->lm_head = w->embed;
+        (void)bfind(st, "lm_head.weight");
+    } else if ((rc = bind2(st, &w->lm_head, "lm_head.weight", c->vocab_size, H, err))) return rc;
     return 0;
 }
 
-static int bind_vision(struct model *m, struct vlm_err *err)
+static int bind_vision(struct model *m, struct binder *st, struct vlm_err *err)
 {
     struct model_config *c = &m->cfg;
-    const struct st_set *st = m->files;
     struct model_weights *w = &m->w;
     int64_t E = c->vit_embed_dim, M = c->vit_mlp_hidden;
     int64_t K = (int64_t)c->in_chans * c->temporal_patch_size * c->patch_size * c->patch_size;
@@ -297,7 +322,7 @@ static int bind_vision(struct model *m, struct vlm_err *err)
     int rc;
 
     /* the Conv3d weight [E, C, T, P, P] read as the matrix [E, C*T*P*P] */
-    const struct st_tensor *pe = st_find(st, MODEL_VIT_PREFIX "patch_embed.proj.weight");
+    const struct st_tensor *pe = bfind(st, MODEL_VIT_PREFIX "patch_embed.proj.weight");
     int64_t pe_want[5] = {E, c->in_chans, c->temporal_patch_size, c->patch_size, c->patch_size};
     if ((rc = bind(st, &w->patch_embed, pe->name, pe->rank == 2 ? 2 : 5,
                    pe->rank == 2 ? (int64_t[]){E, K} : pe_want, err)))
@@ -326,7 +351,7 @@ static int bind_vision(struct model *m, struct vlm_err *err)
     if ((rc = bind1(st, &w->merger_ln_b, MODEL_VIT_PREFIX "merger.ln_q.bias", E, err))) return rc;
     /* the projector's hidden width is whatever mlp.0 says (ARCH_SPEC §8 Q1) */
     const char *fc1 = MODEL_VIT_PREFIX "merger.mlp.0.weight";
-    const struct st_tensor *t = st_find(st, fc1);
+    const struct st_tensor *t = bfind(st, fc1);
     if (!t) return vlm_err_set(err, VLM_EINVAL, 500, "model: missing tensor '%s'", fc1);
     int64_t mh = t->rank == 2 ? t->shape[0] : 0;
     if (mh < 1 || mh > (1 << 24))
@@ -348,17 +373,53 @@ static int bind_vision(struct model *m, struct vlm_err *err)
 
 /* ==== Load / destroy ==== */
 
+/* The Valley2 path (SigLIP tower + mm_projector) is not implemented: a checkpoint saved with
+ * only_navit false that carries its tensors is refused by name, before anything else. */
+static int check_only_navit(const struct model *m, struct vlm_err *err)
+{
+    if (m->cfg.only_navit) return 0;
+    for (int32_t i = 0; i < st_count(m->files); i++) {
+        const char *n = st_get(m->files, i)->name;
+        if (!strncmp(n, "model.vision_tower.", 19) || !strncmp(n, "model.mm_projector.", 19))
+            return vlm_err_set(err, VLM_EINVAL, 500,
+                               "model: \"only_navit\" is false and tensor '%.100s' is present: "
+                               "the SigLIP/mm_projector path is not supported", n);
+    }
+    return 0;
+}
+
+/* Every tensor in the files must have been bound: anything else would be silently ignored. */
+static int check_unknown(const struct binder *st, struct vlm_err *err)
+{
+    for (int32_t i = 0; i < st_count(st->set); i++) {
+        if (st->used[i]) continue;
+        const struct st_tensor *t = st_get(st->set, i);
+        return vlm_err_set(err, VLM_EINVAL, 500,
+                           "model: unknown tensor '%.100s' in %.40s: not part of the Valley2.5 "
+                           "layout config.json describes", t->name, t->file);
+    }
+    return 0;
+}
+
 int model_load(struct model *m, const char *dir, struct vlm_err *err)
 {
     memset(m, 0, sizeof *m);
+    struct binder st = {0};
     int rc = model_read_config(&m->cfg, dir, err);
     if (!rc) rc = st_open_dir(&m->files, dir, err);
-    if (!rc) rc = bind_decoder(m, err);
+    if (!rc) rc = check_only_navit(m, err);
+    if (!rc) {
+        st.set = m->files;
+        st.used = xcalloc((size_t)VLM_MAX(st_count(m->files), 1), 1);
+        rc = bind_decoder(m, &st, err);
+    }
     if (!rc) {
         m->cfg.has_vision = st_find(m->files, MODEL_VIT_PREFIX "patch_embed.proj.weight") != NULL;
-        if (m->cfg.has_vision) rc = bind_vision(m, err);
+        if (m->cfg.has_vision) rc = bind_vision(m, &st, err);
         else m->cfg.merger_hidden = 0;
     }
+    if (!rc) rc = check_unknown(&st, err);
+    free(st.used);
     if (rc) {
         model_destroy(m);
         return rc;

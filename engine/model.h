@@ -38,8 +38,10 @@ struct model_config {
     bool vit_quick_gelu;                  /* hidden_act quick_gelu (else exact gelu) */
     int32_t merger_hidden;                /* from merger.mlp.0.weight's shape */
     /* prompt settings carried by config.json */
-    bool use_special_start_end_token;
-    int32_t tokenizer_model_max_length;   /* 0 if absent */
+    bool use_special_start_end_token;     /* absent = true: wrap images in <im_start>/<im_end> */
+    int32_t tokenizer_model_max_length;   /* 0 if absent; the server refuses longer prompts
+                                             (the reference truncates the spliced sequence) */
+    bool only_navit;                      /* absent = true; false with SigLIP tensors is refused */
 };
 
 struct layer_weights {                    /* host views into the mmap, [out, in] row-major */

@@ -50,6 +50,30 @@ static int default_model_dir(char *dir, size_t cap, struct vlm_err *err)
     return testmodel_write(dir, &p, err);
 }
 
+/* Says whether images are wrapped and what the markers tokenize to: the reference wraps
+ * at string level, so they are single ids only when the tokenizer has them as added tokens. */
+static void log_image_markers(const struct tokenizer *tok, bool wrap)
+{
+    if (!wrap) {
+        log_info("server: images are not wrapped in <im_start>/<im_end> "
+                 "(config.json use_special_start_end_token false, or --image-start-end-tokens off)");
+        return;
+    }
+    const char *const marks[2] = {"<im_start>", "<im_end>"};
+    struct i32_vec ids[2] = {{0}, {0}};
+    for (int i = 0; i < 2; i++)
+        if (tok_encode(tok, marks[i], strlen(marks[i]), &ids[i], NULL)) ids[i].n = 0;
+    if (ids[0].n == 1 && ids[1].n == 1)
+        log_info("server: images are wrapped as <im_start><image><im_end>: ids %d, %d",
+                 ids[0].v[0], ids[1].v[0]);
+    else
+        log_warn("server: images are wrapped as <im_start><image><im_end>, but the tokenizer has "
+                 "no single tokens for them (%zu and %zu ids): they are encoded as plain text",
+                 (size_t)ids[0].n, (size_t)ids[1].n);
+    i32_vec_free(&ids[0]);
+    i32_vec_free(&ids[1]);
+}
+
 static void log_examples(const char *host, int port, const char *model, bool key)
 {
     const char *h = !host[0] || !strcmp(host, "0.0.0.0") || !strcmp(host, "::") ? "127.0.0.1" : host;
@@ -188,9 +212,11 @@ int main(int argc, char **argv, char **envp)
     pc.wrap_image_tokens = cfg.api.image_start_end_tokens == CONFIG_WRAP_AUTO
                                ? mc->use_special_start_end_token
                                : cfg.api.image_start_end_tokens == CONFIG_WRAP_ON;
+    if (mc->has_vision) log_image_markers(tok, pc.wrap_image_tokens);
     pc.pad_id = tok_find(tok, "<|image_pad|>");
     if (pc.pad_id < 0) pc.pad_id = 0;
     pc.max_model_len = max_model_len;
+    pc.max_prompt_len = mc->tokenizer_model_max_length;
     pc.max_tokens_default = cfg.api.max_tokens_default;
     vision_prep_params_default(&pc.vp);
     if (mc->has_vision) {
@@ -198,8 +224,11 @@ int main(int argc, char **argv, char **envp)
         pc.vp.merge = mc->spatial_merge_size;
         pc.vp.temporal = mc->temporal_patch_size;
     }
-    pc.vp.fetch_min_pixels = pc.vp.proc_min_pixels = cfg.media.min_pixels;
-    pc.vp.fetch_max_pixels = pc.vp.proc_max_pixels = cfg.media.max_pixels;
+    /* --min-pixels/--max-pixels bound the processor's resize only; fetch_image keeps its
+     * own 3136..12845056, so a limited image is resampled twice, as in the reference
+     * (docs/MODEL.md, "Image preprocessing") */
+    pc.vp.proc_min_pixels = cfg.media.min_pixels;
+    pc.vp.proc_max_pixels = cfg.media.max_pixels;
     video_params_default(&pc.video);
     pc.video.num_frames = cfg.media.video_num_frames;
     pc.video.max_frames = cfg.media.video_max_frames;

@@ -290,8 +290,9 @@ static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struc
                              "this model has no vision tower; image parts are not accepted");
     /* decode every media entry first: a video's frame count decides its number of markers */
     struct vision_prep_params vp = c->vp;
-    if (q->min_pixels) vp.fetch_min_pixels = vp.proc_min_pixels = q->min_pixels;
-    if (q->max_pixels) vp.fetch_max_pixels = vp.proc_max_pixels = q->max_pixels;
+    /* mm_processor_kwargs bound the processor's resize only (fetch_image keeps its own) */
+    if (q->min_pixels) vp.proc_min_pixels = q->min_pixels;
+    if (q->max_pixels) vp.proc_max_pixels = q->max_pixels;
     int32_t *per_media = xcalloc((size_t)VLM_MAX(q->n_media, 1), sizeof *per_media);
     int rc = 0;
     for (int32_t i = 0; i < q->n_media && !rc; i++) {
@@ -379,6 +380,13 @@ int prep_prompt_build(const struct prep_ctx *c, const struct oai_request *q, boo
     if (for_tokenize) return 0;
     if (n == 0) {
         rc = vlm_err_param(err, VLM_EINVAL, 400, what, "the prompt is empty");
+        goto fail;
+    }
+    if (c->max_prompt_len > 0 && n > c->max_prompt_len) {
+        rc = vlm_err_param(err, VLM_ETOOBIG, 400, what,
+                           "The prompt has %d tokens (images included), more than this model's "
+                           "tokenizer_model_max_length %d. The reference would truncate it; "
+                           "please reduce the length of the input.", (int)n, (int)c->max_prompt_len);
         goto fail;
     }
     if (n + 1 > ctx) {

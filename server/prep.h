@@ -49,6 +49,8 @@ struct prep_ctx {
     bool wrap_image_tokens;         /* the model's use_special_start_end_token */
     int32_t pad_id;                 /* id written at image placeholder positions */
     int32_t max_model_len;
+    int32_t max_prompt_len;         /* 0: none; config.json tokenizer_model_max_length (the
+                                       reference truncates longer prompts; here they are a 400) */
     int32_t max_tokens_default;     /* 0: up to the end of the context */
     struct vision_prep_params vp;   /* geometry from the model, pixel bounds from config */
     struct media_limits media;      /* decode limits */

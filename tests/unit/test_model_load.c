@@ -85,6 +85,26 @@ static void drop_tensor(const char *dir, const char *drop)
     st_close(s);
 }
 
+/* Rewrites dir/model.safetensors with one more bf16 tensor [4] named add. */
+static void add_tensor(const char *dir, const char *add)
+{
+    char path[600], tmp[620];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    struct st_set *s = NULL;
+    struct vlm_err err = {0};
+    if (st_open_file(&s, path, &err)) return;
+    struct st_tensor *all = calloc((size_t)st_count(s) + 1, sizeof *all);
+    static const uint16_t four[4] = {0x3f80, 0x3f80, 0x3f80, 0x3f80};
+    for (int32_t i = 0; i < st_count(s); i++) all[i] = *st_get(s, i);
+    all[st_count(s)] = (struct st_tensor){.name = add, .type = DT_BF16, .rank = 1, .shape = {4},
+                                          .data = four, .nbytes = sizeof four};
+    st_write_file(tmp, all, st_count(s) + 1, &err);
+    rename(tmp, path);
+    free(all);
+    st_close(s);
+}
+
 static int gen(const char *name, const struct testmodel_params *p)
 {
     struct vlm_err err = {0};
@@ -229,6 +249,10 @@ static void test_mismatch(void)
         {"vision_config a list", "vision_config", "[1]", "\"vision_config\" must be an object"},
         {"vision hidden_act unknown", "vision_config", "{\"depth\": 2, \"embed_dim\": 32, \"num_heads\": 2, \"hidden_act\": \"relu\"}",
          "\"hidden_act\" must be"},
+        {"rope_scaling set is refused", "rope_scaling", "{\"type\": \"yarn\", \"factor\": 4.0}",
+         "config.json: \"rope_scaling\" is set; this server implements plain RoPE only "
+         "(rope_scaling must be null or absent)"},
+        {"only_navit a string", "only_navit", "\"yes\"", "\"only_navit\" must be true or false"},
         {"vision heads do not divide dim", "vision_config", "{\"depth\": 2, \"embed_dim\": 32, \"num_heads\": 3}",
          "not a multiple of num_heads 3"},
     };
@@ -309,6 +333,101 @@ static void test_missing_and_tied(void)
         drop_tensor(sub("nob"), "model.qwen2vl_vision_tower.merger.mlp.2.bias");
         expect_fail(sub("nob"), VLM_EINVAL, "model.qwen2vl_vision_tower.merger.mlp.2.bias");
     }
+    TEST("only_navit false with a SigLIP tensor is refused, naming the tensor") {
+        CHECK_EQ(gen("siglip", &p), 0);
+        add_tensor(sub("siglip"), "model.vision_tower.vision_tower.vision_model.post_layernorm.weight");
+        edit_config(sub("siglip"), "only_navit", "false");
+        expect_fail(sub("siglip"), VLM_EINVAL,
+                    "model: \"only_navit\" is false and tensor "
+                    "'model.vision_tower.vision_tower.vision_model.post_layernorm.weight' is present: "
+                    "the SigLIP/mm_projector path is not supported");
+    }
+    TEST("only_navit false with an mm_projector tensor is refused") {
+        CHECK_EQ(gen("mmproj", &p), 0);
+        add_tensor(sub("mmproj"), "model.mm_projector.0.bias");
+        edit_config(sub("mmproj"), "only_navit", "false");
+        expect_fail(sub("mmproj"), VLM_EINVAL,
+                    "model: \"only_navit\" is false and tensor 'model.mm_projector.0.bias' is "
+                    "present: the SigLIP/mm_projector path is not supported");
+    }
+    TEST("only_navit false without SigLIP tensors loads") {
+        CHECK_EQ(gen("navitoff", &p), 0);
+        edit_config(sub("navitoff"), "only_navit", "false");
+        struct model m;
+        struct vlm_err err = {0};
+        CHECK_EQ(model_load(&m, sub("navitoff"), &err), 0);
+        CHECK(!m.cfg.only_navit);
+        model_destroy(&m);
+    }
+    TEST("a tensor the loader does not know is refused, naming it and its file") {
+        CHECK_EQ(gen("unk", &p), 0);
+        add_tensor(sub("unk"), "model.layers.0.self_attn.rotary_emb.inv_freq");
+        expect_fail(sub("unk"), VLM_EINVAL,
+                    "model: unknown tensor 'model.layers.0.self_attn.rotary_emb.inv_freq' in "
+                    "model.safetensors: not part of the Valley2.5 layout config.json describes");
+    }
+    TEST("a SigLIP tensor with only_navit absent is an unknown tensor") {
+        CHECK_EQ(gen("sig2", &p), 0);
+        add_tensor(sub("sig2"), "model.vision_tower.x");
+        expect_fail(sub("sig2"), VLM_EINVAL, "model: unknown tensor 'model.vision_tower.x'");
+    }
+    TEST("a text-only config over vision tensors: the vision tensors are unknown") {
+        struct testmodel_params t = p;
+        CHECK_EQ(gen("vt", &t), 0);
+        drop_tensor(sub("vt"), "model.qwen2vl_vision_tower.patch_embed.proj.weight");
+        expect_fail(sub("vt"), VLM_EINVAL, "model: unknown tensor 'model.qwen2vl_vision_tower.");
+    }
+    TEST("tied: a stored lm_head.weight is ignored, not unknown") {
+        struct testmodel_params t = p;
+        CHECK_EQ(gen("tiedlm", &t), 0);
+        edit_config(sub("tiedlm"), "tie_word_embeddings", "true");
+        struct model m;
+        struct vlm_err err = {0};
+        CHECK_EQ(model_load(&m, sub("tiedlm"), &err), 0);
+        CHECK(m.w.lm_head.data == m.w.embed.data);
+        model_destroy(&m);
+    }
+    TEST("rope_theta absent: a warning with the value used") {
+        CHECK_EQ(gen("rt", &p), 0);
+        unlink(sub("rt/.stamp"));
+        CHECK_EQ(gen("rt", &p), 0);
+        edit_config(sub("rt"), "rope_theta", "null");
+        /* the key is still present (null): still the default, but said only when absent */
+        char path[600];
+        snprintf(path, sizeof path, "%s/config.json", sub("rt"));
+        size_t n;
+        char *cj = vlm_read_file(path, &n);
+        static const char line[] = "  \"rope_theta\": null,\n";
+        char *at = strstr(cj, line);
+        CHECK(at != NULL);
+        if (at) memmove(at, at + strlen(line), strlen(at + strlen(line)) + 1);
+        put(sub("rt"), "config.json", cj);
+        free(cj);
+        fflush(stderr);
+        int saved = dup(2);
+        FILE *cap = tmpfile();
+        dup2(fileno(cap), 2);
+        int old_level = vlm_log_level;
+        vlm_log_level = VLM_LOG_WARN;
+        struct model m;
+        struct vlm_err err = {0};
+        int rc = model_load(&m, sub("rt"), &err);
+        vlm_log_level = old_level;
+        fflush(stderr);
+        dup2(saved, 2);
+        close(saved);
+        CHECK_EQ(rc, 0);
+        CHECK(m.cfg.rope_theta == 10000.0f);
+        model_destroy(&m);
+        char logbuf[4096] = {0};
+        rewind(cap);
+        size_t got = fread(logbuf, 1, sizeof logbuf - 1, cap);
+        fclose(cap);
+        logbuf[got] = 0;
+        const char *want = "model: config.json has no \"rope_theta\": using 10000 (the transformers "
+                           "default; Qwen3 checkpoints set 1000000)";
+        if (!strstr(logbuf, want)) CHECK_STR(logbuf, want);
+    }
     TEST("tied embeddings without lm_head load; lm_head is the embedding") {
         struct testmodel_params t = p;
         t.tie = true;
@@ -372,14 +491,14 @@ static void test_missing_and_tied(void)
         CHECK_EQ(c.eos_token_ids[2], 7);
         put(sub("gc"), "generation_config.json", "{\"eos_token_id\": 9}");
         edit_config(sub("gc"), "eos_token_id", "5");
-        edit_config(sub("gc"), "use_special_start_end_token", "true");
+        edit_config(sub("gc"), "use_special_start_end_token", "false");
         edit_config(sub("gc"), "tokenizer_model_max_length", "8192");
         edit_config(sub("gc"), "bos_token_id", "null");
         CHECK_EQ(model_read_config(&c, sub("gc"), &err), 0);
         CHECK_EQ(c.n_eos, 2);
         CHECK_EQ(c.eos_token_ids[0], 5);
         CHECK_EQ(c.eos_token_ids[1], 9);
-        CHECK(c.use_special_start_end_token);
+        CHECK(!c.use_special_start_end_token);
         CHECK_EQ(c.tokenizer_model_max_length, 8192);
         CHECK_EQ(c.bos_token_id, -1);
     }
@@ -403,7 +522,8 @@ static void test_missing_and_tied(void)
         CHECK_EQ(c.vit_embed_dim, 1280);
         CHECK_EQ(c.vit_num_heads, 16);
         CHECK_EQ(c.vit_mlp_hidden, 5120);
-        CHECK(!c.use_special_start_end_token);
+        CHECK(c.use_special_start_end_token); /* absent: wrap, as the Valley processor */
+        CHECK(c.only_navit);
         /* the tensors then disagree: the generated file has 2 kv heads of 16 */
         expect_fail(sub("def"), VLM_EINVAL, "model.layers.0.self_attn.k_proj.weight");
     }

@@ -118,6 +118,22 @@ int main(void)
         CHECK_EQ(err.http_status, 400);
         oai_request_destroy(&q);
     }
+    TEST("tokenizer_model_max_length: a longer prompt is a 400 (the reference truncates)") {
+        struct prep_ctx cm = c;
+        cm.max_prompt_len = 5;
+        struct oai_request q = parse(OAI_KIND_COMPLETION, "{\"prompt\":\"one two three four five six\"}");
+        struct prep_prompt pp;
+        CHECK_EQ(prep_prompt_build(&cm, &q, false, &pp, &err), VLM_ETOOBIG);
+        CHECK_EQ(err.http_status, 400);
+        CHECK_STR(err.msg, "The prompt has 6 tokens (images included), more than this model's "
+                           "tokenizer_model_max_length 5. The reference would truncate it; please "
+                           "reduce the length of the input.");
+        oai_request_destroy(&q);
+        q = parse(OAI_KIND_COMPLETION, "{\"prompt\":\"one two three four five\"}");
+        CHECK_EQ(prep_prompt_build(&cm, &q, false, &pp, &err), 0);
+        prep_prompt_destroy(&pp);
+        oai_request_destroy(&q);
+    }
     TEST("bad images and a model without vision") {
         struct oai_request q = parse(OAI_KIND_CHAT,
             "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
