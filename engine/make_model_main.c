@@ -6,6 +6,7 @@
  *       [--kv-heads N] [--head-dim N] [--ffn N] [--vocab N] [--tie] [--vit-depth N]
  *       [--vit-dim N] [--vit-heads N] [--vit-mlp-ratio N] [--merger-hidden N] [--no-vision]
  *       [--dtype bf16|f32] [--shards N] [--tokenizer DIR] [--script ID,ID,...]
+ *       [--layout release] [--preset valley2.5]
  *
  * Prints one line: the folder, whether it was written or already up to date, and a hash of
  * its weight files (the same on every machine for the same arguments).
@@ -17,6 +18,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 static void usage(FILE *f)
 {
@@ -46,7 +48,12 @@ static void usage(FILE *f)
             "                     (default: synthesize a small byte-level BPE tokenizer)\n"
             "  --script IDS       a scripted decoder for API tests: comma-separated ids, -1\n"
             "                     between chains; after an id, greedy decoding emits the next\n"
-            "                     id of its chain (engine/testmodel.h)\n",
+            "                     id of its chain (engine/testmodel.h)\n"
+            "  --layout release   the release folder's shape: no use_special_start_end_token\n"
+            "                     key, eos 151643 only, weights in 4 shards (unless --shards)\n"
+            "  --preset valley2.5 the full Valley2.5 geometry, random bf16 weights in the\n"
+            "                     release layout, 8 shards, about 19 GB (options after it\n"
+            "                     still apply)\n",
             (unsigned long long)d.seed, d.hidden, d.layers, d.heads, d.kv_heads, d.head_dim,
             d.ffn, d.vit_depth, d.vit_dim, d.vit_heads, d.vit_mlp_ratio, d.merger_hidden);
 }
@@ -61,10 +68,22 @@ static bool parse_i32(const char *s, int32_t *out)
     return true;
 }
 
-/* Hash of the weight files in name order, chained. */
+/* Hash of the weight files in name order, chained; 0 (not computed) when they are over
+ * 1 GiB together (the real-geometry preset: reading 19 GB back would double the time). */
 static uint64_t weights_hash(const char *dir)
 {
-    uint64_t h = 0;
+    uint64_t h = 0, total = 0;
+    struct dirent **all;
+    int na = scandir(dir, &all, NULL, alphasort);
+    for (int i = 0; i < na; i++) {
+        struct stat sb;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, all[i]->d_name);
+        if (strstr(all[i]->d_name, ".safetensors") && stat(path, &sb) == 0) total += (uint64_t)sb.st_size;
+        free(all[i]);
+    }
+    if (na >= 0) free(all);
+    if (total > ((uint64_t)1 << 30)) return 0;
     struct dirent **names;
     int n = scandir(dir, &names, NULL, alphasort);
     for (int i = 0; i < n; i++) {
@@ -90,6 +109,7 @@ int main(int argc, char **argv)
     testmodel_defaults(&p);
     const char *out = NULL;
     int32_t script[4096];
+    bool shards_given = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int32_t *ip = NULL;
@@ -102,6 +122,22 @@ int main(int argc, char **argv)
             return 2;
         }
         else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--layout")) {
+            if (strcmp(v, "release")) {
+                fprintf(stderr, "valley-make-model: --layout must be release, not '%s'\n", v);
+                return 2;
+            }
+            p.release = true;
+            if (!shards_given) p.shards = 4;
+        } else if (!strcmp(a, "--preset")) {
+            if (strcmp(v, "valley2.5")) {
+                fprintf(stderr, "valley-make-model: --preset must be valley2.5, not '%s'\n", v);
+                return 2;
+            }
+            const char *tok = p.tokenizer_dir;
+            testmodel_preset_valley25(&p);
+            p.tokenizer_dir = tok;
+        }
         else if (!strcmp(a, "--tokenizer")) p.tokenizer_dir = v;
         else if (!strcmp(a, "--script")) {
             const char *s = v;
@@ -143,7 +179,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--vit-heads")) ip = &p.vit_heads;
         else if (!strcmp(a, "--vit-mlp-ratio")) ip = &p.vit_mlp_ratio;
         else if (!strcmp(a, "--merger-hidden")) ip = &p.merger_hidden;
-        else if (!strcmp(a, "--shards")) ip = &p.shards;
+        else if (!strcmp(a, "--shards")) ip = &p.shards, shards_given = true;
         else { fprintf(stderr, "valley-make-model: unknown option '%s'\n", a); usage(stderr); return 2; }
         if (ip && !parse_i32(v, ip)) {
             fprintf(stderr, "valley-make-model: %s needs a non-negative integer, not '%s'\n", a, v);
@@ -160,7 +196,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "valley-make-model: %s\n", err.msg);
         return 1;
     }
-    printf("%s: %s in %.2f s, weights hash %016llx\n", out, fresh ? "up to date" : "written",
-           (double)(vlm_now_ns() - t0) * 1e-9, (unsigned long long)weights_hash(out));
+    double secs = (double)(vlm_now_ns() - t0) * 1e-9;
+    uint64_t h = weights_hash(out);
+    if (h) printf("%s: %s in %.2f s, weights hash %016llx\n", out, fresh ? "up to date" : "written",
+                  secs, (unsigned long long)h);
+    else printf("%s: %s in %.2f s (weights over 1 GiB: not hashed)\n", out,
+                fresh ? "up to date" : "written", secs);
     return 0;
 }

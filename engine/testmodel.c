@@ -31,6 +31,17 @@ void testmodel_defaults(struct testmodel_params *p)
     };
 }
 
+void testmodel_preset_valley25(struct testmodel_params *p)
+{
+    testmodel_defaults(p);
+    p->hidden = 4096, p->layers = 36, p->heads = 32, p->kv_heads = 8, p->head_dim = 128;
+    p->ffn = 12288, p->vocab = 151679, p->tie = false;
+    p->vit_depth = 32, p->vit_dim = 1280, p->vit_heads = 16, p->vit_mlp_ratio = 4;
+    p->merger_hidden = 65536;
+    p->shards = 8;
+    p->release = true;
+}
+
 /* ==== Random numbers ====
  * splitmix64, one stream per tensor seeded from (seed, tensor name), so a tensor's values
  * do not depend on which other tensors exist. A value is 24 random bits turned into an
@@ -629,8 +640,12 @@ static void config_json(struct strbuf *b, const struct testmodel_params *p, int3
 {
     sb_puts(b, "{\n  \"architectures\": [\"ValleyQwen3ForCausalLM\"],\n  \"model_type\": \"valley\",\n");
     sb_puts(b, "  \"attention_bias\": false,\n  \"attention_dropout\": 0.0,\n");
-    sb_printf(b, "  \"bos_token_id\": %d,\n  \"eos_token_id\": [%d, %d],\n", tk->endoftext,
-              tk->im_end, tk->endoftext);
+    if (p->release) /* a Qwen3 Base config: <|endoftext|> only */
+        sb_printf(b, "  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n", tk->endoftext,
+                  tk->endoftext);
+    else
+        sb_printf(b, "  \"bos_token_id\": %d,\n  \"eos_token_id\": [%d, %d],\n", tk->endoftext,
+                  tk->im_end, tk->endoftext);
     sb_printf(b, "  \"head_dim\": %d,\n  \"hidden_act\": \"silu\",\n  \"hidden_size\": %d,\n",
               p->head_dim, p->hidden);
     sb_printf(b, "  \"initializer_range\": 0.02,\n  \"intermediate_size\": %d,\n", p->ffn);
@@ -641,13 +656,18 @@ static void config_json(struct strbuf *b, const struct testmodel_params *p, int3
                "  \"sliding_window\": null,\n  \"use_sliding_window\": false,\n");
     sb_printf(b, "  \"tie_word_embeddings\": %s,\n  \"torch_dtype\": \"%s\",\n",
               p->tie ? "true" : "false", p->dtype == DT_BF16 ? "bfloat16" : "float32");
-    sb_printf(b, "  \"use_cache\": true,\n  \"vocab_size\": %d,\n", vocab);
-    sb_puts(b, "  \"use_special_start_end_token\": false");
+    sb_printf(b, "  \"use_cache\": true,\n  \"vocab_size\": %d", vocab);
+    if (!p->release) sb_puts(b, ",\n  \"use_special_start_end_token\": false");
+    /* the real code hard-codes the Qwen2-VL tower: a release-shaped folder says nothing */
+    bool qwen2vl_tower = p->vit_depth == 32 && p->vit_dim == 1280 && p->vit_heads == 16 &&
+                         p->vit_mlp_ratio == 4;
     if (p->vision) {
         sb_puts(b, ",\n  \"only_navit\": true,\n  \"eagle_vision_tower\": \"Qwen/Qwen2-VL-7B-Instruct\",\n"
                    "  \"mm_vision_tower\": \"google/siglip-so400m-patch14-384\",\n");
-        sb_printf(b, "  \"navit_merger_hidden_dim\": %d,\n", p->merger_hidden);
-        sb_printf(b, "  \"vision_config\": {\"depth\": %d, \"embed_dim\": %d, \"num_heads\": %d, "
+        sb_printf(b, "  \"navit_merger_hidden_dim\": %d", p->merger_hidden);
+    }
+    if (p->vision && !(p->release && qwen2vl_tower)) {
+        sb_printf(b, ",\n  \"vision_config\": {\"depth\": %d, \"embed_dim\": %d, \"num_heads\": %d, "
                      "\"mlp_ratio\": %d, \"hidden_size\": %d, \"hidden_act\": \"quick_gelu\", "
                      "\"patch_size\": 14, \"temporal_patch_size\": 2, \"spatial_merge_size\": 2, "
                      "\"in_chans\": 3, \"in_channels\": 3}",
@@ -656,10 +676,15 @@ static void config_json(struct strbuf *b, const struct testmodel_params *p, int3
     sb_puts(b, "\n}\n");
 }
 
-static void generation_json(struct strbuf *b, const struct tok_info *tk)
+static void generation_json(struct strbuf *b, const struct testmodel_params *p,
+                            const struct tok_info *tk)
 {
-    sb_printf(b, "{\n  \"bos_token_id\": %d,\n  \"eos_token_id\": [%d, %d],\n  \"pad_token_id\": %d\n}\n",
-              tk->endoftext, tk->im_end, tk->endoftext, tk->endoftext);
+    if (p->release)
+        sb_printf(b, "{\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d\n}\n", tk->endoftext,
+                  tk->endoftext);
+    else
+        sb_printf(b, "{\n  \"bos_token_id\": %d,\n  \"eos_token_id\": [%d, %d],\n  \"pad_token_id\": %d\n}\n",
+                  tk->endoftext, tk->im_end, tk->endoftext, tk->endoftext);
 }
 
 /* Writes the weights: one file, or p->shards files of roughly equal size + the index. */
@@ -725,11 +750,11 @@ static void stamp_text(struct strbuf *b, const struct testmodel_params *p, const
 {
     sb_printf(b, "%s seed=%llu hidden=%d layers=%d heads=%d kv_heads=%d head_dim=%d ffn=%d "
                  "vocab=%d tie=%d vision=%d vit_depth=%d vit_dim=%d vit_heads=%d vit_mlp_ratio=%d "
-                 "merger_hidden=%d dtype=%s shards=%d tokenizer=",
+                 "merger_hidden=%d dtype=%s shards=%d release=%d tokenizer=",
               TESTMODEL_VERSION, (unsigned long long)p->seed, p->hidden, p->layers, p->heads,
               p->kv_heads, p->head_dim, p->ffn, p->vocab, p->tie, p->vision, p->vit_depth,
               p->vit_dim, p->vit_heads, p->vit_mlp_ratio, p->merger_hidden, dtype_name(p->dtype),
-              p->shards);
+              p->shards, p->release);
     if (p->n_script) {
         sb_puts(b, "script=");
         for (int32_t i = 0; i < p->n_script; i++) sb_printf(b, "%s%d", i ? "," : "", p->script[i]);
@@ -869,7 +894,7 @@ int testmodel_write(const char *dir, const struct testmodel_params *p, struct vl
     config_json(&text, p, vocab, &tk);
     if ((rc = write_text(tmp, "config.json", text.s, text.n, err))) goto out;
     text.n = 0;
-    generation_json(&text, &tk);
+    generation_json(&text, p, &tk);
     if ((rc = write_text(tmp, "generation_config.json", text.s, text.n, err))) goto out;
     if (tk.json) {
         if ((rc = write_text(tmp, "tokenizer.json", tk.json, tk.json_len, err))) goto out;

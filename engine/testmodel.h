@@ -32,6 +32,11 @@ struct testmodel_params {
     enum dtype dtype;       /* DT_BF16 or DT_F32 */
     int32_t shards;         /* 1: model.safetensors; n > 1: n shards + model.safetensors.index.json */
     const char *tokenizer_dir; /* borrowed; NULL: synthesize a small tokenizer */
+    /* the release folder's shape (docs/MODEL.md, "Checkpoint folder"): config.json without
+     * use_special_start_end_token, eos_token_id <|endoftext|> only (config.json and
+     * generation_config.json, as Qwen3 Base configs), and no vision_config when the tower
+     * has the Qwen2-VL geometry (the real code hard-codes it) */
+    bool release;
     /* (optional) a scripted decoder, for API tests of what only a trained model emits
      * (<think> blocks, tool calls): script holds chains of ids separated by -1; after id a,
      * greedy decoding emits the id that follows a in its chain, whatever came before
@@ -47,6 +52,11 @@ struct testmodel_params {
 /* The embedded default model: hidden 256, 4 layers, 8 heads / 2 KV heads, head_dim 32,
  * ffn 512, vision depth 2, dim 64, 4 heads, merger hidden 256, bf16, synthesized tokenizer. */
 void testmodel_defaults(struct testmodel_params *p);
+
+/* The full Valley2.5 geometry (36 layers, hidden 4096, 32/8 heads x 128, ffn 12288, untied,
+ * vocab 151679, ViT 32 x 1280 x 16 heads, projector 5120 -> 65536 -> 4096), bf16, in the
+ * release shape, 8 shards: about 19 GB written tensor by tensor (one tensor in memory). */
+void testmodel_preset_valley25(struct testmodel_params *p);
 
 /* Writes the folder dir (created with its parents as needed). If dir already holds the
  * output of the same parameters (its .stamp matches), nothing is rewritten. */
