@@ -32,6 +32,12 @@ struct testmodel_params {
     enum dtype dtype;       /* DT_BF16 or DT_F32 */
     int32_t shards;         /* 1: model.safetensors; n > 1: n shards + model.safetensors.index.json */
     const char *tokenizer_dir; /* borrowed; NULL: synthesize a small tokenizer */
+    bool slow_tokenizer;    /* write the tokenizer as the slow files (vocab.json, merges.txt,
+                               added_tokens.json, special_tokens_map.json, tokenizer_config.json;
+                               engine/slowtok.h) and no tokenizer.json */
+    bool valley_tokens;     /* add the 10 Valley added tokens after the tokenizer's last id
+                               (151669..151678 with the Qwen3 tokenizer); vocab then defaults
+                               to the tokenizer's size (151679) */
     /* (optional) a scripted decoder, for API tests of what only a trained model emits
      * (<think> blocks, tool calls): script holds chains of ids separated by -1; after id a,
      * greedy decoding emits the id that follows a in its chain, whatever came before
