@@ -5,8 +5,8 @@
  *   valley-make-model --out DIR [--seed N] [--hidden N] [--layers N] [--heads N]
  *       [--kv-heads N] [--head-dim N] [--ffn N] [--vocab N] [--tie] [--vit-depth N]
  *       [--vit-dim N] [--vit-heads N] [--vit-mlp-ratio N] [--merger-hidden N] [--no-vision]
- *       [--dtype bf16|f32] [--shards N] [--tokenizer DIR] [--script ID,ID,...]
- *       [--layout release] [--preset valley2.5]
+ *       [--dtype bf16|f32] [--shards N] [--tokenizer DIR] [--slow-tokenizer]
+ *       [--valley-tokens] [--script ID,ID,...] [--layout release] [--preset valley2.5]
  *
  * Prints one line: the folder, whether it was written or already up to date, and a hash of
  * its weight files (the same on every machine for the same arguments).
@@ -46,11 +46,18 @@ static void usage(FILE *f)
             "  --shards N         split the weights into N files with an index (1)\n"
             "  --tokenizer DIR    copy tokenizer.json and tokenizer_config.json from DIR\n"
             "                     (default: synthesize a small byte-level BPE tokenizer)\n"
+            "  --slow-tokenizer   write the tokenizer as vocab.json, merges.txt,\n"
+            "                     added_tokens.json, special_tokens_map.json and\n"
+            "                     tokenizer_config.json, without tokenizer.json\n"
+            "  --valley-tokens    add the 10 Valley added tokens (<im_start> ... <box_end>)\n"
+            "                     after the tokenizer's last id; vocab defaults to the\n"
+            "                     tokenizer's size (151679 with the Qwen3 tokenizer)\n"
             "  --script IDS       a scripted decoder for API tests: comma-separated ids, -1\n"
             "                     between chains; after an id, greedy decoding emits the next\n"
             "                     id of its chain (engine/testmodel.h)\n"
-            "  --layout release   the release folder's shape: no use_special_start_end_token\n"
-            "                     key, eos 151643 only, weights in 4 shards (unless --shards)\n"
+            "  --layout release   the release folder's shape: --slow-tokenizer --valley-tokens,\n"
+            "                     no use_special_start_end_token key, eos 151643 only,\n"
+            "                     weights in 4 shards (unless --shards)\n"
             "  --preset valley2.5 the full Valley2.5 geometry, random bf16 weights in the\n"
             "                     release layout, 8 shards, about 19 GB (options after it\n"
             "                     still apply)\n",
@@ -116,6 +123,8 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--tie")) { p.tie = true; continue; }
         else if (!strcmp(a, "--no-vision")) { p.vision = false; continue; }
+        else if (!strcmp(a, "--slow-tokenizer")) { p.slow_tokenizer = true; continue; }
+        else if (!strcmp(a, "--valley-tokens")) { p.valley_tokens = true; continue; }
         else if (!v) {
             fprintf(stderr, "valley-make-model: '%s' is unknown or needs a value\n", a);
             usage(stderr);
@@ -128,6 +137,7 @@ int main(int argc, char **argv)
                 return 2;
             }
             p.release = true;
+            p.slow_tokenizer = p.valley_tokens = true;
             if (!shards_given) p.shards = 4;
         } else if (!strcmp(a, "--preset")) {
             if (strcmp(v, "valley2.5")) {

@@ -7,6 +7,7 @@
 #include "engine/testmodel.h"
 
 #include "engine/safetensors.h"
+#include "engine/slowtok.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -39,7 +40,7 @@ void testmodel_preset_valley25(struct testmodel_params *p)
     p->vit_depth = 32, p->vit_dim = 1280, p->vit_heads = 16, p->vit_mlp_ratio = 4;
     p->merger_hidden = 65536;
     p->shards = 8;
-    p->release = true;
+    p->release = p->slow_tokenizer = p->valley_tokens = true;
 }
 
 /* ==== Random numbers ====
@@ -760,12 +761,26 @@ static void stamp_text(struct strbuf *b, const struct testmodel_params *p, const
         for (int32_t i = 0; i < p->n_script; i++) sb_printf(b, "%s%d", i ? "," : "", p->script[i]);
         sb_puts(b, " tokenizer=");
     }
+    if (p->slow_tokenizer || p->valley_tokens)
+        sb_printf(b, "%s%s", p->slow_tokenizer ? "slow " : "", p->valley_tokens ? "valley " : "");
     if (tk->json)
         sb_printf(b, "%016llx:%016llx\n",
                   (unsigned long long)vlm_hash64(tk->json, tk->json_len, 1),
                   (unsigned long long)vlm_hash64(tk->config, tk->config_len, 2));
     else
         sb_puts(b, "synthesized\n");
+}
+
+/* Rewrites the tokenizer files in dir as --slow-tokenizer / --valley-tokens ask. */
+static int tokenizer_convert(const char *dir, const struct testmodel_params *p, struct vlm_err *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    if (!p->slow_tokenizer) return slowtok_add_valley(path, dir, err);
+    int rc = slowtok_write(path, dir, p->valley_tokens, err);
+    if (!rc && unlink(path) != 0)
+        rc = vlm_err_set(err, VLM_EIO, 500, "%s: cannot remove: %s", path, strerror(errno));
+    return rc;
 }
 
 static bool stamp_matches(const char *dir, const struct strbuf *want)
@@ -866,7 +881,11 @@ int testmodel_write(const char *dir, const struct testmodel_params *p, struct vl
     char tmp[4096], old[4096];
     tmp[0] = 0;
     if ((rc = tok_info_load(&tk, p->tokenizer_dir, err))) goto out;
-    int32_t vocab = p->vocab ? p->vocab : tk.json ? QWEN3_VOCAB : (tk.n_tokens + 63) / 64 * 64;
+    if (p->valley_tokens) tk.n_tokens += SLOWTOK_N_VALLEY;
+    int32_t vocab = p->vocab            ? p->vocab
+                    : !tk.json          ? (tk.n_tokens + 63) / 64 * 64
+                    : p->valley_tokens  ? tk.n_tokens
+                                        : QWEN3_VOCAB;
     if (vocab < tk.n_tokens) {
         rc = vlm_err_set(err, VLM_EINVAL, 400, "vocab %d is smaller than the tokenizer's %d ids",
                          vocab, tk.n_tokens);
@@ -902,6 +921,7 @@ int testmodel_write(const char *dir, const struct testmodel_params *p, struct vl
     } else if ((rc = testmodel_write_tokenizer(tmp, NULL, err))) {
         goto out;
     }
+    if ((p->slow_tokenizer || p->valley_tokens) && (rc = tokenizer_convert(tmp, p, err))) goto out;
     if ((rc = write_weights(tmp, p, vocab, err))) goto out;
     if ((rc = write_text(tmp, ".stamp", stamp.s, stamp.n, err))) goto out;
 

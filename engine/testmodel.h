@@ -32,6 +32,12 @@ struct testmodel_params {
     enum dtype dtype;       /* DT_BF16 or DT_F32 */
     int32_t shards;         /* 1: model.safetensors; n > 1: n shards + model.safetensors.index.json */
     const char *tokenizer_dir; /* borrowed; NULL: synthesize a small tokenizer */
+    bool slow_tokenizer;    /* write the tokenizer as the slow files (vocab.json, merges.txt,
+                               added_tokens.json, special_tokens_map.json, tokenizer_config.json;
+                               engine/slowtok.h) and no tokenizer.json */
+    bool valley_tokens;     /* add the 10 Valley added tokens after the tokenizer's last id
+                               (151669..151678 with the Qwen3 tokenizer); vocab then defaults
+                               to the tokenizer's size (151679) */
     /* the release folder's shape (docs/MODEL.md, "Checkpoint folder"): config.json without
      * use_special_start_end_token, eos_token_id <|endoftext|> only (config.json and
      * generation_config.json, as Qwen3 Base configs), and no vision_config when the tower
@@ -55,7 +61,7 @@ void testmodel_defaults(struct testmodel_params *p);
 
 /* The full Valley2.5 geometry (36 layers, hidden 4096, 32/8 heads x 128, ffn 12288, untied,
  * vocab 151679, ViT 32 x 1280 x 16 heads, projector 5120 -> 65536 -> 4096), bf16, in the
- * release shape, 8 shards: about 19 GB written tensor by tensor (one tensor in memory). */
+ * release shape (slow tokenizer files with the Valley tokens), 8 shards: about 19 GB written tensor by tensor (one tensor in memory). */
 void testmodel_preset_valley25(struct testmodel_params *p);
 
 /* Writes the folder dir (created with its parents as needed). If dir already holds the
