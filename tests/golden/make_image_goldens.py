@@ -181,6 +181,9 @@ def make_images(out):
     save_rgb_png("noisy_40x30.png", scene(40, 30, 34, noise=8))
     save_rgb_png("big_4000x3000.png", flat_scene(4000, 3000, 15))
     save_rgb_png("big_5000x4000.png", flat_scene(5000, 4000, 16))  # over max_pixels: shrinks
+    # a 1080p frame: 1932x1092 after fetch_image, 588x336 (252 tokens) after the processor
+    # with the multi-image demo limit (added with the demo params below)
+    Image.fromarray(flat_scene(1920, 1080, 49)).save(os.path.join(out, "hd_1920x1080.png"))
     # colour types and bit depths (own writer, so every combination is covered)
     g = scene(200, 150, 17)[:, :, 1]
     Image.fromarray(g, "L").save(os.path.join(out, "gray_200x150.png"))
@@ -239,6 +242,7 @@ def make_images(out):
     demo = {"proc_max_pixels": 200704}
     add("rgb_400x300.png", demo)
     add("big_4000x3000.png", demo)
+    add("hd_1920x1080.png", demo)
     # fetch_image with a small max_pixels and a large min_pixels
     add("rgb_233x317.png", {"fetch_max_pixels": 50176})
     add("rgb_64x48.png", {"fetch_min_pixels": 401408})

@@ -262,6 +262,37 @@ int main(void)
         media_image_free(&im);
     }
 
+    TEST("user limits bind stage 2 only: 1080p at max 200704 is resampled twice, 252 tokens") {
+        /* tests/golden/images/goldens.json has the reference's output for this case; here:
+         * the sizes, and that resizing once (the limit given to fetch_image too) gives other
+         * pixels, so the golden tells the two apart */
+        size_t n = 0;
+        uint8_t *bytes = read_golden("hd_1920x1080.png", &n);
+        struct media_image im, two, one;
+        struct vlm_err e = {0};
+        CHECK(bytes && media_decode_image(bytes, n, NULL, &im, &e) == 0);
+        free(bytes);
+        struct vision_prep_params p;
+        vision_prep_params_default(&p);
+        p.proc_max_pixels = 200704;
+        struct vision_prep_out o;
+        CHECK_EQ(vision_prep_image(&im, &p, &o, &e), 0);
+        CHECK_EQ(o.width, 588);
+        CHECK_EQ(o.height, 336);
+        CHECK_EQ(o.n_tokens, 252);
+        vision_prep_out_free(&o);
+        CHECK_EQ(vision_prep_resized(&im, &p, &two, &e), 0);
+        p.fetch_max_pixels = 200704;
+        CHECK_EQ(vision_prep_resized(&im, &p, &one, &e), 0);
+        CHECK_EQ(one.w, 588);
+        CHECK_EQ(one.h, 336);
+        CHECK(memcmp(one.rgb, two.rgb, (size_t)588 * 336 * 3) != 0);
+        CHECK(vlm_hash64(two.rgb, (size_t)588 * 336 * 3, 0) == 0x723eb1102141fb6cull);
+        media_image_free(&one);
+        media_image_free(&two);
+        media_image_free(&im);
+    }
+
     TEST("placeholder image: 3x3 black -> 56x56, grid 1x4x4, 4 tokens") {
         struct vision_prep_out o;
         struct vlm_err e = {0};
