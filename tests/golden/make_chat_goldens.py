@@ -16,8 +16,15 @@ For each conversation it
 Conversations the spec rejects are written with "error" (a substring of the expected
 message) instead of a rendering.
 
+Also writes tests/golden/chat/release.json: conversations on the release-shaped tokenizer
+(Qwen3's + the 10 Valley added tokens), images wrapped as <im_start><image><im_end>, and for
+each image its token count through both resizes (fetch_image with its own limits, then the
+processor with mm_processor_kwargs), plus the ids as /tokenize shows them (<|image_pad|> per
+image token).
+
 Usage: python3 tests/golden/make_chat_goldens.py [--fixtures ../shared/fixtures]
-Output: tests/golden/chat/conversations.json
+           [--release-model build/models/release]
+Output: tests/golden/chat/conversations.json, tests/golden/chat/release.json
 """
 import argparse
 import json
@@ -409,11 +416,150 @@ def randomized(rng, n):
     return out
 
 
+# ---- The release-shaped tokenizer and images (tests/golden/chat/release.json) ------------
+# The released folder's tokenizer is Qwen3's plus 10 Valley added tokens (special) at ids
+# 151669.., images are wrapped as <im_start><image><im_end> (the processor's default), and
+# each image goes through fetch_image's smart_resize with its own limits, then the
+# processor's with the user's (mm_processor_kwargs): docs/MODEL.md, "Image preprocessing".
+VALLEY_TOKENS = ["<im_start>", "<im_end>", "<vi_start>", "<vi_end>", "<cor>", "</cor>",
+                 "<im_patch>", "<vi_frame>", "<box_start>", "<box_end>"]
+IMAGE_PAD = 151655  # <|image_pad|>: what /tokenize shows at image positions
+FETCH_MIN, FETCH_MAX, FACTOR = 3136, 12845056, 28
+
+
+def py_round(x):
+    return round(x)  # Python's round: half to even, as the reference
+
+
+def smart_resize(h, w, min_pixels, max_pixels, fetch):
+    """qwen-vl-utils 0.0.8 (fetch=True: sides clamped to >= 28) or transformers 4.51.2."""
+    import math
+    f = FACTOR
+    hb, wb = py_round(h / f) * f, py_round(w / f) * f
+    if fetch:
+        hb, wb = max(f, hb), max(f, wb)
+    if hb * wb > max_pixels:
+        beta = math.sqrt(h * w / max_pixels)
+        hb, wb = math.floor(h / beta / f) * f, math.floor(w / beta / f) * f
+        if fetch:
+            hb, wb = max(f, hb), max(f, wb)
+    elif hb * wb < min_pixels:
+        beta = math.sqrt(min_pixels / (h * w))
+        hb, wb = math.ceil(h * beta / f) * f, math.ceil(w * beta / f) * f
+    return hb, wb
+
+
+def image_tokens(w, h, mm, stages):
+    """LLM tokens of a w x h image: two stages (the reference) or one (user limits given to
+    fetch_image too, for comparison)."""
+    mn = mm.get("min_pixels", FETCH_MIN)
+    mx = mm.get("max_pixels", FETCH_MAX)
+    if stages == 2:
+        h1, w1 = smart_resize(h, w, FETCH_MIN, FETCH_MAX, True)
+    else:
+        h1, w1 = smart_resize(h, w, mn, mx, True)
+    h2, w2 = smart_resize(h1, w1, mn, mx, False)
+    return (h2 // FACTOR) * (w2 // FACTOR), [w2, h2]
+
+
+def release_tokenizer(tdir):
+    from tokenizers import AddedToken
+    tok = Tokenizer.from_file(os.path.join(tdir, "tokenizer.json"))
+    base = tok.get_vocab_size(with_added_tokens=True)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in VALLEY_TOKENS])
+    for i, t in enumerate(VALLEY_TOKENS):
+        assert tok.token_to_id(t) == base + i == 151669 + i, t
+    return tok
+
+
+def release_cases():
+    """(name, messages, opts, image sizes in order [w, h], mm_processor_kwargs)."""
+    def o(think=True):
+        return {"enable_thinking": think, "default_system": None, "implicit_image": True,
+                "wrap_image_tokens": True}
+    return [
+        ("one image, thinking on", [U("Describe the given image.", 1)], o(), [[640, 480]], {}),
+        ("one image, thinking off", [U("Describe the given image.", 1)], o(False), [[640, 480]], {}),
+        ("text only: the implicit image, wrapped", [U("Hello!")], o(), [], {}),
+        ("text only, thinking off", [U("Hi")], o(False), [], {}),
+        ("1080p at max_pixels 200704: 1932x1092 then 588x336", [U("What is in this frame?", 1)],
+         o(), [[1920, 1080]], {"max_pixels": 200704}),
+        ("900x506 at max_pixels 200704: two stages 252 tokens, one stage would give 231",
+         [U("Describe.", 1)], o(False), [[900, 506]], {"max_pixels": 200704}),
+        ("two images at min_pixels 50176, placed markers",
+         [U("Compare <image> with <image>, please.", 2)], o(), [[64, 48], [100, 37]],
+         {"min_pixels": 50176}),
+        ("images in the second user turn", [U("Hi"), A("Hello, how can I help?"),
+                                            U("Look:", 2)], o(), [[233, 317], [400, 300]], {}),
+    ]
+
+
+def release_goldens(tmpl, tdir, out_path, hf_release_dir):
+    tok = release_tokenizer(tdir)
+    hf = None
+    if hf_release_dir:  # the slow-file folder valley-make-model --layout release writes
+        from transformers import AutoTokenizer
+        hf = AutoTokenizer.from_pretrained(hf_release_dir)
+        assert not os.path.exists(os.path.join(hf_release_dir, "tokenizer.json"))
+    records = []
+    for name, msgs, opts, sizes, mm in release_cases():
+        prepared, total = prepare(msgs, opts)
+        rendered = tmpl.render(messages=prepared, tools=None, add_generation_prompt=True,
+                               enable_thinking=opts["enable_thinking"])
+        ids = tokenize(tok, rendered)
+        if hf is not None:
+            class HfIds:
+                def __init__(self, t):
+                    self.ids = t
+            ref = tokenize(type("T", (), {"encode": lambda self, s, add_special_tokens=False:
+                                          HfIds(hf.encode(s, add_special_tokens=False))})(),
+                           rendered)
+            assert ref == ids, name
+        # each wrapped image is exactly <im_start> -200 <im_end>
+        for k, t in enumerate(ids):
+            if t == SENTINEL:
+                assert ids[k - 1] == 151669 and ids[k + 1] == 151670, name
+        images = sizes if sizes else [[3, 3]]  # the implicit 3x3 black image
+        assert len(images) == total, name
+        per, one, resized = [], [], []
+        for w, h in images:
+            n2, r2 = image_tokens(w, h, mm if sizes else {}, 2)
+            n1, _ = image_tokens(w, h, mm if sizes else {}, 1)
+            per.append(n2)
+            one.append(n1)
+            resized.append(r2)
+        expanded, k = [], 0
+        for t in ids:
+            if t == SENTINEL:
+                expanded.extend([IMAGE_PAD] * per[k])
+                k += 1
+            else:
+                expanded.append(t)
+        rec = {"name": name, "opts": opts, "messages": msgs, "images": sizes,
+               "mm_processor_kwargs": mm, "rendered": rendered, "n_images": total, "ids": ids,
+               "image_tokens": per, "resized": resized, "one_stage_image_tokens": one,
+               "expanded": expanded}
+        records.append(rec)
+    with open(out_path, "w", encoding="utf-8") as f:
+        f.write("[\n")
+        for i, r in enumerate(records):
+            f.write(json.dumps(r, ensure_ascii=False, separators=(",", ":")))
+            f.write(",\n" if i + 1 < len(records) else "\n")
+        f.write("]\n")
+    print("%d release conversations%s -> %s" % (len(records),
+                                               " (AutoTokenizer cross-check)" if hf else "",
+                                               out_path))
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser()
     ap.add_argument("--fixtures", default=os.path.join(here, "..", "..", "..", "shared", "fixtures"))
     ap.add_argument("--out", default=os.path.join(here, "chat", "conversations.json"))
+    ap.add_argument("--release-out", default=os.path.join(here, "chat", "release.json"))
+    ap.add_argument("--release-model",
+                    help="a folder from valley-make-model --layout release: its slow tokenizer "
+                         "files are read with transformers' AutoTokenizer as a cross-check")
     args = ap.parse_args()
     tdir = os.path.join(args.fixtures, "qwen3-tokenizer")
     template = json.load(open(os.path.join(tdir, "tokenizer_config.json")))["chat_template"]
@@ -470,6 +616,7 @@ def main():
         f.write("]\n")
     print("%d conversations (%d rendered, %d errors) -> %s" % (len(records), n_ok,
                                                                len(records) - n_ok, args.out))
+    release_goldens(tmpl, tdir, args.release_out, args.release_model)
 
 
 if __name__ == "__main__":
