@@ -17,6 +17,16 @@
 #include "engine/model.h"
 #include "test.h"
 
+/* Loads the checkpoint name of tests/models.txt into m; exits the program (1) if it cannot. */
+static inline void golden_model_load_named(struct model *m, const char *name)
+{
+    struct vlm_err err = {0};
+    if (model_load(m, test_path("VLM_MODELS", name), &err)) {
+        fprintf(stderr, "model_load %s: %s\n", name, err.msg);
+        exit(1);
+    }
+}
+
 /* Loads the checkpoint the goldens were made on (gqa4) into m; exits the program (1) if it
  * cannot. */
 static inline void golden_model_load(struct model *m)

@@ -17,6 +17,10 @@ splitmix64 (pixel_value() below; tests/model/test_vit.c has the same function), 
 temporal slices of a row identical as for a real still image.
 
   python3 tests/golden/make_vision_goldens.py --make-model build/valley-make-model
+  python3 tests/golden/make_vision_goldens.py --model release --e2e   # prompts_release.json
+
+On a checkpoint whose config.json does not set use_special_start_end_token false (release),
+every image of the prompts is wrapped as <im_start> IMG <im_end> (ids 151669, 151670).
 """
 import argparse
 import json
@@ -135,7 +139,16 @@ def load_checkpoint(args, work, name, argv):
         subprocess.run([args.make_model, "--out", mdir] + argv, check=True)
     with open(os.path.join(mdir, "config.json")) as f:
         cfg = json.load(f)
-    return cfg, {k: v.float() for k, v in load_file(os.path.join(mdir, "model.safetensors")).items()}
+    index = os.path.join(mdir, "model.safetensors.index.json")
+    if os.path.exists(index):  # shards (the release layout)
+        with open(index) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    else:
+        files = ["model.safetensors"]
+    sd = {}
+    for name in files:
+        sd.update({k: v.float() for k, v in load_file(os.path.join(mdir, name)).items()})
+    return cfg, sd
 
 
 def write_json(path, obj):
@@ -172,6 +185,19 @@ def main():
     torch.manual_seed(0)
     torch.set_num_threads(2)
     os.makedirs(args.out, exist_ok=True)
+
+    if args.model != "gqa4":
+        # another checkpoint of tests/models.txt (release): the image+text prompts only,
+        # written to prompts_<model>.json
+        with tempfile.TemporaryDirectory() as work:
+            margs = model_args(args.model, src)
+            cfg, sd = load_checkpoint(args, work, args.model,
+                                      ["--tokenizer", args.tokenizer] + margs)
+        vcfg, tower, proj = build_vision(cfg, sd)
+        ps, tps, ch = vcfg.patch_size, vcfg.temporal_patch_size, vcfg.in_channels
+        pixels = [make_pixels(i, g, ch, tps, ps) for i, g in enumerate(GRIDS)]
+        make_e2e(args, src, cfg, sd, proj, tower, pixels)
+        return
 
     with tempfile.TemporaryDirectory() as work:
         margs = model_args(args.model, src)
@@ -216,6 +242,7 @@ def main():
 # image sentinel (-200); text pieces are tokenised with the fixture tokenizer.
 IMG = -200
 IM_START, IM_END, NL, USER, ASSISTANT = 151644, 151645, 198, 872, 77091
+VALLEY_IM_START, VALLEY_IM_END = 151669, 151670  # <im_start>, <im_end> (release tokenizer)
 PROMPTS = [
     ("one image", [[IM_START, USER, NL], IMG, "\nDescribe the given image.",
                    [IM_END, NL, IM_START, ASSISTANT, NL]], [0]),
@@ -270,8 +297,16 @@ def make_e2e(args, src, cfg, sd, proj, tower, pixels):
     vocab = cfg["vocab_size"]
     stride_ids = list(range(0, vocab, STRIDE))
 
+    # images wrapped as <im_start> IMG <im_end> unless config.json says false (the Valley
+    # processor's default); on the release tokenizer the markers are added ids 151669/151670
+    wrap = cfg.get("use_special_start_end_token", True)
+    if wrap:
+        assert cfg["vocab_size"] >= 151679, "wrapping needs the Valley added tokens"
     out = []
     for name, parts, imgs in PROMPTS:
+        if wrap:
+            parts = [q for p in parts for q in ([[VALLEY_IM_START], IMG, [VALLEY_IM_END]]
+                                                 if p == IMG else [p])]
         ids = prompt_ids(tok, parts)
         assert ids.count(IMG) == len(imgs)
         feats = [encode(tower, proj, [pixels[i]], [GRIDS[i]]) for i in imgs]
@@ -320,9 +355,11 @@ def make_e2e(args, src, cfg, sd, proj, tower, pixels):
         "what": "image+text logits (float32) of Qwen3ForCausalLM on spliced inputs_embeds, "
                 "transformers 4.51.2; made by tests/golden/make_vision_goldens.py --e2e",
         "model": args.model, "model_args": " ".join(model_args(args.model, src)),
-        "image_sentinel": IMG, "grids": [list(g) for g in GRIDS], "prompts": out,
+        "image_sentinel": IMG, "grids": [list(g) for g in GRIDS], "wrapped": bool(wrap),
+        "prompts": out,
     }
-    path = os.path.join(args.out, "prompts.json")
+    path = os.path.join(args.out, "prompts.json" if args.model == "gqa4"
+                        else "prompts_%s.json" % args.model)
     with open(path, "w") as f:
         json.dump(gold, f, separators=(",", ":"))
         f.write("\n")

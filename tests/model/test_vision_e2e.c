@@ -5,8 +5,11 @@
  * (ARCH_SPEC §5.5), runs the decoder at positions 0..L-1, and must give the reference logits
  * within 1e-4 × max|logit| and the same 32 greedy tokens. Prompts: one image, three images of
  * different sizes, an image between two text parts; plus a prefill split inside an image.
+ * The same again on the release-shaped checkpoint (tests/golden/vision/prompts_release.json,
+ * --model release: sharded weights, vocab 151679, every image wrapped as <im_start> IMG
+ * <im_end> with the added ids 151669/151670).
  */
-// models: gqa4
+// models: gqa4 release
 #include "engine/engine.h"
 #include "test.h"
 #include "vision_golden.h"
@@ -79,12 +82,14 @@ static struct batch one_seq(struct batch_seq *s, const struct prompt *p, const i
                           .n_encode = encode ? p->n_spans : 0};
 }
 
-int main(void)
+/* The prompts of one golden file on the checkpoint it was made on. */
+static void run_golden(const char *model_name, const char *golden_name)
 {
     struct vlm_err err = {0};
     struct model m = {0};
-    golden_model_load(&m);
-    cJSON *gold = golden_read("prompts.json");
+    golden_model_load_named(&m, model_name);
+    cJSON *gold = golden_read(golden_name);
+    printf("  %s on %s\n", golden_name, model_name);
 
     struct engine e;
     struct engine_params ep = {.bp = {.n_threads = 2}, .backend = ENGINE_BACKEND_CPU,
@@ -98,7 +103,9 @@ int main(void)
     }
     if (!e.vit) {
         fprintf(stderr, "engine has no vision tower: %s\n", err.msg);
-        return test_report();
+        cJSON_Delete(gold);
+        model_destroy(&m);
+        return;
     }
 
     const struct model_config *c = &m.cfg;
@@ -120,10 +127,11 @@ int main(void)
         const char *name = cJSON_GetObjectItem(jp, "name")->valuestring;
         build_prompt(&p, jp, items);
         /* the harness prints a test's name when the next one begins: one buffer per test */
-        static char titles[3 * 3][160];
+        static char titles[3 * 3][200];
         static int n_titles;
         char *title = titles[n_titles++ % 9];
-        snprintf(title, 160, "%s: spliced length and image spans as the reference", name);
+        snprintf(title, 200, "%s, %s: spliced length and image spans as the reference",
+                 model_name, name);
         TEST(title) {
             CHECK_EQ(p.len, cJSON_GetObjectItem(jp, "length")->valueint);
             const cJSON *sp = cJSON_GetObjectItem(jp, "spans");
@@ -141,7 +149,7 @@ int main(void)
         VLM_ASSERT(ridx[n_rows - 1] == p.len - 1);
         struct batch b = one_seq(&s, &p, blocks, 0, p.len, NULL, true);
         title = titles[n_titles++ % 9];
-        snprintf(title, 160, "%s: logits within 1e-4 x max|logit|", name);
+        snprintf(title, 200, "%s, %s: logits within 1e-4 x max|logit|", model_name, name);
         TEST(title) {
             CHECK_EQ(engine_forward_rows(&e, &b, ridx, n_rows, logits), 0);
             for (int32_t r = 0; r < n_rows; r++) {
@@ -156,7 +164,7 @@ int main(void)
 
         /* greedy continuation: one token per step at positions L, L+1, ... */
         title = titles[n_titles++ % 9];
-        snprintf(title, 160, "%s: 32 greedy tokens as the reference", name);
+        snprintf(title, 200, "%s, %s: 32 greedy tokens as the reference", model_name, name);
         TEST(title) {
             const cJSON *g = cJSON_GetObjectItem(jp, "greedy");
             int32_t tok = argmax(logits + (size_t)(n_rows - 1) * vocab, vocab), n_same = 0;
@@ -175,7 +183,11 @@ int main(void)
     }
 
     /* the three-image prompt again, prefilled in two chunks that split image 1's span */
-    TEST("prefill split inside an image gives the same last-row logits") {
+    static char split_title[2][120];
+    static int n_split;
+    char *st = split_title[n_split++ % 2];
+    snprintf(st, 120, "%s: prefill split inside an image gives the same last-row logits", model_name);
+    TEST(st) {
         const cJSON *jp = cJSON_GetArrayItem(cJSON_GetObjectItem(gold, "prompts"), 1);
         build_prompt(&p, jp, items);
         const cJSON *rows = cJSON_GetObjectItem(jp, "rows");
@@ -197,5 +209,11 @@ int main(void)
     engine_destroy(&e);
     cJSON_Delete(gold);
     model_destroy(&m);
+}
+
+int main(void)
+{
+    run_golden("gqa4", "prompts.json");
+    run_golden("release", "prompts_release.json");
     return test_report();
 }
