@@ -599,10 +599,8 @@ int tok_load_dir(struct tokenizer **out, const char *dir, struct vlm_err *err)
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         if (!file_exists(path)) {
             if (i < 2) {
-                rc = vlm_err_set(err, VLM_EIO, 500, "tokenizer: %s has no tokenizer: looked for "
-                                 "tokenizer.json, or vocab.json + merges.txt (with "
-                                 "tokenizer_config.json, added_tokens.json, "
-                                 "special_tokens_map.json); %s is missing", dir, names[i]);
+                rc = vlm_err_set(err, VLM_EIO, 500, "tokenizer: %s: looked for tokenizer.json, "
+                                 "then vocab.json + merges.txt: %s is missing", dir, names[i]);
                 goto done;
             }
             continue;
