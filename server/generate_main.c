@@ -113,10 +113,10 @@ static int prep_image(const char *path, struct vision_prep_out *vo, struct vlm_e
     return rc;
 }
 
-static bool is_eos(const struct model_config *c, int32_t id)
+static bool is_stop(const int32_t *stop, int32_t n_stop, int32_t id)
 {
-    for (int32_t i = 0; i < c->n_eos; i++)
-        if (c->eos_token_ids[i] == id) return true;
+    for (int32_t i = 0; i < n_stop; i++)
+        if (stop[i] == id) return true;
     return false;
 }
 
@@ -133,13 +133,14 @@ int main(int argc, char **argv)
     struct engine e = {0};
     struct i32_vec ids = {0}, raw = {0};
     struct vision_prep_out vo = {0};
-    struct strbuf text = {0}, path = {0};
+    struct strbuf text = {0};
     int32_t *blocks = NULL, *out_ids = NULL;
     int rc, status = 1;
 
     if ((rc = model_load(&m, a.model, &err))) goto fail;
-    sb_printf(&path, "%s/tokenizer.json", a.model);
-    if ((rc = tok_load(&tok, path.s, &err))) goto fail;
+    if ((rc = tok_load_dir(&tok, a.model, &err))) goto fail;
+    int32_t stop[VLM_MAX_EOS + 2];
+    int32_t n_stop = tok_stop_ids(tok, m.cfg.eos_token_ids, m.cfg.n_eos, stop, VLM_MAX_EOS + 2);
 
     /* ---- prompt ids (+ at most one image) ---- */
     int32_t n_images = 0;
@@ -236,7 +237,7 @@ int main(int argc, char **argv)
         tok_stream_push(tok, &ts, id, true, &text);
         if (text.n) fwrite(text.s, 1, text.n, stdout);
         fflush(stdout);
-        if (is_eos(&m.cfg, id) || n_out == a.max_tokens) break;
+        if (is_stop(stop, n_stop, id) || n_out == a.max_tokens) break;
         struct batch_seq s = {.pos = n_prompt + n_out - 1, .n_tokens = 1, .tokens = &out_ids[n_out - 1],
                               .blocks = blocks, .n_blocks = n_blocks - 1, .sp = &a.sp,
                               .prompt = ids.v, .n_prompt = n_prompt, .output = out_ids,
@@ -269,7 +270,6 @@ done:
     i32_vec_free(&ids);
     i32_vec_free(&raw);
     sb_free(&text);
-    sb_free(&path);
     tok_free(tok);
     model_destroy(&m);
     return status;

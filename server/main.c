@@ -89,6 +89,41 @@ static void log_examples(const char *host, int port, const char *model, bool key
              key ? " -H \"Authorization: Bearer $VALLEY_API_KEY\"" : "", model, h, port, model);
 }
 
+/* Logs the ids the image markers <im_start>/<im_end> tokenize to (the prompt wraps images
+ * in them, docs/MODEL.md, "Prompt construction"); warns when one is not a single added token. */
+static void log_image_markers(const struct tokenizer *tok)
+{
+    static const char *const markers[] = {"<im_start>", "<im_end>"};
+    struct strbuf line = {0};
+    bool single = true;
+    for (size_t i = 0; i < ARRAY_LEN(markers); i++) {
+        struct i32_vec ids = {0};
+        tok_encode(tok, markers[i], strlen(markers[i]), &ids, NULL);
+        single &= ids.n == 1 && tok_is_added(tok, ids.v[0]);
+        sb_printf(&line, "%s%s = [", i ? ", " : "", markers[i]);
+        for (size_t k = 0; k < ids.n; k++) sb_printf(&line, k ? ", %d" : "%d", ids.v[k]);
+        sb_puts(&line, "]");
+        i32_vec_free(&ids);
+    }
+    if (single) log_info("server: image markers %s", line.s);
+    else log_warn("server: image markers %s: not single added tokens in this tokenizer, so a "
+                  "wrapped image is not spelled as the model was trained", line.s);
+    sb_free(&line);
+}
+
+static void log_stop_ids(const struct tokenizer *tok, const int32_t *ids, int32_t n)
+{
+    struct strbuf line = {0};
+    for (int32_t i = 0; i < n; i++) {
+        size_t len = 0;
+        const char *b = tok_bytes(tok, ids[i], &len);
+        sb_printf(&line, "%s%d %.*s", i ? ", " : "", ids[i], b ? (int)VLM_MIN(len, 40) : 1,
+                  b ? b : "?");
+    }
+    log_info("server: generation stops at %s (ignore_eos overrides)", n ? line.s : "nothing");
+    sb_free(&line);
+}
+
 int main(int argc, char **argv, char **envp)
 {
     struct config cfg;
@@ -135,9 +170,13 @@ int main(int argc, char **argv, char **envp)
         snprintf(dir, sizeof dir, "%s", cfg.engine.model);
     }
     if (model_load(&model, dir, &err)) goto fail;
-    char tpath[4200];
-    snprintf(tpath, sizeof tpath, "%s/tokenizer.json", dir);
-    if (tok_load(&tok, tpath, &err)) goto fail;
+    if (tok_load_dir(&tok, dir, &err)) goto fail;
+    log_image_markers(tok);
+    /* the stop set: the tokenizer's <|im_end|> and <|endoftext|> whatever the config lists */
+    int32_t stop_ids[VLM_MAX_EOS + 2];
+    int32_t n_stop = tok_stop_ids(tok, model.cfg.eos_token_ids, model.cfg.n_eos, stop_ids,
+                                  (int32_t)ARRAY_LEN(stop_ids));
+    log_stop_ids(tok, stop_ids, n_stop);
 
     const struct model_config *mc = &model.cfg;
     struct engine_params ep = {0};
@@ -269,8 +308,8 @@ int main(int argc, char **argv, char **envp)
                            .model_name = name,
                            .max_model_len = max_model_len,
                            .vocab_size = VLM_MAX(mc->vocab_size, tok_vocab_size(tok)),
-                           .eos_ids = mc->eos_token_ids,
-                           .n_eos = mc->n_eos,
+                           .eos_ids = stop_ids,
+                           .n_eos = n_stop,
                            .tok = tok,
                            .prep_ctx = &pc,
                            .prep = prep,

@@ -4,7 +4,7 @@
  *   valley-tokenize MODEL_DIR_OR_TOKENIZER_JSON < text      prints the ids as a JSON array
  *   valley-tokenize --decode [--skip-special] PATH < ids    reads a JSON array, prints text
  *
- * A folder argument means its tokenizer.json. Exit status 0, 1 on bad input, 2 on usage.
+ * A folder argument means its tokenizer.json, or its slow tokenizer files without one. Exit status 0, 1 on bad input, 2 on usage.
  */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -44,18 +44,14 @@ int main(int argc, char **argv)
     }
     if (!path) return usage();
 
-    struct strbuf file = {0};
     struct stat st;
-    sb_puts(&file, path);
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) sb_puts(&file, "/tokenizer.json");
     struct tokenizer *tok;
     struct vlm_err err = {0};
-    if (tok_load(&tok, file.s, &err)) {
+    bool dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    if (dir ? tok_load_dir(&tok, path, &err) : tok_load(&tok, path, &err)) {
         fprintf(stderr, "valley-tokenize: %s\n", err.msg);
-        sb_free(&file);
         return 1;
     }
-    sb_free(&file);
 
     size_t len;
     char *in = read_stdin(&len);

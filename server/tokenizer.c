@@ -5,13 +5,16 @@
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "server/tokenizer.h"
+#include "server/tokenizer_slow.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <pcre2.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <utf8proc.h>
 
 /* ==== The tokenizer ====
@@ -339,24 +342,17 @@ static int added_cmp(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-int tok_load(struct tokenizer **out, const char *path, struct vlm_err *err)
+/* Builds t from a tokenizer.json tree (or the same tree made from the slow files). src names
+ * the source in messages; merge_line (NULL for tokenizer.json) maps merge ranks to the lines
+ * of merges_src. */
+static int tok_build(struct tokenizer *t, const cJSON *root, const char *src,
+                     const char *merges_src, const int32_t *merge_line, struct vlm_err *err)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, bytelevel_init);
-    *out = NULL;
-    size_t len;
-    char *text = vlm_read_file(path, &len);
-    if (!text)
-        return vlm_err_set(err, VLM_EIO, 500, "tokenizer: cannot read %s: %s", path, strerror(errno));
     int rc = 0;
     struct strbuf raw = {0}, bytes = {0};
-    struct tokenizer *t = xcalloc(1, sizeof *t);
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    if (!root) LOAD_FAIL("%s is not valid JSON", path);
-
     /* --- model: BPE vocab and merges --- */
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    if (!cJSON_IsObject(model)) LOAD_FAIL("%s has no \"model\" object", path);
+    if (!cJSON_IsObject(model)) LOAD_FAIL("%s has no \"model\" object", src);
     const char *mtype = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(model, "type"));
     if (mtype && strcmp(mtype, "BPE") != 0) LOAD_FAIL("model type %.40s is not BPE", mtype);
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
@@ -477,6 +473,9 @@ int tok_load(struct tokenizer **out, const char *path, struct vlm_err *err)
         int32_t ia = str_lookup(t, a, na), ib = str_lookup(t, b, nb), iab = str_lookup(t, cat.s, cat.n);
         if (ia < 0 || ib < 0 || iab < 0) {
             sb_free(&cat);
+            if (merge_line)
+                LOAD_FAIL("%s line %d (%.40s %.40s) names a token not in vocab.json", merges_src,
+                          merge_line[rank], a, b);
             LOAD_FAIL("merge %d (%.40s %.40s) names a token not in the vocab", rank, a, b);
         }
         pair_insert(t, ia, ib, rank, iab);
@@ -519,16 +518,110 @@ int tok_load(struct tokenizer **out, const char *path, struct vlm_err *err)
     t->re_jit = pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE) == 0;
 
 done:
-    cJSON_Delete(root);
-    free(text);
     sb_free(&raw);
     sb_free(&bytes);
+    return rc;
+}
+
+static void tok_init_once(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, bytelevel_init);
+}
+
+int tok_load(struct tokenizer **out, const char *path, struct vlm_err *err)
+{
+    tok_init_once();
+    *out = NULL;
+    size_t len;
+    char *text = vlm_read_file(path, &len);
+    if (!text)
+        return vlm_err_set(err, VLM_EIO, 500, "tokenizer: cannot read %s: %s", path, strerror(errno));
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    struct tokenizer *t = xcalloc(1, sizeof *t);
+    int rc = root ? tok_build(t, root, path, NULL, NULL, err)
+                  : vlm_err_set(err, VLM_EINVAL, 500, "tokenizer: %s is not valid JSON", path);
+    cJSON_Delete(root);
     if (rc) {
         tok_free(t);
         return rc;
     }
     *out = t;
     return 0;
+}
+
+int tok_load_slow(struct tokenizer **out, const struct tok_slow_files *f, struct vlm_err *err)
+{
+    tok_init_once();
+    *out = NULL;
+    cJSON *root;
+    int32_t *lines;
+    int rc = tok_slow_tree(&root, &lines, f, err);
+    if (rc) return rc;
+    char src[4200], merges[4200];
+    snprintf(src, sizeof src, "%s/vocab.json", f->dir);
+    snprintf(merges, sizeof merges, "%s/merges.txt", f->dir);
+    struct tokenizer *t = xcalloc(1, sizeof *t);
+    rc = tok_build(t, root, src, merges, lines, err);
+    cJSON_Delete(root);
+    free(lines);
+    if (rc) {
+        tok_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+static bool file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int tok_load_dir(struct tokenizer **out, const char *dir, struct vlm_err *err)
+{
+    *out = NULL;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    if (file_exists(path)) {
+        int rc = tok_load(out, path, err);
+        if (!rc) log_info("tokenizer: %s (%d ids, %d added)", path, (*out)->n_ids, (*out)->n_added);
+        return rc;
+    }
+    static const char *const names[] = {"vocab.json", "merges.txt", "tokenizer_config.json",
+                                        "added_tokens.json", "special_tokens_map.json"};
+    char *text[5] = {0};
+    size_t len[5] = {0};
+    int rc = 0;
+    for (int i = 0; i < 5; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        if (!file_exists(path)) {
+            if (i < 2) {
+                rc = vlm_err_set(err, VLM_EIO, 500, "tokenizer: %s: looked for tokenizer.json, "
+                                 "then vocab.json + merges.txt: %s is missing", dir, names[i]);
+                goto done;
+            }
+            continue;
+        }
+        text[i] = vlm_read_file(path, &len[i]);
+        if (!text[i]) {
+            rc = vlm_err_set(err, VLM_EIO, 500, "tokenizer: cannot read %s: %s", path, strerror(errno));
+            goto done;
+        }
+    }
+    struct tok_slow_files f = {.dir = dir};
+    struct tok_text *slot[5] = {&f.vocab, &f.merges, &f.config, &f.added_tokens, &f.special_map};
+    for (int i = 0; i < 5; i++) *slot[i] = (struct tok_text){text[i], len[i]};
+    rc = tok_load_slow(out, &f, err);
+    if (!rc)
+        log_info("tokenizer: %s: slow files vocab.json + merges.txt%s%s%s (%d ids, %d added)", dir,
+                 text[2] ? " + tokenizer_config.json" : "", text[3] ? " + added_tokens.json" : "",
+                 text[4] ? " + special_tokens_map.json" : "", (*out)->n_ids, (*out)->n_added);
+done:
+    for (int i = 0; i < 5; i++) free(text[i]);
+    return rc;
 }
 
 void tok_free(struct tokenizer *t)
@@ -557,6 +650,26 @@ int32_t tok_vocab_size(const struct tokenizer *t)
 bool tok_is_special(const struct tokenizer *t, int32_t id)
 {
     return id >= 0 && id < t->n_ids && (t->tokens[id].flags & TOK_SPECIAL);
+}
+
+bool tok_is_added(const struct tokenizer *t, int32_t id)
+{
+    return id >= 0 && id < t->n_ids && (t->tokens[id].flags & TOK_ADDED);
+}
+
+int32_t tok_stop_ids(const struct tokenizer *t, const int32_t *eos, int32_t n_eos, int32_t *out,
+                     int32_t cap)
+{
+    int32_t cand[2 + 64], n = 0, m = 0;
+    cand[n++] = tok_find(t, "<|im_end|>");
+    cand[n++] = tok_find(t, "<|endoftext|>");
+    for (int32_t i = 0; i < n_eos && n < (int32_t)ARRAY_LEN(cand); i++) cand[n++] = eos[i];
+    for (int32_t i = 0; i < n && m < cap; i++) {
+        bool dup = cand[i] < 0;
+        for (int32_t k = 0; k < m && !dup; k++) dup = out[k] == cand[i];
+        if (!dup) out[m++] = cand[i];
+    }
+    return m;
 }
 
 const char *tok_bytes(const struct tokenizer *t, int32_t id, size_t *len)

@@ -1,6 +1,8 @@
 /*
  * tokenizer: byte-level BPE as described by a Hugging Face tokenizer.json (Qwen2/Qwen3 and
- * anything built the same way), giving the same ids as the `tokenizers` library.
+ * anything built the same way), giving the same ids as the `tokenizers` library; or by the
+ * slow Qwen2Tokenizer files (vocab.json, merges.txt, ...: tok_load_slow), giving the ids
+ * transformers' AutoTokenizer builds from them.
  *
  * Encoding runs, in this order:
  *   1. added tokens ("added_tokens", special or not) are cut out of the raw text first,
@@ -48,6 +50,41 @@ struct tokenizer; /* opaque */
 int tok_load(struct tokenizer **out, const char *tokenizer_json_path, struct vlm_err *err);
 void tok_free(struct tokenizer *t); /* NULL ok */
 
+/* The tokenizer of a model folder: dir/tokenizer.json when it exists, else the slow files
+ * (tok_load_slow) when dir/vocab.json and dir/merges.txt exist, else VLM_EIO with a message
+ * naming the files looked for. Logs which files it used. */
+int tok_load_dir(struct tokenizer **out, const char *dir, struct vlm_err *err);
+
+/* The slow (Qwen2Tokenizer) files of a folder, read: s NULL when the file is absent. */
+struct tok_text {
+    const char *s;
+    size_t n;
+};
+struct tok_slow_files {
+    const char *dir; /* for messages */
+    struct tok_text vocab, merges, config, added_tokens, special_map;
+};
+
+/* Builds the tokenizer transformers' AutoTokenizer (Qwen2TokenizerFast) builds from the slow
+ * files, with the same ids:
+ *   - vocab.json (required; ids 0..N-1, each once) and merges.txt (required; rank = line
+ *     order, read as Python reads it: universal newlines, each line stripped and split on
+ *     white space into exactly two tokens, a first "#version:" line and empty lines skipped;
+ *     a pair listed twice keeps its first rank);
+ *   - NFC, the Qwen2 split regex (engine/slowtok.h), byte-level BPE, as Qwen2Converter;
+ *   - added tokens from tokenizer_config.json's added_tokens_decoder when it has one, else
+ *     from added_tokens.json (legacy); special when flagged so or when named by a special-
+ *     token setting: bos/eos/unk/sep/pad/cls/mask_token and additional_special_tokens of
+ *     tokenizer_config.json (without added_tokens_decoder: overridden by
+ *     special_tokens_map.json), defaults unk = eos = pad = "<|endoftext|>"; a setting that
+ *     names no added token becomes one;
+ *   - ids: transformers ignores the ids the files give and numbers added tokens itself (a
+ *     token in vocab.json keeps its id, a new one follows the vocab); a file whose ids
+ *     differ from that numbering is refused, so the ids are the ones the files state.
+ * Also refused: add_prefix_space true, invalid UTF-8, malformed JSON. Errors name the file
+ * (and the merges.txt line). config, added_tokens and special_map are optional. */
+int tok_load_slow(struct tokenizer **out, const struct tok_slow_files *f, struct vlm_err *err);
+
 /* Appends the ids of text[0..len) to out (text need not be NUL-terminated; NUL bytes are
  * ordinary characters). Invalid UTF-8 -> VLM_EINVAL, VLM_ENOMEM if a text-sized buffer
  * cannot be allocated; out then holds what it held before plus possibly a prefix.
@@ -60,6 +97,14 @@ int tok_encode(const struct tokenizer *t, const char *text, size_t len, struct i
 int32_t tok_find(const struct tokenizer *t, const char *token);
 int32_t tok_vocab_size(const struct tokenizer *t); /* max id + 1 */
 bool tok_is_special(const struct tokenizer *t, int32_t id); /* false for invalid ids */
+bool tok_is_added(const struct tokenizer *t, int32_t id);   /* an added token (special or not) */
+
+/* The stop set: the tokenizer's <|im_end|> and <|endoftext|> (when it has them), then
+ * eos[0..n_eos) (config.json / generation_config.json eos_token_id), without repeats, at
+ * most cap ids into out. Returns the count. Qwen3 Base configs list only <|endoftext|>, yet
+ * the chat reference stops at <|im_end|> (docs/MODEL.md, "Generation"). */
+int32_t tok_stop_ids(const struct tokenizer *t, const int32_t *eos, int32_t n_eos, int32_t *out,
+                     int32_t cap);
 /* The decoded bytes of one token (not NUL-terminated, may be part of a UTF-8 character),
  * borrowed until tok_free; NULL for an id that names no token. */
 const char *tok_bytes(const struct tokenizer *t, int32_t id, size_t *len);
