@@ -50,30 +50,6 @@ static int default_model_dir(char *dir, size_t cap, struct vlm_err *err)
     return testmodel_write(dir, &p, err);
 }
 
-/* Says whether images are wrapped and what the markers tokenize to: the reference wraps
- * at string level, so they are single ids only when the tokenizer has them as added tokens. */
-static void log_image_markers(const struct tokenizer *tok, bool wrap)
-{
-    if (!wrap) {
-        log_info("server: images are not wrapped in <im_start>/<im_end> "
-                 "(config.json use_special_start_end_token false, or --image-start-end-tokens off)");
-        return;
-    }
-    const char *const marks[2] = {"<im_start>", "<im_end>"};
-    struct i32_vec ids[2] = {{0}, {0}};
-    for (int i = 0; i < 2; i++)
-        if (tok_encode(tok, marks[i], strlen(marks[i]), &ids[i], NULL)) ids[i].n = 0;
-    if (ids[0].n == 1 && ids[1].n == 1)
-        log_info("server: images are wrapped as <im_start><image><im_end>: ids %d, %d",
-                 ids[0].v[0], ids[1].v[0]);
-    else
-        log_warn("server: images are wrapped as <im_start><image><im_end>, but the tokenizer has "
-                 "no single tokens for them (%zu and %zu ids): they are encoded as plain text",
-                 (size_t)ids[0].n, (size_t)ids[1].n);
-    i32_vec_free(&ids[0]);
-    i32_vec_free(&ids[1]);
-}
-
 static void log_examples(const char *host, int port, const char *model, bool key)
 {
     const char *h = !host[0] || !strcmp(host, "0.0.0.0") || !strcmp(host, "::") ? "127.0.0.1" : host;
@@ -251,7 +227,12 @@ int main(int argc, char **argv, char **envp)
     pc.wrap_image_tokens = cfg.api.image_start_end_tokens == CONFIG_WRAP_AUTO
                                ? mc->use_special_start_end_token
                                : cfg.api.image_start_end_tokens == CONFIG_WRAP_ON;
-    if (mc->has_vision) log_image_markers(tok, pc.wrap_image_tokens);
+    if (mc->has_vision)
+        log_info("server: images are %s as <im_start><image><im_end> (%s)",
+                 pc.wrap_image_tokens ? "wrapped" : "not wrapped",
+                 cfg.api.image_start_end_tokens != CONFIG_WRAP_AUTO ? "--image-start-end-tokens"
+                 : mc->use_special_start_end_token ? "config.json does not say false"
+                                                   : "config.json use_special_start_end_token false");
     pc.pad_id = tok_find(tok, "<|image_pad|>");
     if (pc.pad_id < 0) pc.pad_id = 0;
     pc.max_model_len = max_model_len;

@@ -115,7 +115,9 @@ def test_starts_without_tokenizer_json(release):
     assert cfg["vocab_size"] == 151679
     assert httpx.get(release.url + "/health", timeout=10).status_code == 200
     log = release.log_text()
-    assert "images are wrapped as <im_start><image><im_end>: ids 151669, 151670" in log
+    assert "image markers <im_start> = [151669], <im_end> = [151670]" in log
+    assert "images are wrapped as <im_start><image><im_end> (config.json does not say false)" in log
+    assert "generation stops at" in log and "151645" in log
 
 
 @pytest.mark.parametrize("name", [g["name"] for g in goldens()])
@@ -172,3 +174,21 @@ def test_im_end_first_stops_with_eos_151643_only(release_script, think):
         model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=3,
         extra_body={"chat_template_kwargs": {"enable_thinking": think}, "ignore_eos": True})
     assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 3
+
+
+def test_image_start_end_tokens_off_overrides_the_default(tmp_path_factory):
+    """auto (the default) wraps on this folder (no use_special_start_end_token key); off
+    leaves the markers out."""
+    out = make_model(tmp_path_factory, "release")
+    s = Server(out, ["--api-key", API_KEY, "--image-start-end-tokens", "off"])
+    try:
+        with http_client(s) as c:
+            r = c.post("/tokenize", json={"model": "tiny",
+                                          "messages": [{"role": "user", "content": "Hi"}]})
+        assert r.status_code == 200, r.text
+        toks = r.json()["tokens"]
+        assert 151669 not in toks and 151670 not in toks and toks.count(151655) == 4
+        assert "images are not wrapped as <im_start><image><im_end> (--image-start-end-tokens)" \
+            in s.log_text()
+    finally:
+        assert s.stop() == 0
