@@ -250,9 +250,66 @@ static void test_tokenizer_ids(void)
     }
 }
 
+/* The release layout (synthesized tokenizer, so it needs no fixture) and the full preset's
+ * parameters (its 19 GB are written only by hand: docs/PERF.md, "Real-geometry dry run"). */
+static void test_release_layout(void)
+{
+    TEST("release layout: slow files, shards + index, eos <|endoftext|> only, no wrap key") {
+        struct testmodel_params p;
+        small(&p);
+        p.release = p.slow_tokenizer = p.valley_tokens = true;
+        p.shards = 3;
+        struct vlm_err err = {0};
+        CHECK_EQ(testmodel_write(sub("rel"), &p, &err), 0);
+        CHECK(access(sub("rel/tokenizer.json"), F_OK) != 0);
+        CHECK(access(sub("rel/vocab.json"), F_OK) == 0);
+        CHECK(access(sub("rel/merges.txt"), F_OK) == 0);
+        CHECK(access(sub("rel/model.safetensors.index.json"), F_OK) == 0);
+        CHECK(access(sub("rel/model-00003-of-00003.safetensors"), F_OK) == 0);
+        char *cj = vlm_read_file(sub("rel/config.json"), NULL);
+        cJSON *c = cJSON_Parse(cj);
+        free(cj);
+        CHECK(c != NULL);
+        CHECK(cJSON_GetObjectItem(c, "use_special_start_end_token") == NULL);
+        const cJSON *eos = cJSON_GetObjectItem(c, "eos_token_id");
+        const cJSON *bos = cJSON_GetObjectItem(c, "bos_token_id");
+        CHECK(cJSON_IsNumber(eos) && cJSON_IsNumber(bos) && eos->valueint == bos->valueint);
+        CHECK(cJSON_IsTrue(cJSON_GetObjectItem(c, "only_navit")));
+        CHECK_EQ(cJSON_GetObjectItem(c, "navit_merger_hidden_dim")->valueint, 40);
+        CHECK_STR(cJSON_GetArrayItem(cJSON_GetObjectItem(c, "architectures"), 0)->valuestring,
+                  "ValleyQwen3ForCausalLM");
+        /* a small tower is described; only the Qwen2-VL geometry goes without vision_config */
+        CHECK(cJSON_GetObjectItem(c, "vision_config") != NULL);
+        cJSON_Delete(c);
+        char *gj = vlm_read_file(sub("rel/generation_config.json"), NULL);
+        CHECK(gj && strstr(gj, "\"eos_token_id\": [") == NULL);
+        free(gj);
+    }
+    TEST("preset valley2.5: the released geometry") {
+        struct testmodel_params p;
+        testmodel_preset_valley25(&p);
+        CHECK_EQ(p.layers, 36);
+        CHECK_EQ(p.hidden, 4096);
+        CHECK_EQ(p.heads, 32);
+        CHECK_EQ(p.kv_heads, 8);
+        CHECK_EQ(p.head_dim, 128);
+        CHECK_EQ(p.ffn, 12288);
+        CHECK_EQ(p.vocab, 151679);
+        CHECK(!p.tie && p.vision && p.release && p.slow_tokenizer && p.valley_tokens);
+        CHECK_EQ(p.vit_depth, 32);
+        CHECK_EQ(p.vit_dim, 1280);
+        CHECK_EQ(p.vit_heads, 16);
+        CHECK_EQ(p.vit_mlp_ratio, 4);
+        CHECK_EQ(p.merger_hidden, 65536);
+        CHECK_EQ(p.dtype, DT_BF16);
+        CHECK(p.shards > 1);
+    }
+}
+
 int main(void)
 {
     tmpdir_make("/tmp/vlm_test_tm_XXXXXX");
+    test_release_layout();
     test_determinism();
     test_stamp();
     test_tokenizer();
