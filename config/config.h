@@ -35,7 +35,8 @@ struct config_list {
 };
 
 enum config_backend { CONFIG_BACKEND_AUTO, CONFIG_BACKEND_CPU, CONFIG_BACKEND_CUDA };
-/* --image-start-end-tokens: auto = wrap unless config.json sets use_special_start_end_token false. */
+/* --image-start-end-tokens: auto = wrap unless config.json sets use_special_start_end_token
+ * false. */
 enum config_wrap { CONFIG_WRAP_AUTO, CONFIG_WRAP_ON, CONFIG_WRAP_OFF };
 
 /* The HTTP front end (server/http.c, server/openai.c). */

@@ -86,7 +86,8 @@ static uint64_t weights_hash(const char *dir)
         struct stat sb;
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, all[i]->d_name);
-        if (strstr(all[i]->d_name, ".safetensors") && stat(path, &sb) == 0) total += (uint64_t)sb.st_size;
+        if (strstr(all[i]->d_name, ".safetensors") && stat(path, &sb) == 0)
+            total += (uint64_t)sb.st_size;
         free(all[i]);
     }
     if (na >= 0) free(all);

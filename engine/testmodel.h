@@ -61,7 +61,8 @@ void testmodel_defaults(struct testmodel_params *p);
 
 /* The full Valley2.5 geometry (36 layers, hidden 4096, 32/8 heads x 128, ffn 12288, untied,
  * vocab 151679, ViT 32 x 1280 x 16 heads, projector 5120 -> 65536 -> 4096), bf16, in the
- * release shape (slow tokenizer files with the Valley tokens), 8 shards: about 19 GB written tensor by tensor (one tensor in memory). */
+ * release shape (slow tokenizer files with the Valley tokens), 8 shards: about 19 GB,
+ * written tensor by tensor (one tensor in memory at a time). */
 void testmodel_preset_valley25(struct testmodel_params *p);
 
 /* Writes the folder dir (created with its parents as needed). If dir already holds the

@@ -161,7 +161,8 @@ int main(int argc, char **argv, char **envp)
         g[j].count++;
         g[j].bytes += t->nbytes;
     }
-    printf("\ninventory: %d tensors, all bound by name and shape, 0 unknown (N = layer or block)\n", n);
+    printf("\ninventory: %d tensors, all bound by name and shape, 0 unknown "
+           "(N = layer or block)\n", n);
     for (int32_t j = 0; j < ng; j++)
         printf("  %-62s %-22s %-4s x%-3d %10.3f MiB\n", g[j].pattern, g[j].shape, g[j].dtype,
                g[j].count, (double)g[j].bytes / (1 << 20));
@@ -183,7 +184,8 @@ int main(int argc, char **argv, char **envp)
     uint64_t H = (uint64_t)c->hidden_size, F = (uint64_t)c->intermediate_size;
     uint64_t QD = (uint64_t)c->n_heads * (uint64_t)c->head_dim;
     uint64_t KD = (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim;
-    int32_t max_len = cfg.sched.max_model_len > 0 ? cfg.sched.max_model_len : c->max_position_embeddings;
+    int32_t max_len = cfg.sched.max_model_len > 0 ? cfg.sched.max_model_len
+                                                  : c->max_position_embeddings;
     uint64_t enc = c->has_vision ? (uint64_t)cfg.sched.encoder_cache_tokens : 0;
     printf("\nmemory plan (--max-num-batched-tokens %llu, --max-num-seqs %llu, max_model_len %d, "
            "--encoder-cache-tokens %llu):\n", (unsigned long long)T, (unsigned long long)S,
@@ -200,7 +202,8 @@ int main(int argc, char **argv, char **envp)
         printf("  %-24s weights %7.2f GiB, KV %llu B/token = %6.2f GiB at %d tokens, workspace "
                "%5.2f GiB, encoder cache %5.2f GiB: %6.2f GiB\n",
                dev == 0 ? "bf16 device (cuda)" : "cpu backend (f32 copies)", gib(w),
-               (unsigned long long)kv_tok, gib(kv), max_len, gib(ws), gib(ec), gib(w + kv + ws + ec));
+               (unsigned long long)kv_tok, gib(kv), max_len, gib(ws), gib(ec),
+               gib(w + kv + ws + ec));
     }
     printf("  here: the files are mapped, not read (%.2f GiB of address space; pages load on "
            "first use)\n", gib(total));

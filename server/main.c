@@ -230,9 +230,11 @@ int main(int argc, char **argv, char **envp)
     if (mc->has_vision)
         log_info("server: images are %s as <im_start><image><im_end> (%s)",
                  pc.wrap_image_tokens ? "wrapped" : "not wrapped",
-                 cfg.api.image_start_end_tokens != CONFIG_WRAP_AUTO ? "--image-start-end-tokens"
-                 : mc->use_special_start_end_token ? "config.json does not say false"
-                                                   : "config.json use_special_start_end_token false");
+                 cfg.api.image_start_end_tokens != CONFIG_WRAP_AUTO
+                     ? "--image-start-end-tokens"
+                 : mc->use_special_start_end_token
+                     ? "config.json does not say false"
+                     : "config.json use_special_start_end_token false");
     pc.pad_id = tok_find(tok, "<|image_pad|>");
     if (pc.pad_id < 0) pc.pad_id = 0;
     pc.max_model_len = max_model_len;

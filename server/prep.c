@@ -386,7 +386,8 @@ int prep_prompt_build(const struct prep_ctx *c, const struct oai_request *q, boo
         rc = vlm_err_param(err, VLM_ETOOBIG, 400, what,
                            "The prompt has %d tokens (images included), more than this model's "
                            "tokenizer_model_max_length %d. The reference would truncate it; "
-                           "please reduce the length of the input.", (int)n, (int)c->max_prompt_len);
+                           "please reduce the length of the input.", (int)n,
+                           (int)c->max_prompt_len);
         goto fail;
     }
     if (n + 1 > ctx) {

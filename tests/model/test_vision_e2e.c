@@ -186,7 +186,8 @@ static void run_golden(const char *model_name, const char *golden_name)
     static char split_title[2][120];
     static int n_split;
     char *st = split_title[n_split++ % 2];
-    snprintf(st, 120, "%s: prefill split inside an image gives the same last-row logits", model_name);
+    snprintf(st, 120, "%s: prefill split inside an image gives the same last-row logits",
+             model_name);
     TEST(st) {
         const cJSON *jp = cJSON_GetArrayItem(cJSON_GetObjectItem(gold, "prompts"), 1);
         build_prompt(&p, jp, items);

@@ -335,12 +335,13 @@ static void test_missing_and_tied(void)
     }
     TEST("only_navit false with a SigLIP tensor is refused, naming the tensor") {
         CHECK_EQ(gen("siglip", &p), 0);
-        add_tensor(sub("siglip"), "model.vision_tower.vision_tower.vision_model.post_layernorm.weight");
+        add_tensor(sub("siglip"),
+                   "model.vision_tower.vision_tower.vision_model.post_layernorm.weight");
         edit_config(sub("siglip"), "only_navit", "false");
         expect_fail(sub("siglip"), VLM_EINVAL,
                     "model: \"only_navit\" is false and tensor "
-                    "'model.vision_tower.vision_tower.vision_model.post_layernorm.weight' is present: "
-                    "the SigLIP/mm_projector path is not supported");
+                    "'model.vision_tower.vision_tower.vision_model.post_layernorm.weight' is "
+                    "present: the SigLIP/mm_projector path is not supported");
     }
     TEST("only_navit false with an mm_projector tensor is refused") {
         CHECK_EQ(gen("mmproj", &p), 0);
@@ -424,8 +425,8 @@ static void test_missing_and_tied(void)
         size_t got = fread(logbuf, 1, sizeof logbuf - 1, cap);
         fclose(cap);
         logbuf[got] = 0;
-        const char *want = "model: config.json has no \"rope_theta\": using 10000 (the transformers "
-                           "default; Qwen3 checkpoints set 1000000)";
+        const char *want = "model: config.json has no \"rope_theta\": using 10000 (the "
+                           "transformers default; Qwen3 checkpoints set 1000000)";
         if (!strstr(logbuf, want)) CHECK_STR(logbuf, want);
     }
     TEST("tied embeddings without lm_head load; lm_head is the embedding") {

@@ -121,7 +121,8 @@ int main(void)
     TEST("tokenizer_model_max_length: a longer prompt is a 400 (the reference truncates)") {
         struct prep_ctx cm = c;
         cm.max_prompt_len = 5;
-        struct oai_request q = parse(OAI_KIND_COMPLETION, "{\"prompt\":\"one two three four five six\"}");
+        struct oai_request q =
+            parse(OAI_KIND_COMPLETION, "{\"prompt\":\"one two three four five six\"}");
         struct prep_prompt pp;
         CHECK_EQ(prep_prompt_build(&cm, &q, false, &pp, &err), VLM_ETOOBIG);
         CHECK_EQ(err.http_status, 400);
