@@ -48,6 +48,8 @@ static const struct {
     {"vocab not JSON", {"tiny", T("{\"a\":"), T(TM), NONE, NONE, NONE}, "tiny/vocab.json is not a JSON object"},
     {"vocab an array", {"tiny", T("[\"a\"]"), T(TM), NONE, NONE, NONE}, "tiny/vocab.json is not a JSON object"},
     {"vocab empty", {"tiny", T("{}"), T(TM), NONE, NONE, NONE}, "tiny/vocab.json is not a JSON object"},
+    {"vocab not UTF-8", {"tiny", T("{\"a\xff\":0}"), T(TM), NONE, NONE, NONE}, "tiny/vocab.json is not valid UTF-8"},
+    {"config not UTF-8", {"tiny", T(TV), T(TM), T("{\"eos_token\":\"\xc3\"}"), NONE, NONE}, "tiny/tokenizer_config.json is not valid UTF-8"},
     {"vocab negative id", {"tiny", T("{\"a\":-1,\"b\":1}"), T(TM), NONE, NONE, NONE}, "\"a\": ids must be 0..1"},
     {"vocab id twice", {"tiny", T("{\"a\":0,\"b\":0}"), T(TM), NONE, NONE, NONE}, "\"b\": ids must be 0..1, each used once"},
     {"vocab id gap", {"tiny", T("{\"a\":0,\"b\":5}"), T(TM), NONE, NONE, NONE}, "\"b\": ids must be 0..1"},
@@ -86,6 +88,7 @@ static const struct {
     {"legacy added id string", {"tiny", T(TV), T(TM), NONE, T("{\"<x>\":\"4\"}"), NONE}, "\"<x>\" needs a non-negative integer id"},
     {"legacy added gap", {"tiny", T(TV), T(TM), NONE, T("{\"<x>\":9}"), NONE},
      "tiny/added_tokens.json: added token \"<x>\" has id 9, but transformers numbers it 4"},
+    {"legacy added id twice", {"tiny", T(TV), T(TM), NONE, T("{\"<x>\":4,\"<y>\":4}"), NONE}, "tiny/added_tokens.json lists id 4 twice"},
     {"legacy map not object", {"tiny", T(TV), T(TM), NONE, NONE, T("3")}, "tiny/special_tokens_map.json is not a JSON object"},
 };
 
