@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "engine/slowtok.h"
+#include "engine/testmodel.h"
 #include "server/tokenizer.h"
 #include "test.h"
 #include "tmpdir.h"
@@ -369,6 +370,45 @@ int main(void)
         memset(&err, 0, sizeof err);
         CHECK_EQ(slowtok_write(path, dir, false, &err), VLM_EINVAL);
         CHECK(strstr(err.msg, "the slow files imply NFC and the Qwen2 split regex") != NULL);
+    }
+
+    TEST("the synthesized tokenizer: slow and tokenizer.json forms, with Valley tokens, agree") {
+        struct testmodel_params p;
+        testmodel_defaults(&p);
+        p.hidden = 32, p.layers = 1, p.heads = 2, p.kv_heads = 1, p.head_dim = 16, p.ffn = 32;
+        p.vision = false;
+        p.valley_tokens = true;
+        char a[512], b[512];
+        snprintf(a, sizeof a, "%s", sub("synth_json"));
+        snprintf(b, sizeof b, "%s", sub("synth_slow"));
+        CHECK_EQ(testmodel_write(a, &p, &err), 0);
+        p.slow_tokenizer = true;
+        CHECK_EQ(testmodel_write(b, &p, &err), 0);
+        CHECK(testmodel_up_to_date(b, &p));
+        snprintf(path, sizeof path, "%s/tokenizer.json", b);
+        CHECK(!file_exists(path));
+        struct tokenizer *ta = NULL, *tb = NULL;
+        CHECK_EQ(tok_load_dir(&ta, a, &err), 0);
+        CHECK_EQ(tok_load_dir(&tb, b, &err), 0);
+        if (ta && tb) {
+            CHECK_EQ(tok_vocab_size(ta), tok_vocab_size(tb));
+            int32_t first = tok_find(ta, "<|endoftext|>") + 26; /* after the 26 Qwen3 tokens */
+            for (int i = 0; i < SLOWTOK_N_VALLEY; i++) {
+                CHECK_EQ(tok_find(ta, slowtok_valley_tokens[i]), first + i);
+                CHECK_EQ(tok_find(tb, slowtok_valley_tokens[i]), first + i);
+                CHECK(tok_is_special(ta, first + i) && tok_is_special(tb, first + i));
+            }
+            CHECK_EQ(tok_vocab_size(ta), first + SLOWTOK_N_VALLEY);
+            static const char *s = "The valley <im_start><image><im_end> answers <|im_end|>\n caf\xc3\xa9 42";
+            struct i32_vec x = {0}, y = {0};
+            CHECK_EQ(tok_encode(ta, s, strlen(s), &x, NULL), 0);
+            CHECK_EQ(tok_encode(tb, s, strlen(s), &y, NULL), 0);
+            CHECK(ids_equal(&x, &y));
+            i32_vec_free(&x);
+            i32_vec_free(&y);
+        }
+        tok_free(ta);
+        tok_free(tb);
     }
 
     tok_free(slow);
