@@ -66,8 +66,9 @@ static void log_examples(const char *host, int port, const char *model, bool key
 }
 
 /* Logs the ids the image markers <im_start>/<im_end> tokenize to (the prompt wraps images
- * in them, docs/MODEL.md, "Prompt construction"); warns when one is not a single added token. */
-static void log_image_markers(const struct tokenizer *tok)
+ * in them unless config.json says otherwise, docs/MODEL.md, "Prompt construction"); warns
+ * when images are wrapped and a marker is not a single added token. */
+static void log_image_markers(const struct tokenizer *tok, bool wrap)
 {
     static const char *const markers[] = {"<im_start>", "<im_end>"};
     struct strbuf line = {0};
@@ -81,9 +82,11 @@ static void log_image_markers(const struct tokenizer *tok)
         sb_puts(&line, "]");
         i32_vec_free(&ids);
     }
-    if (single) log_info("server: image markers %s", line.s);
-    else log_warn("server: image markers %s: not single added tokens in this tokenizer, so a "
-                  "wrapped image is not spelled as the model was trained", line.s);
+    if (single || !wrap)
+        log_info("server: image markers %s (images %swrapped)", line.s, wrap ? "" : "not ");
+    else
+        log_warn("server: image markers %s: not single added tokens in this tokenizer, so a "
+                 "wrapped image is not spelled as the model was trained", line.s);
     sb_free(&line);
 }
 
@@ -147,7 +150,6 @@ int main(int argc, char **argv, char **envp)
     }
     if (model_load(&model, dir, &err)) goto fail;
     if (tok_load_dir(&tok, dir, &err)) goto fail;
-    log_image_markers(tok);
     /* the stop set: the tokenizer's <|im_end|> and <|endoftext|> whatever the config lists */
     int32_t stop_ids[VLM_MAX_EOS + 2];
     int32_t n_stop = tok_stop_ids(tok, model.cfg.eos_token_ids, model.cfg.n_eos, stop_ids,
@@ -235,6 +237,7 @@ int main(int argc, char **argv, char **envp)
                  : mc->use_special_start_end_token
                      ? "config.json does not say false"
                      : "config.json use_special_start_end_token false");
+    if (mc->has_vision) log_image_markers(tok, pc.wrap_image_tokens);
     pc.pad_id = tok_find(tok, "<|image_pad|>");
     if (pc.pad_id < 0) pc.pad_id = 0;
     pc.max_model_len = max_model_len;

@@ -229,6 +229,12 @@ int tok_slow_tree(cJSON **out, int32_t **merge_line, const struct tok_slow_files
     *out = NULL;
     *merge_line = NULL;
 
+    /* every file is UTF-8, as Python opens them */
+    const struct tok_text *texts[] = {&f->vocab, &f->config, &f->added_tokens, &f->special_map};
+    const char *names[] = {vname, cname, aname, sname};
+    for (size_t i = 0; i < ARRAY_LEN(texts); i++)
+        if (texts[i]->s && !utf8_ok(texts[i]->s, texts[i]->n)) SLOW_FAIL("%s is not valid UTF-8", names[i]);
+
     /* --- vocab.json: ids 0..N-1, each once, no spelling twice --- */
     if (!cJSON_IsObject(vocab) || !vocab->child) SLOW_FAIL("%s is not a JSON object of tokens", vname);
     int32_t n_vocab = cJSON_GetArraySize(vocab);
@@ -295,11 +301,13 @@ int tok_slow_tree(cJSON **out, int32_t **merge_line, const struct tok_slow_files
             double d = cJSON_IsNumber(e) ? e->valuedouble : -1;
             if (!(d >= 0 && d < (1 << 24)) || d != (double)(int64_t)d || !*e->string)
                 SLOW_FAIL("%s: \"%.40s\" needs a non-negative integer id", aname, e->string);
+            for (size_t i = 0; i < al.n; i++)
+                if (al.v[i].declared == (int64_t)d) SLOW_FAIL("%s lists id %lld twice", aname, (long long)d);
             added_push(&al, (struct added){.content = xstrdup(e->string), .declared = (int64_t)d,
                                            .file = aname});
         }
     }
-    qsort(al.v, al.n, sizeof *al.v, added_cmp); /* stable enough: declared ids are distinct */
+    if (al.n) qsort(al.v, al.n, sizeof *al.v, added_cmp); /* declared ids are distinct */
     size_t n_declared = al.n;
     for (int i = 0; i < sp.n; i++) {
         bool have = false;

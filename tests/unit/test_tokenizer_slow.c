@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "engine/slowtok.h"
+#include "engine/testmodel.h"
 #include "server/tokenizer.h"
 #include "test.h"
 #include "tmpdir.h"
@@ -48,6 +49,8 @@ static const struct {
     {"vocab not JSON", {"tiny", T("{\"a\":"), T(TM), NONE, NONE, NONE}, "tiny/vocab.json is not a JSON object"},
     {"vocab an array", {"tiny", T("[\"a\"]"), T(TM), NONE, NONE, NONE}, "tiny/vocab.json is not a JSON object"},
     {"vocab empty", {"tiny", T("{}"), T(TM), NONE, NONE, NONE}, "tiny/vocab.json is not a JSON object"},
+    {"vocab not UTF-8", {"tiny", T("{\"a\xff\":0}"), T(TM), NONE, NONE, NONE}, "tiny/vocab.json is not valid UTF-8"},
+    {"config not UTF-8", {"tiny", T(TV), T(TM), T("{\"eos_token\":\"\xc3\"}"), NONE, NONE}, "tiny/tokenizer_config.json is not valid UTF-8"},
     {"vocab negative id", {"tiny", T("{\"a\":-1,\"b\":1}"), T(TM), NONE, NONE, NONE}, "\"a\": ids must be 0..1"},
     {"vocab id twice", {"tiny", T("{\"a\":0,\"b\":0}"), T(TM), NONE, NONE, NONE}, "\"b\": ids must be 0..1, each used once"},
     {"vocab id gap", {"tiny", T("{\"a\":0,\"b\":5}"), T(TM), NONE, NONE, NONE}, "\"b\": ids must be 0..1"},
@@ -86,6 +89,7 @@ static const struct {
     {"legacy added id string", {"tiny", T(TV), T(TM), NONE, T("{\"<x>\":\"4\"}"), NONE}, "\"<x>\" needs a non-negative integer id"},
     {"legacy added gap", {"tiny", T(TV), T(TM), NONE, T("{\"<x>\":9}"), NONE},
      "tiny/added_tokens.json: added token \"<x>\" has id 9, but transformers numbers it 4"},
+    {"legacy added id twice", {"tiny", T(TV), T(TM), NONE, T("{\"<x>\":4,\"<y>\":4}"), NONE}, "tiny/added_tokens.json lists id 4 twice"},
     {"legacy map not object", {"tiny", T(TV), T(TM), NONE, NONE, T("3")}, "tiny/special_tokens_map.json is not a JSON object"},
 };
 
@@ -366,6 +370,45 @@ int main(void)
         memset(&err, 0, sizeof err);
         CHECK_EQ(slowtok_write(path, dir, false, &err), VLM_EINVAL);
         CHECK(strstr(err.msg, "the slow files imply NFC and the Qwen2 split regex") != NULL);
+    }
+
+    TEST("the synthesized tokenizer: slow and tokenizer.json forms, with Valley tokens, agree") {
+        struct testmodel_params p;
+        testmodel_defaults(&p);
+        p.hidden = 32, p.layers = 1, p.heads = 2, p.kv_heads = 1, p.head_dim = 16, p.ffn = 32;
+        p.vision = false;
+        p.valley_tokens = true;
+        char a[512], b[512];
+        snprintf(a, sizeof a, "%s", sub("synth_json"));
+        snprintf(b, sizeof b, "%s", sub("synth_slow"));
+        CHECK_EQ(testmodel_write(a, &p, &err), 0);
+        p.slow_tokenizer = true;
+        CHECK_EQ(testmodel_write(b, &p, &err), 0);
+        CHECK(testmodel_up_to_date(b, &p));
+        snprintf(path, sizeof path, "%s/tokenizer.json", b);
+        CHECK(!file_exists(path));
+        struct tokenizer *ta = NULL, *tb = NULL;
+        CHECK_EQ(tok_load_dir(&ta, a, &err), 0);
+        CHECK_EQ(tok_load_dir(&tb, b, &err), 0);
+        if (ta && tb) {
+            CHECK_EQ(tok_vocab_size(ta), tok_vocab_size(tb));
+            int32_t first = tok_find(ta, "<|endoftext|>") + 26; /* after the 26 Qwen3 tokens */
+            for (int i = 0; i < SLOWTOK_N_VALLEY; i++) {
+                CHECK_EQ(tok_find(ta, slowtok_valley_tokens[i]), first + i);
+                CHECK_EQ(tok_find(tb, slowtok_valley_tokens[i]), first + i);
+                CHECK(tok_is_special(ta, first + i) && tok_is_special(tb, first + i));
+            }
+            CHECK_EQ(tok_vocab_size(ta), first + SLOWTOK_N_VALLEY);
+            static const char *s = "The valley <im_start><image><im_end> answers <|im_end|>\n caf\xc3\xa9 42";
+            struct i32_vec x = {0}, y = {0};
+            CHECK_EQ(tok_encode(ta, s, strlen(s), &x, NULL), 0);
+            CHECK_EQ(tok_encode(tb, s, strlen(s), &y, NULL), 0);
+            CHECK(ids_equal(&x, &y));
+            i32_vec_free(&x);
+            i32_vec_free(&y);
+        }
+        tok_free(ta);
+        tok_free(tb);
     }
 
     tok_free(slow);
