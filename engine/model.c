@@ -187,7 +187,8 @@ int model_read_config(struct model_config *cfg, const char *dir, struct vlm_err 
     cfg_eos(&c, root, cfg);
     /* The Valley processor wraps every image as <im_start><image><im_end> by default and
      * never reads config.json; an explicit false here is the checkpoint author's statement
-     * that the model was trained without the markers (docs/MODEL.md, "Image markers"). */
+     * that the model was trained without the markers (docs/MODEL.md, "Prompt
+     * construction"). */
     cfg->use_special_start_end_token = cfg_bool(&c, root, "use_special_start_end_token", true);
     cfg->tokenizer_model_max_length = cfg_int(&c, root, "tokenizer_model_max_length", false, 0, 0, INT32_MAX);
     if (!c.rc && cfg->n_heads % cfg->n_kv_heads)

@@ -39,7 +39,7 @@ struct testmodel_params {
     bool valley_tokens;     /* add the 10 Valley added tokens after the tokenizer's last id
                                (151669..151678 with the Qwen3 tokenizer); vocab then defaults
                                to the tokenizer's size (151679) */
-    /* the release folder's shape (docs/MODEL.md, "Checkpoint folder"): config.json without
+    /* the release folder's shape (docs/MODEL.md, "Checkpoint layout"): config.json without
      * use_special_start_end_token, eos_token_id <|endoftext|> only (config.json and
      * generation_config.json, as Qwen3 Base configs), and no vision_config when the tower
      * has the Qwen2-VL geometry (the real code hard-codes it) */
