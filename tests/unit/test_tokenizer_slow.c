@@ -149,6 +149,13 @@ int main(void)
         if (t) CHECK(tok_is_special(t, 4) && !tok_is_special(t, 5) && tok_is_special(t, 6));
         tok_free(t);
     }
+    TEST("with added_tokens_decoder, added_tokens.json and special_tokens_map.json are not read") {
+        struct tok_slow_files f = tiny(TX(TV), TX(TM), TX("{\"unk_token\":null,\"eos_token\":null,\"pad_token\":null,"
+                                       "\"added_tokens_decoder\":{\"4\":{\"content\":\"<x>\",\"special\":true}}}"),
+                                       TX("{\"<x>\":4,\"<y>\":5}"), TX("{\"additional_special_tokens\":[\"<y>\"]}"));
+        int32_t want[] = {2, 4, 1, 0, 3, 1};
+        check_tiny(&f, text, want, ARRAY_LEN(want), 5);
+    }
     TEST("no config: the class defaults add <|endoftext|>") {
         struct tok_slow_files f = tiny(TX(TV), TX(TM), NO, NO, NO);
         int32_t want[] = {2, 1, 0, 3, 1, 4}; /* "<x>" and "<y>" have no byte tokens here */
