@@ -86,7 +86,8 @@ static int cmp_i32(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-#define SRC_FAIL(...) do { rc = vlm_err_set(err, VLM_EINVAL, 500, __VA_ARGS__); goto fail; } while (0)
+#define SRC_FAIL(...) \
+    do { rc = vlm_err_set(err, VLM_EINVAL, 500, __VA_ARGS__); goto fail; } while (0)
 
 /* Loads and checks the source; with valley, appends the Valley tokens to added_tokens. */
 static int src_load(struct src *s, const char *path, bool valley, struct vlm_err *err)
@@ -231,7 +232,8 @@ static bool has_py_space(const char *s)
 static cJSON *added_token_dict(const cJSON *a)
 {
     cJSON *d = cJSON_CreateObject();
-    static const char *const keys[] = {"content", "lstrip", "normalized", "rstrip", "single_word", "special"};
+    static const char *const keys[] = {"content", "lstrip",      "normalized",
+                                       "rstrip",  "single_word", "special"};
     for (size_t i = 0; i < ARRAY_LEN(keys); i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(a, keys[i]);
         if (v) cJSON_AddItemToObject(d, keys[i], cJSON_Duplicate(v, true));

@@ -4,7 +4,8 @@
  *   valley-tokenize MODEL_DIR_OR_TOKENIZER_JSON < text      prints the ids as a JSON array
  *   valley-tokenize --decode [--skip-special] PATH < ids    reads a JSON array, prints text
  *
- * A folder argument means its tokenizer.json, or its slow tokenizer files without one. Exit status 0, 1 on bad input, 2 on usage.
+ * A folder argument means its tokenizer.json, or its slow tokenizer files without one.
+ * Exit status 0, 1 on bad input, 2 on usage.
  */
 #include <cjson/cJSON.h>
 #include <stdio.h>

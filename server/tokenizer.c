@@ -536,7 +536,8 @@ int tok_load(struct tokenizer **out, const char *path, struct vlm_err *err)
     size_t len;
     char *text = vlm_read_file(path, &len);
     if (!text)
-        return vlm_err_set(err, VLM_EIO, 500, "tokenizer: cannot read %s: %s", path, strerror(errno));
+        return vlm_err_set(err, VLM_EIO, 500, "tokenizer: cannot read %s: %s", path,
+                           strerror(errno));
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
     struct tokenizer *t = xcalloc(1, sizeof *t);
@@ -607,7 +608,8 @@ int tok_load_dir(struct tokenizer **out, const char *dir, struct vlm_err *err)
         }
         text[i] = vlm_read_file(path, &len[i]);
         if (!text[i]) {
-            rc = vlm_err_set(err, VLM_EIO, 500, "tokenizer: cannot read %s: %s", path, strerror(errno));
+            rc = vlm_err_set(err, VLM_EIO, 500, "tokenizer: cannot read %s: %s", path,
+                             strerror(errno));
             goto done;
         }
     }

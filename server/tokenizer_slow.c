@@ -15,7 +15,8 @@
 #include <string.h>
 #include <utf8proc.h>
 
-#define SLOW_FAIL(...) do { rc = vlm_err_set(err, VLM_EINVAL, 500, "tokenizer: " __VA_ARGS__); goto done; } while (0)
+#define SLOW_FAIL(...) \
+    do { rc = vlm_err_set(err, VLM_EINVAL, 500, "tokenizer: " __VA_ARGS__); goto done; } while (0)
 
 /* ==== merges.txt, read as Python reads it ====
  * Lines end at \n, \r or \r\n (universal newlines); each line is stripped and split on runs
@@ -233,10 +234,12 @@ int tok_slow_tree(cJSON **out, int32_t **merge_line, const struct tok_slow_files
     const struct tok_text *texts[] = {&f->vocab, &f->config, &f->added_tokens, &f->special_map};
     const char *names[] = {vname, cname, aname, sname};
     for (size_t i = 0; i < ARRAY_LEN(texts); i++)
-        if (texts[i]->s && !utf8_ok(texts[i]->s, texts[i]->n)) SLOW_FAIL("%s is not valid UTF-8", names[i]);
+        if (texts[i]->s && !utf8_ok(texts[i]->s, texts[i]->n))
+            SLOW_FAIL("%s is not valid UTF-8", names[i]);
 
     /* --- vocab.json: ids 0..N-1, each once, no spelling twice --- */
-    if (!cJSON_IsObject(vocab) || !vocab->child) SLOW_FAIL("%s is not a JSON object of tokens", vname);
+    if (!cJSON_IsObject(vocab) || !vocab->child)
+        SLOW_FAIL("%s is not a JSON object of tokens", vname);
     int32_t n_vocab = cJSON_GetArraySize(vocab);
     {
         uint8_t *seen = xcalloc((size_t)n_vocab, 1);
@@ -256,7 +259,8 @@ int tok_slow_tree(cJSON **out, int32_t **merge_line, const struct tok_slow_files
             SLOW_FAIL("%s: \"%.40s\": ids must be 0..%d, each used once", vname, bad, n_vocab - 1);
         qsort(keys, (size_t)n_vocab, sizeof *keys, cmp_str);
         for (i = 1; i < n_vocab; i++)
-            if (!strcmp(keys[i - 1], keys[i])) SLOW_FAIL("%s lists \"%.40s\" twice", vname, keys[i]);
+            if (!strcmp(keys[i - 1], keys[i]))
+                SLOW_FAIL("%s lists \"%.40s\" twice", vname, keys[i]);
     }
 
     /* --- merges.txt --- */
@@ -287,7 +291,9 @@ int tok_slow_tree(cJSON **out, int32_t **merge_line, const struct tok_slow_files
                 SLOW_FAIL("%s: added_tokens_decoder entry \"%.20s\" needs a decimal id and a "
                           "non-empty content", cname, e->string);
             for (size_t i = 0; i < al.n; i++)
-                if (al.v[i].declared == id) SLOW_FAIL("%s: added_tokens_decoder lists id %lld twice", cname, (long long)id);
+                if (al.v[i].declared == id)
+                    SLOW_FAIL("%s: added_tokens_decoder lists id %lld twice", cname,
+                              (long long)id);
             added_push(&al, (struct added){
                 .content = xstrdup(c), .declared = id,
                 .special = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "special")),
@@ -302,7 +308,8 @@ int tok_slow_tree(cJSON **out, int32_t **merge_line, const struct tok_slow_files
             if (!(d >= 0 && d < (1 << 24)) || d != (double)(int64_t)d || !*e->string)
                 SLOW_FAIL("%s: \"%.40s\" needs a non-negative integer id", aname, e->string);
             for (size_t i = 0; i < al.n; i++)
-                if (al.v[i].declared == (int64_t)d) SLOW_FAIL("%s lists id %lld twice", aname, (long long)d);
+                if (al.v[i].declared == (int64_t)d)
+                    SLOW_FAIL("%s lists id %lld twice", aname, (long long)d);
             added_push(&al, (struct added){.content = xstrdup(e->string), .declared = (int64_t)d,
                                            .file = aname});
         }
@@ -361,7 +368,8 @@ int tok_slow_tree(cJSON **out, int32_t **merge_line, const struct tok_slow_files
     cJSON *steps = cJSON_AddArrayToObject(pre, "pretokenizers");
     cJSON *split = cJSON_CreateObject();
     cJSON_AddStringToObject(split, "type", "Split");
-    cJSON_AddStringToObject(cJSON_AddObjectToObject(split, "pattern"), "Regex", SLOWTOK_QWEN2_REGEX);
+    cJSON *pattern = cJSON_AddObjectToObject(split, "pattern");
+    cJSON_AddStringToObject(pattern, "Regex", SLOWTOK_QWEN2_REGEX);
     cJSON_AddStringToObject(split, "behavior", "Isolated");
     cJSON_AddFalseToObject(split, "invert");
     cJSON_AddItemToArray(steps, split);

@@ -15,14 +15,14 @@ Checks, and refuses to write anything unless they hold:
     committed ids (made from tokenizer.json with the `tokenizers` library), so the C test
     compares the slow-file loader against corpus.jsonl directly.
 Writes tests/golden/tokenizer/slow_added.jsonl: first a header line
-    {"corpus_lines": N, "corpus_equal": true, "n_ids": len(tokenizer), "added": {content: id}}
+    {"corpus_lines": N, "corpus_equal": true, "n_ids": len(tokenizer),
+     "added": {content: id}, "special": [ids of the special added tokens]}
 then one line per string holding added tokens (each Qwen3 and Valley added token alone,
 adjacent, inside words, with spaces and newlines around, cut short, followed by combining
 marks):
-    {"text": s, "ids": [...], "decoded": decode(ids), "decoded_skip": decode(ids, skip_special_tokens=True),
-     "special": [ids that are special]}   ("special" only on the header: ids of all special added tokens)
-Needs /work/refvenv-style Python with transformers 4.51.2 (developer only; CI reads the
-committed file).
+    {"text": s, "ids": [...], "decoded": decode(ids),
+     "decoded_skip": decode(ids, skip_special_tokens=True)}
+Needs a Python with transformers 4.51.2 (developer only; CI reads the committed file).
 """
 import argparse
 import json
@@ -66,8 +66,10 @@ def added_strings(added):
     out.append(" ".join(added))
     out.append("\n".join(reversed(added)))
     out += [
-        "<im_start><image><im_end>", "<im_start><|vision_start|><|image_pad|><|vision_end|><im_end>",
-        "<|im_start|>user\n<im_start><image><im_end>\nWhat is this?<|im_end|>\n<|im_start|>assistant\n",
+        "<im_start><image><im_end>",
+        "<im_start><|vision_start|><|image_pad|><|vision_end|><im_end>",
+        "<|im_start|>user\n<im_start><image><im_end>\nWhat is this?<|im_end|>\n"
+        "<|im_start|>assistant\n",
         "<vi_start><vi_frame><vi_frame><vi_end>", "<cor><box_start>(1,2),(3,4)<box_end></cor>",
         "<im_patch>" * 8, "<im_start<im_end>>", "<im_start><im_start>>", "<<im_start>", "<im_end",
         "im_start>", "<im start>", "<IM_START>", "< im_start>", "<im_start >",
@@ -93,7 +95,8 @@ def main():
             text = bytes.fromhex(r["hex"]).decode() if "hex" in r else r["text"]
             got = tok(text, add_special_tokens=False)["input_ids"]
             if got != r["ids"]:
-                sys.exit(f"AutoTokenizer differs from corpus.jsonl on {text[:60]!r}: {got[:12]} vs {r['ids'][:12]}")
+                sys.exit(f"AutoTokenizer differs from corpus.jsonl on {text[:60]!r}: "
+                         f"{got[:12]} vs {r['ids'][:12]}")
 
         decoder = tok.added_tokens_decoder
         added = [decoder[i].content for i in sorted(decoder)]
