@@ -2,8 +2,11 @@
  * valley-server: wiring only. config -> model (the embedded default when --model is not
  * given) -> tokenizer -> engine -> scheduler thread -> prep workers -> HTTP. Then the main
  * thread waits for SIGTERM/SIGINT and drains: /ready turns 503 at once, new requests get
- * 503, requests in flight may finish for --shutdown-timeout seconds, the rest are aborted,
- * and the process exits 0. A second signal during the drain aborts at once.
+ * 503, requests in flight may finish for --shutdown-timeout seconds, then the rest are
+ * aborted (media fetches cancelled, streams end with finish_reason "abort" and [DONE], the
+ * others get 503) and, once every connection has been answered and closed (an engine step in
+ * flight ends first), the HTTP daemon stops and the process exits 0. A second signal during
+ * the drain aborts at once.
  */
 #include <errno.h>
 #include <libgen.h>
@@ -29,6 +32,10 @@
 #include "server/tokenizer.h"
 #include "server/video.h"
 #include "server/vision_prep.h"
+
+/* How long requests may take to end once aborted: the engine's step in flight, the idle
+ * timeout of clients that stopped reading. Past it the process leaves at once (a bug). */
+#define SERVER_ABORT_GRACE_S 120
 
 static int engine_exec(void *eng, const struct batch *b, struct batch_out *out)
 {
@@ -266,10 +273,15 @@ int main(int argc, char **argv, char **envp)
             log_warn("server: shutdown timeout: aborting %d request(s)", (int)http_inflight(http));
             http_abort_all(http);
             aborted = true;
-            deadline = vlm_now_ns() + 5000000000ull;
+            deadline = vlm_now_ns() + (uint64_t)SERVER_ABORT_GRACE_S * 1000000000ull;
         } else if (aborted && vlm_now_ns() >= deadline) {
-            log_warn("server: %d request(s) did not end after the abort", (int)http_inflight(http));
-            break;
+            /* every request was aborted, fetches cancelled, and the idle timeout closes
+             * clients that stopped reading: this is a bug. libmicrohttpd cannot be stopped
+             * with connections suspended, so leave without stopping anything */
+            log_error("server: %d request(s) did not end %d s after the abort; exiting",
+                      (int)http_inflight(http), SERVER_ABORT_GRACE_S);
+            fflush(NULL);
+            _exit(1);
         }
         struct timespec ts = {0, 20 * 1000 * 1000};
         siginfo_t si;
