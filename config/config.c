@@ -100,7 +100,7 @@ static const struct config_opt config_options[] = {
     I32("min-pixels", media.min_pixels, 784, 1 << 30, "3136", "smart_resize lower bound on pixels per image"),
     I32("max-pixels", media.max_pixels, 784, 1 << 30, "12845056", "smart_resize upper bound on pixels per image"),
     I32("max-images-per-request", media.max_images_per_request, 1, 4096, "16", "most images (and video frames) in one request"),
-    I32("max-videos-per-request", media.max_videos_per_request, 0, 4096, "4", "most videos in one request"),
+    I32("max-videos-per-request", media.max_videos_per_request, 1, 4096, "4", "most videos in one request"),
     I32("max-media-tokens-per-request", media.max_media_tokens, 1, 1 << 24, "16384", "most image and video tokens in one request, counted from the media headers before decoding"),
     SIZE("max-inflight-media-bytes", media.max_inflight_bytes, MiB, 4 * TiB, "2GiB", "decoded pixel memory all requests being prepared may hold; beyond it requests wait, then get 503"),
     FLT("fetch-timeout", media.fetch_timeout, 0.1, 3600, "10", "seconds allowed for fetching one media URL"),

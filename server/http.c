@@ -1303,6 +1303,7 @@ void http_abort_all(struct http_server *s)
     atomic_store(&s->draining, true);
     atomic_store(&s->aborting, true);
     fetch_cancel_all();
+    media_budget_cancel(s->d.prep_ctx->budget);
     pthread_mutex_lock(&s->live_mu);
     for (struct conn *c = s->live; c; c = c->next) {
         pthread_mutex_lock(&c->mu);

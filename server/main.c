@@ -107,6 +107,7 @@ int main(int argc, char **argv, char **envp)
     struct sched_loop *loop = NULL;
     struct prep_pool *prep = NULL;
     struct http_server *http = NULL;
+    struct media_budget *media_budget = NULL;
     struct metrics metrics;
     metrics_init(&metrics);
     int exit_code = 1;
@@ -214,6 +215,9 @@ int main(int argc, char **argv, char **envp)
     pc.video.max_frame_pixels = cfg.media.max_image_pixels;
     pc.video.max_bytes = (size_t)cfg.media.fetch_max_bytes;
     pc.max_images = cfg.media.max_images_per_request;
+    pc.max_videos = cfg.media.max_videos_per_request;
+    pc.max_media_tokens = cfg.media.max_media_tokens;
+    pc.budget = media_budget = media_budget_new(cfg.media.max_inflight_bytes);
     pc.media.max_pixels = cfg.media.max_image_pixels;
     pc.media.max_bytes = (size_t)cfg.media.max_image_bytes;
     pc.fetch_timeout = cfg.media.fetch_timeout;
@@ -297,6 +301,7 @@ fail:
     if (prep) while (prep_pool_pending(prep)) usleep(10000);
     http_stop(http);
     prep_pool_free(prep);
+    media_budget_free(media_budget);
     if (loop) sched_loop_stop(loop);
     tp_group_destroy(tp);
     engine_destroy(&eng);
