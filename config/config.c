@@ -70,6 +70,7 @@ static const struct config_opt config_options[] = {
     BOOL("enable-prefix-caching", sched.enable_prefix_caching, "true", "reuse KV blocks of identical prompt prefixes (images included)"),
     I32("encoder-cache-tokens", sched.encoder_cache_tokens, 0, 1 << 24, "16384", "image embeddings kept for reuse, in LLM tokens; 0 = no cache"),
     I64("seed", sched.seed, 0, INT64_MAX, "0", "base seed for requests that do not set one"),
+    FLT("max-step-ms", sched.max_step_ms, 0, 3600000, "500", "prefill chunks are sized from measured step times so that an engine step takes about this long (other requests wait at most one step); 0 = chunks of up to max-num-batched-tokens"),
     I32("max-waiting", api.max_waiting, 1, 1 << 24, "1024", "queued requests before new ones are answered 503"),
     /* HTTP */
     STR("host", http.host, "0.0.0.0", "address to listen on"),

@@ -79,6 +79,7 @@ struct config_sched {
     bool enable_prefix_caching;
     int32_t encoder_cache_tokens;     /* budget of cached image embeddings, in LLM tokens */
     int64_t seed;                     /* base of per-request sampler seeds */
+    double max_step_ms;               /* target engine step time for prefill chunks; 0 = off */
 };
 
 /* The engine (engine/). */

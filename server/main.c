@@ -173,7 +173,8 @@ int main(int argc, char **argv, char **envp)
                               .max_model_len = max_model_len,
                               .enable_prefix_caching = cfg.sched.enable_prefix_caching,
                               .encoder_cache_tokens = ep.encoder_cache_tokens,
-                              .max_waiting = cfg.api.max_waiting};
+                              .max_waiting = cfg.api.max_waiting,
+                              .max_step_ms = cfg.sched.max_step_ms};
     if (mc->has_vision) {
         /* the largest image a request may send: smart_resize keeps h*w <= max_pixels, one
          * token per (patch*merge)² pixels; a smaller encoder budget is refused at start */
