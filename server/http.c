@@ -1188,10 +1188,14 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
             gone = true;
         }
     }
-    if (gone && !c->gone) {
+    if (gone) {
+        /* also when continue_plain saw the client leave first: libmicrohttpd may close the
+         * connection before the aborted choices come back, and they must still be counted */
         for (int32_t i = 0; i < c->n_ch; i++)
             if (!c->ch[i].done) c->ch[i].state = REQ_FINISHED_ABORT;
         record_finish(c);
+    }
+    if (gone && !c->gone) {
         atomic_fetch_add(&s->d.metrics->client_disconnects, 1);
         log_info("http: client went away (%s); %d request(s) aborted",
                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "completed" : "error", (int)c->n_ch);
