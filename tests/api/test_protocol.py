@@ -281,3 +281,15 @@ def test_slow_headers_closed(limited):
             rest = b""
         assert time.time() - t0 < 5
         assert not rest.startswith(b"HTTP/1.1 2")
+
+
+def test_waiting_for_the_engine_is_not_idle(limited):
+    """A request that waits on the engine longer than --idle-timeout (1 s here) is answered:
+    only silent connections that nobody waits for are closed."""
+    t0 = time.time()
+    r = httpx.post(limited.url + "/v1/chat/completions", timeout=300, json={
+        "model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 300,
+        "ignore_eos": True})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 300
+    print(f"answered after {time.time() - t0:.1f} s with --idle-timeout 1")
