@@ -70,6 +70,7 @@ static const struct config_opt config_options[] = {
     BOOL("enable-prefix-caching", sched.enable_prefix_caching, "true", "reuse KV blocks of identical prompt prefixes (images included)"),
     I32("encoder-cache-tokens", sched.encoder_cache_tokens, 0, 1 << 24, "16384", "image embeddings kept for reuse, in LLM tokens; 0 = no cache"),
     I64("seed", sched.seed, 0, INT64_MAX, "0", "base seed for requests that do not set one"),
+    FLT("max-step-ms", sched.max_step_ms, 0, 3600000, "500", "prefill chunks are sized from measured step times so that an engine step takes about this long (other requests wait at most one step); 0 = chunks of up to max-num-batched-tokens"),
     I32("max-waiting", api.max_waiting, 1, 1 << 24, "1024", "queued requests before new ones are answered 503"),
     /* HTTP */
     STR("host", http.host, "0.0.0.0", "address to listen on"),
@@ -81,6 +82,10 @@ static const struct config_opt config_options[] = {
     LIST("allowed-headers", http.allowed_headers, "*", "CORS allowed headers (comma-separated)"),
     SIZE("max-body-bytes", http.max_body_bytes, KiB, 4 * GiB, "64MiB", "largest request body; larger ones get 413"),
     FLT("shutdown-timeout", http.shutdown_timeout, 0, 86400, "30", "seconds in-flight requests may run after SIGTERM before they are aborted"),
+    SIZE("max-buffered-body-bytes", http.max_buffered_body_bytes, KiB, 64 * GiB, "512MiB", "request body bytes held by all connections together; beyond it new bodies get 503"),
+    I32("max-connections-per-client", http.max_connections_per_client, 0, 1 << 20, "256", "open connections from one client address; 0 = no limit (raise it behind a proxy)"),
+    I32("idle-timeout", http.idle_timeout, 1, 86400, "15", "seconds a connection may stay silent (idle keep-alive, stalled upload) before it is closed"),
+    BOOL("metrics-open", http.metrics_open, "true", "/metrics answers without the API key"),
     /* requests and prompts */
     I32("max-n", api.max_n, 1, 1024, "16", "most choices per request (n)"),
     I32("max-tokens-default", api.max_tokens_default, 0, 1 << 24, "0", "max_tokens when a request sets none; 0 = up to max-model-len"),
@@ -96,6 +101,9 @@ static const struct config_opt config_options[] = {
     I32("min-pixels", media.min_pixels, 784, 1 << 30, "3136", "lower bound on pixels per image for the processor's resize (fetch_image keeps 3136)"),
     I32("max-pixels", media.max_pixels, 784, 1 << 30, "12845056", "upper bound on pixels per image for the processor's resize (fetch_image keeps 12845056)"),
     I32("max-images-per-request", media.max_images_per_request, 1, 4096, "16", "most images (and video frames) in one request"),
+    I32("max-videos-per-request", media.max_videos_per_request, 1, 4096, "4", "most videos in one request"),
+    I32("max-media-tokens-per-request", media.max_media_tokens, 1, 1 << 24, "16384", "most image and video tokens in one request, counted from the media headers before decoding"),
+    SIZE("max-inflight-media-bytes", media.max_inflight_bytes, MiB, 4 * TiB, "2GiB", "decoded pixel memory all requests being prepared may hold; beyond it requests wait, then get 503"),
     FLT("fetch-timeout", media.fetch_timeout, 0.1, 3600, "10", "seconds allowed for fetching one media URL"),
     SIZE("fetch-max-bytes", media.fetch_max_bytes, KiB, 16 * GiB, "64MiB", "largest media download"),
     I32("fetch-max-redirects", media.fetch_max_redirects, 0, 20, "3", "most redirects followed when fetching media"),

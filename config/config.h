@@ -50,6 +50,10 @@ struct config_http {
     struct config_list allowed_headers;
     int64_t max_body_bytes;           /* request bodies above this get 413 */
     double shutdown_timeout;          /* seconds in-flight requests may take after SIGTERM */
+    int64_t max_buffered_body_bytes;  /* body bytes buffered by all connections together */
+    int32_t max_connections_per_client; /* per client address; 0 = no limit */
+    int32_t idle_timeout;             /* seconds of silence before a connection is closed */
+    bool metrics_open;                /* /metrics needs no API key */
 };
 
 /* Request handling and prompt construction (server/prep.c, server/chat.c, server/openai.c). */
@@ -76,6 +80,7 @@ struct config_sched {
     bool enable_prefix_caching;
     int32_t encoder_cache_tokens;     /* budget of cached image embeddings, in LLM tokens */
     int64_t seed;                     /* base of per-request sampler seeds */
+    double max_step_ms;               /* target engine step time for prefill chunks; 0 = off */
 };
 
 /* The engine (engine/). */
@@ -95,6 +100,9 @@ struct config_media {
     int64_t max_image_bytes;          /* encoded image size limit */
     int32_t min_pixels, max_pixels;   /* smart_resize bounds (ARCH_SPEC §4.1) */
     int32_t max_images_per_request;   /* image parts + video frames */
+    int32_t max_videos_per_request;   /* video parts */
+    int32_t max_media_tokens;         /* image + video tokens per request, from headers */
+    int64_t max_inflight_bytes;       /* decoded pixels held by requests being prepared */
     double fetch_timeout;             /* seconds, whole transfer */
     int64_t fetch_max_bytes;
     int32_t fetch_max_redirects;
@@ -111,7 +119,7 @@ struct config_log {
     int32_t max_log_len;              /* prompt characters logged per request; -1 = all, 0 = none */
 };
 
-#define CONFIG_MAX_OPTIONS 64
+#define CONFIG_MAX_OPTIONS 96
 
 struct config {
     struct config_http http;

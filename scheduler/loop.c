@@ -78,7 +78,28 @@ void sched_get_stats(struct sched_loop *l, struct sched_stats *out)
     sched_get_stats_raw(l->s, out);
 }
 
-/* ==== The engine thread ==== */
+/* ==== The engine thread ====
+ * Step time: with max_step_ms set, the prefill chunk follows the measured time of steps that
+ * prefilled: scaled by target / measured (at most doubled, at least quartered per step)
+ * within [LOOP_MIN_CHUNK, max_num_batched_tokens]. It starts at LOOP_FIRST_CHUNK, so the
+ * first long prompt after start-up cannot make a step of minutes; attention grows with the
+ * context, so a long prompt's later chunks come out smaller. A request that arrives while a
+ * long prompt prefills waits for at most the step under way, and decodes keep going. */
+
+#define LOOP_MIN_CHUNK 16
+#define LOOP_FIRST_CHUNK 256
+
+static void adapt_chunk(struct sched_loop *l, const struct batch *b, uint64_t ns)
+{
+    int32_t chunk = sched_prefill_chunk(l->s), most = 0;
+    for (int32_t i = 0; i < b->n_seqs; i++) most = VLM_MAX(most, b->seqs[i].n_tokens);
+    if (most <= 1) return; /* decodes only: nothing learned about chunks */
+    double ratio = l->cfg.max_step_ms * 1e6 / (double)VLM_MAX(ns, 1);
+    if (most < chunk && ratio > 1) return; /* the chunk did not bind: no reason to grow it */
+    ratio = VLM_MAX(0.25, VLM_MIN(2.0, ratio));
+    int32_t next = (int32_t)VLM_MAX((double)LOOP_MIN_CHUNK, (double)chunk * ratio);
+    sched_set_prefill_chunk(l->s, next);
+}
 
 static void *loop_main(void *arg)
 {
@@ -110,7 +131,9 @@ static void *loop_main(void *arg)
                          sched_n_live(l->s));
             continue;
         }
+        uint64_t t0 = vlm_now_ns();
         int rc = l->eng.execute(l->eng.eng, &b, &out);
+        if (!rc && l->cfg.max_step_ms > 0) adapt_chunk(l, &b, vlm_now_ns() - t0);
         if (rc) {
             log_error("engine: step failed (%s); failing %d requests", vlm_strerror(rc),
                       b.n_seqs);
@@ -134,6 +157,7 @@ int sched_loop_start(struct sched_loop **out, const struct sched_config *cfg,
     struct sched_loop *l = xcalloc(1, sizeof *l);
     l->cfg = *cfg;
     l->s = s;
+    if (cfg->max_step_ms > 0) sched_set_prefill_chunk(s, LOOP_FIRST_CHUNK);
     l->eng = eng;
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
@@ -145,10 +169,10 @@ int sched_loop_start(struct sched_loop **out, const struct sched_config *cfg,
         return vlm_err_set(err, VLM_ENOMEM, 500, "cannot start the engine thread");
     }
     log_info("scheduler: %d KV blocks x %d tokens, max_num_seqs %d, max_num_batched_tokens %d, "
-             "max_model_len %d, prefix caching %s, encoder cache %d tokens",
+             "max_model_len %d, prefix caching %s, encoder cache %d tokens, step target %g ms",
              cfg->n_blocks - 1, cfg->block_size, cfg->max_num_seqs, cfg->max_num_batched_tokens,
              cfg->max_model_len, cfg->enable_prefix_caching ? "on" : "off",
-             cfg->encoder_cache_tokens);
+             cfg->encoder_cache_tokens, cfg->max_step_ms);
     *out = l;
     return 0;
 }

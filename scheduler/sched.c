@@ -67,6 +67,7 @@ struct sched {
     bool in_step;                    /* between sched_schedule and sched_update */
     bool enc_resync;                 /* the engine failed a step: its encoder cache is unknown */
     bool enc_blocked;                /* this step, an earlier request waits for encoder room */
+    int32_t prefill_chunk;           /* most tokens per request per step while it prefills */
 
     _Atomic int64_t ctr[CTR_N];
 };
@@ -104,6 +105,7 @@ struct sched *sched_new(const struct sched_config *cfg, struct vlm_err *err)
     }
     struct sched *s = xcalloc(1, sizeof *s);
     s->cfg = *c;
+    s->prefill_chunk = c->max_num_batched_tokens;
     int rc = kv_pool_init(&s->pool, c->n_blocks, c->block_size, c->enable_prefix_caching);
     VLM_ASSERT(rc == 0);
     int32_t ns = c->max_num_seqs;
@@ -597,6 +599,16 @@ static void add_seq(struct sched *s, struct request *r, int32_t n_new)
     };
 }
 
+void sched_set_prefill_chunk(struct sched *s, int32_t n)
+{
+    s->prefill_chunk = VLM_MAX(1, VLM_MIN(n, s->cfg.max_num_batched_tokens));
+}
+
+int32_t sched_prefill_chunk(const struct sched *s)
+{
+    return s->prefill_chunk;
+}
+
 int32_t sched_schedule(struct sched *s, struct batch *out)
 {
     VLM_ASSERT(!s->in_step);
@@ -610,7 +622,7 @@ int32_t sched_schedule(struct sched *s, struct batch *out)
 
     for (int32_t i = 0; i < s->n_running && budget > 0; i++) {
         struct request *r = s->running[i];
-        int32_t n_new = VLM_MIN(r->n_tokens - r->n_computed, budget);
+        int32_t n_new = VLM_MIN(VLM_MIN(r->n_tokens - r->n_computed, budget), s->prefill_chunk);
         VLM_ASSERT(n_new > 0);
         n_new = enc_schedule(s, r, r->n_computed, n_new, false);
         if (n_new == 0) continue;
@@ -634,7 +646,7 @@ int32_t sched_schedule(struct sched *s, struct batch *out)
         VLM_ASSERT(r->n_blocks == 0 && r->n_computed == 0);
         int32_t n_hit = kv_cache_lookup(&s->pool, r, s->hits);
         int32_t n_cached = n_hit * bs;
-        int32_t n_new = VLM_MIN(r->n_tokens - n_cached, budget);
+        int32_t n_new = VLM_MIN(VLM_MIN(r->n_tokens - n_cached, budget), s->prefill_chunk);
         r->mm_done = 0;
         n_new = enc_schedule(s, r, n_cached, n_new, false);
         if (n_new == 0) break;

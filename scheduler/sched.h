@@ -50,6 +50,9 @@ struct sched_config {
     int32_t max_mm_item_tokens;     /* largest item the server can produce (0: unknown);
                                      * a budget below it is a config error */
     int32_t max_waiting;            /* queued requests cap; 0: unlimited */
+    double max_step_ms;             /* loop.c sizes prefill chunks so that a step takes about
+                                     * this long (measured step by step); 0: chunks of up to
+                                     * max_num_batched_tokens */
 };
 
 /* Counters for /metrics. Written by the engine thread; read anywhere. */
@@ -67,6 +70,11 @@ struct sched_stats {
 };
 
 struct sched;
+
+/* The prefill chunk: most tokens one request whose prompt (or recompute) is not yet
+ * computed gets in one step; decodes are never cut. Starts at max_num_batched_tokens. */
+void sched_set_prefill_chunk(struct sched *s, int32_t n);
+int32_t sched_prefill_chunk(const struct sched *s);
 
 /* Checks cfg; VLM_EINVAL with a message on a bad one. */
 struct sched *sched_new(const struct sched_config *cfg, struct vlm_err *err);

@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,17 +150,37 @@ static bool host_allowed(const char *host, const char *const *allow, int32_t n_a
     return false;
 }
 
-/* ==== Socket I/O with a deadline ==== */
+/* ==== Socket I/O with a deadline ====
+ * Every wait is cut into slices of at most FETCH_POLL_MS, so that fetch_cancel_all() is
+ * seen within one slice: a cancelled fetch ends as one past its deadline. */
+
+#define FETCH_POLL_MS 100
+
+static atomic_bool fetch_cancelled;
+
+void fetch_cancel_all(void)
+{
+    atomic_store(&fetch_cancelled, true);
+}
+
+/* Milliseconds to wait before looking again; 0 once the deadline passed or fetches were
+ * cancelled. */
+static int poll_slice(uint64_t deadline)
+{
+    uint64_t now = vlm_now_ns();
+    if (now >= deadline || atomic_load(&fetch_cancelled)) return 0;
+    return (int)VLM_MIN((deadline - now) / 1000000 + 1, (uint64_t)FETCH_POLL_MS);
+}
 
 static int wait_fd(int fd, short ev, uint64_t deadline)
 {
     for (;;) {
-        uint64_t now = vlm_now_ns();
-        if (now >= deadline) return VLM_EIO;
+        int ms = poll_slice(deadline);
+        if (!ms) return VLM_EIO;
         struct pollfd p = {.fd = fd, .events = ev};
-        int ms = (int)VLM_MIN((deadline - now) / 1000000 + 1, (uint64_t)INT32_MAX);
         int r = poll(&p, 1, ms);
         if (r > 0) return 0;
+        if (r == 0) continue;
         if (r < 0 && errno != EINTR) return VLM_EIO;
     }
 }
@@ -358,15 +379,14 @@ static void tunnel_relay(struct tunnel *t, int a, int b)
 {
     char buf[16384];
     for (;;) {
-        uint64_t now = vlm_now_ns();
-        if (now >= t->deadline) return;
+        int ms = poll_slice(t->deadline);
+        if (!ms) return;
         struct pollfd p[4] = {{.fd = a, .events = POLLIN}, {.fd = b, .events = POLLIN},
                               {.fd = t->lfd, .events = POLLIN},
                               {.fd = t->stop_rd, .events = POLLIN}};
-        int ms = (int)VLM_MIN((t->deadline - now) / 1000000 + 1, (uint64_t)INT32_MAX);
         int r = poll(p, 4, ms);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0 || p[2].revents || p[3].revents) return;
+        if (r == 0 || (r < 0 && errno == EINTR)) continue;
+        if (r < 0 || p[2].revents || p[3].revents) return;
         for (int i = 0; i < 2; i++) {
             if (!p[i].revents) continue;
             int from = i ? b : a, to = i ? a : b;
@@ -390,14 +410,13 @@ static void *tunnel_main(void *arg)
 {
     struct tunnel *t = arg;
     for (;;) {
-        uint64_t now = vlm_now_ns();
-        if (now >= t->deadline) break;
+        int ms = poll_slice(t->deadline);
+        if (!ms) break;
         struct pollfd p[2] = {{.fd = t->lfd, .events = POLLIN},
                               {.fd = t->stop_rd, .events = POLLIN}};
-        int ms = (int)VLM_MIN((t->deadline - now) / 1000000 + 1, (uint64_t)INT32_MAX);
         int r = poll(p, 2, ms);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0 || p[1].revents) break;
+        if (r == 0 || (r < 0 && errno == EINTR)) continue;
+        if (r < 0 || p[1].revents) break;
         int c = accept4(t->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (c < 0) continue;
         struct url u;
@@ -481,7 +500,7 @@ static bool no_proxy_matches(const char *host)
 
 static int av_deadline_passed(void *opaque)
 {
-    return vlm_now_ns() > *(const uint64_t *)opaque;
+    return vlm_now_ns() > *(const uint64_t *)opaque || atomic_load(&fetch_cancelled);
 }
 
 static int fetch_https(const char *url, const struct url *u, const struct fetch_limits *lim,

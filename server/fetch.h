@@ -44,6 +44,10 @@ struct fetch_limits {
 int fetch_url(const char *url, const struct fetch_limits *lim, uint8_t **out, size_t *n,
               struct vlm_err *err);
 
+/* Makes every fetch under way, and every later one, fail within a tenth of a second as if
+ * its deadline had passed (the server's shutdown). Any thread; there is no undoing it. */
+void fetch_cancel_all(void);
+
 /* Whether a numeric address (text) matches an allow-list entry (address or CIDR); exposed
  * for tests. */
 /* Parses one complete HTTP/1.1 response as received (raw[0..n), NUL-terminated at raw[n]).

@@ -19,6 +19,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "server/fetch.h"
 #include "server/openai.h"
 #include "server/web.h"
 
@@ -66,7 +67,9 @@ struct conn {
     enum route route;
     enum phase phase;
     struct strbuf body;         /* owned */
-    bool too_big;
+    int64_t body_held;          /* bytes of body counted in srv->body_bytes */
+    bool too_big;               /* the body passed --max-body-bytes: dropped, 413 at its end */
+    bool over_budget;           /* all bodies together passed the server's cap: dropped, 503 */
     uint64_t t_start_ns, t_first_ns;
     struct oai_request q;       /* owned */
     struct oai_meta meta;
@@ -88,6 +91,7 @@ struct conn {
     bool eof, error_sent, inflight, recorded;
     bool parse_later;           /* a big body: the prep worker parses it */
     bool gone;                  /* the client left (seen by client_gone) */
+    bool close;                 /* answered before the body was read: the connection closes */
     struct conn *prev, *next;   /* the server's live list (inflight ones) */
 };
 
@@ -97,6 +101,8 @@ struct http_server {
     struct MHD_Daemon *mhd;
     uint16_t port;
     atomic_bool draining;
+    atomic_bool aborting;       /* the drain deadline passed: everything ends now */
+    _Atomic int64_t body_bytes; /* request body bytes buffered by all connections */
     _Atomic int32_t inflight;
     _Atomic uint64_t next_id;
     pthread_mutex_t live_mu;
@@ -104,6 +110,49 @@ struct http_server {
     char *models_json;          /* owned, GET /v1/models body */
     char csp[512];              /* the page's Content-Security-Policy */
 };
+
+/* The body buffer and its share of the server-wide count. */
+static void body_free(struct conn *c)
+{
+    sb_free(&c->body);
+    if (c->body_held) atomic_fetch_sub(&c->srv->body_bytes, c->body_held);
+    c->body_held = 0;
+}
+
+/* Counts `more` body bytes against --max-buffered-body-bytes; false (nothing counted) when
+ * they would pass it. */
+static bool body_hold(struct conn *c, int64_t more)
+{
+    struct http_server *s = c->srv;
+    int64_t cap = s->d.http->max_buffered_body_bytes;
+    int64_t before = atomic_fetch_add(&s->body_bytes, more);
+    if (before + more > cap) {
+        atomic_fetch_sub(&s->body_bytes, more);
+        return false;
+    }
+    c->body_held += more;
+    return true;
+}
+
+/* Appends to the body, growing its buffer (counted whole) within the server-wide cap;
+ * false when the cap would be passed. The caller has checked --max-body-bytes. */
+static bool body_append(struct conn *c, const char *d, size_t n)
+{
+    struct strbuf *b = &c->body;
+    size_t need = b->n + n + 1;
+    if (need > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < need) cap *= 2;
+        cap = VLM_MAX(need, VLM_MIN(cap, (size_t)c->srv->d.http->max_body_bytes + 1));
+        if (!body_hold(c, (int64_t)(cap - b->cap))) return false;
+        b->s = xrealloc(b->s, cap);
+        b->cap = cap;
+    }
+    memcpy(b->s + b->n, d, n);
+    b->n += n;
+    b->s[b->n] = 0;
+    return true;
+}
 
 static void conn_retain(struct conn *c)
 {
@@ -125,7 +174,7 @@ static void conn_release(struct conn *c)
     }
     free(c->ch);
     oai_request_destroy(&c->q);
-    sb_free(&c->body);
+    body_free(c);
     sb_free(&c->out);
     free(c->result);
     pthread_mutex_destroy(&c->mu);
@@ -311,6 +360,7 @@ static void page_csp(char *out, size_t cap)
 static enum MHD_Result queue(struct conn *c, int status, struct MHD_Response *resp)
 {
     add_cors(c, resp);
+    if (c->close) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result r = MHD_queue_response(c->mhd, (unsigned)status, resp);
     MHD_destroy_response(resp);
     metrics_status(c->srv->d.metrics, status);
@@ -637,6 +687,12 @@ static enum MHD_Result continue_plain(struct conn *c)
     for (int32_t i = 0; i < c->n_ch; i++)
         if (c->ch[i].state == REQ_FINISHED_ERROR && !c->ch[i].stop_hit)
             return send_error_msg(c, 500, VLM_EDEVICE, NULL, "the engine failed while generating");
+    /* cut short by the end of the drain: no partial answer, the client may retry elsewhere */
+    for (int32_t i = 0; i < c->n_ch; i++)
+        if (c->ch[i].state == REQ_FINISHED_ABORT && !c->ch[i].stop_hit &&
+            atomic_load(&c->srv->aborting))
+            return send_error_msg(c, 503, VLM_EINVAL, NULL,
+                                  "the server is shutting down; the request was aborted");
     struct oai_choice_out *co = xcalloc((size_t)c->n_ch, sizeof *co);
     for (int32_t i = 0; i < c->n_ch; i++) {
         struct choice *h = &c->ch[i];
@@ -744,6 +800,11 @@ static int make_requests(struct conn *c, struct prep_prompt *pp)
     c->n_ch = n_built;
     c->ch_ready = true;
     pthread_mutex_unlock(&c->mu);
+    /* http_abort_all sets aborting before it looks at ch_ready: either it saw these
+     * requests, or they are aborted here (a second abort is a no-op) */
+    if (!rc && atomic_load(&s->aborting))
+        for (int32_t i = 0; i < n_built; i++)
+            sched_abort(s->d.loop, ch[i].r->id, REQ_FINISHED_ABORT);
     return rc;
 }
 
@@ -773,9 +834,13 @@ static void prep_job(void *arg)
     struct conn *c = arg;
     struct http_server *s = c->srv;
     int rc = 0;
+    if (atomic_load(&s->aborting)) { /* answered 503 on resume */
+        rc = VLM_EINVAL;
+        goto done;
+    }
     if (c->parse_later) {
         rc = oai_parse(route_kind(c->route), c->body.s, c->body.n, &s->lim, &c->q, &c->err);
-        sb_free(&c->body);
+        body_free(c);
         if (rc) goto done;
     }
     if (c->route == ROUTE_DETOKENIZE) {
@@ -834,10 +899,26 @@ static enum route find_route(const char *method, const char *url)
     return ROUTE_NONE;
 }
 
-static bool authorized(struct conn *c, const char *url)
+/* Routes open without the API key: the probes, the CORS preflight, the static page (it
+ * holds no data; what it fetches needs the key) and /metrics unless --no-metrics-open.
+ * Everything else, unknown routes and wrong methods included, needs the key (vLLM answers
+ * 401 before 404 or 405 too). */
+static bool needs_key(const struct conn *c)
+{
+    switch (c->route) {
+    case ROUTE_HEALTH: case ROUTE_READY: case ROUTE_PREFLIGHT: case ROUTE_PAGE:
+        return false;
+    case ROUTE_METRICS:
+        return !c->srv->d.http->metrics_open;
+    default:
+        return true;
+    }
+}
+
+static bool authorized(struct conn *c)
 {
     const char *key = c->srv->d.http->api_key;
-    if (!key || !key[0] || strncmp(url, "/v1/", 4)) return true;
+    if (!key || !key[0] || !needs_key(c)) return true;
     const char *h = MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND, "Authorization");
     if (!h || strncasecmp(h, "Bearer ", 7)) return false;
     h += 7;
@@ -873,7 +954,7 @@ static enum MHD_Result serve_get(struct conn *c)
 }
 
 /* The body is complete: answer at once, or start preparing. */
-static enum MHD_Result on_body_done(struct conn *c, const char *url)
+static enum MHD_Result on_body_done(struct conn *c)
 {
     struct http_server *s = c->srv;
     switch (c->route) {
@@ -886,16 +967,15 @@ static enum MHD_Result on_body_done(struct conn *c, const char *url)
     case ROUTE_PAGE:
         return serve_page(c);
     case ROUTE_HEALTH: case ROUTE_READY: case ROUTE_MODELS: case ROUTE_METRICS:
-        if (!authorized(c, url))
-            return send_error_msg(c, 401, VLM_EINVAL, NULL, "Incorrect or missing API key.");
         return serve_get(c);
     default:
         break;
     }
-    if (!authorized(c, url))
-        return send_error_msg(c, 401, VLM_EINVAL, NULL, "Incorrect or missing API key.");
     if (atomic_load(&s->draining))
         return send_error_msg(c, 503, VLM_EINVAL, NULL, "the server is shutting down");
+    if (c->over_budget)
+        return send_error_msg(c, 503, VLM_ETOOBIG, NULL,
+                              "the server holds too many request bodies; retry later");
     if (c->too_big) {
         char msg[120];
         snprintf(msg, sizeof msg, "request body larger than the limit of %lld bytes",
@@ -910,7 +990,7 @@ static enum MHD_Result on_body_done(struct conn *c, const char *url)
         if (oai_parse(route_kind(c->route), c->body.s ? c->body.s : "", c->body.n, &s->lim,
                       &c->q, &err))
             return send_error(c, &err);
-        sb_free(&c->body);
+        body_free(c);
     }
     if (c->route == ROUTE_CHAT || c->route == ROUTE_COMPLETION)
         oai_meta_init(&c->meta, route_kind(c->route),
@@ -935,6 +1015,97 @@ static enum MHD_Result on_body_done(struct conn *c, const char *url)
     return MHD_YES;
 }
 
+/* ==== The header stage ====
+ * Everything that can be decided from the request line and headers is answered before a
+ * body byte is read (and so before libmicrohttpd sends "100 Continue"): framing that two
+ * parsers could read differently (400), a missing or wrong API key (401), a declared body
+ * over --max-body-bytes (413), the drain (503), and a declared body that would pass the
+ * server-wide --max-buffered-body-bytes (503). Such an answer closes the connection, since
+ * the body that may follow is never read. A body of known length gets its whole buffer here,
+ * counted against the server-wide cap; a chunked one is counted as it grows. */
+
+struct header_scan {
+    int n_length, n_encoding, n_host;
+    const char *length;
+};
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    (void)kind;
+    struct header_scan *h = cls;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+        h->n_length++;
+        h->length = value;
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        h->n_encoding++;
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_HOST)) {
+        h->n_host++;
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result on_headers(struct conn *c, const char *version)
+{
+    struct http_server *s = c->srv;
+    struct header_scan h = {0};
+    MHD_get_connection_values(c->mhd, MHD_HEADER_KIND, scan_header, &h);
+    uint64_t length = 0;
+    bool bad_length = false;
+    if (h.length) {
+        const char *p = h.length;
+        while (*p == ' ' || *p == '\t') p++;
+        if (!*p) bad_length = true;
+        for (; *p >= '0' && *p <= '9'; p++) {
+            if (length > (UINT64_MAX - 9) / 10) bad_length = true;
+            else length = length * 10 + (uint64_t)(*p - '0');
+        }
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p) bad_length = true;
+    }
+    const char *framing = NULL;
+    if (h.n_length > 1) framing = "more than one Content-Length header";
+    else if (h.n_length && h.n_encoding) framing = "both Content-Length and Transfer-Encoding";
+    else if (bad_length) framing = "a Content-Length that is not a number";
+    else if (h.n_encoding > 1) framing = "more than one Transfer-Encoding header";
+    else if (!strcmp(version, MHD_HTTP_VERSION_1_1) && h.n_host != 1)
+        framing = h.n_host ? "more than one Host header" : "an HTTP/1.1 request without Host";
+    bool body_follows = h.n_encoding || length > 0;
+    c->close = body_follows || framing;
+    if (framing) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "malformed HTTP request: %s", framing);
+        return send_error_msg(c, 400, VLM_EINVAL, NULL, msg);
+    }
+    if (!authorized(c))
+        return send_error_msg(c, 401, VLM_EINVAL, NULL, "Incorrect or missing API key.");
+    if (c->route == ROUTE_NONE || c->route == ROUTE_BAD_METHOD) return on_body_done(c);
+    if (length > (uint64_t)s->d.http->max_body_bytes) {
+        char msg[120];
+        snprintf(msg, sizeof msg, "request body larger than the limit of %lld bytes",
+                 (long long)s->d.http->max_body_bytes);
+        return send_error_msg(c, 413, VLM_ETOOBIG, NULL, msg);
+    }
+    bool work = c->route == ROUTE_CHAT || c->route == ROUTE_COMPLETION ||
+                c->route == ROUTE_TOKENIZE || c->route == ROUTE_DETOKENIZE;
+    if (work && atomic_load(&s->draining))
+        return send_error_msg(c, 503, VLM_EINVAL, NULL, "the server is shutting down");
+    if (length > 0 && work) {
+        if (!body_hold(c, (int64_t)length + 1))
+            return send_error_msg(c, 503, VLM_ETOOBIG, NULL,
+                                  "the server holds too many request bodies; retry later");
+        c->body.s = trymalloc((size_t)length + 1);
+        if (!c->body.s) {
+            body_free(c);
+            return send_error_msg(c, 503, VLM_ENOMEM, NULL, "out of memory for the body");
+        }
+        c->body.s[0] = 0;
+        c->body.cap = (size_t)length + 1;
+    }
+    c->close = false; /* from here the body is read: keep-alive as the client asks */
+    return MHD_YES;
+}
+
 /* Called again after a resume. */
 static enum MHD_Result on_resumed(struct conn *c)
 {
@@ -947,6 +1118,8 @@ static enum MHD_Result on_resumed(struct conn *c)
         }
         pthread_mutex_unlock(&c->mu);
         if (!ready) return MHD_YES;
+        if (c->prep_rc && atomic_load(&c->srv->aborting))
+            return send_error_msg(c, 503, VLM_EINVAL, NULL, "the server is shutting down");
         if (c->prep_rc) return send_error(c, &c->err);
         if (c->result) {
             char *r = c->result;
@@ -975,21 +1148,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         c->route = find_route(method, url);
         c->t_start_ns = vlm_now_ns();
         *con_cls = c;
-        return MHD_YES;
+        return on_headers(c, version);
     }
     if (*upload_size) {
-        if (!c->too_big) {
-            if (c->body.n + *upload_size > (size_t)s->d.http->max_body_bytes) {
+        if (!c->too_big && !c->over_budget) {
+            size_t n = *upload_size;
+            if (c->body.n + n > (size_t)s->d.http->max_body_bytes) {
                 c->too_big = true;
-                sb_free(&c->body);
-            } else {
-                sb_append(&c->body, upload_data, *upload_size);
+                body_free(c);
+            } else if (!body_append(c, upload_data, n)) {
+                c->over_budget = true;
+                body_free(c);
             }
         }
         *upload_size = 0;
         return MHD_YES;
     }
-    if (c->phase == PHASE_BODY) return on_body_done(c, url);
+    if (c->phase == PHASE_BODY) return on_body_done(c);
     if (c->phase == PHASE_SENT) return MHD_YES;
     return on_resumed(c);
 }
@@ -1013,10 +1188,14 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
             gone = true;
         }
     }
-    if (gone && !c->gone) {
+    if (gone) {
+        /* also when continue_plain saw the client leave first: libmicrohttpd may close the
+         * connection before the aborted choices come back, and they must still be counted */
         for (int32_t i = 0; i < c->n_ch; i++)
             if (!c->ch[i].done) c->ch[i].state = REQ_FINISHED_ABORT;
         record_finish(c);
+    }
+    if (gone && !c->gone) {
         atomic_fetch_add(&s->d.metrics->client_disconnects, 1);
         log_info("http: client went away (%s); %d request(s) aborted",
                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "completed" : "error", (int)c->n_ch);
@@ -1088,7 +1267,9 @@ int http_start(struct http_server **out, const struct http_deps *d, struct vlm_e
     s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
                               MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)d->http->idle_timeout,
+                              MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                              (unsigned)d->http->max_connections_per_client,
                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)4000,
                               MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
                               MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
@@ -1123,6 +1304,10 @@ int32_t http_inflight(const struct http_server *s)
 
 void http_abort_all(struct http_server *s)
 {
+    atomic_store(&s->draining, true);
+    atomic_store(&s->aborting, true);
+    fetch_cancel_all();
+    media_budget_cancel(s->d.prep_ctx->budget);
     pthread_mutex_lock(&s->live_mu);
     for (struct conn *c = s->live; c; c = c->next) {
         pthread_mutex_lock(&c->mu);
@@ -1138,6 +1323,8 @@ void http_abort_all(struct http_server *s)
 void http_stop(struct http_server *s)
 {
     if (!s) return;
+    /* libmicrohttpd aborts the process when stopped with a suspended connection: the
+     * caller waits for http_inflight() == 0 */
     MHD_stop_daemon(s->mhd);
     pthread_mutex_destroy(&s->live_mu);
     free(s->models_json);

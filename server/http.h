@@ -2,7 +2,11 @@
  * http: the HTTP front end on libmicrohttpd. One internal polling thread (epoll, or poll
  * where epoll is missing) runs every callback; none of them blocks (STYLE §2.3, C22):
  *
- *   body     accumulated up to max_body_bytes (beyond: 413 once the body is read);
+ *   headers  framing (400), the API key (401), a declared body over max_body_bytes (413) or
+ *            over the server-wide body cap (503), the drain (503): answered before any body
+ *            byte is read, the connection then closed (on_headers in http.c);
+ *   body     accumulated up to max_body_bytes (beyond: 413 once the body is read), counted
+ *            against max_buffered_body_bytes;
  *   parse    openai.c on the HTTP thread (JSON only), 400/404 at once on errors;
  *   prepare  the connection is suspended and the job goes to the prep pool (chat template,
  *            tokenizer, media), which builds n requests (one per choice), submits them to
@@ -16,7 +20,8 @@
  *
  * Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health,
  * GET /ready, POST /tokenize, POST /detokenize, GET /metrics. With an API key configured,
- * /v1/ routes require "Authorization: Bearer <key>" (401 otherwise).
+ * every route but /health, /ready, the preflight, the page and (metrics_open) /metrics
+ * requires "Authorization: Bearer <key>" (401 otherwise, before 404 and 405).
  *
  * Threads: http_start/http_stop from the main thread; http_drain_begin, http_inflight and
  * http_abort_all from any thread.
@@ -61,10 +66,13 @@ uint16_t http_port(const struct http_server *s);
 void http_drain_begin(struct http_server *s);
 /* HTTP requests with preparation or generation under way. */
 int32_t http_inflight(const struct http_server *s);
-/* Aborts every request still generating (the end of the drain deadline). */
+/* The end of the drain: cancels media fetches and decode-budget waits, aborts every request
+ * still generating (streams end with "abort" + [DONE], others get 503) and refuses those
+ * still being prepared (503). Connections then end as their requests do. */
 void http_abort_all(struct http_server *s);
-/* Stops the daemon and frees the server. Call after http_inflight() is 0 and the prep pool
- * is idle (no connection may be suspended). NULL ok. */
+/* Stops the daemon and frees the server. Call only after http_inflight() is 0 and the prep
+ * pool is idle: libmicrohttpd aborts the process if a connection is still suspended. NULL
+ * ok. */
 void http_stop(struct http_server *s);
 
 #endif

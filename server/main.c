@@ -2,8 +2,11 @@
  * valley-server: wiring only. config -> model (the embedded default when --model is not
  * given) -> tokenizer -> engine -> scheduler thread -> prep workers -> HTTP. Then the main
  * thread waits for SIGTERM/SIGINT and drains: /ready turns 503 at once, new requests get
- * 503, requests in flight may finish for --shutdown-timeout seconds, the rest are aborted,
- * and the process exits 0. A second signal during the drain aborts at once.
+ * 503, requests in flight may finish for --shutdown-timeout seconds, then the rest are
+ * aborted (media fetches cancelled, streams end with finish_reason "abort" and [DONE], the
+ * others get 503) and, once every connection has been answered and closed (an engine step in
+ * flight ends first), the HTTP daemon stops and the process exits 0. A second signal during
+ * the drain aborts at once.
  */
 #include <errno.h>
 #include <libgen.h>
@@ -29,6 +32,10 @@
 #include "server/tokenizer.h"
 #include "server/video.h"
 #include "server/vision_prep.h"
+
+/* How long requests may take to end once aborted: the engine's step in flight, the idle
+ * timeout of clients that stopped reading. Past it the process leaves at once (a bug). */
+#define SERVER_ABORT_GRACE_S 120
 
 static int engine_exec(void *eng, const struct batch *b, struct batch_out *out)
 {
@@ -138,6 +145,7 @@ int main(int argc, char **argv, char **envp)
     struct sched_loop *loop = NULL;
     struct prep_pool *prep = NULL;
     struct http_server *http = NULL;
+    struct media_budget *media_budget = NULL;
     struct metrics metrics;
     metrics_init(&metrics);
     int exit_code = 1;
@@ -206,7 +214,8 @@ int main(int argc, char **argv, char **envp)
                               .max_model_len = max_model_len,
                               .enable_prefix_caching = cfg.sched.enable_prefix_caching,
                               .encoder_cache_tokens = ep.encoder_cache_tokens,
-                              .max_waiting = cfg.api.max_waiting};
+                              .max_waiting = cfg.api.max_waiting,
+                              .max_step_ms = cfg.sched.max_step_ms};
     if (mc->has_vision) {
         /* the largest image a request may send: smart_resize keeps h*w <= max_pixels, one
          * token per (patch*merge)² pixels; a smaller encoder budget is refused at start */
@@ -261,6 +270,9 @@ int main(int argc, char **argv, char **envp)
     pc.video.max_frame_pixels = cfg.media.max_image_pixels;
     pc.video.max_bytes = (size_t)cfg.media.fetch_max_bytes;
     pc.max_images = cfg.media.max_images_per_request;
+    pc.max_videos = cfg.media.max_videos_per_request;
+    pc.max_media_tokens = cfg.media.max_media_tokens;
+    pc.budget = media_budget = media_budget_new(cfg.media.max_inflight_bytes);
     pc.media.max_pixels = cfg.media.max_image_pixels;
     pc.media.max_bytes = (size_t)cfg.media.max_image_bytes;
     pc.fetch_timeout = cfg.media.fetch_timeout;
@@ -320,10 +332,15 @@ int main(int argc, char **argv, char **envp)
             log_warn("server: shutdown timeout: aborting %d request(s)", (int)http_inflight(http));
             http_abort_all(http);
             aborted = true;
-            deadline = vlm_now_ns() + 5000000000ull;
+            deadline = vlm_now_ns() + (uint64_t)SERVER_ABORT_GRACE_S * 1000000000ull;
         } else if (aborted && vlm_now_ns() >= deadline) {
-            log_warn("server: %d request(s) did not end after the abort", (int)http_inflight(http));
-            break;
+            /* every request was aborted, fetches cancelled, and the idle timeout closes
+             * clients that stopped reading: this is a bug. libmicrohttpd cannot be stopped
+             * with connections suspended, so leave without stopping anything */
+            log_error("server: %d request(s) did not end %d s after the abort; exiting",
+                      (int)http_inflight(http), SERVER_ABORT_GRACE_S);
+            fflush(NULL);
+            _exit(1);
         }
         struct timespec ts = {0, 20 * 1000 * 1000};
         siginfo_t si;
@@ -339,6 +356,7 @@ fail:
     if (prep) while (prep_pool_pending(prep)) usleep(10000);
     http_stop(http);
     prep_pool_free(prep);
+    media_budget_free(media_budget);
     if (loop) sched_loop_stop(loop);
     tp_group_destroy(tp);
     engine_destroy(&eng);

@@ -103,9 +103,9 @@ int media_base64_decode(const char *s, size_t len, uint8_t **out, size_t *n,
 int media_parse_data_url(const char *url, size_t len, size_t max_bytes, uint8_t **bytes,
                          size_t *n, char *mime, size_t mime_cap, struct vlm_err *err);
 
-/* Convenience for the request path: a data URL (as above) decoded to RGB. A declared
- * image MIME type that disagrees with the sniffed format (e.g. GIF bytes sent as
- * image/png) is VLM_EINVAL; "application/octet-stream" or no type accepts any format. */
+/* Convenience for the request path: a data URL (as above) decoded to RGB. The format is
+ * sniffed from the bytes whatever the declared MIME type says (GIF bytes sent as image/png
+ * decode as GIF, as in vLLM). */
 int media_decode_data_url(const char *url, size_t len, const struct media_limits *lim,
                           struct media_image *out, struct vlm_err *err);
 

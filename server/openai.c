@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/jsonstrict.h"
 #include "server/pyjson.h"
 
 /* ==== Field access ====
@@ -69,7 +70,8 @@ static int get_int(const cJSON *obj, const char *name, int64_t lo, int64_t hi, c
     if (!cJSON_IsNumber(f) || !is_integer(f, -9.3e18, 9.3e18))
         return bad_type(err, name, "an integer");
     double v = f->valuedouble;
-    if (v < (double)lo || v > (double)hi) return bad_range(err, name, range);
+    /* 2^63 rounds to (double)INT64_MAX: compare with it exactly, never cast past it */
+    if (v < (double)lo || v > (double)hi || v >= 0x1p63) return bad_range(err, name, range);
     *out = (int64_t)v;
     return 1;
 }
@@ -441,7 +443,9 @@ static int parse_sampling(const cJSON *root, struct oai_request *r, const struct
     if ((rc = get_num(root, "repetition_penalty", 1e-6, 10, "in (0, 10]", &dv, err)) < 0)
         return rc;
     if (rc) r->sp.repetition_penalty = (float)dv;
-    if ((rc = get_int(root, "seed", INT64_MIN, INT64_MAX, "an integer", &iv, err)) < 0) return rc;
+    if ((rc = get_int(root, "seed", INT64_MIN, INT64_MAX, "between -2^63 and 2^63 - 1", &iv,
+                      err)) < 0)
+        return rc;
     if (rc) {
         r->has_seed = true;
         r->sp.seed = (uint64_t)iv;
@@ -578,14 +582,9 @@ int oai_parse(enum oai_kind kind, const char *body, size_t len, const struct oai
     out->add_generation_prompt = true;
     if (len == 0)
         return vlm_err_set(err, VLM_EINVAL, 400, "the request body is empty (expected JSON)");
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
-    if (!root) {
-        size_t off = end ? (size_t)(end - body) : 0;
-        return vlm_err_set(err, VLM_EINVAL, 400, "invalid JSON in the request body near byte %zu",
-                           off);
-    }
-    int rc = 0;
+    cJSON *root = NULL;
+    int rc = json_parse_strict(body, len, &root, err);
+    if (rc) return rc;
     if (!cJSON_IsObject(root)) {
         rc = vlm_err_set(err, VLM_EINVAL, 400, "the request body must be a JSON object");
         goto done;
@@ -682,7 +681,7 @@ void oai_request_destroy(struct oai_request *r)
 const char *oai_error_type(int http_status)
 {
     switch (http_status) {
-    case 400: case 404: case 413: case 422: return "invalid_request_error";
+    case 400: case 404: case 405: case 413: case 422: return "invalid_request_error";
     case 401: return "authentication_error";
     case 429: return "rate_limit_error";
     case 503: return "service_unavailable";
@@ -695,6 +694,7 @@ static const char *error_code(const struct vlm_err *e)
     switch (e->http_status) {
     case 401: return "invalid_api_key";
     case 404: return e->param[0] ? "model_not_found" : "not_found";
+    case 405: return "method_not_allowed";
     case 413: return "request_too_large";
     case 429: return "rate_limit_exceeded";
     case 503: return "service_unavailable";

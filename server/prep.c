@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +113,89 @@ void prep_pool_free(struct prep_pool *p)
     pthread_mutex_destroy(&p->mu);
     free(p->threads);
     free(p);
+}
+
+/* ==== The in-flight media budget ====
+ * A counter of bytes under a mutex; requests wait on the condition variable for room, up
+ * to PREP_BUDGET_WAIT_S, and give up at once when the budget is cancelled (shutdown). */
+
+#define PREP_BUDGET_WAIT_S 10
+
+struct media_budget {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int64_t cap, used;
+    bool cancelled;
+};
+
+struct media_budget *media_budget_new(int64_t bytes)
+{
+    struct media_budget *b = xcalloc(1, sizeof *b);
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, NULL);
+    b->cap = bytes;
+    return b;
+}
+
+void media_budget_free(struct media_budget *b)
+{
+    if (!b) return;
+    VLM_ASSERT(b->used == 0);
+    pthread_cond_destroy(&b->cv);
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+}
+
+void media_budget_cancel(struct media_budget *b)
+{
+    if (!b) return;
+    pthread_mutex_lock(&b->mu);
+    b->cancelled = true;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+int64_t media_budget_used(struct media_budget *b)
+{
+    pthread_mutex_lock(&b->mu);
+    int64_t u = b->used;
+    pthread_mutex_unlock(&b->mu);
+    return u;
+}
+
+/* Takes bytes of the budget, waiting for room. 400 when the request alone needs more than
+ * the whole budget, 503 (Retry-After) when no room came in time or the server is stopping. */
+static int budget_take(struct media_budget *b, int64_t bytes, struct vlm_err *err)
+{
+    if (!b || bytes <= 0) return 0;
+    if (bytes > b->cap)
+        return vlm_err_set(err, VLM_EINVAL, 400,
+                           "decoding this request's images takes %lld bytes, over this server's "
+                           "limit of %lld (--max-inflight-media-bytes); send smaller images",
+                           (long long)bytes, (long long)b->cap);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += PREP_BUDGET_WAIT_S;
+    int rc = 0;
+    pthread_mutex_lock(&b->mu);
+    while (!b->cancelled && b->used + bytes > b->cap && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&b->cv, &b->mu, &until);
+    bool ok = !b->cancelled && b->used + bytes <= b->cap;
+    if (ok) b->used += bytes;
+    pthread_mutex_unlock(&b->mu);
+    if (!ok)
+        return vlm_err_set(err, VLM_ETOOBIG, 503,
+                           "the server is busy decoding other requests' images; retry later");
+    return 0;
+}
+
+static void budget_give(struct media_budget *b, int64_t bytes)
+{
+    if (!b || bytes <= 0) return;
+    pthread_mutex_lock(&b->mu);
+    b->used -= bytes;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
 }
 
 /* ==== Media ==== */
@@ -228,8 +312,25 @@ static int video_opts(const struct prep_ctx *c, const struct oai_request *q,
 
 /* Appends the vision inputs of one media entry to *items: one for an image, one per sampled
  * frame for a video. */
+/* An image's bytes, fetched and sized before anything is decoded. */
+struct media_src {
+    uint8_t *bytes;  /* owned; NULL for a video */
+    size_t n;
+};
+
+static void name_media_error(const struct oai_media_ref *m, int32_t idx, struct vlm_err *err)
+{
+    if (!err) return;
+    /* name the part; media errors have no param of their own */
+    snprintf(err->param, sizeof err->param, "messages.%s[%d]",
+             m->kind == OAI_MEDIA_VIDEO ? "video" : "image", (int)idx);
+    if (err->http_status == 0 || err->http_status == 500) err->http_status = 400;
+}
+
+/* Appends the vision inputs of one media entry to *items: one for an image (its bytes in
+ * src), one per sampled frame for a video. */
 static int load_media(const struct prep_ctx *c, const struct oai_request *q,
-                      const struct oai_media_ref *m, int32_t idx,
+                      const struct oai_media_ref *m, const struct media_src *src, int32_t idx,
                       const struct vision_prep_params *vp, struct prep_item **items,
                       int32_t *n_items, struct vlm_err *err)
 {
@@ -240,13 +341,11 @@ static int load_media(const struct prep_ctx *c, const struct oai_request *q,
     struct video_frames vf = {0};
     struct video_params vparams = c->video;
     int rc = video ? video_opts(c, q, m, &vparams, err) : 0;
-    if (!rc && !video && !strncasecmp(m->url, "data:", 5)) {
-        rc = media_decode_data_url(m->url, strlen(m->url), &c->media, &im, err);
+    if (!rc && video) {
+        rc = media_bytes(c, m->url, c->video.max_bytes, &bytes, &n, err);
+        if (!rc) rc = video_decode(bytes, n, &vparams, &vf, err);
     } else if (!rc) {
-        rc = media_bytes(c, m->url, video ? c->video.max_bytes : c->media.max_bytes, &bytes, &n,
-                         err);
-        if (!rc && video) rc = video_decode(bytes, n, &vparams, &vf, err);
-        else if (!rc) rc = media_decode_image(bytes, n, &c->media, &im, err);
+        rc = media_decode_image(src->bytes, src->n, &c->media, &im, err);
     }
     free(bytes);
     int32_t k = video ? vf.n : 1;
@@ -262,12 +361,80 @@ static int load_media(const struct prep_ctx *c, const struct oai_request *q,
     }
     media_image_free(&im);
     video_frames_free(&vf);
-    if (rc && err) {
-        /* name the part; media errors have no param of their own */
-        snprintf(err->param, sizeof err->param, "messages.%s[%d]", video ? "video" : "image",
-                 (int)idx);
-        if (err->http_status == 0 || err->http_status == 500) err->http_status = 400;
+    if (rc) name_media_error(m, idx, err);
+    return rc;
+}
+
+/* ==== Cost before work ====
+ * Every image's bytes are fetched and its header read; its token count follows from the
+ * header's size through the two resize stages (vision_prep_smart_resize), and its memory
+ * from the rasters and patch rows those stages make. Before any pixel is decoded, the
+ * request is refused when it has too many videos, when its image tokens pass the
+ * per-request limit or alone fill the context, or when an image passes --max-image-pixels;
+ * then the decode memory is taken from the server-wide budget (waiting for room, or 503).
+ * Videos are counted once their frames are decoded (their size is in the container, not in
+ * a fixed header), before preprocessing. */
+
+static int image_cost(const struct vision_prep_params *vp, int32_t w, int32_t h,
+                      int32_t *tokens, int64_t *bytes, struct vlm_err *err)
+{
+    int32_t factor = vp->patch * vp->merge, h1, w1, h2, w2;
+    int rc = vision_prep_smart_resize(h, w, factor, vp->fetch_min_pixels, vp->fetch_max_pixels,
+                                      VISION_PREP_FETCH, &h1, &w1, err);
+    if (!rc) rc = vision_prep_smart_resize(h1, w1, factor, vp->proc_min_pixels,
+                                           vp->proc_max_pixels, VISION_PREP_PROCESSOR, &h2, &w2,
+                                           err);
+    if (rc) return rc;
+    int64_t patches = (int64_t)(h2 / vp->patch) * (w2 / vp->patch);
+    int64_t row = (int64_t)vp->temporal * 3 * vp->patch * vp->patch;
+    *tokens = (int32_t)(patches / ((int64_t)vp->merge * vp->merge));
+    *bytes = 3 * ((int64_t)w * h + (int64_t)w1 * h1 + (int64_t)w2 * h2) +
+             patches * row * (int64_t)sizeof(float);
+    return 0;
+}
+
+static int media_cost(const struct prep_ctx *c, const struct oai_request *q,
+                      const struct vision_prep_params *vp, struct media_src *src,
+                      int64_t *budget_bytes, struct vlm_err *err)
+{
+    int32_t n_videos = 0;
+    int64_t tokens = 0, bytes = 0;
+    for (int32_t i = 0; i < q->n_media; i++) n_videos += q->media[i].kind == OAI_MEDIA_VIDEO;
+    if (c->max_videos > 0 && n_videos > c->max_videos)
+        return vlm_err_param(err, VLM_EINVAL, 400, "messages",
+                             "at most %d videos per request", (int)c->max_videos);
+    for (int32_t i = 0; i < q->n_media; i++) {
+        const struct oai_media_ref *m = &q->media[i];
+        if (m->kind == OAI_MEDIA_VIDEO) continue;
+        int rc = media_bytes(c, m->url, c->media.max_bytes, &src[i].bytes, &src[i].n, err);
+        int32_t w = 0, h = 0, t = 0;
+        int64_t b = 0;
+        if (!rc) rc = media_probe_image(src[i].bytes, src[i].n, NULL, &w, &h, err);
+        if (!rc && (int64_t)w * h > c->media.max_pixels)
+            rc = vlm_err_set(err, VLM_ETOOBIG, 413,
+                             "image is %dx%d = %lld pixels, over the limit of %lld pixels",
+                             (int)w, (int)h, (long long)w * h, (long long)c->media.max_pixels);
+        if (!rc) rc = image_cost(vp, w, h, &t, &b, err);
+        if (rc) {
+            name_media_error(m, i, err);
+            return rc;
+        }
+        tokens += t;
+        bytes += b;
     }
+    if (c->max_media_tokens > 0 && tokens > c->max_media_tokens)
+        return vlm_err_param(err, VLM_EINVAL, 400, "messages",
+                             "the request's images come to %lld tokens, over this server's "
+                             "limit of %d media tokens per request",
+                             (long long)tokens, (int)c->max_media_tokens);
+    if (c->max_model_len > 0 && tokens + 1 > c->max_model_len)
+        return vlm_err_param(err, VLM_ETOOBIG, 400, "messages",
+                             "This model's maximum context length is %d tokens. However, your "
+                             "request's images alone take %lld tokens. Please send fewer or "
+                             "smaller images.",
+                             (int)c->max_model_len, (long long)tokens);
+    int rc = budget_take(c->budget, bytes, err);
+    if (!rc) *budget_bytes = bytes;
     return rc;
 }
 
@@ -294,12 +461,27 @@ static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struc
     if (q->min_pixels) vp.proc_min_pixels = q->min_pixels;
     if (q->max_pixels) vp.proc_max_pixels = q->max_pixels;
     int32_t *per_media = xcalloc((size_t)VLM_MAX(q->n_media, 1), sizeof *per_media);
-    int rc = 0;
+    struct media_src *src = xcalloc((size_t)VLM_MAX(q->n_media, 1), sizeof *src);
+    int64_t budget_bytes = 0;
+    int rc = media_cost(c, q, &vp, src, &budget_bytes, err);
     for (int32_t i = 0; i < q->n_media && !rc; i++) {
         int32_t before = out->n_items;
-        rc = load_media(c, q, &q->media[i], i, &vp, &out->items, &out->n_items, err);
+        rc = load_media(c, q, &q->media[i], &src[i], i, &vp, &out->items, &out->n_items, err);
         per_media[i] = out->n_items - before;
+        free(src[i].bytes);
+        src[i].bytes = NULL;
     }
+    for (int32_t i = 0; i < q->n_media; i++) free(src[i].bytes);
+    free(src);
+    /* what was decoded, videos included, against the per-request limit */
+    int64_t media_tokens = 0;
+    for (int32_t i = 0; i < out->n_items; i++) media_tokens += out->items[i].v.n_tokens;
+    if (!rc && c->max_media_tokens > 0 && media_tokens > c->max_media_tokens)
+        rc = vlm_err_param(err, VLM_EINVAL, 400, "messages",
+                           "the request's images and video frames come to %lld tokens, over "
+                           "this server's limit of %d media tokens per request",
+                           (long long)media_tokens, (int)c->max_media_tokens);
+    budget_give(c->budget, budget_bytes);
     struct chat_msg *msgs = xcalloc((size_t)q->n_msgs, sizeof *msgs);
     int32_t n_calls = 0;
     for (int32_t i = 0; i < q->n_msgs; i++) n_calls += q->msgs[i].n_tool_calls;

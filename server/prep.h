@@ -37,6 +37,20 @@ int32_t prep_pool_pending(struct prep_pool *p);
 /* Runs what is still queued, joins the workers and frees the pool. NULL ok. */
 void prep_pool_free(struct prep_pool *p);
 
+/* ==== The in-flight media budget ====
+ * Bytes of decoded pixels (rasters of both resize stages and patch rows) that requests being
+ * prepared may hold together (--max-inflight-media-bytes). A request takes its images' share,
+ * computed from their headers, before decoding them and gives it back once its inputs are
+ * built; it waits up to 10 s for room, then gets 503 (a request that alone needs more than
+ * the whole budget gets 400). Thread-safe. */
+
+struct media_budget;
+struct media_budget *media_budget_new(int64_t bytes);
+/* Wakes every waiter and makes every later wait fail with 503 (shutdown). */
+void media_budget_cancel(struct media_budget *b);
+int64_t media_budget_used(struct media_budget *b);
+void media_budget_free(struct media_budget *b); /* nothing may be held; NULL ok */
+
 /* ==== Preparing one prompt ==== */
 
 /* Everything the workers read; borrowed, read-only while the server runs. */
@@ -56,6 +70,9 @@ struct prep_ctx {
     struct media_limits media;      /* decode limits */
     struct video_params video;      /* frame sampling and video limits */
     int32_t max_images;             /* images + video frames per request */
+    int32_t max_videos;             /* video parts per request; 0: no limit */
+    int32_t max_media_tokens;       /* image + video tokens per request; 0: no limit */
+    struct media_budget *budget;    /* decode memory of all requests; NULL: unbounded */
     double fetch_timeout;
     int64_t fetch_max_bytes;
     int32_t fetch_max_redirects;
@@ -80,7 +97,9 @@ struct prep_prompt {
 };
 
 /* Builds the prompt of a chat, completion or tokenize request. Checks the context length
- * (prompt + max_tokens <= max_model_len, vLLM's message) unless for_tokenize. Returns 0 or a
+ * (prompt + max_tokens <= max_model_len, vLLM's message) unless for_tokenize; the media
+ * limits (videos, media tokens, images that alone fill the context: counted from the
+ * headers before decoding) and the media budget apply to every kind. Returns 0 or a
  * negative code with err filled (400 for bad input, 503 for memory); *out is destroyed on
  * failure. */
 int prep_prompt_build(const struct prep_ctx *c, const struct oai_request *q, bool for_tokenize,

@@ -2,7 +2,8 @@
 # Runs every test: the README's test command, and what .ci/run calls.
 #   1. installs what is missing (deploy/install-deps.sh --test)
 #   2. release build (CPU backend; CUDA compiled and linked when nvcc is present), ctest
-#   3. ASan+UBSan build, ctest on the unit and model labels
+#   3. ASan+UBSan build, ctest on the unit and model labels, and the API's malformed-input,
+#      protocol and cost tables (tests/api/test_{errors,protocol,cost}.py) against its server
 #   4. libFuzzer build (clang), each fuzz target for a bounded time
 #   5. API and deployment tests: pytest (official openai package against the real server,
 #      manifests and chart validated offline)
@@ -33,6 +34,12 @@ cmake --build build-asan -j "$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0" \
     ctest --output-on-failure -j "$jobs" -L 'unit|setup|model')
+
+step "malformed-input and protocol tables against the ASan+UBSan server (pytest)"
+VLM_BUILD_DIR="$root/build-asan" ASAN_OPTIONS=detect_leaks=1 \
+    LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0" \
+    .venv/bin/python -m pytest -q tests/api/test_errors.py tests/api/test_protocol.py \
+    tests/api/test_cost.py
 
 step "fuzz targets (libFuzzer, ${VLM_FUZZ_SECONDS}s each)"
 CC=clang cmake -S . -B build-fuzz -DVLM_FUZZ=ON -DVLM_SANITIZE=ON -DVLM_CUDA=OFF \

@@ -190,8 +190,13 @@ def test_page_served_with_csp(server):
     assert f"script-src 'sha256-{digest}'" in csp
     assert "default-src 'none'" in csp and "connect-src 'self'" in csp
     assert httpx.head(server.url + "/", timeout=30).status_code == 200
-    assert httpx.post(server.url + "/", timeout=30).status_code == 405
-    assert httpx.get(server.url + "/index.htm", timeout=30).status_code == 404
+    # a wrong method needs the key first (401), then is a 405
+    assert httpx.post(server.url + "/", timeout=30).status_code == 401
+    assert httpx.post(server.url + "/", timeout=30,
+                      headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 405
+    assert httpx.get(server.url + "/index.htm", timeout=30).status_code == 401  # key first
+    assert httpx.get(server.url + "/index.htm", timeout=30,
+                     headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 404
 
 
 # ---- hostile preflight headers -----------------------------------------------------------

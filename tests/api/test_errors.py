@@ -75,6 +75,25 @@ CASES = [
     ("big wrong type", "/v1/chat/completions", body(temperature="x", pad="p" * 100000), 400,
      "temperature"),
     ("big unknown model", "/v1/chat/completions", body(model="m", pad="p" * 100000), 404, "model"),
+    # strict JSON (as Python's json.loads; NUL refused since the JSON library stops at it)
+    ("nul escape in a string", "/v1/chat/completions",
+     b'{"model": "tiny", "messages": [{"role": "user", "content": "a\\u0000b"}]}', 400, None),
+    ("raw control character", "/v1/chat/completions",
+     b'{"model": "tiny", "messages": [{"role": "user", "content": "a\x01b"}]}', 400, None),
+    ("raw newline in a string", "/v1/chat/completions",
+     b'{"model": "tiny", "messages": [{"role": "user", "content": "a\nb"}]}', 400, None),
+    ("raw nul byte", "/v1/chat/completions",
+     b'{"model": "tiny", "messages": [{"role": "user", "content": "a\x00b"}]}', 400, None),
+    ("trailing bytes", "/v1/chat/completions", b'{"model": "tiny", "messages": []} xyz', 400,
+     None),
+    ("two json values", "/v1/chat/completions", b'{"model": "tiny"}{"model": "tiny"}', 400, None),
+    ("nesting too deep", "/v1/chat/completions", b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+     400, None),
+    ("bad escape", "/v1/chat/completions", b'{"model": "ti\\qny"}', 400, None),
+    ("seed 2^63", "/v1/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", '
+     b'"content": "x"}], "seed": 9223372036854775808}', 400, "seed"),
+    ("seed 1e30", "/v1/chat/completions", body(seed=1e30), 400, "seed"),
+    ("seed below -2^63", "/v1/chat/completions", body(seed=-(2 ** 63) - 4096), 400, "seed"),
 ]
 
 
@@ -162,3 +181,36 @@ def test_images_in_data_url_ok(http):
     """Control case for the table: a valid data URL is accepted."""
     r = http.post("/v1/chat/completions", json=body(messages=img_msg(data_url(png_bytes(32, 32)))))
     assert r.status_code == 200, r.text
+
+
+def test_duplicate_keys_last_wins(http):
+    """As Python's json: a repeated key takes its last value."""
+    raw = (b'{"model": "nope", "model": "tiny", "max_tokens": 100000, "max_tokens": 2, '
+           b'"messages": [{"role": "user", "content": "hi", "content": "hello"}]}')
+    r = http.post("/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] <= 2
+    raw = b'{"model": "tiny", "max_tokens": 2, "messages": 5, "messages": [{"role": "user", "content": "x"}]}'
+    r = http.post("/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+
+
+def test_seed_bounds_ok(http):
+    for seed in (2 ** 63 - 4096, -(2 ** 63), 0):
+        r = http.post("/v1/chat/completions", json=body(seed=seed))
+        assert r.status_code == 200, (seed, r.text)
+
+
+def test_405_is_invalid_request(http):
+    r = http.get("/v1/chat/completions")
+    check_error(r, 405)
+    assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_data_url_sniffed_by_content(http):
+    """data:image/jpeg;base64,<PNG> decodes as the PNG it is (vLLM does the same)."""
+    b64 = data_url(png_bytes(32, 32)).split(",", 1)[1]
+    for mime in ("image/jpeg", "image/gif", "application/octet-stream"):
+        r = http.post("/v1/chat/completions",
+                      json=body(messages=img_msg(f"data:{mime};base64,{b64}")))
+        assert r.status_code == 200, (mime, r.text)

@@ -4,6 +4,7 @@ streams all complete, and the process exits 0."""
 import json
 import signal
 import threading
+import time
 
 import httpx
 
@@ -80,5 +81,73 @@ def test_sigterm_deadline_aborts(model_dir):
         assert json.loads(chunks[-2])["choices"][0]["finish_reason"] == "abort"
         assert len(chunks) < 1900
         assert srv.proc.wait(120) == 0, srv.log_text()[-2000:]
+    finally:
+        srv.stop(signal.SIGKILL)
+
+
+def test_sigterm_aborts_everything_cleanly(model_dir, media_server):
+    """SIGTERM past the drain deadline with a stream running, a long prompt prefilling (a
+    long engine step), and a media fetch under way (suspended in preparation): the fetch is
+    cancelled, the stream ends with "abort" + [DONE], the other two get 503, libmicrohttpd is
+    stopped only once every connection is closed, and the process exits 0."""
+    srv = Server(model_dir, ["--shutdown-timeout", "0.2", "--fetch-allow", "127.0.0.1",
+                             "--fetch-timeout", "30", "--max-model-len", "8192",
+                             "--kv-cache-memory", "256MiB"])
+    try:
+        out = {}
+        started = threading.Event()
+
+        def stream():
+            chunks = []
+            body = {"model": "tiny", "messages": [{"role": "user", "content": "long"}],
+                    "max_tokens": 1900, "ignore_eos": True, "stream": True}
+            with httpx.stream("POST", srv.url + "/v1/chat/completions", json=body,
+                              timeout=300) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        chunks.append(line[6:])
+                        if len(chunks) == 2:
+                            started.set()
+            out["stream"] = chunks
+
+        def long_prompt():
+            ids = [(i * 7919) % 50000 + 100 for i in range(3000)]
+            out["long"] = httpx.post(srv.url + "/v1/completions", timeout=300, json={
+                "model": "tiny", "prompt": ids, "max_tokens": 200, "ignore_eos": True})
+
+        def fetching():
+            msg = [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": media_server + "/slow"}},
+                {"type": "text", "text": "x"}]}]
+            t0 = time.time()
+            out["fetch"] = httpx.post(srv.url + "/v1/chat/completions", timeout=300,
+                                      json={"model": "tiny", "messages": msg, "max_tokens": 4})
+            out["fetch_s"] = time.time() - t0
+
+        ts = [threading.Thread(target=stream)]
+        ts[0].start()
+        assert started.wait(120)
+        ts += [threading.Thread(target=long_prompt), threading.Thread(target=fetching)]
+        for t in ts[1:]:
+            t.start()
+        time.sleep(1.0)
+        t0 = time.time()
+        srv.proc.send_signal(signal.SIGTERM)
+        for t in ts:
+            t.join(300)
+        code = srv.proc.wait(120)
+        took = time.time() - t0
+        log = srv.log_text()
+        assert code == 0, log[-3000:]
+        assert "suspended" not in log, log[-3000:]
+        chunks = out["stream"]
+        assert chunks[-1] == "[DONE]"
+        assert json.loads(chunks[-2])["choices"][0]["finish_reason"] == "abort"
+        for k in ("long", "fetch"):
+            r = out[k]
+            assert r.status_code == 503, (k, r.text)
+            assert r.json()["error"]["message"]
+        assert out["fetch_s"] < 4.5, "the media fetch was not cancelled (the origin takes 5 s)"
+        print(f"exit {took:.1f} s after SIGTERM")
     finally:
         srv.stop(signal.SIGKILL)

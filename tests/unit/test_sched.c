@@ -272,6 +272,45 @@ int main(void)
         req_release(d.r);
     }
 
+    TEST("prefill chunk: a long prompt gets at most the chunk per step, a newcomer runs beside "
+         "it, decodes are never cut")
+    {
+        struct sched_config c = base_cfg();
+        struct sched *s = sched_new(&c, NULL);
+        fake_init(&f, c.n_blocks, c.block_size, VOCAB, c.encoder_cache_tokens);
+        CHECK_EQ(sched_prefill_chunk(s), 16);
+        sched_set_prefill_chunk(s, 5);
+        struct tr a, b;
+        submit(s, &c, mk(&c, &a, 1, 40, 10, 3));
+        struct batch bt = step(s, &f);
+        CHECK_EQ(bt.n_seqs, 1);
+        CHECK_EQ(bt.seqs[0].n_tokens, 5);
+        submit(s, &c, mk(&c, &b, 2, 3, 100, 4));
+        bt = step(s, &f);
+        CHECK_EQ(bt.n_seqs, 2);           /* the newcomer is not starved by the long prompt */
+        CHECK_EQ(bt.seqs[0].n_tokens, 5);
+        CHECK_EQ(bt.seqs[0].pos, 5);
+        CHECK_EQ(bt.seqs[1].n_tokens, 3); /* B's whole prompt: first token this step */
+        CHECK(bt.seqs[1].sp != NULL);
+        CHECK_EQ(b.notified, 1);
+        bt = step(s, &f);
+        CHECK_EQ(bt.seqs[1].n_tokens, 1); /* B decodes beside A's next chunk */
+        sched_set_prefill_chunk(s, 1000); /* clamped to max_num_batched_tokens */
+        CHECK_EQ(sched_prefill_chunk(s), 16);
+        sched_set_prefill_chunk(s, 0);
+        CHECK_EQ(sched_prefill_chunk(s), 1);
+        sched_set_prefill_chunk(s, 7);
+        run_until_idle(s, &f, 100);
+        CHECK(matches_reference(a.r));
+        CHECK(matches_reference(b.r));
+        sched_get_stats_raw(s, &st);
+        CHECK_EQ(st.kv_blocks_used, 0);
+        sched_free(s);
+        fake_destroy(&f);
+        req_release(a.r);
+        req_release(b.r);
+    }
+
     TEST("max_num_seqs caps the batch; a long prompt is split across steps")
     {
         struct sched_config c = base_cfg();
