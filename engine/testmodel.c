@@ -300,7 +300,7 @@ static const char tok_corpus[] =
 #define TOK_MAX_MERGES 400
 #define TOK_MAX_SYMS (256 + TOK_MAX_MERGES)
 
-/* The 26 Qwen3 added tokens in id order; the first 14 are special (ARCH_SPEC §6.2). */
+/* The 26 Qwen3 added tokens in id order; the first 14 are special (docs/MODEL.md, "Tokenizer"). */
 static const char *const tok_added[] = {
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>",
     "<|object_ref_end|>", "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",

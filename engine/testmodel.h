@@ -1,8 +1,9 @@
 /*
  * testmodel: writes a complete Valley2.5-layout model folder with small dimensions and
  * weights from a seeded deterministic generator: config.json, generation_config.json,
- * model.safetensors (or shards + index) in the real tensor names (ARCH_SPEC §2), and the
- * tokenizer files (copied from a folder, or a small synthesized byte-level BPE tokenizer).
+ * model.safetensors (or shards + index) in the real tensor names (docs/MODEL.md, "Checkpoint
+ * layout"), and the tokenizer files (copied from a folder, or a small synthesized byte-level
+ * BPE tokenizer).
  *
  * The output is a pure function of the parameters (and the copied tokenizer files): only
  * integer arithmetic, exactly rounded IEEE operations and sqrt are used, so the bytes are

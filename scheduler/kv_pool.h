@@ -2,7 +2,7 @@
  * kv_pool: the KV block pool (vLLM v1 BlockPool). The scheduler's view of the engine's KV
  * memory: block ids, reference counts, a free list in LRU order, and the prefix-cache map
  * hash → block. No memory of the KV itself lives here; the engine owns that and sees only
- * ids (STYLE §2.4). Engine thread only; not thread-safe.
+ * ids. Engine thread only; not thread-safe.
  *
  *   block 0          the null block: never allocated, never freed (ref pinned at 1)
  *   ref > 0          held by that many block tables

@@ -1,6 +1,7 @@
 /*
  * http: the HTTP front end on libmicrohttpd. One internal polling thread (epoll, or poll
- * where epoll is missing) runs every callback; none of them blocks (STYLE §2.3, C22):
+ * where epoll is missing) runs every callback; none of them blocks (slow work goes to other
+ * threads):
  *
  *   body     accumulated up to max_body_bytes (beyond: 413 once the body is read);
  *   parse    openai.c on the HTTP thread (JSON only), 400/404 at once on errors;

@@ -1,8 +1,8 @@
 """API tests: the real valley-server on 127.0.0.1 over a generated checkpoint.
 
 Paths: the build directory is $VLM_BUILD_DIR (default <repo>/build); the Qwen3 tokenizer
-fixture is $VLM_FIXTURES/qwen3-tokenizer (default ../shared/fixtures next to the checkout,
-or /work/shared/fixtures). The checkpoint is written once per session by valley-make-model
+fixture is found by tests/fixtures/vlm_fixtures.py ($VLM_FIXTURES, else the copy committed in
+tests/fixtures/, unpacked). The checkpoint is written once per session by valley-make-model
 into a temporary directory.
 """
 
@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +19,8 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+import vlm_fixtures  # noqa: E402
 API_KEY = "test-key-123"
 
 
@@ -26,13 +29,7 @@ def build_dir() -> Path:
 
 
 def fixtures_dir() -> Path:
-    env = os.environ.get("VLM_FIXTURES")
-    if env:
-        return Path(env)
-    for cand in (ROOT.parent / "shared" / "fixtures", Path("/work/shared/fixtures")):
-        if (cand / "qwen3-tokenizer").is_dir():
-            return cand
-    return ROOT.parent / "shared" / "fixtures"
+    return vlm_fixtures.fixtures_dir()
 
 
 def binary(name: str) -> Path:

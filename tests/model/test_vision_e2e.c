@@ -2,9 +2,10 @@
  * Image+text prompts end to end against the HF reference (tests/golden/vision/prompts.json,
  * made by tests/golden/make_vision_goldens.py --e2e on the gqa4 checkpoint): the engine
  * encodes the images with the vision tower, splices the projector rows at the image spans
- * (ARCH_SPEC §5.5), runs the decoder at positions 0..L-1, and must give the reference logits
- * within 1e-4 × max|logit| and the same 32 greedy tokens. Prompts: one image, three images of
- * different sizes, an image between two text parts; plus a prefill split inside an image.
+ * (docs/MODEL.md, "Splicing and positions"), runs the decoder at positions 0..L-1, and must give
+ * the reference logits within 1e-4 × max|logit| and the same 32 greedy tokens. Prompts: one image,
+ * three images of different sizes, an image between two text parts; plus a prefill split inside an
+ * image.
  */
 // models: gqa4
 #include "engine/engine.h"

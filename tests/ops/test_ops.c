@@ -1,6 +1,6 @@
 /*
  * test_ops: every backend op against the CPU reference, in the spirit of llama.cpp's
- * test-backend-ops (STYLE C17).
+ * test-backend-ops.
  *
  * Each case names one op and its shapes. Its inputs are drawn uniformly from [-1, 1] (then
  * rounded to bf16, so an f32 and a bf16 backend see the same numbers) from a seed that is

@@ -1,5 +1,5 @@
 /*
- * sched_fake.h: a model-free engine for the scheduler tests (STYLE C20), and the reference
+ * sched_fake.h: a model-free engine for the scheduler tests, and the reference
  * it must agree with.
  *
  * The fake "KV" of each position is a value derived from what that position holds: the

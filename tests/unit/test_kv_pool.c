@@ -1,5 +1,5 @@
 /*
- * test_kv_pool: the block pool and request block tables (STYLE C20): refcounts, LRU order,
+ * test_kv_pool: the block pool and request block tables: refcounts, LRU order,
  * exact-match prefix hits, eviction on reuse, media-aware hashing, caught double frees.
  */
 #include <fcntl.h>
