@@ -46,7 +46,10 @@ static void usage(FILE *f)
             "                     (default: synthesize a small byte-level BPE tokenizer)\n"
             "  --script IDS       a scripted decoder for API tests: comma-separated ids, -1\n"
             "                     between chains; after an id, greedy decoding emits the next\n"
-            "                     id of its chain (engine/testmodel.h)\n",
+            "                     id of its chain (engine/testmodel.h)\n"
+            "  --greeting         with the synthesized tokenizer: answer every chat request\n"
+            "                     with the built-in greeting (what the server's embedded\n"
+            "                     default model does)\n",
             (unsigned long long)d.seed, d.hidden, d.layers, d.heads, d.kv_heads, d.head_dim,
             d.ffn, d.vit_depth, d.vit_dim, d.vit_heads, d.vit_mlp_ratio, d.merger_hidden);
 }
@@ -96,6 +99,7 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--tie")) { p.tie = true; continue; }
         else if (!strcmp(a, "--no-vision")) { p.vision = false; continue; }
+        else if (!strcmp(a, "--greeting")) { p.greeting = true; continue; }
         else if (!v) {
             fprintf(stderr, "valley-make-model: '%s' is unknown or needs a value\n", a);
             usage(stderr);

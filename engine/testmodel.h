@@ -43,10 +43,24 @@ struct testmodel_params {
      * chains); needs an untied lm_head. Borrowed. */
     const int32_t *script;
     int32_t n_script;
+    /* (optional) the built-in greeting: with the synthesized tokenizer and no script, the
+     * tokenizer gets one token per piece of TESTMODEL_GREETING (extra merges after the
+     * trained ones) and the decoder is scripted so that, after the last token of either
+     * generation prompt (thinking on: "...assistant\n"; off: "...</think>\n\n"), greedy
+     * decoding answers exactly TESTMODEL_GREETING then <|im_end|>. The server's embedded
+     * default model sets it, so a first request explains what is answering. */
+    bool greeting;
 };
 
-/* The embedded default model: hidden 256, 4 layers, 8 heads / 2 KV heads, head_dim 32,
- * ffn 512, vision depth 2, dim 64, 4 heads, merger hidden 256, bf16, synthesized tokenizer. */
+/* The built-in greeting. Its pre-tokenizer pieces are all different (the scripted decoder
+ * has one successor per id), so the wording is chosen with that in mind. */
+#define TESTMODEL_GREETING                                                                   \
+    "Hello! I am the built-in test model (random weights). To serve a real checkpoint, run: " \
+    "valley-server --model /path/to/Valley2.5"
+
+/* The embedded default model's geometry: hidden 256, 4 layers, 8 heads / 2 KV heads,
+ * head_dim 32, ffn 512, vision depth 2, dim 64, 4 heads, merger hidden 256, bf16,
+ * synthesized tokenizer. (The server adds .greeting = true.) */
 void testmodel_defaults(struct testmodel_params *p);
 
 /* Writes the folder dir (created with its parents as needed). If dir already holds the

@@ -45,6 +45,7 @@ static int default_model_dir(char *dir, size_t cap, struct vlm_err *err)
     else snprintf(dir, cap, "/tmp/valley-default-model");
     struct testmodel_params p;
     testmodel_defaults(&p);
+    p.greeting = true; /* a first chat request says what is answering (testmodel.h) */
     if (testmodel_up_to_date(dir, &p)) return 0;
     log_info("server: writing the embedded default model to %s", dir);
     return testmodel_write(dir, &p, err);
@@ -56,11 +57,11 @@ static void log_examples(const char *host, int port, const char *model, bool key
     log_info("server: try it%s:\n"
              "  curl http://%s:%d/v1/chat/completions -H 'Content-Type: application/json'%s \\\n"
              "    -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}], "
-             "\"max_tokens\": 32}'\n"
+             "\"max_tokens\": 64}'\n"
              "  python3 -c 'import os; from openai import OpenAI; c = OpenAI(base_url=\"http://%s:%d/v1\", "
              "api_key=os.environ.get(\"VALLEY_API_KEY\", \"EMPTY\")); print(c.chat.completions.create("
              "model=\"%s\", messages=[{\"role\": \"user\", \"content\": \"Hello!\"}], "
-             "max_tokens=32).choices[0].message.content)'",
+             "max_tokens=64).choices[0].message.content)'",
              key ? " (with the key in $VALLEY_API_KEY)" : "", h, port,
              key ? " -H \"Authorization: Bearer $VALLEY_API_KEY\"" : "", model, h, port, model);
 }

@@ -57,11 +57,13 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 class Server:
-    """One valley-server process; its stderr goes to a log file."""
+    """One valley-server process; its stderr goes to a log file. model None: no --model (the
+    embedded default model)."""
 
-    def __init__(self, model: Path, extra=(), env=None):
+    def __init__(self, model, extra=(), env=None):
         self.log = tempfile.NamedTemporaryFile(prefix="valley-server-", suffix=".log", delete=False)
-        args = [str(binary("valley-server")), "--model", str(model), "--host", "127.0.0.1",
+        margs = ["--model", str(model)] if model is not None else []
+        args = [str(binary("valley-server")), *margs, "--host", "127.0.0.1",
                 "--port", "0", "--served-model-name", "tiny", "--kv-cache-memory", "64MiB",
                 "--max-model-len", "2048", "--threads", "2", *extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log,
