@@ -110,7 +110,6 @@ struct config_media {
 
 struct config_log {
     int32_t level;                    /* enum vlm_log_level */
-    int32_t max_log_len;              /* prompt characters logged per request; -1 = all, 0 = none */
 };
 
 #define CONFIG_MAX_OPTIONS 64

@@ -531,7 +531,10 @@ static void tok_add_greeting(struct tok_model *m, int32_t *script, int32_t *n_sc
         int32_t n = tok_encode_piece(m, greeting_pieces[i], ids);
         for (; n > 1; n--) {
             char merged[64];
-            snprintf(merged, sizeof merged, "%s%s", m->sym[ids[0]], m->sym[ids[1]]);
+            size_t la = strlen(m->sym[ids[0]]), lb = strlen(m->sym[ids[1]]);
+            VLM_ASSERT(la + lb < sizeof merged); /* pieces are a few characters long */
+            memcpy(merged, m->sym[ids[0]], la);
+            memcpy(merged + la, m->sym[ids[1]], lb + 1);
             int32_t id = -1;
             for (int32_t k = 0; k < m->n_sym && id < 0; k++)
                 if (!strcmp(m->sym[k], merged)) id = k;

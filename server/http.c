@@ -691,7 +691,8 @@ static int make_requests(struct conn *c, struct prep_prompt *pp)
     int32_t n_built = 0;
     for (int32_t i = 0; i < q->n && !rc; i++) {
         uint64_t id = atomic_fetch_add(&s->next_id, 1);
-        rp.sp.seed = q->has_seed ? q->sp.seed + (uint64_t)i : mix64(id ^ vlm_now_ns());
+        rp.sp.seed = q->has_seed ? q->sp.seed + (uint64_t)i
+                                 : mix64(id ^ (s->d.seed ? s->d.seed : vlm_now_ns()));
         struct request *r = req_new(id, pp->ids.v, (int32_t)pp->ids.n, &rp);
         if (!r) {
             rc = vlm_err_set(&c->err, VLM_ENOMEM, 503, "out of memory for the request");

@@ -44,6 +44,8 @@ struct http_deps {
     int32_t vocab_size;
     const int32_t *eos_ids;        /* (n_eos) */
     int32_t n_eos;
+    uint64_t seed;                 /* --seed: requests without a seed draw from mix64(seed ^
+                                      request id); 0: from the clock */
     const struct tokenizer *tok;
     const struct prep_ctx *prep_ctx;
     struct prep_pool *prep;

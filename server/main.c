@@ -243,6 +243,7 @@ int main(int argc, char **argv, char **envp)
                            .vocab_size = VLM_MAX(mc->vocab_size, tok_vocab_size(tok)),
                            .eos_ids = mc->eos_token_ids,
                            .n_eos = mc->n_eos,
+                           .seed = (uint64_t)cfg.sched.seed,
                            .tok = tok,
                            .prep_ctx = &pc,
                            .prep = prep,

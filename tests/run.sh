@@ -2,13 +2,24 @@
 # Runs every test: the README's test command, and what .ci/run calls.
 #   1. installs what is missing (deploy/install-deps.sh --test)
 #   2. release build (CPU backend; CUDA compiled and linked when nvcc is present), ctest
-#   3. ASan+UBSan build, ctest on the unit and model labels
+#   3. ASan+UBSan build, ctest on the unit, model, tp and ops labels
 #   4. libFuzzer build (clang), each fuzz target for a bounded time
 #   5. API and deployment tests: pytest (official openai package against the real server,
 #      manifests and chart validated offline)
+#
+#   bash tests/run.sh --quick   the day-to-day subset: steps 1 and 2 with ctest limited to
+#                               the unit and model labels, then the API tests (tests/api);
+#                               no sanitizer, fuzz, deployment or browser run
 # Environment: CI=true turns warnings into errors. VLM_FUZZ_SECONDS (default 30) bounds each
 # fuzz target. VLM_JOBS sets build parallelism (default: all cores).
 set -euo pipefail
+quick=0
+for a in "$@"; do
+    case "$a" in
+        --quick) quick=1 ;;
+        *) echo "usage: bash tests/run.sh [--quick]" >&2; exit 2 ;;
+    esac
+done
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 jobs="${VLM_JOBS:-$(nproc)}"
@@ -24,6 +35,13 @@ bash deploy/install-deps.sh --test
 step "release build"
 cmake -S . -B build -DVLM_WERROR=$werror -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$jobs"
+if [ "$quick" = 1 ]; then
+    (cd build && ctest --output-on-failure -j "$jobs" -L 'unit|model|setup')
+    step "API tests (pytest + openai)"
+    VLM_BUILD_DIR="$root/build" .venv/bin/python -m pytest -q tests/api
+    step "done (quick)"
+    exit 0
+fi
 (cd build && ctest --output-on-failure -j "$jobs")
 
 step "sanitizer build (ASan + UBSan)"
@@ -32,7 +50,7 @@ cmake -S . -B build-asan -DVLM_WERROR=$werror -DVLM_SANITIZE=ON -DVLM_CUDA=OFF \
 cmake --build build-asan -j "$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0" \
-    ctest --output-on-failure -j "$jobs" -L 'unit|setup|model')
+    ctest --output-on-failure -j "$jobs" -L 'unit|setup|model|tp|ops')
 
 step "fuzz targets (libFuzzer, ${VLM_FUZZ_SECONDS}s each)"
 CC=clang cmake -S . -B build-fuzz -DVLM_FUZZ=ON -DVLM_SANITIZE=ON -DVLM_CUDA=OFF \
