@@ -2,7 +2,8 @@
 # Runs every test: the README's test command, and what .ci/run calls.
 #   1. installs what is missing (deploy/install-deps.sh --test)
 #   2. release build (CPU backend; CUDA compiled and linked when nvcc is present), ctest
-#   3. ASan+UBSan build, ctest on the unit, model, tp and ops labels
+#   3. ASan+UBSan build, ctest on the unit, model, tp and ops labels; ThreadSanitizer build
+#      of the scheduler test (scheduler and its loop thread on a fake engine)
 #   4. libFuzzer build (clang), each fuzz target for a bounded time
 #   5. API and deployment tests: pytest (official openai package against the real server,
 #      manifests and chart validated offline)
@@ -51,6 +52,16 @@ cmake --build build-asan -j "$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0" \
     ctest --output-on-failure -j "$jobs" -L 'unit|setup|model|tp|ops')
+
+step "ThreadSanitizer build (scheduler and loop)"
+# Only test_sched: the engine's OpenMP regions (libgomp is not instrumented) make TSan report
+# races it cannot see the synchronization of, and the server binary (FFmpeg and the rest)
+# does not start under TSan on Debian 12.
+cmake -S . -B build-tsan -DVLM_WERROR=$werror -DVLM_TSAN=ON -DVLM_CUDA=OFF \
+      -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-tsan -j "$jobs" --target test_sched
+(cd build-tsan && TSAN_OPTIONS=halt_on_error=1:exitcode=66 \
+    ctest --output-on-failure -R '^test_sched$')
 
 step "fuzz targets (libFuzzer, ${VLM_FUZZ_SECONDS}s each)"
 CC=clang cmake -S . -B build-fuzz -DVLM_FUZZ=ON -DVLM_SANITIZE=ON -DVLM_CUDA=OFF \
