@@ -39,10 +39,9 @@ void testmodel_defaults(struct testmodel_params *p)
 
 static uint64_t splitmix64(uint64_t *s)
 {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    uint64_t z = vlm_mix64(*s);
+    *s += VLM_MIX64_STEP;
+    return z;
 }
 
 static float uniform_pm1(uint64_t *s)

@@ -122,22 +122,18 @@ int main(int argc, char **argv, char **envp)
     ep.backend = ENGINE_BACKEND_CPU;
     ep.kv_bytes = (size_t)cfg.engine.kv_cache_memory;
     ep.enforce_eager = cfg.engine.enforce_eager;
-#ifdef VLM_HAVE_CUDA
-    /* auto: the GPU when one is visible, else the CPU; --backend cuda insists on the GPU */
-    if (cfg.engine.backend == CONFIG_BACKEND_CUDA ||
-        (cfg.engine.backend == CONFIG_BACKEND_AUTO && backend_cuda_device_count() > 0)) {
+    bool use_cuda;
+    enum backend_choice want = cfg.engine.backend == CONFIG_BACKEND_CUDA ? BACKEND_CUDA
+                             : cfg.engine.backend == CONFIG_BACKEND_CPU  ? BACKEND_CPU
+                                                                         : BACKEND_AUTO;
+    if (backend_pick(want, &use_cuda, &err)) goto fail;
+    if (use_cuda) {
         ep.backend = ENGINE_BACKEND_CUDA;
         ep.kv_bytes = 0; /* --kv-cache-memory is the CPU pool; the GPU's is sized by
                             --gpu-memory-utilization after weights and workspace */
-    }
-    else if (cfg.engine.backend == CONFIG_BACKEND_AUTO)
+    } else if (want == BACKEND_AUTO) {
         log_info("server: no CUDA device visible: using the CPU backend");
-#else
-    if (cfg.engine.backend == CONFIG_BACKEND_CUDA) {
-        vlm_err_set(&err, VLM_EINVAL, 0, "--backend cuda: this build has no CUDA backend");
-        goto fail;
     }
-#endif
     ep.block_size = cfg.sched.block_size;
     ep.max_batched_tokens = cfg.sched.max_num_batched_tokens;
     ep.max_seqs = cfg.sched.max_num_seqs;
