@@ -84,7 +84,7 @@ int kv_pool_alloc(struct kv_pool *p, int32_t n, int32_t *out);
 
 /* Drops one reference from each of ids[0..n), last one first, so that when a whole table
  * is freed its tail is evicted before its head. A double free aborts. */
-void kv_pool_free(struct kv_pool *p, const int32_t *ids, int32_t n);
+void kv_pool_release(struct kv_pool *p, const int32_t *ids, int32_t n);
 
 /* A cache hit: one more reference on a cached block, pulling it off the free list if it
  * was there. */
