@@ -1,15 +1,18 @@
 /*
  * bench_chat: prompt construction cost on the chat goldens (tests/golden/chat), single
- * thread: chat_render alone, chat_render + chat_tokenize (the §5.4 chunked tokenization),
- * and, for comparison, one plain tok_encode of each rendered text. Prints, asserts nothing.
+ * thread: chat_render alone, chat_render + chat_tokenize (the chunked tokenization of
+ * docs/MODEL.md), and, for comparison, one plain tok_encode of each rendered text. Prints, asserts
+ * nothing.
  *
- *   bench_chat [SECONDS]     run from the source root, or set VLM_SOURCE_DIR / VLM_FIXTURES
+ *   bench_chat [SECONDS]     run from the source root, or set VLM_SOURCE_DIR; the tokenizer
+ *                          fixture is found as tests/fixtures.h says
  */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fixtures.h"
 #include "server/chat.h"
 
 struct conv {
@@ -22,12 +25,11 @@ struct conv {
 int main(int argc, char **argv)
 {
     double seconds = argc > 1 ? atof(argv[1]) : 2.0;
-    const char *src = getenv("VLM_SOURCE_DIR"), *fx = getenv("VLM_FIXTURES");
+    const char *src = getenv("VLM_SOURCE_DIR");
     char path[4096];
-    snprintf(path, sizeof path, "%s/qwen3-tokenizer/tokenizer.json", fx ? fx : "../shared/fixtures");
     struct tokenizer *tok;
     struct vlm_err err = {0};
-    if (tok_load(&tok, path, &err)) {
+    if (tok_load(&tok, fixtures_tokenizer_json(path, sizeof path), &err)) {
         fprintf(stderr, "bench_chat: %s\n", err.msg);
         return 1;
     }

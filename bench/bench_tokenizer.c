@@ -3,7 +3,7 @@
  * tok_encode call (as the server does), and decode throughput. Prints figures, asserts none.
  *
  *   bench_tokenizer [TOKENIZER_JSON [CORPUS_JSONL [SECONDS]]]
- * Defaults: $VLM_FIXTURES (else ../shared/fixtures)/qwen3-tokenizer/tokenizer.json and
+ * Defaults: the tokenizer fixture (tests/fixtures.h: $VLM_FIXTURES, else the build tree's) and
  * $VLM_SOURCE_DIR (else .)/tests/golden/tokenizer/corpus.jsonl, 3 seconds per measurement:
  * run it from the source root.
  * Compare with bench/bench_tokenizer_hf.py (HF tokenizers on the same corpus).
@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "fixtures.h"
 #include "server/tokenizer.h"
 
 /* CPU time of this thread: on a shared, loaded machine it moves much less than wall time. */
@@ -57,8 +58,8 @@ static struct text *load_corpus(const char *path, size_t *n_out, size_t *bytes)
 int main(int argc, char **argv)
 {
     char def_tok[4096], def_corpus[4096];
-    const char *fx = getenv("VLM_FIXTURES"), *src = getenv("VLM_SOURCE_DIR");
-    snprintf(def_tok, sizeof def_tok, "%s/qwen3-tokenizer/tokenizer.json", fx ? fx : "../shared/fixtures");
+    const char *src = getenv("VLM_SOURCE_DIR");
+    fixtures_tokenizer_json(def_tok, sizeof def_tok);
     snprintf(def_corpus, sizeof def_corpus, "%s/tests/golden/tokenizer/corpus.jsonl", src ? src : ".");
     const char *tok_path = argc > 1 ? argv[1] : def_tok;
     const char *corpus_path = argc > 2 ? argv[2] : def_corpus;

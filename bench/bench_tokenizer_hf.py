@@ -14,7 +14,10 @@ os.environ.setdefault("RAYON_NUM_THREADS", "1")
 from tokenizers import Tokenizer  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-tok_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "..", "shared", "fixtures", "qwen3-tokenizer", "tokenizer.json")
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "fixtures"))
+import vlm_fixtures  # noqa: E402
+
+tok_path = sys.argv[1] if len(sys.argv) > 1 else str(vlm_fixtures.tokenizer_dir() / "tokenizer.json")
 corpus = sys.argv[2] if len(sys.argv) > 2 else os.path.join(HERE, "..", "tests", "golden", "tokenizer", "corpus.jsonl")
 seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 3.0
 

@@ -34,6 +34,9 @@ from urllib.parse import urlparse
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"))
+import vlm_fixtures  # noqa: E402  (the committed Qwen3 tokenizer fixture)
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "soak-key"
 # the gqa4 test geometry (tests/api/conftest.py)
@@ -155,7 +158,7 @@ def main():
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--key")
     ap.add_argument("--server", default=str(ROOT / "build" / "valley-server"))
-    ap.add_argument("--fixtures", default=os.environ.get("VLM_FIXTURES", "/work/shared/fixtures"))
+    ap.add_argument("--fixtures", help="folder holding qwen3-tokenizer/ (default: the committed one)")
     a = ap.parse_args()
     if a.rounds > 1000 or a.requests > 1_000_000 or a.clients > 256:
         sys.exit("soak: bounded: at most 1000 rounds, 1e6 requests per round, 256 clients")
@@ -172,7 +175,7 @@ def main():
         mdir = Path(tmp.name) / "tiny"
         build = Path(a.server).parent
         cmd = [str(build / "valley-make-model"), "--out", str(mdir), *MODEL_ARGS]
-        tok = Path(a.fixtures) / "qwen3-tokenizer"
+        tok = Path(a.fixtures or vlm_fixtures.fixtures_dir()) / "qwen3-tokenizer"
         if tok.is_dir():
             cmd += ["--tokenizer", str(tok)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)

@@ -69,7 +69,7 @@ static const struct config_opt config_options[] = {
     I32("block-size", sched.block_size, 1, 1024, "16", "tokens per KV cache block"),
     BOOL("enable-prefix-caching", sched.enable_prefix_caching, "true", "reuse KV blocks of identical prompt prefixes (images included)"),
     I32("encoder-cache-tokens", sched.encoder_cache_tokens, 0, 1 << 24, "16384", "image embeddings kept for reuse, in LLM tokens; 0 = no cache"),
-    I64("seed", sched.seed, 0, INT64_MAX, "0", "base seed for requests that do not set one"),
+    I64("seed", sched.seed, 0, INT64_MAX, "0", "base seed for requests that do not set one (0: the clock)"),
     FLT("max-step-ms", sched.max_step_ms, 0, 3600000, "500", "prefill chunks are sized from measured step times so that an engine step takes about this long (other requests wait at most one step); 0 = chunks of up to max-num-batched-tokens"),
     I32("max-waiting", api.max_waiting, 1, 1 << 24, "1024", "queued requests before new ones are answered 503"),
     /* HTTP */
@@ -115,7 +115,6 @@ static const struct config_opt config_options[] = {
     FLT("video-max-duration", media.video_max_duration, 0.1, 86400, "600", "longest video accepted, in seconds"),
     /* logging */
     ENUM("log-level", log.level, log_level_choices, "info", "least severe log level printed"),
-    I32("max-log-len", log.max_log_len, -1, 1 << 30, "256", "prompt characters logged per request; -1 = all, 0 = none"),
 };
 
 #define N_OPTIONS ((int)ARRAY_LEN(config_options))

@@ -65,8 +65,10 @@ struct config_api {
                                          text, one trailing newline removed) */
     char *default_system_prompt_file; /* owned; "" = none. Kept for the dump only */
     bool enable_thinking_default;     /* chat_template_kwargs.enable_thinking when absent */
-    bool implicit_image;              /* text-only requests get the 3x3 black image (ARCH_SPEC §5.2) */
-    enum config_wrap image_start_end_tokens; /* "<im_start><image><im_end>" (§5.2, §8 Q4) */
+    /* text-only requests get the 3x3 black image (docs/MODEL.md, "Implicit image") */
+    bool implicit_image;
+    /* "<im_start><image><im_end>" wrapping (docs/MODEL.md, "Image markers") */
+    enum config_wrap image_start_end_tokens;
     int32_t prep_threads;             /* request-preparation workers */
     int32_t max_waiting;              /* queued requests before new ones get 503 */
 };
@@ -98,7 +100,8 @@ struct config_engine {
 struct config_media {
     int64_t max_image_pixels;         /* decoded width*height above this is refused */
     int64_t max_image_bytes;          /* encoded image size limit */
-    int32_t min_pixels, max_pixels;   /* smart_resize bounds (ARCH_SPEC §4.1) */
+    /* smart_resize bounds (docs/MODEL.md, "The two resize stages") */
+    int32_t min_pixels, max_pixels;
     int32_t max_images_per_request;   /* image parts + video frames */
     int32_t max_videos_per_request;   /* video parts */
     int32_t max_media_tokens;         /* image + video tokens per request, from headers */
@@ -116,7 +119,6 @@ struct config_media {
 
 struct config_log {
     int32_t level;                    /* enum vlm_log_level */
-    int32_t max_log_len;              /* prompt characters logged per request; -1 = all, 0 = none */
 };
 
 #define CONFIG_MAX_OPTIONS 96

@@ -54,3 +54,15 @@ void backend_destroy(struct backend *b)
         b->ctx = NULL;
     }
 }
+
+int backend_pick(enum backend_choice want, bool *use_cuda, struct vlm_err *err)
+{
+    *use_cuda = false;
+#ifdef VLM_HAVE_CUDA
+    *use_cuda = want == BACKEND_CUDA || (want == BACKEND_AUTO && backend_cuda_device_count() > 0);
+#else
+    if (want == BACKEND_CUDA)
+        return vlm_err_set(err, VLM_EINVAL, 0, "--backend cuda: this build has no CUDA backend");
+#endif
+    return 0;
+}

@@ -206,6 +206,13 @@ struct backend_emulation {
 void backend_emulate(struct backend *b, const struct backend_emulation *e);
 
 int backend_cpu_init(struct backend *b, const struct backend_params *p, struct vlm_err *err);
+
+/* What the user asked for (--backend), and the one rule both valley-server and
+ * valley-generate follow: auto is CUDA when this build has it and a device is visible,
+ * else the CPU; cuda insists (VLM_EINVAL in a build without CUDA). Sets *use_cuda. */
+enum backend_choice { BACKEND_AUTO, BACKEND_CPU, BACKEND_CUDA };
+int backend_pick(enum backend_choice want, bool *use_cuda, struct vlm_err *err);
+
 #ifdef VLM_HAVE_CUDA
 int backend_cuda_init(struct backend *b, const struct backend_params *p, struct vlm_err *err);
 /* Visible CUDA devices; 0 when there is no driver or no device (never an error). */

@@ -27,7 +27,7 @@ struct sampling_params {
 };
 
 /* One image or video frame to run through the vision tower. pixels rows are in the order of
- * ARCH_SPEC §4.4. Owned by the request; borrowed by the engine during the step. */
+ * docs/MODEL.md, "Patchify". Owned by the request; borrowed by the engine during the step. */
 struct mm_item {
     uint64_t hash;        /* content hash (pixels + grid), the encoder-cache key */
     const float *pixels;  /* (n_patches, patch_dim) f32, patch_dim = 3*t_patch*p*p */

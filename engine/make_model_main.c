@@ -60,7 +60,10 @@ static void usage(FILE *f)
             "                     weights in 4 shards (unless --shards)\n"
             "  --preset valley2.5 the full Valley2.5 geometry, random bf16 weights in the\n"
             "                     release layout, 8 shards, about 19 GB (options after it\n"
-            "                     still apply)\n",
+            "                     still apply)\n"
+            "  --greeting         with the synthesized tokenizer: answer every chat request\n"
+            "                     with the built-in greeting (what the server's embedded\n"
+            "                     default model does)\n",
             (unsigned long long)d.seed, d.hidden, d.layers, d.heads, d.kv_heads, d.head_dim,
             d.ffn, d.vit_depth, d.vit_dim, d.vit_heads, d.vit_mlp_ratio, d.merger_hidden);
 }
@@ -126,6 +129,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--no-vision")) { p.vision = false; continue; }
         else if (!strcmp(a, "--slow-tokenizer")) { p.slow_tokenizer = true; continue; }
         else if (!strcmp(a, "--valley-tokens")) { p.valley_tokens = true; continue; }
+        else if (!strcmp(a, "--greeting")) { p.greeting = true; continue; }
         else if (!v) {
             fprintf(stderr, "valley-make-model: '%s' is unknown or needs a value\n", a);
             usage(stderr);

@@ -1,7 +1,8 @@
 /*
  * model: config.json (+ generation_config.json) -> struct model_config, then every tensor
  * bound by name to a host view into the mapped safetensors files, with its shape checked
- * against the config. See model.h for the names and ARCH_SPEC §1, §2, §10.2 for the keys.
+ * against the config. See model.h for the names and docs/MODEL.md, "Checkpoint layout" and
+ * "Vision geometry in config.json" for the keys.
  */
 #include "engine/model.h"
 
@@ -17,7 +18,8 @@
 /* ==== config.json ====
  * Keys are read one by one with a default (or "required"), a type check and bounds, so a
  * bad value fails with the key's name. The text keys are Qwen3's, at the top level; the
- * vision keys are under "vision_config" and fall back to the Qwen2-VL values of §1.2. */
+ * vision keys are under "vision_config" and fall back to the Qwen2-VL values (docs/MODEL.md,
+ * "Vision tower"). */
 
 struct cfg_ctx {
     const char *file;     /* "config.json", for messages */
@@ -187,8 +189,7 @@ int model_read_config(struct model_config *cfg, const char *dir, struct vlm_err 
     cfg_eos(&c, root, cfg);
     /* The Valley processor wraps every image as <im_start><image><im_end> by default and
      * never reads config.json; an explicit false here is the checkpoint author's statement
-     * that the model was trained without the markers (docs/MODEL.md, "Prompt
-     * construction"). */
+     * that the model was trained without the markers (docs/MODEL.md, "Image markers"). */
     cfg->use_special_start_end_token = cfg_bool(&c, root, "use_special_start_end_token", true);
     cfg->tokenizer_model_max_length = cfg_int(&c, root, "tokenizer_model_max_length", false, 0, 0, INT32_MAX);
     if (!c.rc && cfg->n_heads % cfg->n_kv_heads)
@@ -202,7 +203,8 @@ int model_read_config(struct model_config *cfg, const char *dir, struct vlm_err 
     cJSON_Delete(root);
     if (c.rc) return c.rc;
 
-    /* generation_config.json's eos ids stop generation too (ARCH_SPEC §5.7) */
+    /* generation_config.json's eos ids stop generation too (docs/MODEL.md, "Generation and
+     * stopping") */
     root = read_json(dir, "generation_config.json", false, err, &rc);
     if (rc) return rc;
     if (root) {
@@ -350,7 +352,7 @@ static int bind_vision(struct model *m, struct binder *st, struct vlm_err *err)
     }
     if ((rc = bind1(st, &w->merger_ln_w, MODEL_VIT_PREFIX "merger.ln_q.weight", E, err))) return rc;
     if ((rc = bind1(st, &w->merger_ln_b, MODEL_VIT_PREFIX "merger.ln_q.bias", E, err))) return rc;
-    /* the projector's hidden width is whatever mlp.0 says (ARCH_SPEC §8 Q1) */
+    /* the projector's hidden width is whatever mlp.0 says (docs/MODEL.md, "Projector") */
     const char *fc1 = MODEL_VIT_PREFIX "merger.mlp.0.weight";
     const struct st_tensor *t = bfind(st, fc1);
     if (!t) return vlm_err_set(err, VLM_EINVAL, 500, "model: missing tensor '%s'", fc1);

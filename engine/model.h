@@ -3,10 +3,11 @@
  * every tensor the model needs bound by name to a host view into the memory-mapped
  * safetensors files, with shape and dtype checked. Read-only after model_load(); any thread.
  *
- * Tensor names (ARCH_SPEC §2): model.embed_tokens.weight, model.layers.N.{input_layernorm,
- * self_attn.{q,k,v,o}_proj, self_attn.{q,k}_norm, post_attention_layernorm,
- * mlp.{gate,up,down}_proj}.weight, model.norm.weight, lm_head.weight (absent when tied);
- * vision under model.qwen2vl_vision_tower. (patch_embed.proj, blocks.N.*, merger.*).
+ * Tensor names (docs/MODEL.md, "Checkpoint layout"): model.embed_tokens.weight,
+ * model.layers.N.{input_layernorm, self_attn.{q,k,v,o}_proj, self_attn.{q,k}_norm,
+ * post_attention_layernorm, mlp.{gate,up,down}_proj}.weight, model.norm.weight, lm_head.weight
+ * (absent when tied); vision under model.qwen2vl_vision_tower. (patch_embed.proj, blocks.N.*,
+ * merger.*).
  */
 #ifndef VLM_MODEL_H
 #define VLM_MODEL_H
@@ -31,7 +32,8 @@ struct model_config {
     int32_t bos_token_id;                 /* -1 if none */
     int32_t eos_token_ids[VLM_MAX_EOS];   /* config.json (+ generation_config.json) */
     int32_t n_eos;
-    /* vision tower (ARCH_SPEC §1.2, §10.2); has_vision false if the tensors are absent */
+    /* vision tower (docs/MODEL.md, "Vision tower", "Vision geometry in config.json");
+     * has_vision false if the tensors are absent */
     bool has_vision;
     int32_t vit_depth, vit_embed_dim, vit_num_heads, vit_mlp_hidden;
     int32_t patch_size, temporal_patch_size, spatial_merge_size, in_chans;

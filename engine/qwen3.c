@@ -1,8 +1,8 @@
 /*
- * The Qwen3 decoder, top to bottom, over the backend table (ARCH_SPEC §6.1, HF transformers
- * 4.51 Qwen3DecoderLayer). All sequences of the step are concatenated into one (n, hidden)
- * activation; only attention (attn_paged, over the block tables of set_step) knows where one
- * sequence ends and the next begins, so every other op is a plain row-wise or GEMM op.
+ * The Qwen3 decoder, top to bottom, over the backend table (docs/MODEL.md, "Language model", HF
+ * transformers 4.51 Qwen3DecoderLayer). All sequences of the step are concatenated into one (n,
+ * hidden) activation; only attention (attn_paged, over the block tables of set_step) knows where
+ * one sequence ends and the next begins, so every other op is a plain row-wise or GEMM op.
  *
  * Tensor parallelism (tp.h): the two row-parallel projections (o_proj, down_proj) are
  * followed by tp_all_reduce(), a no-op on one engine; with a struct comm it is the one

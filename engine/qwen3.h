@@ -1,7 +1,7 @@
 /*
- * qwen3: the Qwen3 decoder forward pass (ARCH_SPEC §6.1), written once over backend_ops.
- * Internal to the engine: engine.c builds the step (struct step_meta, handed to the backend
- * with set_step) and the image splices, then calls qwen3_forward. Engine thread only.
+ * qwen3: the Qwen3 decoder forward pass (docs/MODEL.md, "Language model"), written once over
+ * backend_ops. Internal to the engine: engine.c builds the step (struct step_meta, handed to the
+ * backend with set_step) and the image splices, then calls qwen3_forward. Engine thread only.
  */
 #ifndef VLM_QWEN3_H
 #define VLM_QWEN3_H

@@ -46,20 +46,12 @@ struct sampling_params sampler_params_greedy(void)
 }
 
 /* ==== Random draw ====
- * splitmix64 (Steele, Lea, Flood 2014) over a key made of the seed and the step counter: a
- * counter-based generator, so step n of a request needs no state from steps < n. */
-
-static uint64_t splitmix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
+ * splitmix64 (vlm_mix64) over a key made of the seed and the step counter: a counter-based
+ * generator, so step n of a request needs no state from steps < n. */
 
 double sampler_uniform(uint64_t seed, uint64_t n_out)
 {
-    uint64_t x = splitmix64(splitmix64(seed) ^ (n_out * 0xd1b54a32d192ed03ull + 1));
+    uint64_t x = vlm_mix64(vlm_mix64(seed) ^ (n_out * 0xd1b54a32d192ed03ull + 1));
     return (double)(x >> 11) * (1.0 / 9007199254740992.0); /* 53 bits -> [0, 1) */
 }
 

@@ -51,10 +51,9 @@ void testmodel_preset_valley25(struct testmodel_params *p)
 
 static uint64_t splitmix64(uint64_t *s)
 {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    uint64_t z = vlm_mix64(*s);
+    *s += VLM_MIX64_STEP;
+    return z;
 }
 
 static float uniform_pm1(uint64_t *s)
@@ -309,10 +308,12 @@ static const char tok_corpus[] =
     "Nothing is changed while the server is running, which keeps the behaviour simple to "
     "explain and easy to test.\n";
 
-#define TOK_MAX_MERGES 400
-#define TOK_MAX_SYMS (256 + TOK_MAX_MERGES)
+#define TOK_MAX_MERGES 400      /* learned from tok_corpus */
+#define TOK_GREETING_MERGES 160 /* appended for the greeting's pieces */
+#define TOK_MAX_SYMS (256 + TOK_MAX_MERGES + TOK_GREETING_MERGES)
+#define TOK_MAX_SCRIPT 96
 
-/* The 26 Qwen3 added tokens in id order; the first 14 are special (ARCH_SPEC §6.2). */
+/* The 26 Qwen3 added tokens in id order; the first 14 are special (docs/MODEL.md, "Tokenizer"). */
 static const char *const tok_added[] = {
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>",
     "<|object_ref_end|>", "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",
@@ -331,7 +332,9 @@ static const char tok_split_regex_json[] =
 struct tok_model {
     char sym[TOK_MAX_SYMS][64]; /* UTF-8 of each vocab id (byte-level unicode chars) */
     int32_t n_sym;
-    int32_t merge_a[TOK_MAX_MERGES], merge_b[TOK_MAX_MERGES];
+    int32_t merge_a[TOK_MAX_MERGES + TOK_GREETING_MERGES];
+    int32_t merge_b[TOK_MAX_MERGES + TOK_GREETING_MERGES];
+    int32_t merge_out[TOK_MAX_MERGES + TOK_GREETING_MERGES]; /* the merged symbol's id */
     int32_t n_merges;
 };
 
@@ -464,6 +467,7 @@ static void tok_train(struct tok_model *m)
             id = m->n_sym++;
             strcpy(m->sym[id], merged);
         }
+        m->merge_out[m->n_merges] = id;
         m->merge_a[m->n_merges] = best.a;
         m->merge_b[m->n_merges] = best.b;
         m->n_merges++;
@@ -483,6 +487,92 @@ static void tok_train(struct tok_model *m)
     free(pairs);
     for (int32_t k = 0; k < n_words; k++) free(w[k].s);
     free(w);
+}
+
+/* ==== The greeting (testmodel.h) ====
+ * TESTMODEL_GREETING cut the way the Qwen2 split pattern cuts it (tests check that the real
+ * tokenizer gives one id per piece). Every piece is different, and none is a newline. */
+static const char *const greeting_pieces[] = {
+    "Hello", "!", " I", " am", " the", " built", "-in", " test", " model", " (", "random",
+    " weights", ").", " To", " serve", " a", " real", " checkpoint", ",", " run", ":",
+    " valley", "-server", " --", "model", " /", "path", "/to", "/Valley", "2", ".", "5",
+};
+
+/* The vocab id of each byte (the inverse of byte_map's order). */
+static void tok_byte_ids(int32_t id_of_byte[256])
+{
+    uint32_t cp[256];
+    uint8_t order[256];
+    byte_map(cp, order);
+    for (int i = 0; i < 256; i++) id_of_byte[order[i]] = i;
+}
+
+/* BPE over one piece with m's merges, lowest rank first (leftmost among equals), as the
+ * tokenizers library does. ids needs strlen(s) entries; returns the number of ids. */
+static int32_t tok_encode_piece(const struct tok_model *m, const char *s, int32_t *ids)
+{
+    int32_t id_of_byte[256], n = 0;
+    tok_byte_ids(id_of_byte);
+    for (; *s; s++) ids[n++] = id_of_byte[(uint8_t)*s];
+    for (;;) {
+        int32_t rank = m->n_merges, at = -1;
+        for (int32_t x = 0; x + 1 < n; x++)
+            for (int32_t r = 0; r < rank; r++)
+                if (m->merge_a[r] == ids[x] && m->merge_b[r] == ids[x + 1]) {
+                    rank = r;
+                    at = x;
+                    break;
+                }
+        if (at < 0) return n;
+        ids[at] = m->merge_out[rank];
+        memmove(ids + at + 1, ids + at + 2, (size_t)(n - at - 2) * sizeof *ids);
+        n--;
+    }
+}
+
+/* Appends the merges that make every greeting piece one token (joining, left to right, the
+ * pieces the merges so far leave: later merges never fire before earlier ones, so the
+ * earlier pieces stay single tokens), then writes the greeting script: the id ending the
+ * thinking-on generation prompt ("\n"), the pieces, <|im_end|>; and, when the thinking-off
+ * prompt ("\n\n") ends in another id, a second chain from it into the first piece. */
+static void tok_add_greeting(struct tok_model *m, int32_t *script, int32_t *n_script)
+{
+    int32_t ids[64], piece_id[ARRAY_LEN(greeting_pieces)];
+    for (size_t i = 0; i < ARRAY_LEN(greeting_pieces); i++) {
+        int32_t n = tok_encode_piece(m, greeting_pieces[i], ids);
+        for (; n > 1; n--) {
+            char merged[64];
+            size_t la = strlen(m->sym[ids[0]]), lb = strlen(m->sym[ids[1]]);
+            VLM_ASSERT(la + lb < sizeof merged); /* pieces are a few characters long */
+            memcpy(merged, m->sym[ids[0]], la);
+            memcpy(merged + la, m->sym[ids[1]], lb + 1);
+            int32_t id = -1;
+            for (int32_t k = 0; k < m->n_sym && id < 0; k++)
+                if (!strcmp(m->sym[k], merged)) id = k;
+            if (id < 0) {
+                id = m->n_sym++;
+                strcpy(m->sym[id], merged);
+            }
+            m->merge_a[m->n_merges] = ids[0];
+            m->merge_b[m->n_merges] = ids[1];
+            m->merge_out[m->n_merges++] = id;
+            ids[0] = id;
+            memmove(ids + 1, ids + 2, (size_t)(n - 2) * sizeof *ids);
+        }
+        piece_id[i] = ids[0];
+    }
+    int32_t k = 0, im_end = m->n_sym + 2; /* the added tokens follow the BPE vocab */
+    int32_t nl = tok_encode_piece(m, "\n", ids) ? ids[0] : -1;
+    script[k++] = nl;
+    for (size_t i = 0; i < ARRAY_LEN(greeting_pieces); i++) script[k++] = piece_id[i];
+    script[k++] = im_end;
+    int32_t nlnl = ids[tok_encode_piece(m, "\n\n", ids) - 1];
+    if (nlnl != nl) {
+        script[k++] = -1;
+        script[k++] = nlnl;
+        script[k++] = piece_id[0];
+    }
+    *n_script = k;
 }
 
 /* A JSON string literal of s (UTF-8 passed through, quotes and backslashes escaped). */
@@ -562,18 +652,24 @@ static int write_text(const char *dir, const char *name, const char *s, size_t n
     return 0;
 }
 
-int testmodel_write_tokenizer(const char *dir, int32_t *n_tokens, struct vlm_err *err)
+static int tok_write(const char *dir, const struct tok_model *m, struct vlm_err *err)
 {
-    struct tok_model *m = xmalloc(sizeof *m);
-    tok_train(m);
     struct strbuf a = {0}, b = {0};
     tok_json(&a, m);
     tok_config_json(&b, m->n_sym);
     int rc = write_text(dir, "tokenizer.json", a.s, a.n, err);
     if (!rc) rc = write_text(dir, "tokenizer_config.json", b.s, b.n, err);
-    if (n_tokens) *n_tokens = m->n_sym + (int32_t)ARRAY_LEN(tok_added);
     sb_free(&a);
     sb_free(&b);
+    return rc;
+}
+
+int testmodel_write_tokenizer(const char *dir, int32_t *n_tokens, struct vlm_err *err)
+{
+    struct tok_model *m = xmalloc(sizeof *m);
+    tok_train(m);
+    int rc = tok_write(dir, m, err);
+    if (n_tokens) *n_tokens = m->n_sym + (int32_t)ARRAY_LEN(tok_added);
     free(m);
     return rc;
 }
@@ -582,27 +678,31 @@ int testmodel_write_tokenizer(const char *dir, int32_t *n_tokens, struct vlm_err
 struct tok_info {
     char *json, *config;      /* owned: copied files (NULL when synthesized) */
     size_t json_len, config_len;
+    struct tok_model *model;  /* owned: the synthesized tokenizer (NULL when copied) */
     int32_t n_tokens;         /* max id + 1 */
     int32_t endoftext, im_end;
+    int32_t script[TOK_MAX_SCRIPT], n_script; /* the greeting's script (n_script 0: none) */
 };
 
 static void tok_info_free(struct tok_info *t)
 {
     free(t->json);
     free(t->config);
+    free(t->model);
 }
 
-/* Reads the tokenizer files of dir, or describes the synthesized tokenizer (dir NULL). */
-static int tok_info_load(struct tok_info *t, const char *dir, struct vlm_err *err)
+/* Reads the tokenizer files of dir, or describes the synthesized tokenizer (dir NULL),
+ * with the greeting's pieces and script when greeting is set. */
+static int tok_info_load(struct tok_info *t, const char *dir, bool greeting, struct vlm_err *err)
 {
     memset(t, 0, sizeof *t);
     if (!dir) {
-        struct tok_model *m = xmalloc(sizeof *m);
+        struct tok_model *m = t->model = xmalloc(sizeof *m);
         tok_train(m);
+        if (greeting) tok_add_greeting(m, t->script, &t->n_script);
         t->endoftext = m->n_sym;
         t->im_end = m->n_sym + 2;
         t->n_tokens = m->n_sym + (int32_t)ARRAY_LEN(tok_added);
-        free(m);
         return 0;
     }
     char path[4096];
@@ -763,6 +863,9 @@ static void stamp_text(struct strbuf *b, const struct testmodel_params *p, const
     }
     if (p->slow_tokenizer || p->valley_tokens)
         sb_printf(b, "%s%s", p->slow_tokenizer ? "slow " : "", p->valley_tokens ? "valley " : "");
+    if (p->greeting && !tk->json)
+        sb_printf(b, "greeting=%016llx ",
+                  (unsigned long long)vlm_hash64(TESTMODEL_GREETING, strlen(TESTMODEL_GREETING), 3));
     if (tk->json)
         sb_printf(b, "%016llx:%016llx\n",
                   (unsigned long long)vlm_hash64(tk->json, tk->json_len, 1),
@@ -859,11 +962,32 @@ static int check_params(const struct testmodel_params *p, struct vlm_err *err)
     return 0;
 }
 
-bool testmodel_up_to_date(const char *dir, const struct testmodel_params *p)
+/* The tokenizer, and the parameters with the greeting's script filled in (q). */
+static int resolve(const struct testmodel_params *p, struct tok_info *tk,
+                   struct testmodel_params *q, struct vlm_err *err)
 {
-    struct tok_info tk;
+    int rc = check_params(p, err);
+    if (rc) return rc;
+    bool greeting = p->greeting && !p->tokenizer_dir && !p->n_script;
+    if ((rc = tok_info_load(tk, p->tokenizer_dir, greeting, err))) return rc;
+    *q = *p;
+    if (greeting) {
+        q->script = tk->script;
+        q->n_script = tk->n_script;
+        if ((rc = check_params(q, err))) return rc; /* the pieces' ids must all differ */
+    }
+    return 0;
+}
+
+bool testmodel_up_to_date(const char *dir, const struct testmodel_params *p0)
+{
+    struct tok_info tk = {0};
+    struct testmodel_params q, *p = &q;
     struct vlm_err err;
-    if (check_params(p, &err) || tok_info_load(&tk, p->tokenizer_dir, &err)) return false;
+    if (resolve(p0, &tk, &q, &err)) {
+        tok_info_free(&tk);
+        return false;
+    }
     struct strbuf stamp = {0};
     stamp_text(&stamp, p, &tk);
     bool ok = stamp_matches(dir, &stamp);
@@ -872,15 +996,15 @@ bool testmodel_up_to_date(const char *dir, const struct testmodel_params *p)
     return ok;
 }
 
-int testmodel_write(const char *dir, const struct testmodel_params *p, struct vlm_err *err)
+int testmodel_write(const char *dir, const struct testmodel_params *p0, struct vlm_err *err)
 {
-    int rc = check_params(p, err);
-    if (rc) return rc;
-    struct tok_info tk;
+    struct tok_info tk = {0};
+    struct testmodel_params q, *p = &q;
     struct strbuf stamp = {0}, text = {0};
     char tmp[4096], old[4096];
     tmp[0] = 0;
-    if ((rc = tok_info_load(&tk, p->tokenizer_dir, err))) goto out;
+    int rc = resolve(p0, &tk, &q, err);
+    if (rc) goto out;
     if (p->valley_tokens) tk.n_tokens += SLOWTOK_N_VALLEY;
     int32_t vocab = p->vocab            ? p->vocab
                     : !tk.json          ? (tk.n_tokens + 63) / 64 * 64
@@ -918,7 +1042,7 @@ int testmodel_write(const char *dir, const struct testmodel_params *p, struct vl
     if (tk.json) {
         if ((rc = write_text(tmp, "tokenizer.json", tk.json, tk.json_len, err))) goto out;
         if ((rc = write_text(tmp, "tokenizer_config.json", tk.config, tk.config_len, err))) goto out;
-    } else if ((rc = testmodel_write_tokenizer(tmp, NULL, err))) {
+    } else if ((rc = tok_write(tmp, tk.model, err))) {
         goto out;
     }
     if ((p->slow_tokenizer || p->valley_tokens) && (rc = tokenizer_convert(tmp, p, err))) goto out;

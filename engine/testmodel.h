@@ -1,9 +1,10 @@
 /*
  * testmodel: writes a complete Valley2.5-layout model folder with small dimensions and
  * weights from a seeded deterministic generator: config.json, generation_config.json,
- * model.safetensors (or shards + index) in the real tensor names (ARCH_SPEC §2), and the
- * tokenizer files (copied from a folder, or a small synthesized byte-level BPE tokenizer; as
- * tokenizer.json or as the slow files, optionally with the Valley added tokens).
+ * model.safetensors (or shards + index) in the real tensor names (docs/MODEL.md, "Checkpoint
+ * layout"), and the tokenizer files (copied from a folder, or a small synthesized byte-level
+ * BPE tokenizer; as tokenizer.json or as the slow files, optionally with the Valley added
+ * tokens).
  *
  * The output is a pure function of the parameters (and the copied tokenizer files): only
  * integer arithmetic, exactly rounded IEEE operations and sqrt are used, so the bytes are
@@ -54,10 +55,24 @@ struct testmodel_params {
      * chains); needs an untied lm_head. Borrowed. */
     const int32_t *script;
     int32_t n_script;
+    /* (optional) the built-in greeting: with the synthesized tokenizer and no script, the
+     * tokenizer gets one token per piece of TESTMODEL_GREETING (extra merges after the
+     * trained ones) and the decoder is scripted so that, after the last token of either
+     * generation prompt (thinking on: "...assistant\n"; off: "...</think>\n\n"), greedy
+     * decoding answers exactly TESTMODEL_GREETING then <|im_end|>. The server's embedded
+     * default model sets it, so a first request explains what is answering. */
+    bool greeting;
 };
 
-/* The embedded default model: hidden 256, 4 layers, 8 heads / 2 KV heads, head_dim 32,
- * ffn 512, vision depth 2, dim 64, 4 heads, merger hidden 256, bf16, synthesized tokenizer. */
+/* The built-in greeting. Its pre-tokenizer pieces are all different (the scripted decoder
+ * has one successor per id), so the wording is chosen with that in mind. */
+#define TESTMODEL_GREETING                                                                   \
+    "Hello! I am the built-in test model (random weights). To serve a real checkpoint, run: " \
+    "valley-server --model /path/to/Valley2.5"
+
+/* The embedded default model's geometry: hidden 256, 4 layers, 8 heads / 2 KV heads,
+ * head_dim 32, ffn 512, vision depth 2, dim 64, 4 heads, merger hidden 256, bf16,
+ * synthesized tokenizer. (The server adds .greeting = true.) */
 void testmodel_defaults(struct testmodel_params *p);
 
 /* The full Valley2.5 geometry (36 layers, hidden 4096, 32/8 heads x 128, ffn 12288, untied,

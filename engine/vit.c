@@ -1,7 +1,7 @@
 /*
- * The vision tower and projector (ARCH_SPEC §3) over the backend table. See vit.h for the
- * forward pass in one screen; this file follows it top to bottom: weights and buffers,
- * per-call host metadata (rotary tables, segments), then the forward.
+ * The vision tower and projector (docs/MODEL.md, "Vision tower", "Projector") over the backend
+ * table. See vit.h for the forward pass in one screen; this file follows it top to bottom: weights
+ * and buffers, per-call host metadata (rotary tables, segments), then the forward.
  */
 #include "engine/vit.h"
 
@@ -216,8 +216,8 @@ void vit_destroy(struct vit *v)
 
 /* ==== Per-call metadata ====
  * Host side, into the preallocated arrays: the rotary angle table of every patch row and the
- * attention segments. Patch rows are stored in merge-window order (ARCH_SPEC §4.4): for each
- * temporal slice, windows (bh, bw) row-major, and inside a window (dy, dx) row-major; the
+ * attention segments. Patch rows are stored in merge-window order (docs/MODEL.md, "Patchify"): for
+ * each temporal slice, windows (bh, bw) row-major, and inside a window (dy, dx) row-major; the
  * patch sits at grid (row, col) = (m·bh + dy, m·bw + dx). Positions restart per item. */
 
 /* Fills cos/sin rows [r0, r0 + t·h·w) of item it and its t segments. Returns the new row. */

@@ -1,7 +1,8 @@
 /*
- * vit: the Qwen2-VL vision tower and Valley2.5's projector (ARCH_SPEC §3), written once over
- * the backend table. Pixel rows of one or more images (ARCH_SPEC §4.4 order) go in; projector
- * rows, one per 2×2 merge window, come out, ready to be spliced into the decoder input.
+ * vit: the Qwen2-VL vision tower and Valley2.5's projector (docs/MODEL.md, "Vision tower",
+ * "Projector"), written once over the backend table. Pixel rows of one or more images
+ * ("Patchify" order) go in; projector rows, one per 2×2 merge window, come out, ready to be
+ * spliced into the decoder input.
  *
  * Called by the engine thread only (it owns the backend's stream). vit_init sizes every
  * buffer for max_patches rows, so vit_encode never allocates.

@@ -135,7 +135,7 @@ void kv_cache_commit(struct kv_pool *p, struct request *r)
 
 void kv_cache_free(struct kv_pool *p, struct request *r)
 {
-    kv_pool_free(p, r->blocks, r->n_blocks);
+    kv_pool_release(p, r->blocks, r->n_blocks);
     r->n_blocks = 0;
     r->n_committed = 0;
 }

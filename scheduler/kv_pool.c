@@ -160,7 +160,7 @@ int kv_pool_alloc(struct kv_pool *p, int32_t n, int32_t *out)
     return 0;
 }
 
-void kv_pool_free(struct kv_pool *p, const int32_t *ids, int32_t n)
+void kv_pool_release(struct kv_pool *p, const int32_t *ids, int32_t n)
 {
     for (int32_t i = n - 1; i >= 0; i--) {
         int32_t id = ids[i];

@@ -2,7 +2,7 @@
  * kv_pool: the KV block pool (vLLM v1 BlockPool). The scheduler's view of the engine's KV
  * memory: block ids, reference counts, a free list in LRU order, and the prefix-cache map
  * hash → block. No memory of the KV itself lives here; the engine owns that and sees only
- * ids (STYLE §2.4). Engine thread only; not thread-safe.
+ * ids. Engine thread only; not thread-safe.
  *
  *   block 0          the null block: never allocated, never freed (ref pinned at 1)
  *   ref > 0          held by that many block tables
@@ -84,7 +84,7 @@ int kv_pool_alloc(struct kv_pool *p, int32_t n, int32_t *out);
 
 /* Drops one reference from each of ids[0..n), last one first, so that when a whole table
  * is freed its tail is evicted before its head. A double free aborts. */
-void kv_pool_free(struct kv_pool *p, const int32_t *ids, int32_t n);
+void kv_pool_release(struct kv_pool *p, const int32_t *ids, int32_t n);
 
 /* A cache hit: one more reference on a cached block, pulling it off the free list if it
  * was there. */

@@ -4,7 +4,7 @@
  * their spans, sampling parameters, stop conditions, and the output stream the HTTP side
  * reads.
  *
- * Owners: exactly two, the HTTP side and the scheduler (STYLE C8). req_new() returns a request
+ * Owners: exactly two, the HTTP side and the scheduler. req_new() returns a request
  * with one reference (the creator's); sched_submit() takes a second one; the last
  * req_release() frees it. Fields are grouped by who may touch them:
  *   - "input" fields are written by the creator before sched_submit() and read-only after;

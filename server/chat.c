@@ -74,8 +74,8 @@ static void sb_slice(struct strbuf *b, struct slice x)
 }
 
 /* ==== Rendering ====
- * First the checks of §5.1/§10.1 (so no partial prompt is built for a bad conversation),
- * then the template, turn by turn. */
+ * First the checks of docs/MODEL.md, "Prompt construction" and "OpenAI messages to prompt"
+ * (so no partial prompt is built for a bad conversation), then the template, turn by turn. */
 
 static const char *role_name(enum chat_role r)
 {
@@ -102,8 +102,8 @@ static bool role_may_follow(enum chat_role r, enum chat_role prev)
 
 #define BAD(...) vlm_err_param(err, VLM_EINVAL, 400, "messages", __VA_ARGS__)
 
-/* Appends a user message's content: markers prefixed when the text has none (§10.1), then
- * each marker wrapped when o->wrap_image_tokens. */
+/* Appends a user message's content: markers prefixed when the text has none ("Image
+ * markers"), then each marker wrapped when o->wrap_image_tokens. */
 static void render_user_content(struct strbuf *out, const char *text, int32_t n_images,
                                 const struct chat_opts *o)
 {
@@ -184,8 +184,8 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
     VLM_ASSERT(o && out && n_images_total && (msgs || n == 0));
     if (n <= 0) return BAD("messages must not be empty");
 
-    /* §5.1: optional system, then user; assistant answers user or tool; tool messages
-     * follow an assistant; the conversation ends with user or tool. */
+    /* "Chat template and thinking": optional system, then user; assistant answers user or tool;
+     * tool messages follow an assistant; the conversation ends with user or tool. */
     int32_t first = msgs[0].role == CHAT_SYSTEM ? 1 : 0;
     for (int32_t i = first; i < n; i++) {
         enum chat_role prev = i == first ? CHAT_SYSTEM : msgs[i - 1].role;
@@ -201,7 +201,8 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
     if (msgs[n - 1].role != CHAT_USER && msgs[n - 1].role != CHAT_TOOL)
         return BAD("messages: the last message must be a user or tool message");
 
-    /* §10.1: images only in user messages; markers in the text must match the count. */
+    /* "OpenAI messages to prompt": images only in user messages; markers in the text must match the
+     * count. */
     int64_t total = 0;
     for (int32_t i = 0; i < n; i++) {
         const char *text = msgs[i].text ? msgs[i].text : "";
@@ -273,7 +274,7 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
     return 0;
 }
 
-/* ==== Tokenization (§5.4) ==== */
+/* ==== Tokenization (docs/MODEL.md, "Chunked tokenization") ==== */
 
 static int tokenize_piece(const struct tokenizer *t, const char *p, const char *end,
                           struct i32_vec *ids, struct vlm_err *err)

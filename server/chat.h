@@ -1,13 +1,15 @@
 /*
  * chat: OpenAI-style messages -> the exact token ids Valley2.5's processor produces
- * (ARCH_SPEC §5.1-§5.4 and the project decisions of §10.1). Three steps, each usable alone:
+ * (docs/MODEL.md, "Prompt construction", and "OpenAI messages to prompt" for the project's
+ * decisions). Three steps, each usable alone:
  *
  *   chat_render         messages -> prompt text with "<image>" markers: the Qwen3 ChatML
  *                       template of tokenizer_config.json rendered natively (no Jinja), with
  *                       the default system prompt, the generation prompt and the thinking
- *                       switch; markers placed per §10.1; the implicit image of §5.2.
- *   chat_tokenize       prompt text -> ids, with Valley's chunk-by-chunk quirk (§5.4) and
- *                       one CHAT_IMAGE_SENTINEL per marker.
+ *                       switch; markers placed per "OpenAI messages to prompt"; the
+ *                       implicit image.
+ *   chat_tokenize       prompt text -> ids, with Valley's chunk-by-chunk quirk ("Chunked
+ *                       tokenization") and one CHAT_IMAGE_SENTINEL per marker.
  *   chat_expand_images  ids with sentinels -> ids with n_tokens[i] pad ids per image, and
  *                       each image's offset (where the engine splices its embeddings).
  *
@@ -53,12 +55,12 @@
 #include "engine/base.h"
 #include "server/tokenizer.h"
 
-#define CHAT_IMAGE_SENTINEL (-200)   /* IMAGE_TOKEN_INDEX of the reference (ARCH_SPEC §1.4) */
+#define CHAT_IMAGE_SENTINEL (-200)   /* the reference's sentinel ("Chunked tokenization") */
 #define CHAT_IMAGE_MARKER "<image>"
 #define CHAT_DEFAULT_SYSTEM "You are a helpful assistant."
 #define CHAT_MAX_IMAGES 65536        /* hard cap per conversation (configured limits are lower) */
-/* The implicit image of text-only requests (§5.2): a 3x3 black RGB image (4 LLM tokens
- * after preprocessing: smart_resize makes it 28x28). */
+/* The implicit image of text-only requests (docs/MODEL.md, "Implicit image"): a 3x3 black RGB image
+ * (4 LLM tokens after preprocessing: smart_resize makes it 28x28). */
 #define CHAT_IMPLICIT_IMAGE_SIZE 3
 
 enum chat_role { CHAT_SYSTEM, CHAT_USER, CHAT_ASSISTANT, CHAT_TOOL };
@@ -82,7 +84,7 @@ struct chat_msg {
 struct chat_opts {
     bool enable_thinking;       /* false -> "<think>\n\n</think>\n\n" after the generation prompt */
     const char *default_system; /* borrowed; NULL = CHAT_DEFAULT_SYSTEM */
-    bool implicit_image;        /* §5.2: text-only conversations get one image */
+    bool implicit_image;        /* text-only conversations get one image */
     bool wrap_image_tokens;     /* use_special_start_end_token: "<im_start><image><im_end>" */
     const char *const *tools;   /* borrowed, (n_tools): each tool's JSON (pyjson_tool) */
     int32_t n_tools;            /* 0: no tools block */
@@ -94,10 +96,10 @@ struct chat_opts {
 int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *o,
                 struct strbuf *out, int32_t *n_images_total, struct vlm_err *err);
 
-/* §5.4: splits rendered[0..len) on "<|im_end|>\n" (re-appended to each piece but the last),
- * then each piece on "<image>"; each text chunk is tokenized on its own, each marker gives
- * CHAT_IMAGE_SENTINEL. Appends to ids. Returns 0 or the tokenizer's error (VLM_EINVAL for
- * invalid UTF-8, VLM_ENOMEM). */
+/* docs/MODEL.md, "Chunked tokenization": splits rendered[0..len) on "<|im_end|>\n" (re-appended to
+ * each piece but the last), then each piece on "<image>"; each text chunk is tokenized on its own,
+ * each marker gives CHAT_IMAGE_SENTINEL. Appends to ids. Returns 0 or the tokenizer's error
+ * (VLM_EINVAL for invalid UTF-8, VLM_ENOMEM). */
 int chat_tokenize(const struct tokenizer *t, const char *rendered, size_t len,
                   struct i32_vec *ids, struct vlm_err *err);
 

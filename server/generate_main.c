@@ -192,17 +192,11 @@ int main(int argc, char **argv)
         .encoder_cache_tokens = n_images ? item.n_tokens : 0,
         .max_image_patches = n_images ? item.n_patches : 0,
     };
-    ep.backend = ENGINE_BACKEND_CPU;
-#ifdef VLM_HAVE_CUDA
-    /* auto: the GPU when one is visible (the server's rule) */
-    if (!strcmp(a.backend, "cuda") || (!strcmp(a.backend, "auto") && backend_cuda_device_count() > 0))
-        ep.backend = ENGINE_BACKEND_CUDA;
-#else
-    if (!strcmp(a.backend, "cuda")) {
-        rc = vlm_err_set(&err, VLM_EINVAL, 0, "--backend cuda: this build has no CUDA backend");
-        goto fail;
-    }
-#endif
+    bool use_cuda;
+    enum backend_choice want = !strcmp(a.backend, "cuda") ? BACKEND_CUDA
+                             : !strcmp(a.backend, "cpu")  ? BACKEND_CPU : BACKEND_AUTO;
+    if ((rc = backend_pick(want, &use_cuda, &err))) goto fail;
+    ep.backend = use_cuda ? ENGINE_BACKEND_CUDA : ENGINE_BACKEND_CPU;
     if ((rc = engine_init(&e, &m, &ep, &err))) goto fail;
     blocks = xmalloc((size_t)n_blocks * sizeof *blocks);
     for (int32_t i = 0; i < n_blocks - 1; i++) blocks[i] = i + 1;

@@ -720,14 +720,6 @@ static enum MHD_Result continue_plain(struct conn *c)
 
 /* ==== Preparation (prep worker threads) ==== */
 
-static uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 /* Builds and submits one request per choice. */
 static int make_requests(struct conn *c, struct prep_prompt *pp)
 {
@@ -747,7 +739,8 @@ static int make_requests(struct conn *c, struct prep_prompt *pp)
     int32_t n_built = 0;
     for (int32_t i = 0; i < q->n && !rc; i++) {
         uint64_t id = atomic_fetch_add(&s->next_id, 1);
-        rp.sp.seed = q->has_seed ? q->sp.seed + (uint64_t)i : mix64(id ^ vlm_now_ns());
+        rp.sp.seed = q->has_seed ? q->sp.seed + (uint64_t)i
+                                 : vlm_mix64(id ^ (s->d.seed ? s->d.seed : vlm_now_ns()));
         struct request *r = req_new(id, pp->ids.v, (int32_t)pp->ids.n, &rp);
         if (!r) {
             rc = vlm_err_set(&c->err, VLM_ENOMEM, 503, "out of memory for the request");
@@ -782,7 +775,7 @@ static int make_requests(struct conn *c, struct prep_prompt *pp)
                       q->n_stop, pp->thinking && c->route == ROUTE_CHAT);
         h->tools_on = c->route == ROUTE_CHAT && q->n_tools > 0 &&
                       q->tool_choice == OAI_TOOL_CHOICE_AUTO;
-        oai_tools_init(&h->tools, mix64(id ^ 0x746f6f6c73ull) ^ vlm_now_ns());
+        oai_tools_init(&h->tools, vlm_mix64(id ^ 0x746f6f6c73ull) ^ vlm_now_ns());
         h->lp = new_lp(c);
         n_built = i + 1;
     }

@@ -1,6 +1,7 @@
 /*
  * http: the HTTP front end on libmicrohttpd. One internal polling thread (epoll, or poll
- * where epoll is missing) runs every callback; none of them blocks (STYLE §2.3, C22):
+ * where epoll is missing) runs every callback; none of them blocks (slow work goes to other
+ * threads):
  *
  *   headers  framing (400), the API key (401), a declared body over max_body_bytes (413) or
  *            over the server-wide body cap (503), the drain (503): answered before any body
@@ -48,6 +49,8 @@ struct http_deps {
     int32_t vocab_size;
     const int32_t *eos_ids;        /* (n_eos) */
     int32_t n_eos;
+    uint64_t seed;                 /* --seed: requests without a seed draw from mix64(seed ^
+                                      request id); 0: from the clock */
     const struct tokenizer *tok;
     const struct prep_ctx *prep_ctx;
     struct prep_pool *prep;

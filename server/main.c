@@ -52,6 +52,7 @@ static int default_model_dir(char *dir, size_t cap, struct vlm_err *err)
     else snprintf(dir, cap, "/tmp/valley-default-model");
     struct testmodel_params p;
     testmodel_defaults(&p);
+    p.greeting = true; /* a first chat request says what is answering (testmodel.h) */
     if (testmodel_up_to_date(dir, &p)) return 0;
     log_info("server: writing the embedded default model to %s", dir);
     return testmodel_write(dir, &p, err);
@@ -63,11 +64,11 @@ static void log_examples(const char *host, int port, const char *model, bool key
     log_info("server: try it%s:\n"
              "  curl http://%s:%d/v1/chat/completions -H 'Content-Type: application/json'%s \\\n"
              "    -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}], "
-             "\"max_tokens\": 32}'\n"
+             "\"max_tokens\": 64}'\n"
              "  python3 -c 'import os; from openai import OpenAI; c = OpenAI(base_url=\"http://%s:%d/v1\", "
              "api_key=os.environ.get(\"VALLEY_API_KEY\", \"EMPTY\")); print(c.chat.completions.create("
              "model=\"%s\", messages=[{\"role\": \"user\", \"content\": \"Hello!\"}], "
-             "max_tokens=32).choices[0].message.content)'",
+             "max_tokens=64).choices[0].message.content)'",
              key ? " (with the key in $VALLEY_API_KEY)" : "", h, port,
              key ? " -H \"Authorization: Bearer $VALLEY_API_KEY\"" : "", model, h, port, model);
 }
@@ -170,22 +171,18 @@ int main(int argc, char **argv, char **envp)
     ep.backend = ENGINE_BACKEND_CPU;
     ep.kv_bytes = (size_t)cfg.engine.kv_cache_memory;
     ep.enforce_eager = cfg.engine.enforce_eager;
-#ifdef VLM_HAVE_CUDA
-    /* auto: the GPU when one is visible, else the CPU; --backend cuda insists on the GPU */
-    if (cfg.engine.backend == CONFIG_BACKEND_CUDA ||
-        (cfg.engine.backend == CONFIG_BACKEND_AUTO && backend_cuda_device_count() > 0)) {
+    bool use_cuda;
+    enum backend_choice want = cfg.engine.backend == CONFIG_BACKEND_CUDA ? BACKEND_CUDA
+                             : cfg.engine.backend == CONFIG_BACKEND_CPU  ? BACKEND_CPU
+                                                                         : BACKEND_AUTO;
+    if (backend_pick(want, &use_cuda, &err)) goto fail;
+    if (use_cuda) {
         ep.backend = ENGINE_BACKEND_CUDA;
         ep.kv_bytes = 0; /* --kv-cache-memory is the CPU pool; the GPU's is sized by
                             --gpu-memory-utilization after weights and workspace */
-    }
-    else if (cfg.engine.backend == CONFIG_BACKEND_AUTO)
+    } else if (want == BACKEND_AUTO) {
         log_info("server: no CUDA device visible: using the CPU backend");
-#else
-    if (cfg.engine.backend == CONFIG_BACKEND_CUDA) {
-        vlm_err_set(&err, VLM_EINVAL, 0, "--backend cuda: this build has no CUDA backend");
-        goto fail;
     }
-#endif
     ep.block_size = cfg.sched.block_size;
     ep.max_batched_tokens = cfg.sched.max_num_batched_tokens;
     ep.max_seqs = cfg.sched.max_num_seqs;
@@ -308,6 +305,7 @@ int main(int argc, char **argv, char **envp)
                            .vocab_size = VLM_MAX(mc->vocab_size, tok_vocab_size(tok)),
                            .eos_ids = stop_ids,
                            .n_eos = n_stop,
+                           .seed = (uint64_t)cfg.sched.seed,
                            .tok = tok,
                            .prep_ctx = &pc,
                            .prep = prep,

@@ -93,7 +93,8 @@ static int oom(struct vlm_err *err)
 /* ==== Messages ====
  * A message's content is a string, null (assistant turns), or a list of parts: text,
  * image_url ({"url": ...} or a bare string) and video_url. Text parts are joined with "\n"
- * (ARCH_SPEC §10.1); every image part is one marker bound to the next media entry. */
+ * (docs/MODEL.md, "OpenAI messages to prompt"); every image part is one marker bound to the next
+ * media entry. */
 
 static int add_media(struct oai_request *r, enum oai_media kind, const char *url,
                      const struct oai_limits *lim, const char *param, struct vlm_err *err)

@@ -1,5 +1,6 @@
 /*
- * prep: request preparation, off the HTTP and engine threads (STYLE §2.3, §2.5 step 3).
+ * prep: request preparation, off the HTTP and engine threads (neither of them may
+ * block on decoding or resizing).
  *
  * Two parts:
  *   - a small worker pool (prep_pool_*): a FIFO of jobs run by N threads. Jobs may block

@@ -1,7 +1,7 @@
 /*
  * video: turns the bytes of a video (MP4, WebM, MKV, ... anything libavformat opens) into the
  * frames the reference feeds to the model: num_frames indices spaced uniformly over the whole
- * clip, floor(linspace(0, n - 1, num_frames)) as numpy computes it (ARCH_SPEC §4.6), each
+ * clip, floor(linspace(0, n - 1, num_frames)) as numpy computes it (docs/MODEL.md, "Video"), each
  * frame converted to 8-bit RGB. Every sampled frame then goes through vision_prep exactly like
  * an image, with its own <image> marker.
  *

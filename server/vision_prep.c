@@ -1,6 +1,6 @@
 /*
  * vision_prep.c: smart_resize, Pillow's bicubic resize, rescale/normalise and patchify.
- * See vision_prep.h for the contract and ARCH_SPEC §4 for the reference.
+ * See vision_prep.h for the contract and docs/MODEL.md, "Image preprocessing" for the reference.
  */
 #include "server/vision_prep.h"
 
@@ -56,9 +56,9 @@ void vision_prep_out_free(struct vision_prep_out *o)
 }
 
 /* ==== smart_resize ====
- * Both reference variants (§4.1) in one function. Python's round() is round-half-to-even
- * on the exact double quotient, which is nearbyint() in the default rounding mode; the
- * int/int true divisions of Python are correctly rounded, as are the same divisions of
+ * Both reference variants (docs/MODEL.md, "smart_resize") in one function. Python's round() is
+ * round-half-to-even on the exact double quotient, which is nearbyint() in the default rounding
+ * mode; the int/int true divisions of Python are correctly rounded, as are the same divisions of
  * exactly representable doubles here. */
 
 int vision_prep_smart_resize(int64_t h, int64_t w, int32_t factor, int64_t min_pixels,

@@ -1,12 +1,12 @@
 /*
  * vision_prep: an RGB image (media.h) -> the Qwen2-VL vision input, exactly as the reference
- * pipeline computes it (ARCH_SPEC §4): qwen-vl-utils 0.0.8 fetch_image (smart_resize +
- * Pillow bicubic resize), then transformers 4.51.2 Qwen2VLImageProcessor (smart_resize
- * again, a second resize only if the size changed, rescale 1/255, CLIP mean/std
+ * pipeline computes it (docs/MODEL.md, "Image preprocessing"): qwen-vl-utils 0.0.8 fetch_image
+ * (smart_resize + Pillow bicubic resize), then transformers 4.51.2 Qwen2VLImageProcessor
+ * (smart_resize again, a second resize only if the size changed, rescale 1/255, CLIP mean/std
  * normalisation in float32, temporal duplication, patch rows in merge-window order).
  * Called by the prep workers, one image at a time; every function is thread-safe.
  *
- * Output rows (§4.4), outer -> inner: block row bh, block col bw, dy (2), dx (2); each
+ * Output rows ("Patchify"), outer -> inner: block row bh, block col bw, dy (2), dx (2); each
  * row holds 1176 floats ordered channel (3), temporal slice (2, identical), y (14), x (14)
  * for pixel (14*(2*bh+dy)+y, 14*(2*bw+dx)+x). grid = (1, H'/14, W'/14); the projector
  * turns every 4 rows into one LLM token, so n_tokens = n_patches / 4.
@@ -28,7 +28,7 @@
 #include "server/media.h"
 
 /* Both smart-resize stages take (min, max) pixel limits; the reference defaults are
- * 3136 = 4*28*28 and 12845056 = 16384*28*28 for both (§4.2, §4.3). */
+ * 3136 = 4*28*28 and 12845056 = 16384*28*28 for both ("The two resize stages"). */
 struct vision_prep_params {
     int64_t fetch_min_pixels, fetch_max_pixels; /* stage 1: fetch_image */
     int64_t proc_min_pixels, proc_max_pixels;   /* stage 2: Qwen2VLImageProcessor */
@@ -74,7 +74,7 @@ void vision_prep_out_free(struct vision_prep_out *o);
 int vision_prep_image(const struct media_image *im, const struct vision_prep_params *p,
                       struct vision_prep_out *out, struct vlm_err *err);
 
-/* The implicit image of text-only requests (§5.2): a 3x3 black RGB image through the
+/* The implicit image of text-only requests ("Implicit image"): a 3x3 black RGB image through the
  * pipeline (56x56, grid 1x4x4, 4 tokens with the defaults). */
 int vision_prep_placeholder(const struct vision_prep_params *p, struct vision_prep_out *out,
                             struct vlm_err *err);
@@ -85,9 +85,9 @@ enum vision_prep_variant {
     VISION_PREP_FETCH,     /* qwen-vl-utils: rounded sizes clamped to >= factor */
     VISION_PREP_PROCESSOR, /* transformers: rejects height or width < factor */
 };
-/* smart_resize (§4.1) in double precision with Python's round-half-to-even. Writes the
- * target (h, w). VLM_EINVAL with a message when the reference raises, or when a side
- * would come out 0 (Pillow would refuse to resize to it). */
+/* smart_resize (docs/MODEL.md, "smart_resize") in double precision with Python's
+ * round-half-to-even. Writes the target (h, w). VLM_EINVAL with a message when the reference
+ * raises, or when a side would come out 0 (Pillow would refuse to resize to it). */
 int vision_prep_smart_resize(int64_t h, int64_t w, int32_t factor, int64_t min_pixels,
                              int64_t max_pixels, enum vision_prep_variant v, int32_t *out_h,
                              int32_t *out_w, struct vlm_err *err);

@@ -1,10 +1,10 @@
 /*
- * alloc_count.h: allocation counting for the "no allocation on the step path" tests (STYLE
- * C10). Include it from exactly one .c of a test executable: it defines malloc, calloc,
- * realloc and posix_memalign over glibc's, and while `counting` is set they count, on every
- * thread, the calls made from this executable's own code (the project's static libraries are
- * linked into it) in `n_allocs`. Calls from shared libraries are not counted: OpenBLAS's
- * threaded sgemm mallocs a small job array per call, and that is the library's business.
+ * alloc_count.h: allocation counting for the "no allocation on the step path" tests. Include it
+ * from exactly one .c of a test executable: it defines malloc, calloc, realloc and posix_memalign
+ * over glibc's, and while `counting` is set they count, on every thread, the calls made from this
+ * executable's own code (the project's static libraries are linked into it) in `n_allocs`. Calls
+ * from shared libraries are not counted: OpenBLAS's threaded sgemm mallocs a small job array per
+ * call, and that is the library's business.
  *
  *   #if COUNT_ALLOCS
  *   n_allocs = 0; counting = 1; ...the steps...; counting = 0; CHECK_EQ(n_allocs, 0);

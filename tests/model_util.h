@@ -12,15 +12,6 @@
 #include "engine/model.h"
 #include "test.h"
 
-/* SplitMix64's output function: a well-mixed 64-bit value from a counter. */
-static inline uint64_t mix(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 /* Deterministic pixels in [-1, 1) for image img: (n_patches, in_chans * temporal_patch_size
  * * patch_size²) f32, as the vision tower takes them. Owned by the caller. */
 static inline float *test_pixels(const struct model_config *c, int img, int32_t n_patches)
@@ -29,7 +20,7 @@ static inline float *test_pixels(const struct model_config *c, int img, int32_t 
                                             c->patch_size);
     float *px = xmalloc(n * sizeof *px);
     for (size_t i = 0; i < n; i++)
-        px[i] = (float)((double)(mix((uint64_t)img << 32 | i) >> 40) / (double)(1 << 23)) - 1.0f;
+        px[i] = (float)((double)(vlm_mix64((uint64_t)img << 32 | i) >> 40) / (double)(1 << 23)) - 1.0f;
     return px;
 }
 

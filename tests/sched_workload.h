@@ -34,17 +34,17 @@ static inline void add_image(const struct model_config *c, struct request *r, in
 static inline struct request *make_req(const struct model_config *c, int k)
 {
     int32_t p[128];
-    int32_t n = 5 + (int32_t)(mix((uint64_t)k) % 60);
+    int32_t n = 5 + (int32_t)(vlm_mix64((uint64_t)k) % 60);
     int family = k < 12 ? k / 2 : 100; /* pairs share up to 40 tokens */
     for (int32_t i = 0; i < n; i++) {
         uint64_t src = (k < 12 && i < 40) ? (uint64_t)family * 1000 + (uint64_t)i
                                            : (uint64_t)k * 1000 + (uint64_t)i + 77;
-        p[i] = (int32_t)(mix(src) % 150000);
+        p[i] = (int32_t)(vlm_mix64(src) % 150000);
     }
     int img_a = -1, img_b = -1;
     if (k >= 12) { /* 10 text tokens, a 16-token image, 30 text tokens (shared text) */
         n = 56;
-        for (int32_t i = 0; i < n; i++) p[i] = (int32_t)(mix(5000 + (uint64_t)i) % 150000);
+        for (int32_t i = 0; i < n; i++) p[i] = (int32_t)(vlm_mix64(5000 + (uint64_t)i) % 150000);
         for (int32_t i = 10; i < 26; i++) p[i] = IMG_PAD;
         img_a = k == 13 ? 2 : 1; /* 12 and 14: image 1; 13: image 2, same text */
         if (k == 15) { /* both images, and a different text */

@@ -5,8 +5,9 @@
  *   TEST("name") { CHECK(x); CHECK_EQ(a, b); CHECK_NEAR(a, b, tol); }
  *   return test_report();
  *
- * Paths: test_path("VLM_FIXTURES", "qwen3-tokenizer/tokenizer.json") joins an env var
- * set by ctest with a relative path (static buffer, valid until the next call).
+ * Paths: test_path("VLM_MODELS", "gqa4") joins an env var set by ctest with a relative path;
+ * test_fixture("qwen3-tokenizer/tokenizer.json") does the same under fixtures_dir()
+ * (tests/fixtures.h). Both return a static buffer, valid until the next call.
  */
 #ifndef VLM_TEST_H
 #define VLM_TEST_H
@@ -14,6 +15,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+#include "fixtures.h"
 
 static int test_failed_, test_passed_, test_num_, test_cur_failed_;
 static const char *test_name_;
@@ -59,6 +62,13 @@ static inline const char *test_path(const char *env, const char *rel)
     static char buf[4096];
     const char *base = getenv(env);
     snprintf(buf, sizeof buf, "%s/%s", base ? base : ".", rel);
+    return buf;
+}
+
+static inline const char *test_fixture(const char *rel)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "%s/%s", fixtures_dir(), rel);
     return buf;
 }
 

@@ -51,18 +51,10 @@ static inline cJSON *golden_read(const char *name)
     return gold;
 }
 
-static inline uint64_t splitmix64(uint64_t x)
-{
-    uint64_t z = x + 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* channel c, in-patch pixel yx of patch row `row` of image img; exact in f32, in [-2, 2) */
 static inline float pixel_value(uint64_t img, uint64_t row, uint64_t c, uint64_t yx)
 {
-    uint64_t k = splitmix64((img << 40) | (row << 16) | (c * 1024 + yx)) >> 40;
+    uint64_t k = vlm_mix64((img << 40) | (row << 16) | (c * 1024 + yx)) >> 40;
     return (float)(((double)k - (double)(1 << 23)) / (double)(1 << 22));
 }
 

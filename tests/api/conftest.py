@@ -1,8 +1,8 @@
 """API tests: the real valley-server on 127.0.0.1 over a generated checkpoint.
 
 Paths: the build directory is $VLM_BUILD_DIR (default <repo>/build); the Qwen3 tokenizer
-fixture is $VLM_FIXTURES/qwen3-tokenizer (default ../shared/fixtures next to the checkout,
-or /work/shared/fixtures). The checkpoint is written once per session by valley-make-model
+fixture is found by tests/fixtures/vlm_fixtures.py ($VLM_FIXTURES, else the copy committed in
+tests/fixtures/, unpacked). The checkpoint is written once per session by valley-make-model
 into a temporary directory.
 """
 
@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +19,8 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+import vlm_fixtures  # noqa: E402
 API_KEY = "test-key-123"
 
 
@@ -26,13 +29,7 @@ def build_dir() -> Path:
 
 
 def fixtures_dir() -> Path:
-    env = os.environ.get("VLM_FIXTURES")
-    if env:
-        return Path(env)
-    for cand in (ROOT.parent / "shared" / "fixtures", Path("/work/shared/fixtures")):
-        if (cand / "qwen3-tokenizer").is_dir():
-            return cand
-    return ROOT.parent / "shared" / "fixtures"
+    return vlm_fixtures.fixtures_dir()
 
 
 def binary(name: str) -> Path:
@@ -60,11 +57,13 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 class Server:
-    """One valley-server process; its stderr goes to a log file."""
+    """One valley-server process; its stderr goes to a log file. model None: no --model (the
+    embedded default model)."""
 
-    def __init__(self, model: Path, extra=(), env=None):
+    def __init__(self, model, extra=(), env=None):
         self.log = tempfile.NamedTemporaryFile(prefix="valley-server-", suffix=".log", delete=False)
-        args = [str(binary("valley-server")), "--model", str(model), "--host", "127.0.0.1",
+        margs = ["--model", str(model)] if model is not None else []
+        args = [str(binary("valley-server")), *margs, "--host", "127.0.0.1",
                 "--port", "0", "--served-model-name", "tiny", "--kv-cache-memory", "64MiB",
                 "--max-model-len", "2048", "--threads", "2", *extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log,

@@ -206,3 +206,29 @@ def test_many_concurrent_short_requests(aclient):
     for r in asyncio.run(run()):
         assert [c.index for c in r.choices] == [0, 1]
         assert r.usage.completion_tokens == 2
+
+
+def test_server_seed_repeats_runs(model_dir):
+    """--seed N: requests without a seed draw from (N, request id), so a restarted server that
+    gets the same requests samples the same answers; another N samples others."""
+    import httpx
+    from conftest import Server
+
+    def run(seed):
+        s = Server(model_dir, ["--seed", str(seed)])
+        try:
+            out = []
+            for _ in range(2):
+                r = httpx.post(s.url + "/v1/chat/completions", timeout=120,
+                               json={"model": "tiny", "messages": MSG, "max_tokens": 12,
+                                     "temperature": 1.0})
+                assert r.status_code == 200, r.text
+                out.append(r.json()["choices"][0]["message"]["content"])
+            return out
+        finally:
+            assert s.stop() == 0, s.log_text()[-3000:]
+
+    a, b, c = run(5), run(5), run(6)
+    assert a == b
+    assert a[0] != a[1]  # two requests, two ids, two draws
+    assert a != c

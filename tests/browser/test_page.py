@@ -3,10 +3,11 @@ attached PNG, stop (checked on /metrics), a screenshot; and cross-origin fetches
 on other local ports, allowed and not, seen from inside the browser."""
 
 import json
+import re
 
 import httpx
 
-from .conftest import API_KEY, metrics, png_bytes, wait_for
+from .conftest import API_KEY, ROOT, Server, metrics, png_bytes, wait_for
 
 # Records, in the page, each distinct length of the newest answer (thinking + answer text) as
 # the DOM changes, so the test can see that text arrived in several pieces.
@@ -224,3 +225,23 @@ def test_thinking_folded_and_video_url(page, server, out_dir):
     assert req["messages"] == [{"role": "user", "content": [
         {"type": "video_url", "video_url": {"url": "http://127.0.0.1:9/clip.mp4"}},
         {"type": "text", "text": "What happens?"}]}]
+
+
+# ---- the first run: no --model ----------------------------------------------------------
+
+def test_default_model_greets(page, tmp_path, out_dir):
+    """The embedded default model's fixed answer, as a new user sees it (screenshot)."""
+    h = (ROOT / "engine" / "testmodel.h").read_text()
+    body = re.search(r"#define TESTMODEL_GREETING(.*?)\n\n", h, re.S).group(1)
+    greeting = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', body))
+    s = Server(None, ["--api-key", API_KEY], env={"XDG_CACHE_HOME": str(tmp_path)})
+    try:
+        open_chat(page, s)
+        send(page, "Hello! Who are you?", 64)
+        wait_done(page)
+        a = last_answer(page)
+        assert a["answer"] == greeting, a
+        assert a["finish"] == "stop", a
+        page.screenshot(path=str(out_dir / "chat-page-default-model.png"))
+    finally:
+        assert s.stop() == 0, s.log_text()[-3000:]

@@ -12,6 +12,7 @@ import pathlib
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -21,7 +22,10 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUILD = pathlib.Path(os.environ.get("VLM_BUILD_DIR", ROOT / "build"))
-FIXTURES = pathlib.Path(os.environ.get("VLM_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+import vlm_fixtures  # noqa: E402
+
+FIXTURES = vlm_fixtures.fixtures_dir()
 
 
 def free_port():

@@ -4,7 +4,7 @@
  * prompt, 4 a default system prompt holding a marker, 5 one tool); the rest split on NUL
  * bytes into messages, each = one header byte (role = b % 4, n_images = (b >> 2) & 7, bit 6:
  * an assistant message carries one tool call) and its text.
- * Checks: chat_render returns 0 or VLM_EINVAL with a message; on success the §5.4
+ * Checks: chat_render returns 0 or VLM_EINVAL with a message; on success the chunked
  * tokenization fails only for invalid UTF-8 and yields exactly *n_images_total sentinels, and
  * chat_expand_images places every image where its sentinel was. A broken check aborts, so the
  * fuzzer reports it like a crash.

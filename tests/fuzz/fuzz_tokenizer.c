@@ -1,6 +1,6 @@
 /*
  * fuzz_tokenizer: arbitrary bytes through the tokenizer. The real Qwen3 tokenizer is loaded
- * once from $VLM_FIXTURES (else ../shared/fixtures). Each input is
+ * once from fixtures_dir() (tests/fixtures.h). Each input is
  *   1. encoded as text (invalid UTF-8 must give VLM_EINVAL, nothing else may fail), and its
  *      ids decoded in one go and streamed token by token: both texts must be equal;
  *   2. read as a sequence of 3-byte ids (some out of range) and decoded both ways: equal

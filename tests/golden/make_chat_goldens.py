@@ -5,13 +5,14 @@ Developer script (CI never runs it; CI reads its output). Needs jinja2 and token
 (and transformers, optionally, for a cross-check of the jinja2 environment).
 
 For each conversation it
-  1. applies ARCH_SPEC §5.1/§5.2/§10.1 in Python (default system prompt, role order,
+  1. applies docs/MODEL.md, "Prompt construction" and "OpenAI messages to prompt" in
+     Python (default system prompt, role order,
      image markers prefixed or used in place, the implicit image, <im_start>/<im_end>
      wrapping) to get the message contents,
   2. renders them with jinja2 from the real "chat_template" of tokenizer_config.json, with
      the environment transformers uses (trim_blocks, lstrip_blocks, loopcontrols), and
      add_generation_prompt=True, enable_thinking=<opt>,
-  3. tokenizes the rendered text as §5.4 says (split on "<|im_end|>\\n", then on "<image>",
+  3. tokenizes the rendered text as "Chunked tokenization" says (split on "<|im_end|>\\n", then on "<image>",
      each chunk encoded on its own by HF tokenizers, -200 per image).
 Conversations the spec rejects are written with "error" (a substring of the expected
 message) instead of a rendering.
@@ -22,7 +23,7 @@ each image its token count through both resizes (fetch_image with its own limits
 processor with mm_processor_kwargs), plus the ids as /tokenize shows them (<|image_pad|> per
 image token).
 
-Usage: python3 tests/golden/make_chat_goldens.py [--fixtures ../shared/fixtures]
+Usage: python3 tests/golden/make_chat_goldens.py [--fixtures DIR]  (default: tests/fixtures)
            [--release-model build/models/release]
 Output: tests/golden/chat/conversations.json, tests/golden/chat/release.json
 """
@@ -30,11 +31,15 @@ import argparse
 import json
 import os
 import random
+import sys
 
 import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
+import vlm_fixtures  # noqa: E402  (the committed Qwen3 tokenizer fixture)
 
 IMAGE = "<image>"
 SENTINEL = -200
@@ -51,7 +56,7 @@ FOLLOWS = {"user": {"start", "assistant", "tool"}, "assistant": {"user", "tool"}
 
 
 def prepare(messages, opts):
-    """§5.1 + §5.2 + §10.1: OpenAI-ish messages -> [{role, content[, tool_calls]}] for the
+    """MODEL.md "Prompt construction" + "OpenAI messages to prompt": OpenAI-ish messages -> [{role, content[, tool_calls]}] for the
     template, with tool calls as vLLM passes them (arguments json.loads'ed; "" -> {})."""
     if not messages:
         raise SpecError("empty")
@@ -115,7 +120,7 @@ def hf_tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=Fal
 
 
 def tokenize(tok, rendered):
-    """§5.4: the chunk-by-chunk tokenization of Valley's processor."""
+    """MODEL.md "Chunked tokenization": the chunk-by-chunk tokenization of Valley's processor."""
     sep = "<|im_end|>\n"
     parts = rendered.split(sep)
     pieces = [p + sep for p in parts[:-1]] + [parts[-1]]
@@ -554,14 +559,14 @@ def release_goldens(tmpl, tdir, out_path, hf_release_dir):
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser()
-    ap.add_argument("--fixtures", default=os.path.join(here, "..", "..", "..", "shared", "fixtures"))
+    ap.add_argument("--fixtures", help="folder holding qwen3-tokenizer/ (default: the committed one)")
     ap.add_argument("--out", default=os.path.join(here, "chat", "conversations.json"))
     ap.add_argument("--release-out", default=os.path.join(here, "chat", "release.json"))
     ap.add_argument("--release-model",
                     help="a folder from valley-make-model --layout release: its slow tokenizer "
                          "files are read with transformers' AutoTokenizer as a cross-check")
     args = ap.parse_args()
-    tdir = os.path.join(args.fixtures, "qwen3-tokenizer")
+    tdir = os.path.join(args.fixtures or str(vlm_fixtures.fixtures_dir()), "qwen3-tokenizer")
     template = json.load(open(os.path.join(tdir, "tokenizer_config.json")))["chat_template"]
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                         extensions=[jinja2.ext.loopcontrols])

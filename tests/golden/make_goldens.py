@@ -4,7 +4,7 @@
 Developer script (needs torch, transformers==4.51.2, safetensors, tokenizers; CI never runs
 it, CI reads what it writes). For each configuration (gqa4: GQA ratio 4, mha: ratio 1) it
 regenerates the test checkpoint with valley-make-model (arguments from tests/models.txt, the
-Qwen3 tokenizer from ../shared/fixtures), loads the decoder weights into transformers'
+Qwen3 tokenizer fixture of tests/fixtures), loads the decoder weights into transformers'
 Qwen3ForCausalLM in float32 (eager attention) and records, for every prompt:
 
   * the prompt ids (tokenized here with the fixture tokenizer.json);
@@ -35,6 +35,9 @@ import torch
 from safetensors.numpy import load_file as st_load_numpy
 from tokenizers import Tokenizer
 from transformers import Qwen3Config, Qwen3ForCausalLM
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
+import vlm_fixtures  # noqa: E402  (the committed Qwen3 tokenizer fixture)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -208,10 +211,11 @@ def run_config(name, make_model, tok_dir, out_dir):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--make-model", required=True, help="path to valley-make-model")
-    ap.add_argument("--tokenizer", default=os.path.join(ROOT, "..", "shared", "fixtures", "qwen3-tokenizer"))
+    ap.add_argument("--tokenizer", help="tokenizer folder (default: the committed fixture)")
     ap.add_argument("--out", default=os.path.join(HERE, "text"))
     ap.add_argument("--configs", nargs="*", default=CONFIGS)
     a = ap.parse_args()
+    a.tokenizer = a.tokenizer or str(vlm_fixtures.tokenizer_dir())
     os.makedirs(a.out, exist_ok=True)
     torch.manual_seed(0)
     for name in a.configs:

@@ -5,7 +5,7 @@ Generates small deterministic test images (PNG in every colour type / bit depth,
 without Adam7 interlacing, baseline / progressive / grayscale / CMYK JPEG, GIF, WebP, extreme
 aspect ratios, 1x1 up to 4000x3000 as highly compressible PNGs), runs the reference pipeline on
 each one - PIL Image.open().convert("RGB") -> qwen-vl-utils 0.0.8 fetch_image ->
-transformers 4.51.2 Qwen2VLImageProcessor (ARCH_SPEC §4) - and writes goldens.json:
+transformers 4.51.2 Qwen2VLImageProcessor (MODEL.md "Image preprocessing") - and writes goldens.json:
 
   file, format, params, the decoded size and vlm_hash64 of PIL's decoded RGB bytes,
   resized size, grid, vlm_hash64 of the 8-bit image the processor rescales, a sum of all

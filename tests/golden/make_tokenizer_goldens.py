@@ -4,7 +4,7 @@ gives them, for tests/unit/test_tokenizer.c (which compares without Python).
 
     python3 tests/golden/make_tokenizer_goldens.py [TOKENIZER_JSON]
 
-Default tokenizer: ../shared/fixtures/qwen3-tokenizer/tokenizer.json beside the checkout.
+Default tokenizer: the committed fixture (tests/fixtures/README.md; $VLM_FIXTURES overrides).
 Writes tests/golden/tokenizer/corpus.jsonl, one JSON object per line:
     {"text": s, "ids": [...]}   plus "nfc": NFC(s) when that differs from s, and "hex": the
                                 UTF-8 of s in hex when s holds a NUL (C strings stop there), and "nfc_hex" likewise
@@ -18,7 +18,7 @@ Needs: pip install tokenizers (developer only; CI reads the committed files).
 
 Differential mode, for a developer hunting differences (writes elsewhere, commits nothing):
     python3 tests/golden/make_tokenizer_goldens.py --random 20000 --seed 1 --out /tmp/tokdiff
-    VLM_SOURCE_DIR=/tmp/tokdiff VLM_FIXTURES=../shared/fixtures build/tests/test_tokenizer
+    VLM_SOURCE_DIR=/tmp/tokdiff build/tests/test_tokenizer
 writes N strings of random code points mixed with the generators below; the expected decode
 is HF's own decode (not Python's NFC, whose Unicode version differs).
 """
@@ -30,9 +30,11 @@ import unicodedata
 
 from tokenizers import Tokenizer
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
+import vlm_fixtures  # noqa: E402  (the committed Qwen3 tokenizer fixture)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "tokenizer")
-DEFAULT_TOK = os.path.join(HERE, "..", "..", "..", "shared", "fixtures", "qwen3-tokenizer", "tokenizer.json")
 
 # ---- hand-written cases -------------------------------------------------------------------
 HAND = [
@@ -392,7 +394,7 @@ def main():
     while len(args) >= 2 and args[0] in ("--random", "--seed", "--out"):
         opts[args[0]] = args[1]
         args = args[2:]
-    path = args[0] if args else DEFAULT_TOK
+    path = args[0] if args else str(vlm_fixtures.tokenizer_dir() / "tokenizer.json")
     tok = Tokenizer.from_file(path)
     ADDED = [t["content"] for t in json.load(open(path, encoding="utf-8"))["added_tokens"]]
     if "--random" in opts:

@@ -8,9 +8,10 @@ tests/models.txt), then runs the reference in float32:
   * tower: transformers' Qwen2VisionTransformerPretrainedModel (eager attention) built from a
     Qwen2VLVisionConfig of the checkpoint's small geometry, with the tower weights loaded from
     the safetensors; its PatchMerger is replaced by Valley2.5's projector written from
-    ARCH_SPEC §3.6: LayerNorm(dim, eps 1e-6) -> view(-1, 4*dim) -> Linear -> GELU() -> Linear;
+    MODEL.md "Projector": LayerNorm(dim, eps 1e-6) -> view(-1, 4*dim) -> Linear -> GELU() -> Linear;
   * prompts (--e2e): Qwen3ForCausalLM fed inputs_embeds built by splicing projector rows into
-    the token embeddings at the -200 sentinels (ARCH_SPEC §5.5), positions 0..L-1.
+    the token embeddings at the -200 sentinels (MODEL.md "Splicing and positions"),
+    positions 0..L-1.
 
 Inputs are not committed: pixel rows are a pure function of (image, row, element) through
 splitmix64 (pixel_value() below; tests/model/test_vit.c has the same function), with the two
@@ -33,6 +34,9 @@ import tempfile
 import numpy as np
 import torch
 import torch.nn as nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
+import vlm_fixtures  # noqa: E402  (the committed Qwen3 tokenizer fixture)
 
 M64 = (1 << 64) - 1
 VIT_PREFIX = "model.qwen2vl_vision_tower."
@@ -78,7 +82,7 @@ def model_args(name, source_dir):
 
 
 class Projector(nn.Module):
-    """Valley2.5's merger (ARCH_SPEC §3.6), written from the spec."""
+    """Valley2.5's merger (docs/MODEL.md, "Projector"), written from that description."""
 
     def __init__(self, dim, merge2, hidden, out_dim):
         super().__init__()
@@ -176,12 +180,13 @@ def main():
     ap = argparse.ArgumentParser()
     src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     ap.add_argument("--make-model", default=os.path.join(src, "build", "valley-make-model"))
-    ap.add_argument("--tokenizer", default=os.path.join(src, "..", "shared", "fixtures", "qwen3-tokenizer"))
+    ap.add_argument("--tokenizer", help="tokenizer folder (default: the committed fixture)")
     ap.add_argument("--model", default="gqa4")
     ap.add_argument("--out", default=os.path.join(src, "tests", "golden", "vision"))
     ap.add_argument("--checkpoint", help="use this checkpoint folder instead of generating one")
     ap.add_argument("--e2e", action="store_true", help="also write image+text logits goldens")
     args = ap.parse_args()
+    args.tokenizer = args.tokenizer or str(vlm_fixtures.tokenizer_dir())
     torch.manual_seed(0)
     torch.set_num_threads(2)
     os.makedirs(args.out, exist_ok=True)
@@ -238,7 +243,7 @@ def main():
         make_e2e(args, src, cfg, sd, proj, tower, pixels)
 
 
-# Chat-format prompts around the images (ARCH_SPEC §5.4 ids for the headers). IMG marks an
+# Chat-format prompts around the images (header ids: docs/MODEL.md, "Chunked tokenization"). IMG marks an
 # image sentinel (-200); text pieces are tokenised with the fixture tokenizer.
 IMG = -200
 IM_START, IM_END, NL, USER, ASSISTANT = 151644, 151645, 198, 872, 77091
@@ -310,7 +315,7 @@ def make_e2e(args, src, cfg, sd, proj, tower, pixels):
         ids = prompt_ids(tok, parts)
         assert ids.count(IMG) == len(imgs)
         feats = [encode(tower, proj, [pixels[i]], [GRIDS[i]]) for i in imgs]
-        # splice (ARCH_SPEC §5.5): text embeddings, image k's rows at the k-th sentinel
+        # splice (docs/MODEL.md, "Splicing and positions"): text embeddings, image k's rows at the k-th sentinel
         pieces, spans, k, L = [], [], 0, 0
         text = []
         for t in ids + [None]:

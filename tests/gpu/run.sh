@@ -142,11 +142,13 @@ step() {
 MISSING=$(ldd "$BIN/test_ops" 2>&1 | grep 'not found' | awk '{print $1}' | tr '\n' ' ')
 [ -n "$MISSING" ] && row "shared libraries" "FAIL" "" "not found: $MISSING"
 
-export VLM_SOURCE_DIR=$ROOT VLM_FIXTURES=$ROOT/../shared/fixtures
+export VLM_SOURCE_DIR=$ROOT
+# the committed tokenizer fixture (tests/fixtures), unpacked by Python's standard library
+FX=$(python3 tests/fixtures/vlm_fixtures.py 2>/dev/null) && export VLM_FIXTURES=${FX%/*}
 step "test_ops (parity vs CPU)" test_ops.txt 120 "$BIN/test_ops"
 step "test_cuda_sample (sampling parity)" cuda_sample.txt 60 "$BIN/test_cuda_sample"
 
-# end-to-end parity needs the generated checkpoints (tests/models.txt); without the shared
+# end-to-end parity needs the generated checkpoints (tests/models.txt); without the
 # tokenizer fixture they get make-model's small synthesized vocabulary, which is enough
 # for CUDA against CPU
 MAKE_MODEL=$BIN/valley-make-model

@@ -56,7 +56,7 @@ static void run(struct engine *e, struct seq_state st[N_SEQ], int *n_fallback)
         memset(s, 0, sizeof *s);
         s->n_prompt = 3 + 2 * i;
         for (int k = 0; k < s->n_prompt; k++)
-            s->tokens[k] = (int32_t)(mix((uint64_t)i * 1000 + (uint64_t)k) % 150000);
+            s->tokens[k] = (int32_t)(vlm_mix64((uint64_t)i * 1000 + (uint64_t)k) % 150000);
         for (int j = 0; j < 8; j++) s->blocks[j] = 1 + i * 8 + j;
         s->sp = params_for(i);
     }

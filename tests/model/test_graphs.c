@@ -55,7 +55,7 @@ static void run(struct engine *e, struct result *res)
         memset(s, 0, sizeof *s);
         s->n_prompt = prompt_len[i];
         for (int k = 0; k < s->n_prompt; k++)
-            s->tokens[k] = (int32_t)(mix((uint64_t)i * 7919 + (uint64_t)k) % 150000);
+            s->tokens[k] = (int32_t)(vlm_mix64((uint64_t)i * 7919 + (uint64_t)k) % 150000);
         for (int j = 0; j < PER; j++) s->blocks[j] = 1 + i * PER + (PER - 1 - j);
         s->sp = sampler_params_greedy();
         s->sp.logprobs = 5;

@@ -26,7 +26,7 @@ static int follow(struct engine *e, const int32_t *chain, int n, const struct sa
 {
     int32_t tok[64], blocks[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     int32_t np = 21;
-    for (int i = 0; i < 20; i++) tok[i] = (int32_t)(mix(salt * 100 + (uint64_t)i) % 150000);
+    for (int i = 0; i < 20; i++) tok[i] = (int32_t)(vlm_mix64(salt * 100 + (uint64_t)i) % 150000);
     tok[20] = chain[0];
     struct batch_seq s = {.pos = 0, .n_tokens = np, .tokens = tok, .blocks = blocks,
                           .n_blocks = 8, .sp = sp, .prompt = tok, .n_prompt = np};

@@ -2,12 +2,12 @@
  * Image+text prompts end to end against the HF reference (tests/golden/vision/prompts.json,
  * made by tests/golden/make_vision_goldens.py --e2e on the gqa4 checkpoint): the engine
  * encodes the images with the vision tower, splices the projector rows at the image spans
- * (ARCH_SPEC §5.5), runs the decoder at positions 0..L-1, and must give the reference logits
- * within 1e-4 × max|logit| and the same 32 greedy tokens. Prompts: one image, three images of
- * different sizes, an image between two text parts; plus a prefill split inside an image.
- * The same again on the release-shaped checkpoint (tests/golden/vision/prompts_release.json,
- * --model release: sharded weights, vocab 151679, every image wrapped as <im_start> IMG
- * <im_end> with the added ids 151669/151670).
+ * (docs/MODEL.md, "Splicing and positions"), runs the decoder at positions 0..L-1, and must give
+ * the reference logits within 1e-4 × max|logit| and the same 32 greedy tokens. Prompts: one image,
+ * three images of different sizes, an image between two text parts; plus a prefill split inside an
+ * image. The same again on the release-shaped checkpoint (tests/golden/vision/prompts_release.json,
+ * --model release: sharded weights, vocab 151679, every image wrapped as <im_start> IMG <im_end>
+ * with the added ids 151669/151670).
  */
 // models: gqa4 release
 #include "engine/engine.h"

@@ -61,7 +61,7 @@ static void text_prompt(struct prompt *p, int32_t vocab)
 {
     memset(p, 0, sizeof *p);
     p->len = 23;
-    for (int32_t i = 0; i < p->len; i++) p->tokens[i] = (int32_t)(mix(700 + (uint64_t)i) % (uint64_t)vocab);
+    for (int32_t i = 0; i < p->len; i++) p->tokens[i] = (int32_t)(vlm_mix64(700 + (uint64_t)i) % (uint64_t)vocab);
 }
 
 /* 6 text tokens, image a (16 rows), 5 text, image b (16 rows), 9 text; ids below the
@@ -74,7 +74,7 @@ static void image_prompt(struct prompt *p, const struct mm_item *a, const struct
     int32_t text[3] = {6, 5, 9};
     for (int k = 0; k < 3; k++) {
         for (int32_t i = 0; i < text[k]; i++, p->len++)
-            p->tokens[p->len] = (int32_t)(mix(900 + (uint64_t)p->len) % (uint64_t)m.cfg.vocab_size);
+            p->tokens[p->len] = (int32_t)(vlm_mix64(900 + (uint64_t)p->len) % (uint64_t)m.cfg.vocab_size);
         if (k == 2) break;
         p->spans[p->n_spans] = (struct mm_span){.offset = p->len, .item = items[k]};
         p->encode[p->n_spans++] = items[k];

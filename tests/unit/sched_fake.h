@@ -1,5 +1,5 @@
 /*
- * sched_fake.h: a model-free engine for the scheduler tests (STYLE C20), and the reference
+ * sched_fake.h: a model-free engine for the scheduler tests, and the reference
  * it must agree with.
  *
  * The fake "KV" of each position is a value derived from what that position holds: the
@@ -36,21 +36,13 @@ struct fake_engine {
     float logprob[FAKE_MAX_SEQS];
 };
 
-static inline uint64_t fake_mix(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 /* The value at position p: spans are the request's (or the chunk's) media spans. */
 static inline uint64_t fake_value(int32_t tok, int32_t p, const struct mm_span *mm, int32_t n_mm)
 {
     for (int32_t k = 0; k < n_mm; k++)
         if (p >= mm[k].offset && p < mm[k].offset + mm[k].item->n_tokens)
-            return fake_mix(mm[k].item->hash ^ fake_mix((uint64_t)(p - mm[k].offset)));
-    return fake_mix(((uint64_t)(uint32_t)tok << 32) ^ (uint64_t)p);
+            return vlm_mix64(mm[k].item->hash ^ vlm_mix64((uint64_t)(p - mm[k].offset)));
+    return vlm_mix64(((uint64_t)(uint32_t)tok << 32) ^ (uint64_t)p);
 }
 
 static inline int32_t fake_token(uint64_t h, int32_t vocab) { return (int32_t)(h % (uint64_t)vocab); }
@@ -130,7 +122,7 @@ static int fake_execute(void *eng, const struct batch *b, struct batch_out *out)
         if (!q->sp) continue;
         uint64_t h = 0;
         for (int32_t p = 0; p < q->pos + q->n_tokens; p++)
-            h = fake_mix(h ^ f->kv[(size_t)q->blocks[p / f->bs] * f->bs + p % f->bs]);
+            h = vlm_mix64(h ^ f->kv[(size_t)q->blocks[p / f->bs] * f->bs + p % f->bs]);
         f->token[n_out] = fake_token(h, f->vocab);
         f->logprob[n_out] = -(float)(h % 1000) / 1000.0f;
         n_out++;
@@ -146,7 +138,7 @@ static int32_t fake_reference(const struct request *r, int32_t cap, int32_t voca
 {
     uint64_t h = 0;
     for (int32_t p = 0; p < r->n_prompt; p++)
-        h = fake_mix(h ^ fake_value(r->prompt[p], p, r->mm, r->n_mm));
+        h = vlm_mix64(h ^ fake_value(r->prompt[p], p, r->mm, r->n_mm));
     int32_t n = 0;
     for (;;) {
         int32_t tok = fake_token(h, vocab);
@@ -163,7 +155,7 @@ static int32_t fake_reference(const struct request *r, int32_t cap, int32_t voca
             *state = REQ_FINISHED_LENGTH;
             return n;
         }
-        h = fake_mix(h ^ fake_value(tok, r->n_prompt + n - 1, NULL, 0));
+        h = vlm_mix64(h ^ fake_value(tok, r->n_prompt + n - 1, NULL, 0));
     }
 }
 

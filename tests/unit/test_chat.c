@@ -1,7 +1,7 @@
 /*
  * test_chat: prompt construction against the goldens of tests/golden/make_chat_goldens.py
- * (jinja2 on the real Qwen3 template for the text, HF tokenizers + the §5.4 quirk for the
- * ids), plus image expansion and the error paths by hand.
+ * (jinja2 on the real Qwen3 template for the text, HF tokenizers + the chunked-tokenization quirk
+ * of docs/MODEL.md for the ids), plus image expansion and the error paths by hand.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,7 +127,7 @@ int main(void)
     struct tokenizer *tok = NULL;
     struct vlm_err err = {0};
     TEST("load tokenizer and goldens") {
-        CHECK_EQ(tok_load(&tok, test_path("VLM_FIXTURES", "qwen3-tokenizer/tokenizer.json"), &err), 0);
+        CHECK_EQ(tok_load(&tok, test_fixture("qwen3-tokenizer/tokenizer.json"), &err), 0);
     }
     size_t len = 0;
     char *text = vlm_read_file(test_path("VLM_SOURCE_DIR", "tests/golden/chat/conversations.json"), &len);
@@ -135,7 +135,7 @@ int main(void)
     CHECK(cJSON_IsArray(goldens));
     if (!tok || !goldens) return test_report();
 
-    TEST("goldens: rendered text == jinja2, ids == HF tokenizers + §5.4") {
+    TEST("goldens: rendered text == jinja2, ids == HF tokenizers + chunking") {
         int n_rendered = 0, n_errors = 0, n_tools = 0;
         const cJSON *rec;
         struct pyjson_iter it;
@@ -155,7 +155,7 @@ int main(void)
         CHECK(n_errors >= 5);
     }
 
-    TEST("chat_build: canonical single-image request matches ARCH_SPEC §5.4") {
+    TEST("chat_build: canonical single-image request matches the MODEL.md example") {
         struct chat_msg m = {.role = CHAT_USER, .text = "Describe the given image.", .n_images = 1};
         struct chat_opts o = {.enable_thinking = true, .implicit_image = true};
         struct i32_vec ids = {0};

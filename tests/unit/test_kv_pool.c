@@ -1,5 +1,5 @@
 /*
- * test_kv_pool: the block pool and request block tables (STYLE C20): refcounts, LRU order,
+ * test_kv_pool: the block pool and request block tables: refcounts, LRU order,
  * exact-match prefix hits, eviction on reuse, media-aware hashing, caught double frees.
  */
 #include <fcntl.h>
@@ -42,8 +42,8 @@ static void double_free(void)
     kv_pool_init(&p, 4, 4, true);
     int32_t id;
     kv_pool_alloc(&p, 1, &id);
-    kv_pool_free(&p, &id, 1);
-    kv_pool_free(&p, &id, 1);
+    kv_pool_release(&p, &id, 1);
+    kv_pool_release(&p, &id, 1);
 }
 
 static void free_null_block(void)
@@ -51,7 +51,7 @@ static void free_null_block(void)
     struct kv_pool p;
     kv_pool_init(&p, 4, 4, true);
     int32_t id = KV_NULL_BLOCK;
-    kv_pool_free(&p, &id, 1);
+    kv_pool_release(&p, &id, 1);
 }
 
 static struct request *mkreq(const int32_t *t, int32_t n)
@@ -83,7 +83,7 @@ int main(void)
         for (int i = 0; i < 7; i++) CHECK(ids[i] != KV_NULL_BLOCK);
         CHECK_EQ(p.n_free, 0);
         kv_pool_check(&p);
-        kv_pool_free(&p, ids, 7);
+        kv_pool_release(&p, ids, 7);
         CHECK_EQ(p.n_free, 7);
         kv_pool_check(&p);
         kv_pool_destroy(&p);
@@ -100,9 +100,9 @@ int main(void)
         CHECK_EQ(kv_pool_lookup(&p, &k), id);
         kv_pool_touch(&p, id);
         CHECK_EQ(p.b[id].ref, 2);
-        kv_pool_free(&p, &id, 1);
+        kv_pool_release(&p, &id, 1);
         CHECK_EQ(p.n_free, 2);
-        kv_pool_free(&p, &id, 1);
+        kv_pool_release(&p, &id, 1);
         CHECK_EQ(p.n_free, 3);
         /* still cached while free: a hit pulls it out of the free list */
         CHECK_EQ(kv_pool_lookup(&p, &k), id);
@@ -125,9 +125,9 @@ int main(void)
         CHECK(kv_pool_cache(&p, ids[0], &k0));
         CHECK(kv_pool_cache(&p, ids[1], &k1));
         CHECK(kv_pool_cache(&p, ids[2], &k2));
-        kv_pool_free(&p, &ids[2], 1);
-        kv_pool_free(&p, ids, 2); /* a table: its tail (ids[1]) must be evicted first */
-        kv_pool_free(&p, &ids[3], 2);
+        kv_pool_release(&p, &ids[2], 1);
+        kv_pool_release(&p, ids, 2); /* a table: its tail (ids[1]) must be evicted first */
+        kv_pool_release(&p, &ids[3], 2);
         int32_t got[5];
         CHECK_EQ(kv_pool_alloc(&p, 5, got), 0);
         /* uncached 3, 4 first (any order), then 2 (freed first), then 1, then 0 */
@@ -195,7 +195,7 @@ int main(void)
         CHECK(kv_pool_cache(&p, a, &ka));
         CHECK(kv_pool_cache(&p, b, &kb));
         uint32_t gen_a = p.b[a].gen;
-        kv_pool_free(&p, &a, 1);
+        kv_pool_release(&p, &a, 1);
         CHECK_EQ(kv_pool_alloc(&p, 2, got), 0); /* every free block, a among them */
         CHECK(got[0] == a || got[1] == a);
         CHECK(p.b[a].gen != gen_a);

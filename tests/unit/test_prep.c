@@ -47,7 +47,7 @@ int main(void)
 
     struct tokenizer *tok = NULL;
     struct vlm_err err = {0};
-    if (tok_load(&tok, test_path("VLM_FIXTURES", "qwen3-tokenizer/tokenizer.json"), &err))
+    if (tok_load(&tok, test_fixture("qwen3-tokenizer/tokenizer.json"), &err))
         TEST_SKIP("no Qwen3 tokenizer fixture");
     struct prep_ctx c = {.tok = tok, .enable_thinking_default = true, .implicit_image = true,
                          .has_vision = true, .pad_id = tok_find(tok, "<|image_pad|>"),

@@ -1,5 +1,5 @@
 /*
- * test_sched: the scheduler without a model (STYLE C20, in the style of vLLM's
+ * test_sched: the scheduler without a model (in the style of vLLM's
  * tests/v1/core/test_scheduler.py). A fake engine (unit/sched_fake.h) computes the next
  * token from the whole context read through the block tables, and every finished request is
  * compared with what it gives alone.

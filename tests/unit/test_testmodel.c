@@ -2,7 +2,9 @@
  * testmodel: the generator's output is byte-identical run to run (and, through the pinned
  * hash, machine to machine); the stamp skips identical rewrites and a changed parameter
  * rewrites the folder; the synthesized tokenizer is well-formed (unique vocab strings,
- * merges over known tokens, added tokens right after the vocab).
+ * merges over known tokens, added tokens right after the vocab); the greeting model's
+ * tokenizer gives the greeting one distinct id per piece (tests/api/test_default_model.py
+ * checks the server's answer end to end).
  */
 #include "engine/testmodel.h"
 #include "server/tokenizer.h"
@@ -306,6 +308,45 @@ static void test_release_layout(void)
     }
 }
 
+static void test_greeting(void)
+{
+    TEST("greeting: one distinct token per piece, the chain starts after both prompts") {
+        struct testmodel_params p;
+        small(&p);
+        p.greeting = true;
+        struct vlm_err err = {0};
+        CHECK_EQ(testmodel_write(sub("g"), &p, &err), 0);
+        CHECK(testmodel_up_to_date(sub("g"), &p));
+        p.greeting = false;
+        CHECK(!testmodel_up_to_date(sub("g"), &p)); /* the stamp tells them apart */
+        struct tokenizer *t = NULL;
+        char path[600];
+        snprintf(path, sizeof path, "%s/tokenizer.json", sub("g"));
+        CHECK_EQ(tok_load(&t, path, &err), 0);
+        struct i32_vec ids = {0}, nl = {0};
+        const char *g = TESTMODEL_GREETING;
+        CHECK_EQ(t ? tok_encode(t, g, strlen(g), &ids, &err) : -1, 0);
+        CHECK_EQ(ids.n, 32);
+        bool distinct = true;
+        for (size_t i = 0; i < ids.n; i++)
+            for (size_t k = 0; k < i; k++) distinct &= ids.v[i] != ids.v[k];
+        CHECK(distinct);
+        struct strbuf out = {0};
+        if (t) tok_decode(t, ids.v, ids.n, false, &out);
+        CHECK_STR(out.s ? out.s : "", g);
+        /* the generation prompts end in "\n" (thinking on) or "\n\n" (off): not in the reply */
+        for (size_t i = 0; t && i < 2; i++) {
+            nl.n = 0;
+            CHECK_EQ(tok_encode(t, i ? "\n\n" : "\n", i + 1, &nl, &err), 0);
+            for (size_t k = 0; nl.n && k < ids.n; k++) CHECK(ids.v[k] != nl.v[nl.n - 1]);
+        }
+        sb_free(&out);
+        i32_vec_free(&ids);
+        i32_vec_free(&nl);
+        tok_free(t);
+    }
+}
+
 int main(void)
 {
     tmpdir_make("/tmp/vlm_test_tm_XXXXXX");
@@ -314,6 +355,7 @@ int main(void)
     test_stamp();
     test_tokenizer();
     test_tokenizer_ids();
+    test_greeting();
     tmpdir_remove();
     return test_report();
 }

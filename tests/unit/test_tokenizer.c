@@ -101,7 +101,7 @@ int main(void)
 {
     struct vlm_err err = {0};
     struct tokenizer *tok = NULL;
-    const char *tok_path = test_path("VLM_FIXTURES", "qwen3-tokenizer/tokenizer.json");
+    const char *tok_path = test_fixture("qwen3-tokenizer/tokenizer.json");
     TEST("load the Qwen3 tokenizer") {
         CHECK_EQ(tok_load(&tok, tok_path, &err), 0);
         if (!tok) { fprintf(stderr, "  %s\n", err.msg); return test_report(); }

@@ -182,7 +182,7 @@ static void run_case(const cJSON *g, int *n_checked)
 
 int main(void)
 {
-    /* ---- smart_resize: the rounding and limit rules of §4.1 ---- */
+    /* ---- smart_resize: the rounding and limit rules of docs/MODEL.md, "smart_resize" ---- */
     TEST("smart_resize: round half to even, clamp, min/max pixels") {
         int32_t h, w;
         struct vlm_err e = {0};
@@ -201,7 +201,8 @@ int main(void)
         CHECK_EQ(w, 56);
         CHECK_EQ(vision_prep_smart_resize(1, 1, 28, 3136, 12845056, VISION_PREP_PROCESSOR, &h,
                                           &w, &e), VLM_EINVAL);
-        /* 1920x1080 -> 1932x1092 (ARCH_SPEC §4.5), and 6000x4000 -> 4368x2912 */
+        /* 1920x1080 -> 1932x1092 (docs/MODEL.md, "The two resize stages"), and 6000x4000 ->
+         * 4368x2912 */
         CHECK_EQ(vision_prep_smart_resize(1080, 1920, 28, 3136, 12845056, VISION_PREP_FETCH, &h,
                                           &w, &e), 0);
         CHECK_EQ(h, 1092);
