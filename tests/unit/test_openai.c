@@ -149,7 +149,7 @@ static const struct bad_case BAD[] = {
     {OAI_KIND_COMPLETION, "{\"prompt\":[1,-1]}", 400, "prompt"},
     {OAI_KIND_COMPLETION, "{\"prompt\":[1,1000]}", 400, "prompt"},
     {OAI_KIND_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":true}", 400, "logprobs"},
-    {OAI_KIND_COMPLETION, "{\"prompt\":\"x\",\"echo\":true}", 400, "echo"},
+    {OAI_KIND_COMPLETION, "{\"prompt\":\"x\",\"echo\":\"yes\"}", 400, "echo"},
     {OAI_KIND_DETOKENIZE, "{}", 400, "tokens"},
     {OAI_KIND_DETOKENIZE, "{\"tokens\":[\"a\"]}", 400, "tokens"},
 };
@@ -239,7 +239,8 @@ static void test_good(void)
         struct vlm_err e = {0};
         const char *b = "{\"prompt\":[1,2,3],\"logprobs\":2}";
         CHECK_EQ(oai_parse(OAI_KIND_COMPLETION, b, strlen(b), &LIM, &q, &e), 0);
-        CHECK_EQ(q.n_prompt_ids, 3);
+        CHECK_EQ(q.n_prompts, 1);
+        CHECK_EQ(q.prompts[0].n_ids, 3);
         CHECK(q.logprobs);
         CHECK_EQ(q.sp.logprobs, 2);
         oai_request_destroy(&q);
