@@ -18,6 +18,12 @@ def body(**kw):
     return b
 
 
+def cbody(**kw):
+    b = {"model": "tiny", "prompt": "hi", "max_tokens": 2}
+    b.update(kw)
+    return b
+
+
 def img_msg(url):
     return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
                                          {"type": "text", "text": "what is this?"}]}]
@@ -69,6 +75,61 @@ CASES = [
     ("completions prompt bad ids", "/v1/completions", {"model": "tiny", "prompt": [-1, 5]}, 400,
      "prompt"),
     ("detokenize bad tokens", "/detokenize", {"tokens": "abc"}, 400, "tokens"),
+    # logit_bias, completions batches, echo, prompt_logprobs and vLLM's extras
+    ("logit_bias not an object", "/v1/chat/completions", body(logit_bias=[1]), 400,
+     "logit_bias"),
+    ("logit_bias key not an id", "/v1/chat/completions", body(logit_bias={"abc": 1}), 400,
+     "logit_bias.abc"),
+    ("logit_bias key negative", "/v1/chat/completions", body(logit_bias={"-1": 1}), 400,
+     "logit_bias.-1"),
+    ("logit_bias key past the vocab", "/v1/completions",
+     cbody(logit_bias={"99999999": 1}), 400, "logit_bias.99999999"),
+    ("logit_bias key with junk", "/v1/completions", cbody(logit_bias={"12x": 1}), 400,
+     "logit_bias.12x"),
+    ("logit_bias value not a number", "/v1/completions", cbody(logit_bias={"5": "up"}), 400,
+     "logit_bias.5"),
+    ("prompt list mixed", "/v1/completions", cbody(prompt=["a", [1, 2]]), 400, "prompt"),
+    ("prompt list empty", "/v1/completions", cbody(prompt=[]), 400, "prompt"),
+    ("prompt id list bad id", "/v1/completions", cbody(prompt=[[1], [-3]]), 400, "prompt[1]"),
+    ("prompt list entry too long", "/v1/completions",
+     cbody(prompt=["hi", "word " * 5000]), 400, "prompt[1]"),
+    ("prompt list too long", "/v1/completions", cbody(prompt=["a"] * 257), 400, "prompt"),
+    ("suffix", "/v1/completions", cbody(suffix="the end"), 400, "suffix"),
+    ("suffix wrong type", "/v1/completions", cbody(suffix=3), 400, "suffix"),
+    ("echo wrong type", "/v1/completions", cbody(echo="yes"), 400, "echo"),
+    ("completions max_tokens 0 without echo", "/v1/completions", cbody(max_tokens=0), 400,
+     "max_tokens"),
+    ("prompt_logprobs over 20", "/v1/completions", cbody(prompt_logprobs=21), 400,
+     "prompt_logprobs"),
+    ("prompt_logprobs -1 (whole vocab)", "/v1/chat/completions", body(prompt_logprobs=-1), 400,
+     "prompt_logprobs"),
+    ("prompt_logprobs wrong type", "/v1/chat/completions", body(prompt_logprobs="2"), 400,
+     "prompt_logprobs"),
+    ("prompt_logprobs with stream", "/v1/completions", cbody(prompt_logprobs=2, stream=True), 400,
+     "prompt_logprobs"),
+    ("return_token_ids wrong type", "/v1/completions", cbody(return_token_ids="yes"), 400,
+     "return_token_ids"),
+    ("return_tokens_as_token_ids wrong type", "/v1/chat/completions",
+     body(return_tokens_as_token_ids=1), 400, "return_tokens_as_token_ids"),
+    ("include_reasoning wrong type", "/v1/chat/completions", body(include_reasoning="no"), 400,
+     "include_reasoning"),
+    ("truncate_prompt_tokens zero", "/v1/completions", cbody(truncate_prompt_tokens=0), 400,
+     "truncate_prompt_tokens"),
+    ("truncate_prompt_tokens below -1", "/v1/completions", cbody(truncate_prompt_tokens=-2), 400,
+     "truncate_prompt_tokens"),
+    ("truncate_prompt_tokens float", "/v1/chat/completions", body(truncate_prompt_tokens=2.5),
+     400, "truncate_prompt_tokens"),
+    ("truncate_prompt_tokens over max_model_len", "/v1/completions",
+     cbody(truncate_prompt_tokens=5000), 400, "truncate_prompt_tokens"),
+    ("stream_options without stream", "/v1/chat/completions",
+     body(stream_options={"include_usage": True}), 400, "stream_options"),
+    ("continuous_usage_stats wrong type", "/v1/completions",
+     cbody(stream=True, stream_options={"continuous_usage_stats": "y"}), 400,
+     "stream_options.continuous_usage_stats"),
+    ("seed 2**63", "/v1/chat/completions", body(seed=2 ** 63), 400, "seed"),
+    ("seed -2**63-1", "/v1/completions", cbody(seed=-(2 ** 63) - 2048), 400, "seed"),
+    ("seed 1e30", "/v1/completions", cbody(seed=1e30), 400, "seed"),
+    ("invocations without prompt", "/invocations", {"max_tokens": 2}, 400, "prompt"),
     ("unknown route", "/v1/nothing", {}, 404, None),
     # bodies over 64 KiB are parsed by a prep worker instead of the HTTP thread
     ("big invalid json", "/v1/chat/completions", b"{\"messages\": [" + b" " * 100000, 400, None),
