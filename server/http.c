@@ -34,7 +34,7 @@
 enum route {
     ROUTE_NONE, ROUTE_CHAT, ROUTE_COMPLETION, ROUTE_TOKENIZE, ROUTE_DETOKENIZE, ROUTE_MODELS,
     ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS, ROUTE_PAGE, ROUTE_BAD_METHOD, ROUTE_PREFLIGHT,
-    ROUTE_VERSION, ROUTE_PING, ROUTE_INVOCATIONS, ROUTE_MODEL
+    ROUTE_VERSION, ROUTE_PING, ROUTE_INVOCATIONS, ROUTE_MODEL, ROUTE_TOKENIZER_INFO
 };
 
 #define HTTP_SERVER_VERSION "0.1.0" /* GET /version */
@@ -982,6 +982,7 @@ static enum route find_route(const char *method, const char *url)
         {"/version", "GET", ROUTE_VERSION},
         {"/ping", "GET", ROUTE_PING},
         {"/invocations", "POST", ROUTE_INVOCATIONS},
+        {"/tokenizer_info", "GET", ROUTE_TOKENIZER_INFO},
     };
     if (!strcmp(method, "POST") && !strcmp(url, "/ping")) return ROUTE_PING; /* vLLM: both */
     if (!strncmp(url, "/v1/models/", 11) && url[11])
@@ -1011,6 +1012,26 @@ static bool authorized(struct conn *c, const char *url)
     return diff == 0;
 }
 
+/* GET /tokenizer_info (vLLM's, behind its --enable-tokenizer-info-endpoint): the special
+ * tokens as text and the context length; no chat_template (the template is built in). */
+static char *tokenizer_info_json(const struct http_deps *d)
+{
+    cJSON *o = cJSON_CreateObject();
+    size_t n = 0;
+    const char *b = d->n_eos > 0 ? tok_bytes(d->tok, d->eos_ids[0], &n) : NULL;
+    struct strbuf eos = {0};
+    if (b) oai_utf8_sanitize(&eos, b, n);
+    if (eos.s) cJSON_AddStringToObject(o, "eos_token", eos.s);
+    else cJSON_AddNullToObject(o, "eos_token");
+    sb_free(&eos);
+    cJSON_AddNullToObject(o, "bos_token");
+    cJSON_AddNumberToObject(o, "model_max_length", d->max_model_len);
+    cJSON_AddStringToObject(o, "tokenizer_class", "Qwen2TokenizerFast");
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
 static enum MHD_Result serve_get(struct conn *c)
 {
     struct http_server *s = c->srv;
@@ -1027,6 +1048,8 @@ static enum MHD_Result serve_get(struct conn *c)
         return send_buf(c, 200, "application/json", xstrdup("{}"), 2, false);
     case ROUTE_VERSION:
         return send_json(c, 200, xstrdup("{\"version\":\"" HTTP_SERVER_VERSION "\"}"));
+    case ROUTE_TOKENIZER_INFO: /* what a remote-tokenizer client needs (lm-eval-harness) */
+        return send_json(c, 200, tokenizer_info_json(&s->d));
     case ROUTE_MODEL: { /* GET /v1/models/{id}: the one entry of /v1/models, or 404 */
         const char *id = c->url_tail;
         if (strcmp(id, s->d.model_name)) {
@@ -1077,7 +1100,7 @@ static enum MHD_Result on_body_done(struct conn *c, const char *url)
     case ROUTE_PAGE:
         return serve_page(c);
     case ROUTE_HEALTH: case ROUTE_READY: case ROUTE_MODELS: case ROUTE_METRICS:
-    case ROUTE_PING: case ROUTE_VERSION: case ROUTE_MODEL:
+    case ROUTE_PING: case ROUTE_VERSION: case ROUTE_MODEL: case ROUTE_TOKENIZER_INFO:
         if (!authorized(c, url))
             return send_error_msg(c, 401, VLM_EINVAL, NULL, "Incorrect or missing API key.");
         return serve_get(c);

@@ -237,6 +237,11 @@ def test_routes(server, http):
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "prompt"
 
 
+def test_tokenizer_info(http):
+    info = http.get("/tokenizer_info").json()
+    assert info["eos_token"] == "<|im_end|>" and info["model_max_length"] == 2048
+
+
 def test_request_id_echoed(http):
     r = http.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG, "max_tokens": 1},
                   headers={"X-Request-Id": "abc-123"})
