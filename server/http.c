@@ -1080,6 +1080,15 @@ static enum MHD_Result serve_get(struct conn *c)
  * anything else a completions request (whose parser names what is missing). */
 static enum route invocation_route(const struct strbuf *body)
 {
+    if (body->n > HTTP_INLINE_PARSE_BYTES) { /* not parsed on this thread: a "messages" key */
+        const char *e = body->s + body->n;
+        for (const char *p = body->s; (p = memmem(p, (size_t)(e - p), "\"messages\"", 10)); p++) {
+            const char *q = p + 10;
+            while (q < e && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n')) q++;
+            if (q < e && *q == ':') return ROUTE_CHAT;
+        }
+        return ROUTE_COMPLETION;
+    }
     cJSON *root = body->n ? cJSON_ParseWithLength(body->s, body->n) : NULL;
     bool chat = root && cJSON_GetObjectItemCaseSensitive(root, "messages");
     cJSON_Delete(root);

@@ -1086,14 +1086,16 @@ static cJSON *token_entry(const struct tokenizer *tok, int32_t id, float lp, boo
 {
     cJSON *o = cJSON_CreateObject();
     size_t n = 0;
-    const char *b = tok_bytes(tok, id, &n);
     char *t = token_text(tok, id, as_ids);
+    /* bytes: the token's own bytes; vLLM's "token_id:N" form gives that string's bytes */
+    const char *b = as_ids ? t : tok_bytes(tok, id, &n);
+    if (as_ids) n = strlen(t);
     cJSON_AddStringToObject(o, "token", t);
-    free(t);
     cJSON_AddNumberToObject(o, "logprob", isfinite(lp) ? lp : -9999.0);
     cJSON *bytes = cJSON_AddArrayToObject(o, "bytes");
     for (size_t i = 0; i < n; i++)
         cJSON_AddItemToArray(bytes, cJSON_CreateNumber((unsigned char)b[i]));
+    free(t);
     return o;
 }
 

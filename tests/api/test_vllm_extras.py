@@ -292,3 +292,42 @@ def test_include_reasoning_false(sclient):
     for c in ask(sclient, {**THINK, "include_reasoning": False}, stream=True):
         if c.choices:
             assert not c.choices[0].delta.model_extra.get("reasoning")
+
+
+# ---- prompt logprobs across prefill chunks and head passes ----
+
+@pytest.fixture(scope="module")
+def chunked(model_dir):
+    """Small steps: a long prompt is prefilled in several chunks, and each chunk's prompt
+    positions take several passes of the head (max_logit_rows = max_num_seqs = 8)."""
+    from conftest import Server
+    s = Server(model_dir, ["--api-key", API_KEY, "--max-num-batched-tokens", "48",
+                           "--max-num-seqs", "8"])
+    yield s
+    assert s.stop() == 0, s.log_text()[-3000:]
+
+
+def test_prompt_logprobs_over_chunks(chunked, client):
+    from openai import OpenAI
+    small = OpenAI(base_url=chunked.url + "/v1", api_key=API_KEY, max_retries=0, timeout=120)
+    ids = [(i * 7919) % 5000 + 100 for i in range(150)]
+    def lp(c, p):
+        r = c.completions.create(model="tiny", prompt=p, max_tokens=0, echo=True, logprobs=3,
+                                 temperature=0)
+        return r.choices[0].logprobs
+    whole = lp(small, ids)
+    half = lp(small, ids[:70])
+    ref = lp(client, ids)  # the default server: one chunk, one head pass
+    assert len(whole.token_logprobs) == 150
+    for a, b in zip(whole.token_logprobs[1:70], half.token_logprobs[1:]):  # causal: a prefix
+        assert math.isclose(a, b, abs_tol=1e-4)
+    for a, b in zip(whole.token_logprobs[1:], ref.token_logprobs[1:]):
+        assert math.isclose(a, b, abs_tol=1e-3)
+    assert whole.top_logprobs[1:] and all(len(t) == 3 for t in whole.top_logprobs[1:])
+
+
+def test_invocations_big_body(http):
+    r = http.post("/invocations", json={"messages": MSG, "max_tokens": 1, "pad": "p" * 100000})
+    assert r.status_code == 200 and r.json()["object"] == "chat.completion"
+    r = http.post("/invocations", json={"prompt": "hi", "max_tokens": 1, "pad": "p" * 100000})
+    assert r.status_code == 200 and r.json()["object"] == "text_completion"
