@@ -132,7 +132,8 @@ static void render_user_content(struct strbuf *out, const char *text, int32_t n_
  * only after the last real user query (multi-step tool use), dropped before it. Tool calls
  * follow the content, each on its own lines ("\n" before the first only when the content
  * after the think split is not empty). */
-static void render_assistant(struct strbuf *out, const struct chat_msg *m, bool after_last_query)
+static void render_assistant(struct strbuf *out, const struct chat_msg *m, bool after_last_query,
+                             bool last)
 {
     const char *text = m->text ? m->text : "";
     struct slice all = {text, strlen(text)}, content = all, reasoning = {"", 0};
@@ -141,7 +142,7 @@ static void render_assistant(struct strbuf *out, const struct chat_msg *m, bool 
         reasoning = lstrip_nl(after_last(rstrip_nl(before_first(all, "</think>")), "<think>"));
     }
     sb_puts(out, "<|im_start|>assistant\n");
-    if (after_last_query && reasoning.n) {
+    if (after_last_query && (last || reasoning.n)) { /* the template's loop.last or reasoning */
         sb_puts(out, "<think>\n");
         sb_slice(out, lstrip_nl(rstrip_nl(reasoning)));
         sb_puts(out, "\n</think>\n\n");
@@ -178,6 +179,41 @@ static void render_tools_system(struct strbuf *out, const char *system, const st
                  "</tool_call><|im_end|>\n");
 }
 
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* continue_final_message as transformers applies it after rendering: find the last
+ * occurrence of the final message's stripped text; keep the message's trailing spacing if
+ * the rendering has the whole message there, else cut after the stripped text. */
+static int cut_after_final(struct strbuf *out, const char *text, struct vlm_err *err)
+{
+    const char *f = text ? text : "";
+    size_t n = strlen(f), lo = 0, hi = n;
+    while (lo < n && is_space(f[lo])) lo++;
+    while (hi > lo && is_space(f[hi - 1])) hi--;
+    size_t sn = hi - lo; /* final.strip() */
+    const char *loc = NULL;
+    for (const char *p = out->s; p && (size_t)(p - out->s) + sn <= out->n;) {
+        const char *q = sn ? memmem(p, out->n - (size_t)(p - out->s), f + lo, sn)
+                           : out->s + out->n;
+        if (!q) break;
+        loc = q;
+        if (!sn) break;
+        p = q + 1;
+    }
+    if (!loc)
+        return vlm_err_param(err, VLM_EINVAL, 400, "messages",
+                             "continue_final_message is set but the final message does not "
+                             "appear in the chat after applying the chat template");
+    size_t at = (size_t)(loc - out->s), keep = n - lo; /* len(final.lstrip()) */
+    bool whole = at + keep <= out->n && keep == n && !memcmp(loc, f, n);
+    out->n = at + (whole ? keep : sn);
+    out->s[out->n] = 0;
+    return 0;
+}
+
 int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *o,
                 struct strbuf *out, int32_t *n_images_total, struct vlm_err *err)
 {
@@ -198,8 +234,13 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
         if (msgs[i].n_tool_calls && msgs[i].role != CHAT_ASSISTANT)
             return BAD("messages[%d]: only assistant messages carry tool calls", (int)i);
     }
-    if (msgs[n - 1].role != CHAT_USER && msgs[n - 1].role != CHAT_TOOL)
-        return BAD("messages: the last message must be a user or tool message");
+    bool prefill = o->no_generation_prompt || o->continue_final;
+    if (msgs[n - 1].role != CHAT_USER && msgs[n - 1].role != CHAT_TOOL &&
+        !(prefill && msgs[n - 1].role == CHAT_ASSISTANT))
+        return BAD("messages: the last message must be a user or tool message (an assistant "
+                   "message with add_generation_prompt false or continue_final_message)");
+    if (o->continue_final && msgs[n - 1].role != CHAT_ASSISTANT)
+        return BAD("messages: continue_final_message needs a final assistant message");
 
     /* §10.1: images only in user messages; markers in the text must match the count. */
     int64_t total = 0;
@@ -265,9 +306,11 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
             sb_puts(out, "\n</tool_response>");
             if (i == n - 1 || msgs[i + 1].role != CHAT_TOOL) sb_puts(out, "<|im_end|>\n");
         } else {
-            render_assistant(out, &msgs[i], i > last_query);
+            render_assistant(out, &msgs[i], i > last_query, i == n - 1);
         }
     }
+    if (o->continue_final) return cut_after_final(out, msgs[n - 1].text, err);
+    if (prefill) return 0;
     sb_puts(out, "<|im_start|>assistant\n");
     if (!o->enable_thinking) sb_puts(out, "<think>\n\n</think>\n\n");
     return 0;

@@ -19,7 +19,8 @@
  *   - at least one message; an optional system message first, then a user message; after
  *     it, an assistant message answers a user or tool message, a tool message follows an
  *     assistant or tool message, a user message follows an assistant or tool message; the
- *     last message is a user or tool message;
+ *     last message is a user or tool message (or an assistant message under the prefill
+ *     options of struct chat_opts);
  *   - only user messages carry images or "<image>" markers; only assistant messages carry
  *     tool calls;
  *   - a user message whose text has no "<image>" gets its markers prefixed, joined by single
@@ -86,6 +87,15 @@ struct chat_opts {
     bool wrap_image_tokens;     /* use_special_start_end_token: "<im_start><image><im_end>" */
     const char *const *tools;   /* borrowed, (n_tools): each tool's JSON (pyjson_tool) */
     int32_t n_tools;            /* 0: no tools block */
+    /* Prefill (vLLM's add_generation_prompt: false / continue_final_message: true, which
+     * transformers renders): either lets the conversation end with an assistant message,
+     * rendered as the template renders a last turn; no generation prompt follows. With
+     * continue_final the text is cut right after the final message's content (transformers'
+     * rule: the last occurrence of its whitespace-stripped text; spacing kept when the
+     * template kept it), so the model continues that message; it must be an assistant
+     * message whose text survives the template (else VLM_EINVAL). */
+    bool no_generation_prompt;
+    bool continue_final;
 };
 
 /* Renders msgs[0..n) -> out (appended; NUL-terminated) and sets *n_images_total (including

@@ -488,6 +488,14 @@ static void prelude(struct conn *c, struct choice *h)
                 pl->top_ids + t * (size_t)pl->n_top, pl->top_lp + t * (size_t)pl->n_top, as_ids));
     }
     if (!c->q.echo) return;
+    if (c->route == ROUTE_CHAT) {
+        /* vLLM: the reply starts with the last message when that has the reply's role, i.e.
+         * an assistant message continued with add_generation_prompt false */
+        const struct oai_message *last = &c->q.msgs[c->q.n_msgs - 1];
+        if (!c->q.add_generation_prompt && last->role == OAI_ROLE_ASSISTANT)
+            oai_utf8_sanitize(&h->content, last->text, strlen(last->text));
+        return;
+    }
     const struct oai_prompt *op = &c->q.prompts[h->prompt_idx];
     if (op->text && !c->q.truncate_prompt_tokens) {
         sb_append(&h->content, op->text, op->len);

@@ -633,7 +633,8 @@ int oai_parse(enum oai_kind kind, const char *body, size_t len, const struct oai
             if ((rc = parse_tools(root, (struct pyjson_span){body, len}, out, err)) < 0)
                 goto done;
             if ((rc = get_bool(root, "add_generation_prompt", &out->add_generation_prompt,
-                               err)) < 0)
+                               err)) < 0 ||
+                (rc = get_bool(root, "continue_final_message", &out->continue_final, err)) < 0)
                 goto done;
             rc = parse_kwargs(root, out, lim, err);
         } else {

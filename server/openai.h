@@ -123,7 +123,8 @@ struct oai_request {
     int32_t min_pixels, max_pixels;/* mm_processor_kwargs; 0: not given */
     int32_t num_frames;            /* mm_processor_kwargs.num_frames (videos); 0: not given */
     double fps;                    /* mm_processor_kwargs.fps (videos); 0: not given */
-    bool add_generation_prompt;    /* tokenize(messages): default true */
+    bool add_generation_prompt;    /* chat, tokenize(messages): default true */
+    bool continue_final;           /* continue_final_message (chat.h: prefill) */
     /* tools (chat and tokenize(messages)) */
     char **tools;                  /* owned, (n_tools): each tool as chat_tool_json writes it */
     int32_t n_tools;

@@ -161,7 +161,18 @@ int oai_parse_extras(const cJSON *root, struct oai_request *r, const struct oai_
         (rc = opt_bool(root, "include_reasoning", "include_reasoning", &r->include_reasoning,
                        err)))
         return rc;
-    if (completion && (rc = opt_bool(root, "echo", "echo", &r->echo, err))) return rc;
+    if ((rc = opt_bool(root, "echo", "echo", &r->echo, err))) return rc;
+    if (!completion) { /* prefill: the conversation may end with an assistant message */
+        if ((rc = opt_bool(root, "add_generation_prompt", "add_generation_prompt",
+                           &r->add_generation_prompt, err)) ||
+            (rc = opt_bool(root, "continue_final_message", "continue_final_message",
+                           &r->continue_final, err)))
+            return rc;
+        if (r->continue_final && r->add_generation_prompt) /* vLLM's check */
+            return vlm_err_param(err, VLM_EINVAL, 400, "continue_final_message",
+                                 "Cannot set both 'continue_final_message' and "
+                                 "'add_generation_prompt' to true");
+    }
     const cJSON *suffix = field(root, "suffix");
     if (completion && suffix) {
         if (!cJSON_IsString(suffix)) return bad(err, "suffix", "a string");

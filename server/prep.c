@@ -324,7 +324,9 @@ static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struc
                           .implicit_image = c->implicit_image && c->has_vision,
                           .wrap_image_tokens = c->wrap_image_tokens,
                           .tools = (const char *const *)q->tools,
-                          .n_tools = q->n_tools};
+                          .n_tools = q->n_tools,
+                          .no_generation_prompt = !q->add_generation_prompt,
+                          .continue_final = q->continue_final};
     struct i32_vec raw = {0};
     int32_t n_images = 0;
     if (!rc) rc = chat_build(c->tok, msgs, q->n_msgs, &o, &raw, &n_images, err);

@@ -218,6 +218,35 @@ def test_tool_calls_always_listed(client):
     assert raw["choices"][0]["message"]["tool_calls"] == []  # vLLM's default_factory=list
 
 
+# ---- prefill: a conversation that ends with an assistant message ----
+
+PREFILL = [{"role": "user", "content": "What is 2+2?"},
+           {"role": "assistant", "content": "The answer is"}]
+CONTINUE = {"add_generation_prompt": False, "continue_final_message": True}
+
+
+def test_continue_final_message(client, http):
+    r = client.chat.completions.create(model="tiny", messages=PREFILL, max_tokens=3, temperature=0,
+                                       extra_body={**CONTINUE, **IDS, "echo": True})
+    ids = r.model_extra["prompt_token_ids"]
+    tok = http.post("/tokenize", json={"messages": PREFILL, **CONTINUE}).json()
+    assert tok["tokens"] == ids and r.usage.prompt_tokens == len(ids)
+    text = http.post("/detokenize", json={"tokens": ids}).json()["prompt"]
+    assert text.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\nThe answer is")
+    # chat echo: the reply starts with the message it continues (vLLM)
+    assert r.choices[0].message.content.startswith("The answer is")
+    plain = client.chat.completions.create(model="tiny", messages=PREFILL, max_tokens=3,
+                                           temperature=0, extra_body=CONTINUE)
+    assert r.choices[0].message.content == "The answer is" + (plain.choices[0].message.content or "")
+    # add_generation_prompt false alone: the last turn is closed, no generation prompt
+    tok2 = http.post("/tokenize", json={"messages": PREFILL, "add_generation_prompt": False}).json()
+    closed = http.post("/detokenize", json={"tokens": tok2["tokens"]}).json()["prompt"]
+    assert closed.endswith("The answer is<|im_end|>\n")
+    r = client.chat.completions.create(model="tiny", messages=PREFILL, max_tokens=2,
+                                       extra_body={"add_generation_prompt": False})
+    assert r.usage.prompt_tokens == tok2["count"]
+
+
 # ---- routes ----
 
 def test_routes(server, http):

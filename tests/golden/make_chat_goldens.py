@@ -59,8 +59,12 @@ def prepare(messages, opts):
             raise SpecError("role")
         if m.get("tool_calls") and m["role"] != "assistant":
             raise SpecError("tool calls")
-    if msgs[-1]["role"] not in ("user", "tool"):
+    prefill = not opts.get("add_generation_prompt", True) or opts.get("continue_final_message")
+    if msgs[-1]["role"] not in ("user", "tool") and not (prefill and
+                                                         msgs[-1]["role"] == "assistant"):
         raise SpecError("last")
+    if opts.get("continue_final_message") and msgs[-1]["role"] != "assistant":
+        raise SpecError("continue_final_message")
     if sum(m["n_images"] for m in msgs) == 0 and opts["implicit_image"]:
         msgs[1]["n_images"] = 1  # the first user message gets the 3x3 black image
     out = []
@@ -99,6 +103,16 @@ def model_dump_tool(tool):
     d = {"type": "function", "function": fd}
     d.update({k: v for k, v in tool.items() if k not in d})
     return d
+
+
+def continue_final(rendered, final):
+    """transformers' continue_final_message cut (tokenization_utils_base.py, 4.51)."""
+    if final.strip() not in rendered:
+        raise SpecError("does not appear")
+    loc = rendered.rindex(final.strip())
+    if rendered[loc:loc + len(final.lstrip())] == final:
+        return rendered[:loc + len(final.lstrip())]
+    return rendered[:loc + len(final.strip())]
 
 
 def hf_tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
@@ -227,6 +241,33 @@ def handcrafted():
         ("empty user text no image", [U("")], o(implicit_image=False)),
         ("long text", [U(" ".join(["word%d" % i for i in range(300)]), 1)], o()),
         # errors
+        # prefill: add_generation_prompt false / continue_final_message (vLLM, transformers)
+        ("prefill: ends on assistant", [U("Describe.", 1), A("It is a cat.")],
+         o(add_generation_prompt=False)),
+        ("prefill: ends on assistant, thinking off, implicit image",
+         [U("Hi"), A("<think>\nhm\n</think>\n\nHello!")],
+         o(add_generation_prompt=False, enable_thinking=False)),
+        ("prefill: ends on user, no generation prompt", [U("Hi", 2)],
+         o(add_generation_prompt=False)),
+        ("continue: partial answer", [U("Describe.", 1), A("The image shows")],
+         o(add_generation_prompt=False, continue_final_message=True)),
+        ("error: continue without a final assistant message", [U("Count to five.")],
+         o(add_generation_prompt=False, continue_final_message=True), "continue_final_message"),
+        ("continue: reasoning then partial answer",
+         [U("What is 2+2?"), A("<think>\nadd them\n</think>\n\nThe answer is")],
+         o(add_generation_prompt=False, continue_final_message=True)),
+        ("continue: trailing space kept", [U("a", 1), A("The answer is ")],
+         o(add_generation_prompt=False, continue_final_message=True)),
+        ("continue: leading newlines", [U("a"), A("\n\nafter newlines")],
+         o(add_generation_prompt=False, continue_final_message=True, enable_thinking=False)),
+        ("continue: images in two turns",
+         [U("one", 1), A("<think>x</think>ok"), U("two", 2), A("Partial")],
+         o(add_generation_prompt=False, continue_final_message=True, wrap_image_tokens=True)),
+        ("continue: after a system message", [S("Be terse."), U("q", 1), A("Sure")],
+         o(add_generation_prompt=False, continue_final_message=True)),
+        ("error: continue, final text dropped by the template",
+         [U("q"), A("<think>only thoughts</think>")],
+         o(add_generation_prompt=False, continue_final_message=True), "does not appear"),
         ("error: empty", [], o(), "empty"),
         ("error: last is assistant", [U("q", 1), A("a")], o(), "last"),
         ("error: two users", [U("a"), U("b")], o(), "role"),
@@ -447,13 +488,23 @@ def main():
             rec["error"] = str(e)
             records.append(rec)
             continue
-        assert len(case) <= 4, name
         tool_dicts = [model_dump_tool(t) for t in tools] if tools else None
-        rendered = tmpl.render(messages=prepared, tools=tool_dicts, add_generation_prompt=True,
+        gen = opts.get("add_generation_prompt", True)
+        cont = opts.get("continue_final_message", False)
+        rendered = tmpl.render(messages=prepared, tools=tool_dicts, add_generation_prompt=gen,
                                enable_thinking=opts["enable_thinking"])
+        try:
+            if cont:
+                rendered = continue_final(rendered, prepared[-1]["content"])
+        except SpecError as e:
+            assert len(case) == 5 and case[4] == str(e), (name, e)
+            rec["error"] = str(e)
+            records.append(rec)
+            continue
+        assert len(case) <= 4, name
         if hf is not None:
             ref = hf.apply_chat_template(prepared, tools=tool_dicts, tokenize=False,
-                                         add_generation_prompt=True,
+                                         add_generation_prompt=gen, continue_final_message=cont,
                                          enable_thinking=opts["enable_thinking"])
             assert ref == rendered, name
         ids = tokenize(tok, rendered)

@@ -31,6 +31,8 @@ static int check_golden(const struct tokenizer *tok, const cJSON *rec, struct py
         .default_system = cJSON_IsString(ds) ? ds->valuestring : NULL,
         .implicit_image = cJSON_IsTrue(cJSON_GetObjectItem(jo, "implicit_image")),
         .wrap_image_tokens = cJSON_IsTrue(cJSON_GetObjectItem(jo, "wrap_image_tokens")),
+        .no_generation_prompt = cJSON_IsFalse(cJSON_GetObjectItem(jo, "add_generation_prompt")),
+        .continue_final = cJSON_IsTrue(cJSON_GetObjectItem(jo, "continue_final_message")),
     };
     /* tools as the server prepares them: the client's JSON text (here: as Python wrote it
      * into the golden file) through pyjson_tool, tool call arguments (a JSON string) through
