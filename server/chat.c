@@ -84,20 +84,18 @@ static const char *role_name(enum chat_role r)
     case CHAT_USER: return "user";
     case CHAT_ASSISTANT: return "assistant";
     case CHAT_TOOL: return "tool";
+    case CHAT_OTHER: return "custom";
     }
     return "?";
 }
 
-/* Whether a message of role r may follow one of role prev (CHAT_SYSTEM: the start). */
-static bool role_may_follow(enum chat_role r, enum chat_role prev)
+/* Whether a message of role r may follow one of role prev (start: the first message after
+ * the leading system one). Any order the template renders, except that a tool message
+ * answers an assistant message (or continues a run of tool messages). */
+static bool role_may_follow(enum chat_role r, enum chat_role prev, bool start)
 {
-    switch (r) {
-    case CHAT_USER: return prev != CHAT_USER;
-    case CHAT_ASSISTANT: return prev == CHAT_USER || prev == CHAT_TOOL;
-    case CHAT_TOOL: return prev == CHAT_ASSISTANT || prev == CHAT_TOOL;
-    case CHAT_SYSTEM: return false;
-    }
-    return false;
+    if (r == CHAT_TOOL) return !start && (prev == CHAT_ASSISTANT || prev == CHAT_TOOL);
+    return true;
 }
 
 #define BAD(...) vlm_err_param(err, VLM_EINVAL, 400, "messages", __VA_ARGS__)
@@ -225,11 +223,9 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
     int32_t first = msgs[0].role == CHAT_SYSTEM ? 1 : 0;
     for (int32_t i = first; i < n; i++) {
         enum chat_role prev = i == first ? CHAT_SYSTEM : msgs[i - 1].role;
-        bool ok = i == first ? msgs[i].role == CHAT_USER : role_may_follow(msgs[i].role, prev);
-        if (!ok)
-            return BAD("messages[%d]: unexpected role '%s' after '%s' (roles must be: an optional "
-                       "system message, then user; assistant after user or tool; tool after "
-                       "assistant or tool; user after assistant or tool)",
+        if (!role_may_follow(msgs[i].role, prev, i == first))
+            return BAD("messages[%d]: unexpected role '%s' after '%s' (a tool message follows "
+                       "an assistant or tool message)",
                        (int)i, role_name(msgs[i].role), i == first ? "start" : role_name(prev));
         if (msgs[i].n_tool_calls && msgs[i].role != CHAT_ASSISTANT)
             return BAD("messages[%d]: only assistant messages carry tool calls", (int)i);
@@ -256,10 +252,12 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
     if (total > CHAT_MAX_IMAGES) return BAD("messages: too many images (%lld)", (long long)total);
     if (!first && o->default_system && strstr(o->default_system, CHAT_IMAGE_MARKER))
         return BAD("the default system prompt contains an <image> marker");
-    bool implicit = total == 0 && o->implicit_image;
+    int32_t first_user = first; /* §5.2: the implicit image goes to the first user message */
+    while (first_user < n && msgs[first_user].role != CHAT_USER) first_user++;
+    bool implicit = total == 0 && o->implicit_image && first_user < n;
     for (int32_t i = first; i < n; i++) {
         if (msgs[i].role != CHAT_USER) continue;
-        int32_t n_img = msgs[i].n_images + (implicit && i == first);
+        int32_t n_img = msgs[i].n_images + (implicit && i == first_user);
         int32_t k = count_markers(msgs[i].text ? msgs[i].text : "");
         if (k && k != n_img)
             return BAD("messages[%d]: %d <image> markers in the text but %d images in the message; "
@@ -273,7 +271,7 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
     int32_t last_query = n - 1;
     for (int32_t i = n - 1; i >= first; i--) {
         const char *text = msgs[i].text ? msgs[i].text : "";
-        int32_t n_img = msgs[i].n_images + (implicit && i == first);
+        int32_t n_img = msgs[i].n_images + (implicit && i == first_user);
         bool prefixed = n_img > 0 && !strstr(text, CHAT_IMAGE_MARKER);
         if (msgs[i].role == CHAT_USER &&
             (prefixed || !(starts_with(text, "<tool_response>") && ends_with(text, "</tool_response>")))) {
@@ -296,11 +294,16 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
         const char *text = msgs[i].text ? msgs[i].text : "";
         if (msgs[i].role == CHAT_USER) {
             sb_puts(out, "<|im_start|>user\n");
-            render_user_content(out, text, msgs[i].n_images + (implicit && i == first), o);
+            render_user_content(out, text, msgs[i].n_images + (implicit && i == first_user), o);
             sb_puts(out, "<|im_end|>\n");
+        } else if (msgs[i].role == CHAT_SYSTEM) { /* not the first: a turn like a user's */
+            sb_puts(out, "<|im_start|>system\n");
+            sb_puts(out, text);
+            sb_puts(out, "<|im_end|>\n");
+        } else if (msgs[i].role == CHAT_OTHER) { /* the template renders no other role */
         } else if (msgs[i].role == CHAT_TOOL) {
             /* consecutive tool messages share one user turn */
-            if (msgs[i - 1].role != CHAT_TOOL) sb_puts(out, "<|im_start|>user");
+            if (i == 0 || msgs[i - 1].role != CHAT_TOOL) sb_puts(out, "<|im_start|>user");
             sb_puts(out, "\n<tool_response>\n");
             sb_puts(out, text);
             sb_puts(out, "\n</tool_response>");

@@ -16,18 +16,18 @@
  * frame counts one in n_images. Images bind to markers in order over the whole conversation.
  *
  * Rules (violations are VLM_EINVAL, http 400, param "messages"):
- *   - at least one message; an optional system message first, then a user message; after
- *     it, an assistant message answers a user or tool message, a tool message follows an
- *     assistant or tool message, a user message follows an assistant or tool message; the
- *     last message is a user or tool message (or an assistant message under the prefill
- *     options of struct chat_opts);
+ *   - at least one message; any order the Qwen3 template renders (consecutive messages of a
+ *     role, system messages after the first turn, custom roles, which it drops), except that
+ *     a tool message follows an assistant or tool message; the last message is a user or
+ *     tool message (or an assistant message under the prefill options of struct
+ *     chat_opts);
  *   - only user messages carry images or "<image>" markers; only assistant messages carry
  *     tool calls;
  *   - a user message whose text has no "<image>" gets its markers prefixed, joined by single
  *     spaces and followed by "\n" ("<image> <image>\nDescribe..."); one whose text has
  *     markers must have exactly n_images of them;
  *   - with no image in the whole conversation and implicit_image on, the first user message
- *     gets one image: the caller must then supply the 3x3 black image (CHAT_IMPLICIT_IMAGE)
+ *     (if there is one) gets one image: the caller must then supply the 3x3 black image (CHAT_IMPLICIT_IMAGE)
  *     as image 0; *n_images_total says 1.
  * Assistant turns render as the real template renders turns before the last user query: the
  * text after the last "</think>" with leading newlines removed. (The template's multi-step
@@ -62,7 +62,8 @@
  * after preprocessing: smart_resize makes it 28x28). */
 #define CHAT_IMPLICIT_IMAGE_SIZE 3
 
-enum chat_role { CHAT_SYSTEM, CHAT_USER, CHAT_ASSISTANT, CHAT_TOOL };
+/* CHAT_OTHER: a custom role (vLLM passes any role to the template; Qwen3's renders none). */
+enum chat_role { CHAT_SYSTEM, CHAT_USER, CHAT_ASSISTANT, CHAT_TOOL, CHAT_OTHER };
 
 /* One tool call of an assistant turn, as the template writes it back into the prompt. */
 struct chat_tool_call {

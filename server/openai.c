@@ -336,10 +336,8 @@ static int parse_messages(const cJSON *root, struct oai_request *r, const struct
         else if (!strcmp(rs, "user")) msg->role = OAI_ROLE_USER;
         else if (!strcmp(rs, "assistant")) msg->role = OAI_ROLE_ASSISTANT;
         else if (!strcmp(rs, "tool")) msg->role = OAI_ROLE_TOOL;
-        else
-            return vlm_err_param(err, VLM_EINVAL, 400, param,
-                                 "unknown role '%.40s' (system, developer, user, assistant, tool)",
-                                 rs);
+        else if (rs[0]) msg->role = OAI_ROLE_OTHER; /* custom roles: vLLM passes them on */
+        else return bad_type(err, param, "a non-empty string");
         int rc = 0;
         if (msg->role == OAI_ROLE_ASSISTANT && (rc = parse_tool_calls(m, mi, msg, err))) return rc;
         const cJSON *tcid = field(m, "tool_call_id");

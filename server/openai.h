@@ -39,7 +39,9 @@ enum oai_kind {
     OAI_KIND_DETOKENIZE  /* POST /detokenize: "tokens" */
 };
 
-enum oai_role { OAI_ROLE_SYSTEM, OAI_ROLE_USER, OAI_ROLE_ASSISTANT, OAI_ROLE_TOOL };
+/* OAI_ROLE_OTHER: a custom role (vLLM accepts any; the Qwen3 template renders none). */
+enum oai_role { OAI_ROLE_SYSTEM, OAI_ROLE_USER, OAI_ROLE_ASSISTANT, OAI_ROLE_TOOL,
+                OAI_ROLE_OTHER };
 
 /* tool_choice. "required" and a named function need guided decoding (400 here). */
 enum oai_tool_choice { OAI_TOOL_CHOICE_AUTO, OAI_TOOL_CHOICE_NONE };

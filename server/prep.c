@@ -308,6 +308,7 @@ static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struc
         msgs[i].role = qm->role == OAI_ROLE_SYSTEM ? CHAT_SYSTEM
                        : qm->role == OAI_ROLE_USER ? CHAT_USER
                        : qm->role == OAI_ROLE_TOOL ? CHAT_TOOL
+                       : qm->role == OAI_ROLE_OTHER ? CHAT_OTHER
                                                    : CHAT_ASSISTANT;
         msgs[i].text = qm->text;
         for (int32_t j = 0; j < qm->n_media; j++) msgs[i].n_images += per_media[m++];

@@ -247,6 +247,20 @@ def test_continue_final_message(client, http):
     assert r.usage.prompt_tokens == tok2["count"]
 
 
+def test_message_orders_the_template_renders(client, http):
+    """Consecutive messages of a role, a system message after the first turn and custom roles
+    (which the Qwen3 template drops) are accepted, as vLLM passes them to the template; the
+    prompts are byte for byte the template's (tests/golden/chat)."""
+    def count(msgs):
+        return http.post("/tokenize", json={"messages": msgs}).json()["count"]
+    u, a = {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}
+    for msgs in ([u, u], [a, u], [u, a, a, u], [u, a, {"role": "system", "content": "Be brief."}, u],
+                 [u, {"role": "critic", "content": "x"}, u]):
+        r = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=1)
+        assert r.usage.prompt_tokens == count(msgs)
+    assert count([u, {"role": "critic", "content": "x"}, u]) == count([u, u])
+
+
 # ---- routes ----
 
 def test_routes(server, http):

@@ -39,8 +39,10 @@ class SpecError(Exception):
 
 
 # Which role may follow which (server/chat.c role_may_follow); "start" = first after system.
-FOLLOWS = {"user": {"start", "assistant", "tool"}, "assistant": {"user", "tool"},
-           "tool": {"assistant", "tool"}, "system": set()}
+# Any order the template renders (custom roles too: it drops them), but a tool message
+# answers an assistant message or continues a run of tool messages.
+def may_follow(role, prev):
+    return prev in ("assistant", "tool") if role == "tool" else True
 
 
 def prepare(messages, opts):
@@ -55,7 +57,7 @@ def prepare(messages, opts):
         msgs[0]["text"] = opts.get("default_system") or DEFAULT_SYSTEM
     for i, m in enumerate(msgs[1:]):
         prev = "start" if i == 0 else msgs[i]["role"]
-        if prev not in FOLLOWS[m["role"]]:
+        if not may_follow(m["role"], prev):
             raise SpecError("role")
         if m.get("tool_calls") and m["role"] != "assistant":
             raise SpecError("tool calls")
@@ -65,8 +67,9 @@ def prepare(messages, opts):
         raise SpecError("last")
     if opts.get("continue_final_message") and msgs[-1]["role"] != "assistant":
         raise SpecError("continue_final_message")
-    if sum(m["n_images"] for m in msgs) == 0 and opts["implicit_image"]:
-        msgs[1]["n_images"] = 1  # the first user message gets the 3x3 black image
+    users = [i for i, m in enumerate(msgs) if m["role"] == "user"]
+    if sum(m["n_images"] for m in msgs) == 0 and opts["implicit_image"] and users:
+        msgs[users[0]] = dict(msgs[users[0]], n_images=1)  # the first user message: 3x3 black
     out = []
     total = 0
     for m in msgs:
@@ -270,9 +273,24 @@ def handcrafted():
          o(add_generation_prompt=False, continue_final_message=True), "does not appear"),
         ("error: empty", [], o(), "empty"),
         ("error: last is assistant", [U("q", 1), A("a")], o(), "last"),
-        ("error: two users", [U("a"), U("b")], o(), "role"),
-        ("error: assistant first", [A("a"), U("b")], o(), "role"),
-        ("error: system in the middle", [U("a"), A("b"), S("c"), U("d")], o(), "role"),
+        # orders the template renders (vLLM passes them on), the image rules unchanged
+        ("two users", [U("a"), U("b")], o()),
+        ("two users with images", [U("first", 1), U("second <image>", 1)], o(enable_thinking=False)),
+        ("assistant first, implicit image on the first user", [A("a"), U("b")], o()),
+        ("two assistants", [U("q", 2), A("one"), A("<think>x</think>two"), U("again")], o()),
+        ("system in the middle", [U("a"), A("b"), S("c"), U("d")], o()),
+        ("system in the middle with images", [S("Be brief."), U("a", 1), A("b"), S("Now in French."),
+                                              U("d <image>", 1)], o(wrap_image_tokens=True)),
+        ("custom role dropped", [U("a", 1), {"role": "critic", "text": "bad", "n_images": 0},
+                                 U("b")], o()),
+        ("custom role first", [{"role": "narrator", "text": "Once", "n_images": 0}, U("go")],
+         o(enable_thinking=False)),
+        ("consecutive roles, prefill", [U("a"), U("b", 1), A("c"), A("partial")],
+         o(add_generation_prompt=False, continue_final_message=True)),
+        ("error: image in a custom role", [U("a"), {"role": "critic", "text": "x", "n_images": 1},
+                                           U("b")], o(), "only in user"),
+        ("error: ends with a custom role", [U("a"), {"role": "critic", "text": "x",
+                                                     "n_images": 0}], o(), "last"),
         ("error: too many markers", [U("<image> <image>", 1)], o(), "marker"),
         ("error: markers without images", [U("<image> hi")], o(implicit_image=False), "marker"),
         ("error: marker in later message", [U("a", 1), A("b"), U("<image> c")], o(), "marker"),

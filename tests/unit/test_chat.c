@@ -63,7 +63,8 @@ static int check_golden(const struct tokenizer *tok, const cJSON *rec, struct py
         const cJSON *text = cJSON_GetObjectItem(m, "text");
         msgs[i].role = !strcmp(role, "system") ? CHAT_SYSTEM
                        : !strcmp(role, "user") ? CHAT_USER
-                       : !strcmp(role, "tool") ? CHAT_TOOL : CHAT_ASSISTANT;
+                       : !strcmp(role, "tool") ? CHAT_TOOL
+                       : !strcmp(role, "assistant") ? CHAT_ASSISTANT : CHAT_OTHER;
         msgs[i].text = cJSON_IsString(text) ? text->valuestring : NULL;
         msgs[i].n_images = cJSON_GetObjectItem(m, "n_images")->valueint;
         const cJSON *tc;

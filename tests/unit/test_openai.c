@@ -33,7 +33,7 @@ static const struct bad_case BAD[] = {
     {OAI_KIND_CHAT, "{\"messages\":[]}", 400, "messages"},
     {OAI_KIND_CHAT, "{\"messages\":[5]}", 400, "messages[0]"},
     {OAI_KIND_CHAT, "{\"messages\":[{\"content\":\"x\"}]}", 400, "messages[0].role"},
-    {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}", 400, "messages[0].role"},
+    {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"\",\"content\":\"x\"}]}", 400, "messages[0].role"},
     {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"user\"}]}", 400, "messages[0].content"},
     {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}", 400,
      "messages[0].content[0].text"},
