@@ -24,6 +24,9 @@ struct sampling_params {
     float frequency_penalty;  /* 0: off; output tokens only */
     uint64_t seed;            /* per-request seed (random if the client gave none) */
     int32_t logprobs;         /* -1: none; 0..VLM_MAX_TOP_LOGPROBS: chosen + this many top */
+    int32_t n_bias;           /* logit_bias entries (0: none) */
+    const int32_t *bias_ids;  /* (n_bias) ids in [0, vocab); owned by whoever owns sp */
+    const float *bias;        /* (n_bias) added to those ids' logits */
 };
 
 /* One image or video frame to run through the vision tower. pixels rows are in the order of
@@ -57,6 +60,9 @@ struct batch_seq {
     int32_t n_prompt;
     const int32_t *output;         /* (n_out) tokens generated so far (penalties) */
     int32_t n_out;                 /* also seeds this step's random draw */
+    bool prompt_lp;                /* return the logprob of prompt[p + 1] for each position p
+                                    * of this step with p + 1 < n_prompt (batch_out.plp_*) */
+    int32_t prompt_top;            /* with this many top entries (<= VLM_MAX_TOP_LOGPROBS) */
 };
 
 struct batch {
@@ -75,6 +81,14 @@ struct batch_out {
     float *logprob;    /* (n) log-probability of the sampled id (after temperature... see sampler.h) */
     int32_t *top_ids;  /* (n, VLM_MAX_TOP_LOGPROBS) */
     float *top_lp;     /* (n, VLM_MAX_TOP_LOGPROBS) */
+    /* prompt logprobs (batch_seq.prompt_lp), in batch order, positions ascending */
+    int32_t n_plp;
+    int32_t *plp_seq;     /* (n_plp) index of the sequence in the batch */
+    int32_t *plp_pos;     /* (n_plp) prompt position t >= 1 of the token scored */
+    float *plp_lp;        /* (n_plp) log p(prompt[t] | prompt[0..t)), raw logits */
+    int32_t *plp_rank;    /* (n_plp) rank of prompt[t] in that distribution (1: the best) */
+    int32_t *plp_top_ids; /* (n_plp, VLM_MAX_TOP_LOGPROBS) */
+    float *plp_top_lp;    /* (n_plp, VLM_MAX_TOP_LOGPROBS) */
 };
 
 #endif

@@ -322,6 +322,13 @@ static int alloc_workspace(struct engine *e, struct vlm_err *err)
     e->out_logprob = xmalloc(S * sizeof(float));
     e->out_top_ids = xmalloc(S * VLM_MAX_TOP_LOGPROBS * sizeof(int32_t));
     e->out_top_lp = xmalloc(S * VLM_MAX_TOP_LOGPROBS * sizeof(float));
+    e->plp_seq = xmalloc(T * sizeof(int32_t));
+    e->plp_row = xmalloc(T * sizeof(int32_t));
+    e->plp_rank = xmalloc(T * sizeof(int32_t));
+    e->plp_pos = xmalloc(T * sizeof(int32_t));
+    e->plp_lp = xmalloc(T * sizeof(float));
+    e->plp_top_ids = xmalloc(T * VLM_MAX_TOP_LOGPROBS * sizeof(int32_t));
+    e->plp_top_lp = xmalloc(T * VLM_MAX_TOP_LOGPROBS * sizeof(float));
     return alloc_prep(e, err);
 }
 
@@ -474,6 +481,13 @@ void engine_destroy(struct engine *e)
     free(e->out_logprob);
     free(e->out_top_ids);
     free(e->out_top_lp);
+    free(e->plp_seq);
+    free(e->plp_row);
+    free(e->plp_rank);
+    free(e->plp_pos);
+    free(e->plp_lp);
+    free(e->plp_top_ids);
+    free(e->plp_top_lp);
     backend_destroy(&e->be);
     memset(e, 0, sizeof *e);
 }
@@ -849,6 +863,58 @@ static const float *fetch_row(struct engine *e, int32_t r)
     return dst;
 }
 
+/* Prompt logprobs (batch_seq.prompt_lp): after the step's sampling, the head runs again over
+ * the rows of the prompt positions asked for, max_logit_rows at a time (every TP rank takes
+ * part in each head; rank 0 scores the rows). Fills out->plp_*. */
+static void prompt_logprobs(struct engine *e, const struct batch *b, bool sampler,
+                            struct batch_out *out)
+{
+    int32_t R = e->p.max_logit_rows, V = e->cfg.vocab_size, n = 0, start = 0;
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        const struct batch_seq *q = &b->seqs[s];
+        for (int32_t i = 0; q->prompt_lp && i < q->n_tokens && q->pos + i + 1 < q->n_prompt; i++) {
+            e->plp_seq[n] = s;
+            e->plp_pos[n] = q->pos + i + 1;
+            e->plp_row[n++] = start + i;
+        }
+        start += q->n_tokens;
+    }
+    if (out) { /* rank 0 only */
+        out->n_plp = n;
+        out->plp_seq = e->plp_seq;
+        out->plp_pos = e->plp_pos;
+        out->plp_lp = e->plp_lp;
+        out->plp_rank = e->plp_rank;
+        out->plp_top_ids = e->plp_top_ids;
+        out->plp_top_lp = e->plp_top_lp;
+    }
+    for (int32_t r0 = 0; r0 < n; r0 += R) {
+        int32_t m = VLM_MIN(R, n - r0);
+        qwen3_logits(e, e->plp_row + r0, m);
+        if (!e->comm)
+            e->be.ops->download(e->be.ctx, e->h_logits, e->logits, (size_t)m * (size_t)V * sizeof(float));
+        else if (sampler)
+            gather_logits(e, m, e->h_logits);
+        e->be.ops->sync(e->be.ctx);
+        for (int32_t j = 0; sampler && j < m; j++) {
+            int32_t k = r0 + j;
+            const struct batch_seq *q = &b->seqs[e->plp_seq[k]];
+            struct sampler_result res;
+            const float *row = e->h_logits + (size_t)j * (size_t)V;
+            int32_t tok = q->prompt[e->plp_pos[k]], rank = 1;
+            sampler_logprobs(row, V, tok, VLM_MIN(q->prompt_top, VLM_MAX_TOP_LOGPROBS), &res);
+            for (int32_t v = 0; v < V; v++) rank += row[v] > row[tok];
+            e->plp_lp[k] = res.logprob;
+            e->plp_rank[k] = rank;
+            for (int32_t t = 0; t < VLM_MAX_TOP_LOGPROBS; t++) {
+                bool has = t < res.n_top;
+                e->plp_top_ids[(size_t)k * VLM_MAX_TOP_LOGPROBS + t] = has ? res.top_ids[t] : -1;
+                e->plp_top_lp[(size_t)k * VLM_MAX_TOP_LOGPROBS + t] = has ? res.top_lp[t] : 0.0f;
+            }
+        }
+    }
+}
+
 int engine_rank_execute(struct engine *e, const struct batch *b, struct batch_out *out)
 {
     bool sampler = !e->comm || e->comm->rank == 0; /* only rank 0 samples */
@@ -861,7 +927,10 @@ int engine_rank_execute(struct engine *e, const struct batch *b, struct batch_ou
         rc = engine_rank_forward_rows(e, b, e->h_rows, n, sampler ? e->h_logits : NULL);
     }
     if (rc < 0) return rc;
-    if (!sampler) return 0;
+    if (!sampler) {
+        prompt_logprobs(e, b, false, out);
+        return 0;
+    }
     int32_t r = 0, V = e->cfg.vocab_size;
     for (int32_t s = 0; s < b->n_seqs; s++) {
         const struct batch_seq *q = &b->seqs[s];
@@ -886,5 +955,6 @@ int engine_rank_execute(struct engine *e, const struct batch *b, struct batch_ou
     out->logprob = e->out_logprob;
     out->top_ids = e->out_top_ids;
     out->top_lp = e->out_top_lp;
+    prompt_logprobs(e, b, true, out);
     return 0;
 }

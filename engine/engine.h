@@ -133,6 +133,9 @@ struct engine {
     float *out_logprob;                   /* (max_seqs) */
     int32_t *out_top_ids;                 /* (max_seqs, VLM_MAX_TOP_LOGPROBS) */
     float *out_top_lp;                    /* (max_seqs, VLM_MAX_TOP_LOGPROBS) */
+    int32_t *plp_seq, *plp_row, *plp_pos, *plp_rank; /* (T) each */
+    int32_t *plp_top_ids;                 /* (T, VLM_MAX_TOP_LOGPROBS) */
+    float *plp_lp, *plp_top_lp;           /* (T), (T, VLM_MAX_TOP_LOGPROBS): prompt logprobs */
 
     /* encoder cache */
     struct vit *vit;                      /* owned; NULL without vision */

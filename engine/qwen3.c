@@ -125,13 +125,24 @@ void qwen3_forward(struct engine *e, int32_t n, const struct qwen3_splice *splic
     }
 
     /* logits = lm_head(norm(x)) only for the rows that need them (norm is row-wise) */
+    qwen3_logits(e, rows, n_rows);
+}
+
+void qwen3_logits(struct engine *e, const int32_t *rows, int32_t n_rows)
+{
+    const struct backend_ops *ops = e->be.ops;
+    void *c = e->be.ctx;
+    enum dtype at = ops->act_type;
+    int64_t H = e->cfg.hidden_size;
+    VLM_ASSERT(n_rows >= 0 && n_rows <= e->p.max_logit_rows);
     if (n_rows == 0) return;
+    struct tensor x = rows2(e->x, at, e->p.max_batched_tokens, H);
     struct tensor xs = rows2(e->xs, at, n_rows, H);
     struct tensor lg = rows2(e->logits, DT_F32, n_rows, e->vocab_local);
     /* lg is f32 whatever the activation dtype: bf16 backends accumulate the lm_head product
      * in f32 and write f32 logits (the sampler and the host read f32) */
     ops->gather_rows(c, &xs, &x, rows);
-    ops->rmsnorm(c, &xs, &xs, &e->final_norm, eps);
+    ops->rmsnorm(c, &xs, &xs, &e->final_norm, e->cfg.rms_norm_eps);
     ops->matmul(c, &lg, &xs, &e->lm_head, NULL);
     if (e->comm) /* (tp, n_rows, vocab_local), rank order; engine.c reorders on the host */
         e->comm->ops->all_gather(e->comm->ctx, e->logits_all, e->logits,

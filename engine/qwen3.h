@@ -20,4 +20,9 @@ struct qwen3_splice {
 void qwen3_forward(struct engine *e, int32_t n_tokens, const struct qwen3_splice *splices,
                    int32_t n_splices, const int32_t *rows, int32_t n_rows);
 
+/* The head alone, again, after a forward: f32 logits for token rows rows[0..n_rows) of the
+ * last step (their residual stream is still in e->x) into e->logits (n_rows <=
+ * max_logit_rows). Prompt logprobs take more rows than one call holds. */
+void qwen3_logits(struct engine *e, const int32_t *rows, int32_t n_rows);
+
 #endif

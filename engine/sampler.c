@@ -231,6 +231,13 @@ static void fill_logprobs(const float *logits, int32_t V, int32_t n_top, struct 
     for (int32_t j = 0; j < n; j++) r->top_lp[j] = (float)((double)logits[r->top_ids[j]] - lse);
 }
 
+void sampler_logprobs(const float *logits, int32_t vocab, int32_t token, int32_t n_top,
+                      struct sampler_result *r)
+{
+    r->token = token;
+    fill_logprobs(logits, vocab, n_top < 0 ? 0 : n_top, r);
+}
+
 /* ==== Sampling ==== */
 
 int32_t sampler_sample(struct sampler_ws *w, const float *logits, const struct sampling_params *sp,
@@ -239,6 +246,8 @@ int32_t sampler_sample(struct sampler_ws *w, const float *logits, const struct s
 {
     int32_t V = w->vocab;
     memcpy(w->work, logits, (size_t)V * sizeof *w->work);
+    for (int32_t i = 0; i < sp->n_bias; i++)
+        if (sp->bias_ids[i] >= 0 && sp->bias_ids[i] < V) w->work[sp->bias_ids[i]] += sp->bias[i];
     apply_penalties(w, sp, prompt, n_prompt, output, n_out);
 
     int32_t tok = 0;
@@ -423,7 +432,7 @@ int32_t sampler_sample_prepped(const struct sample_prep *p, int32_t vocab,
     bool rep = sp->repetition_penalty != 1.0f && sp->repetition_penalty > 0.0f &&
                n_prompt + n_out > 0;
     bool pres = (sp->presence_penalty != 0.0f || sp->frequency_penalty != 0.0f) && n_out > 0;
-    if (rep || pres) return -1;
+    if (rep || pres || sp->n_bias > 0) return -1;
 
     int32_t tok;
     float tok_logit;

@@ -5,6 +5,8 @@
  * batch: the random draw comes from a counter-based generator keyed by (sp->seed, n_out).
  *
  * Order of processing (HF generate's warper order; vLLM applies the same penalties):
+ *   0. logit_bias: sp->bias[i] added to the logit of sp->bias_ids[i] (vLLM v1 applies it
+ *      before the penalties, after taking the raw logprobs);
  *   1. repetition penalty over the distinct ids of prompt + output (HF semantics: a positive
  *      logit is divided by the penalty, a negative one multiplied);
  *   2. presence and frequency penalties over output ids (OpenAI semantics:
@@ -80,6 +82,11 @@ int32_t sampler_sample(struct sampler_ws *w, const float *logits, const struct s
 int32_t sampler_sample_prepped(const struct sample_prep *p, int32_t vocab,
                                const struct sampling_params *sp, int32_t n_prompt, int32_t n_out,
                                struct sampler_result *r);
+
+/* The logprob of token in a raw logits row and its n_top most likely tokens (the same
+ * convention as the sampled token's), into r (r->token = token). Prompt logprobs. */
+void sampler_logprobs(const float *logits, int32_t vocab, int32_t token, int32_t n_top,
+                      struct sampler_result *r);
 
 /* The uniform [0,1) draw used for step n_out of a request seeded with seed (exposed for
  * tests). */

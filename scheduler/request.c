@@ -22,6 +22,8 @@ const char *req_state_name(int s)
 
 /* ==== Lifetime ==== */
 
+static void req_free(struct request *r);
+
 struct request *req_new(uint64_t id, const int32_t *prompt, int32_t n_prompt,
                         const struct req_params *params)
 {
@@ -37,14 +39,41 @@ struct request *req_new(uint64_t id, const int32_t *prompt, int32_t n_prompt,
     r->id = id;
     r->n_prompt = n_prompt;
     r->params = *params;
+    r->params.sp.bias_ids = NULL;
+    r->params.sp.bias = NULL;
     atomic_init(&r->refs, 1);
     pthread_mutex_init(&r->stream.mu, NULL);
+    int32_t nb = params->sp.n_bias;
+    if (nb > 0) {
+        int32_t *ids = trymalloc((size_t)nb * sizeof *ids);
+        float *bias = trymalloc((size_t)nb * sizeof *bias);
+        r->params.sp.bias_ids = ids;
+        r->params.sp.bias = bias;
+        if (!ids || !bias) goto fail;
+        memcpy(ids, params->sp.bias_ids, (size_t)nb * sizeof *ids);
+        memcpy(bias, params->sp.bias, (size_t)nb * sizeof *bias);
+    }
+    if (params->prompt_logprobs) {
+        size_t n = (size_t)(n_prompt > 0 ? n_prompt : 1);
+        size_t k = (size_t)VLM_MAX(VLM_MIN(params->prompt_top, VLM_MAX_TOP_LOGPROBS), 0);
+        r->plp.n_top = (int32_t)k;
+        r->plp.n_done = 1;
+        r->plp.lp = trycalloc(n, sizeof(float));
+        r->plp.rank = trycalloc(n, sizeof(int32_t));
+        r->plp.top_ids = trycalloc(n * k + 1, sizeof(int32_t));
+        r->plp.top_lp = trycalloc(n * k + 1, sizeof(float));
+        if (!r->plp.lp || !r->plp.rank || !r->plp.top_ids || !r->plp.top_lp) goto fail;
+    }
     r->stream.state = REQ_WAITING;
     r->t_arrival_ns = vlm_now_ns();
     r->state = REQ_WAITING;
     r->n_cached_first = -1;
     r->run_idx = -1;
     return r;
+fail:
+    r->cleanup = NULL;
+    req_free(r);
+    return NULL;
 }
 
 int req_add_item(struct request *r, int32_t offset, const struct mm_item *item, float *pixels)
@@ -100,6 +129,12 @@ static void req_free(struct request *r)
     free(r->block_hash);
     free(r->mm_held);
     free(r->stream.ev);
+    free((void *)r->params.sp.bias_ids);
+    free((void *)r->params.sp.bias);
+    free(r->plp.lp);
+    free(r->plp.rank);
+    free(r->plp.top_ids);
+    free(r->plp.top_lp);
     pthread_mutex_destroy(&r->stream.mu);
     free(r);
 }

@@ -48,6 +48,23 @@ struct req_params {
     int32_t eos_ids[REQ_MAX_EOS];        /* the model's EOS ids */
     int32_t n_eos;
     bool ignore_eos;
+    bool prompt_logprobs;                /* the prompt tokens' logprobs, with prompt_top top
+                                          * entries (<= VLM_MAX_TOP_LOGPROBS); such a request
+                                          * takes no prefix-cache hit (vLLM v1) */
+    int32_t prompt_top;
+};
+
+/* The prompt tokens' logprobs (req_params.prompt_logprobs): entry t (1 <= t < n_prompt)
+ * is log p(prompt[t] | prompt[0..t)) from the raw logits, with its top list. Written by the
+ * engine thread before the first event is pushed; the HTTP side reads it once it has read an
+ * event or the finished state (the stream mutex orders the two). */
+struct req_prompt_lp {
+    float *lp;                           /* owned, (n_prompt); lp[0] unused */
+    int32_t *rank;                       /* owned, (n_prompt): rank of prompt[t], 1 = best */
+    int32_t *top_ids;                    /* owned, (n_prompt * n_top) */
+    float *top_lp;                       /* owned, (n_prompt * n_top) */
+    int32_t n_top;
+    int32_t n_done;                      /* entries [1, n_done) are written */
 };
 
 /* One sampled token as the HTTP side receives it. */
@@ -90,7 +107,9 @@ struct request {
     int32_t n_mm;
     struct mm_item **items;              /* owned, (n_items); each item and its pixels owned */
     int32_t n_items;
-    struct req_params params;
+    struct req_params params;            /* params.sp.bias_ids / bias point into the request's
+                                          * own copies (req_new) */
+    struct req_prompt_lp plp;            /* written by the scheduler (see above) */
     req_notify_fn notify;                /* called on the engine thread at most once per step,
                                           * after the step's events are pushed; may be NULL */
     void *notify_user;                   /* borrowed */
@@ -123,7 +142,8 @@ struct request {
     int32_t run_idx;                     /* index in the running array, -1 if not running */
 };
 
-/* Copies prompt. params is copied. Returns NULL on allocation failure (input-sized). */
+/* Copies prompt. params is copied, with its logit_bias arrays; the prompt-logprob storage
+ * is allocated when params->prompt_logprobs. Returns NULL on allocation failure (input-sized). */
 struct request *req_new(uint64_t id, const int32_t *prompt, int32_t n_prompt,
                         const struct req_params *params);
 /* Adds one media item whose placeholder tokens are prompt[offset, offset + item->n_tokens).

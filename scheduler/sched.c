@@ -596,6 +596,8 @@ static void add_seq(struct sched *s, struct request *r, int32_t n_new)
         .n_prompt = r->n_prompt,
         .output = r->tokens + r->n_prompt,
         .n_out = r->n_tokens - r->n_prompt,
+        .prompt_lp = r->params.prompt_logprobs && pos + 1 < r->n_prompt,
+        .prompt_top = r->plp.n_top,
     };
 }
 
@@ -644,7 +646,8 @@ int32_t sched_schedule(struct sched *s, struct batch *out)
     while (!preempted && s->wait_head && s->n_running < s->cfg.max_num_seqs && budget > 0) {
         struct request *r = s->wait_head;
         VLM_ASSERT(r->n_blocks == 0 && r->n_computed == 0);
-        int32_t n_hit = kv_cache_lookup(&s->pool, r, s->hits);
+        /* prompt logprobs need every prompt position computed (vLLM v1 skips the cache too) */
+        int32_t n_hit = r->params.prompt_logprobs ? 0 : kv_cache_lookup(&s->pool, r, s->hits);
         int32_t n_cached = n_hit * bs;
         int32_t n_new = VLM_MIN(VLM_MIN(r->n_tokens - n_cached, budget), s->prefill_chunk);
         r->mm_done = 0;
@@ -697,14 +700,32 @@ static int stop_state(const struct request *r, int32_t tok, bool *is_stop)
     return 0;
 }
 
+/* One prompt logprob entry into r's storage; a position already written (a recompute after
+ * preemption) is left alone, since the HTTP side may be reading it. */
+static void store_prompt_lp(struct request *r, const struct batch_out *out, int32_t j)
+{
+    struct req_prompt_lp *p = &r->plp;
+    int32_t t = out->plp_pos[j], k = p->n_top;
+    if (!p->lp || t != p->n_done || t >= r->n_prompt) return;
+    p->lp[t] = out->plp_lp[j];
+    p->rank[t] = out->plp_rank[j];
+    memcpy(p->top_ids + (size_t)t * k, out->plp_top_ids + (size_t)j * VLM_MAX_TOP_LOGPROBS,
+           (size_t)k * sizeof(int32_t));
+    memcpy(p->top_lp + (size_t)t * k, out->plp_top_lp + (size_t)j * VLM_MAX_TOP_LOGPROBS,
+           (size_t)k * sizeof(float));
+    p->n_done = t + 1;
+}
+
 void sched_update(struct sched *s, const struct batch *b, const struct batch_out *out)
 {
     VLM_ASSERT(s->in_step && b->n_seqs == s->b.n_seqs && b->seqs == s->seqs);
-    int32_t k = 0, n_done = 0;
+    int32_t k = 0, n_done = 0, lp = 0;
     for (int32_t i = 0; i < b->n_seqs; i++) {
         const struct batch_seq *q = &b->seqs[i];
         struct request *r = s->seq_req[i];
         VLM_ASSERT(r->state == REQ_RUNNING && q->pos == r->n_computed);
+        for (; lp < out->n_plp && out->plp_seq[lp] == i; lp++)
+            store_prompt_lp(r, out, lp);
         r->n_computed += q->n_tokens;
         ctr_add(s, CTR_TOK_IN, q->n_tokens);
         enc_release_done(s, r);

@@ -84,20 +84,18 @@ static const char *role_name(enum chat_role r)
     case CHAT_USER: return "user";
     case CHAT_ASSISTANT: return "assistant";
     case CHAT_TOOL: return "tool";
+    case CHAT_OTHER: return "custom";
     }
     return "?";
 }
 
-/* Whether a message of role r may follow one of role prev (CHAT_SYSTEM: the start). */
-static bool role_may_follow(enum chat_role r, enum chat_role prev)
+/* Whether a message of role r may follow one of role prev (start: the first message after
+ * the leading system one). Any order the template renders, except that a tool message
+ * answers an assistant message (or continues a run of tool messages). */
+static bool role_may_follow(enum chat_role r, enum chat_role prev, bool start)
 {
-    switch (r) {
-    case CHAT_USER: return prev != CHAT_USER;
-    case CHAT_ASSISTANT: return prev == CHAT_USER || prev == CHAT_TOOL;
-    case CHAT_TOOL: return prev == CHAT_ASSISTANT || prev == CHAT_TOOL;
-    case CHAT_SYSTEM: return false;
-    }
-    return false;
+    if (r == CHAT_TOOL) return !start && (prev == CHAT_ASSISTANT || prev == CHAT_TOOL);
+    return true;
 }
 
 #define BAD(...) vlm_err_param(err, VLM_EINVAL, 400, "messages", __VA_ARGS__)
@@ -132,7 +130,8 @@ static void render_user_content(struct strbuf *out, const char *text, int32_t n_
  * only after the last real user query (multi-step tool use), dropped before it. Tool calls
  * follow the content, each on its own lines ("\n" before the first only when the content
  * after the think split is not empty). */
-static void render_assistant(struct strbuf *out, const struct chat_msg *m, bool after_last_query)
+static void render_assistant(struct strbuf *out, const struct chat_msg *m, bool after_last_query,
+                             bool last)
 {
     const char *text = m->text ? m->text : "";
     struct slice all = {text, strlen(text)}, content = all, reasoning = {"", 0};
@@ -141,7 +140,7 @@ static void render_assistant(struct strbuf *out, const struct chat_msg *m, bool 
         reasoning = lstrip_nl(after_last(rstrip_nl(before_first(all, "</think>")), "<think>"));
     }
     sb_puts(out, "<|im_start|>assistant\n");
-    if (after_last_query && reasoning.n) {
+    if (after_last_query && (last || reasoning.n)) { /* the template's loop.last or reasoning */
         sb_puts(out, "<think>\n");
         sb_slice(out, lstrip_nl(rstrip_nl(reasoning)));
         sb_puts(out, "\n</think>\n\n");
@@ -178,6 +177,41 @@ static void render_tools_system(struct strbuf *out, const char *system, const st
                  "</tool_call><|im_end|>\n");
 }
 
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* continue_final_message as transformers applies it after rendering: find the last
+ * occurrence of the final message's stripped text; keep the message's trailing spacing if
+ * the rendering has the whole message there, else cut after the stripped text. */
+static int cut_after_final(struct strbuf *out, const char *text, struct vlm_err *err)
+{
+    const char *f = text ? text : "";
+    size_t n = strlen(f), lo = 0, hi = n;
+    while (lo < n && is_space(f[lo])) lo++;
+    while (hi > lo && is_space(f[hi - 1])) hi--;
+    size_t sn = hi - lo; /* final.strip() */
+    const char *loc = NULL;
+    for (const char *p = out->s; p && (size_t)(p - out->s) + sn <= out->n;) {
+        const char *q = sn ? memmem(p, out->n - (size_t)(p - out->s), f + lo, sn)
+                           : out->s + out->n;
+        if (!q) break;
+        loc = q;
+        if (!sn) break;
+        p = q + 1;
+    }
+    if (!loc)
+        return vlm_err_param(err, VLM_EINVAL, 400, "messages",
+                             "continue_final_message is set but the final message does not "
+                             "appear in the chat after applying the chat template");
+    size_t at = (size_t)(loc - out->s), keep = n - lo; /* len(final.lstrip()) */
+    bool whole = at + keep <= out->n && keep == n && !memcmp(loc, f, n);
+    out->n = at + (whole ? keep : sn);
+    out->s[out->n] = 0;
+    return 0;
+}
+
 int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *o,
                 struct strbuf *out, int32_t *n_images_total, struct vlm_err *err)
 {
@@ -189,17 +223,20 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
     int32_t first = msgs[0].role == CHAT_SYSTEM ? 1 : 0;
     for (int32_t i = first; i < n; i++) {
         enum chat_role prev = i == first ? CHAT_SYSTEM : msgs[i - 1].role;
-        bool ok = i == first ? msgs[i].role == CHAT_USER : role_may_follow(msgs[i].role, prev);
-        if (!ok)
-            return BAD("messages[%d]: unexpected role '%s' after '%s' (roles must be: an optional "
-                       "system message, then user; assistant after user or tool; tool after "
-                       "assistant or tool; user after assistant or tool)",
+        if (!role_may_follow(msgs[i].role, prev, i == first))
+            return BAD("messages[%d]: unexpected role '%s' after '%s' (a tool message follows "
+                       "an assistant or tool message)",
                        (int)i, role_name(msgs[i].role), i == first ? "start" : role_name(prev));
         if (msgs[i].n_tool_calls && msgs[i].role != CHAT_ASSISTANT)
             return BAD("messages[%d]: only assistant messages carry tool calls", (int)i);
     }
-    if (msgs[n - 1].role != CHAT_USER && msgs[n - 1].role != CHAT_TOOL)
-        return BAD("messages: the last message must be a user or tool message");
+    bool prefill = o->no_generation_prompt || o->continue_final;
+    if (msgs[n - 1].role != CHAT_USER && msgs[n - 1].role != CHAT_TOOL &&
+        !(prefill && msgs[n - 1].role == CHAT_ASSISTANT))
+        return BAD("messages: the last message must be a user or tool message (an assistant "
+                   "message with add_generation_prompt false or continue_final_message)");
+    if (o->continue_final && msgs[n - 1].role != CHAT_ASSISTANT)
+        return BAD("messages: continue_final_message needs a final assistant message");
 
     /* "OpenAI messages to prompt": images only in user messages; markers in the text must match the
      * count. */
@@ -216,10 +253,12 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
     if (total > CHAT_MAX_IMAGES) return BAD("messages: too many images (%lld)", (long long)total);
     if (!first && o->default_system && strstr(o->default_system, CHAT_IMAGE_MARKER))
         return BAD("the default system prompt contains an <image> marker");
-    bool implicit = total == 0 && o->implicit_image;
+    int32_t first_user = first; /* §5.2: the implicit image goes to the first user message */
+    while (first_user < n && msgs[first_user].role != CHAT_USER) first_user++;
+    bool implicit = total == 0 && o->implicit_image && first_user < n;
     for (int32_t i = first; i < n; i++) {
         if (msgs[i].role != CHAT_USER) continue;
-        int32_t n_img = msgs[i].n_images + (implicit && i == first);
+        int32_t n_img = msgs[i].n_images + (implicit && i == first_user);
         int32_t k = count_markers(msgs[i].text ? msgs[i].text : "");
         if (k && k != n_img)
             return BAD("messages[%d]: %d <image> markers in the text but %d images in the message; "
@@ -233,7 +272,7 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
     int32_t last_query = n - 1;
     for (int32_t i = n - 1; i >= first; i--) {
         const char *text = msgs[i].text ? msgs[i].text : "";
-        int32_t n_img = msgs[i].n_images + (implicit && i == first);
+        int32_t n_img = msgs[i].n_images + (implicit && i == first_user);
         bool prefixed = n_img > 0 && !strstr(text, CHAT_IMAGE_MARKER);
         if (msgs[i].role == CHAT_USER &&
             (prefixed || !(starts_with(text, "<tool_response>") && ends_with(text, "</tool_response>")))) {
@@ -256,19 +295,26 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
         const char *text = msgs[i].text ? msgs[i].text : "";
         if (msgs[i].role == CHAT_USER) {
             sb_puts(out, "<|im_start|>user\n");
-            render_user_content(out, text, msgs[i].n_images + (implicit && i == first), o);
+            render_user_content(out, text, msgs[i].n_images + (implicit && i == first_user), o);
             sb_puts(out, "<|im_end|>\n");
+        } else if (msgs[i].role == CHAT_SYSTEM) { /* not the first: a turn like a user's */
+            sb_puts(out, "<|im_start|>system\n");
+            sb_puts(out, text);
+            sb_puts(out, "<|im_end|>\n");
+        } else if (msgs[i].role == CHAT_OTHER) { /* the template renders no other role */
         } else if (msgs[i].role == CHAT_TOOL) {
             /* consecutive tool messages share one user turn */
-            if (msgs[i - 1].role != CHAT_TOOL) sb_puts(out, "<|im_start|>user");
+            if (i == 0 || msgs[i - 1].role != CHAT_TOOL) sb_puts(out, "<|im_start|>user");
             sb_puts(out, "\n<tool_response>\n");
             sb_puts(out, text);
             sb_puts(out, "\n</tool_response>");
             if (i == n - 1 || msgs[i + 1].role != CHAT_TOOL) sb_puts(out, "<|im_end|>\n");
         } else {
-            render_assistant(out, &msgs[i], i > last_query);
+            render_assistant(out, &msgs[i], i > last_query, i == n - 1);
         }
     }
+    if (o->continue_final) return cut_after_final(out, msgs[n - 1].text, err);
+    if (prefill) return 0;
     sb_puts(out, "<|im_start|>assistant\n");
     if (!o->enable_thinking) sb_puts(out, "<think>\n\n</think>\n\n");
     return 0;

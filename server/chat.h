@@ -18,17 +18,18 @@
  * frame counts one in n_images. Images bind to markers in order over the whole conversation.
  *
  * Rules (violations are VLM_EINVAL, http 400, param "messages"):
- *   - at least one message; an optional system message first, then a user message; after
- *     it, an assistant message answers a user or tool message, a tool message follows an
- *     assistant or tool message, a user message follows an assistant or tool message; the
- *     last message is a user or tool message;
+ *   - at least one message; any order the Qwen3 template renders (consecutive messages of a
+ *     role, system messages after the first turn, custom roles, which it drops), except that
+ *     a tool message follows an assistant or tool message; the last message is a user or
+ *     tool message (or an assistant message under the prefill options of struct
+ *     chat_opts);
  *   - only user messages carry images or "<image>" markers; only assistant messages carry
  *     tool calls;
  *   - a user message whose text has no "<image>" gets its markers prefixed, joined by single
  *     spaces and followed by "\n" ("<image> <image>\nDescribe..."); one whose text has
  *     markers must have exactly n_images of them;
  *   - with no image in the whole conversation and implicit_image on, the first user message
- *     gets one image: the caller must then supply the 3x3 black image (CHAT_IMPLICIT_IMAGE)
+ *     (if there is one) gets one image: the caller must then supply the 3x3 black image (CHAT_IMPLICIT_IMAGE)
  *     as image 0; *n_images_total says 1.
  * Assistant turns render as the real template renders turns before the last user query: the
  * text after the last "</think>" with leading newlines removed. (The template's multi-step
@@ -63,7 +64,8 @@
  * (4 LLM tokens after preprocessing: smart_resize makes it 28x28). */
 #define CHAT_IMPLICIT_IMAGE_SIZE 3
 
-enum chat_role { CHAT_SYSTEM, CHAT_USER, CHAT_ASSISTANT, CHAT_TOOL };
+/* CHAT_OTHER: a custom role (vLLM passes any role to the template; Qwen3's renders none). */
+enum chat_role { CHAT_SYSTEM, CHAT_USER, CHAT_ASSISTANT, CHAT_TOOL, CHAT_OTHER };
 
 /* One tool call of an assistant turn, as the template writes it back into the prompt. */
 struct chat_tool_call {
@@ -88,6 +90,15 @@ struct chat_opts {
     bool wrap_image_tokens;     /* use_special_start_end_token: "<im_start><image><im_end>" */
     const char *const *tools;   /* borrowed, (n_tools): each tool's JSON (pyjson_tool) */
     int32_t n_tools;            /* 0: no tools block */
+    /* Prefill (vLLM's add_generation_prompt: false / continue_final_message: true, which
+     * transformers renders): either lets the conversation end with an assistant message,
+     * rendered as the template renders a last turn; no generation prompt follows. With
+     * continue_final the text is cut right after the final message's content (transformers'
+     * rule: the last occurrence of its whitespace-stripped text; spacing kept when the
+     * template kept it), so the model continues that message; it must be an assistant
+     * message whose text survives the template (else VLM_EINVAL). */
+    bool no_generation_prompt;
+    bool continue_final;
 };
 
 /* Renders msgs[0..n) -> out (appended; NUL-terminated) and sets *n_images_total (including

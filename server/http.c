@@ -9,6 +9,7 @@
 #include <libavutil/mem.h>
 #include <libavutil/sha.h>
 #include <errno.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -33,8 +34,11 @@
 
 enum route {
     ROUTE_NONE, ROUTE_CHAT, ROUTE_COMPLETION, ROUTE_TOKENIZE, ROUTE_DETOKENIZE, ROUTE_MODELS,
-    ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS, ROUTE_PAGE, ROUTE_BAD_METHOD, ROUTE_PREFLIGHT
+    ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS, ROUTE_PAGE, ROUTE_BAD_METHOD, ROUTE_PREFLIGHT,
+    ROUTE_VERSION, ROUTE_PING, ROUTE_INVOCATIONS, ROUTE_MODEL, ROUTE_TOKENIZER_INFO
 };
+
+#define HTTP_SERVER_VERSION "0.1.0" /* GET /version */
 
 enum phase { PHASE_BODY, PHASE_PREP, PHASE_RUN, PHASE_SENT };
 
@@ -58,6 +62,14 @@ struct choice {
     bool done, role_sent;
     struct req_usage usage;     /* from the stream when it finished */
     uint64_t t_last_ns;
+    /* completions batches, echo and vLLM's extras (choices.c) */
+    int32_t prompt_idx;         /* the prompt of the batch this choice continues */
+    struct i32_vec ids;         /* output ids so far (return_token_ids) */
+    int32_t ids_sent;           /* stream: ids already sent */
+    bool prelude_done;          /* the echoed prompt / prompt logprobs taken */
+    cJSON *plp;                 /* prompt_logprobs being returned (owned) */
+    bool stop_token_hit;        /* a stop_token_ids entry ended the choice */
+    int32_t stop_token;
 };
 
 struct conn {
@@ -80,6 +92,10 @@ struct conn {
     int32_t n_prompt;
     struct choice *ch;          /* owned, (n_ch) */
     int32_t n_ch;
+    struct i32_vec *prompt_ids; /* owned, (n_prompts): each prompt as submitted */
+    int32_t n_prompts;
+    char *req_id;               /* owned; the client's X-Request-Id, echoed */
+    char *url_tail;             /* owned; GET /v1/models/{id}: the id */
     bool ch_ready;              /* ch[] complete (guarded by mu) */
     bool prep_done;             /* the worker is finished with the fields above (mu) */
     /* suspend / resume */
@@ -171,8 +187,14 @@ static void conn_release(struct conn *c)
         sb_free(&h->content);
         sb_free(&h->reasoning);
         cJSON_Delete(h->lp);
+        cJSON_Delete(h->plp);
+        i32_vec_free(&h->ids);
     }
     free(c->ch);
+    for (int32_t i = 0; i < c->n_prompts; i++) i32_vec_free(&c->prompt_ids[i]);
+    free(c->prompt_ids);
+    free(c->req_id);
+    free(c->url_tail);
     oai_request_destroy(&c->q);
     body_free(c);
     sb_free(&c->out);
@@ -361,6 +383,7 @@ static enum MHD_Result queue(struct conn *c, int status, struct MHD_Response *re
 {
     add_cors(c, resp);
     if (c->close) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (c->req_id) MHD_add_response_header(resp, "X-Request-Id", c->req_id);
     enum MHD_Result r = MHD_queue_response(c->mhd, (unsigned)status, resp);
     MHD_destroy_response(resp);
     metrics_status(c->srv->d.metrics, status);
@@ -454,16 +477,25 @@ static void consume(struct conn *c, struct choice *h, const struct req_event *ev
     }
     h->t_last_ns = now;
     h->n_tokens++;
-    if (ev->is_stop) return;
+    if (c->q.echo_only) return; /* the one token generated under echo + max_tokens 0 */
+    i32_vec_push(&h->ids, ev->token);
+    if (ev->is_stop) {
+        for (int32_t i = 0; i < c->q.n_stop_ids; i++)
+            if (ev->token == c->q.stop_ids[i]) h->stop_token_hit = true;
+        for (int32_t i = 0; i < s->d.n_eos && !c->q.ignore_eos; i++)
+            if (ev->token == s->d.eos_ids[i]) h->stop_token_hit = false; /* EOS: null */
+        h->stop_token = ev->token;
+        return;
+    }
     size_t before = h->content.n;
     if (h->lp) {
         int32_t n_top = VLM_MIN(ev->n_top, c->q.top_logprobs);
         if (c->route == ROUTE_CHAT)
             oai_logprob_add_chat(h->lp, s->d.tok, ev->token, ev->logprob, n_top, ev->top_ids,
-                                 ev->top_lp);
+                                 ev->top_lp, c->q.tokens_as_ids);
         else
             oai_logprob_add_completion(h->lp, s->d.tok, ev->token, ev->logprob, n_top,
-                                       ev->top_ids, ev->top_lp, h->text_len);
+                                       ev->top_ids, ev->top_lp, h->text_len, c->q.tokens_as_ids);
         h->n_lp++;
     }
     int stopped = oai_text_push(&h->text, ev->token, h->tools_on ? &h->raw : &h->content,
@@ -472,11 +504,71 @@ static void consume(struct conn *c, struct choice *h, const struct req_event *ev
         oai_tools_push(&h->tools, h->raw.s, h->raw.n, &h->content);
         h->raw.n = 0;
     }
+    if (!c->q.include_reasoning) { /* include_reasoning: false drops the thinking text */
+        h->reasoning.n = 0;
+        if (h->reasoning.s) h->reasoning.s[0] = 0;
+    }
     if (stopped) {
         h->stop_hit = true;
         sched_abort(s->d.loop, h->r->id, REQ_FINISHED_STOP);
     }
     h->text_len += (int32_t)(h->content.n - before);
+}
+
+/* Before a choice's first output: what comes from the prompt. echo (completions) puts the
+ * prompt's text in front of the output and, with logprobs, the prompt tokens' entries in
+ * front of the output's (the first one null, as vLLM writes it); prompt_logprobs builds
+ * vLLM's list. Both read the request's prompt logprobs, complete once the request has an
+ * event or has finished (request.h). */
+static void prelude(struct conn *c, struct choice *h)
+{
+    struct http_server *s = c->srv;
+    const struct request *r = h->r;
+    const struct i32_vec *p = &c->prompt_ids[h->prompt_idx];
+    const struct req_prompt_lp *pl = &r->plp;
+    bool have = pl->lp && pl->n_done >= (int32_t)p->n;
+    bool as_ids = c->q.tokens_as_ids;
+    h->prelude_done = true;
+    if (c->q.prompt_logprobs >= 0 && have) {
+        h->plp = cJSON_CreateArray();
+        cJSON_AddItemToArray(h->plp, cJSON_CreateNull());
+        for (size_t t = 1; t < p->n; t++)
+            cJSON_AddItemToArray(h->plp, oai_prompt_logprob_entry(
+                s->d.tok, p->v[t], pl->lp[t], pl->rank[t], pl->n_top,
+                pl->top_ids + t * (size_t)pl->n_top, pl->top_lp + t * (size_t)pl->n_top, as_ids));
+    }
+    if (!c->q.echo) return;
+    if (c->route == ROUTE_CHAT) {
+        /* vLLM: the reply starts with the last message when that has the reply's role, i.e.
+         * an assistant message continued with add_generation_prompt false */
+        const struct oai_message *last = &c->q.msgs[c->q.n_msgs - 1];
+        if (!c->q.add_generation_prompt && last->role == OAI_ROLE_ASSISTANT)
+            oai_utf8_sanitize(&h->content, last->text, strlen(last->text));
+        return;
+    }
+    const struct oai_prompt *op = &c->q.prompts[h->prompt_idx];
+    if (op->text && !c->q.truncate_prompt_tokens) {
+        sb_append(&h->content, op->text, op->len);
+    } else {
+        struct strbuf t = {0};
+        tok_decode(s->d.tok, p->v, p->n, c->q.skip_special_tokens, &t);
+        oai_utf8_sanitize(&h->content, t.s ? t.s : "", t.n);
+        sb_free(&t);
+    }
+    if (h->lp && have) {
+        int32_t off = 0;
+        for (size_t t = 0; t < p->n; t++) {
+            size_t nb = 0;
+            tok_bytes(s->d.tok, p->v[t], &nb);
+            int32_t k = VLM_MIN(pl->n_top, c->q.top_logprobs);
+            oai_logprob_add_completion(h->lp, s->d.tok, p->v[t], t ? pl->lp[t] : NAN, t ? k : 0,
+                                       pl->top_ids + t * (size_t)pl->n_top,
+                                       pl->top_lp + t * (size_t)pl->n_top, off, as_ids);
+            off += (int32_t)nb;
+            h->n_lp++;
+        }
+    }
+    h->text_len = (int32_t)h->content.n;
 }
 
 static cJSON *new_lp(const struct conn *c)
@@ -495,6 +587,7 @@ static bool pump_choice(struct conn *c, struct choice *h)
     int32_t k;
     do {
         k = req_stream_read(h->r, ev, (int32_t)ARRAY_LEN(ev), &state, &u);
+        if (!h->prelude_done && (k > 0 || req_state_finished(state))) prelude(c, h);
         for (int32_t j = 0; j < k; j++) consume(c, h, &ev[j]);
     } while (k == (int32_t)ARRAY_LEN(ev));
     if (h->stop_hit || req_state_finished(state)) {
@@ -558,6 +651,32 @@ static void record_finish(struct conn *c)
                    h0 ? finish_name(h0) : "-", ms);
 }
 
+/* A stream chunk's extras for choice h (vLLM's): the usage so far
+ * (continuous_usage_stats), the ids since the last chunk and, on the first chunk, the
+ * prompt's ids (return_token_ids), the stop_reason. */
+static struct oai_chunk_extra chunk_extra(struct conn *c, struct choice *h,
+                                          struct oai_usage *u)
+{
+    struct oai_chunk_extra x = {.stop_str = h->stop_hit ? c->q.stop[h->text.stop_idx] : NULL,
+                                .has_stop_token = h->stop_token_hit,
+                                .stop_token = h->stop_token};
+    if (c->q.continuous_usage) {
+        *u = (struct oai_usage){.prompt_tokens = (int32_t)c->prompt_ids[h->prompt_idx].n,
+                                .completion_tokens = h->n_tokens, .cached_tokens = -1};
+        x.usage = u;
+    }
+    if (c->q.return_token_ids) {
+        x.token_ids = h->ids.v + h->ids_sent;
+        x.n_token_ids = (int32_t)h->ids.n - h->ids_sent;
+        h->ids_sent = (int32_t)h->ids.n;
+        if (!h->role_sent) {
+            x.prompt_ids = c->prompt_ids[h->prompt_idx].v;
+            x.n_prompt_ids = (int32_t)c->prompt_ids[h->prompt_idx].n;
+        }
+    }
+    return x;
+}
+
 /* Streaming: one pump over all choices, SSE chunks appended to c->out. */
 static void pump_stream(struct conn *c)
 {
@@ -566,8 +685,10 @@ static void pump_stream(struct conn *c)
         struct choice *h = &c->ch[i];
         if (h->done) continue;
         bool chat = c->route == ROUTE_CHAT;
+        struct oai_usage cu;
         if (chat && !h->role_sent) {
-            oai_sse_chunk(&c->out, &c->meta, i, "assistant", "", 0, NULL, 0, NULL, NULL);
+            struct oai_chunk_extra x = chunk_extra(c, h, &cu);
+            oai_sse_chunk_x(&c->out, &c->meta, i, "assistant", "", 0, NULL, 0, NULL, NULL, &x);
             h->role_sent = true;
         }
         bool done = pump_choice(c, h);
@@ -584,9 +705,12 @@ static void pump_stream(struct conn *c)
             int32_t new_calls = h->tools_on ? h->tools.n_calls - h->n_calls_sent : 0;
             const char *fin = done ? finish_name(h) : NULL;
             if (h->content.n || h->reasoning.n || h->n_lp || (done && !new_calls)) {
-                oai_sse_chunk(&c->out, &c->meta, i, NULL, h->content.n ? h->content.s : NULL,
-                              h->content.n, h->reasoning.n ? h->reasoning.s : NULL,
-                              h->reasoning.n, new_calls ? NULL : fin, h->n_lp ? h->lp : NULL);
+                struct oai_chunk_extra x = chunk_extra(c, h, &cu);
+                oai_sse_chunk_x(&c->out, &c->meta, i, NULL, h->content.n ? h->content.s : NULL,
+                                h->content.n, h->reasoning.n ? h->reasoning.s : NULL,
+                                h->reasoning.n, new_calls ? NULL : fin, h->n_lp ? h->lp : NULL,
+                                &x);
+                h->role_sent = true;
                 if (h->n_lp) {
                     h->lp = new_lp(c);
                     h->n_lp = 0;
@@ -711,6 +835,18 @@ static enum MHD_Result continue_plain(struct conn *c)
         co[i].finish = finish_name(h);
         co[i].logprobs = h->lp;
         h->lp = NULL;
+        co[i].stop_str = h->stop_hit ? c->q.stop[h->text.stop_idx] : NULL;
+        co[i].has_stop_token = h->stop_token_hit;
+        co[i].stop_token = h->stop_token;
+        if (c->q.return_token_ids) {
+            static const int32_t no_ids[1];
+            co[i].token_ids = h->ids.v ? h->ids.v : no_ids;
+            co[i].n_token_ids = (int32_t)h->ids.n;
+            co[i].prompt_ids = c->prompt_ids[h->prompt_idx].v;
+            co[i].n_prompt_ids = (int32_t)c->prompt_ids[h->prompt_idx].n;
+        }
+        co[i].prompt_logprobs = h->plp;
+        h->plp = NULL;
     }
     struct oai_usage u = conn_usage(c);
     char *json = oai_response_json(&c->meta, co, c->n_ch, &u);
@@ -720,26 +856,37 @@ static enum MHD_Result continue_plain(struct conn *c)
 
 /* ==== Preparation (prep worker threads) ==== */
 
-/* Builds and submits one request per choice. */
-static int make_requests(struct conn *c, struct prep_prompt *pp)
+/* Builds and submits one request per choice: n for each of the n_pp prompts, choice index
+ * prompt * n + sample (vLLM's order). */
+static int make_requests(struct conn *c, struct prep_prompt *pps, int32_t n_pp)
 {
     struct http_server *s = c->srv;
     const struct oai_request *q = &c->q;
-    c->n_prompt = (int32_t)pp->ids.n;
-    struct choice *ch = xcalloc((size_t)q->n, sizeof *ch);
+    int32_t n_ch = n_pp * q->n;
+    c->prompt_ids = xcalloc((size_t)n_pp, sizeof *c->prompt_ids);
+    c->n_prompts = n_pp;
+    c->n_prompt = 0;
+    for (int32_t k = 0; k < n_pp; k++) {
+        i32_vec_append(&c->prompt_ids[k], pps[k].ids.v, pps[k].ids.n);
+        c->n_prompt += (int32_t)pps[k].ids.n;
+    }
+    struct choice *ch = xcalloc((size_t)n_ch, sizeof *ch);
     struct req_params rp = {0};
     rp.sp = q->sp;
-    rp.max_tokens = pp->max_tokens;
     memcpy(rp.stop_ids, q->stop_ids, sizeof rp.stop_ids);
     rp.n_stop = q->n_stop_ids;
     rp.n_eos = VLM_MIN(s->d.n_eos, REQ_MAX_EOS);
     memcpy(rp.eos_ids, s->d.eos_ids, sizeof(int32_t) * (size_t)rp.n_eos);
     rp.ignore_eos = q->ignore_eos;
+    rp.prompt_logprobs = q->prompt_logprobs >= 0;
+    rp.prompt_top = VLM_MAX(q->prompt_logprobs, q->echo ? q->top_logprobs : 0);
     int rc = 0;
     int32_t n_built = 0;
-    for (int32_t i = 0; i < q->n && !rc; i++) {
+    for (int32_t i = 0; i < n_ch && !rc; i++) {
+        struct prep_prompt *pp = &pps[i / q->n];
         uint64_t id = atomic_fetch_add(&s->next_id, 1);
-        rp.sp.seed = q->has_seed ? q->sp.seed + (uint64_t)i
+        rp.max_tokens = pp->max_tokens;
+        rp.sp.seed = q->has_seed ? q->sp.seed + (uint64_t)(i % q->n)
                                  : vlm_mix64(id ^ (s->d.seed ? s->d.seed : vlm_now_ns()));
         struct request *r = req_new(id, pp->ids.v, (int32_t)pp->ids.n, &rp);
         if (!r) {
@@ -750,7 +897,7 @@ static int make_requests(struct conn *c, struct prep_prompt *pp)
             struct vision_prep_out *v = &pp->items[k].v;
             size_t bytes = (size_t)v->n_patches * (size_t)v->row_len * sizeof(float);
             float *px;
-            if (i == q->n - 1) { /* the last choice takes the pixels, the others copy */
+            if (i % q->n == q->n - 1) { /* the prompt's last choice takes the pixels */
                 px = v->pixels;
                 v->pixels = NULL;
             } else {
@@ -771,6 +918,7 @@ static int make_requests(struct conn *c, struct prep_prompt *pp)
         conn_retain(c); /* released by on_req_cleanup */
         struct choice *h = &ch[i];
         h->r = r;
+        h->prompt_idx = i / q->n;
         oai_text_init(&h->text, s->d.tok, q->skip_special_tokens, (const char *const *)q->stop,
                       q->n_stop, pp->thinking && c->route == ROUTE_CHAT);
         h->tools_on = c->route == ROUTE_CHAT && q->n_tools > 0 &&
@@ -846,13 +994,30 @@ static void prep_job(void *arg)
         cJSON_Delete(o);
         sb_free(&text);
         sb_free(&clean);
-    } else {
+    } else if (c->route == ROUTE_TOKENIZE) {
         struct prep_prompt pp;
-        bool tokenize = c->route == ROUTE_TOKENIZE;
-        rc = prep_prompt_build(s->d.prep_ctx, &c->q, tokenize, &pp, &c->err);
-        if (!rc && tokenize) c->result = tokenize_json(c, &pp);
-        else if (!rc) rc = make_requests(c, &pp);
+        rc = prep_prompt_build(s->d.prep_ctx, &c->q, true, &pp, &c->err);
+        if (!rc) c->result = tokenize_json(c, &pp);
         prep_prompt_destroy(&pp);
+    } else {
+        /* a completions batch: each prompt prepared on its own (chat: one) */
+        int32_t n = c->q.n_prompts > 0 ? c->q.n_prompts : 1, k = 0;
+        struct prep_prompt *pp = xcalloc((size_t)n, sizeof *pp);
+        for (; k < n && !rc; k++) {
+            struct oai_request one = c->q;
+            if (c->q.n_prompts > 0) {
+                one.prompt = c->q.prompts[k].text;
+                one.prompt_len = c->q.prompts[k].len;
+                one.prompt_ids = c->q.prompts[k].ids;
+                one.n_prompt_ids = c->q.prompts[k].n_ids;
+            }
+            rc = prep_prompt_build(s->d.prep_ctx, &one, false, &pp[k], &c->err);
+            if (rc && n > 1 && c->err.param[0] && !strncmp(c->err.param, "prompt", 6))
+                snprintf(c->err.param, sizeof c->err.param, "prompt[%d]", (int)k);
+        }
+        if (!rc) rc = make_requests(c, pp, n);
+        for (int32_t i = 0; i < n; i++) prep_prompt_destroy(&pp[i]);
+        free(pp);
     }
 done:
     c->prep_rc = rc;
@@ -880,7 +1045,14 @@ static enum route find_route(const char *method, const char *url)
         {"/ready", "GET", ROUTE_READY},
         {"/metrics", "GET", ROUTE_METRICS},
         {"/", "GET", ROUTE_PAGE},
+        {"/version", "GET", ROUTE_VERSION},
+        {"/ping", "GET", ROUTE_PING},
+        {"/invocations", "POST", ROUTE_INVOCATIONS},
+        {"/tokenizer_info", "GET", ROUTE_TOKENIZER_INFO},
     };
+    if (!strcmp(method, "POST") && !strcmp(url, "/ping")) return ROUTE_PING; /* vLLM: both */
+    if (!strncmp(url, "/v1/models/", 11) && url[11])
+        return strcmp(method, "GET") && strcmp(method, "HEAD") ? ROUTE_BAD_METHOD : ROUTE_MODEL;
     for (size_t i = 0; i < ARRAY_LEN(table); i++) {
         size_t n = strlen(table[i].path);
         if (strncmp(url, table[i].path, n) || (url[n] && !(url[n] == '/' && !url[n + 1])))
@@ -892,14 +1064,14 @@ static enum route find_route(const char *method, const char *url)
     return ROUTE_NONE;
 }
 
-/* Routes open without the API key: the probes, the CORS preflight, the static page (it
+/* Routes open without the API key: the probes (/health, /ready, /ping), the CORS preflight, the static page (it
  * holds no data; what it fetches needs the key) and /metrics unless --no-metrics-open.
  * Everything else, unknown routes and wrong methods included, needs the key (vLLM answers
  * 401 before 404 or 405 too). */
 static bool needs_key(const struct conn *c)
 {
     switch (c->route) {
-    case ROUTE_HEALTH: case ROUTE_READY: case ROUTE_PREFLIGHT: case ROUTE_PAGE:
+    case ROUTE_HEALTH: case ROUTE_READY: case ROUTE_PING: case ROUTE_PREFLIGHT: case ROUTE_PAGE:
         return false;
     case ROUTE_METRICS:
         return !c->srv->d.http->metrics_open;
@@ -922,6 +1094,26 @@ static bool authorized(struct conn *c)
     return diff == 0;
 }
 
+/* GET /tokenizer_info (vLLM's, behind its --enable-tokenizer-info-endpoint): the special
+ * tokens as text and the context length; no chat_template (the template is built in). */
+static char *tokenizer_info_json(const struct http_deps *d)
+{
+    cJSON *o = cJSON_CreateObject();
+    size_t n = 0;
+    const char *b = d->n_eos > 0 ? tok_bytes(d->tok, d->eos_ids[0], &n) : NULL;
+    struct strbuf eos = {0};
+    if (b) oai_utf8_sanitize(&eos, b, n);
+    if (eos.s) cJSON_AddStringToObject(o, "eos_token", eos.s);
+    else cJSON_AddNullToObject(o, "eos_token");
+    sb_free(&eos);
+    cJSON_AddNullToObject(o, "bos_token");
+    cJSON_AddNumberToObject(o, "model_max_length", d->max_model_len);
+    cJSON_AddStringToObject(o, "tokenizer_class", "Qwen2TokenizerFast");
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
 static enum MHD_Result serve_get(struct conn *c)
 {
     struct http_server *s = c->srv;
@@ -934,6 +1126,26 @@ static enum MHD_Result serve_get(struct conn *c)
         return send_json(c, 200, xstrdup("{\"status\":\"ready\"}"));
     case ROUTE_MODELS:
         return send_json(c, 200, xstrdup(s->models_json));
+    case ROUTE_PING: /* vLLM's SageMaker probe: /health's answer */
+        return send_buf(c, 200, "application/json", xstrdup("{}"), 2, false);
+    case ROUTE_VERSION:
+        return send_json(c, 200, xstrdup("{\"version\":\"" HTTP_SERVER_VERSION "\"}"));
+    case ROUTE_TOKENIZER_INFO: /* what a remote-tokenizer client needs (lm-eval-harness) */
+        return send_json(c, 200, tokenizer_info_json(&s->d));
+    case ROUTE_MODEL: { /* GET /v1/models/{id}: the one entry of /v1/models, or 404 */
+        const char *id = c->url_tail;
+        if (strcmp(id, s->d.model_name)) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "The model `%.100s` does not exist.", id);
+            return send_error_msg(c, 404, VLM_ENOTFOUND, "model", msg);
+        }
+        cJSON *all = cJSON_Parse(s->models_json);
+        cJSON *m = cJSON_DetachItemFromArray(cJSON_GetObjectItem(all, "data"), 0);
+        char *js = cJSON_PrintUnformatted(m);
+        cJSON_Delete(m);
+        cJSON_Delete(all);
+        return send_json(c, 200, js);
+    }
     case ROUTE_METRICS: {
         struct sched_stats st;
         sched_get_stats(s->d.loop, &st);
@@ -944,6 +1156,25 @@ static enum MHD_Result serve_get(struct conn *c)
     default:
         VLM_ASSERT(0);
     }
+}
+
+/* POST /invocations (vLLM's SageMaker route): a body with "messages" is a chat request,
+ * anything else a completions request (whose parser names what is missing). */
+static enum route invocation_route(const struct strbuf *body)
+{
+    if (body->n > HTTP_INLINE_PARSE_BYTES) { /* not parsed on this thread: a "messages" key */
+        const char *e = body->s + body->n;
+        for (const char *p = body->s; (p = memmem(p, (size_t)(e - p), "\"messages\"", 10)); p++) {
+            const char *q = p + 10;
+            while (q < e && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n')) q++;
+            if (q < e && *q == ':') return ROUTE_CHAT;
+        }
+        return ROUTE_COMPLETION;
+    }
+    cJSON *root = body->n ? cJSON_ParseWithLength(body->s, body->n) : NULL;
+    bool chat = root && cJSON_GetObjectItemCaseSensitive(root, "messages");
+    cJSON_Delete(root);
+    return chat ? ROUTE_CHAT : ROUTE_COMPLETION;
 }
 
 /* The body is complete: answer at once, or start preparing. */
@@ -960,6 +1191,7 @@ static enum MHD_Result on_body_done(struct conn *c)
     case ROUTE_PAGE:
         return serve_page(c);
     case ROUTE_HEALTH: case ROUTE_READY: case ROUTE_MODELS: case ROUTE_METRICS:
+    case ROUTE_PING: case ROUTE_VERSION: case ROUTE_MODEL: case ROUTE_TOKENIZER_INFO:
         return serve_get(c);
     default:
         break;
@@ -975,6 +1207,8 @@ static enum MHD_Result on_body_done(struct conn *c)
                  (long long)s->d.http->max_body_bytes);
         return send_error_msg(c, 413, VLM_ETOOBIG, NULL, msg);
     }
+    if (c->route == ROUTE_INVOCATIONS) /* SageMaker: chat when there are messages */
+        c->route = invocation_route(&c->body);
     /* small bodies are parsed here (microseconds; errors answered without a thread hop);
      * big ones (inline images) by the worker, so the event loop never parses megabytes */
     c->parse_later = c->body.n > HTTP_INLINE_PARSE_BYTES;
@@ -1139,6 +1373,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         c->mhd = mc;
         pthread_mutex_init(&c->mu, NULL);
         c->route = find_route(method, url);
+        if (c->route == ROUTE_MODEL) c->url_tail = xstrdup(url + strlen("/v1/models/"));
+        const char *rid = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "X-Request-Id");
+        if (rid && rid[0] && strlen(rid) <= 256 && !strpbrk(rid, "\r\n")) c->req_id = xstrdup(rid);
         c->t_start_ns = vlm_now_ns();
         *con_cls = c;
         return on_headers(c, version);
@@ -1249,7 +1486,8 @@ int http_start(struct http_server **out, const struct http_deps *d, struct vlm_e
                                  .max_images = d->media->max_images_per_request,
                                  .min_pixels = d->media->min_pixels,
                                  .max_pixels = d->media->max_pixels,
-                                 .vocab_size = d->vocab_size};
+                                 .vocab_size = d->vocab_size,
+                                 .max_model_len = d->max_model_len};
     atomic_init(&s->next_id, 1);
     pthread_mutex_init(&s->live_mu, NULL);
     s->models_json = models_json(d);

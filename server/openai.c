@@ -337,10 +337,8 @@ static int parse_messages(const cJSON *root, struct oai_request *r, const struct
         else if (!strcmp(rs, "user")) msg->role = OAI_ROLE_USER;
         else if (!strcmp(rs, "assistant")) msg->role = OAI_ROLE_ASSISTANT;
         else if (!strcmp(rs, "tool")) msg->role = OAI_ROLE_TOOL;
-        else
-            return vlm_err_param(err, VLM_EINVAL, 400, param,
-                                 "unknown role '%.40s' (system, developer, user, assistant, tool)",
-                                 rs);
+        else if (rs[0]) msg->role = OAI_ROLE_OTHER; /* custom roles: vLLM passes them on */
+        else return bad_type(err, param, "a non-empty string");
         int rc = 0;
         if (msg->role == OAI_ROLE_ASSISTANT && (rc = parse_tool_calls(m, mi, msg, err))) return rc;
         const cJSON *tcid = field(m, "tool_call_id");
@@ -422,8 +420,11 @@ static int parse_sampling(const cJSON *root, struct oai_request *r, const struct
     /* max_completion_tokens (the newer name) wins over max_tokens */
     const char *mt[] = {"max_tokens", "max_completion_tokens"};
     for (size_t i = 0; i < ARRAY_LEN(mt); i++) {
-        if ((rc = get_int(root, mt[i], 1, INT32_MAX, "an integer >= 1", &iv, err)) < 0) return rc;
-        if (rc) r->max_tokens = (int32_t)iv;
+        if ((rc = get_int(root, mt[i], 0, INT32_MAX, "an integer >= 1", &iv, err)) < 0) return rc;
+        if (rc && iv == 0 && r->kind != OAI_KIND_COMPLETION)
+            return bad_range(err, mt[i], "an integer >= 1");
+        if (rc) r->max_tokens = (int32_t)iv; /* 0: allowed with echo (openai_extra.c) */
+        if (rc) r->max_tokens_zero = iv == 0;
     }
     if ((rc = get_num(root, "temperature", 0, 2, "between 0 and 2", &dv, err)) < 0) return rc;
     if (rc) r->sp.temperature = (float)dv;
@@ -550,8 +551,7 @@ static int parse_kwargs(const cJSON *root, struct oai_request *r, const struct o
     return 0;
 }
 
-/* completions / tokenize "prompt": a string, or a list of token ids. (A list of strings is
- * vLLM's batch form; we answer 400 for more than one prompt.) */
+/* tokenize "prompt": a string, or a list of token ids (completions: openai_extra.c). */
 static int parse_prompt(const cJSON *root, struct oai_request *r, const struct oai_limits *lim,
                         struct vlm_err *err)
 {
@@ -581,6 +581,8 @@ int oai_parse(enum oai_kind kind, const char *body, size_t len, const struct oai
     out->skip_special_tokens = true;
     out->enable_thinking = -1;
     out->add_generation_prompt = true;
+    out->prompt_logprobs = -1;
+    out->include_reasoning = true;
     if (len == 0)
         return vlm_err_set(err, VLM_EINVAL, 400, "the request body is empty (expected JSON)");
     cJSON *root = NULL;
@@ -612,16 +614,14 @@ int oai_parse(enum oai_kind kind, const char *body, size_t len, const struct oai
         if ((rc = parse_tools(root, (struct pyjson_span){body, len}, out, err)) < 0) goto done;
         if ((rc = parse_sampling(root, out, lim, err)) < 0) goto done;
         if ((rc = parse_logprobs(root, out, err)) < 0) goto done;
-        rc = parse_kwargs(root, out, lim, err);
+        if ((rc = parse_kwargs(root, out, lim, err)) < 0) goto done;
+        rc = oai_parse_extras(root, out, lim, err);
         break;
     case OAI_KIND_COMPLETION:
-        if ((rc = parse_prompt(root, out, lim, err)) < 0) goto done;
+        if ((rc = oai_parse_prompts(root, out, lim, err)) < 0) goto done;
         if ((rc = parse_sampling(root, out, lim, err)) < 0) goto done;
         if ((rc = parse_logprobs(root, out, err)) < 0) goto done;
-        if ((rc = get_bool(root, "echo", &out->echo, err)) < 0) goto done;
-        rc = 0;
-        if (out->echo)
-            rc = vlm_err_param(err, VLM_EUNSUPPORTED, 400, "echo", "'echo' is not supported");
+        rc = oai_parse_extras(root, out, lim, err);
         break;
     case OAI_KIND_TOKENIZE:
         if (field(root, "messages")) {
@@ -629,7 +629,8 @@ int oai_parse(enum oai_kind kind, const char *body, size_t len, const struct oai
             if ((rc = parse_tools(root, (struct pyjson_span){body, len}, out, err)) < 0)
                 goto done;
             if ((rc = get_bool(root, "add_generation_prompt", &out->add_generation_prompt,
-                               err)) < 0)
+                               err)) < 0 ||
+                (rc = get_bool(root, "continue_final_message", &out->continue_final, err)) < 0)
                 goto done;
             rc = parse_kwargs(root, out, lim, err);
         } else {
@@ -672,6 +673,7 @@ void oai_request_destroy(struct oai_request *r)
     free(r->prompt);
     free(r->prompt_ids);
     for (int32_t i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    oai_extras_destroy(r);
     enum oai_kind k = r->kind;
     memset(r, 0, sizeof *r);
     r->kind = k;
@@ -862,7 +864,10 @@ int oai_text_push_bytes(struct oai_text *t, const char *s, size_t n, struct strb
     size_t best = SIZE_MAX;
     for (int32_t i = 0; i < t->n_stop; i++) {
         const char *e = memmem(t->hold.s, t->hold.n, t->stop[i], strlen(t->stop[i]));
-        if (e && (size_t)(e - t->hold.s) < best) best = (size_t)(e - t->hold.s);
+        if (e && (size_t)(e - t->hold.s) < best) {
+            best = (size_t)(e - t->hold.s);
+            t->stop_idx = i;
+        }
     }
     if (best != SIZE_MAX) {
         release(t, best, content, reasoning);
@@ -1058,30 +1063,74 @@ void oai_meta_init(struct oai_meta *m, enum oai_kind kind, const char *model, ui
              kind == OAI_KIND_CHAT ? "chatcmpl" : "cmpl", h, uniq & 0xffffffffu);
 }
 
-static cJSON *token_entry(const struct tokenizer *tok, int32_t id, float lp)
+/* A token as logprobs name it: its text (invalid UTF-8 replaced), or "token_id:N". */
+static char *token_text(const struct tokenizer *tok, int32_t id, bool as_ids)
+{
+    struct strbuf s = {0};
+    if (as_ids) {
+        char b[32];
+        snprintf(b, sizeof b, "token_id:%d", (int)id);
+        sb_puts(&s, b);
+        return s.s;
+    }
+    size_t n = 0;
+    const char *b = tok_bytes(tok, id, &n);
+    oai_utf8_sanitize(&s, b ? b : "", b ? n : 0);
+    if (!s.s) sb_puts(&s, "");
+    return s.s;
+}
+
+static cJSON *token_entry(const struct tokenizer *tok, int32_t id, float lp, bool as_ids)
 {
     cJSON *o = cJSON_CreateObject();
     size_t n = 0;
-    const char *b = tok_bytes(tok, id, &n);
-    struct strbuf s = {0};
-    oai_utf8_sanitize(&s, b ? b : "", b ? n : 0);
-    cJSON_AddStringToObject(o, "token", s.s);
-    sb_free(&s);
+    char *t = token_text(tok, id, as_ids);
+    /* bytes: the token's own bytes; vLLM's "token_id:N" form gives that string's bytes */
+    const char *b = as_ids ? t : tok_bytes(tok, id, &n);
+    if (as_ids) n = strlen(t);
+    cJSON_AddStringToObject(o, "token", t);
     cJSON_AddNumberToObject(o, "logprob", isfinite(lp) ? lp : -9999.0);
     cJSON *bytes = cJSON_AddArrayToObject(o, "bytes");
     for (size_t i = 0; i < n; i++)
         cJSON_AddItemToArray(bytes, cJSON_CreateNumber((unsigned char)b[i]));
+    free(t);
     return o;
 }
 
 void oai_logprob_add_chat(cJSON *arr, const struct tokenizer *tok, int32_t token, float logprob,
-                          int32_t n_top, const int32_t *top_ids, const float *top_lp)
+                          int32_t n_top, const int32_t *top_ids, const float *top_lp,
+                          bool as_ids)
 {
-    cJSON *e = token_entry(tok, token, logprob);
+    cJSON *e = token_entry(tok, token, logprob, as_ids);
     cJSON *top = cJSON_AddArrayToObject(e, "top_logprobs");
     for (int32_t i = 0; i < n_top; i++)
-        cJSON_AddItemToArray(top, token_entry(tok, top_ids[i], top_lp[i]));
+        cJSON_AddItemToArray(top, token_entry(tok, top_ids[i], top_lp[i], as_ids));
     cJSON_AddItemToArray(arr, e);
+}
+
+static void add_plp(cJSON *o, const struct tokenizer *tok, int32_t id, float lp, int32_t rank,
+                    bool as_ids)
+{
+    char key[16];
+    snprintf(key, sizeof key, "%d", (int)id);
+    if (cJSON_GetObjectItemCaseSensitive(o, key)) return;
+    cJSON *e = cJSON_AddObjectToObject(o, key);
+    cJSON_AddNumberToObject(e, "logprob", isfinite(lp) ? lp : -9999.0);
+    cJSON_AddNumberToObject(e, "rank", rank);
+    char *t = token_text(tok, id, as_ids);
+    cJSON_AddStringToObject(e, "decoded_token", t);
+    free(t);
+}
+
+cJSON *oai_prompt_logprob_entry(const struct tokenizer *tok, int32_t token, float logprob,
+                                int32_t rank, int32_t n_top, const int32_t *top_ids,
+                                const float *top_lp, bool as_ids)
+{
+    cJSON *o = cJSON_CreateObject();
+    add_plp(o, tok, token, logprob, rank, as_ids);
+    for (int32_t i = 0; i < n_top; i++)
+        if (top_ids[i] >= 0) add_plp(o, tok, top_ids[i], top_lp[i], i + 1, as_ids);
+    return o;
 }
 
 cJSON *oai_logprobs_completion_new(void)
@@ -1094,33 +1143,29 @@ cJSON *oai_logprobs_completion_new(void)
     return o;
 }
 
-static char *token_text(const struct tokenizer *tok, int32_t id)
-{
-    size_t n = 0;
-    const char *b = tok_bytes(tok, id, &n);
-    struct strbuf s = {0};
-    oai_utf8_sanitize(&s, b ? b : "", b ? n : 0);
-    return s.s;
-}
-
 void oai_logprob_add_completion(cJSON *lp, const struct tokenizer *tok, int32_t token,
                                 float logprob, int32_t n_top, const int32_t *top_ids,
-                                const float *top_lp, int32_t text_offset)
+                                const float *top_lp, int32_t text_offset, bool as_ids)
 {
-    char *s = token_text(tok, token);
+    char *s = token_text(tok, token, as_ids);
     cJSON_AddItemToArray(cJSON_GetObjectItem(lp, "tokens"), cJSON_CreateString(s));
     free(s);
+    cJSON_AddItemToArray(cJSON_GetObjectItem(lp, "text_offset"), cJSON_CreateNumber(text_offset));
+    if (isnan(logprob)) { /* the first prompt token: nothing to condition on */
+        cJSON_AddItemToArray(cJSON_GetObjectItem(lp, "token_logprobs"), cJSON_CreateNull());
+        cJSON_AddItemToArray(cJSON_GetObjectItem(lp, "top_logprobs"), cJSON_CreateNull());
+        return;
+    }
     cJSON_AddItemToArray(cJSON_GetObjectItem(lp, "token_logprobs"),
                          cJSON_CreateNumber(isfinite(logprob) ? logprob : -9999.0));
     cJSON *top = cJSON_CreateObject();
     for (int32_t i = 0; i < n_top; i++) {
-        char *ts = token_text(tok, top_ids[i]);
+        char *ts = token_text(tok, top_ids[i], as_ids);
         if (!cJSON_GetObjectItemCaseSensitive(top, ts))
             cJSON_AddNumberToObject(top, ts, isfinite(top_lp[i]) ? top_lp[i] : -9999.0);
         free(ts);
     }
     cJSON_AddItemToArray(cJSON_GetObjectItem(lp, "top_logprobs"), top);
-    cJSON_AddItemToArray(cJSON_GetObjectItem(lp, "text_offset"), cJSON_CreateNumber(text_offset));
 }
 
 static void add_meta(cJSON *o, const struct oai_meta *m, bool chunk)
@@ -1165,6 +1210,20 @@ static cJSON *tool_call_object(const struct oai_tool_out *t, int32_t index)
     return o;
 }
 
+static void add_ids(cJSON *o, const char *name, const int32_t *ids, int32_t n)
+{
+    cJSON *a = cJSON_AddArrayToObject(o, name);
+    for (int32_t i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(ids[i]));
+}
+
+/* vLLM's stop_reason: the stop string, the stop token id, or null (EOS, length, ...) */
+static void add_stop_reason(cJSON *c, const char *str, bool has_token, int32_t token)
+{
+    if (str) cJSON_AddStringToObject(c, "stop_reason", str);
+    else if (has_token) cJSON_AddNumberToObject(c, "stop_reason", token);
+    else cJSON_AddNullToObject(c, "stop_reason");
+}
+
 char *oai_response_json(const struct oai_meta *m, const struct oai_choice_out *ch, int32_t n,
                         const struct oai_usage *u)
 {
@@ -1179,8 +1238,10 @@ char *oai_response_json(const struct oai_meta *m, const struct oai_choice_out *c
             cJSON_AddStringToObject(msg, "role", "assistant");
             if (ch[i].content) cJSON_AddStringToObject(msg, "content", ch[i].content);
             else cJSON_AddNullToObject(msg, "content");
-            if (ch[i].reasoning && ch[i].reasoning[0])
+            if (ch[i].reasoning && ch[i].reasoning[0]) { /* both names vLLM has used */
                 cJSON_AddStringToObject(msg, "reasoning_content", ch[i].reasoning);
+                cJSON_AddStringToObject(msg, "reasoning", ch[i].reasoning);
+            }
             cJSON *calls = cJSON_AddArrayToObject(msg, "tool_calls");
             for (int32_t k = 0; k < ch[i].n_tool_calls; k++)
                 cJSON_AddItemToArray(calls, tool_call_object(&ch[i].tool_calls[k], -1));
@@ -1198,7 +1259,19 @@ char *oai_response_json(const struct oai_meta *m, const struct oai_choice_out *c
             cJSON_AddNullToObject(c, "logprobs");
         }
         cJSON_AddStringToObject(c, "finish_reason", ch[i].finish ? ch[i].finish : "stop");
+        add_stop_reason(c, ch[i].stop_str, ch[i].has_stop_token, ch[i].stop_token);
+        if (ch[i].token_ids) add_ids(c, "token_ids", ch[i].token_ids, ch[i].n_token_ids);
+        if (m->kind != OAI_KIND_CHAT) {
+            if (ch[i].prompt_logprobs) cJSON_AddItemToObject(c, "prompt_logprobs", ch[i].prompt_logprobs);
+            if (ch[i].prompt_ids) add_ids(c, "prompt_token_ids", ch[i].prompt_ids, ch[i].n_prompt_ids);
+        } else if (i > 0) {
+            cJSON_Delete(ch[i].prompt_logprobs);
+        }
         cJSON_AddItemToArray(choices, c);
+    }
+    if (m->kind == OAI_KIND_CHAT && n > 0) { /* vLLM: once, at the top level */
+        if (ch[0].prompt_logprobs) cJSON_AddItemToObject(root, "prompt_logprobs", ch[0].prompt_logprobs);
+        if (ch[0].prompt_ids) add_ids(root, "prompt_token_ids", ch[0].prompt_ids, ch[0].n_prompt_ids);
     }
     cJSON_AddItemToObject(root, "usage", usage_object(u));
     char *s = cJSON_PrintUnformatted(root);
@@ -1230,6 +1303,15 @@ void oai_sse_chunk(struct strbuf *out, const struct oai_meta *m, int32_t index, 
                    const char *content, size_t content_len, const char *reasoning,
                    size_t reasoning_len, const char *finish, cJSON *logprobs)
 {
+    oai_sse_chunk_x(out, m, index, role, content, content_len, reasoning, reasoning_len, finish,
+                    logprobs, NULL);
+}
+
+void oai_sse_chunk_x(struct strbuf *out, const struct oai_meta *m, int32_t index,
+                     const char *role, const char *content, size_t content_len,
+                     const char *reasoning, size_t reasoning_len, const char *finish,
+                     cJSON *logprobs, const struct oai_chunk_extra *x)
+{
     cJSON *root = cJSON_CreateObject();
     add_meta(root, m, true);
     cJSON *choices = cJSON_AddArrayToObject(root, "choices");
@@ -1239,8 +1321,10 @@ void oai_sse_chunk(struct strbuf *out, const struct oai_meta *m, int32_t index, 
         cJSON *d = cJSON_AddObjectToObject(c, "delta");
         if (role) cJSON_AddStringToObject(d, "role", role);
         if (content) cJSON_AddItemToObject(d, "content", string_n(content, content_len));
-        if (reasoning)
+        if (reasoning) {
             cJSON_AddItemToObject(d, "reasoning_content", string_n(reasoning, reasoning_len));
+            cJSON_AddItemToObject(d, "reasoning", string_n(reasoning, reasoning_len));
+        }
         if (logprobs) {
             cJSON *lp = cJSON_AddObjectToObject(c, "logprobs");
             cJSON_AddItemToObject(lp, "content", logprobs);
@@ -1254,7 +1338,13 @@ void oai_sse_chunk(struct strbuf *out, const struct oai_meta *m, int32_t index, 
     }
     if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
     else cJSON_AddNullToObject(c, "finish_reason");
+    if (x && finish) add_stop_reason(c, x->stop_str, x->has_stop_token, x->stop_token);
+    if (x && x->token_ids) add_ids(c, "token_ids", x->token_ids, x->n_token_ids);
+    if (x && x->prompt_ids) /* vLLM: in the choice for completions, at the top for chat */
+        add_ids(m->kind == OAI_KIND_CHAT ? root : c, "prompt_token_ids", x->prompt_ids,
+                x->n_prompt_ids);
     cJSON_AddItemToArray(choices, c);
+    if (x && x->usage) cJSON_AddItemToObject(root, "usage", usage_object(x->usage));
     sse_emit(out, root);
 }
 

@@ -491,6 +491,7 @@ static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struc
         msgs[i].role = qm->role == OAI_ROLE_SYSTEM ? CHAT_SYSTEM
                        : qm->role == OAI_ROLE_USER ? CHAT_USER
                        : qm->role == OAI_ROLE_TOOL ? CHAT_TOOL
+                       : qm->role == OAI_ROLE_OTHER ? CHAT_OTHER
                                                    : CHAT_ASSISTANT;
         msgs[i].text = qm->text;
         for (int32_t j = 0; j < qm->n_media; j++) msgs[i].n_images += per_media[m++];
@@ -507,7 +508,9 @@ static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struc
                           .implicit_image = c->implicit_image && c->has_vision,
                           .wrap_image_tokens = c->wrap_image_tokens,
                           .tools = (const char *const *)q->tools,
-                          .n_tools = q->n_tools};
+                          .n_tools = q->n_tools,
+                          .no_generation_prompt = !q->add_generation_prompt,
+                          .continue_final = q->continue_final};
     struct i32_vec raw = {0};
     int32_t n_images = 0;
     if (!rc) rc = chat_build(c->tok, msgs, q->n_msgs, &o, &raw, &n_images, err);
@@ -539,6 +542,23 @@ fail:
     return rc;
 }
 
+/* truncate_prompt_tokens (vLLM's left side): keep the last keep ids. An image cut in two
+ * cannot be encoded: that is a 400. */
+static int truncate_left(struct prep_prompt *out, int32_t keep, struct vlm_err *err)
+{
+    size_t drop = out->ids.n - (size_t)keep;
+    for (int32_t i = 0; i < out->n_items; i++) {
+        if ((size_t)out->items[i].offset < drop)
+            return vlm_err_param(err, VLM_EINVAL, 400, "truncate_prompt_tokens",
+                                 "'truncate_prompt_tokens' (%d) would cut image %d of the "
+                                 "prompt", (int)keep, (int)i);
+        out->items[i].offset -= (int32_t)drop;
+    }
+    memmove(out->ids.v, out->ids.v + drop, (size_t)keep * sizeof *out->ids.v);
+    out->ids.n = (size_t)keep;
+    return 0;
+}
+
 int prep_prompt_build(const struct prep_ctx *c, const struct oai_request *q, bool for_tokenize,
                       struct prep_prompt *out, struct vlm_err *err)
 {
@@ -548,6 +568,15 @@ int prep_prompt_build(const struct prep_ctx *c, const struct oai_request *q, boo
     if (q->n_msgs) {
         what = "messages";
         rc = chat_ids(c, q, out, err);
+    } else if (!q->prompt && !q->prompt_ids && q->n_prompts > 0) {
+        /* a completions request straight from the parser: its first prompt */
+        struct oai_request one = *q;
+        one.prompt = q->prompts[0].text;
+        one.prompt_len = q->prompts[0].len;
+        one.prompt_ids = q->prompts[0].ids;
+        one.n_prompt_ids = q->prompts[0].n_ids;
+        one.n_prompts = 0;
+        return prep_prompt_build(c, &one, for_tokenize, out, err);
     } else if (q->prompt) {
         rc = tok_encode(c->tok, q->prompt, q->prompt_len, &out->ids, err);
         if (rc && err) {
@@ -558,8 +587,11 @@ int prep_prompt_build(const struct prep_ctx *c, const struct oai_request *q, boo
         i32_vec_append(&out->ids, q->prompt_ids, (size_t)q->n_prompt_ids);
     }
     if (rc) goto fail;
-    int32_t n = (int32_t)out->ids.n, ctx = c->max_model_len;
     if (for_tokenize) return 0;
+    if (q->truncate_prompt_tokens > 0 && out->ids.n > (size_t)q->truncate_prompt_tokens &&
+        (rc = truncate_left(out, q->truncate_prompt_tokens, err)))
+        goto fail;
+    int32_t n = (int32_t)out->ids.n, ctx = c->max_model_len;
     if (n == 0) {
         rc = vlm_err_param(err, VLM_EINVAL, 400, what, "the prompt is empty");
         goto fail;

@@ -51,8 +51,10 @@ class SpecError(Exception):
 
 
 # Which role may follow which (server/chat.c role_may_follow); "start" = first after system.
-FOLLOWS = {"user": {"start", "assistant", "tool"}, "assistant": {"user", "tool"},
-           "tool": {"assistant", "tool"}, "system": set()}
+# Any order the template renders (custom roles too: it drops them), but a tool message
+# answers an assistant message or continues a run of tool messages.
+def may_follow(role, prev):
+    return prev in ("assistant", "tool") if role == "tool" else True
 
 
 def prepare(messages, opts):
@@ -67,14 +69,19 @@ def prepare(messages, opts):
         msgs[0]["text"] = opts.get("default_system") or DEFAULT_SYSTEM
     for i, m in enumerate(msgs[1:]):
         prev = "start" if i == 0 else msgs[i]["role"]
-        if prev not in FOLLOWS[m["role"]]:
+        if not may_follow(m["role"], prev):
             raise SpecError("role")
         if m.get("tool_calls") and m["role"] != "assistant":
             raise SpecError("tool calls")
-    if msgs[-1]["role"] not in ("user", "tool"):
+    prefill = not opts.get("add_generation_prompt", True) or opts.get("continue_final_message")
+    if msgs[-1]["role"] not in ("user", "tool") and not (prefill and
+                                                         msgs[-1]["role"] == "assistant"):
         raise SpecError("last")
-    if sum(m["n_images"] for m in msgs) == 0 and opts["implicit_image"]:
-        msgs[1]["n_images"] = 1  # the first user message gets the 3x3 black image
+    if opts.get("continue_final_message") and msgs[-1]["role"] != "assistant":
+        raise SpecError("continue_final_message")
+    users = [i for i, m in enumerate(msgs) if m["role"] == "user"]
+    if sum(m["n_images"] for m in msgs) == 0 and opts["implicit_image"] and users:
+        msgs[users[0]] = dict(msgs[users[0]], n_images=1)  # the first user message: 3x3 black
     out = []
     total = 0
     for m in msgs:
@@ -111,6 +118,16 @@ def model_dump_tool(tool):
     d = {"type": "function", "function": fd}
     d.update({k: v for k, v in tool.items() if k not in d})
     return d
+
+
+def continue_final(rendered, final):
+    """transformers' continue_final_message cut (tokenization_utils_base.py, 4.51)."""
+    if final.strip() not in rendered:
+        raise SpecError("does not appear")
+    loc = rendered.rindex(final.strip())
+    if rendered[loc:loc + len(final.lstrip())] == final:
+        return rendered[:loc + len(final.lstrip())]
+    return rendered[:loc + len(final.strip())]
 
 
 def hf_tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
@@ -239,11 +256,53 @@ def handcrafted():
         ("empty user text no image", [U("")], o(implicit_image=False)),
         ("long text", [U(" ".join(["word%d" % i for i in range(300)]), 1)], o()),
         # errors
+        # prefill: add_generation_prompt false / continue_final_message (vLLM, transformers)
+        ("prefill: ends on assistant", [U("Describe.", 1), A("It is a cat.")],
+         o(add_generation_prompt=False)),
+        ("prefill: ends on assistant, thinking off, implicit image",
+         [U("Hi"), A("<think>\nhm\n</think>\n\nHello!")],
+         o(add_generation_prompt=False, enable_thinking=False)),
+        ("prefill: ends on user, no generation prompt", [U("Hi", 2)],
+         o(add_generation_prompt=False)),
+        ("continue: partial answer", [U("Describe.", 1), A("The image shows")],
+         o(add_generation_prompt=False, continue_final_message=True)),
+        ("error: continue without a final assistant message", [U("Count to five.")],
+         o(add_generation_prompt=False, continue_final_message=True), "continue_final_message"),
+        ("continue: reasoning then partial answer",
+         [U("What is 2+2?"), A("<think>\nadd them\n</think>\n\nThe answer is")],
+         o(add_generation_prompt=False, continue_final_message=True)),
+        ("continue: trailing space kept", [U("a", 1), A("The answer is ")],
+         o(add_generation_prompt=False, continue_final_message=True)),
+        ("continue: leading newlines", [U("a"), A("\n\nafter newlines")],
+         o(add_generation_prompt=False, continue_final_message=True, enable_thinking=False)),
+        ("continue: images in two turns",
+         [U("one", 1), A("<think>x</think>ok"), U("two", 2), A("Partial")],
+         o(add_generation_prompt=False, continue_final_message=True, wrap_image_tokens=True)),
+        ("continue: after a system message", [S("Be terse."), U("q", 1), A("Sure")],
+         o(add_generation_prompt=False, continue_final_message=True)),
+        ("error: continue, final text dropped by the template",
+         [U("q"), A("<think>only thoughts</think>")],
+         o(add_generation_prompt=False, continue_final_message=True), "does not appear"),
         ("error: empty", [], o(), "empty"),
         ("error: last is assistant", [U("q", 1), A("a")], o(), "last"),
-        ("error: two users", [U("a"), U("b")], o(), "role"),
-        ("error: assistant first", [A("a"), U("b")], o(), "role"),
-        ("error: system in the middle", [U("a"), A("b"), S("c"), U("d")], o(), "role"),
+        # orders the template renders (vLLM passes them on), the image rules unchanged
+        ("two users", [U("a"), U("b")], o()),
+        ("two users with images", [U("first", 1), U("second <image>", 1)], o(enable_thinking=False)),
+        ("assistant first, implicit image on the first user", [A("a"), U("b")], o()),
+        ("two assistants", [U("q", 2), A("one"), A("<think>x</think>two"), U("again")], o()),
+        ("system in the middle", [U("a"), A("b"), S("c"), U("d")], o()),
+        ("system in the middle with images", [S("Be brief."), U("a", 1), A("b"), S("Now in French."),
+                                              U("d <image>", 1)], o(wrap_image_tokens=True)),
+        ("custom role dropped", [U("a", 1), {"role": "critic", "text": "bad", "n_images": 0},
+                                 U("b")], o()),
+        ("custom role first", [{"role": "narrator", "text": "Once", "n_images": 0}, U("go")],
+         o(enable_thinking=False)),
+        ("consecutive roles, prefill", [U("a"), U("b", 1), A("c"), A("partial")],
+         o(add_generation_prompt=False, continue_final_message=True)),
+        ("error: image in a custom role", [U("a"), {"role": "critic", "text": "x", "n_images": 1},
+                                           U("b")], o(), "only in user"),
+        ("error: ends with a custom role", [U("a"), {"role": "critic", "text": "x",
+                                                     "n_images": 0}], o(), "last"),
         ("error: too many markers", [U("<image> <image>", 1)], o(), "marker"),
         ("error: markers without images", [U("<image> hi")], o(implicit_image=False), "marker"),
         ("error: marker in later message", [U("a", 1), A("b"), U("<image> c")], o(), "marker"),
@@ -598,13 +657,23 @@ def main():
             rec["error"] = str(e)
             records.append(rec)
             continue
-        assert len(case) <= 4, name
         tool_dicts = [model_dump_tool(t) for t in tools] if tools else None
-        rendered = tmpl.render(messages=prepared, tools=tool_dicts, add_generation_prompt=True,
+        gen = opts.get("add_generation_prompt", True)
+        cont = opts.get("continue_final_message", False)
+        rendered = tmpl.render(messages=prepared, tools=tool_dicts, add_generation_prompt=gen,
                                enable_thinking=opts["enable_thinking"])
+        try:
+            if cont:
+                rendered = continue_final(rendered, prepared[-1]["content"])
+        except SpecError as e:
+            assert len(case) == 5 and case[4] == str(e), (name, e)
+            rec["error"] = str(e)
+            records.append(rec)
+            continue
+        assert len(case) <= 4, name
         if hf is not None:
             ref = hf.apply_chat_template(prepared, tools=tool_dicts, tokenize=False,
-                                         add_generation_prompt=True,
+                                         add_generation_prompt=gen, continue_final_message=cont,
                                          enable_thinking=opts["enable_thinking"])
             assert ref == rendered, name
         ids = tokenize(tok, rendered)

@@ -31,6 +31,8 @@ static int check_golden(const struct tokenizer *tok, const cJSON *rec, struct py
         .default_system = cJSON_IsString(ds) ? ds->valuestring : NULL,
         .implicit_image = cJSON_IsTrue(cJSON_GetObjectItem(jo, "implicit_image")),
         .wrap_image_tokens = cJSON_IsTrue(cJSON_GetObjectItem(jo, "wrap_image_tokens")),
+        .no_generation_prompt = cJSON_IsFalse(cJSON_GetObjectItem(jo, "add_generation_prompt")),
+        .continue_final = cJSON_IsTrue(cJSON_GetObjectItem(jo, "continue_final_message")),
     };
     /* tools as the server prepares them: the client's JSON text (here: as Python wrote it
      * into the golden file) through pyjson_tool, tool call arguments (a JSON string) through
@@ -61,7 +63,8 @@ static int check_golden(const struct tokenizer *tok, const cJSON *rec, struct py
         const cJSON *text = cJSON_GetObjectItem(m, "text");
         msgs[i].role = !strcmp(role, "system") ? CHAT_SYSTEM
                        : !strcmp(role, "user") ? CHAT_USER
-                       : !strcmp(role, "tool") ? CHAT_TOOL : CHAT_ASSISTANT;
+                       : !strcmp(role, "tool") ? CHAT_TOOL
+                       : !strcmp(role, "assistant") ? CHAT_ASSISTANT : CHAT_OTHER;
         msgs[i].text = cJSON_IsString(text) ? text->valuestring : NULL;
         msgs[i].n_images = cJSON_GetObjectItem(m, "n_images")->valueint;
         const cJSON *tc;

@@ -33,7 +33,7 @@ static const struct bad_case BAD[] = {
     {OAI_KIND_CHAT, "{\"messages\":[]}", 400, "messages"},
     {OAI_KIND_CHAT, "{\"messages\":[5]}", 400, "messages[0]"},
     {OAI_KIND_CHAT, "{\"messages\":[{\"content\":\"x\"}]}", 400, "messages[0].role"},
-    {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}", 400, "messages[0].role"},
+    {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"\",\"content\":\"x\"}]}", 400, "messages[0].role"},
     {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"user\"}]}", 400, "messages[0].content"},
     {OAI_KIND_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}", 400,
      "messages[0].content[0].text"},
@@ -149,7 +149,20 @@ static const struct bad_case BAD[] = {
     {OAI_KIND_COMPLETION, "{\"prompt\":[1,-1]}", 400, "prompt"},
     {OAI_KIND_COMPLETION, "{\"prompt\":[1,1000]}", 400, "prompt"},
     {OAI_KIND_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":true}", 400, "logprobs"},
-    {OAI_KIND_COMPLETION, "{\"prompt\":\"x\",\"echo\":true}", 400, "echo"},
+    {OAI_KIND_COMPLETION, "{\"prompt\":\"x\",\"echo\":\"yes\"}", 400, "echo"},
+    {OAI_KIND_COMPLETION, "{\"prompt\":[\"a\",[1]]}", 400, "prompt"},
+    {OAI_KIND_COMPLETION, "{\"prompt\":[[1],[1000]]}", 400, "prompt[1]"},
+    {OAI_KIND_COMPLETION, "{\"prompt\":\"x\",\"suffix\":\"y\"}", 400, "suffix"},
+    {OAI_KIND_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":0}", 400, "max_tokens"},
+    {OAI_KIND_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"1000\":1}}", 400,
+     "logit_bias.1000"},
+    {OAI_KIND_CHAT, "{" M ",\"logit_bias\":{\"1\":null}}", 400, "logit_bias.1"},
+    {OAI_KIND_CHAT, "{" M ",\"prompt_logprobs\":21}", 400, "prompt_logprobs"},
+    {OAI_KIND_CHAT, "{" M ",\"stream_options\":{\"include_usage\":true}}", 400,
+     "stream_options"},
+    {OAI_KIND_CHAT, "{" M ",\"seed\":9223372036854775808}", 400, "seed"},
+    {OAI_KIND_CHAT, "{" M ",\"truncate_prompt_tokens\":0}", 400, "truncate_prompt_tokens"},
+    {OAI_KIND_CHAT, "{" M ",\"include_reasoning\":1}", 400, "include_reasoning"},
     {OAI_KIND_DETOKENIZE, "{}", 400, "tokens"},
     {OAI_KIND_DETOKENIZE, "{\"tokens\":[\"a\"]}", 400, "tokens"},
 };
@@ -234,12 +247,33 @@ static void test_good(void)
         }
         oai_request_destroy(&q);
     }
+    TEST("completions batches, echo and the extras") {
+        struct oai_request q;
+        struct vlm_err e = {0};
+        const char *b = "{\"prompt\":[\"a\",\"bc\"],\"echo\":true,\"max_tokens\":0,"
+                        "\"logprobs\":2,\"logit_bias\":{\"7\":250,\"3\":-1.5},"
+                        "\"truncate_prompt_tokens\":-1,\"return_token_ids\":true}";
+        CHECK_EQ(oai_parse(OAI_KIND_COMPLETION, b, strlen(b), &LIM, &q, &e), 0);
+        CHECK_EQ(q.n_prompts, 2);
+        CHECK_STR(q.prompts[1].text, "bc");
+        CHECK(q.echo_only);
+        CHECK_EQ(q.max_tokens, 1);
+        CHECK_EQ(q.prompt_logprobs, 2); /* echo + logprobs scores the prompt (vLLM) */
+        CHECK_EQ(q.sp.n_bias, 2);
+        CHECK_EQ(q.sp.bias_ids[0], 7);
+        CHECK_NEAR(q.sp.bias[0], 100.0, 1e-9); /* clamped */
+        CHECK_NEAR(q.sp.bias[1], -1.5, 1e-9);
+        CHECK(q.return_token_ids);
+        CHECK(q.include_reasoning);
+        oai_request_destroy(&q);
+    }
     TEST("completions and tokenize") {
         struct oai_request q;
         struct vlm_err e = {0};
         const char *b = "{\"prompt\":[1,2,3],\"logprobs\":2}";
         CHECK_EQ(oai_parse(OAI_KIND_COMPLETION, b, strlen(b), &LIM, &q, &e), 0);
-        CHECK_EQ(q.n_prompt_ids, 3);
+        CHECK_EQ(q.n_prompts, 1);
+        CHECK_EQ(q.prompts[0].n_ids, 3);
         CHECK(q.logprobs);
         CHECK_EQ(q.sp.logprobs, 2);
         oai_request_destroy(&q);

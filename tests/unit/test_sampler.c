@@ -387,6 +387,35 @@ int main(void)
         sampler_ws_destroy(&ws);
     }
 
+    TEST("logit_bias moves the choice; logprobs stay those of the raw logits") {
+        struct sampling_params sp = g;
+        sp.logprobs = 0;
+        int best = sampler_sample(&w, logits_, &sp, NULL, 0, NULL, 0, &r);
+        float raw = r.logprob;
+        int32_t ids[2] = {best, 3 == best ? 4 : 3};
+        float bias[2] = {-100.0f, 100.0f};
+        sp.n_bias = 2;
+        sp.bias_ids = ids;
+        sp.bias = bias;
+        CHECK_EQ(sampler_sample(&w, logits_, &sp, NULL, 0, NULL, 0, &r), ids[1]);
+        struct sampler_result r2;
+        sampler_logprobs(logits_, V, ids[1], 0, &r2);
+        CHECK_NEAR(r.logprob, r2.logprob, 1e-6); /* the raw one, not the biased */
+        sp.temperature = 1.0f; /* sampled: +100 leaves no other candidate */
+        for (uint64_t seed = 0; seed < 20; seed++) {
+            sp.seed = seed;
+            CHECK_EQ(sampler_sample(&w, logits_, &sp, NULL, 0, NULL, 0, &r), ids[1]);
+        }
+        sp.n_bias = 0;
+        sp.temperature = 0.0f;
+        CHECK_EQ(sampler_sample(&w, logits_, &sp, NULL, 0, NULL, 0, &r), best);
+        CHECK_NEAR(r.logprob, raw, 1e-9);
+        /* a device summary cannot apply a bias: the caller is sent to the row */
+        struct sample_prep p = {0};
+        sp.n_bias = 2;
+        CHECK_EQ(sampler_sample_prepped(&p, V, &sp, 0, 0, &r), -1);
+    }
+
     sampler_ws_destroy(&w);
     return test_report();
 }
