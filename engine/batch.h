@@ -57,6 +57,8 @@ struct batch_seq {
     int32_t n_prompt;
     const int32_t *output;         /* (n_out) tokens generated so far (penalties) */
     int32_t n_out;                 /* also seeds this step's random draw */
+    const uint32_t *mask;          /* structured outputs: the tokens allowed this step, bit
+                                    * t%32 of word t/32 (NULL: all); see sampler_apply_mask */
 };
 
 struct batch {

@@ -37,6 +37,7 @@ struct request *req_new(uint64_t id, const int32_t *prompt, int32_t n_prompt,
     r->id = id;
     r->n_prompt = n_prompt;
     r->params = *params;
+    r->grammar_after = -1;
     atomic_init(&r->refs, 1);
     pthread_mutex_init(&r->stream.mu, NULL);
     r->stream.state = REQ_WAITING;
@@ -100,6 +101,9 @@ static void req_free(struct request *r)
     free(r->block_hash);
     free(r->mm_held);
     free(r->stream.ev);
+    gm_free(r->gm);
+    free(r->mask);
+    grammar_release(r->grammar);
     pthread_mutex_destroy(&r->stream.mu);
     free(r);
 }

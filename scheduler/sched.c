@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "scheduler/constrain.h"
 #include "scheduler/kv_cache.h"
 
 /* ==== State ====
@@ -595,6 +596,7 @@ static void add_seq(struct sched *s, struct request *r, int32_t n_new)
         .output = r->tokens + r->n_prompt,
         .n_out = r->n_tokens - r->n_prompt,
     };
+    if (q->sp) q->mask = constrain_mask(r);
 }
 
 int32_t sched_schedule(struct sched *s, struct batch *out)
@@ -712,6 +714,7 @@ void sched_update(struct sched *s, const struct batch *b, const struct batch_out
         r->tokens[r->n_tokens++] = ev.token;
         ctr_add(s, CTR_TOK_OUT, 1);
         int st = stop_state(r, ev.token, &ev.is_stop);
+        if (!st && r->grammar) st = constrain_advance(r, ev.token);
         req_stream_push(r, &ev);
         if (st) {
             finish(s, r, st);

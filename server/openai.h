@@ -23,6 +23,7 @@
 
 #include "engine/base.h"
 #include "engine/batch.h"
+#include "engine/grammar.h"
 #include "server/tokenizer.h"
 
 #define OAI_MAX_STOP 16      /* stop strings per request */
@@ -39,8 +40,11 @@ enum oai_kind {
 
 enum oai_role { OAI_ROLE_SYSTEM, OAI_ROLE_USER, OAI_ROLE_ASSISTANT, OAI_ROLE_TOOL };
 
-/* tool_choice. "required" and a named function need guided decoding (400 here). */
-enum oai_tool_choice { OAI_TOOL_CHOICE_AUTO, OAI_TOOL_CHOICE_NONE };
+/* tool_choice. "required" and a named function force the output into tool calls
+ * (oai_request.grammar, server/structured.h). */
+enum oai_tool_choice {
+    OAI_TOOL_CHOICE_AUTO, OAI_TOOL_CHOICE_NONE, OAI_TOOL_CHOICE_REQUIRED, OAI_TOOL_CHOICE_NAMED
+};
 
 /* A tool call of an assistant message in the request (rendered back into the prompt). */
 struct oai_tool_call {
@@ -114,6 +118,9 @@ struct oai_request {
     char **tools;                  /* owned, (n_tools): each tool as chat_tool_json writes it */
     int32_t n_tools;
     int tool_choice;               /* enum oai_tool_choice; AUTO when not given */
+    /* structured outputs (chat and completions; server/structured.h) */
+    struct grammar *grammar;       /* owned reference; NULL: unconstrained */
+    bool forced_tools;             /* tool_choice required / named: the output is tool calls */
 };
 
 /* Parses body[0..len) as a request of the given kind. On success *out owns everything

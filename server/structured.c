@@ -1255,15 +1255,15 @@ static struct {
     struct gram_vocab *v;
 } g_vocab = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-const struct gram_vocab *st_vocab(const struct tokenizer *tok)
+const struct gram_vocab *st_vocab(const struct tokenizer *tok, int32_t n)
 {
     pthread_mutex_lock(&g_vocab.mu);
-    if (g_vocab.tok != tok || !g_vocab.v) {
+    n = VLM_MAX(n, tok_vocab_size(tok));
+    if (g_vocab.tok != tok || !g_vocab.v || gv_size(g_vocab.v) != n) {
         gv_free(g_vocab.v);
-        int32_t n = tok_vocab_size(tok);
         const char **bytes = xcalloc((size_t)n, sizeof *bytes);
         size_t *lens = xcalloc((size_t)n, sizeof *lens);
-        for (int32_t i = 0; i < n; i++)
+        for (int32_t i = 0; i < tok_vocab_size(tok); i++)
             if (!tok_is_special(tok, i)) bytes[i] = tok_bytes(tok, i, &lens[i]);
         g_vocab.v = gv_new(n, bytes, lens);
         g_vocab.tok = tok;

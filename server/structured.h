@@ -68,8 +68,9 @@ int st_parse_request(const struct cJSON *root, bool chat, struct st_request *out
                      struct vlm_err *err);
 void st_request_destroy(struct st_request *r); /* accepts a zeroed struct */
 
-/* The vocabulary trie of tok (tokens as their decoded bytes; special tokens left out),
- * built on first use and kept for the process. NULL on failure. Thread-safe. */
-const struct gram_vocab *st_vocab(const struct tokenizer *tok);
+/* The vocabulary trie of tok over ids [0, n) (n >= the tokenizer's size: the model's rows
+ * may be more; ids without a token, and special tokens, are never allowed by a mask), built
+ * on first use and kept for the process. Thread-safe. */
+const struct gram_vocab *st_vocab(const struct tokenizer *tok, int32_t n);
 
 #endif
