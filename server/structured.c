@@ -595,8 +595,9 @@ static struct gfrag object_frag(struct sc *c, const cJSON *s)
     int32_t end = gb_node(c->b);
     gb_eps(c->b, S[2 * n], end);
     gb_eps(c->b, S[2 * n + 1], end);
-    if (addl && !cJSON_IsFalse(addl) && !c->failed) {
-        int32_t rule = cJSON_IsTrue(addl) ? rule_value(c) : schema_rule(c, addl, "additionalProperties", -1);
+    bool open_obj = addl ? !cJSON_IsFalse(addl) : !props; /* {"type": "object"}: any members */
+    if (open_obj && !c->failed) {
+        int32_t rule = !addl || cJSON_IsTrue(addl) ? rule_value(c) : schema_rule(c, addl, "additionalProperties", -1);
         int32_t more = gb_node(c->b);
         for (int e = 0; e < 2; e++) {
             struct gfrag m = gb_seq(c->b, gb_seq(c->b, gb_call(c->b, rule_string(c)), colon(c)),

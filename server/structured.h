@@ -16,7 +16,8 @@
  *     default: xgrammar's any_whitespace); with disable_any_whitespace none at all;
  *   - object members in the order of "properties", required ones present, optional ones
  *     optional; further members only when additionalProperties is true or a schema
- *     (absent means none, as vLLM's default strict mode);
+ *     (absent means none when "properties" is given, as vLLM's default strict mode, and
+ *     any when it is not: {"type": "object"} is any object);
  *   - strings with any JSON escape, except where a pattern, format, enum or const fixes
  *     them (then characters appear as themselves, or with the short escape for '"', '\\'
  *     and control characters);
