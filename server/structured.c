@@ -934,6 +934,11 @@ static struct grammar *compile_tool_calls(const cJSON *tools, const char *only,
         const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
         const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+        if (!cJSON_IsString(name) || (params && !cJSON_IsObject(params) && !cJSON_IsBool(params))) {
+            sc_fail(&c, "tools[%d] needs function.name (a string) and function.parameters (a "
+                        "schema)", i);
+            break;
+        }
         if (only && strcmp(name->valuestring, only)) continue;
         snprintf(c.path, sizeof c.path, "/tools/%d/function/parameters", i);
         c.root = params;
@@ -1147,6 +1152,7 @@ static int parse_fields(const cJSON *o, bool so, struct want *w, int *n, bool *n
 static int parse_tool_choice(const cJSON *root, struct want *w, int *n, struct vlm_err *err)
 {
     const cJSON *tc = get(root, "tool_choice"), *tools = get(root, "tools");
+    if (tools && !cJSON_IsArray(tools)) tools = NULL; /* openai.c has refused it already */
     if (!tc || cJSON_IsString(tc)) {
         if (!tc || strcmp(tc->valuestring, "required")) return 0;
         if (!tools || !cJSON_GetArraySize(tools))
