@@ -262,6 +262,7 @@ struct grammar {
     struct gedge *edges;
     uint8_t *is_end;     /* node ends its rule */
     uint8_t *has_byte;   /* node has a byte edge */
+    int32_t *canon;      /* node -> the first node with the same epsilon closure (mask cache key) */
     int32_t *rule_s;     /* (n_rules) */
     pthread_mutex_t mu;  /* guards cache and cache_vocab */
     struct ncache **cache; /* (n_nodes) lazily */
@@ -289,6 +290,7 @@ static void grammar_free(struct grammar *g)
     free(g->edges);
     free(g->is_end);
     free(g->has_byte);
+    free(g->canon);
     free(g->rule_s);
     pthread_mutex_destroy(&g->mu);
     free(g);
@@ -302,6 +304,79 @@ void grammar_release(struct grammar *g)
 int32_t grammar_n_nodes(const struct grammar *g) { return g->n_nodes; }
 
 static bool left_recursive(struct grammar *g);
+
+/* canon[]: nodes whose epsilon closures reach the same nodes with a byte edge, a call or a
+ * rule end behave alike under any stack, so they share one mask cache entry (the nodes
+ * right after each alternative of a character class all lead back to one loop). */
+static bool canon_build(struct grammar *g)
+{
+    int32_t n = g->n_nodes;
+    g->canon = trymalloc((size_t)(n ? n : 1) * sizeof *g->canon);
+    int32_t *stamp = trymalloc((size_t)(n ? n : 1) * sizeof *stamp);
+    int32_t *stack = trymalloc((size_t)(n ? n : 1) * sizeof *stack);
+    int32_t *sig = trymalloc((size_t)(n ? n : 1) * sizeof *sig);
+    uint32_t nb = 1;
+    while (nb < 2u * (uint32_t)n + 2) nb <<= 1;
+    int32_t *head = trymalloc(nb * sizeof *head), *next = trymalloc((size_t)(n ? n : 1) * sizeof *next);
+    uint64_t *hash = trymalloc((size_t)(n ? n : 1) * sizeof *hash);
+    int32_t *sig_off = trymalloc(((size_t)n + 1) * sizeof *sig_off);
+    struct i32_vec sigs = {0};
+    bool ok = g->canon && stamp && stack && sig && head && next && hash && sig_off;
+    for (uint32_t i = 0; ok && i < nb; i++) head[i] = -1;
+    for (int32_t i = 0; ok && i < n; i++) stamp[i] = -1;
+    for (int32_t v = 0; ok && v < n; v++) {
+        /* the significant nodes of v's epsilon closure, sorted */
+        int32_t sp = 0, k = 0;
+        stack[sp++] = v;
+        stamp[v] = v;
+        while (sp) {
+            int32_t x = stack[--sp];
+            bool significant = g->has_byte[x] || g->is_end[x];
+            for (int32_t e = g->off[x]; e < g->off[x + 1]; e++) {
+                if (g->edges[e].kind == E_CALL) significant = true;
+                else if (g->edges[e].kind == E_EPS && stamp[g->edges[e].to] != v) {
+                    stamp[g->edges[e].to] = v;
+                    stack[sp++] = g->edges[e].to;
+                }
+            }
+            if (significant) sig[k++] = x;
+        }
+        for (int32_t a = 1; a < k; a++) /* insertion sort: closures are small */
+            for (int32_t b = a; b > 0 && sig[b - 1] > sig[b]; b--) {
+                int32_t t = sig[b];
+                sig[b] = sig[b - 1];
+                sig[b - 1] = t;
+            }
+        uint64_t h = 1469598103934665603ull;
+        for (int32_t a = 0; a < k; a++) h = (h ^ (uint32_t)sig[a]) * 1099511628211ull;
+        h ^= (uint64_t)k;
+        g->canon[v] = v;
+        for (int32_t c = head[h & (nb - 1)]; c >= 0; c = next[c]) {
+            if (hash[c] != h || sig_off[c + 1] - sig_off[c] != k) continue;
+            if (!memcmp(sigs.v + sig_off[c], sig, (size_t)k * sizeof *sig)) {
+                g->canon[v] = c;
+                break;
+            }
+        }
+        hash[v] = h;
+        sig_off[v] = (int32_t)sigs.n;
+        if (g->canon[v] == v) {
+            i32_vec_append(&sigs, sig, (size_t)k);
+            next[v] = head[h & (nb - 1)];
+            head[h & (nb - 1)] = v;
+        }
+        sig_off[v + 1] = (int32_t)sigs.n;
+    }
+    free(stamp);
+    free(stack);
+    free(sig);
+    free(head);
+    free(next);
+    free(hash);
+    free(sig_off);
+    i32_vec_free(&sigs);
+    return ok;
+}
 
 struct grammar *gb_finish(struct gram_builder *b, int32_t root, char *err, size_t errlen)
 {
@@ -347,6 +422,7 @@ struct grammar *gb_finish(struct gram_builder *b, int32_t root, char *err, size_
         g->rule_s[r] = b->rule_s[r];
         g->is_end[b->rule_e[r]] = 1;
     }
+    if (!canon_build(g)) goto oom;
     if (left_recursive(g)) {
         snprintf(err, errlen, "the grammar is left-recursive (a rule reaches itself without "
                               "reading a character)");
@@ -984,6 +1060,8 @@ struct gram_matcher {
     int32_t n_ws, cap_ws;
     int32_t *lvl;
     uint8_t *esc_at, *esc_any; /* per level (cache walks) */
+    uint32_t *mark;         /* (n_nodes) epoch of the set that last got a thread at the node */
+    uint32_t epoch;
     int32_t cap_lvl;
     bool oom;
 };
@@ -1077,12 +1155,25 @@ static bool lvl_reserve(struct gram_matcher *m, int32_t d)
 
 enum { CL_END = 1, CL_ESC = 2, CL_OVERFLOW = 4 };
 
-/* Adds (node, stack) to the set ws[base, n_ws) unless present. */
+/* Starts a new set at ws[n_ws]; returns its base. */
+static int32_t set_begin(struct gram_matcher *m)
+{
+    if (++m->epoch == 0) { /* wrapped: forget every mark */
+        memset(m->mark, 0, (size_t)m->g->n_nodes * sizeof *m->mark);
+        m->epoch = 1;
+    }
+    return m->n_ws;
+}
+
+/* Adds (node, stack) to the set ws[base, n_ws) (begun by set_begin) unless present. */
 static void set_add(struct gram_matcher *m, int32_t base, int32_t node, int32_t stack, bool root)
 {
     if (stack == -3) return;
-    for (int32_t i = base; i < m->n_ws; i++)
-        if (m->ws[i].node == node && m->ws[i].stack == stack) return;
+    if (m->mark[node] == m->epoch) { /* the node is in the set already, maybe with this stack */
+        for (int32_t i = base; i < m->n_ws; i++)
+            if (m->ws[i].node == node && m->ws[i].stack == stack) return;
+    }
+    m->mark[node] = m->epoch;
     if (m->n_ws - base >= MAX_SET) {
         m->oom = true;
         return;
@@ -1119,7 +1210,7 @@ static int closure(struct gram_matcher *m, int32_t base, bool ctx_esc)
 static int step(struct gram_matcher *m, int32_t from, int32_t to, uint8_t c, bool ctx_esc)
 {
     const struct grammar *g = m->g;
-    int32_t base = m->n_ws;
+    int32_t base = set_begin(m);
     for (int32_t i = from; i < to; i++) {
         int32_t node = m->ws[i].node;
         if (!g->has_byte[node]) continue;
@@ -1139,6 +1230,7 @@ static bool left_recursive(struct grammar *g)
     bool bad = false;
     for (int32_t r = 0; r < g->n_rules && !bad; r++) {
         m->n_ws = 0;
+        set_begin(m);
         set_add(m, 0, g->rule_s[r], STACK_CTX, true);
         bad = closure(m, 0, false) & CL_OVERFLOW;
         frames_rollback(m, 0);
@@ -1167,7 +1259,10 @@ struct gram_matcher *gm_new(struct grammar *g)
     m->fr = trymalloc((size_t)m->cap_fr * sizeof *m->fr);
     m->bucket = NULL;
     if (!m->fr || !rehash(m, 256) || !lvl_reserve(m, 64)) goto fail;
+    m->mark = trycalloc((size_t)g->n_nodes, sizeof *m->mark);
+    if (!m->mark) goto fail;
     m->n_ws = 0;
+    set_begin(m);
     set_add(m, 0, g->rule_s[g->root], STACK_EMPTY, true);
     int flags = closure(m, 0, false);
     if (m->oom) goto fail;
@@ -1193,6 +1288,7 @@ void gm_free(struct gram_matcher *m)
     free(m->lvl);
     free(m->esc_at);
     free(m->esc_any);
+    free(m->mark);
     free(m);
 }
 
@@ -1274,6 +1370,7 @@ static struct ncache *cache_build(struct gram_matcher *m, const struct gram_voca
     if (!c->acc || !c->unc || !lvl_reserve(m, v->max_depth + 1)) goto fail;
     m->oom = false;
     m->n_ws = 0;
+    set_begin(m);
     set_add(m, 0, node, STACK_CTX, true);
     closure(m, 0, false); /* returns at depth 0 are other threads of the real state */
     m->lvl[0] = 0;
@@ -1321,6 +1418,7 @@ static const struct ncache *cache_get(struct gram_matcher *m, const struct gram_
         cache_clear(g);
         g->cache_vocab = v;
     }
+    node = g->canon[node];
     struct ncache *c = g->cache[node];
     if (!c) c = g->cache[node] = cache_build(m, v, node);
     pthread_mutex_unlock(&g->mu);
@@ -1332,6 +1430,7 @@ static void check_uncertain(struct gram_matcher *m, const struct gram_vocab *v,
                             const struct ncache *c, struct thr t, uint32_t *bits)
 {
     m->n_ws = 0;
+    set_begin(m);
     set_add(m, 0, t.node, t.stack, true);
     closure(m, 0, false);
     m->lvl[0] = 0;
@@ -1383,10 +1482,11 @@ int32_t gm_fill_mask(struct gram_matcher *m, const struct gram_vocab *v, uint32_
             return -1;
         }
         bool seen = false;
-        for (int32_t k = 0; k < n_done && !seen; k++) seen = done_nodes[k] == t.node;
+        int32_t key = m->g->canon[t.node];
+        for (int32_t k = 0; k < n_done && !seen; k++) seen = done_nodes[k] == key;
         if (!seen) {
             for (int32_t w = 0; w < W; w++) bits[w] |= c->acc[w];
-            if (n_done < (int32_t)ARRAY_LEN(done_nodes)) done_nodes[n_done++] = t.node;
+            if (n_done < (int32_t)ARRAY_LEN(done_nodes)) done_nodes[n_done++] = key;
         }
         if (c->n_unc) check_uncertain(m, v, c, t, bits);
     }
