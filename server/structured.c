@@ -1135,6 +1135,15 @@ static int parse_fields(const cJSON *o, bool so, struct want *w, int *n, bool *n
         int rc = add_want(w, n, F[k].kind, v, param, err);
         if (rc) return rc;
     }
+    if (so) {
+        static const char *const refused[] = {"whitespace_pattern", "structural_tag"};
+        for (size_t k = 0; k < ARRAY_LEN(refused); k++) {
+            if (!get(o, refused[k])) continue;
+            char param[64];
+            snprintf(param, sizeof param, "structured_outputs.%s", refused[k]);
+            return bad(err, param, "'%s' is not supported", param);
+        }
+    }
     const char *wsk = so ? "disable_any_whitespace" : "guided_whitespace_pattern";
     const cJSON *d = get(o, wsk);
     if (d && so) {

@@ -306,6 +306,10 @@ BAD = [
     ({"guided_whitespace_pattern": " *"}, "guided_whitespace_pattern",
      "'guided_whitespace_pattern' is not supported; use structured_outputs.disable_any_whitespace"),
     ({"structured_outputs": []}, "structured_outputs", "'structured_outputs' must be an object"),
+    ({"structured_outputs": {"whitespace_pattern": " ?"}}, "structured_outputs.whitespace_pattern",
+     "'structured_outputs.whitespace_pattern' is not supported"),
+    ({"structured_outputs": {"structural_tag": "{}"}}, "structured_outputs.structural_tag",
+     "'structured_outputs.structural_tag' is not supported"),
     ({"structured_outputs": {"json": S, "regex": "a"}}, "structured_outputs.regex",
      "only one structured-output constraint may be given; 'structured_outputs.json' and "
      "'structured_outputs.regex' both ask for one"),
