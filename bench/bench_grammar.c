@@ -70,7 +70,8 @@ int main(int argc, char **argv)
     }
     uint64_t t0 = vlm_now_ns();
     const struct gram_vocab *v = st_vocab(tok, 151936);
-    printf("vocabulary trie: %d ids, built in %.1f ms\n", (int)gv_size(v), (double)(vlm_now_ns() - t0) / 1e6);
+    printf("vocabulary trie: %d ids, built in %.1f ms\n", (int)gv_size(v),
+           (double)(vlm_now_ns() - t0) / 1e6);
 
     size_t len;
     char *text = vlm_read_file(corpus_path, &len);
@@ -88,7 +89,8 @@ int main(int argc, char **argv)
     for (const cJSON *e = all->child; e; e = e->next) {
         for (int r = 0; r < reps; r++) {
             uint64_t a = vlm_now_ns();
-            struct grammar *g = st_compile_schema(cJSON_GetObjectItem(e, "schema"), &o, msg, sizeof msg);
+            struct grammar *g =
+                st_compile_schema(cJSON_GetObjectItem(e, "schema"), &o, msg, sizeof msg);
             compile[nc++] = (double)(vlm_now_ns() - a);
             grammar_release(g);
         }
@@ -103,7 +105,8 @@ int main(int argc, char **argv)
     size_t n_cold = 0, n_warm = 0;
     long n_tokens_total = 0, n_allowed_total = 0;
     for (const cJSON *e = all->child; e; e = e->next) {
-        struct grammar *g = st_compile_schema(cJSON_GetObjectItem(e, "schema"), &o, msg, sizeof msg);
+        struct grammar *g =
+            st_compile_schema(cJSON_GetObjectItem(e, "schema"), &o, msg, sizeof msg);
         if (!g) continue;
         for (int pass = 0; pass < 2; pass++) {
             uint64_t seed = 42;
@@ -128,7 +131,8 @@ int main(int argc, char **argv)
                 if (gm_can_end(m) && rng(&seed) % 4 == 0) break; /* EOS */
                 int32_t k = 0;
                 for (int32_t w = 0; w < W; w++)
-                    for (uint32_t x = bits[w]; x; x &= x - 1) allowed[k++] = w * 32 + __builtin_ctz(x);
+                    for (uint32_t x = bits[w]; x; x &= x - 1)
+                        allowed[k++] = w * 32 + __builtin_ctz(x);
                 if (pass) {
                     n_tokens_total++;
                     n_allowed_total += k;
@@ -142,7 +146,8 @@ int main(int argc, char **argv)
     report("mask per token, cold caches", cold, n_cold, "us", 1e-3);
     report("mask per token, warm caches", warm, n_warm, "us", 1e-3);
     printf("mean allowed tokens per step: %.0f of %d\n",
-           n_tokens_total ? (double)n_allowed_total / (double)n_tokens_total : 0.0, (int)gv_size(v));
+           n_tokens_total ? (double)n_allowed_total / (double)n_tokens_total : 0.0,
+           (int)gv_size(v));
     free(compile);
     free(cold);
     free(warm);

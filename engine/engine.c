@@ -874,7 +874,8 @@ int engine_rank_execute(struct engine *e, const struct batch *b, struct batch_ou
             sampler_sample(&e->sws, row, q->sp, q->prompt, q->n_prompt, q->output, q->n_out, &res);
             if (q->mask) { /* vLLM writes a masked token's -inf as -9999 */
                 res.logprob = VLM_MAX(res.logprob, -9999.0f);
-                for (int32_t j = 0; j < res.n_top; j++) res.top_lp[j] = VLM_MAX(res.top_lp[j], -9999.0f);
+                for (int32_t j = 0; j < res.n_top; j++)
+                    res.top_lp[j] = VLM_MAX(res.top_lp[j], -9999.0f);
             }
         }
         e->out_token[r] = res.token;

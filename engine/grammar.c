@@ -82,7 +82,10 @@ static void edge_add(struct gram_builder *b, int32_t from, int32_t to, int kind,
 }
 
 int32_t gb_node(struct gram_builder *b) { return node_new(b); }
-void gb_eps(struct gram_builder *b, int32_t from, int32_t to) { edge_add(b, from, to, E_EPS, 0, 0, -1); }
+void gb_eps(struct gram_builder *b, int32_t from, int32_t to)
+{
+    edge_add(b, from, to, E_EPS, 0, 0, -1);
+}
 
 struct gfrag gb_empty(struct gram_builder *b)
 {
@@ -317,7 +320,8 @@ static bool canon_build(struct grammar *g)
     int32_t *sig = trymalloc((size_t)(n ? n : 1) * sizeof *sig);
     uint32_t nb = 1;
     while (nb < 2u * (uint32_t)n + 2) nb <<= 1;
-    int32_t *head = trymalloc(nb * sizeof *head), *next = trymalloc((size_t)(n ? n : 1) * sizeof *next);
+    int32_t *head = trymalloc(nb * sizeof *head),
+            *next = trymalloc((size_t)(n ? n : 1) * sizeof *next);
     uint64_t *hash = trymalloc((size_t)(n ? n : 1) * sizeof *hash);
     int32_t *sig_off = trymalloc(((size_t)n + 1) * sizeof *sig_off);
     struct i32_vec sigs = {0};
@@ -636,7 +640,8 @@ static int32_t rx_class(struct rxp *p)
         else if (rx_add_cp(p, &x, lo) < 0) return -1;
     }
     if (neg) {
-        if (x.n_cp) return rx_fail(p, "negated classes with non-ASCII characters are not supported");
+        if (x.n_cp)
+            return rx_fail(p, "negated classes with non-ASCII characters are not supported");
         for (int k = 0; k < 128; k++) x.ascii[k] = !x.ascii[k];
         x.any_nonascii = !x.any_nonascii;
     }
@@ -867,9 +872,11 @@ static struct gfrag rx_emit(struct gram_builder *b, const struct rx *t, int32_t 
     switch (x->kind) {
     case RX_SET: return emit_set(b, x, json);
     case RX_CAT:
-        return gb_seq(b, rx_emit(b, t, x->a, json, depth + 1), rx_emit(b, t, x->b, json, depth + 1));
+        return gb_seq(b, rx_emit(b, t, x->a, json, depth + 1),
+                      rx_emit(b, t, x->b, json, depth + 1));
     case RX_ALT:
-        return gb_alt(b, rx_emit(b, t, x->a, json, depth + 1), rx_emit(b, t, x->b, json, depth + 1));
+        return gb_alt(b, rx_emit(b, t, x->a, json, depth + 1),
+                      rx_emit(b, t, x->b, json, depth + 1));
     case RX_REP: {
         struct gfrag f = gb_empty(b);
         for (int32_t k = 0; k < x->min && !gb_full(b); k++)

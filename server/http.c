@@ -731,7 +731,8 @@ static int make_requests(struct conn *c, struct prep_prompt *pp)
             r->grammar = q->grammar;
             grammar_retain(r->grammar);
             r->vocab = st_vocab(s->d.tok, s->d.vocab_size);
-            r->grammar_after = pp->thinking && c->route == ROUTE_CHAT ? tok_find(s->d.tok, "</think>") : -1;
+            bool think = pp->thinking && c->route == ROUTE_CHAT;
+            r->grammar_after = think ? tok_find(s->d.tok, "</think>") : -1;
         }
         oai_tools_init(&h->tools, mix64(id ^ 0x746f6f6c73ull) ^ vlm_now_ns());
         h->lp = new_lp(c);

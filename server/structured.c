@@ -117,7 +117,8 @@ static struct gfrag digits(struct sc *c, bool plus)
 /* -?(0|[1-9][0-9]*) */
 static struct gfrag int_frag(struct sc *c, bool neg)
 {
-    struct gfrag i = gb_alt(c->b, lit(c, "0"), gb_seq(c->b, gb_range(c->b, '1', '9'), digits(c, false)));
+    struct gfrag i =
+        gb_alt(c->b, lit(c, "0"), gb_seq(c->b, gb_range(c->b, '1', '9'), digits(c, false)));
     return neg ? gb_seq(c->b, gb_opt(c->b, lit(c, "-")), i) : i;
 }
 
@@ -330,7 +331,8 @@ static struct gfrag number_frag(struct sc *c, const cJSON *s)
     }
     if (!mn && !mx) return gb_call(c->b, rule_number(c));
     double a = 0, b = 0;
-    if ((mn && (!get_bound(mn, &a) || a != floor(a))) || (mx && (!get_bound(mx, &b) || b != floor(b)))) {
+    if ((mn && (!get_bound(mn, &a) || a != floor(a))) ||
+        (mx && (!get_bound(mx, &b) || b != floor(b)))) {
         sc_fail(c, "'%s' on type 'number' must be an integer of magnitude at most 1e15",
                 mn && !(get_bound(mn, &a) && a == floor(a)) ? "minimum" : "maximum");
         return gb_empty(c->b);
@@ -597,7 +599,9 @@ static struct gfrag object_frag(struct sc *c, const cJSON *s)
     gb_eps(c->b, S[2 * n + 1], end);
     bool open_obj = addl ? !cJSON_IsFalse(addl) : !props; /* {"type": "object"}: any members */
     if (open_obj && !c->failed) {
-        int32_t rule = !addl || cJSON_IsTrue(addl) ? rule_value(c) : schema_rule(c, addl, "additionalProperties", -1);
+        int32_t rule = !addl || cJSON_IsTrue(addl)
+                           ? rule_value(c)
+                           : schema_rule(c, addl, "additionalProperties", -1);
         int32_t more = gb_node(c->b);
         for (int e = 0; e < 2; e++) {
             struct gfrag m = gb_seq(c->b, gb_seq(c->b, gb_call(c->b, rule_string(c)), colon(c)),
@@ -646,7 +650,8 @@ static struct gfrag array_frag(struct sc *c, const cJSON *s)
     }
     int32_t item_rule = -1;
     if (more) {
-        item_rule = items && !cJSON_IsTrue(items) ? schema_rule(c, items, "items", -1) : rule_value(c);
+        item_rule =
+            items && !cJSON_IsTrue(items) ? schema_rule(c, items, "items", -1) : rule_value(c);
     }
     int32_t K = VLM_MAX(mn, np); /* explicit positions */
     if (mx >= 0) K = mx;
@@ -654,7 +659,8 @@ static struct gfrag array_frag(struct sc *c, const cJSON *s)
     for (int32_t k = 0; k <= K; k++) P[k] = gb_node(c->b);
     int32_t end = gb_node(c->b);
     for (int32_t k = 0; k < K && !c->failed; k++) {
-        int32_t r = k < np ? schema_rule(c, cJSON_GetArrayItem(prefix, k), "prefixItems", k) : item_rule;
+        int32_t r =
+            k < np ? schema_rule(c, cJSON_GetArrayItem(prefix, k), "prefixItems", k) : item_rule;
         struct gfrag el = gb_call(c->b, r);
         if (k) el = gb_seq(c->b, comma(c), el);
         gb_eps(c->b, P[k], el.s);
@@ -788,7 +794,8 @@ static struct gfrag schema_body(struct sc *c, const cJSON *s)
     static const char *const num_kw[] = {"minimum", "maximum", "exclusiveMinimum",
                                          "exclusiveMaximum", NULL};
     if (!type) {
-        int kinds = has_any(s, obj_kw) + has_any(s, arr_kw) + has_any(s, str_kw) + has_any(s, num_kw);
+        int kinds =
+            has_any(s, obj_kw) + has_any(s, arr_kw) + has_any(s, str_kw) + has_any(s, num_kw);
         if (kinds > 1) {
             sc_fail(c, "a schema without 'type' mixes keywords of several types");
             return gb_empty(c->b);
@@ -1058,7 +1065,8 @@ static const cJSON *get(const cJSON *o, const char *k)
 /* response_format */
 static int parse_response_format(const cJSON *rf, struct want *w, int *n, struct vlm_err *err)
 {
-    if (!cJSON_IsObject(rf)) return bad(err, "response_format", "'response_format' must be an object");
+    if (!cJSON_IsObject(rf))
+        return bad(err, "response_format", "'response_format' must be an object");
     const cJSON *t = get(rf, "type");
     if (!cJSON_IsString(t))
         return bad(err, "response_format.type", "'response_format.type' must be one of "
@@ -1075,7 +1083,8 @@ static int parse_response_format(const cJSON *rf, struct want *w, int *n, struct
         return bad(err, "response_format.json_schema",
                    "'response_format.json_schema' is required when the type is 'json_schema'");
     if (!cJSON_IsObject(js))
-        return bad(err, "response_format.json_schema", "'response_format.json_schema' must be an object");
+        return bad(err, "response_format.json_schema",
+                   "'response_format.json_schema' must be an object");
     const cJSON *nm = get(js, "name"), *strict = get(js, "strict");
     if (nm && !cJSON_IsString(nm))
         return bad(err, "response_format.json_schema.name",
@@ -1125,7 +1134,8 @@ static int parse_fields(const cJSON *o, bool so, struct want *w, int *n, bool *n
                 return bad(err, param, "'%s' must be a non-empty array of strings", param);
             for (const cJSON *x = v->child; x; x = x->next)
                 if (!cJSON_IsString(x) || !x->valuestring[0])
-                    return bad(err, param, "'%s' must be a non-empty array of non-empty strings", param);
+                    return bad(err, param, "'%s' must be a non-empty array of non-empty strings",
+                               param);
         } else if (!cJSON_IsString(v) || !v->valuestring[0]) {
             return bad(err, param, "'%s' must be a non-empty string", param);
         }
@@ -1165,7 +1175,8 @@ static int parse_tool_choice(const cJSON *root, struct want *w, int *n, struct v
     if (!tc || cJSON_IsString(tc)) {
         if (!tc || strcmp(tc->valuestring, "required")) return 0;
         if (!tools || !cJSON_GetArraySize(tools))
-            return bad(err, "tool_choice", "tool_choice 'required' needs at least one tool in 'tools'");
+            return bad(err, "tool_choice",
+                       "tool_choice 'required' needs at least one tool in 'tools'");
         return add_want(w, n, C_TOOLS, tools, "tool_choice", err);
     }
     const cJSON *t = get(tc, "type"), *fn = get(tc, "function");
@@ -1173,7 +1184,8 @@ static int parse_tool_choice(const cJSON *root, struct want *w, int *n, struct v
         return bad(err, "tool_choice.type", "'tool_choice.type' must be \"function\"");
     const cJSON *nm = cJSON_IsObject(fn) ? get(fn, "name") : NULL;
     if (!cJSON_IsString(nm))
-        return bad(err, "tool_choice.function.name", "'tool_choice.function.name' must be a string");
+        return bad(err, "tool_choice.function.name",
+                   "'tool_choice.function.name' must be a string");
     if (!tools) return bad(err, "tool_choice", "'tool_choice' requires 'tools' to be set");
     for (const cJSON *x = tools->child; x; x = x->next) {
         const cJSON *f = get(x, "function"), *xn = f ? get(f, "name") : NULL;
@@ -1227,7 +1239,9 @@ int st_parse_request(const cJSON *root, bool chat, struct st_request *out, struc
         switch (w.kind) {
         case C_JSON: g = st_compile_schema(v, &o, msg, sizeof msg); break;
         case C_JSON_OBJECT: g = st_compile_json_object(&o, msg, sizeof msg); break;
-        case C_REGEX: g = st_compile_regex(v->valuestring, strlen(v->valuestring), msg, sizeof msg); break;
+        case C_REGEX:
+            g = st_compile_regex(v->valuestring, strlen(v->valuestring), msg, sizeof msg);
+            break;
         case C_CHOICE: {
             int k = cJSON_GetArraySize(v), i = 0;
             const char **s = xmalloc((size_t)k * sizeof *s);
@@ -1248,7 +1262,8 @@ int st_parse_request(const cJSON *root, bool chat, struct st_request *out, struc
     cJSON_Delete(parsed);
     if (!g) {
         if (w.kind == C_TOOLS) return bad(err, "tools", "bad tool parameters: %s", msg);
-        if (w.kind == C_REGEX) return bad(err, w.param, "bad regular expression in '%s': %s", w.param, msg);
+        if (w.kind == C_REGEX)
+            return bad(err, w.param, "bad regular expression in '%s': %s", w.param, msg);
         return bad(err, w.param, "bad schema in '%s': %s", w.param, msg);
     }
     out->g = g;

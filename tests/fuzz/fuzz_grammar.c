@@ -98,7 +98,8 @@ static void regex_mode(const uint8_t *d, size_t n)
     if (g && px_ok) {
         char subj[64];
         size_t m = 0;
-        for (i++; i < n && m < sizeof subj - 1; i++) subj[m++] = "abc"[d[i] % 3]; /* no newline: POSIX . matches it */
+        for (i++; i < n && m < sizeof subj - 1; i++)
+            subj[m++] = "abc"[d[i] % 3]; /* no newline: POSIX . matches it */
         subj[m] = 0;
         struct gram_matcher *mt = gm_new(g);
         for (size_t k = 0; k <= m && mt; k++) {

@@ -58,7 +58,9 @@ static int mask_vs_brute(struct grammar *g, const struct gram_vocab *v, const ch
         gm_accept_bytes(r, (const uint8_t *)prefix, strlen(prefix));
         bool want = gm_accept_token(r, v, t);
         bool got = bits[t >> 5] >> (t & 31) & 1;
-        if (want != got && bad++ < 5) fprintf(stderr, "  prefix '%s' token %d: mask %d, brute %d\n", prefix, (int)t, got, want);
+        if (want != got && bad++ < 5)
+            fprintf(stderr, "  prefix '%s' token %d: mask %d, brute %d\n", prefix, (int)t, got,
+                    want);
         gm_free(r);
     }
     /* the state is unchanged by the mask: the next token still goes through */
@@ -84,7 +86,8 @@ int main(void)
         CHECK(g && full_match(g, "zé.x_1") && !full_match(g, "a.x") && !full_match(g, "z.x-"));
         grammar_release(g);
         g = re("(?:[A-Z][a-z]*)( [A-Z][a-z]*){0,2}");
-        CHECK(g && full_match(g, "Ab Cd E") && !full_match(g, "Ab Cd Ef Gh") && !full_match(g, "ab"));
+        CHECK(g && full_match(g, "Ab Cd E") && !full_match(g, "Ab Cd Ef Gh") &&
+              !full_match(g, "ab"));
         grammar_release(g);
     }
 
@@ -101,9 +104,11 @@ int main(void)
 
     TEST("schema: an object with required and optional members, whitespace") {
         char err[200];
-        struct grammar *g = schema("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},"
-                                   "\"b\":{\"type\":\"string\",\"maxLength\":3},\"c\":{\"type\":"
-                                   "\"boolean\"}},\"required\":[\"b\"]}", true, err, sizeof err);
+        struct grammar *g =
+            schema("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},"
+                   "\"b\":{\"type\":\"string\",\"maxLength\":3},\"c\":{\"type\":"
+                   "\"boolean\"}},\"required\":[\"b\"]}",
+                   true, err, sizeof err);
         CHECK(g);
         if (g) {
             CHECK(full_match(g, "{\"b\":\"xyz\"}"));
@@ -115,14 +120,17 @@ int main(void)
             CHECK(!full_match(g, "{\"a\":01,\"b\":\"x\"}"));
         }
         grammar_release(g);
-        g = schema("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}}}", false, err, sizeof err);
-        CHECK(g && full_match(g, "{\"a\":5}") && !full_match(g, "{ \"a\":5}") && full_match(g, "{}"));
+        g = schema("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}}}", false,
+                   err, sizeof err);
+        CHECK(g && full_match(g, "{\"a\":5}") && !full_match(g, "{ \"a\":5}") &&
+              full_match(g, "{}"));
         grammar_release(g);
     }
 
     TEST("schema: integer bounds are exact") {
         char err[200];
-        struct grammar *g = schema("{\"type\":\"integer\",\"minimum\":-15,\"maximum\":107}", true, err, sizeof err);
+        struct grammar *g =
+            schema("{\"type\":\"integer\",\"minimum\":-15,\"maximum\":107}", true, err, sizeof err);
         CHECK(g);
         for (int x = -200; x <= 300 && g; x++) {
             char s[16];
@@ -134,19 +142,22 @@ int main(void)
         }
         grammar_release(g);
         g = schema("{\"type\":\"integer\",\"exclusiveMinimum\":9}", true, err, sizeof err);
-        CHECK(g && !full_match(g, "9") && full_match(g, "10") && full_match(g, "123456789012") && !full_match(g, "-1"));
+        CHECK(g && !full_match(g, "9") && full_match(g, "10") && full_match(g, "123456789012") &&
+              !full_match(g, "-1"));
         grammar_release(g);
     }
 
     TEST("schema: recursion through $ref") {
         char err[200];
-        struct grammar *g = schema("{\"$defs\":{\"n\":{\"type\":\"object\",\"properties\":{\"v\":{\"type\":"
-                                   "\"integer\"},\"kids\":{\"type\":\"array\",\"items\":{\"$ref\":"
-                                   "\"#/$defs/n\"}}},\"required\":[\"v\"]}},\"$ref\":\"#/$defs/n\"}",
-                                   false, err, sizeof err);
+        struct grammar *g =
+            schema("{\"$defs\":{\"n\":{\"type\":\"object\",\"properties\":{\"v\":{\"type\":"
+                   "\"integer\"},\"kids\":{\"type\":\"array\",\"items\":{\"$ref\":"
+                   "\"#/$defs/n\"}}},\"required\":[\"v\"]}},\"$ref\":\"#/$defs/n\"}",
+                   false, err, sizeof err);
         CHECK(g);
         if (g) {
-            CHECK(full_match(g, "{\"v\":1,\"kids\":[{\"v\":2},{\"v\":3,\"kids\":[{\"v\":4,\"kids\":[]}]}]}"));
+            CHECK(full_match(
+                g, "{\"v\":1,\"kids\":[{\"v\":2},{\"v\":3,\"kids\":[{\"v\":4,\"kids\":[]}]}]}"));
             CHECK(!full_match(g, "{\"v\":1,\"kids\":[{\"kids\":[]}]}"));
         }
         grammar_release(g);
@@ -154,13 +165,17 @@ int main(void)
 
     TEST("schema: errors name the keyword and the place") {
         char err[200];
-        struct grammar *g = schema("{\"type\":\"object\",\"properties\":{\"x\":{\"allOf\":[{},{}]}}}", true, err, sizeof err);
+        struct grammar *g =
+            schema("{\"type\":\"object\",\"properties\":{\"x\":{\"allOf\":[{},{}]}}}", true, err,
+                   sizeof err);
         CHECK(!g);
         CHECK_STR(err, "unsupported JSON Schema keyword 'allOf' at '#/properties/x'");
         g = schema("{\"$ref\":\"#/$defs/missing\"}", true, err, sizeof err);
         CHECK(!g);
         CHECK_STR(err, "'$ref' '#/$defs/missing' does not resolve at '#'");
-        g = schema("{\"$defs\":{\"a\":{\"anyOf\":[{\"$ref\":\"#/$defs/a\"},{\"type\":\"null\"}]}},\"$ref\":\"#/$defs/a\"}", true, err, sizeof err);
+        g = schema("{\"$defs\":{\"a\":{\"anyOf\":[{\"$ref\":\"#/$defs/"
+                   "a\"},{\"type\":\"null\"}]}},\"$ref\":\"#/$defs/a\"}",
+                   true, err, sizeof err);
         CHECK(!g); /* left recursion */
         grammar_release(g);
     }
@@ -249,11 +264,12 @@ int main(void)
 
     TEST("masks equal the brute force on a synthetic vocabulary") {
         char err[200];
-        struct grammar *g = schema("{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
-                                   "\"tags\":{\"type\":\"array\",\"items\":{\"enum\":[\"a\",\"b\"]},"
-                                   "\"maxItems\":2},\"n\":{\"anyOf\":[{\"type\":\"number\"},{\"type\":"
-                                   "\"null\"}]},\"kid\":{\"$ref\":\"#\"}},\"required\":[\"name\"]}",
-                                   true, err, sizeof err);
+        struct grammar *g =
+            schema("{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
+                   "\"tags\":{\"type\":\"array\",\"items\":{\"enum\":[\"a\",\"b\"]},"
+                   "\"maxItems\":2},\"n\":{\"anyOf\":[{\"type\":\"number\"},{\"type\":"
+                   "\"null\"}]},\"kid\":{\"$ref\":\"#\"}},\"required\":[\"name\"]}",
+                   true, err, sizeof err);
         CHECK(g);
         const char *prefixes[] = {"", "{", "{ ", "{\"", "{\"name\": \"ab", "{\"name\":\"x\\",
                                   "{\"name\":\"\",\"tags\":[\"a\"", "{\"name\":\"\",\"n\":1",
@@ -273,21 +289,24 @@ int main(void)
     }
 
     TEST("tool calls: the named function's form, then done") {
-        cJSON *root = cJSON_Parse("{\"messages\":[],\"tools\":[{\"type\":\"function\",\"function\":"
-                                  "{\"name\":\"f\",\"parameters\":{\"type\":\"object\",\"properties\":"
-                                  "{\"x\":{\"type\":\"integer\"}},\"required\":[\"x\"]}}},{\"type\":"
-                                  "\"function\",\"function\":{\"name\":\"g\"}}],\"tool_choice\":"
-                                  "{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}");
+        cJSON *root =
+            cJSON_Parse("{\"messages\":[],\"tools\":[{\"type\":\"function\",\"function\":"
+                        "{\"name\":\"f\",\"parameters\":{\"type\":\"object\",\"properties\":"
+                        "{\"x\":{\"type\":\"integer\"}},\"required\":[\"x\"]}}},{\"type\":"
+                        "\"function\",\"function\":{\"name\":\"g\"}}],\"tool_choice\":"
+                        "{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}");
         struct st_request q;
         struct vlm_err e = {0};
         CHECK_EQ(st_parse_request(root, true, &q, &e), 0);
         CHECK(q.g && q.tool_calls);
         if (q.g) {
-            const char *ok = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 3}}\n</tool_call>";
+            const char *ok =
+                "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 3}}\n</tool_call>";
             struct gram_matcher *m = gm_new(q.g);
             CHECK(gm_accept_bytes(m, (const uint8_t *)ok, strlen(ok)) && gm_done(m));
             gm_free(m);
-            CHECK(!full_match(q.g, "<tool_call>\n{\"name\": \"g\", \"arguments\": {}}\n</tool_call>"));
+            CHECK(!full_match(q.g,
+                              "<tool_call>\n{\"name\": \"g\", \"arguments\": {}}\n</tool_call>"));
         }
         st_request_destroy(&q);
         cJSON_Delete(root);
@@ -300,10 +319,12 @@ int main(void)
             const struct gram_vocab *v = st_vocab(tok, 151936);
             CHECK(v && gv_size(v) == 151936);
             char err[200];
-            struct grammar *g = schema("{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\","
-                                       "\"maxLength\":5},\"days\":{\"type\":\"integer\",\"minimum\":1,"
-                                       "\"maximum\":14},\"unit\":{\"enum\":[\"celsius\",\"fahrenheit\"]}},"
-                                       "\"required\":[\"city\",\"unit\"]}", true, err, sizeof err);
+            struct grammar *g =
+                schema("{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\","
+                       "\"maxLength\":5},\"days\":{\"type\":\"integer\",\"minimum\":1,"
+                       "\"maximum\":14},\"unit\":{\"enum\":[\"celsius\",\"fahrenheit\"]}},"
+                       "\"required\":[\"city\",\"unit\"]}",
+                       true, err, sizeof err);
             const char *prefixes[] = {"", "{\"city\": \"Par", "{\"city\":\"Paris\", \"days\": 1"};
             for (size_t i = 0; i < 3 && g; i++) {
                 int32_t n;

@@ -31,7 +31,8 @@ int main(void)
         TEST(tname) {
             char err[256];
             struct st_options o = {.any_whitespace = true};
-            struct grammar *g = st_compile_schema(cJSON_GetObjectItem(e, "schema"), &o, err, sizeof err);
+            struct grammar *g =
+                st_compile_schema(cJSON_GetObjectItem(e, "schema"), &o, err, sizeof err);
             CHECK(g);
             if (!g) {
                 fprintf(stderr, "  %s: %s\n", name, err);
