@@ -53,6 +53,7 @@ SCHEMAS = {
 
 
 def chat(client, extra, n=3, max_tokens=400, **kw):
+    kw.setdefault("seed", 1234)  # choice i samples with seed + i: reproducible runs
     return client.chat.completions.create(model="tiny", messages=MSG, n=n, temperature=1.0,
                                           max_tokens=max_tokens, extra_body={**NO_THINK, **extra}, **kw)
 
@@ -123,7 +124,7 @@ def test_regex(client):
 
 def test_completions_endpoint(client):
     schema = SCHEMAS["flat"]
-    r = client.completions.create(model="tiny", prompt="JSON:", n=3, temperature=1.0, max_tokens=300,
+    r = client.completions.create(model="tiny", prompt="JSON:", n=3, temperature=1.0, max_tokens=300, seed=3,
                                   extra_body={"guided_json": schema, **COMPACT})
     for c in r.choices:
         jsonschema.validate(json.loads(c.text), schema)
@@ -175,7 +176,7 @@ def test_tool_choice_required(client):
 def test_tool_choice_named_stream(client):
     """A forced call streams as the usual tool-call deltas."""
     stream = client.chat.completions.create(
-        model="tiny", messages=MSG, temperature=1.0, max_tokens=300, stream=True, tools=TOOLS,
+        model="tiny", messages=MSG, temperature=1.0, max_tokens=300, stream=True, tools=TOOLS, seed=5,
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
         extra_body={**NO_THINK, **COMPACT})
     args, name, finish = "", None, None
@@ -203,7 +204,7 @@ class Household(BaseModel):
 
 def test_sdk_parse_with_pydantic(client):
     r = client.chat.completions.parse(model="tiny", messages=MSG, n=3, temperature=1.0,
-                                      max_tokens=400, response_format=Household,
+                                      max_tokens=400, response_format=Household, seed=99,
                                       extra_body={**NO_THINK, **COMPACT})
     for c in r.choices:
         assert isinstance(c.message.parsed, Household), c.message.content
