@@ -18,6 +18,8 @@
 
 enum { E_EPS, E_BYTE, E_CALL };
 
+#define MAX_SET 4096 /* threads in one closed set (matcher states) */
+
 struct bedge {
     int32_t from, to, rule;
     uint8_t kind, lo, hi;
@@ -31,6 +33,8 @@ struct gram_builder {
     uint8_t *rule_def;
     int32_t n_rules, cap_rules;
     bool full;
+    struct i32_vec same;     /* gb_same_mask pairs: node, as */
+    int32_t horizon;         /* least horizon of those pairs */
 };
 
 struct gram_builder *gb_new(void)
@@ -46,7 +50,16 @@ void gb_free(struct gram_builder *b)
     free(b->rule_s);
     free(b->rule_e);
     free(b->rule_def);
+    i32_vec_free(&b->same);
     free(b);
+}
+
+void gb_same_mask(struct gram_builder *b, int32_t node, int32_t as, int32_t horizon)
+{
+    if (b->full) return;
+    if (!b->same.n || horizon < b->horizon) b->horizon = horizon;
+    i32_vec_push(&b->same, node);
+    i32_vec_push(&b->same, as);
 }
 
 bool gb_full(const struct gram_builder *b) { return b->full; }
@@ -266,6 +279,8 @@ struct grammar {
     uint8_t *is_end;     /* node ends its rule */
     uint8_t *has_byte;   /* node has a byte edge */
     int32_t *canon;      /* node -> the first node with the same epsilon closure (mask cache key) */
+    int32_t *canon_far;  /* canon with the gb_same_mask hints applied (NULL: none) */
+    int32_t horizon;     /* canon_far holds for vocabularies with tokens of at most this many bytes */
     int32_t *rule_s;     /* (n_rules) */
     pthread_mutex_t mu;  /* guards cache and cache_vocab */
     struct ncache **cache; /* (n_nodes) lazily */
@@ -294,6 +309,7 @@ static void grammar_free(struct grammar *g)
     free(g->is_end);
     free(g->has_byte);
     free(g->canon);
+    free(g->canon_far);
     free(g->rule_s);
     pthread_mutex_destroy(&g->mu);
     free(g);
@@ -311,6 +327,8 @@ static bool left_recursive(struct grammar *g);
 /* canon[]: nodes whose epsilon closures reach the same nodes with a byte edge, a call or a
  * rule end behave alike under any stack, so they share one mask cache entry (the nodes
  * right after each alternative of a character class all lead back to one loop). */
+#define CANON_MAX_CLOSURE 256 /* nodes explored per closure before giving up sharing */
+
 static bool canon_build(struct grammar *g)
 {
     int32_t n = g->n_nodes;
@@ -330,10 +348,10 @@ static bool canon_build(struct grammar *g)
     for (int32_t i = 0; ok && i < n; i++) stamp[i] = -1;
     for (int32_t v = 0; ok && v < n; v++) {
         /* the significant nodes of v's epsilon closure, sorted */
-        int32_t sp = 0, k = 0;
+        int32_t sp = 0, k = 0, seen = 1;
         stack[sp++] = v;
         stamp[v] = v;
-        while (sp) {
+        while (sp && seen <= CANON_MAX_CLOSURE) {
             int32_t x = stack[--sp];
             bool significant = g->has_byte[x] || g->is_end[x];
             for (int32_t e = g->off[x]; e < g->off[x + 1]; e++) {
@@ -341,6 +359,7 @@ static bool canon_build(struct grammar *g)
                 else if (g->edges[e].kind == E_EPS && stamp[g->edges[e].to] != v) {
                     stamp[g->edges[e].to] = v;
                     stack[sp++] = g->edges[e].to;
+                    seen++;
                 }
             }
             if (significant) sig[k++] = x;
@@ -355,6 +374,11 @@ static bool canon_build(struct grammar *g)
         for (int32_t a = 0; a < k; a++) h = (h ^ (uint32_t)sig[a]) * 1099511628211ull;
         h ^= (uint64_t)k;
         g->canon[v] = v;
+        if (seen > CANON_MAX_CLOSURE) { /* a long epsilon chain: its own entry, kept linear */
+            sig_off[v] = sig_off[v + 1] = (int32_t)sigs.n;
+            hash[v] = 0;
+            continue;
+        }
         for (int32_t c = head[h & (nb - 1)]; c >= 0; c = next[c]) {
             if (hash[c] != h || sig_off[c + 1] - sig_off[c] != k) continue;
             if (!memcmp(sigs.v + sig_off[c], sig, (size_t)k * sizeof *sig)) {
@@ -427,9 +451,18 @@ struct grammar *gb_finish(struct gram_builder *b, int32_t root, char *err, size_
         g->is_end[b->rule_e[r]] = 1;
     }
     if (!canon_build(g)) goto oom;
+    if (b->same.n) {
+        g->canon_far = trymalloc(nn * sizeof *g->canon_far);
+        if (!g->canon_far) goto oom;
+        memcpy(g->canon_far, g->canon, nn * sizeof *g->canon_far);
+        for (size_t i = 0; i + 1 < b->same.n; i += 2)
+            g->canon_far[b->same.v[i]] = g->canon[b->same.v[i + 1]];
+        g->horizon = b->horizon;
+    }
     if (left_recursive(g)) {
-        snprintf(err, errlen, "the grammar is left-recursive (a rule reaches itself without "
-                              "reading a character)");
+        snprintf(err, errlen, "the grammar is left-recursive or too ambiguous (a rule reaches "
+                              "itself without reading a character, or more than %d states are "
+                              "live at once)", MAX_SET);
         grammar_free(g);
         g = NULL;
     }
@@ -1041,7 +1074,6 @@ struct gram_vocab *gv_new(int32_t n, const char *const *bytes, const size_t *len
 
 #define STACK_EMPTY (-1)
 #define STACK_CTX (-2)         /* an unknown context (mask cache walks) */
-#define MAX_SET 4096           /* threads in one closed set */
 #define MAX_FRAMES (1 << 22)
 
 struct frame {
@@ -1416,6 +1448,11 @@ fail:
     return NULL;
 }
 
+static int32_t cache_key(const struct grammar *g, const struct gram_vocab *v, int32_t node)
+{
+    return g->canon_far && v->max_depth <= g->horizon ? g->canon_far[node] : g->canon[node];
+}
+
 static const struct ncache *cache_get(struct gram_matcher *m, const struct gram_vocab *v,
                                       int32_t node)
 {
@@ -1425,7 +1462,7 @@ static const struct ncache *cache_get(struct gram_matcher *m, const struct gram_
         cache_clear(g);
         g->cache_vocab = v;
     }
-    node = g->canon[node];
+    node = cache_key(g, v, node);
     struct ncache *c = g->cache[node];
     if (!c) c = g->cache[node] = cache_build(m, v, node);
     pthread_mutex_unlock(&g->mu);
@@ -1489,7 +1526,7 @@ int32_t gm_fill_mask(struct gram_matcher *m, const struct gram_vocab *v, uint32_
             return -1;
         }
         bool seen = false;
-        int32_t key = m->g->canon[t.node];
+        int32_t key = cache_key(m->g, v, t.node);
         for (int32_t k = 0; k < n_done && !seen; k++) seen = done_nodes[k] == key;
         if (!seen) {
             for (int32_t w = 0; w < W; w++) bits[w] |= c->acc[w];

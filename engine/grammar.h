@@ -72,6 +72,13 @@ struct gfrag gb_utf8_nonascii(struct gram_builder *b);
 int32_t gb_node(struct gram_builder *b);
 void gb_eps(struct gram_builder *b, int32_t from, int32_t to);
 
+/* A hint for counted repetitions: node's token masks are the same as those of node as,
+ * for any vocabulary whose longest token has at most horizon bytes (the caller guarantees
+ * that no path of fewer than horizon bytes from either node tells them apart: positions far
+ * from the end of a long {m,n} count). Masks then share one cache entry instead of one walk
+ * of the vocabulary per position. */
+void gb_same_mask(struct gram_builder *b, int32_t node, int32_t as, int32_t horizon);
+
 /* Rules: declare first (so that bodies may call rules defined later, or themselves), then
  * define once. gb_call makes a fragment that runs the rule and comes back. */
 int32_t gb_rule(struct gram_builder *b);

@@ -18,6 +18,7 @@
 #define SC_MAX_DEPTH 64      /* nesting of subschemas while compiling */
 #define SC_MAX_COUNT 1024    /* largest minItems/maxItems/minLength/maxLength bound */
 #define SC_MAX_SUBSCHEMAS 4096
+#define SC_HORIZON 128       /* bytes: longer tokens than this disable the shared string masks */
 
 struct sc_memo {
     const cJSON *schema;
@@ -449,15 +450,31 @@ static struct gfrag string_frag(struct sc *c, const cJSON *s)
         return gb_empty(c->b);
     }
     if (mn == 0 && mx < 0) return gb_call(c->b, rule_string(c));
-    int32_t jc = rule_jchar(c);
+    /* one call of the character rule per counted position; positions more than
+     * SC_HORIZON characters from the end of their run share one mask cache entry */
+    int32_t jc = rule_jchar(c), rep = -1;
     struct gfrag f = lit(c, "\"");
-    for (int32_t k = 0; k < mn; k++) f = gb_seq(c->b, f, gb_call(c->b, jc));
+    for (int32_t k = 0; k < mn; k++) {
+        struct gfrag ch = gb_call(c->b, jc);
+        if (mn - (k + 1) > SC_HORIZON) {
+            if (rep < 0) rep = ch.e;
+            else gb_same_mask(c->b, ch.e, rep, SC_HORIZON);
+        }
+        f = gb_seq(c->b, f, ch);
+    }
     if (mx < 0) {
         f = gb_seq(c->b, f, gb_star(c->b, jchar_frag(c)));
     } else {
         struct gfrag tail = gb_empty(c->b);
-        for (int32_t k = mn; k < mx; k++)
-            tail = gb_opt(c->b, gb_seq(c->b, gb_call(c->b, jc), tail));
+        rep = -1;
+        for (int32_t k = mn; k < mx; k++) { /* built innermost first: k - mn chars remain after */
+            struct gfrag ch = gb_call(c->b, jc);
+            if (k - mn > SC_HORIZON) {
+                if (rep < 0) rep = ch.e;
+                else gb_same_mask(c->b, ch.e, rep, SC_HORIZON);
+            }
+            tail = gb_opt(c->b, gb_seq(c->b, ch, tail));
+        }
         f = gb_seq(c->b, f, tail);
     }
     return gb_seq(c->b, f, lit(c, "\""));

@@ -292,8 +292,13 @@ BAD = [
     ({"guided_json": {"type": "string", "pattern": "(?=x)"}}, "guided_json",
      "bad schema in 'guided_json': bad 'pattern': the group construct (?= is not supported at '#'"),
     ({"guided_json": {"$defs": {"a": {"anyOf": [{"$ref": "#/$defs/a"}, {"type": "null"}]}}, "$ref": "#/$defs/a"}},
-     "guided_json", "bad schema in 'guided_json': the grammar is left-recursive (a rule reaches "
-     "itself without reading a character)"),
+     "guided_json", "bad schema in 'guided_json': the grammar is left-recursive or too ambiguous "
+     "(a rule reaches itself without reading a character, or more than 4096 states are live at "
+     "once)"),
+    ({"guided_regex": "((a?){100}){100}"}, "guided_regex",
+     "bad regular expression in 'guided_regex': the grammar is left-recursive or too ambiguous "
+     "(a rule reaches itself without reading a character, or more than 4096 states are live at "
+     "once)"),
     ({"guided_json": "{not json"}, "guided_json", "'guided_json' is not valid JSON"),
     ({"guided_json": 5}, "guided_json", "'guided_json' must be a JSON Schema (an object or its text)"),
     ({"guided_regex": "a(b"}, "guided_regex", "bad regular expression in 'guided_regex': missing ')'"),

@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 #include <string.h>
 
+#include "engine/base.h"
 #include "engine/grammar.h"
 #include "engine/sampler.h"
 #include "server/structured.h"
@@ -329,6 +330,24 @@ int main(void)
             for (size_t i = 0; i < 3 && g; i++) {
                 int32_t n;
                 CHECK_EQ(mask_vs_brute(g, v, prefixes[i], &n), 0);
+                CHECK(n > 0);
+            }
+            grammar_release(g);
+        }
+        TEST("a long counted string: positions far from the end share masks, still exact") {
+            const struct gram_vocab *v = st_vocab(tok, 151936);
+            char err[200];
+            struct grammar *g = schema("{\"type\":\"string\",\"minLength\":150,\"maxLength\":"
+                                       "400}", true, err, sizeof err);
+            CHECK(g);
+            static char prefix[512];
+            int ks[] = {1, 10, 200, 260, 395}; /* shared entries: 1 and 10, 200 and 260 */
+            for (size_t i = 0; i < sizeof ks / sizeof *ks && g; i++) {
+                prefix[0] = '"';
+                memset(prefix + 1, 'a', (size_t)ks[i]);
+                prefix[ks[i] + 1] = 0;
+                int32_t n;
+                CHECK_EQ(mask_vs_brute(g, v, prefix, &n), 0);
                 CHECK(n > 0);
             }
             grammar_release(g);
