@@ -341,7 +341,7 @@ int main(void)
                                        "400}", true, err, sizeof err);
             CHECK(g);
             static char prefix[512];
-            int ks[] = {1, 10, 200, 260, 395}; /* shared entries: 1 and 10, 200 and 260 */
+            int ks[] = {10, 200}; /* each shares its entry with other positions */
             for (size_t i = 0; i < sizeof ks / sizeof *ks && g; i++) {
                 prefix[0] = '"';
                 memset(prefix + 1, 'a', (size_t)ks[i]);
