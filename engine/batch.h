@@ -63,6 +63,8 @@ struct batch_seq {
     bool prompt_lp;                /* return the logprob of prompt[p + 1] for each position p
                                     * of this step with p + 1 < n_prompt (batch_out.plp_*) */
     int32_t prompt_top;            /* with this many top entries (<= VLM_MAX_TOP_LOGPROBS) */
+    const uint32_t *mask;          /* structured outputs: the tokens allowed this step, bit
+                                    * t%32 of word t/32 (NULL: all); see sampler_apply_mask */
 };
 
 struct batch {

@@ -853,7 +853,7 @@ static void prep_rows(struct engine *e, const struct batch *b, int32_t n)
 }
 
 /* Row r of the step's logits into e->h_logits (a device-sampling fallback). */
-static const float *fetch_row(struct engine *e, int32_t r)
+static float *fetch_row(struct engine *e, int32_t r)
 {
     size_t V = (size_t)e->cfg.vocab_size;
     float *dst = e->h_logits + (size_t)r * V;
@@ -936,10 +936,16 @@ int engine_rank_execute(struct engine *e, const struct batch *b, struct batch_ou
         const struct batch_seq *q = &b->seqs[s];
         if (!q->sp) continue;
         struct sampler_result res;
-        if (!e->prep_on ||
+        if (!e->prep_on || q->mask ||
             sampler_sample_prepped(&e->h_prep[r], V, q->sp, q->n_prompt, q->n_out, &res) < 0) {
-            const float *row = e->prep_on ? fetch_row(e, r) : e->h_logits + (size_t)r * (size_t)V;
+            float *row = e->prep_on ? fetch_row(e, r) : e->h_logits + (size_t)r * (size_t)V;
+            if (q->mask) sampler_apply_mask(row, q->mask, V); /* a scratch copy of the row */
             sampler_sample(&e->sws, row, q->sp, q->prompt, q->n_prompt, q->output, q->n_out, &res);
+            if (q->mask) { /* vLLM writes a masked token's -inf as -9999 */
+                res.logprob = VLM_MAX(res.logprob, -9999.0f);
+                for (int32_t j = 0; j < res.n_top; j++)
+                    res.top_lp[j] = VLM_MAX(res.top_lp[j], -9999.0f);
+            }
         }
         e->out_token[r] = res.token;
         e->out_logprob[r] = res.logprob;

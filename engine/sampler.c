@@ -30,6 +30,17 @@ void sampler_ws_destroy(struct sampler_ws *w)
     memset(w, 0, sizeof *w);
 }
 
+void sampler_apply_mask(float *row, const uint32_t *mask, int32_t vocab)
+{
+    for (int32_t w = 0; w * 32 < vocab; w++) {
+        uint32_t m = mask[w];
+        if (m == 0xFFFFFFFFu) continue;
+        int32_t end = VLM_MIN(vocab, w * 32 + 32);
+        for (int32_t t = w * 32; t < end; t++)
+            if (!(m >> (t & 31) & 1)) row[t] = -INFINITY;
+    }
+}
+
 struct sampling_params sampler_params_greedy(void)
 {
     return (struct sampling_params){

@@ -92,6 +92,12 @@ void sampler_logprobs(const float *logits, int32_t vocab, int32_t token, int32_t
  * tests). */
 double sampler_uniform(uint64_t seed, uint64_t n_out);
 
+/* Structured outputs: sets every logit whose bit in mask (bit t%32 of word t/32) is clear to
+ * -inf, before sampler_sample. Everything after sees the masked row: penalties, temperature,
+ * truncation, the draw, and the logprobs (the log-softmax of the masked row; tokens outside
+ * the mask get -inf, which the engine reports as -9999 as vLLM does). */
+void sampler_apply_mask(float *row, const uint32_t *mask, int32_t vocab);
+
 /* Greedy defaults: temperature 0, no truncation, no penalties, no logprobs. */
 struct sampling_params sampler_params_greedy(void);
 

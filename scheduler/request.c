@@ -41,6 +41,7 @@ struct request *req_new(uint64_t id, const int32_t *prompt, int32_t n_prompt,
     r->params = *params;
     r->params.sp.bias_ids = NULL;
     r->params.sp.bias = NULL;
+    r->grammar_after = -1;
     atomic_init(&r->refs, 1);
     pthread_mutex_init(&r->stream.mu, NULL);
     int32_t nb = params->sp.n_bias;
@@ -135,6 +136,9 @@ static void req_free(struct request *r)
     free(r->plp.rank);
     free(r->plp.top_ids);
     free(r->plp.top_lp);
+    gm_free(r->gm);
+    free(r->mask);
+    grammar_release(r->grammar);
     pthread_mutex_destroy(&r->stream.mu);
     free(r);
 }

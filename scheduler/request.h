@@ -22,6 +22,7 @@
 
 #include "engine/base.h"
 #include "engine/batch.h"
+#include "engine/grammar.h"
 
 /* States in lifecycle order; everything after REQ_PREEMPTED means finished (vLLM
  * RequestStatus), so req_state_finished() is one comparison. */
@@ -116,6 +117,11 @@ struct request {
     req_cleanup_fn cleanup;              /* called once from the last req_release(); frees
                                           * whatever the creator hung on user (arena) */
     void *user;                          /* the creator's; freed by cleanup */
+    struct grammar *grammar;             /* structured outputs: owned reference (released with
+                                          * the request); NULL: unconstrained */
+    const struct gram_vocab *vocab;      /* borrowed, outlives the request; set with grammar */
+    int32_t grammar_after;               /* -1: constrained from the first output token; else
+                                          * only after this token (</think>) was sampled */
 
     /* ---- shared ---- */
     _Atomic int refs;
@@ -140,6 +146,9 @@ struct request {
     uint32_t slot;                       /* engine scratch row while running */
     struct request *q_prev, *q_next;     /* waiting queue links */
     int32_t run_idx;                     /* index in the running array, -1 if not running */
+    struct gram_matcher *gm;             /* owned; structured outputs, see constrain.h */
+    uint32_t *mask;                      /* owned, gv_mask_words(vocab): this step's tokens */
+    bool gm_on;                          /* the constraint applies to the next token */
 };
 
 /* Copies prompt. params is copied, with its logit_bias arrays; the prompt-logprob storage

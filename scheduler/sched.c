@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "scheduler/constrain.h"
 #include "scheduler/kv_cache.h"
 
 /* ==== State ====
@@ -599,6 +600,7 @@ static void add_seq(struct sched *s, struct request *r, int32_t n_new)
         .prompt_lp = r->params.prompt_logprobs && pos + 1 < r->n_prompt,
         .prompt_top = r->plp.n_top,
     };
+    if (q->sp) q->mask = constrain_mask(r);
 }
 
 void sched_set_prefill_chunk(struct sched *s, int32_t n)
@@ -745,6 +747,7 @@ void sched_update(struct sched *s, const struct batch *b, const struct batch_out
         r->tokens[r->n_tokens++] = ev.token;
         ctr_add(s, CTR_TOK_OUT, 1);
         int st = stop_state(r, ev.token, &ev.is_stop);
+        if (!st && r->grammar) st = constrain_advance(r, ev.token);
         req_stream_push(r, &ev);
         if (st) {
             finish(s, r, st);

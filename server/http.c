@@ -22,6 +22,7 @@
 
 #include "server/fetch.h"
 #include "server/openai.h"
+#include "server/structured.h"
 #include "server/web.h"
 
 /* ==== Data structures ====
@@ -922,7 +923,14 @@ static int make_requests(struct conn *c, struct prep_prompt *pps, int32_t n_pp)
         oai_text_init(&h->text, s->d.tok, q->skip_special_tokens, (const char *const *)q->stop,
                       q->n_stop, pp->thinking && c->route == ROUTE_CHAT);
         h->tools_on = c->route == ROUTE_CHAT && q->n_tools > 0 &&
-                      q->tool_choice == OAI_TOOL_CHOICE_AUTO;
+                      (q->tool_choice == OAI_TOOL_CHOICE_AUTO || q->forced_tools);
+        if (q->grammar) { /* structured outputs: scheduler/constrain.h */
+            r->grammar = q->grammar;
+            grammar_retain(r->grammar);
+            r->vocab = st_vocab(s->d.tok, s->d.vocab_size);
+            bool think = pp->thinking && c->route == ROUTE_CHAT;
+            r->grammar_after = think ? tok_find(s->d.tok, "</think>") : -1;
+        }
         oai_tools_init(&h->tools, vlm_mix64(id ^ 0x746f6f6c73ull) ^ vlm_now_ns());
         h->lp = new_lp(c);
         n_built = i + 1;

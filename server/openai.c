@@ -13,6 +13,7 @@
 
 #include "server/jsonstrict.h"
 #include "server/pyjson.h"
+#include "server/structured.h"
 
 /* ==== Field access ====
  * Every accessor treats a JSON null like an absent field (clients send null for "unset"),
@@ -255,11 +256,8 @@ static int parse_tools(const cJSON *root, struct pyjson_span body, struct oai_re
         const char *c = cJSON_IsString(tc) ? tc->valuestring : NULL;
         if (c && !strcmp(c, "none")) r->tool_choice = OAI_TOOL_CHOICE_NONE;
         else if (c && !strcmp(c, "auto")) r->tool_choice = OAI_TOOL_CHOICE_AUTO;
-        else if ((c && !strcmp(c, "required")) || cJSON_IsObject(tc))
-            return vlm_err_param(err, VLM_EUNSUPPORTED, 400, "tool_choice",
-                                 "tool_choice '%s' is not supported (it needs guided decoding); "
-                                 "use \"auto\" or \"none\"",
-                                 c ? c : "{\"type\": \"function\", ...}");
+        else if (c && !strcmp(c, "required")) r->tool_choice = OAI_TOOL_CHOICE_REQUIRED;
+        else if (cJSON_IsObject(tc)) r->tool_choice = OAI_TOOL_CHOICE_NAMED; /* structured.c */
         else
             return bad_type(err, "tool_choice",
                             "\"auto\", \"none\", \"required\" or a named function");
@@ -647,6 +645,12 @@ int oai_parse(enum oai_kind kind, const char *body, size_t len, const struct oai
     }
     }
     if (rc > 0) rc = 0;
+    if (rc == 0 && (kind == OAI_KIND_CHAT || kind == OAI_KIND_COMPLETION)) {
+        struct st_request st;
+        rc = st_parse_request(root, kind == OAI_KIND_CHAT, &st, err);
+        out->grammar = st.g;
+        out->forced_tools = st.tool_calls;
+    }
 done:
     cJSON_Delete(root);
     if (rc < 0) oai_request_destroy(out);
@@ -674,6 +678,7 @@ void oai_request_destroy(struct oai_request *r)
     free(r->prompt_ids);
     for (int32_t i = 0; i < r->n_stop; i++) free(r->stop[i]);
     oai_extras_destroy(r);
+    grammar_release(r->grammar);
     enum oai_kind k = r->kind;
     memset(r, 0, sizeof *r);
     r->kind = k;

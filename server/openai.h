@@ -23,6 +23,7 @@
 
 #include "engine/base.h"
 #include "engine/batch.h"
+#include "engine/grammar.h"
 #include "server/tokenizer.h"
 
 struct cJSON;
@@ -43,8 +44,11 @@ enum oai_kind {
 enum oai_role { OAI_ROLE_SYSTEM, OAI_ROLE_USER, OAI_ROLE_ASSISTANT, OAI_ROLE_TOOL,
                 OAI_ROLE_OTHER };
 
-/* tool_choice. "required" and a named function need guided decoding (400 here). */
-enum oai_tool_choice { OAI_TOOL_CHOICE_AUTO, OAI_TOOL_CHOICE_NONE };
+/* tool_choice. "required" and a named function force the output into tool calls
+ * (oai_request.grammar, server/structured.h). */
+enum oai_tool_choice {
+    OAI_TOOL_CHOICE_AUTO, OAI_TOOL_CHOICE_NONE, OAI_TOOL_CHOICE_REQUIRED, OAI_TOOL_CHOICE_NAMED
+};
 
 /* A tool call of an assistant message in the request (rendered back into the prompt). */
 struct oai_tool_call {
@@ -147,6 +151,9 @@ struct oai_request {
     bool continuous_usage;         /* stream_options.continuous_usage_stats */
     int32_t truncate_prompt_tokens;/* 0: none; else keep the last this many prompt tokens */
     char *request_id;              /* owned; the X-Request-Id header, NULL when none */
+    /* structured outputs (chat and completions; server/structured.h) */
+    struct grammar *grammar;       /* owned reference; NULL: unconstrained */
+    bool forced_tools;             /* tool_choice required / named: the output is tool calls */
 };
 
 /* The parts of oai_parse in server/openai_extra.c (oai_parse calls them). */

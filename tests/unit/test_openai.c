@@ -110,10 +110,12 @@ static const struct bad_case BAD[] = {
      "\"description\":1}}]}", 400, "tools[0].function.description"},
     {OAI_KIND_CHAT, "{" M ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
      "\"parameters\":[]}}]}", 400, "tools[0].function.parameters"},
+    /* forced tool calls (server/structured.h): a name not in tools, two constraints */
     {OAI_KIND_CHAT, "{" M ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
-     "\"tool_choice\":\"required\"}", 400, "tool_choice"},
+     "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}", 400,
+     "tool_choice.function.name"},
     {OAI_KIND_CHAT, "{" M ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
-     "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}", 400, "tool_choice"},
+     "\"tool_choice\":\"required\",\"guided_regex\":\"a\"}", 400, "tool_choice"},
     {OAI_KIND_CHAT, "{" M ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
      "\"tool_choice\":\"sometimes\"}", 400, "tool_choice"},
     {OAI_KIND_CHAT, "{" M ",\"tool_choice\":5}", 400, "tool_choice"},
@@ -201,6 +203,21 @@ static void test_good(void)
         CHECK_STR(q.msgs[0].text, "hi");
         oai_request_destroy(&q);
     }
+    TEST("tool_choice required and named: a grammar, the output parsed as tool calls") {
+        const char *bodies[] = {
+            "{" M ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+            "\"tool_choice\":\"required\"}",
+            "{" M ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+            "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}"};
+        for (int i = 0; i < 2; i++) {
+            struct oai_request q;
+            struct vlm_err e = {0};
+            CHECK_EQ(oai_parse(OAI_KIND_CHAT, bodies[i], strlen(bodies[i]), &LIM, &q, &e), 0);
+            CHECK(q.grammar && q.forced_tools);
+            CHECK_EQ(q.tool_choice, i ? OAI_TOOL_CHOICE_NAMED : OAI_TOOL_CHOICE_REQUIRED);
+            oai_request_destroy(&q);
+        }
+    }
     TEST("every field, unknown fields and nulls") {
         const char *b =
             "{\"model\":\"tiny\",\"messages\":[{\"role\":\"system\",\"content\":\"s\"},"
@@ -214,7 +231,7 @@ static void test_good(void)
             "\"logprobs\":true,\"top_logprobs\":4,\"stream\":true,\"stream_options\":"
             "{\"include_usage\":true},\"chat_template_kwargs\":{\"enable_thinking\":false},"
             "\"mm_processor_kwargs\":{\"min_pixels\":4000,\"max_pixels\":50000},"
-            "\"tools\":[],\"user\":\"u\",\"logit_bias\":null,\"response_format\":{\"type\":\"x\"},"
+            "\"tools\":[],\"user\":\"u\",\"logit_bias\":null,\"response_format\":{\"type\":\"text\"},"
             "\"stop_token_ids\":[7,8],\"ignore_eos\":true,\"temperature_x\":\"ignored\"}";
         struct oai_request q;
         struct vlm_err e = {0};
