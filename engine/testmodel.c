@@ -338,6 +338,29 @@ struct tok_model {
     int32_t n_merges;
 };
 
+/* Records the merge (a, b) and returns the merged symbol's id: an existing one when the
+ * string is already in the vocabulary (a different merge path), else a new one; -1 (nothing
+ * recorded) when the merged string would not fit a symbol. */
+static int32_t tok_add_merge(struct tok_model *m, int32_t a, int32_t b)
+{
+    char merged[sizeof m->sym[0]];
+    size_t la = strlen(m->sym[a]), lb = strlen(m->sym[b]);
+    if (la + lb >= sizeof merged) return -1;
+    memcpy(merged, m->sym[a], la);
+    memcpy(merged + la, m->sym[b], lb + 1);
+    int32_t id = -1;
+    for (int32_t k = 0; k < m->n_sym && id < 0; k++)
+        if (!strcmp(m->sym[k], merged)) id = k;
+    if (id < 0) {
+        id = m->n_sym++;
+        strcpy(m->sym[id], merged);
+    }
+    m->merge_a[m->n_merges] = a;
+    m->merge_b[m->n_merges] = b;
+    m->merge_out[m->n_merges++] = id;
+    return id;
+}
+
 /* GPT-2's byte -> unicode code point map; order[i] is the byte of vocab id i. */
 static void byte_map(uint32_t cp[256], uint8_t order[256])
 {
@@ -454,23 +477,8 @@ static void tok_train(struct tok_model *m)
             x = y;
         }
         if (best.w < 2) break;
-        /* the merged string may already exist (a different merge path): reuse its id */
-        char merged[64];
-        size_t la = strlen(m->sym[best.a]), lb = strlen(m->sym[best.b]);
-        if (la + lb >= sizeof merged) break;
-        memcpy(merged, m->sym[best.a], la);
-        memcpy(merged + la, m->sym[best.b], lb + 1);
-        int32_t id = -1;
-        for (int32_t k = 0; k < m->n_sym && id < 0; k++)
-            if (!strcmp(m->sym[k], merged)) id = k;
-        if (id < 0) {
-            id = m->n_sym++;
-            strcpy(m->sym[id], merged);
-        }
-        m->merge_out[m->n_merges] = id;
-        m->merge_a[m->n_merges] = best.a;
-        m->merge_b[m->n_merges] = best.b;
-        m->n_merges++;
+        int32_t id = tok_add_merge(m, best.a, best.b);
+        if (id < 0) break;
         for (int32_t k = 0; k < n_words; k++) {
             int32_t o = 0;
             for (int32_t x = 0; x < w[k].len; x++) {
@@ -541,21 +549,8 @@ static void tok_add_greeting(struct tok_model *m, int32_t *script, int32_t *n_sc
     for (size_t i = 0; i < ARRAY_LEN(greeting_pieces); i++) {
         int32_t n = tok_encode_piece(m, greeting_pieces[i], ids);
         for (; n > 1; n--) {
-            char merged[64];
-            size_t la = strlen(m->sym[ids[0]]), lb = strlen(m->sym[ids[1]]);
-            VLM_ASSERT(la + lb < sizeof merged); /* pieces are a few characters long */
-            memcpy(merged, m->sym[ids[0]], la);
-            memcpy(merged + la, m->sym[ids[1]], lb + 1);
-            int32_t id = -1;
-            for (int32_t k = 0; k < m->n_sym && id < 0; k++)
-                if (!strcmp(m->sym[k], merged)) id = k;
-            if (id < 0) {
-                id = m->n_sym++;
-                strcpy(m->sym[id], merged);
-            }
-            m->merge_a[m->n_merges] = ids[0];
-            m->merge_b[m->n_merges] = ids[1];
-            m->merge_out[m->n_merges++] = id;
+            int32_t id = tok_add_merge(m, ids[0], ids[1]);
+            VLM_ASSERT(id >= 0); /* pieces are a few characters long */
             ids[0] = id;
             memmove(ids + 1, ids + 2, (size_t)(n - 2) * sizeof *ids);
         }
