@@ -140,6 +140,23 @@ static void check_config(const char *name)
         return;
     }
 
+    tname = tname_next();
+    snprintf(tname, 160, "%s: weights used in place from the memory map (no copy)", name);
+    TEST(tname) {
+        for (int32_t l = 0; l < m.cfg.n_layers; l++) {
+            CHECK(e.layers[l].wq.data == m.w.layers[l].wq.data);
+            CHECK(e.layers[l].w_down.data == m.w.layers[l].w_down.data);
+            CHECK(e.layers[l].w_down.type == m.w.layers[l].w_down.type);
+        }
+        CHECK(e.embed.data == m.w.embed.data && e.lm_head.data == m.w.lm_head.data);
+    }
+
+    /* the reference lm_head product: the checkpoint's lm_head widened to f32 */
+    float *lm_head = xmalloc((size_t)V * (size_t)H * sizeof(float));
+    for (int64_t i = 0; i < V * H; i++)
+        lm_head[i] = e.lm_head.type == DT_F32    ? ((const float *)e.lm_head.data)[i]
+                     : e.lm_head.type == DT_BF16 ? bf16_to_f32(((const uint16_t *)e.lm_head.data)[i])
+                                                 : f16_to_f32(((const uint16_t *)e.lm_head.data)[i]);
     float *logits = xmalloc((size_t)CHUNK * (size_t)V * sizeof(float));
     float *ref = xmalloc((size_t)CHUNK * (size_t)V * sizeof(float));
     int32_t blocks[N_BLOCKS];
@@ -168,8 +185,7 @@ static void check_config(const char *name)
                                   .n_blocks = N_BLOCKS - 1};
             struct batch b = {.seqs = &s, .n_seqs = 1};
             VLM_ASSERT(engine_forward_rows(&e, &b, rows, c, logits) == 0);
-            cpu_matmul(ref, hidden + (size_t)(row0 + p0) * H, (const float *)e.lm_head.data, NULL, c,
-                       V, H);
+            cpu_matmul(ref, hidden + (size_t)(row0 + p0) * H, lm_head, NULL, c, V, H, 2);
             for (int i = 0; i < c; i++) {
                 const float *lg = logits + (size_t)i * V, *rf = ref + (size_t)i * V;
                 int pos = p0 + i;
@@ -246,6 +262,7 @@ static void check_config(const char *name)
 
     free(logits);
     free(ref);
+    free(lm_head);
     engine_destroy(&e);
     model_destroy(&m);
     cJSON_Delete(g);
