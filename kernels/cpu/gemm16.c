@@ -202,18 +202,25 @@ ALWAYS T_AVX2 void avx2_tile_body(const int MR, const int NB, const float *x, in
                                   const uint16_t *w, int64_t K, float *y, int64_t ldy, bool f16)
 {
     __m256 acc[4][4];
+    #pragma GCC unroll 4
     for (int i = 0; i < MR; i++)
+        #pragma GCC unroll 4
         for (int j = 0; j < NB; j++) acc[i][j] = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k + 8 <= K; k += 8) {
         __m256 wv[4];
+        #pragma GCC unroll 4
         for (int j = 0; j < NB; j++) wv[j] = avx2_widen(w + j * K + k, f16);
+        #pragma GCC unroll 4
         for (int i = 0; i < MR; i++) {
             __m256 xv = _mm256_loadu_ps(x + i * ldx + k);
+            #pragma GCC unroll 4
             for (int j = 0; j < NB; j++) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
         }
     }
+    #pragma GCC unroll 4
     for (int i = 0; i < MR; i++)
+        #pragma GCC unroll 4
         for (int j = 0; j < NB; j++) {
             float t = 0.0f;
             for (int64_t kk = k; kk < K; kk++) t += x[i * ldx + kk] * widen(w[j * K + kk], f16);
@@ -247,9 +254,12 @@ ALWAYS T_512 void avx512_step(const int MR, const int NB, const float *x, int64_
                               __m512 acc[4][4])
 {
     __m512 wv[4];
+    #pragma GCC unroll 4
     for (int j = 0; j < NB; j++) wv[j] = avx512_widen(w + j * K + k, m, f16);
+    #pragma GCC unroll 4
     for (int i = 0; i < MR; i++) {
         __m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + k);
+        #pragma GCC unroll 4
         for (int j = 0; j < NB; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
     }
 }
@@ -258,12 +268,16 @@ ALWAYS T_512 void avx512_tile_body(const int MR, const int NB, const float *x, i
                                    const uint16_t *w, int64_t K, float *y, int64_t ldy, bool f16)
 {
     __m512 acc[4][4];
+    #pragma GCC unroll 4
     for (int i = 0; i < MR; i++)
+        #pragma GCC unroll 4
         for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 16 <= K; k += 16) avx512_step(MR, NB, x, ldx, w, K, k, 0xffff, f16, acc);
     if (k < K) avx512_step(MR, NB, x, ldx, w, K, k, (__mmask16)((1u << (K - k)) - 1), f16, acc);
+    #pragma GCC unroll 4
     for (int i = 0; i < MR; i++)
+        #pragma GCC unroll 4
         for (int j = 0; j < NB; j++) y[i * ldy + j] = _mm512_reduce_add_ps(acc[i][j]);
 }
 
@@ -286,9 +300,12 @@ ALWAYS T_BF16 void bf16_step(const int MR, const int NB, const uint16_t *x, int6
                              __m512 acc[4][4])
 {
     __m512bh wv[4];
+    #pragma GCC unroll 4
     for (int j = 0; j < NB; j++) wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(m, w + j * K + k);
+    #pragma GCC unroll 4
     for (int i = 0; i < MR; i++) {
         __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, x + i * ldx + k);
+        #pragma GCC unroll 4
         for (int j = 0; j < NB; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
     }
 }
@@ -297,12 +314,16 @@ ALWAYS T_BF16 void bf16_tile_body(const int MR, const int NB, const uint16_t *x,
                                   const uint16_t *w, int64_t K, float *y, int64_t ldy)
 {
     __m512 acc[4][4];
+    #pragma GCC unroll 4
     for (int i = 0; i < MR; i++)
+        #pragma GCC unroll 4
         for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 32 <= K; k += 32) bf16_step(MR, NB, x, ldx, w, K, k, 0xffffffffu, acc);
     if (k < K) bf16_step(MR, NB, x, ldx, w, K, k, (__mmask32)((1ull << (K - k)) - 1), acc);
+    #pragma GCC unroll 4
     for (int i = 0; i < MR; i++)
+        #pragma GCC unroll 4
         for (int j = 0; j < NB; j++) y[i * ldy + j] = _mm512_reduce_add_ps(acc[i][j]);
 }
 
