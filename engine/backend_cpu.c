@@ -20,7 +20,7 @@ struct cpu_ctx {
     enum cpu_isa isa;   /* the 16-bit product kernels' ISA */
     /* the current step's metadata (borrowed from the caller until the next set_step) */
     struct step_meta step;
-    float *attn_scratch; /* (cpu_attn_varlen_scratch()) owned */
+    float *attn_scratch; /* (n_threads * cpu_attn_varlen_scratch()) owned */
     void *mm_scratch;    /* (mm_scratch_bytes) owned: the 16-bit products' x blocks */
     size_t mm_scratch_bytes;
     const void **mapped; /* (n_mapped) weights used in place: release() skips them */
@@ -313,7 +313,7 @@ static void cpu_op_attn_varlen(void *ctx, struct tensor *o, const struct tensor 
     VLM_ASSERT(cu[n_seg] == q->ne[2] && o->data != q->data && o->data != k->data &&
                o->data != v->data);
     cpu_attn_varlen(F(o), CF(q), CF(k), CF(v), cu, n_seg, q->ne[1], q->ne[0], scale,
-                    c->attn_scratch);
+                    c->attn_scratch, c->n_threads);
 }
 
 static void cpu_op_gather_rows(void *ctx, struct tensor *dst, const struct tensor *src,
@@ -400,7 +400,8 @@ int backend_cpu_init(struct backend *b, const struct backend_params *p, struct v
     c->n_threads = p && p->n_threads > 0 ? p->n_threads : omp_get_num_procs();
     c->fast = p && p->numerics == NUMERICS_FAST;
     c->isa = cpu_isa_best();
-    c->attn_scratch = xmalloc((size_t)cpu_attn_varlen_scratch() * sizeof(float));
+    c->attn_scratch =
+        xmalloc((size_t)c->n_threads * (size_t)cpu_attn_varlen_scratch() * sizeof(float));
     omp_set_num_threads(c->n_threads);
     /* the OpenMP pool owns the cores; OpenBLAS runs inside it, one thread per call */
     cpu_set_blas_threads(1);

@@ -72,7 +72,7 @@ void cpu_embed(float *y, const float *table, const int32_t *ids, int64_t n, int6
 void cpu_kv_store(float *kc, float *vc, const float *k, const float *v, const int32_t *slot,
                   int64_t n_tok, int64_t row);
 
-/* Causal attention over paged KV. q, o (n_tokens, n_heads, hd). Sequence s owns token rows
+/* Causal attention over paged KV, hd <= 512. q, o (n_tokens, n_heads, hd). Sequence s owns token rows
  * [q_start[s], q_start[s+1]); its token i is at position ctx_len[s] - n_s + i and attends to
  * positions [0, that]. Position p of sequence s is cache slot
  * block_tables[s * max_blocks + p / block_size] * block_size + p % block_size. */
@@ -82,10 +82,11 @@ void cpu_attn_paged(float *o, const float *q, const float *kc, const float *vc,
                     int64_t n_kv_heads, int64_t hd, float scale);
 
 /* Full attention inside each segment [cu[i], cu[i+1]). q, k, v, o (n, n_heads, hd); o must
- * not alias q, k or v. scratch: cpu_attn_varlen_scratch() floats (a fixed size, whatever n). */
+ * not alias q, k or v. Runs on up to n_threads OpenMP threads; scratch: n_threads *
+ * cpu_attn_varlen_scratch() floats (a fixed size per thread, whatever n). */
 void cpu_attn_varlen(float *o, const float *q, const float *k, const float *v,
                      const int32_t *cu, int32_t n_seg, int64_t n_heads, int64_t hd, float scale,
-                     float *scratch);
+                     float *scratch, int n_threads);
 int64_t cpu_attn_varlen_scratch(void);
 
 /* Per row r of logits (n_rows, vocab) with row stride `stride` floats: the struct
