@@ -213,7 +213,7 @@ int main(int argc, char **argv)
            c->hidden_size, c->n_heads, c->n_kv_heads, c->head_dim, c->intermediate_size,
            c->vocab_size, c->tie_word_embeddings ? " (tied)" : "");
     printf("numerics %s, kernels %s, %d threads\n", numerics_name(numerics),
-           cpu_isa_name(cpu_isa_best()), threads > 0 ? threads : omp_get_num_procs());
+           cpu_isa_name(cpu_matmul_w16_path(cpu_isa_best(), numerics == NUMERICS_FAST)), threads > 0 ? threads : omp_get_num_procs());
     print_memory("after load");
 
     int32_t *ids = xmalloc((size_t)n_prefill * sizeof(int32_t));

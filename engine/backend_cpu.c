@@ -407,7 +407,8 @@ int backend_cpu_init(struct backend *b, const struct backend_params *p, struct v
     cpu_set_blas_threads(1);
     log_info("cpu backend: %d threads, numerics %s, %s kernels for bf16/f16 weights (used "
              "in place), OpenBLAS for f32 weights",
-             c->n_threads, c->fast ? "fast" : "exact", cpu_isa_name(c->isa));
+             c->n_threads, c->fast ? "fast" : "exact",
+             cpu_isa_name(cpu_matmul_w16_path(c->isa, c->fast)));
     b->ops = &cpu_ops;
     b->ctx = c;
     return 0;

@@ -27,6 +27,9 @@ enum cpu_isa { CPU_ISA_REF, CPU_ISA_AVX2, CPU_ISA_AVX512, CPU_ISA_AVX512BF16, CP
  * (c, avx2, avx512, avx512bf16) when it names a lower one. */
 enum cpu_isa cpu_isa_best(void);
 const char *cpu_isa_name(enum cpu_isa isa);
+/* The variant cpu_matmul_w16 runs for bf16 weights at isa (exact mode has no use for the
+ * bf16 dot product: AVX-512 BF16 runs the AVX-512 widening tile). */
+enum cpu_isa cpu_matmul_w16_path(enum cpu_isa isa, bool fast);
 /* f rounded to the nearest bf16 (ties to even), as f32: how fast mode rounds activations */
 float cpu_round_bf16(float f);
 

@@ -73,6 +73,11 @@ enum cpu_isa cpu_isa_best(void)
     return isa;
 }
 
+enum cpu_isa cpu_matmul_w16_path(enum cpu_isa isa, bool fast)
+{
+    return isa == CPU_ISA_AVX512BF16 && !fast ? CPU_ISA_AVX512 : isa;
+}
+
 /* ==== Scalar helpers ==== */
 
 static inline int64_t min64(int64_t a, int64_t b)
