@@ -341,6 +341,26 @@ static T_BF16 void bf16_tile(int mr, int nb, const void *xv, int64_t ldx, const 
     TILE_SWITCH(BF16_BODY, x, ldx, w, K, y, ldy)
 }
 
+/* x rows -> bf16 with vcvtne2ps2bf16 (nearest even; the instruction treats subnormal inputs
+ * as zero, the only place it differs from to_bf16), the row's tail masked, so a value's
+ * conversion never depends on where its row sits in the block. */
+static T_BF16 void bf16_pack_rows(uint16_t *dst, const float *src, int64_t rows, int64_t K)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *s = src + r * K;
+        uint16_t *d = dst + r * K;
+        for (int64_t k = 0; k < K; k += 32) {
+            int64_t n = K - k < 32 ? K - k : 32;
+            __mmask16 lo = (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1);
+            __mmask16 hi = (__mmask16)(n >= 32 ? 0xffff : n > 16 ? (1u << (n - 16)) - 1 : 0);
+            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, s + k + 16),
+                                             _mm512_maskz_loadu_ps(lo, s + k));
+            _mm512_mask_storeu_epi16(d + k, (__mmask32)(n >= 32 ? 0xffffffffu : (1u << n) - 1),
+                                     (__m512i)v);
+        }
+    }
+}
+
 /* ==== The driver ==== */
 
 int64_t cpu_matmul_w16_scratch(int64_t K)
@@ -374,9 +394,8 @@ void cpu_matmul_w16(float *y, const float *x, const uint16_t *w, bool w_f16, con
                 const float *xs = x + m0 * K;
                 const void *xb = xs;
                 if (bf) {
-                    uint16_t *p = (uint16_t *)buf;
-                    for (int64_t i = 0; i < mc * K; i++) p[i] = to_bf16(xs[i]);
-                    xb = p;
+                    bf16_pack_rows((uint16_t *)buf, xs, mc, K);
+                    xb = buf;
                 } else if (rnd) {
                     float *p = (float *)buf;
                     for (int64_t i = 0; i < mc * K; i++) p[i] = round_bf16(xs[i]);
