@@ -1,20 +1,24 @@
 /*
- * bench_engine: prefill and decode throughput of the CPU engine on one checkpoint, and the
- * GFLOP/s of its largest products through the backend next to OpenBLAS's own sgemm on the
- * same shape (the backend's matmul is sgemm plus the op boundary; the gap is that boundary).
+ * bench_engine: prefill and decode throughput of the CPU engine on one checkpoint, the
+ * process's memory (weights mapped once: file pages vs anonymous memory), and the GFLOP/s
+ * of its largest products through the backend next to OpenBLAS's sgemm on an f32 copy of
+ * the same weight (what the backend ran before bf16 weights were used in place).
  * Prints figures, asserts nothing.
  *
  *   bench_engine --model DIR [--prefill N] [--decode STEPS] [--batch B] [--threads T]
+ *                [--numerics exact|fast]   (fast by default, as the server)
  *
  * Prefill: one sequence of N tokens (ids 1000 + i), in chunks of 512 tokens, logits only
  * for the last row (as in serving). Decode: B sequences of 16 prompt tokens, then STEPS
  * greedy steps with all B sequences in every step; tok/s counts B tokens per step.
- * Each figure is the best of 3 runs (the machine is shared).
+ * Each figure is the best of 5 runs, with the median beside it (the machine is shared).
+ * VLM_CPU_ISA=c|avx2|avx512 caps the kernels' instruction set (kernels/cpu.h).
  */
 #include "engine/engine.h"
 #include "engine/model.h"
+#include "kernels/cpu.h"
 
-#include <cblas.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -34,6 +38,35 @@ static double cpu_s(void)
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
+/* kB of one /proc/self/status field ("VmRSS:", "RssFile:", ...); -1 if absent */
+static long status_kb(const char *field)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    size_t n = strlen(field);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, field, n)) v = strtol(line + n, NULL, 10);
+    if (f) fclose(f);
+    return v;
+}
+
+static void print_memory(const char *when)
+{
+    printf("memory %-14s VmRSS %7.1f MiB = RssFile %7.1f (mapped weights) + RssAnon %7.1f; "
+           "peak VmHWM %7.1f MiB\n",
+           when, status_kb("VmRSS:") / 1024.0, status_kb("RssFile:") / 1024.0,
+           status_kb("RssAnon:") / 1024.0, status_kb("VmHWM:") / 1024.0);
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+#define RUNS 5
 
 static int64_t count_params(const struct model *m)
 {
@@ -100,48 +133,62 @@ static double run_decode(struct engine *e, int32_t B, int32_t steps, int32_t per
     return dt;
 }
 
-/* GFLOP/s of y(M,N) = x(M,K)·w(N,K)ᵀ through the backend and straight through sgemm. */
+/* GFLOP/s of y(M,N) = x(M,K)·w(N,K)ᵀ through the backend, and through sgemm on an f32
+ * copy of w (one thread per OpenMP thread, as the backend runs f32 weights). */
 static void bench_matmul(struct engine *e, const char *what, const struct tensor *w, int32_t M)
 {
     int64_t N = w->ne[1], K = w->ne[0];
     float *x = xmalloc((size_t)(M * K) * sizeof(float)), *y = xmalloc((size_t)(M * N) * sizeof(float));
+    float *w32 = xmalloc((size_t)(N * K) * sizeof(float));
     for (int64_t i = 0; i < M * K; i++) x[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
+    for (int64_t i = 0; i < N * K; i++)
+        w32[i] = w->type == DT_F32    ? ((const float *)w->data)[i]
+                 : w->type == DT_BF16 ? bf16_to_f32(((const uint16_t *)w->data)[i])
+                                      : f16_to_f32(((const uint16_t *)w->data)[i]);
     struct tensor tx = tensor_make(x, DT_F32, K, M, 1, 1), ty = tensor_make(y, DT_F32, N, M, 1, 1);
     double flop = 2.0 * (double)M * (double)N * (double)K, best_be = 1e30, best_blas = 1e30;
     int reps = (int)VLM_MAX(1, VLM_MIN(50, 2e9 / flop));
+    int threads = e->p.bp.n_threads > 0 ? e->p.bp.n_threads : omp_get_num_procs();
     for (int r = 0; r < 3; r++) {
         double t0 = now_s();
         for (int i = 0; i < reps; i++) e->be.ops->matmul(e->be.ctx, &ty, &tx, w, NULL);
         double t1 = now_s();
-        for (int i = 0; i < reps; i++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, (int)N, (int)K, 1.0f, x, (int)K,
-                        (const float *)w->data, (int)K, 0.0f, y, (int)N);
+        for (int i = 0; i < reps; i++) cpu_matmul(y, x, w32, NULL, M, N, K, threads);
         double t2 = now_s();
         best_be = VLM_MIN(best_be, (t1 - t0) / reps);
         best_blas = VLM_MIN(best_blas, (t2 - t1) / reps);
     }
-    printf("matmul %-8s M=%-4d N=%-6lld K=%-5lld  backend %7.2f GFLOP/s   sgemm %7.2f GFLOP/s\n",
-           what, M, (long long)N, (long long)K, flop / best_be * 1e-9, flop / best_blas * 1e-9);
+    double wbytes = (double)(N * K) * (double)dtype_size(w->type);
+    printf("matmul %-8s M=%-4d N=%-6lld K=%-5lld  backend (%s) %7.2f GFLOP/s %6.1f GB/s of "
+           "weights   sgemm f32 copy %7.2f GFLOP/s\n",
+           what, M, (long long)N, (long long)K, dtype_name(w->type), flop / best_be * 1e-9,
+           wbytes / best_be * 1e-9, flop / best_blas * 1e-9);
     free(x);
     free(y);
+    free(w32);
 }
 
 int main(int argc, char **argv)
 {
     const char *dir = NULL;
     int32_t n_prefill = 512, steps = 32, batch = 8, threads = 0;
+    enum numerics numerics = NUMERICS_FAST;
+    bool bad = false;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
         else if (!strcmp(argv[i], "--prefill")) n_prefill = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--decode")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--numerics")) bad |= !numerics_parse(argv[i + 1], &numerics);
+        else bad = true;
     }
-    if (!dir || n_prefill < 1 || steps < 1 || batch < 1) {
+    if (bad || !dir || n_prefill < 1 || steps < 1 || batch < 1) {
         fprintf(stderr, "usage: bench_engine --model DIR [--prefill N] [--decode STEPS] "
-                        "[--batch B] [--threads T]\n");
+                        "[--batch B] [--threads T] [--numerics exact|fast]\n");
         return 2;
     }
+    setvbuf(stdout, NULL, _IOLBF, 0); /* each figure as it comes */
     vlm_log_level = VLM_LOG_WARN;
     struct model m = {0};
     struct vlm_err err = {0};
@@ -151,7 +198,7 @@ int main(int argc, char **argv)
     }
     int32_t bs = 16, per_seq = (VLM_MAX(n_prefill, 16 + steps + 1) + bs - 1) / bs + 1;
     int32_t n_blocks = 1 + VLM_MAX(per_seq, ((16 + steps + 1) / bs + 2) * batch);
-    struct engine_params ep = {.bp = {.n_threads = threads}, .block_size = bs, .n_blocks = n_blocks,
+    struct engine_params ep = {.bp = {.n_threads = threads, .numerics = numerics}, .block_size = bs, .n_blocks = n_blocks,
                                .max_batched_tokens = VLM_MAX(CHUNK, 16 * batch),
                                .max_seqs = VLM_MAX(batch, 1)};
     struct engine e;
@@ -160,36 +207,45 @@ int main(int argc, char **argv)
         return 1;
     }
     const struct model_config *c = &m.cfg;
-    printf("model %s: %.1fM params, %d layers, hidden %d, heads %d/%d x %d, ffn %d, vocab %d%s\n",
-           dir, (double)count_params(&m) * 1e-6, c->n_layers, c->hidden_size, c->n_heads,
-           c->n_kv_heads, c->head_dim, c->intermediate_size, c->vocab_size,
-           c->tie_word_embeddings ? " (tied)" : "");
+    printf("model %s: %.1fM params (%s), %d layers, hidden %d, heads %d/%d x %d, ffn %d, "
+           "vocab %d%s\n",
+           dir, (double)count_params(&m) * 1e-6, dtype_name(m.w.layers[0].wq.type), c->n_layers,
+           c->hidden_size, c->n_heads, c->n_kv_heads, c->head_dim, c->intermediate_size,
+           c->vocab_size, c->tie_word_embeddings ? " (tied)" : "");
+    printf("numerics %s, kernels %s, %d threads\n", numerics_name(numerics),
+           cpu_isa_name(cpu_matmul_w16_path(cpu_isa_best(), numerics == NUMERICS_FAST)), threads > 0 ? threads : omp_get_num_procs());
+    print_memory("after load");
 
     int32_t *ids = xmalloc((size_t)n_prefill * sizeof(int32_t));
     int32_t *blocks = xmalloc((size_t)per_seq * sizeof(int32_t));
     for (int32_t i = 0; i < n_prefill; i++) ids[i] = 1000 + i;
     for (int32_t j = 0; j < per_seq; j++) blocks[j] = 1 + j;
-    double best = 1e30, best_cpu = 1e30;
-    for (int r = 0; r < 3; r++) {
+    double t[RUNS], tc[RUNS];
+    for (int r = 0; r < RUNS; r++) {
         double c0 = cpu_s();
-        best = VLM_MIN(best, run_prefill(&e, n_prefill, ids, blocks, per_seq));
-        best_cpu = VLM_MIN(best_cpu, cpu_s() - c0);
+        t[r] = run_prefill(&e, n_prefill, ids, blocks, per_seq);
+        tc[r] = cpu_s() - c0;
     }
-    printf("prefill %5d tokens            %8.1f tok/s  (%.3f s; %.3f CPU-s, %.1f tok/CPU-s)\n",
-           n_prefill, n_prefill / best, best, best_cpu, n_prefill / best_cpu);
+    qsort(t, RUNS, sizeof *t, cmp_d);
+    qsort(tc, RUNS, sizeof *tc, cmp_d);
+    printf("prefill %5d tokens            %8.1f tok/s  median %8.1f  (%.3f s; %.3f CPU-s)\n",
+           n_prefill, n_prefill / t[0], n_prefill / t[RUNS / 2], t[0], tc[0]);
     int32_t bsz[] = {1, batch};
     for (int k = 0; k < (batch > 1 ? 2 : 1); k++) {
         int32_t per = (16 + steps + 1) / bs + 2;
-        best = 1e30;
-        best_cpu = 1e30;
-        for (int r = 0; r < 3; r++) {
+        for (int r = 0; r < RUNS; r++) {
             double c0 = cpu_s();
-            best = VLM_MIN(best, run_decode(&e, bsz[k], steps, per));
-            best_cpu = VLM_MIN(best_cpu, cpu_s() - c0); /* includes the 16-token prefill */
+            t[r] = run_decode(&e, bsz[k], steps, per);
+            tc[r] = cpu_s() - c0; /* includes the 16-token prefill */
         }
-        printf("decode  batch %-3d x %3d steps  %8.1f tok/s  (%.1f ms/step; %.1f CPU-ms/step)\n",
-               bsz[k], steps, bsz[k] * steps / best, best / steps * 1e3, best_cpu / steps * 1e3);
+        qsort(t, RUNS, sizeof *t, cmp_d);
+        qsort(tc, RUNS, sizeof *tc, cmp_d);
+        printf("decode  batch %-3d x %3d steps  %8.1f tok/s  median %8.1f  (%.1f ms/step; %.1f "
+               "CPU-ms/step)\n",
+               bsz[k], steps, bsz[k] * steps / t[0], bsz[k] * steps / t[RUNS / 2],
+               t[0] / steps * 1e3, tc[0] / steps * 1e3);
     }
+    print_memory("after the runs");
     bench_matmul(&e, "gate", &e.layers[0].w_gate, CHUNK);
     bench_matmul(&e, "down", &e.layers[0].w_down, CHUNK);
     bench_matmul(&e, "lm_head", &e.lm_head, batch);

@@ -35,6 +35,7 @@ struct config_opt {
 };
 
 static const char *const backend_choices[] = {"auto", "cpu", "cuda", NULL};
+static const char *const numerics_choices[] = {"exact", "fast", NULL};
 static const char *const wrap_choices[] = {"auto", "on", "off", NULL};
 static const char *const log_level_choices[] = {"debug", "info", "warn", "error", "off", NULL};
 
@@ -58,6 +59,7 @@ static const struct config_opt config_options[] = {
     STR("model", engine.model, "", "Hugging Face model folder (config.json, *.safetensors, tokenizer files)"),
     ENUM("backend", engine.backend, backend_choices, "auto", "compute backend; auto = cuda when a GPU is usable, else cpu"),
     I32("threads", engine.threads, 0, 1024, "0", "CPU threads for the cpu backend; 0 = all cores"),
+    ENUM("numerics", engine.numerics, numerics_choices, "fast", "cpu backend products: exact = f32 activations times widened weights (the f32 reference); fast = activations rounded to bf16, bf16 dot products with f32 sums"),
     I32("tensor-parallel-size", engine.tensor_parallel_size, 1, 64, "1", "GPUs the model is split across"),
     FLT("gpu-memory-utilization", engine.gpu_memory_utilization, 0.05, 1.0, "0.9", "fraction of each GPU's memory the engine may use (weights, activations, KV cache)"),
     SIZE("kv-cache-memory", engine.kv_cache_memory, MiB, 4 * TiB, "1GiB", "bytes of the cpu backend's KV cache pool"),

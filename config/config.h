@@ -35,6 +35,8 @@ struct config_list {
 };
 
 enum config_backend { CONFIG_BACKEND_AUTO, CONFIG_BACKEND_CPU, CONFIG_BACKEND_CUDA };
+/* --numerics: the cpu backend's products (engine/backend.h, enum numerics: same order). */
+enum config_numerics { CONFIG_NUMERICS_EXACT, CONFIG_NUMERICS_FAST };
 /* --image-start-end-tokens: auto = wrap unless config.json sets use_special_start_end_token
  * false. */
 enum config_wrap { CONFIG_WRAP_AUTO, CONFIG_WRAP_ON, CONFIG_WRAP_OFF };
@@ -90,6 +92,7 @@ struct config_engine {
     char *model;                      /* owned; Hugging Face model folder */
     enum config_backend backend;
     int32_t threads;                  /* CPU threads; 0 = all cores */
+    enum config_numerics numerics;    /* cpu backend products: exact (f32) or fast (bf16) */
     int32_t tensor_parallel_size;
     double gpu_memory_utilization;    /* fraction of GPU memory the engine may take */
     int64_t kv_cache_memory;          /* bytes of the CPU backend's KV pool */

@@ -2,6 +2,7 @@
 #include "engine/backend.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 size_t dtype_size(enum dtype t)
 {
@@ -44,6 +45,24 @@ struct tensor tensor_rows(const struct tensor *t, int64_t r0, int64_t n)
     v.nb[2] = v.nb[1] * n;
     v.nb[3] = v.nb[2];
     return v;
+}
+
+const char *numerics_name(enum numerics n)
+{
+    return n == NUMERICS_FAST ? "fast" : "exact";
+}
+
+bool numerics_parse(const char *s, enum numerics *out)
+{
+    if (!strcmp(s, "exact")) *out = NUMERICS_EXACT;
+    else if (!strcmp(s, "fast")) *out = NUMERICS_FAST;
+    else return false;
+    return true;
+}
+
+struct tensor backend_map_weight(const struct backend *b, const struct tensor *src)
+{
+    return b->ops->map_weight ? b->ops->map_weight(b->ctx, src) : b->ops->load_weight(b->ctx, src);
 }
 
 void backend_destroy(struct backend *b)

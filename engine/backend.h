@@ -100,6 +100,11 @@ struct backend_ops {
      * dtype this backend computes weights in. Returns a tensor with .data from alloc(), or
      * .data == NULL on failure. src may be a strided view of rows (TP slices). */
     struct tensor (*load_weight)(void *ctx, const struct tensor *src_host);
+    /* (optional) load_weight for a src that stays valid and unchanged until the backend is
+     * destroyed (a view into the memory-mapped checkpoint): the backend may use it in place
+     * instead of copying it. release() of the result is still called (and then ignored).
+     * NULL: the caller uses load_weight (backend_map_weight() below picks). */
+    struct tensor (*map_weight)(void *ctx, const struct tensor *src_host);
 
     /* ---- ops ---- */
     void (*set_step)(void *ctx, const struct step_meta *m);
@@ -188,9 +193,19 @@ struct backend {
     void *ctx; /* owned; ops->destroy frees it */
 };
 
+/* How the CPU backend computes its products (--numerics). exact: f32 activations times
+ * weights widened to f32 as they are read (bf16 and f16 widen exactly), f32 sums: the f32
+ * reference. fast: activations rounded to bf16 at each product, bf16 products summed in f32
+ * (vdpbf16ps where the CPU has it), as the GPUs compute. Other backends ignore it. */
+enum numerics { NUMERICS_EXACT, NUMERICS_FAST };
+const char *numerics_name(enum numerics n);
+/* "exact" / "fast" -> *out; false for anything else */
+bool numerics_parse(const char *s, enum numerics *out);
+
 struct backend_params {
-    int n_threads; /* CPU: worker threads (0 = all cores) */
-    int device;    /* CUDA: device ordinal */
+    int n_threads;          /* CPU: worker threads (0 = all cores) */
+    int device;             /* CUDA: device ordinal */
+    enum numerics numerics; /* CPU: products (zero value: exact) */
 };
 
 /* What backend_emulate() adds to a host backend, so that device-only paths of the engine
@@ -221,6 +236,8 @@ int backend_cuda_device_count(void);
  * NCCL collectives, and tests calling kernels/cuda.h launchers directly. */
 void *backend_cuda_stream(const struct backend *b);
 #endif
+/* ops->map_weight when the backend has one, else ops->load_weight. */
+struct tensor backend_map_weight(const struct backend *b, const struct tensor *src_host);
 /* Frees the backend; accepts a zeroed struct. */
 void backend_destroy(struct backend *b);
 

@@ -1,9 +1,12 @@
 /*
- * The CPU backend: backend_ops over kernels/cpu. Activations and weights are f32 in host
- * memory; bf16/f16 weights are converted once at load (measured in docs/PERF.md: the
- * conversion costs one pass at start-up and doubles weight memory, and keeps every product
- * a plain sgemm). This backend is the reference every other backend is checked against,
- * so it favours clarity.
+ * The CPU backend: backend_ops over kernels/cpu. Activations are f32 in host memory. Weights
+ * stay as the checkpoint stores them: map_weight uses a contiguous view of the memory-mapped
+ * safetensors in place (bf16, f16 or f32; no copy, so the weights are resident once, as file
+ * pages), and load_weight copies other sources keeping their dtype. Only 1-D weights (norm
+ * scales, biases: tiny) are widened to f32. Products with 16-bit weights run the blocked
+ * kernels of kernels/cpu/gemm16.c at the numerics the backend was created with (exact or
+ * fast, struct backend_params); f32 weights go to OpenBLAS. One OpenMP pool owns the cores:
+ * OpenBLAS runs single-threaded on each pool thread's slice of the weight rows.
  */
 #include "engine/backend.h"
 #include "kernels/cpu.h"
@@ -13,9 +16,15 @@
 
 struct cpu_ctx {
     int n_threads;
+    bool fast;          /* numerics: fast */
+    enum cpu_isa isa;   /* the 16-bit product kernels' ISA */
     /* the current step's metadata (borrowed from the caller until the next set_step) */
     struct step_meta step;
-    float *attn_scratch; /* (cpu_attn_varlen_scratch()) owned */
+    float *attn_scratch; /* (n_threads * cpu_attn_varlen_scratch()) owned */
+    void *mm_scratch;    /* (mm_scratch_bytes) owned: the 16-bit products' x blocks */
+    size_t mm_scratch_bytes;
+    const void **mapped; /* (n_mapped) weights used in place: release() skips them */
+    size_t n_mapped, cap_mapped;
 };
 
 #define F(t) ((float *)(t)->data)
@@ -25,7 +34,12 @@ struct cpu_ctx {
 
 static void cpu_destroy(void *ctx)
 {
-    if (ctx) free(((struct cpu_ctx *)ctx)->attn_scratch);
+    struct cpu_ctx *c = ctx;
+    if (c) {
+        free(c->attn_scratch);
+        free(c->mm_scratch);
+        free(c->mapped);
+    }
     free(ctx);
 }
 
@@ -40,7 +54,12 @@ static void *cpu_alloc(void *ctx, size_t bytes)
 
 static void cpu_release(void *ctx, void *p)
 {
-    (void)ctx;
+    struct cpu_ctx *c = ctx;
+    for (size_t i = 0; i < c->n_mapped; i++)
+        if (c->mapped[i] == p) {
+            c->mapped[i] = c->mapped[--c->n_mapped];
+            return;
+        }
     free(p);
 }
 
@@ -80,19 +99,73 @@ static float load_elem(const void *row, enum dtype t, int64_t i)
     return 0.0f;
 }
 
+static bool is_matrix(const struct tensor *t)
+{
+    return tensor_nrows(t) > 1;
+}
+
+static bool is_contiguous(const struct tensor *t)
+{
+    struct tensor c = tensor_make(NULL, t->type, t->ne[0], t->ne[1], t->ne[2], t->ne[3]);
+    return !memcmp(c.nb, t->nb, sizeof c.nb);
+}
+
+/* The x-block scratch of the 16-bit products grows (at load time) to the widest K. */
+static bool reserve_mm_scratch(struct cpu_ctx *c, int64_t K)
+{
+    size_t need = (size_t)c->n_threads * (size_t)cpu_matmul_w16_scratch(K);
+    if (need <= c->mm_scratch_bytes) return true;
+    void *p = cpu_alloc(c, need);
+    if (!p) return false;
+    free(c->mm_scratch);
+    c->mm_scratch = p;
+    c->mm_scratch_bytes = need;
+    return true;
+}
+
+/* A copy: matrices keep their dtype, vectors become f32. */
 static struct tensor cpu_load_weight(void *ctx, const struct tensor *src)
 {
-    struct tensor t = tensor_make(NULL, DT_F32, src->ne[0], src->ne[1], src->ne[2], src->ne[3]);
-    float *dst = cpu_alloc(ctx, tensor_nbytes(&t));
+    struct cpu_ctx *c = ctx;
+    enum dtype dt = is_matrix(src) ? src->type : DT_F32;
+    struct tensor t = tensor_make(NULL, dt, src->ne[0], src->ne[1], src->ne[2], src->ne[3]);
+    VLM_ASSERT(src->type == DT_F32 || src->type == DT_BF16 || src->type == DT_F16);
+    if (dt != DT_F32 && !reserve_mm_scratch(c, src->ne[0])) return t;
+    char *dst = cpu_alloc(ctx, tensor_nbytes(&t));
     if (!dst) return t;
     int64_t rows = tensor_nrows(src), n0 = src->ne[0];
+    size_t rb = (size_t)n0 * dtype_size(dt);
 #pragma omp parallel for if (rows > 64)
     for (int64_t r = 0; r < rows; r++) {
         int64_t i1 = r % src->ne[1], i2 = (r / src->ne[1]) % src->ne[2], i3 = r / (src->ne[1] * src->ne[2]);
         const char *row = (const char *)src->data + i1 * src->nb[1] + i2 * src->nb[2] + i3 * src->nb[3];
-        for (int64_t i = 0; i < n0; i++) dst[r * n0 + i] = load_elem(row, src->type, i);
+        if (dt == src->type) memcpy(dst + (size_t)r * rb, row, rb);
+        else
+            for (int64_t i = 0; i < n0; i++) ((float *)dst)[r * n0 + i] = load_elem(row, src->type, i);
     }
     t.data = dst;
+    return t;
+}
+
+/* In place when the view is contiguous and already in the dtype the ops read (matrices: any
+ * of f32/bf16/f16; vectors: f32), else a copy. */
+static struct tensor cpu_map_weight(void *ctx, const struct tensor *src)
+{
+    struct cpu_ctx *c = ctx;
+    bool in_place = is_contiguous(src) && (is_matrix(src) || src->type == DT_F32) &&
+                    (src->type == DT_F32 || src->type == DT_BF16 || src->type == DT_F16) &&
+                    (uintptr_t)src->data % dtype_size(src->type) == 0;
+    if (!in_place) return cpu_load_weight(ctx, src);
+    struct tensor t = *src;
+    if (src->type != DT_F32 && !reserve_mm_scratch(c, src->ne[0])) {
+        t.data = NULL;
+        return t;
+    }
+    if (c->n_mapped == c->cap_mapped) {
+        c->cap_mapped = c->cap_mapped ? 2 * c->cap_mapped : 256;
+        c->mapped = xrealloc(c->mapped, c->cap_mapped * sizeof *c->mapped);
+    }
+    c->mapped[c->n_mapped++] = src->data;
     return t;
 }
 
@@ -106,11 +179,18 @@ static void cpu_set_step(void *ctx, const struct step_meta *m)
 static void cpu_op_matmul(void *ctx, struct tensor *y, const struct tensor *x,
                           const struct tensor *w, const struct tensor *bias)
 {
-    (void)ctx;
+    struct cpu_ctx *c = ctx;
     int64_t M = tensor_nrows(x), K = x->ne[0], N = w->ne[1];
     VLM_ASSERT(w->ne[0] == K && y->ne[0] == N && tensor_nrows(y) == M);
-    VLM_ASSERT(x->type == DT_F32 && w->type == DT_F32 && y->type == DT_F32);
-    cpu_matmul(F(y), CF(x), CF(w), bias ? CF(bias) : NULL, M, N, K);
+    VLM_ASSERT(x->type == DT_F32 && y->type == DT_F32 && (!bias || bias->type == DT_F32));
+    if (w->type == DT_F32) {
+        cpu_matmul(F(y), CF(x), CF(w), bias ? CF(bias) : NULL, M, N, K, c->n_threads);
+        return;
+    }
+    VLM_ASSERT(w->type == DT_BF16 || w->type == DT_F16);
+    VLM_ASSERT(c->mm_scratch_bytes >= (size_t)c->n_threads * (size_t)cpu_matmul_w16_scratch(K));
+    cpu_matmul_w16(F(y), CF(x), w->data, w->type == DT_F16, bias ? CF(bias) : NULL, M, N, K,
+                   c->fast, c->isa, c->mm_scratch, c->n_threads);
 }
 
 static void cpu_op_add(void *ctx, struct tensor *y, const struct tensor *a, const struct tensor *b)
@@ -190,10 +270,18 @@ static void cpu_op_quick_gelu(void *ctx, struct tensor *y, const struct tensor *
 static void cpu_op_embed(void *ctx, struct tensor *y, const struct tensor *table)
 {
     struct cpu_ctx *c = ctx;
-    VLM_ASSERT(tensor_nrows(y) == c->step.n_tokens && y->ne[0] == table->ne[0]);
+    int64_t dim = y->ne[0];
+    VLM_ASSERT(tensor_nrows(y) == c->step.n_tokens && dim == table->ne[0]);
     for (int32_t i = 0; i < c->step.n_tokens; i++)
         VLM_ASSERT(c->step.tokens[i] >= 0 && c->step.tokens[i] < table->ne[1]);
-    cpu_embed(F(y), CF(table), c->step.tokens, c->step.n_tokens, y->ne[0]);
+    if (table->type == DT_F32) {
+        cpu_embed(F(y), CF(table), c->step.tokens, c->step.n_tokens, dim);
+        return;
+    }
+    for (int32_t i = 0; i < c->step.n_tokens; i++) {
+        const char *row = (const char *)table->data + (int64_t)c->step.tokens[i] * table->nb[1];
+        for (int64_t d = 0; d < dim; d++) F(y)[i * dim + d] = load_elem(row, table->type, d);
+    }
 }
 
 static void cpu_op_kv_store(void *ctx, struct kv_layer *kv, const struct tensor *k,
@@ -225,7 +313,7 @@ static void cpu_op_attn_varlen(void *ctx, struct tensor *o, const struct tensor 
     VLM_ASSERT(cu[n_seg] == q->ne[2] && o->data != q->data && o->data != k->data &&
                o->data != v->data);
     cpu_attn_varlen(F(o), CF(q), CF(k), CF(v), cu, n_seg, q->ne[1], q->ne[0], scale,
-                    c->attn_scratch);
+                    c->attn_scratch, c->n_threads);
 }
 
 static void cpu_op_gather_rows(void *ctx, struct tensor *dst, const struct tensor *src,
@@ -282,6 +370,7 @@ static const struct backend_ops cpu_ops = {
     .sync = cpu_sync,
     .supports = cpu_supports,
     .load_weight = cpu_load_weight,
+    .map_weight = cpu_map_weight,
     .set_step = cpu_set_step,
     .matmul = cpu_op_matmul,
     .add = cpu_op_add,
@@ -309,9 +398,17 @@ int backend_cpu_init(struct backend *b, const struct backend_params *p, struct v
     (void)err;
     struct cpu_ctx *c = xcalloc(1, sizeof *c);
     c->n_threads = p && p->n_threads > 0 ? p->n_threads : omp_get_num_procs();
-    c->attn_scratch = xmalloc((size_t)cpu_attn_varlen_scratch() * sizeof(float));
+    c->fast = p && p->numerics == NUMERICS_FAST;
+    c->isa = cpu_isa_best();
+    c->attn_scratch =
+        xmalloc((size_t)c->n_threads * (size_t)cpu_attn_varlen_scratch() * sizeof(float));
     omp_set_num_threads(c->n_threads);
-    cpu_set_blas_threads(c->n_threads);
+    /* the OpenMP pool owns the cores; OpenBLAS runs inside it, one thread per call */
+    cpu_set_blas_threads(1);
+    log_info("cpu backend: %d threads, numerics %s, %s kernels for bf16/f16 weights (used "
+             "in place), OpenBLAS for f32 weights",
+             c->n_threads, c->fast ? "fast" : "exact",
+             cpu_isa_name(cpu_matmul_w16_path(c->isa, c->fast)));
     b->ops = &cpu_ops;
     b->ctx = c;
     return 0;

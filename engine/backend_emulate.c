@@ -238,6 +238,14 @@ static struct tensor g_load_weight(void *ctx, const struct tensor *src)
     return t;
 }
 
+static struct tensor g_map_weight(void *ctx, const struct tensor *src)
+{
+    struct emu_ctx *c = ctx;
+    if (c->device_bytes) return g_load_weight(ctx, src); /* a device holds its own copy */
+    not_recording(c, "map_weight");
+    return IN(c)->map_weight(ICTX(c), src);
+}
+
 static void g_set_step(void *ctx, const struct step_meta *m)
 {
     struct emu_ctx *c = ctx;
@@ -496,7 +504,8 @@ void backend_emulate(struct backend *b, const struct backend_emulation *e)
         .release = g_release, .upload = g_upload, .download = g_download, .zero = g_zero,
         .sync = g_sync, .supports = g_supports,
         .mem_info = e->device_bytes ? g_mem_info : NULL,
-        .load_weight = g_load_weight, .set_step = g_set_step, .matmul = g_matmul, .add = g_add,
+        .load_weight = g_load_weight, .map_weight = in->map_weight ? g_map_weight : NULL,
+        .set_step = g_set_step, .matmul = g_matmul, .add = g_add,
         .rmsnorm = g_rmsnorm, .add_rmsnorm = in->add_rmsnorm ? g_add_rmsnorm : NULL,
         .layernorm = g_layernorm, .rope_neox = g_rope_neox,
         .norm_rope = in->norm_rope ? g_norm_rope : NULL, .rope_table = g_rope_table,

@@ -17,8 +17,8 @@
 
 /* ==== Start-up ====
  * Every buffer the step path touches is allocated here, from the config maxima: weights
- * (converted by load_weight to the backend's compute dtype), the KV blocks, the activation
- * workspace for max_batched_tokens rows, the logits for max_logit_rows rows, the host
+ * (map_weight: used in place from the memory map where the backend can, else converted to
+ * its compute dtype), the KV blocks, the activation workspace for max_batched_tokens rows, the logits for max_logit_rows rows, the host
  * arrays of struct step_meta, the sampler scratch and the batch_out arrays. */
 
 static void *balloc(struct engine *e, size_t bytes, int *rc)
@@ -34,10 +34,12 @@ static void bfree(struct engine *e, void *p)
     if (p && e->be.ops) e->be.ops->release(e->be.ctx, p);
 }
 
-static int load_w(struct engine *e, struct tensor *dst, const struct tensor *src, const char *what,
-                  int l, struct vlm_err *err)
+/* src is a view into the mapped checkpoint (the model outlives the engine), so the backend
+ * may use it in place (map_weight); load_vocab_slice's temporary rows are copied instead. */
+static int load_w_from(struct engine *e, struct tensor *dst, const struct tensor *src,
+                       bool mapped, const char *what, int l, struct vlm_err *err)
 {
-    *dst = e->be.ops->load_weight(e->be.ctx, src);
+    *dst = mapped ? backend_map_weight(&e->be, src) : e->be.ops->load_weight(e->be.ctx, src);
     if (dst->data) return 0;
     char layer[32] = "", dev[96] = "";
     if (l >= 0) snprintf(layer, sizeof layer, " of layer %d", l);
@@ -50,6 +52,12 @@ static int load_w(struct engine *e, struct tensor *dst, const struct tensor *src
     return vlm_err_set(err, VLM_ENOMEM, 500,
                        "engine: out of backend memory loading %s%s (%.2f MiB in the checkpoint)%s", what, layer,
                        (double)tensor_nbytes(src) / (1 << 20), dev);
+}
+
+static int load_w(struct engine *e, struct tensor *dst, const struct tensor *src, const char *what,
+                  int l, struct vlm_err *err)
+{
+    return load_w_from(e, dst, src, true, what, l, err);
 }
 
 static bool shape_is(const struct tensor *t, int64_t ne0, int64_t ne1)
@@ -128,7 +136,7 @@ static int load_vocab_slice(struct engine *e, struct tensor *dst, const struct t
     for (int64_t r = 0; r < real; r++)
         memcpy(tmp + (size_t)r * rb, (const char *)src->data + (e->vocab0 + r) * src->nb[1], rb);
     struct tensor view = tensor_make(tmp, src->type, H, rows, 1, 1);
-    int rc = load_w(e, dst, &view, what, -1, err);
+    int rc = load_w_from(e, dst, &view, false, what, -1, err);
     free(tmp);
     return rc;
 }

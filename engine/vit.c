@@ -53,13 +53,13 @@ struct vit {
 };
 
 /* ==== Weights and buffers ====
- * Each weight is converted by the backend once (ops->load_weight); host views in the model
- * are not kept. Scratch is one allocation per buffer, all sized at init. */
+ * Each weight is used in place or converted by the backend once (backend_map_weight); host
+ * views in the model are not kept. Scratch is one allocation per buffer, all sized at init. */
 
 static int load(struct vit *v, struct tensor *dst, const struct tensor *src, const char *what,
                 struct vlm_err *err)
 {
-    *dst = v->b->ops->load_weight(v->b->ctx, src);
+    *dst = backend_map_weight(v->b, src); /* src: a view into the mapped checkpoint */
     if (!dst->data)
         return vlm_err_set(err, VLM_ENOMEM, 503, "vit: out of backend memory loading %s", what);
     return 0;

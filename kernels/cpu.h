@@ -1,20 +1,48 @@
 /*
  * CPU kernels: pure functions over f32 host arrays (the readable reference every other
- * backend is checked against). No allocation, no global state; threads via OpenMP on the
- * outer loop and OpenBLAS for the large products. Shapes are given innermost last in the
- * comments. Called by engine/backend_cpu.c.
+ * backend is checked against). No allocation, no global state; threads via OpenMP (one
+ * pool), OpenBLAS single-threaded inside it for f32 weights. Shapes are given innermost
+ * last in the comments. Called by engine/backend_cpu.c.
  */
 #ifndef VLM_KERNELS_CPU_H
 #define VLM_KERNELS_CPU_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "kernels/sample.h"
 
-/* y(M, N) = x(M, K) · w(N, K)ᵀ (+ bias(N) if non-NULL). OpenBLAS sgemm. */
+/* y(M, N) = x(M, K) · w(N, K)ᵀ (+ bias(N) if non-NULL), f32 weights: OpenBLAS sgemm on
+ * n_threads OpenMP threads, each a slice of the weight rows (OpenBLAS itself set to one
+ * thread by the caller: cpu_set_blas_threads(1)). */
 void cpu_matmul(float *y, const float *x, const float *w, const float *bias,
-                int64_t M, int64_t N, int64_t K);
+                int64_t M, int64_t N, int64_t K, int n_threads);
 void cpu_set_blas_threads(int n);
+
+/* ---- Products with 16-bit weights used in place (kernels/cpu/gemm16.c) ---- */
+
+/* The instruction sets the vectorized kernels come in; CPU_ISA_REF is the plain C loop. */
+enum cpu_isa { CPU_ISA_REF, CPU_ISA_AVX2, CPU_ISA_AVX512, CPU_ISA_AVX512BF16, CPU_ISA_COUNT };
+/* The best this CPU runs (cpuid, once), capped by the environment variable VLM_CPU_ISA
+ * (c, avx2, avx512, avx512bf16) when it names a lower one. */
+enum cpu_isa cpu_isa_best(void);
+const char *cpu_isa_name(enum cpu_isa isa);
+/* The variant cpu_matmul_w16 runs for bf16 weights at isa (exact mode has no use for the
+ * bf16 dot product: AVX-512 BF16 runs the AVX-512 widening tile). */
+enum cpu_isa cpu_matmul_w16_path(enum cpu_isa isa, bool fast);
+/* f rounded to the nearest bf16 (ties to even), as f32: how fast mode rounds activations */
+float cpu_round_bf16(float f);
+
+/* y(M, N) = x(M, K) · w(N, K)ᵀ (+ bias(N)), w bf16 (w_f16 false) or f16 bits. fast false:
+ * exact (f32 x times the widened w, f32 sums); fast true: x rounded to bf16 first (products
+ * of bf16 pairs, f32 sums; vdpbf16ps on CPU_ISA_AVX512BF16). isa: any level up to
+ * cpu_isa_best(). scratch: n_threads * cpu_matmul_w16_scratch(K) bytes, 64-byte aligned
+ * (unused by CPU_ISA_REF). Runs on up to n_threads OpenMP threads, split over weight rows.
+ * Each y element's arithmetic does not depend on M or on its row (batch-invariant). */
+void cpu_matmul_w16(float *y, const float *x, const uint16_t *w, bool w_f16, const float *bias,
+                    int64_t M, int64_t N, int64_t K, bool fast, enum cpu_isa isa, void *scratch,
+                    int n_threads);
+int64_t cpu_matmul_w16_scratch(int64_t K);
 
 /* y = a + b, n elements; y may alias a or b. */
 void cpu_add(float *y, const float *a, const float *b, int64_t n);
@@ -47,7 +75,7 @@ void cpu_embed(float *y, const float *table, const int32_t *ids, int64_t n, int6
 void cpu_kv_store(float *kc, float *vc, const float *k, const float *v, const int32_t *slot,
                   int64_t n_tok, int64_t row);
 
-/* Causal attention over paged KV. q, o (n_tokens, n_heads, hd). Sequence s owns token rows
+/* Causal attention over paged KV, hd <= 512. q, o (n_tokens, n_heads, hd). Sequence s owns token rows
  * [q_start[s], q_start[s+1]); its token i is at position ctx_len[s] - n_s + i and attends to
  * positions [0, that]. Position p of sequence s is cache slot
  * block_tables[s * max_blocks + p / block_size] * block_size + p % block_size. */
@@ -57,10 +85,11 @@ void cpu_attn_paged(float *o, const float *q, const float *kc, const float *vc,
                     int64_t n_kv_heads, int64_t hd, float scale);
 
 /* Full attention inside each segment [cu[i], cu[i+1]). q, k, v, o (n, n_heads, hd); o must
- * not alias q, k or v. scratch: cpu_attn_varlen_scratch() floats (a fixed size, whatever n). */
+ * not alias q, k or v. Runs on up to n_threads OpenMP threads; scratch: n_threads *
+ * cpu_attn_varlen_scratch() floats (a fixed size per thread, whatever n). */
 void cpu_attn_varlen(float *o, const float *q, const float *k, const float *v,
                      const int32_t *cu, int32_t n_seg, int64_t n_heads, int64_t hd, float scale,
-                     float *scratch);
+                     float *scratch, int n_threads);
 int64_t cpu_attn_varlen_scratch(void);
 
 /* Per row r of logits (n_rows, vocab) with row stride `stride` floats: the struct

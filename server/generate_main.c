@@ -6,7 +6,7 @@
  *   valley-generate --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-p P]
  *                   [--top-k K] [--min-p P] [--repetition-penalty R] [--seed S]
  *                   [--image FILE] [--no-chat] [--think] [--threads N] [--block-size B]
- *                   [--backend auto|cpu|cuda]
+ *                   [--backend auto|cpu|cuda] [--numerics exact|fast]
  *
  * With chat (the default) the prompt is one user message rendered by server/chat.c exactly
  * as Valley2.5's processor does, including the implicit 3x3 black image of text-only
@@ -26,6 +26,7 @@
 struct gen_args {
     const char *model, *prompt, *image, *backend;
     int32_t max_tokens, threads, block_size;
+    enum numerics numerics; /* cpu backend products (fast, as the server) */
     bool no_chat, think;
     struct sampling_params sp;
 };
@@ -36,7 +37,9 @@ static void usage(void)
             "usage: valley-generate --model DIR --prompt TEXT [--max-tokens N] [--temperature T]\n"
             "       [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R] [--seed S]\n"
             "       [--image FILE] [--no-chat] [--think] [--threads N] [--block-size B]\n"
-            "       [--backend auto|cpu|cuda]\n");
+            "       [--backend auto|cpu|cuda] [--numerics exact|fast]\n"
+            "  --numerics: the cpu backend's products: fast (default, as the server) rounds\n"
+            "  activations to bf16; exact keeps them f32 (the f32 reference)\n");
 }
 
 static int parse_args(int argc, char **argv, struct gen_args *a)
@@ -44,6 +47,7 @@ static int parse_args(int argc, char **argv, struct gen_args *a)
     memset(a, 0, sizeof *a);
     a->max_tokens = 128;
     a->block_size = 16;
+    a->numerics = NUMERICS_FAST;
     a->sp = sampler_params_greedy();
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -65,6 +69,12 @@ static int parse_args(int argc, char **argv, struct gen_args *a)
         else if (!strcmp(k, "--backend")) a->backend = v;
         else if (!strcmp(k, "--max-tokens")) a->max_tokens = (int32_t)strtol(v, &end, 10);
         else if (!strcmp(k, "--threads")) a->threads = (int32_t)strtol(v, &end, 10);
+        else if (!strcmp(k, "--numerics")) {
+            if (!numerics_parse(v, &a->numerics)) {
+                fprintf(stderr, "valley-generate: --numerics must be exact or fast\n");
+                return -1;
+            }
+        }
         else if (!strcmp(k, "--block-size")) a->block_size = (int32_t)strtol(v, &end, 10);
         else if (!strcmp(k, "--top-k")) a->sp.top_k = (int32_t)strtol(v, &end, 10);
         else if (!strcmp(k, "--seed")) a->sp.seed = strtoull(v, &end, 10);
@@ -187,7 +197,7 @@ int main(int argc, char **argv)
     int32_t total = n_prompt + a.max_tokens, bs = a.block_size;
     int32_t n_blocks = (total + bs - 1) / bs + 1;
     struct engine_params ep = {
-        .bp = {.n_threads = a.threads}, .block_size = bs, .n_blocks = n_blocks,
+        .bp = {.n_threads = a.threads, .numerics = a.numerics}, .block_size = bs, .n_blocks = n_blocks,
         .max_batched_tokens = VLM_MIN(n_prompt, 512), .max_seqs = 1,
         .encoder_cache_tokens = n_images ? item.n_tokens : 0,
         .max_image_patches = n_images ? item.n_patches : 0,

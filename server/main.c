@@ -168,6 +168,7 @@ int main(int argc, char **argv, char **envp)
     const struct model_config *mc = &model.cfg;
     struct engine_params ep = {0};
     ep.bp.n_threads = cfg.engine.threads;
+    ep.bp.numerics = cfg.engine.numerics == CONFIG_NUMERICS_FAST ? NUMERICS_FAST : NUMERICS_EXACT;
     ep.backend = ENGINE_BACKEND_CPU;
     ep.kv_bytes = (size_t)cfg.engine.kv_cache_memory;
     ep.enforce_eager = cfg.engine.enforce_eager;

@@ -10,7 +10,10 @@
  *  - greedy continuation of 32 tokens identical to HF generate;
  *  - prompts include one token and one longer than 40 blocks of 16; prefill runs in chunks
  *    of 96 tokens, so several chunks read KV written by earlier steps;
- *  - a model whose config does not match its tensors is refused by engine_init.
+ *  - a model whose config does not match its tensors is refused by engine_init;
+ *  - all of it with the bf16 weights used in place (no copy) under --numerics exact; and the
+ *    same prefills under --numerics fast (activations rounded to bf16, bf16 dot products)
+ *    within FAST_BOUND, the bound the CUDA backend's bf16 logits meet (test_cuda_forward).
  * Prints a hash of the final logits of each prompt so numerical drift shows in the logs.
  */
 #include "engine/engine.h"
@@ -24,6 +27,7 @@
 #define CHUNK 96
 #define BS 16
 #define N_BLOCKS 80 /* > (longest prompt + 32) / 16 + 1 */
+#define FAST_BOUND 3e-2 /* max|d| / max|logit| per position: test_cuda_forward.c's BOUND */
 
 static cJSON *load_json(const char *path)
 {
@@ -71,7 +75,8 @@ static int32_t argmax(const float *x, int64_t n)
 struct stats {
     double worst_rel;  /* max over positions of max|engine - ref| / max|ref| */
     double worst_rebuild; /* the rebuild against HF's own top-8/lse */
-    int positions, argmax_diff;
+    double worst_fast;    /* worst_rel of the --numerics fast engine */
+    int positions, argmax_diff, argmax_diff_fast;
 };
 
 /* TEST() keeps the name pointer until the next TEST: each name gets its own slot */
@@ -140,7 +145,30 @@ static void check_config(const char *name)
         return;
     }
 
+    struct engine ef; /* the same checkpoint under --numerics fast */
+    struct engine_params epf = ep;
+    epf.bp.numerics = NUMERICS_FAST;
+    VLM_ASSERT(engine_init(&ef, &m, &epf, &err) == 0);
+
+    tname = tname_next();
+    snprintf(tname, 160, "%s: weights used in place from the memory map (no copy)", name);
+    TEST(tname) {
+        for (int32_t l = 0; l < m.cfg.n_layers; l++) {
+            CHECK(e.layers[l].wq.data == m.w.layers[l].wq.data);
+            CHECK(e.layers[l].w_down.data == m.w.layers[l].w_down.data);
+            CHECK(e.layers[l].w_down.type == m.w.layers[l].w_down.type);
+        }
+        CHECK(e.embed.data == m.w.embed.data && e.lm_head.data == m.w.lm_head.data);
+    }
+
+    /* the reference lm_head product: the checkpoint's lm_head widened to f32 */
+    float *lm_head = xmalloc((size_t)V * (size_t)H * sizeof(float));
+    for (int64_t i = 0; i < V * H; i++)
+        lm_head[i] = e.lm_head.type == DT_F32    ? ((const float *)e.lm_head.data)[i]
+                     : e.lm_head.type == DT_BF16 ? bf16_to_f32(((const uint16_t *)e.lm_head.data)[i])
+                                                 : f16_to_f32(((const uint16_t *)e.lm_head.data)[i]);
     float *logits = xmalloc((size_t)CHUNK * (size_t)V * sizeof(float));
+    float *logits_f = xmalloc((size_t)CHUNK * (size_t)V * sizeof(float));
     float *ref = xmalloc((size_t)CHUNK * (size_t)V * sizeof(float));
     int32_t blocks[N_BLOCKS];
     for (int i = 0; i < N_BLOCKS - 1; i++) blocks[i] = i + 1;
@@ -168,14 +196,20 @@ static void check_config(const char *name)
                                   .n_blocks = N_BLOCKS - 1};
             struct batch b = {.seqs = &s, .n_seqs = 1};
             VLM_ASSERT(engine_forward_rows(&e, &b, rows, c, logits) == 0);
-            cpu_matmul(ref, hidden + (size_t)(row0 + p0) * H, (const float *)e.lm_head.data, NULL, c,
-                       V, H);
+            VLM_ASSERT(engine_forward_rows(&ef, &b, rows, c, logits_f) == 0);
+            cpu_matmul(ref, hidden + (size_t)(row0 + p0) * H, lm_head, NULL, c, V, H, 2);
             for (int i = 0; i < c; i++) {
                 const float *lg = logits + (size_t)i * V, *rf = ref + (size_t)i * V;
+                const float *lf = logits_f + (size_t)i * V;
                 int pos = p0 + i;
-                double mx = cJSON_GetArrayItem(maxabs, pos)->valuedouble, d = 0;
-                for (int64_t v = 0; v < V; v++) d = fmax(d, fabs((double)lg[v] - rf[v]));
+                double mx = cJSON_GetArrayItem(maxabs, pos)->valuedouble, d = 0, df = 0;
+                for (int64_t v = 0; v < V; v++) {
+                    d = fmax(d, fabs((double)lg[v] - rf[v]));
+                    df = fmax(df, isfinite(lf[v]) ? fabs((double)lf[v] - rf[v]) : INFINITY);
+                }
                 st.worst_rel = fmax(st.worst_rel, d / mx);
+                st.worst_fast = fmax(st.worst_fast, df / mx);
+                st.argmax_diff_fast += argmax(lf, V) != cJSON_GetArrayItem(hf_argmax, pos)->valueint;
                 /* rebuild check: HF's own max|logit|, lse and top-8 values */
                 double rb = fabs(vmax_abs(rf, V) - mx);
                 rb = fmax(rb, fabs(logsumexp(rf, V) - cJSON_GetArrayItem(lse, pos)->valuedouble));
@@ -216,15 +250,22 @@ static void check_config(const char *name)
             CHECK_EQ(st.positions, n);
         }
         tname = tname_next();
+        snprintf(tname, 160, "%s/%s: fast numerics: logits within %.0e x max|logit|", name,
+                 pname, FAST_BOUND);
+        TEST(tname) {
+            CHECK(st.worst_fast <= FAST_BOUND);
+        }
+        tname = tname_next();
         snprintf(tname, 160, "%s/%s: greedy %d tokens identical", name, pname, n_gen);
         TEST(tname) {
             CHECK_EQ(n_gen, 32);
             CHECK_EQ(same, n_gen);
         }
         printf("# %s/%s: %d positions, worst |d|/max %.3g, rebuild %.3g, argmax diffs %d, "
-               "greedy %d/%d, final logits #%016llx\n",
+               "greedy %d/%d, final logits #%016llx; fast: worst |d|/max %.3g, argmax diffs "
+               "%d\n",
                name, pname, n, st.worst_rel, st.worst_rebuild, st.argmax_diff, same, n_gen,
-               (unsigned long long)hash);
+               (unsigned long long)hash, st.worst_fast, st.argmax_diff_fast);
     }
 
     tname = tname_next();
@@ -245,7 +286,10 @@ static void check_config(const char *name)
     }
 
     free(logits);
+    free(logits_f);
     free(ref);
+    free(lm_head);
+    engine_destroy(&ef);
     engine_destroy(&e);
     model_destroy(&m);
     cJSON_Delete(g);

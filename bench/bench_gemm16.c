@@ -1,0 +1,98 @@
+/*
+ * bench_gemm16: the 16-bit-weight products (kernels/cpu/gemm16.c) at the 0.6B decoder's
+ * shapes, per ISA variant and numerics, next to OpenBLAS sgemm on an f32 copy of the same
+ * weights: GFLOP/s and GB/s of weight bytes. Random bf16 weights (never zeros). On a shared
+ * machine wall time counts time other processes held the cores, so each figure is given
+ * from the best wall time and from process CPU time (CPU-s / threads). Asserts nothing.
+ *
+ *   bench_gemm16 [--threads T (all cores)] [--m M,M,... (1,8,512)]
+ */
+#include "engine/base.h"
+#include "kernels/cpu.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+struct shape {
+    const char *name;
+    int64_t N, K;
+};
+
+int main(int argc, char **argv)
+{
+    int threads = omp_get_num_procs();
+    int64_t Ms[8] = {1, 8, 512};
+    int nM = 3;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--m")) {
+            nM = 0;
+            for (char *p = argv[i + 1]; *p && nM < 8;) {
+                Ms[nM++] = strtol(p, &p, 10);
+                if (*p == ',') p++;
+            }
+        }
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    cpu_set_blas_threads(1);
+    static const struct shape shapes[] = {
+        {"qkv", 4096, 1024}, {"o", 1024, 2048}, {"gate+up", 6144, 1024}, {"down", 1024, 3072}};
+    int64_t maxNK = 6144 * 1024, maxM = 512, maxK = 3072;
+    uint16_t *w = xmalloc((size_t)maxNK * 2);
+    float *w32 = xmalloc((size_t)maxNK * 4), *x = xmalloc((size_t)(maxM * maxK) * 4);
+    float *y = xmalloc((size_t)(maxM * 6144) * 4);
+    uint64_t s = 88172645463325252ull;
+    for (int64_t i = 0; i < maxNK; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        w[i] = f32_to_bf16((float)(s >> 40) / 16777216.0f - 0.5f);
+        w32[i] = bf16_to_f32(w[i]);
+    }
+    for (int64_t i = 0; i < maxM * maxK; i++) x[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
+    void *scratch = NULL;
+    if (posix_memalign(&scratch, 64, (size_t)threads * (size_t)cpu_matmul_w16_scratch(maxK))) return 1;
+    enum cpu_isa best = cpu_isa_best();
+    printf("%d threads; kernels up to %s\n", threads, cpu_isa_name(best));
+    printf("%-8s %4s %5s %5s  %-16s %9s %9s %8s\n", "shape", "M", "N", "K", "variant",
+           "GFLOP/s", "(CPU)", "GB/s w");
+    for (int mi = 0; mi < nM; mi++)
+        for (size_t si = 0; si < ARRAY_LEN(shapes); si++) {
+            int64_t M = Ms[mi], N = shapes[si].N, K = shapes[si].K;
+            if (M > maxM) continue;
+            double flop = 2.0 * (double)(M * N * K);
+            int reps = (int)VLM_MAX(2, VLM_MIN(200, 1e9 / flop));
+            for (int v = -1; v < 2 * (int)best; v++) {
+                /* v = -1: sgemm; else isa = 1 + v / 2, fast = v % 2 */
+                enum cpu_isa isa = (enum cpu_isa)(1 + v / 2);
+                bool fast = v >= 0 && v % 2;
+                double bw = 1e30, bc = 1e30;
+                for (int r = 0; r < 5; r++) {
+                    double t0 = (double)vlm_now_ns() * 1e-9, c0 = cpu_s();
+                    for (int i = 0; i < reps; i++) {
+                        if (v < 0) cpu_matmul(y, x, w32, NULL, M, N, K, threads);
+                        else cpu_matmul_w16(y, x, w, false, NULL, M, N, K, fast, isa, scratch, threads);
+                    }
+                    bw = VLM_MIN(bw, ((double)vlm_now_ns() * 1e-9 - t0) / reps);
+                    bc = VLM_MIN(bc, (cpu_s() - c0) / reps / threads);
+                }
+                char name[32];
+                if (v < 0) snprintf(name, sizeof name, "sgemm f32");
+                else snprintf(name, sizeof name, "%s %s", cpu_isa_name(isa), fast ? "fast" : "exact");
+                double wb = (double)(N * K) * (v < 0 ? 4 : 2);
+                printf("%-8s %4lld %5lld %5lld  %-16s %9.1f %9.1f %8.1f\n", shapes[si].name,
+                       (long long)M, (long long)N, (long long)K, name, flop / bw * 1e-9,
+                       flop / bc * 1e-9, wb / bw * 1e-9);
+            }
+        }
+    free(scratch), free(w), free(w32), free(x), free(y);
+    return 0;
+}

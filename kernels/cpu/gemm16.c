@@ -1,0 +1,419 @@
+/*
+ * Products with 16-bit weights used in place: y(M, N) = x(M, K) · w(N, K)ᵀ with w bf16 or
+ * f16 exactly as the checkpoint stores it ([out, in], rows contiguous in K), x f32.
+ *
+ * One micro-kernel shape for every M: a register tile of up to 4 rows of x by 4 rows of w,
+ * each of the 16 accumulators a vector of partial dot products along K, reduced at the end.
+ * Because the weight rows are already contiguous along K they are the kernel's B panels as
+ * they lie in the file (no packed copy of the weights); x is the panel that gets packed
+ * (bf16 or bf16-rounded f32, per thread, MC rows at a time) when the numerics ask for it.
+ * Every y element is then computed by the same instruction sequence whatever M is and
+ * wherever its row sits in the step, so results are batch-invariant bit for bit.
+ *
+ *   decode (M <= 16): one block of x rows; each thread walks its own range of weight rows
+ *     once, every weight row loaded once and used for all M rows (from L1) before the next;
+ *   prefill (M > 16): blocks of MC rows of x sized to stay in L2 (MC * K * element size
+ *     <= MC_BYTES); the weights are streamed once per block.
+ *
+ * Numerics: exact = f32 x times widened w (bf16 -> f32 is exact), f32 sums; fast = x rounded
+ * to bf16 (nearest even) then bf16 products summed in f32: vdpbf16ps on AVX-512 BF16; on the
+ * other ISAs the rounded x times the widened w with f32 FMAs (the same products; only the
+ * summation order differs). f16 weights have no bf16 form, so fast mode rounds x and widens w.
+ *
+ * ISA variants are compiled with target attributes and chosen at run time (cpu_isa_best);
+ * CPU_ISA_REF is the plain loop every variant is tested against (tests/ops/test_gemm16.c).
+ */
+#include "kernels/cpu.h"
+
+#include <cpuid.h>
+#include <immintrin.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MC_BYTES ((int64_t)512 << 10) /* x block per thread: half of a Zen 4 L2 */
+#define ALWAYS static inline __attribute__((always_inline))
+#define T_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define T_512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
+#define T_BF16 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")))
+
+/* ==== ISA selection ==== */
+
+static const char *const isa_names[CPU_ISA_COUNT] = {"c", "avx2", "avx512", "avx512bf16"};
+
+const char *cpu_isa_name(enum cpu_isa isa)
+{
+    return isa >= 0 && isa < CPU_ISA_COUNT ? isa_names[isa] : "?";
+}
+
+static enum cpu_isa detect(void)
+{
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return CPU_ISA_REF;
+    unsigned a, b, c, d;
+    /* F16C: leaf 1 ecx bit 29 */
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29))) return CPU_ISA_REF;
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512vl"))
+        return CPU_ISA_AVX2;
+    /* AVX512_BF16: leaf 7 subleaf 1, eax bit 5 */
+    if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5))) return CPU_ISA_AVX512BF16;
+    return CPU_ISA_AVX512;
+}
+
+enum cpu_isa cpu_isa_best(void)
+{
+    static enum cpu_isa cached = CPU_ISA_COUNT;
+    if (cached != CPU_ISA_COUNT) return cached;
+    enum cpu_isa isa = detect();
+    const char *cap = getenv("VLM_CPU_ISA"); /* a cap, for benchmarks and tests */
+    for (int i = 0; cap && i < CPU_ISA_COUNT; i++)
+        if (!strcmp(cap, isa_names[i]) && i < (int)isa) isa = (enum cpu_isa)i;
+    cached = isa;
+    return isa;
+}
+
+enum cpu_isa cpu_matmul_w16_path(enum cpu_isa isa, bool fast)
+{
+    return isa == CPU_ISA_AVX512BF16 && !fast ? CPU_ISA_AVX512 : isa;
+}
+
+/* ==== Scalar helpers ==== */
+
+static inline int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+static inline int64_t max64(int64_t a, int64_t b)
+{
+    return a > b ? a : b;
+}
+
+/* IEEE half -> f32, subnormals included */
+static float f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, u;
+    if (e == 0x1f) {
+        u = sign | 0x7f800000u | (m << 13);
+    } else if (e) {
+        u = sign | ((e + 112) << 23) | (m << 13);
+    } else if (!m) {
+        u = sign;
+    } else { /* subnormal: normalize */
+        e = 113;
+        while (!(m & 0x400u)) {
+            m <<= 1;
+            e--;
+        }
+        u = sign | (e << 23) | ((m & 0x3ffu) << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline float widen(uint16_t h, bool f16)
+{
+    if (f16) return f16_to_f32(h);
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* f32 -> bf16 bits, round to nearest even (NaN kept a NaN) */
+static inline uint16_t to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline float round_bf16(float f)
+{
+    return widen(to_bf16(f), false);
+}
+
+float cpu_round_bf16(float f)
+{
+    return round_bf16(f);
+}
+
+/* ==== The reference ==== */
+
+static void ref_matmul(float *y, const float *x, const uint16_t *w, bool f16, int64_t M,
+                       int64_t N, int64_t K, bool fast)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t m = 0; m < M; m++) {
+            float s = 0.0f;
+            for (int64_t k = 0; k < K; k++) {
+                float xv = fast ? round_bf16(x[m * K + k]) : x[m * K + k];
+                s += xv * widen(w[n * K + k], f16);
+            }
+            y[m * N + n] = s;
+        }
+    }
+}
+
+/* ==== Tiles ====
+ * tile(mr, nb): y[i * ldy + j] = dot(x row i, w row j) for i < mr <= 4, j < nb <= 4, over
+ * all K. x rows are ldx elements apart, w rows K apart. */
+
+typedef void (*tile_fn)(int mr, int nb, const void *x, int64_t ldx, const uint16_t *w,
+                        int64_t K, float *y, int64_t ldy, bool f16);
+
+#define TILE_SWITCH(body_fn, ...)                                                               \
+    switch ((mr - 1) * 4 + (nb - 1)) {                                                        \
+    case 0: body_fn(1, 1, __VA_ARGS__); break;                                                \
+    case 1: body_fn(1, 2, __VA_ARGS__); break;                                                \
+    case 2: body_fn(1, 3, __VA_ARGS__); break;                                                \
+    case 3: body_fn(1, 4, __VA_ARGS__); break;                                                \
+    case 4: body_fn(2, 1, __VA_ARGS__); break;                                                \
+    case 5: body_fn(2, 2, __VA_ARGS__); break;                                                \
+    case 6: body_fn(2, 3, __VA_ARGS__); break;                                                \
+    case 7: body_fn(2, 4, __VA_ARGS__); break;                                                \
+    case 8: body_fn(3, 1, __VA_ARGS__); break;                                                \
+    case 9: body_fn(3, 2, __VA_ARGS__); break;                                                \
+    case 10: body_fn(3, 3, __VA_ARGS__); break;                                               \
+    case 11: body_fn(3, 4, __VA_ARGS__); break;                                               \
+    case 12: body_fn(4, 1, __VA_ARGS__); break;                                               \
+    case 13: body_fn(4, 2, __VA_ARGS__); break;                                               \
+    case 14: body_fn(4, 3, __VA_ARGS__); break;                                               \
+    default: body_fn(4, 4, __VA_ARGS__); break;                                               \
+    }
+
+/* ---- AVX2: 8 lanes, K tail in scalar ---- */
+
+ALWAYS T_AVX2 __m256 avx2_widen(const uint16_t *p, bool f16)
+{
+    __m128i h = _mm_loadu_si128((const __m128i *)p);
+    if (f16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+ALWAYS T_AVX2 float avx2_hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+ALWAYS T_AVX2 void avx2_tile_body(const int MR, const int NB, const float *x, int64_t ldx,
+                                  const uint16_t *w, int64_t K, float *y, int64_t ldy, bool f16)
+{
+    __m256 acc[4][4];
+    #pragma GCC unroll 4
+    for (int i = 0; i < MR; i++)
+        #pragma GCC unroll 4
+        for (int j = 0; j < NB; j++) acc[i][j] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 wv[4];
+        #pragma GCC unroll 4
+        for (int j = 0; j < NB; j++) wv[j] = avx2_widen(w + j * K + k, f16);
+        #pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) {
+            __m256 xv = _mm256_loadu_ps(x + i * ldx + k);
+            #pragma GCC unroll 4
+            for (int j = 0; j < NB; j++) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+        }
+    }
+    #pragma GCC unroll 4
+    for (int i = 0; i < MR; i++)
+        #pragma GCC unroll 4
+        for (int j = 0; j < NB; j++) {
+            float t = 0.0f;
+            for (int64_t kk = k; kk < K; kk++) t += x[i * ldx + kk] * widen(w[j * K + kk], f16);
+            y[i * ldy + j] = avx2_hsum(acc[i][j]) + t;
+        }
+}
+
+#define AVX2_BODY(a, b, x, ldx, w, K, y, ldy, f16) avx2_tile_body(a, b, x, ldx, w, K, y, ldy, f16)
+static T_AVX2 void avx2_tile(int mr, int nb, const void *xv, int64_t ldx, const uint16_t *w,
+                             int64_t K, float *y, int64_t ldy, bool f16)
+{
+    const float *x = xv;
+    if (f16) {
+        TILE_SWITCH(AVX2_BODY, x, ldx, w, K, y, ldy, true)
+    } else {
+        TILE_SWITCH(AVX2_BODY, x, ldx, w, K, y, ldy, false)
+    }
+}
+
+/* ---- AVX-512: 16 lanes, K tail with masked loads ---- */
+
+ALWAYS T_512 __m512 avx512_widen(const uint16_t *p, __mmask16 m, bool f16)
+{
+    __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    if (f16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+ALWAYS T_512 void avx512_step(const int MR, const int NB, const float *x, int64_t ldx,
+                              const uint16_t *w, int64_t K, int64_t k, __mmask16 m, bool f16,
+                              __m512 acc[4][4])
+{
+    __m512 wv[4];
+    #pragma GCC unroll 4
+    for (int j = 0; j < NB; j++) wv[j] = avx512_widen(w + j * K + k, m, f16);
+    #pragma GCC unroll 4
+    for (int i = 0; i < MR; i++) {
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + k);
+        #pragma GCC unroll 4
+        for (int j = 0; j < NB; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+    }
+}
+
+ALWAYS T_512 void avx512_tile_body(const int MR, const int NB, const float *x, int64_t ldx,
+                                   const uint16_t *w, int64_t K, float *y, int64_t ldy, bool f16)
+{
+    __m512 acc[4][4];
+    #pragma GCC unroll 4
+    for (int i = 0; i < MR; i++)
+        #pragma GCC unroll 4
+        for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) avx512_step(MR, NB, x, ldx, w, K, k, 0xffff, f16, acc);
+    if (k < K) avx512_step(MR, NB, x, ldx, w, K, k, (__mmask16)((1u << (K - k)) - 1), f16, acc);
+    #pragma GCC unroll 4
+    for (int i = 0; i < MR; i++)
+        #pragma GCC unroll 4
+        for (int j = 0; j < NB; j++) y[i * ldy + j] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+#define AVX512_BODY(a, b, x, ldx, w, K, y, ldy, f16) avx512_tile_body(a, b, x, ldx, w, K, y, ldy, f16)
+static T_512 void avx512_tile(int mr, int nb, const void *xv, int64_t ldx, const uint16_t *w,
+                              int64_t K, float *y, int64_t ldy, bool f16)
+{
+    const float *x = xv;
+    if (f16) {
+        TILE_SWITCH(AVX512_BODY, x, ldx, w, K, y, ldy, true)
+    } else {
+        TILE_SWITCH(AVX512_BODY, x, ldx, w, K, y, ldy, false)
+    }
+}
+
+/* ---- AVX-512 BF16: x already bf16; 32 k per vdpbf16ps (pairs summed per lane) ---- */
+
+ALWAYS T_BF16 void bf16_step(const int MR, const int NB, const uint16_t *x, int64_t ldx,
+                             const uint16_t *w, int64_t K, int64_t k, __mmask32 m,
+                             __m512 acc[4][4])
+{
+    __m512bh wv[4];
+    #pragma GCC unroll 4
+    for (int j = 0; j < NB; j++) wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(m, w + j * K + k);
+    #pragma GCC unroll 4
+    for (int i = 0; i < MR; i++) {
+        __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, x + i * ldx + k);
+        #pragma GCC unroll 4
+        for (int j = 0; j < NB; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
+    }
+}
+
+ALWAYS T_BF16 void bf16_tile_body(const int MR, const int NB, const uint16_t *x, int64_t ldx,
+                                  const uint16_t *w, int64_t K, float *y, int64_t ldy)
+{
+    __m512 acc[4][4];
+    #pragma GCC unroll 4
+    for (int i = 0; i < MR; i++)
+        #pragma GCC unroll 4
+        for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) bf16_step(MR, NB, x, ldx, w, K, k, 0xffffffffu, acc);
+    if (k < K) bf16_step(MR, NB, x, ldx, w, K, k, (__mmask32)((1ull << (K - k)) - 1), acc);
+    #pragma GCC unroll 4
+    for (int i = 0; i < MR; i++)
+        #pragma GCC unroll 4
+        for (int j = 0; j < NB; j++) y[i * ldy + j] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+#define BF16_BODY(a, b, x, ldx, w, K, y, ldy) bf16_tile_body(a, b, x, ldx, w, K, y, ldy)
+static T_BF16 void bf16_tile(int mr, int nb, const void *xv, int64_t ldx, const uint16_t *w,
+                             int64_t K, float *y, int64_t ldy, bool f16)
+{
+    (void)f16;
+    const uint16_t *x = xv;
+    TILE_SWITCH(BF16_BODY, x, ldx, w, K, y, ldy)
+}
+
+/* x rows -> bf16 with vcvtne2ps2bf16 (nearest even; the instruction treats subnormal inputs
+ * as zero, the only place it differs from to_bf16), the row's tail masked, so a value's
+ * conversion never depends on where its row sits in the block. */
+static T_BF16 void bf16_pack_rows(uint16_t *dst, const float *src, int64_t rows, int64_t K)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *s = src + r * K;
+        uint16_t *d = dst + r * K;
+        for (int64_t k = 0; k < K; k += 32) {
+            int64_t n = K - k < 32 ? K - k : 32;
+            __mmask16 lo = (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1);
+            __mmask16 hi = (__mmask16)(n >= 32 ? 0xffff : n > 16 ? (1u << (n - 16)) - 1 : 0);
+            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, s + k + 16),
+                                             _mm512_maskz_loadu_ps(lo, s + k));
+            _mm512_mask_storeu_epi16(d + k, (__mmask32)(n >= 32 ? 0xffffffffu : (1u << n) - 1),
+                                     (__m512i)v);
+        }
+    }
+}
+
+/* ==== The driver ==== */
+
+int64_t cpu_matmul_w16_scratch(int64_t K)
+{
+    /* per thread: at least 16 rows of x as f32 (one decode block), and MC_BYTES */
+    return max64(MC_BYTES, 16 * K * 4);
+}
+
+void cpu_matmul_w16(float *y, const float *x, const uint16_t *w, bool w_f16, const float *bias,
+                    int64_t M, int64_t N, int64_t K, bool fast, enum cpu_isa isa, void *scratch,
+                    int n_threads)
+{
+    if (isa == CPU_ISA_REF) {
+        ref_matmul(y, x, w, w_f16, M, N, K, fast);
+    } else {
+        bool bf = fast && !w_f16 && isa == CPU_ISA_AVX512BF16; /* x packed as bf16 */
+        bool rnd = fast && !bf;                                /* x packed, rounded f32 */
+        tile_fn tile = bf ? bf16_tile : isa == CPU_ISA_AVX2 ? avx2_tile : avx512_tile;
+        int64_t esz = bf ? 2 : 4, per_thread = cpu_matmul_w16_scratch(K);
+        int64_t MC = max64(16, MC_BYTES / (K * esz));
+        MC = min64(MC, per_thread / (K * esz));
+        int64_t n_groups = (N + 3) / 4;
+        int nt = (int)min64(max64(1, n_threads), max64(1, n_groups));
+#pragma omp parallel num_threads(nt)
+        {
+            int t = omp_get_thread_num(), T = omp_get_num_threads();
+            int64_t g0 = n_groups * t / T, g1 = n_groups * (t + 1) / T;
+            char *buf = (char *)scratch + (size_t)t * (size_t)per_thread;
+            for (int64_t m0 = 0; m0 < M; m0 += MC) {
+                int64_t mc = min64(MC, M - m0);
+                const float *xs = x + m0 * K;
+                const void *xb = xs;
+                if (bf) {
+                    bf16_pack_rows((uint16_t *)buf, xs, mc, K);
+                    xb = buf;
+                } else if (rnd) {
+                    float *p = (float *)buf;
+                    for (int64_t i = 0; i < mc * K; i++) p[i] = round_bf16(xs[i]);
+                    xb = p;
+                }
+                for (int64_t g = g0; g < g1; g++) {
+                    int64_t n = g * 4;
+                    int nb = (int)min64(4, N - n);
+                    for (int64_t i = 0; i < mc; i += 4) {
+                        int mr = (int)min64(4, mc - i);
+                        tile(mr, nb, (const char *)xb + (size_t)(i * K * esz), K, w + n * K, K,
+                             y + (m0 + i) * N + n, N, w_f16);
+                    }
+                }
+            }
+        }
+    }
+    if (bias)
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t n = 0; n < N; n++) y[m * N + n] += bias[n];
+}
