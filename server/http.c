@@ -1072,7 +1072,7 @@ static enum route find_route(const char *method, const char *url)
     return ROUTE_NONE;
 }
 
-/* Routes open without the API key: the probes (/health, /ready, /ping), /tokenizer_info, the CORS preflight, the static page (it
+/* Routes open without the API key: the probes (/health, /ready, /ping), the CORS preflight, the static page (it
  * holds no data; what it fetches needs the key) and /metrics unless --no-metrics-open.
  * Everything else, unknown routes and wrong methods included, needs the key (vLLM answers
  * 401 before 404 or 405 too). */
@@ -1080,8 +1080,6 @@ static bool needs_key(const struct conn *c)
 {
     switch (c->route) {
     case ROUTE_HEALTH: case ROUTE_READY: case ROUTE_PING: case ROUTE_PREFLIGHT: case ROUTE_PAGE:
-    case ROUTE_TOKENIZER_INFO: /* special tokens and context length only; lm-eval's remote
-                                * tokenizer fetches it without the key */
         return false;
     case ROUTE_METRICS:
         return !c->srv->d.http->metrics_open;

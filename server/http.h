@@ -23,7 +23,7 @@
  * GET /ready, POST /tokenize, POST /detokenize, GET /metrics, GET /v1/models/{id},
  * GET /version, GET|POST /ping, POST /invocations, GET /tokenizer_info (docs/HTTP.md). A
  * client's X-Request-Id is echoed on the answer. With an API key configured, every route but
- * /health, /ready, /ping, /tokenizer_info, the preflight, the page and (metrics_open) /metrics requires
+ * /health, /ready, /ping, the preflight, the page and (metrics_open) /metrics requires
  * "Authorization: Bearer <key>" (401 otherwise, before 404 and 405).
  *
  * Threads: http_start/http_stop from the main thread; http_drain_begin, http_inflight and

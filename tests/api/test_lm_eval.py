@@ -54,7 +54,8 @@ def test_lm_eval_local_completions(server, client, http, tmp_path, monkeypatch):
     out = simple_evaluate(
         model="local-completions",
         model_args=(f"base_url={server.url}/v1/completions,model=tiny,tokenizer_backend=remote,"
-                    "tokenized_requests=True,batch_size=4,num_concurrent=1,max_retries=1"),
+                    f"auth_token={API_KEY},tokenized_requests=True,batch_size=4,num_concurrent=1,"
+                    "max_retries=1"),
         tasks=["tiny_ll", "tiny_gen"], task_manager=TaskManager(include_path=str(tmp_path)),
         log_samples=True)
     assert set(out["results"]) == {"tiny_ll", "tiny_gen"}
