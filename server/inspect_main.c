@@ -191,9 +191,10 @@ int main(int argc, char **argv, char **envp)
            "--encoder-cache-tokens %llu):\n", (unsigned long long)T, (unsigned long long)S,
            max_len, (unsigned long long)enc);
     for (int dev = 0; dev < 2; dev++) {
-        /* device (CUDA): bf16 weights and activations; CPU backend: f32 copies of both */
+        /* device (CUDA): bf16 weights and activations; CPU backend: the weights used in place
+         * from the mapped files (page cache, not anonymous memory), f32 activations and KV */
         uint64_t es = dev == 0 ? 2 : 4;
-        uint64_t w = (uint64_t)params * es; /* every weight in the compute dtype */
+        uint64_t w = dev == 0 ? (uint64_t)params * es : total;
         uint64_t kv_tok = 2ull * (uint64_t)c->n_layers * KD * es;
         uint64_t kv = kv_tok * (uint64_t)max_len;
         uint64_t ws = T * (2 * H + 2 * QD + 2 * KD + 2 * F) * es + S * H * es +
@@ -201,7 +202,7 @@ int main(int argc, char **argv, char **envp)
         uint64_t ec = enc * H * es;
         printf("  %-24s weights %7.2f GiB, KV %llu B/token = %6.2f GiB at %d tokens, workspace "
                "%5.2f GiB, encoder cache %5.2f GiB: %6.2f GiB\n",
-               dev == 0 ? "bf16 device (cuda)" : "cpu backend (f32 copies)", gib(w),
+               dev == 0 ? "bf16 device (cuda)" : "cpu backend (mapped)", gib(w),
                (unsigned long long)kv_tok, gib(kv), max_len, gib(ws), gib(ec),
                gib(w + kv + ws + ec));
     }
