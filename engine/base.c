@@ -297,39 +297,3 @@ uint64_t vlm_hash64(const void *data, size_t n, uint64_t seed)
     return h;
 }
 
-/* ==== Floating-point formats ==== */
-
-float f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f;
-    uint32_t man = h & 0x3ff;
-    float f;
-    if (exp == 0) {
-        f = ldexpf((float)man, -24);
-        if (sign) f = -f;
-        return f;
-    }
-    uint32_t u;
-    if (exp == 31) u = sign | 0x7f800000u | (man << 13);
-    else u = sign | ((exp + 112) << 23) | (man << 13);
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-uint16_t f32_to_f16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
-    uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return sign | 0x7e00;
-    if (a >= 0x477ff000u) return sign | 0x7c00; /* overflow -> inf */
-    if (a < 0x38800000u) {                        /* subnormal or zero */
-        float v;
-        memcpy(&v, &a, 4);
-        return sign | (uint16_t)lrintf(v * 16777216.0f);
-    }
-    uint32_t r = a + 0xfffu + ((a >> 13) & 1);
-    return sign | (uint16_t)((r - 0x38000000u) >> 13);
-}

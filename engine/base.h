@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels/fp.h"
+
 /* ==== Return codes ====
  * Functions that can fail return int: 0 on success or one of these negative codes.
  * VLM_EAGAIN (no data yet, call again) and VLM_ENOSPC (KV pool full, a scheduling signal)
@@ -136,23 +138,6 @@ static inline uint64_t vlm_mix64(uint64_t x)
 uint64_t vlm_hash64(const void *data, size_t n, uint64_t seed);
 
 /* ==== Floating-point formats ==== */
-static inline float bf16_to_f32(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-/* Round to nearest even, as torch does; NaN stays NaN. */
-static inline uint16_t f32_to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
-}
-float f16_to_f32(uint16_t h);
-uint16_t f32_to_f16(float f);
+/* bf16_to_f32, f32_to_bf16, f16_to_f32, f32_to_f16: kernels/fp.h */
 
 #endif

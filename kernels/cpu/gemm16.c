@@ -24,6 +24,7 @@
  * CPU_ISA_REF is the plain loop every variant is tested against (tests/ops/test_gemm16.c).
  */
 #include "kernels/cpu.h"
+#include "kernels/fp.h"
 
 #include <cpuid.h>
 #include <immintrin.h>
@@ -90,50 +91,14 @@ static inline int64_t max64(int64_t a, int64_t b)
     return a > b ? a : b;
 }
 
-/* IEEE half -> f32, subnormals included */
-static float f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, u;
-    if (e == 0x1f) {
-        u = sign | 0x7f800000u | (m << 13);
-    } else if (e) {
-        u = sign | ((e + 112) << 23) | (m << 13);
-    } else if (!m) {
-        u = sign;
-    } else { /* subnormal: normalize */
-        e = 113;
-        while (!(m & 0x400u)) {
-            m <<= 1;
-            e--;
-        }
-        u = sign | (e << 23) | ((m & 0x3ffu) << 13);
-    }
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 static inline float widen(uint16_t h, bool f16)
 {
-    if (f16) return f16_to_f32(h);
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-/* f32 -> bf16 bits, round to nearest even (NaN kept a NaN) */
-static inline uint16_t to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    return f16 ? f16_to_f32(h) : bf16_to_f32(h);
 }
 
 static inline float round_bf16(float f)
 {
-    return widen(to_bf16(f), false);
+    return bf16_to_f32(f32_to_bf16(f));
 }
 
 float cpu_round_bf16(float f)
@@ -342,7 +307,7 @@ static T_BF16 void bf16_tile(int mr, int nb, const void *xv, int64_t ldx, const 
 }
 
 /* x rows -> bf16 with vcvtne2ps2bf16 (nearest even; the instruction treats subnormal inputs
- * as zero, the only place it differs from to_bf16), the row's tail masked, so a value's
+ * as zero, the only place it differs from f32_to_bf16), the row's tail masked, so a value's
  * conversion never depends on where its row sits in the block. */
 static T_BF16 void bf16_pack_rows(uint16_t *dst, const float *src, int64_t rows, int64_t K)
 {
