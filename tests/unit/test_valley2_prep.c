@@ -387,5 +387,35 @@ int main(void)
         media_image_free(&thin);
         media_image_free(&im);
     }
+    TEST("allocation failures: 503, nothing left allocated, then success") {
+        struct valley2_prep_settings s;
+        valley2_prep_settings_default(&s);
+        struct vision_prep_params qp;
+        vision_prep_params_default(&qp);
+        struct media_image im;
+        CHECK(decode_golden("valley2/rgb_50x3.png", &im));
+        bool ok = false;
+        int n_failed = 0;
+        for (long k = 0; k < 200 && !ok; k++) {
+            for (int32_t n_images = 1; n_images <= 2; n_images++) {
+                struct valley2_prep_item it;
+                struct vlm_err err = {0};
+                vlm_fail_alloc_after(k);
+                int rc = valley2_prep_both(&im, &s, &qp, n_images, &it, &err);
+                vlm_fail_alloc_after(-1);
+                CHECK(rc == 0 || rc == VLM_ENOMEM);
+                if (rc == VLM_ENOMEM) {
+                    CHECK_EQ(err.http_status, 503);
+                    CHECK(it.siglip.pixels == NULL && it.qwen2vl.pixels == NULL);
+                    n_failed++;
+                }
+                if (n_images == 1) ok = rc == 0;
+                valley2_prep_item_free(&it);
+            }
+        }
+        CHECK(ok);
+        CHECK(n_failed >= 5);
+        media_image_free(&im);
+    }
     return test_report();
 }
