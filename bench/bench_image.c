@@ -8,6 +8,9 @@
  * (vision_prep_patchify), and the whole path as the server runs it (decode +
  * vision_prep_image). bench/bench_image_hf.py writes the standard test JPEGs
  * (1024x768 and 4000x3000) and times the reference pipeline on the same files.
+ * For Valley2 checkpoints it also times the SigLIP side (valley2_prep_image) on the decoded
+ * image: the AnyRes tiles of an image alone in its request, and the single tile it gets among
+ * several images.
  * Stages are timed in process CPU time (one thread, so CPU time = busy time; stable on a
  * shared, loaded machine); the total is given both as CPU and wall time.
  * Prints figures only; never asserts.
@@ -18,6 +21,7 @@
 #include <time.h>
 
 #include "server/media.h"
+#include "server/valley2_prep.h"
 #include "server/vision_prep.h"
 
 static int cmp_u64(const void *a, const void *b)
@@ -105,6 +109,33 @@ int main(int argc, char **argv)
         report("rescale+normalize+patchify", t_pf, iters);
         report("total (decode + prep), CPU", t_all, iters);
         report("total (decode + prep), wall", t_wall, iters);
+        struct valley2_prep_settings vs;
+        valley2_prep_settings_default(&vs);
+        if (media_decode_image(bytes, n, NULL, &im, &err) == 0) {
+            for (int32_t n_images = 1; n_images <= 2; n_images++) {
+                struct valley2_prep_out vo = {0};
+                int ok = 0;
+                for (int i = 0; i < iters; i++) {
+                    uint64_t t0 = cpu_ns();
+                    if (valley2_prep_image(&im, &vs, n_images, &vo, &err)) break;
+                    t_all[i] = cpu_ns() - t0;
+                    ok++;
+                    if (i + 1 < iters) valley2_prep_out_free(&vo);
+                }
+                if (ok < iters) {
+                    printf("  valley2 siglip: %s\n", err.msg);
+                    break;
+                }
+                char what[64];
+                snprintf(what, sizeof what, "valley2 siglip, %d tile%s", (int)vo.g.n_tiles,
+                         vo.g.n_tiles > 1 ? "s" : "");
+                report(what, t_all, iters);
+                printf("  %-28s grid %dx%d, %d tokens\n", "", (int)vo.g.grid_w,
+                       (int)vo.g.grid_h, (int)vo.g.n_tokens);
+                valley2_prep_out_free(&vo);
+            }
+            media_image_free(&im);
+        }
         free(bytes);
     }
     free(t_dec);
