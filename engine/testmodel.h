@@ -91,8 +91,8 @@ void testmodel_defaults(struct testmodel_params *p);
 void testmodel_preset_valley25(struct testmodel_params *p);
 
 /* Switches p to the Valley2 layout (sets .valley2 and the small SigLIP defaults: width 32,
- * 2 layers, 2 heads, MLP 64, 384-pixel images of 27x27 patches as so400m, projector hidden 64; merger
- * hidden 4 * vit_dim). Options given after it still apply. */
+ * 2 layers, 2 heads, MLP 64, 384-pixel input (27 x 27 patches, as so400m), projector hidden
+ * 64; merger hidden 4 * vit_dim). Options given after it still apply. */
 void testmodel_arch_valley2(struct testmodel_params *p);
 
 /* Writes the folder dir (created with its parents as needed). If dir already holds the
