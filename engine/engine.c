@@ -92,7 +92,10 @@ static int check_model(const struct model *m, struct vlm_err *err)
         bool ok = shape_is(&L->attn_norm, H, 1) && shape_is(&L->mlp_norm, H, 1) &&
                   shape_is(&L->wq, H, c->n_heads * hd) && shape_is(&L->wk, H, c->n_kv_heads * hd) &&
                   shape_is(&L->wv, H, c->n_kv_heads * hd) && shape_is(&L->wo, c->n_heads * hd, H) &&
-                  shape_is(&L->q_norm, hd, 1) && shape_is(&L->k_norm, hd, 1) &&
+                  (!c->qk_norm || (shape_is(&L->q_norm, hd, 1) && shape_is(&L->k_norm, hd, 1))) &&
+                  (!c->qkv_bias || (shape_is(&L->bq, c->n_heads * hd, 1) &&
+                                    shape_is(&L->bk, c->n_kv_heads * hd, 1) &&
+                                    shape_is(&L->bv, c->n_kv_heads * hd, 1))) &&
                   shape_is(&L->w_gate, H, F) && shape_is(&L->w_up, H, F) &&
                   shape_is(&L->w_down, F, H);
         if (!ok)
@@ -121,6 +124,13 @@ static struct tensor slice_cols(const struct tensor *t, int64_t c0, int64_t n)
     v.data = (char *)t->data + c0 * t->nb[0];
     v.ne[0] = n;
     return v;
+}
+
+/* Elements [i0, i0 + n) of a host vector (a bias): a pointer offset. */
+static struct tensor slice_vec(const struct tensor *t, int64_t i0, int64_t n)
+{
+    VLM_ASSERT(i0 >= 0 && n > 0 && i0 + n <= t->ne[0] && tensor_nrows(t) == 1);
+    return tensor_make((char *)t->data + i0 * t->nb[0], t->type, n, 1, 1, 1);
 }
 
 /* This rank's vocabulary rows [vocab0, vocab0 + vocab_local) of embed or lm_head, padded
@@ -169,13 +179,22 @@ static int load_weights(struct engine *e, struct vlm_err *err)
         struct tensor wv = slice_rows(&s->wv, k0, nk), wo = slice_cols(&s->wo, q0, nq);
         struct tensor wg = slice_rows(&s->w_gate, f0, nf), wu = slice_rows(&s->w_up, f0, nf);
         struct tensor wd = slice_cols(&s->w_down, f0, nf);
+        if (e->cfg.qkv_bias) { /* this rank's heads of each bias */
+            struct tensor bq = slice_vec(&s->bq, q0, nq), bk = slice_vec(&s->bk, k0, nk);
+            struct tensor bv = slice_vec(&s->bv, k0, nk);
+            if ((rc = load_w(e, &d->bq, &bq, "q_proj.bias", l, err)) ||
+                (rc = load_w(e, &d->bk, &bk, "k_proj.bias", l, err)) ||
+                (rc = load_w(e, &d->bv, &bv, "v_proj.bias", l, err)))
+                return rc;
+        }
+        if (e->cfg.qk_norm && ((rc = load_w(e, &d->q_norm, &s->q_norm, "q_norm", l, err)) ||
+                               (rc = load_w(e, &d->k_norm, &s->k_norm, "k_norm", l, err))))
+            return rc;
         if ((rc = load_w(e, &d->attn_norm, &s->attn_norm, "input_layernorm", l, err)) ||
             (rc = load_w(e, &d->wq, &wq, "q_proj", l, err)) ||
             (rc = load_w(e, &d->wk, &wk, "k_proj", l, err)) ||
             (rc = load_w(e, &d->wv, &wv, "v_proj", l, err)) ||
             (rc = load_w(e, &d->wo, &wo, "o_proj", l, err)) ||
-            (rc = load_w(e, &d->q_norm, &s->q_norm, "q_norm", l, err)) ||
-            (rc = load_w(e, &d->k_norm, &s->k_norm, "k_norm", l, err)) ||
             (rc = load_w(e, &d->mlp_norm, &s->mlp_norm, "post_attention_layernorm", l, err)) ||
             (rc = load_w(e, &d->w_gate, &wg, "gate_proj", l, err)) ||
             (rc = load_w(e, &d->w_up, &wu, "up_proj", l, err)) ||
@@ -456,7 +475,8 @@ void engine_destroy(struct engine *e)
     for (int32_t l = 0; e->layers && l < e->cfg.n_layers; l++) {
         struct layer_weights *d = &e->layers[l];
         struct tensor *all[] = {&d->attn_norm, &d->wq, &d->wk, &d->wv, &d->wo, &d->q_norm,
-                                &d->k_norm, &d->mlp_norm, &d->w_gate, &d->w_up, &d->w_down};
+                                &d->k_norm, &d->mlp_norm, &d->w_gate, &d->w_up, &d->w_down,
+                                &d->bq, &d->bk, &d->bv};
         for (size_t i = 0; i < ARRAY_LEN(all); i++) bfree(e, all[i]->data);
     }
     free(e->layers);

@@ -5,7 +5,8 @@
  *   valley-make-model --out DIR [--seed N] [--hidden N] [--layers N] [--heads N]
  *       [--kv-heads N] [--head-dim N] [--ffn N] [--vocab N] [--tie] [--vit-depth N]
  *       [--vit-dim N] [--vit-heads N] [--vit-mlp-ratio N] [--merger-hidden N] [--no-vision]
- *       [--dtype bf16|f32] [--shards N] [--tokenizer DIR] [--slow-tokenizer]
+ *       [--dtype bf16|f16|f32] [--arch valley2] [--sig-dim N] [--sig-layers N]
+ *       [--sig-heads N] [--sig-ffn N] [--sig-image N] [--proj-hidden N] [--shards N] [--tokenizer DIR] [--slow-tokenizer]
  *       [--valley-tokens] [--script ID,ID,...] [--layout release] [--preset valley2.5]
  *
  * Prints one line: the folder, whether it was written or already up to date, and a hash of
@@ -42,7 +43,15 @@ static void usage(FILE *f)
             "  --vit-mlp-ratio N  vision MLP ratio (%d)\n"
             "  --merger-hidden N  projector hidden width (%d)\n"
             "  --no-vision        text only: no vision tower or projector\n"
-            "  --dtype bf16|f32   weight dtype (bf16)\n"
+            "  --dtype bf16|f16|f32 weight dtype (bf16)\n"
+            "  --arch valley2     the Valley2 layout: Qwen2.5 decoder (q/k/v biases, no q/k\n"
+            "                     norms), eos <|im_end|>, the Qwen2.5 chat template; with\n"
+            "                     vision also the SigLIP tower, the conv_adapter projector and\n"
+            "                     the Qwen2-VL tower with the original merger (hidden 4 x\n"
+            "                     vit-dim unless --merger-hidden)\n"
+            "  --sig-dim N, --sig-layers N, --sig-heads N, --sig-ffn N, --sig-image N,\n"
+            "  --proj-hidden N    Valley2's SigLIP geometry and projector hidden width\n"
+            "                     (32, 2, 2, 64, 384, 64)\n"
             "  --shards N         split the weights into N files with an index (1)\n"
             "  --tokenizer DIR    copy tokenizer.json and tokenizer_config.json from DIR\n"
             "                     (default: synthesize a small byte-level BPE tokenizer)\n"
@@ -120,7 +129,7 @@ int main(int argc, char **argv)
     testmodel_defaults(&p);
     const char *out = NULL;
     int32_t script[4096];
-    bool shards_given = false;
+    bool shards_given = false, merger_given = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int32_t *ip = NULL;
@@ -153,6 +162,13 @@ int main(int argc, char **argv)
             testmodel_preset_valley25(&p);
             p.tokenizer_dir = tok;
         }
+        else if (!strcmp(a, "--arch")) {
+            if (strcmp(v, "valley2")) {
+                fprintf(stderr, "valley-make-model: --arch must be valley2, not '%s'\n", v);
+                return 2;
+            }
+            testmodel_arch_valley2(&p);
+        }
         else if (!strcmp(a, "--tokenizer")) p.tokenizer_dir = v;
         else if (!strcmp(a, "--script")) {
             const char *s = v;
@@ -174,8 +190,9 @@ int main(int argc, char **argv)
         }
         else if (!strcmp(a, "--dtype")) {
             if (!strcmp(v, "bf16")) p.dtype = DT_BF16;
+            else if (!strcmp(v, "f16")) p.dtype = DT_F16;
             else if (!strcmp(v, "f32")) p.dtype = DT_F32;
-            else { fprintf(stderr, "valley-make-model: --dtype must be bf16 or f32, not '%s'\n", v); return 2; }
+            else { fprintf(stderr, "valley-make-model: --dtype must be bf16, f16 or f32, not '%s'\n", v); return 2; }
         } else if (!strcmp(a, "--seed")) {
             char *end;
             errno = 0;
@@ -193,7 +210,13 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--vit-dim")) ip = &p.vit_dim;
         else if (!strcmp(a, "--vit-heads")) ip = &p.vit_heads;
         else if (!strcmp(a, "--vit-mlp-ratio")) ip = &p.vit_mlp_ratio;
-        else if (!strcmp(a, "--merger-hidden")) ip = &p.merger_hidden;
+        else if (!strcmp(a, "--merger-hidden")) ip = &p.merger_hidden, merger_given = true;
+        else if (!strcmp(a, "--sig-dim")) ip = &p.sig_dim;
+        else if (!strcmp(a, "--sig-layers")) ip = &p.sig_layers;
+        else if (!strcmp(a, "--sig-heads")) ip = &p.sig_heads;
+        else if (!strcmp(a, "--sig-ffn")) ip = &p.sig_ffn;
+        else if (!strcmp(a, "--sig-image")) ip = &p.sig_image;
+        else if (!strcmp(a, "--proj-hidden")) ip = &p.proj_hidden;
         else if (!strcmp(a, "--shards")) ip = &p.shards, shards_given = true;
         else { fprintf(stderr, "valley-make-model: unknown option '%s'\n", a); usage(stderr); return 2; }
         if (ip && !parse_i32(v, ip)) {
@@ -203,6 +226,8 @@ int main(int argc, char **argv)
         i++;
     }
     if (!out) { usage(stderr); return 2; }
+    /* Valley2's Qwen2-VL tower keeps the original PatchMerger unless asked otherwise */
+    if (p.valley2 && !merger_given) p.merger_hidden = 4 * p.vit_dim;
 
     bool fresh = testmodel_up_to_date(out, &p);
     struct vlm_err err = {0};

@@ -154,6 +154,134 @@ static void parse_vision_config(struct cfg_ctx *c, const cJSON *root, struct mod
     c->file = "config.json";
 }
 
+const char *model_arch_name(enum model_arch a)
+{
+    return a == MODEL_VALLEY2 ? "Valley2" : "Valley2.5";
+}
+
+/* o[key] as a string; NULL when absent or null; an error when present and not a string. */
+static const char *cfg_str(struct cfg_ctx *c, const cJSON *o, const char *key)
+{
+    if (c->rc) return NULL;
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!j || cJSON_IsNull(j)) return NULL;
+    if (!cJSON_IsString(j)) {
+        c->rc = vlm_err_set(c->err, VLM_EINVAL, 500, "%s: \"%s\" must be a string", c->file, key);
+        return NULL;
+    }
+    return j->valuestring;
+}
+
+/* docs/MODEL.md, "Recognising a checkpoint": architectures[0] names the decoder
+ * (ValleyQwen3ForCausalLM: Valley2.5, ValleyQwen2ForCausalLM: Valley2), model_type must be
+ * "valley" when given, and the tower keys must form a combination that was released:
+ * Valley2.5 is the only-NaViT path; Valley2 has both towers (or, for a text-only test
+ * folder, neither) and never only_navit. Anything else is refused by name. */
+static void parse_arch(struct cfg_ctx *c, const cJSON *root, struct model_config *cfg)
+{
+    const cJSON *archs = cJSON_GetObjectItemCaseSensitive(root, "architectures");
+    const char *arch = NULL;
+    if (archs && !cJSON_IsNull(archs)) {
+        const cJSON *a0 = cJSON_IsArray(archs) ? archs->child : NULL;
+        if (!a0 || !cJSON_IsString(a0) || a0->next) {
+            c->rc = vlm_err_set(c->err, VLM_EINVAL, 500,
+                                "config.json: \"architectures\" must be a list of one name");
+            return;
+        }
+        arch = a0->valuestring;
+    }
+    const char *type = cfg_str(c, root, "model_type");
+    const char *siglip = cfg_str(c, root, "mm_vision_tower");
+    const char *eagle = cfg_str(c, root, "eagle_vision_tower");
+    if (c->rc) return;
+    const cJSON *navit = cJSON_GetObjectItemCaseSensitive(root, "only_navit");
+    bool navit_given = navit && !cJSON_IsNull(navit);
+    if (type && strcmp(type, "valley"))
+        c->rc = vlm_err_set(c->err, VLM_EINVAL, 500,
+                            "config.json: model_type \"%.60s\" is not supported: this server serves "
+                            "Valley checkpoints (model_type \"valley\")", type);
+    else if (!arch || !strcmp(arch, "ValleyQwen3ForCausalLM"))
+        cfg->arch = MODEL_VALLEY25;
+    else if (!strcmp(arch, "ValleyQwen2ForCausalLM"))
+        cfg->arch = MODEL_VALLEY2;
+    else
+        c->rc = vlm_err_set(c->err, VLM_EINVAL, 500,
+                            "config.json: architectures \"%.60s\" is not supported: this server "
+                            "serves ValleyQwen3ForCausalLM (Valley2.5) and ValleyQwen2ForCausalLM "
+                            "(Valley2)", arch);
+    if (c->rc) return;
+    cfg->only_navit = cfg_bool(c, root, "only_navit", cfg->arch == MODEL_VALLEY25);
+    cfg->qk_norm = cfg->arch == MODEL_VALLEY25;
+    cfg->qkv_bias = cfg->arch == MODEL_VALLEY2;
+    if (c->rc || cfg->arch != MODEL_VALLEY2) return;
+    if (navit_given && cfg->only_navit)
+        c->rc = vlm_err_set(c->err, VLM_EINVAL, 500,
+                            "config.json: \"only_navit\": true with ValleyQwen2ForCausalLM (a Qwen2.5 "
+                            "decoder without the SigLIP tower) is not a released combination and is "
+                            "not supported");
+    else if (!siglip != !eagle)
+        c->rc = vlm_err_set(c->err, VLM_EINVAL, 500,
+                            "config.json: ValleyQwen2ForCausalLM with %s but no %s is not supported "
+                            "(Valley2 has both towers: mm_vision_tower and eagle_vision_tower)",
+                            siglip ? "mm_vision_tower" : "eagle_vision_tower",
+                            siglip ? "eagle_vision_tower" : "mm_vision_tower");
+    else if (siglip && !strstr(siglip, "siglip-so400m-patch14-384"))
+        c->rc = vlm_err_set(c->err, VLM_EINVAL, 500,
+                            "config.json: mm_vision_tower \"%.80s\" is not supported (Valley2 builds "
+                            "only siglip-so400m-patch14-384)", siglip);
+    if (c->rc || !siglip) return;
+    const char *proj = cfg_str(c, root, "mm_projector_type");
+    if (c->rc) return;
+    if (proj && !strcmp(proj, "conv_adapter")) cfg->mm_projector = MM_PROJ_CONV_ADAPTER;
+    else if (proj && !strcmp(proj, "ovis_conv_adapter")) cfg->mm_projector = MM_PROJ_OVIS_CONV_ADAPTER;
+    else {
+        c->rc = vlm_err_set(c->err, VLM_EINVAL, 500,
+                            "config.json: mm_projector_type \"%.60s\" is not supported with Valley2 "
+                            "(conv_adapter or ovis_conv_adapter)", proj ? proj : "(absent)");
+        return;
+    }
+    const char *sel = cfg_str(c, root, "mm_vision_select_feature");
+    if (!c->rc && sel && strcmp(sel, "cls_patch"))
+        c->rc = vlm_err_set(c->err, VLM_EINVAL, 500,
+                            "config.json: mm_vision_select_feature \"%.60s\" is not supported "
+                            "(Valley2's SigLIP tower selects cls_patch)", sel);
+    cfg->mm_mlp_hidden = cfg_int(c, root, "mlp_hidden_dim", false, 0, 0, 1 << 24);
+    /* the SigLIP geometry: siglip_vision_config, else so400m-patch14-384's */
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "siglip_vision_config");
+    if (!c->rc && v && !cJSON_IsObject(v) && !cJSON_IsNull(v)) {
+        c->rc = vlm_err_set(c->err, VLM_EINVAL, 500,
+                            "config.json: \"siglip_vision_config\" must be an object");
+        return;
+    }
+    if (!cJSON_IsObject(v)) v = NULL;
+    c->file = "config.json siglip_vision_config";
+    cfg->sig_hidden = cfg_int(c, v, "hidden_size", false, 1152, 1, 1 << 16);
+    cfg->sig_ffn = cfg_int(c, v, "intermediate_size", false, 4304, 1, 1 << 20);
+    cfg->sig_layers = cfg_int(c, v, "num_hidden_layers", false, 27, 1, 1024);
+    cfg->sig_heads = cfg_int(c, v, "num_attention_heads", false, 16, 1, 1024);
+    cfg->sig_image = cfg_int(c, v, "image_size", false, 384, 1, 1 << 14);
+    cfg->sig_patch = cfg_int(c, v, "patch_size", false, 14, 1, 1024);
+    cfg->sig_channels = cfg_int(c, v, "num_channels", false, 3, 1, 64);
+    cfg->sig_eps = (float)cfg_num(c, v, "layer_norm_eps", 1e-6, 0.0, 1.0);
+    cfg->sig_use_head = cfg_bool(c, v, "vision_use_head", true);
+    const char *act = cfg_str(c, v, "hidden_act");
+    if (!c->rc && act && strcmp(act, "gelu_pytorch_tanh"))
+        c->rc = vlm_err_set(c->err, VLM_EINVAL, 500,
+                            "config.json siglip_vision_config: \"hidden_act\" must be \"gelu_pytorch_tanh\"");
+    /* (image_size need not be a multiple of patch_size: 384 / 14 gives 27 x 27 patches) */
+    if (!c->rc && (cfg->sig_hidden % cfg->sig_heads || cfg->sig_image < cfg->sig_patch))
+        c->rc = vlm_err_set(c->err, VLM_EINVAL, 500,
+                            "config.json siglip_vision_config: hidden_size %d must be a multiple of "
+                            "num_attention_heads %d and image_size %d at least patch_size %d",
+                            cfg->sig_hidden, cfg->sig_heads, cfg->sig_image, cfg->sig_patch);
+    c->file = "config.json";
+    cfg->mm_hidden_size = cfg_int(c, root, "mm_hidden_size", false, cfg->sig_hidden, 1, 1 << 16);
+    if (!c->rc && cfg->mm_hidden_size != cfg->sig_hidden)
+        c->rc = vlm_err_set(c->err, VLM_EINVAL, 500,
+                            "config.json: mm_hidden_size %d differs from the SigLIP width %d",
+                            cfg->mm_hidden_size, cfg->sig_hidden);
+}
+
 int model_read_config(struct model_config *cfg, const char *dir, struct vlm_err *err)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -181,7 +309,7 @@ int model_read_config(struct model_config *cfg, const char *dir, struct vlm_err 
         c.rc = vlm_err_set(err, VLM_EINVAL, 500,
                            "config.json: \"rope_scaling\" is set; this server implements plain "
                            "RoPE only (rope_scaling must be null or absent)");
-    cfg->only_navit = cfg_bool(&c, root, "only_navit", true);
+    parse_arch(&c, root, cfg);
     cfg->rms_norm_eps = (float)cfg_num(&c, root, "rms_norm_eps", 1e-6, 0.0, 1.0);
     cfg->tie_word_embeddings = cfg_bool(&c, root, "tie_word_embeddings", false);
     cfg->max_position_embeddings = cfg_int(&c, root, "max_position_embeddings", false, 32768, 1, INT32_MAX);
@@ -297,8 +425,13 @@ static int bind_decoder(struct model *m, struct binder *st, struct vlm_err *err)
         if ((rc = bind2(st, &L->wk, LN("self_attn.k_proj.weight"), KV, H, err))) return rc;
         if ((rc = bind2(st, &L->wv, LN("self_attn.v_proj.weight"), KV, H, err))) return rc;
         if ((rc = bind2(st, &L->wo, LN("self_attn.o_proj.weight"), H, Q, err))) return rc;
-        if ((rc = bind1(st, &L->q_norm, LN("self_attn.q_norm.weight"), D, err))) return rc;
-        if ((rc = bind1(st, &L->k_norm, LN("self_attn.k_norm.weight"), D, err))) return rc;
+        if (c->qkv_bias && ((rc = bind1(st, &L->bq, LN("self_attn.q_proj.bias"), Q, err)) ||
+                            (rc = bind1(st, &L->bk, LN("self_attn.k_proj.bias"), KV, err)) ||
+                            (rc = bind1(st, &L->bv, LN("self_attn.v_proj.bias"), KV, err))))
+            return rc;
+        if (c->qk_norm && ((rc = bind1(st, &L->q_norm, LN("self_attn.q_norm.weight"), D, err)) ||
+                           (rc = bind1(st, &L->k_norm, LN("self_attn.k_norm.weight"), D, err))))
+            return rc;
         if ((rc = bind1(st, &L->mlp_norm, LN("post_attention_layernorm.weight"), H, err))) return rc;
         if ((rc = bind2(st, &L->w_gate, LN("mlp.gate_proj.weight"), F, H, err))) return rc;
         if ((rc = bind2(st, &L->w_up, LN("mlp.up_proj.weight"), F, H, err))) return rc;
@@ -374,13 +507,108 @@ static int bind_vision(struct model *m, struct binder *st, struct vlm_err *err)
     return 0;
 }
 
+#define SIGLIP_PREFIX "model.vision_tower.vision_tower.vision_model."
+#define PROJ_PREFIX "model.mm_projector."
+
+/* Valley2's SigLIP tower (transformers' SiglipVisionModel names under SIGLIP_PREFIX) and its
+ * projector (docs/MODEL.md, "Valley2 checkpoint layout"). */
+static int bind_siglip(struct model *m, struct binder *st, struct vlm_err *err)
+{
+    struct model_config *c = &m->cfg;
+    struct valley2_weights *w = &m->w.v2;
+    int64_t E = c->sig_hidden, F = c->sig_ffn, P = c->sig_patch, C = c->sig_channels;
+    int64_t N = (int64_t)(c->sig_image / c->sig_patch) * (c->sig_image / c->sig_patch);
+    int64_t H = c->hidden_size;
+    char n[256];
+    int rc;
+
+    if ((rc = bind(st, &w->patch_w, SIGLIP_PREFIX "embeddings.patch_embedding.weight", 4,
+                   (int64_t[]){E, C, P, P}, err)))
+        return rc;
+    w->patch_w = tensor_make(w->patch_w.data, w->patch_w.type, C * P * P, E, 1, 1);
+    if ((rc = bind1(st, &w->patch_b, SIGLIP_PREFIX "embeddings.patch_embedding.bias", E, err)) ||
+        (rc = bind2(st, &w->pos_embed, SIGLIP_PREFIX "embeddings.position_embedding.weight", N, E, err)))
+        return rc;
+    w->layers = xcalloc((size_t)c->sig_layers, sizeof *w->layers);
+    for (int32_t l = 0; l < c->sig_layers; l++) {
+        struct siglip_layer_weights *L = &w->layers[l];
+#define SN(s) (snprintf(n, sizeof n, SIGLIP_PREFIX "encoder.layers.%d.%s", l, s), n)
+        if ((rc = bind1(st, &L->ln1_w, SN("layer_norm1.weight"), E, err)) ||
+            (rc = bind1(st, &L->ln1_b, SN("layer_norm1.bias"), E, err)) ||
+            (rc = bind2(st, &L->q_w, SN("self_attn.q_proj.weight"), E, E, err)) ||
+            (rc = bind1(st, &L->q_b, SN("self_attn.q_proj.bias"), E, err)) ||
+            (rc = bind2(st, &L->k_w, SN("self_attn.k_proj.weight"), E, E, err)) ||
+            (rc = bind1(st, &L->k_b, SN("self_attn.k_proj.bias"), E, err)) ||
+            (rc = bind2(st, &L->v_w, SN("self_attn.v_proj.weight"), E, E, err)) ||
+            (rc = bind1(st, &L->v_b, SN("self_attn.v_proj.bias"), E, err)) ||
+            (rc = bind2(st, &L->o_w, SN("self_attn.out_proj.weight"), E, E, err)) ||
+            (rc = bind1(st, &L->o_b, SN("self_attn.out_proj.bias"), E, err)) ||
+            (rc = bind1(st, &L->ln2_w, SN("layer_norm2.weight"), E, err)) ||
+            (rc = bind1(st, &L->ln2_b, SN("layer_norm2.bias"), E, err)) ||
+            (rc = bind2(st, &L->fc1_w, SN("mlp.fc1.weight"), F, E, err)) ||
+            (rc = bind1(st, &L->fc1_b, SN("mlp.fc1.bias"), F, err)) ||
+            (rc = bind2(st, &L->fc2_w, SN("mlp.fc2.weight"), E, F, err)) ||
+            (rc = bind1(st, &L->fc2_b, SN("mlp.fc2.bias"), E, err)))
+            return rc;
+#undef SN
+    }
+    if ((rc = bind1(st, &w->post_ln_w, SIGLIP_PREFIX "post_layernorm.weight", E, err)) ||
+        (rc = bind1(st, &w->post_ln_b, SIGLIP_PREFIX "post_layernorm.bias", E, err)))
+        return rc;
+    if (c->sig_use_head) {
+        /* the attention-pooling head: saved with the tower, never read (cls_patch takes the
+         * last hidden state); checked so a folder of another shape is still refused */
+        struct tensor unused;
+        if ((rc = bind(st, &unused, SIGLIP_PREFIX "head.probe", 3, (int64_t[]){1, 1, E}, err)) ||
+            (rc = bind2(st, &unused, SIGLIP_PREFIX "head.attention.in_proj_weight", 3 * E, E, err)) ||
+            (rc = bind1(st, &unused, SIGLIP_PREFIX "head.attention.in_proj_bias", 3 * E, err)) ||
+            (rc = bind2(st, &unused, SIGLIP_PREFIX "head.attention.out_proj.weight", E, E, err)) ||
+            (rc = bind1(st, &unused, SIGLIP_PREFIX "head.attention.out_proj.bias", E, err)) ||
+            (rc = bind1(st, &unused, SIGLIP_PREFIX "head.layernorm.weight", E, err)) ||
+            (rc = bind1(st, &unused, SIGLIP_PREFIX "head.layernorm.bias", E, err)) ||
+            (rc = bind2(st, &unused, SIGLIP_PREFIX "head.mlp.fc1.weight", F, E, err)) ||
+            (rc = bind1(st, &unused, SIGLIP_PREFIX "head.mlp.fc1.bias", F, err)) ||
+            (rc = bind2(st, &unused, SIGLIP_PREFIX "head.mlp.fc2.weight", E, F, err)) ||
+            (rc = bind1(st, &unused, SIGLIP_PREFIX "head.mlp.fc2.bias", E, err)))
+            return rc;
+    }
+
+    if (c->mm_projector == MM_PROJ_CONV_ADAPTER) {
+        /* Linear(E -> mlp_hidden_dim, default the LLM width), GELU, Linear(-> H), then
+         * Conv2d(H, H, 3, stride 2, pad 1) */
+        int64_t MH = c->mm_mlp_hidden ? c->mm_mlp_hidden : H;
+        if ((rc = bind2(st, &w->mlp0_w, PROJ_PREFIX "mlp.0.weight", MH, E, err)) ||
+            (rc = bind1(st, &w->mlp0_b, PROJ_PREFIX "mlp.0.bias", MH, err)) ||
+            (rc = bind2(st, &w->mlp2_w, PROJ_PREFIX "mlp.2.weight", H, MH, err)) ||
+            (rc = bind1(st, &w->mlp2_b, PROJ_PREFIX "mlp.2.bias", H, err)) ||
+            (rc = bind(st, &w->conv_w, PROJ_PREFIX "conv.weight", 4, (int64_t[]){H, H, 3, 3}, err)) ||
+            (rc = bind1(st, &w->conv_b, PROJ_PREFIX "conv.bias", H, err)))
+            return rc;
+        w->conv_w = tensor_make(w->conv_w.data, w->conv_w.type, H * 9, H, 1, 1);
+    } else {
+        /* Conv2d(E, E, 3, stride 2, pad 1), Linear(E -> mlp_hidden_dim (32000), no bias),
+         * LayerNorm, softmax over it, embedding table (mlp_hidden_dim, H) */
+        int64_t MH = c->mm_mlp_hidden ? c->mm_mlp_hidden : 32000;
+        if ((rc = bind(st, &w->conv_w, PROJ_PREFIX "conv.weight", 4, (int64_t[]){E, E, 3, 3}, err)) ||
+            (rc = bind1(st, &w->conv_b, PROJ_PREFIX "conv.bias", E, err)) ||
+            (rc = bind2(st, &w->mlp0_w, PROJ_PREFIX "mlp.0.weight", MH, E, err)) ||
+            (rc = bind1(st, &w->ln_w, PROJ_PREFIX "mlp.1.weight", MH, err)) ||
+            (rc = bind1(st, &w->ln_b, PROJ_PREFIX "mlp.1.bias", MH, err)) ||
+            (rc = bind2(st, &w->embedding, PROJ_PREFIX "embedding.weight", MH, H, err)))
+            return rc;
+        w->conv_w = tensor_make(w->conv_w.data, w->conv_w.type, E * 9, E, 1, 1);
+    }
+    c->has_siglip = true;
+    return 0;
+}
+
 /* ==== Load / destroy ==== */
 
 /* The Valley2 path (SigLIP tower + mm_projector) is not implemented: a checkpoint saved with
  * only_navit false that carries its tensors is refused by name, before anything else. */
 static int check_only_navit(const struct model *m, struct vlm_err *err)
 {
-    if (m->cfg.only_navit) return 0;
+    if (m->cfg.only_navit || m->cfg.arch != MODEL_VALLEY25) return 0;
     for (int32_t i = 0; i < st_count(m->files); i++) {
         const char *n = st_get(m->files, i)->name;
         if (!strncmp(n, "model.vision_tower.", 19) || !strncmp(n, "model.mm_projector.", 19))
@@ -392,14 +620,15 @@ static int check_only_navit(const struct model *m, struct vlm_err *err)
 }
 
 /* Every tensor in the files must have been bound: anything else would be silently ignored. */
-static int check_unknown(const struct binder *st, struct vlm_err *err)
+static int check_unknown(const struct binder *st, enum model_arch m_arch, struct vlm_err *err)
 {
     for (int32_t i = 0; i < st_count(st->set); i++) {
         if (st->used[i]) continue;
         const struct st_tensor *t = st_get(st->set, i);
         return vlm_err_set(err, VLM_EINVAL, 500,
-                           "model: unknown tensor '%.100s' in %.40s: not part of the Valley2.5 "
-                           "layout config.json describes", t->name, t->file);
+                           "model: unknown tensor '%.100s' in %.40s: not part of the %s "
+                           "layout config.json describes", t->name, t->file,
+                           model_arch_name(m_arch));
     }
     return 0;
 }
@@ -416,12 +645,24 @@ int model_load(struct model *m, const char *dir, struct vlm_err *err)
         st.used = xcalloc((size_t)VLM_MAX(st_count(m->files), 1), 1);
         rc = bind_decoder(m, &st, err);
     }
-    if (!rc) {
+    if (!rc && m->cfg.arch == MODEL_VALLEY25) {
         m->cfg.has_vision = st_find(m->files, MODEL_VIT_PREFIX "patch_embed.proj.weight") != NULL;
         if (m->cfg.has_vision) rc = bind_vision(m, &st, err);
         else m->cfg.merger_hidden = 0;
+    } else if (!rc && m->cfg.mm_projector != MM_PROJ_NONE) {
+        /* Valley2 with its towers: both bound by name and shape; the image path does not
+         * run them yet, so the model serves text (has_vision false) */
+        rc = bind_siglip(m, &st, err);
+        if (!rc && !st_find(m->files, MODEL_VIT_PREFIX "patch_embed.proj.weight"))
+            rc = vlm_err_set(err, VLM_EINVAL, 500,
+                             "model: missing tensor '" MODEL_VIT_PREFIX "patch_embed.proj.weight' "
+                             "(config.json names eagle_vision_tower: Valley2's Qwen2-VL tower)");
+        if (!rc) rc = bind_vision(m, &st, err);
+        m->cfg.has_eagle_tower = !rc;
+    } else if (!rc) {
+        m->cfg.merger_hidden = 0;
     }
-    if (!rc) rc = check_unknown(&st, err);
+    if (!rc) rc = check_unknown(&st, m->cfg.arch, err);
     free(st.used);
     if (rc) {
         model_destroy(m);
@@ -429,10 +670,15 @@ int model_load(struct model *m, const char *dir, struct vlm_err *err)
     }
     m->dir = xstrdup(dir);
     const struct model_config *c = &m->cfg;
-    log_info("model: %s: %d layers, hidden %d, heads %d/%d x %d, ffn %d, vocab %d, %s%s",
-             dir, c->n_layers, c->hidden_size, c->n_heads, c->n_kv_heads, c->head_dim,
+    log_info("model: %s: %s (%s decoder), %d layers, hidden %d, heads %d/%d x %d, ffn %d, vocab %d, %s%s",
+             dir, model_arch_name(c->arch), c->arch == MODEL_VALLEY2 ? "Qwen2.5" : "Qwen3", c->n_layers, c->hidden_size, c->n_heads, c->n_kv_heads, c->head_dim,
              c->intermediate_size, c->vocab_size, c->tie_word_embeddings ? "tied, " : "",
              c->has_vision ? "vision" : "text only");
+    if (c->has_siglip)
+        log_info("model: Valley2 towers bound (SigLIP %d x %d, %s projector, Qwen2-VL depth %d); "
+                 "they do not run yet: images are refused", c->sig_layers, c->sig_hidden,
+                 c->mm_projector == MM_PROJ_CONV_ADAPTER ? "conv_adapter" : "ovis_conv_adapter",
+                 c->vit_depth);
     if (c->has_vision)
         log_info("model: vision: depth %d, dim %d, heads %d, mlp %d, patch %d, merger hidden %d",
                  c->vit_depth, c->vit_embed_dim, c->vit_num_heads, c->vit_mlp_hidden,
@@ -445,6 +691,7 @@ void model_destroy(struct model *m)
     if (!m) return;
     free(m->w.layers);
     free(m->w.vit_blocks);
+    free(m->w.v2.layers);
     st_close(m->files);
     free(m->dir);
     memset(m, 0, sizeof *m);

@@ -1,5 +1,6 @@
 /*
- * The Qwen3 decoder, top to bottom, over the backend table (docs/MODEL.md, "Language model", HF
+ * The Qwen3 decoder (and Qwen2.5's, which differs only in q/k/v biases instead of the
+ * per-head q/k norms: model_config.qkv_bias / qk_norm), top to bottom, over the backend table (docs/MODEL.md, "Language model", HF
  * transformers 4.51 Qwen3DecoderLayer). All sequences of the step are concatenated into one (n,
  * hidden) activation; only attention (attn_paged, over the block tables of set_step) knows where
  * one sequence ends and the next begins, so every other op is a plain row-wise or GEMM op.
@@ -57,6 +58,12 @@ static void norm_rope(const struct backend_ops *ops, void *c, struct tensor *x,
     }
 }
 
+/* An optional weight (the q/k/v biases): NULL when the checkpoint has none. */
+static const struct tensor *bias_or_null(const struct tensor *b)
+{
+    return b->data ? b : NULL;
+}
+
 /* The all-reduce hook after a row-parallel projection (see the file comment). */
 static void tp_all_reduce(const struct engine *e, struct tensor *y)
 {
@@ -97,13 +104,19 @@ void qwen3_forward(struct engine *e, int32_t n, const struct qwen3_splice *splic
     for (int32_t l = 0; l < cfg->n_layers; l++) {
         const struct layer_weights *w = &e->layers[l];
 
-        /* attention block: a (in xn) = input_layernorm(x); q, k, v = a·Wqᵀ, a·Wkᵀ, a·Wvᵀ */
-        ops->matmul(c, &q2, &xn, &w->wq, NULL);
-        ops->matmul(c, &k2, &xn, &w->wk, NULL);
-        ops->matmul(c, &v2, &xn, &w->wv, NULL);
-        /* per-head q_norm / k_norm over head_dim, before RoPE */
-        norm_rope(ops, c, &q3, &w->q_norm, cfg->rope_theta, eps);
-        norm_rope(ops, c, &k3, &w->k_norm, cfg->rope_theta, eps);
+        /* attention block: a (in xn) = input_layernorm(x); q, k, v = a·Wqᵀ (+ bq), ...
+         * (the biases: Qwen2.5, docs/MODEL.md, "Valley2") */
+        ops->matmul(c, &q2, &xn, &w->wq, bias_or_null(&w->bq));
+        ops->matmul(c, &k2, &xn, &w->wk, bias_or_null(&w->bk));
+        ops->matmul(c, &v2, &xn, &w->wv, bias_or_null(&w->bv));
+        /* Qwen3: per-head q_norm / k_norm over head_dim, before RoPE; Qwen2.5: RoPE only */
+        if (cfg->qk_norm) {
+            norm_rope(ops, c, &q3, &w->q_norm, cfg->rope_theta, eps);
+            norm_rope(ops, c, &k3, &w->k_norm, cfg->rope_theta, eps);
+        } else {
+            ops->rope_neox(c, &q3, cfg->rope_theta);
+            ops->rope_neox(c, &k3, cfg->rope_theta);
+        }
         /* cache this step's k, v, then causal attention over each sequence's blocks */
         ops->kv_store(c, &e->kv[l], &k3, &v3);
         ops->attn_paged(c, &a3, &q3, &e->kv[l], scale);

@@ -43,6 +43,14 @@ void testmodel_preset_valley25(struct testmodel_params *p)
     p->release = p->slow_tokenizer = p->valley_tokens = true;
 }
 
+void testmodel_arch_valley2(struct testmodel_params *p)
+{
+    p->valley2 = true;
+    p->sig_dim = 32, p->sig_layers = 2, p->sig_heads = 2, p->sig_ffn = 64, p->sig_image = 384;
+    p->proj_hidden = 64;
+    p->merger_hidden = 4 * p->vit_dim;
+}
+
 /* ==== Random numbers ====
  * splitmix64, one stream per tensor seeded from (seed, tensor name), so a tensor's values
  * do not depend on which other tensors exist. A value is 24 random bits turned into an
@@ -107,6 +115,67 @@ static void gen_add(struct gen_list *g, enum gen_kind kind, int64_t d0, int64_t 
     t->fan_in = d1 ? d1 : d0;
 }
 
+/* The last tensor added, reshaped to rank 4 (d0, d1, d2, d3): conv weights. */
+static void gen_rank4(struct gen_list *g, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+{
+    struct gen_tensor *t = &g->t[g->n - 1];
+    t->rank = 4;
+    t->shape[0] = d0, t->shape[1] = d1, t->shape[2] = d2, t->shape[3] = d3;
+    t->fan_in = d1 * d2 * d3;
+}
+
+/* Valley2's SigLIP tower (transformers' SiglipVisionModel names, with the attention-pooling
+ * head it saves) and its conv_adapter projector. */
+static void gen_build_valley2(struct gen_list *g, const struct testmodel_params *p)
+{
+    const char *sv = "model.vision_tower.vision_tower.vision_model.";
+    const char *pj = "model.mm_projector.";
+    int64_t E = p->sig_dim, F = p->sig_ffn, side = p->sig_image / 14, H = p->hidden;
+    int64_t MH = p->proj_hidden;
+    gen_add(g, GEN_LINEAR, E, 3 * 14 * 14, "%sembeddings.patch_embedding.weight", sv);
+    gen_rank4(g, E, 3, 14, 14);
+    gen_add(g, GEN_BIAS, E, 0, "%sembeddings.patch_embedding.bias", sv);
+    gen_add(g, GEN_EMBED, side * side, E, "%sembeddings.position_embedding.weight", sv);
+    static const char *const qkvo[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
+    for (int32_t l = 0; l < p->sig_layers; l++) {
+        gen_add(g, GEN_NORM, E, 0, "%sencoder.layers.%d.layer_norm1.weight", sv, l);
+        gen_add(g, GEN_BIAS, E, 0, "%sencoder.layers.%d.layer_norm1.bias", sv, l);
+        for (int i = 0; i < 4; i++) {
+            gen_add(g, GEN_LINEAR, E, E, "%sencoder.layers.%d.self_attn.%s.weight", sv, l, qkvo[i]);
+            gen_add(g, GEN_BIAS, E, 0, "%sencoder.layers.%d.self_attn.%s.bias", sv, l, qkvo[i]);
+        }
+        gen_add(g, GEN_NORM, E, 0, "%sencoder.layers.%d.layer_norm2.weight", sv, l);
+        gen_add(g, GEN_BIAS, E, 0, "%sencoder.layers.%d.layer_norm2.bias", sv, l);
+        gen_add(g, GEN_LINEAR, F, E, "%sencoder.layers.%d.mlp.fc1.weight", sv, l);
+        gen_add(g, GEN_BIAS, F, 0, "%sencoder.layers.%d.mlp.fc1.bias", sv, l);
+        gen_add(g, GEN_LINEAR, E, F, "%sencoder.layers.%d.mlp.fc2.weight", sv, l);
+        gen_add(g, GEN_BIAS, E, 0, "%sencoder.layers.%d.mlp.fc2.bias", sv, l);
+    }
+    gen_add(g, GEN_NORM, E, 0, "%spost_layernorm.weight", sv);
+    gen_add(g, GEN_BIAS, E, 0, "%spost_layernorm.bias", sv);
+    gen_add(g, GEN_EMBED, E, 0, "%shead.probe", sv);
+    struct gen_tensor *probe = &g->t[g->n - 1];
+    probe->rank = 3, probe->shape[0] = 1, probe->shape[1] = 1, probe->shape[2] = E;
+    gen_add(g, GEN_LINEAR, 3 * E, E, "%shead.attention.in_proj_weight", sv);
+    gen_add(g, GEN_BIAS, 3 * E, 0, "%shead.attention.in_proj_bias", sv);
+    gen_add(g, GEN_LINEAR, E, E, "%shead.attention.out_proj.weight", sv);
+    gen_add(g, GEN_BIAS, E, 0, "%shead.attention.out_proj.bias", sv);
+    gen_add(g, GEN_NORM, E, 0, "%shead.layernorm.weight", sv);
+    gen_add(g, GEN_BIAS, E, 0, "%shead.layernorm.bias", sv);
+    gen_add(g, GEN_LINEAR, F, E, "%shead.mlp.fc1.weight", sv);
+    gen_add(g, GEN_BIAS, F, 0, "%shead.mlp.fc1.bias", sv);
+    gen_add(g, GEN_LINEAR, E, F, "%shead.mlp.fc2.weight", sv);
+    gen_add(g, GEN_BIAS, E, 0, "%shead.mlp.fc2.bias", sv);
+    /* conv_adapter: Linear(E, MH), GELU, Linear(MH, H), Conv2d(H, H, 3, stride 2, pad 1) */
+    gen_add(g, GEN_LINEAR, MH, E, "%smlp.0.weight", pj);
+    gen_add(g, GEN_BIAS, MH, 0, "%smlp.0.bias", pj);
+    gen_add(g, GEN_LINEAR, H, MH, "%smlp.2.weight", pj);
+    gen_add(g, GEN_BIAS, H, 0, "%smlp.2.bias", pj);
+    gen_add(g, GEN_LINEAR, H, H * 9, "%sconv.weight", pj);
+    gen_rank4(g, H, H, 3, 3);
+    gen_add(g, GEN_BIAS, H, 0, "%sconv.bias", pj);
+}
+
 static void gen_build(struct gen_list *g, const struct testmodel_params *p, int32_t vocab)
 {
     int64_t H = p->hidden, Q = (int64_t)p->heads * p->head_dim;
@@ -118,8 +187,14 @@ static void gen_build(struct gen_list *g, const struct testmodel_params *p, int3
         gen_add(g, GEN_LINEAR, KV, H, "model.layers.%d.self_attn.k_proj.weight", l);
         gen_add(g, GEN_LINEAR, KV, H, "model.layers.%d.self_attn.v_proj.weight", l);
         gen_add(g, GEN_LINEAR, H, Q, "model.layers.%d.self_attn.o_proj.weight", l);
-        gen_add(g, GEN_NORM, p->head_dim, 0, "model.layers.%d.self_attn.q_norm.weight", l);
-        gen_add(g, GEN_NORM, p->head_dim, 0, "model.layers.%d.self_attn.k_norm.weight", l);
+        if (p->valley2) { /* Qwen2.5: q/k/v biases, no q/k norms */
+            gen_add(g, GEN_BIAS, Q, 0, "model.layers.%d.self_attn.q_proj.bias", l);
+            gen_add(g, GEN_BIAS, KV, 0, "model.layers.%d.self_attn.k_proj.bias", l);
+            gen_add(g, GEN_BIAS, KV, 0, "model.layers.%d.self_attn.v_proj.bias", l);
+        } else {
+            gen_add(g, GEN_NORM, p->head_dim, 0, "model.layers.%d.self_attn.q_norm.weight", l);
+            gen_add(g, GEN_NORM, p->head_dim, 0, "model.layers.%d.self_attn.k_norm.weight", l);
+        }
         gen_add(g, GEN_NORM, H, 0, "model.layers.%d.post_attention_layernorm.weight", l);
         gen_add(g, GEN_LINEAR, F, H, "model.layers.%d.mlp.gate_proj.weight", l);
         gen_add(g, GEN_LINEAR, F, H, "model.layers.%d.mlp.up_proj.weight", l);
@@ -150,6 +225,7 @@ static void gen_build(struct gen_list *g, const struct testmodel_params *p, int3
         gen_add(g, GEN_LINEAR, E, M, "%sblocks.%d.mlp.fc2.weight", vt, b);
         gen_add(g, GEN_BIAS, E, 0, "%sblocks.%d.mlp.fc2.bias", vt, b);
     }
+    if (p->valley2) gen_build_valley2(g, p);
     gen_add(g, GEN_NORM, E, 0, "%smerger.ln_q.weight", vt);
     gen_add(g, GEN_BIAS, E, 0, "%smerger.ln_q.bias", vt);
     gen_add(g, GEN_LINEAR, MH, 4 * E, "%smerger.mlp.0.weight", vt);
@@ -183,12 +259,13 @@ static float gen_elem(uint64_t s0, int64_t k)
 
 static float as_stored(float v, enum dtype t)
 {
-    return t == DT_BF16 ? bf16_to_f32(f32_to_bf16(v)) : v;
+    return t == DT_BF16 ? bf16_to_f32(f32_to_bf16(v)) : t == DT_F16 ? f16_to_f32(f32_to_f16(v)) : v;
 }
 
 static void put(void *buf, enum dtype t, int64_t k, float v)
 {
     if (t == DT_BF16) ((uint16_t *)buf)[k] = f32_to_bf16(v);
+    else if (t == DT_F16) ((uint16_t *)buf)[k] = f32_to_f16(v);
     else ((float *)buf)[k] = v;
 }
 
@@ -246,8 +323,7 @@ static void gen_fill(void *ctx, int32_t i, void *buf)
     for (int64_t k = 0; k < n; k++) {
         float v = uniform_pm1(&s) * scale;
         if (t->kind == GEN_NORM) v += 1.0f;
-        if (c->dtype == DT_BF16) ((uint16_t *)buf)[k] = f32_to_bf16(v);
-        else ((float *)buf)[k] = v;
+        put(buf, c->dtype, k, v);
     }
 }
 
@@ -731,9 +807,67 @@ static int tok_info_load(struct tok_info *t, const char *dir, bool greeting, str
     return 0;
 }
 
+static const char *dtype_torch(enum dtype t)
+{
+    return t == DT_BF16 ? "bfloat16" : t == DT_F16 ? "float16" : "float32";
+}
+
+/* Valley2's config.json: the released Valley-Eagle-7B keys (eos <|im_end|>, no only_navit),
+ * with the conv_adapter projector and, for the small towers, siglip_vision_config and
+ * vision_config (docs/MODEL.md, "Valley2 test-checkpoint keys"). */
+static void config_json_valley2(struct strbuf *b, const struct testmodel_params *p,
+                                int32_t vocab, const struct tok_info *tk)
+{
+    sb_puts(b, "{\n  \"architectures\": [\"ValleyQwen2ForCausalLM\"],\n  \"model_type\": \"valley\",\n");
+    sb_printf(b, "  \"attention_dropout\": 0.0,\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n",
+              tk->endoftext, tk->im_end);
+    sb_printf(b, "  \"hidden_act\": \"silu\",\n  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n",
+              p->hidden, p->ffn);
+    if (p->head_dim * p->heads != p->hidden) sb_printf(b, "  \"head_dim\": %d,\n", p->head_dim);
+    sb_printf(b, "  \"initializer_range\": 0.02,\n  \"max_position_embeddings\": 32768,\n"
+                 "  \"max_window_layers\": %d,\n", p->layers);
+    sb_printf(b, "  \"num_attention_heads\": %d,\n  \"num_hidden_layers\": %d,\n"
+                 "  \"num_key_value_heads\": %d,\n", p->heads, p->layers, p->kv_heads);
+    sb_puts(b, "  \"rms_norm_eps\": 1e-06,\n  \"rope_scaling\": null,\n  \"rope_theta\": 1000000.0,\n"
+               "  \"sliding_window\": null,\n  \"use_sliding_window\": false,\n");
+    sb_printf(b, "  \"tie_word_embeddings\": %s,\n  \"torch_dtype\": \"%s\",\n",
+              p->tie ? "true" : "false", dtype_torch(p->dtype));
+    sb_printf(b, "  \"use_cache\": true,\n  \"vocab_size\": %d,\n"
+                 "  \"use_special_start_end_token\": true", vocab);
+    if (p->vision) {
+        int32_t side = p->sig_image / 14;
+        sb_puts(b, ",\n  \"mm_vision_tower\": \"google/siglip-so400m-patch14-384\",\n"
+                   "  \"eagle_vision_tower\": \"Qwen/Qwen2-VL-7B-Instruct\",\n"
+                   "  \"mm_projector_type\": \"conv_adapter\",\n");
+        sb_printf(b, "  \"mm_hidden_size\": %d,\n  \"mlp_hidden_dim\": %d,\n", p->sig_dim, p->proj_hidden);
+        sb_puts(b, "  \"mm_vision_select_layer\": -2,\n  \"mm_vision_select_feature\": \"cls_patch\",\n"
+                   "  \"anyres\": true,\n  \"grid_pinpoints\": \"(1x1),...,(3x3)\",\n"
+                   "  \"max_vision_token\": 100000,\n  \"only_crop_single_image\": true,\n");
+        sb_printf(b, "  \"num_patches_per_side\": %d,\n  \"vit_crop_size\": %d,\n",
+                  (side + 1) / 2, p->sig_image);
+        if (p->merger_hidden != 4 * p->vit_dim)
+            sb_printf(b, "  \"navit_merger_hidden_dim\": %d,\n", p->merger_hidden);
+        sb_printf(b, "  \"siglip_vision_config\": {\"hidden_size\": %d, \"intermediate_size\": %d, "
+                     "\"num_hidden_layers\": %d, \"num_attention_heads\": %d, \"image_size\": %d, "
+                     "\"patch_size\": 14, \"num_channels\": 3, \"hidden_act\": \"gelu_pytorch_tanh\", "
+                     "\"layer_norm_eps\": 1e-06, \"vision_use_head\": true},\n",
+                  p->sig_dim, p->sig_ffn, p->sig_layers, p->sig_heads, p->sig_image);
+        sb_printf(b, "  \"vision_config\": {\"depth\": %d, \"embed_dim\": %d, \"num_heads\": %d, "
+                     "\"mlp_ratio\": %d, \"hidden_size\": %d, \"hidden_act\": \"quick_gelu\", "
+                     "\"patch_size\": 14, \"temporal_patch_size\": 2, \"spatial_merge_size\": 2, "
+                     "\"in_chans\": 3, \"in_channels\": 3}",
+                  p->vit_depth, p->vit_dim, p->vit_heads, p->vit_mlp_ratio, p->hidden);
+    }
+    sb_puts(b, "\n}\n");
+}
+
 static void config_json(struct strbuf *b, const struct testmodel_params *p, int32_t vocab,
                         const struct tok_info *tk)
 {
+    if (p->valley2) {
+        config_json_valley2(b, p, vocab, tk);
+        return;
+    }
     sb_puts(b, "{\n  \"architectures\": [\"ValleyQwen3ForCausalLM\"],\n  \"model_type\": \"valley\",\n");
     sb_puts(b, "  \"attention_bias\": false,\n  \"attention_dropout\": 0.0,\n");
     if (p->release) /* a Qwen3 Base config: <|endoftext|> only */
@@ -751,7 +885,7 @@ static void config_json(struct strbuf *b, const struct testmodel_params *p, int3
     sb_puts(b, "  \"rms_norm_eps\": 1e-06,\n  \"rope_scaling\": null,\n  \"rope_theta\": 1000000.0,\n"
                "  \"sliding_window\": null,\n  \"use_sliding_window\": false,\n");
     sb_printf(b, "  \"tie_word_embeddings\": %s,\n  \"torch_dtype\": \"%s\",\n",
-              p->tie ? "true" : "false", p->dtype == DT_BF16 ? "bfloat16" : "float32");
+              p->tie ? "true" : "false", dtype_torch(p->dtype));
     sb_printf(b, "  \"use_cache\": true,\n  \"vocab_size\": %d", vocab);
     if (!p->release) sb_puts(b, ",\n  \"use_special_start_end_token\": false");
     /* the real code hard-codes the Qwen2-VL tower: a release-shaped folder says nothing */
@@ -775,7 +909,10 @@ static void config_json(struct strbuf *b, const struct testmodel_params *p, int3
 static void generation_json(struct strbuf *b, const struct testmodel_params *p,
                             const struct tok_info *tk)
 {
-    if (p->release)
+    if (p->valley2)
+        sb_printf(b, "{\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d\n}\n", tk->endoftext,
+                  tk->im_end);
+    else if (p->release)
         sb_printf(b, "{\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d\n}\n", tk->endoftext,
                   tk->endoftext);
     else
@@ -789,7 +926,7 @@ static int write_weights(const char *dir, const struct testmodel_params *p, int3
 {
     struct gen_list g = {0};
     gen_build(&g, p, vocab);
-    size_t es = p->dtype == DT_BF16 ? 2 : 4;
+    size_t es = dtype_size(p->dtype);
     struct st_tensor *st = xcalloc((size_t)g.n, sizeof *st);
     int32_t *index = xcalloc((size_t)g.n, sizeof *index);
     uint64_t total = 0;
@@ -851,6 +988,9 @@ static void stamp_text(struct strbuf *b, const struct testmodel_params *p, const
               p->kv_heads, p->head_dim, p->ffn, p->vocab, p->tie, p->vision, p->vit_depth,
               p->vit_dim, p->vit_heads, p->vit_mlp_ratio, p->merger_hidden, dtype_name(p->dtype),
               p->shards, p->release);
+    if (p->valley2)
+        sb_printf(b, "valley2 sig=%d,%d,%d,%d,%d proj=%d ", p->sig_dim, p->sig_layers,
+                  p->sig_heads, p->sig_ffn, p->sig_image, p->proj_hidden);
     if (p->n_script) {
         sb_puts(b, "script=");
         for (int32_t i = 0; i < p->n_script; i++) sb_printf(b, "%s%d", i ? "," : "", p->script[i]);
@@ -867,6 +1007,73 @@ static void stamp_text(struct strbuf *b, const struct testmodel_params *p, const
                   (unsigned long long)vlm_hash64(tk->config, tk->config_len, 2));
     else
         sb_puts(b, "synthesized\n");
+}
+
+/* Valley2's chat template (written for this project): the Qwen2.5 ChatML rendering. A
+ * leading system message replaces the default system text; tools add the "# Tools" block to
+ * the system turn; an assistant turn is its content, then its tool calls as <tool_call>
+ * blocks; consecutive tool messages share one user turn of <tool_response> blocks; other
+ * roles render nothing. (docs/MODEL.md, "Valley2 prompt".) */
+static const char valley2_chat_template[] =
+    "{%- set ns = namespace(system='You are Qwen, created by Alibaba Cloud. You are a helpful "
+    "assistant.', start=0) %}"
+    "{%- if messages and messages[0].role == 'system' %}"
+    "{%- set ns.system = messages[0].content %}{%- set ns.start = 1 %}{%- endif %}"
+    "{{- '<|im_start|>system\\n' + ns.system }}"
+    "{%- if tools %}"
+    "{{- '\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}"
+    "{%- for t in tools %}{{- '\\n' }}{{- t | tojson }}{%- endfor %}"
+    "{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and "
+    "arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\"name\": "
+    "<function-name>, \"arguments\": <args-json-object>}\\n</tool_call>' }}"
+    "{%- endif %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- for m in messages[ns.start:] %}"
+    "{%- if m.role == 'user' or m.role == 'system' %}"
+    "{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}"
+    "{%- elif m.role == 'assistant' %}"
+    "{{- '<|im_start|>assistant' }}"
+    "{%- if m.content or not m.tool_calls %}{{- '\\n' + (m.content or '') }}{%- endif %}"
+    "{%- for c in (m.tool_calls or []) %}"
+    "{%- set f = c.function if c.function is defined else c %}"
+    "{{- '\\n<tool_call>\\n{\"name\": \"' + f.name + '\", \"arguments\": ' }}"
+    "{{- f.arguments | tojson }}{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- elif m.role == 'tool' %}"
+    "{%- set i = ns.start + loop.index0 %}"
+    "{%- if i == 0 or messages[i - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' + m.content + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[i + 1].role != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}";
+
+/* Valley2: tokenizer_config.json gets the Qwen2.5 template and eos <|im_end|>, as the
+ * released folder's. */
+static int tokenizer_config_valley2(const char *dir, struct vlm_err *err)
+{
+    char path[4096];
+    size_t n;
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    char *text = vlm_read_file(path, &n);
+    if (!text) return vlm_err_set(err, VLM_EIO, 500, "%s: cannot read: %s", path, strerror(errno));
+    cJSON *root = cJSON_ParseWithLength(text, n);
+    free(text);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return vlm_err_set(err, VLM_EINVAL, 500, "%s: not a JSON object", path);
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "chat_template");
+    cJSON_AddStringToObject(root, "chat_template", valley2_chat_template);
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "eos_token");
+    cJSON_AddStringToObject(root, "eos_token", "<|im_end|>");
+    char *out = cJSON_Print(root);
+    cJSON_Delete(root);
+    int rc = write_text(dir, "tokenizer_config.json", out, strlen(out), err);
+    free(out);
+    return rc;
 }
 
 /* Rewrites the tokenizer files in dir as --slow-tokenizer / --valley-tokens ask. */
@@ -932,7 +1139,16 @@ static int check_params(const struct testmodel_params *p, struct vlm_err *err)
          "head-dim must be even and in [2, 1024]");
     NEED(p->ffn > 0 && p->ffn <= (1 << 20), "ffn must be in [1, 1048576]");
     NEED(p->vocab >= 0 && p->vocab <= (1 << 24), "vocab must be in [0, 16777216]");
-    NEED(p->dtype == DT_BF16 || p->dtype == DT_F32, "dtype must be bf16 or f32");
+    NEED(p->dtype == DT_BF16 || p->dtype == DT_F16 || p->dtype == DT_F32,
+         "dtype must be bf16, f16 or f32");
+    if (p->valley2 && p->vision) {
+        NEED(p->sig_dim > 0 && p->sig_heads > 0 && p->sig_dim % p->sig_heads == 0 &&
+             p->sig_dim <= 8192, "SigLIP width must be a multiple of its heads, at most 8192");
+        NEED(p->sig_layers > 0 && p->sig_layers <= 64 && p->sig_ffn > 0 && p->sig_ffn <= (1 << 16),
+             "SigLIP layers in [1, 64] and MLP in [1, 65536]");
+        NEED(p->sig_image >= 14 && p->sig_image <= 1008, "SigLIP image size must be in [14, 1008]");
+        NEED(p->proj_hidden > 0 && p->proj_hidden <= (1 << 20), "projector hidden in [1, 1048576]");
+    }
     NEED(p->shards >= 1 && p->shards <= 99, "shards must be in [1, 99]");
     if (p->vision) {
         NEED(p->vit_depth > 0 && p->vit_depth <= 64, "vit-depth must be in [1, 64]");
@@ -1041,6 +1257,7 @@ int testmodel_write(const char *dir, const struct testmodel_params *p0, struct v
         goto out;
     }
     if ((p->slow_tokenizer || p->valley_tokens) && (rc = tokenizer_convert(tmp, p, err))) goto out;
+    if (p->valley2 && (rc = tokenizer_config_valley2(tmp, err))) goto out;
     if ((rc = write_weights(tmp, p, vocab, err))) goto out;
     if ((rc = write_text(tmp, ".stamp", stamp.s, stamp.n, err))) goto out;
 

@@ -31,7 +31,16 @@ struct testmodel_params {
     /* vision tower + projector */
     bool vision;
     int32_t vit_depth, vit_dim, vit_heads, vit_mlp_ratio, merger_hidden;
-    enum dtype dtype;       /* DT_BF16 or DT_F32 */
+    enum dtype dtype;       /* DT_BF16, DT_F16 or DT_F32 */
+    /* Valley2 (valley-make-model --arch valley2; docs/MODEL.md, "Valley2 checkpoint layout"):
+     * ValleyQwen2ForCausalLM, a Qwen2.5 decoder (q/k/v biases, no q/k norms), eos <|im_end|>,
+     * the Qwen2.5-style chat template in tokenizer_config.json; with vision, the SigLIP tower
+     * (sig_* geometry, in siglip_vision_config), the conv_adapter projector (hidden
+     * proj_hidden, in mlp_hidden_dim) and the Qwen2-VL tower with the original PatchMerger
+     * (merger hidden 4 * vit_dim) unless merger_hidden is set otherwise, which writes the
+     * custom merger and navit_merger_hidden_dim. */
+    bool valley2;
+    int32_t sig_dim, sig_layers, sig_heads, sig_ffn, sig_image, proj_hidden;
     int32_t shards;         /* 1: model.safetensors; n > 1: n shards + model.safetensors.index.json */
     const char *tokenizer_dir; /* borrowed; NULL: synthesize a small tokenizer */
     bool slow_tokenizer;    /* write the tokenizer as the slow files (vocab.json, merges.txt,
@@ -80,6 +89,11 @@ void testmodel_defaults(struct testmodel_params *p);
  * release shape (slow tokenizer files with the Valley tokens), 8 shards: about 19 GB,
  * written tensor by tensor (one tensor in memory at a time). */
 void testmodel_preset_valley25(struct testmodel_params *p);
+
+/* Switches p to the Valley2 layout (sets .valley2 and the small SigLIP defaults: width 32,
+ * 2 layers, 2 heads, MLP 64, 384-pixel input (27 x 27 patches, as so400m), projector hidden
+ * 64; merger hidden 4 * vit_dim). Options given after it still apply. */
+void testmodel_arch_valley2(struct testmodel_params *p);
 
 /* Writes the folder dir (created with its parents as needed). If dir already holds the
  * output of the same parameters (its .stamp matches), nothing is rewritten. */

@@ -159,6 +159,27 @@ static void render_assistant(struct strbuf *out, const struct chat_msg *m, bool 
     sb_puts(out, "<|im_end|>\n");
 }
 
+/* An assistant turn as the Qwen2.5 template renders it: the content whole; each tool call
+ * on its own lines after it ("\n" before the header only when there is content or no tool
+ * call). */
+static void render_assistant_qwen25(struct strbuf *out, const struct chat_msg *m)
+{
+    const char *text = m->text ? m->text : "";
+    sb_puts(out, "<|im_start|>assistant");
+    if (*text || !m->n_tool_calls) {
+        sb_puts(out, "\n");
+        sb_puts(out, text);
+    }
+    for (int32_t k = 0; k < m->n_tool_calls; k++) {
+        sb_puts(out, "\n<tool_call>\n{\"name\": \"");
+        sb_puts(out, m->tool_calls[k].name);
+        sb_puts(out, "\", \"arguments\": ");
+        sb_puts(out, m->tool_calls[k].arguments);
+        sb_puts(out, "}\n</tool_call>");
+    }
+    sb_puts(out, "<|im_end|>\n");
+}
+
 /* The system turn with the template's tools block. */
 static void render_tools_system(struct strbuf *out, const char *system, const struct chat_opts *o)
 {
@@ -309,6 +330,8 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
             sb_puts(out, text);
             sb_puts(out, "\n</tool_response>");
             if (i == n - 1 || msgs[i + 1].role != CHAT_TOOL) sb_puts(out, "<|im_end|>\n");
+        } else if (o->qwen25) {
+            render_assistant_qwen25(out, &msgs[i]);
         } else {
             render_assistant(out, &msgs[i], i > last_query, i == n - 1);
         }
@@ -316,7 +339,7 @@ int chat_render(const struct chat_msg *msgs, int32_t n, const struct chat_opts *
     if (o->continue_final) return cut_after_final(out, msgs[n - 1].text, err);
     if (prefill) return 0;
     sb_puts(out, "<|im_start|>assistant\n");
-    if (!o->enable_thinking) sb_puts(out, "<think>\n\n</think>\n\n");
+    if (!o->enable_thinking && !o->qwen25) sb_puts(out, "<think>\n\n</think>\n\n");
     return 0;
 }
 

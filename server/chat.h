@@ -1,5 +1,6 @@
 /*
- * chat: OpenAI-style messages -> the exact token ids Valley2.5's processor produces
+ * chat: OpenAI-style messages -> the exact token ids Valley2.5's processor produces (and
+ * Valley2's, with chat_opts.qwen25)
  * (docs/MODEL.md, "Prompt construction", and "OpenAI messages to prompt" for the project's
  * decisions). Three steps, each usable alone:
  *
@@ -99,6 +100,11 @@ struct chat_opts {
      * message whose text survives the template (else VLM_EINVAL). */
     bool no_generation_prompt;
     bool continue_final;
+    /* Valley2's Qwen2.5 template instead of Qwen3's (docs/MODEL.md, "Valley2 prompt"): no
+     * thinking (enable_thinking is ignored: nothing follows the generation prompt), assistant
+     * turns rendered whole (no "</think>" split), "\n" before each tool call. The system turn,
+     * tools block, user and tool turns, markers and tokenization are the same. */
+    bool qwen25;
 };
 
 /* Renders msgs[0..n) -> out (appended; NUL-terminated) and sets *n_images_total (including

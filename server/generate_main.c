@@ -162,7 +162,8 @@ int main(int argc, char **argv)
         if ((rc = tok_encode(tok, a.prompt, strlen(a.prompt), &ids, &err))) goto fail;
     } else {
         struct chat_msg msg = {.role = CHAT_USER, .text = a.prompt, .n_images = a.image ? 1 : 0};
-        struct chat_opts co = {.enable_thinking = a.think, .implicit_image = m.cfg.has_vision,
+        struct chat_opts co = {.qwen25 = m.cfg.arch == MODEL_VALLEY2, .enable_thinking = a.think,
+                               .implicit_image = m.cfg.has_vision,
                                .wrap_image_tokens = m.cfg.use_special_start_end_token};
         if ((rc = chat_build(tok, &msg, 1, &co, &raw, &n_images, &err))) goto fail;
         if (n_images > 1) {

@@ -220,9 +220,9 @@ int main(int argc, char **argv, char **envp)
         int64_t unit = (int64_t)mc->patch_size * mc->spatial_merge_size;
         sc.max_mm_item_tokens = (int32_t)(cfg.media.max_pixels / (unit * unit));
     }
-    log_info("server: model %s: %d layers, hidden %d, vocab %d, vision %s; KV cache %d blocks "
+    log_info("server: model %s: %s, %d layers, hidden %d, vocab %d, vision %s; KV cache %d blocks "
              "of %d tokens (%lld tokens); max_model_len %d",
-             dir, mc->n_layers, mc->hidden_size, mc->vocab_size, mc->has_vision ? "yes" : "no",
+             dir, model_arch_name(mc->arch), mc->n_layers, mc->hidden_size, mc->vocab_size, mc->has_vision ? "yes" : "no",
              sc.n_blocks - 1, sc.block_size, (long long)(sc.n_blocks - 1) * sc.block_size,
              max_model_len);
     if (sched_loop_start(&loop, &sc, (struct engine_iface){engine_exec, e}, &err)) goto fail;
@@ -232,6 +232,7 @@ int main(int argc, char **argv, char **envp)
     pc.default_system = cfg.api.default_system_prompt;
     pc.enable_thinking_default = cfg.api.enable_thinking_default;
     pc.has_vision = mc->has_vision;
+    pc.valley2 = mc->arch == MODEL_VALLEY2;
     pc.implicit_image = cfg.api.implicit_image && mc->has_vision;
     pc.wrap_image_tokens = cfg.api.image_start_end_tokens == CONFIG_WRAP_AUTO
                                ? mc->use_special_start_end_token

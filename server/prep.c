@@ -452,6 +452,10 @@ void prep_prompt_destroy(struct prep_prompt *p)
 static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struct prep_prompt *out,
                     struct vlm_err *err)
 {
+    if (q->n_media && c->valley2)
+        return vlm_err_param(err, VLM_EINVAL, 400, "messages",
+                             "images are not yet supported for Valley2 checkpoints (this server "
+                             "runs their decoder only); send text only");
     if (q->n_media && !c->has_vision)
         return vlm_err_param(err, VLM_EINVAL, 400, "messages",
                              "this model has no vision tower; image parts are not accepted");
@@ -502,8 +506,10 @@ static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struc
                                                .arguments = qm->tool_calls[j].arguments};
     }
     free(per_media);
-    out->thinking = q->enable_thinking >= 0 ? q->enable_thinking : c->enable_thinking_default;
-    struct chat_opts o = {.enable_thinking = out->thinking,
+    out->thinking = !c->valley2 && (q->enable_thinking >= 0 ? q->enable_thinking
+                                                             : c->enable_thinking_default);
+    struct chat_opts o = {.qwen25 = c->valley2,
+                          .enable_thinking = out->thinking,
                           .default_system = c->default_system,
                           .implicit_image = c->implicit_image && c->has_vision,
                           .wrap_image_tokens = c->wrap_image_tokens,

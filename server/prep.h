@@ -61,6 +61,8 @@ struct prep_ctx {
     bool enable_thinking_default;
     bool implicit_image;            /* and the model has vision */
     bool has_vision;
+    bool valley2;                   /* a Valley2 checkpoint: the Qwen2.5 template (chat_opts.qwen25),
+                                       no thinking; its towers do not run yet, so images are a 400 */
     bool wrap_image_tokens;         /* the model's use_special_start_end_token */
     int32_t pad_id;                 /* id written at image placeholder positions */
     int32_t max_model_len;

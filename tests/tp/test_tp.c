@@ -1,4 +1,4 @@
-// models: tp8
+// models: tp8 valley2
 /*
  * test_tp: tensor parallelism on the CPU through the thread communicator (issue 8
  * acceptance). On the tp8 checkpoint (16 heads, 8 KV heads): tp = 1 (a group of one, the
@@ -9,6 +9,8 @@
  * answer; 16 concurrent greedy requests through the real scheduler loop at tp = 2 give
  * exactly the tokens each gives alone on one engine; an encode that fails on one rank fails
  * the step on every rank without a hang; invalid sizes are refused with a clear message.
+ * Valley2's Qwen2.5 decoder (valley2 checkpoint: q/k/v biases sliced with their heads) at
+ * tp = 2 gives the plain engine's logits and tokens too.
  */
 #include <math.h>
 #include <pthread.h>
@@ -367,6 +369,30 @@ int main(int argc, char **argv)
             CHECK(rel <= 1e-4);
             CHECK(memcmp(gt[0], rt[0], sizeof gt[0]) == 0);
         }
+    }
+
+    TEST("Valley2 (Qwen2.5: q/k/v biases split with their heads): tp=2 == tp=1")
+    {
+        struct model m2;
+        struct vlm_err e2 = {0};
+        CHECK_EQ(model_load(&m2, test_path("VLM_MODELS", "valley2"), &e2), 0);
+        int32_t V2 = m2.cfg.vocab_size;
+        struct prompt pt;
+        text_prompt(&pt, V2);
+        float *r2 = xmalloc((size_t)N_GREEDY * V2 * sizeof(float));
+        float *g2 = xmalloc((size_t)N_GREEDY * V2 * sizeof(float));
+        float *r1[1] = {r2}, *g1[1] = {g2};
+        int32_t rt[1][N_GREEDY], gt[1][N_GREEDY];
+        CHECK(m2.cfg.qkv_bias && m2.cfg.n_kv_heads == 2);
+        CHECK(run_tp(&m2, 0, &pt, 1, r1, rt));
+        CHECK(run_tp(&m2, 2, &pt, 1, g1, gt));
+        double rel = worst_rel(g2, r2, N_GREEDY, V2);
+        printf("  valley2 tp=2: worst max|d|/max|ref| %.3g\n", rel);
+        CHECK(rel <= 1e-4);
+        CHECK(memcmp(gt[0], rt[0], sizeof gt[0]) == 0);
+        free(r2);
+        free(g2);
+        model_destroy(&m2);
     }
 
     TEST("an encode failing on rank 1 fails the step on every rank; the group still works")

@@ -33,6 +33,7 @@ static int check_golden(const struct tokenizer *tok, const cJSON *rec, struct py
         .wrap_image_tokens = cJSON_IsTrue(cJSON_GetObjectItem(jo, "wrap_image_tokens")),
         .no_generation_prompt = cJSON_IsFalse(cJSON_GetObjectItem(jo, "add_generation_prompt")),
         .continue_final = cJSON_IsTrue(cJSON_GetObjectItem(jo, "continue_final_message")),
+        .qwen25 = cJSON_IsTrue(cJSON_GetObjectItem(jo, "qwen25")),
     };
     /* tools as the server prepares them: the client's JSON text (here: as Python wrote it
      * into the golden file) through pyjson_tool, tool call arguments (a JSON string) through
@@ -157,6 +158,47 @@ int main(void)
         CHECK(n_tools >= 12);
         CHECK(n_errors >= 5);
     }
+
+    /* Valley2: the Qwen2.5 template of a valley2 test checkpoint (make_valley2_chat_goldens.py) */
+    size_t len2 = 0;
+    char *text2 = vlm_read_file(test_path("VLM_SOURCE_DIR", "tests/golden/chat/valley2.json"), &len2);
+    cJSON *goldens2 = text2 ? cJSON_Parse(text2) : NULL;
+    TEST("Valley2 goldens: rendered text == jinja2 on the Qwen2.5 template, ids == chunked HF ids") {
+        CHECK(cJSON_IsArray(goldens2));
+        int n_rendered = 0, n_errors = 0, n_tools = 0, n_assistant = 0;
+        const cJSON *rec;
+        struct pyjson_iter it;
+        struct pyjson_span key, raw = {0};
+        CHECK(text2 && pyjson_iter_init(&it, (struct pyjson_span){text2, len2}));
+        cJSON_ArrayForEach(rec, goldens2) {
+            CHECK(pyjson_iter_next(&it, &key, &raw));
+            CHECK(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(rec, "opts"), "qwen25")));
+            int r = check_golden(tok, rec, raw);
+            n_rendered += r;
+            n_errors += !r;
+            n_tools += r && cJSON_GetObjectItem(rec, "tools");
+            const cJSON *rd = cJSON_GetObjectItem(rec, "rendered");
+            n_assistant += r && strstr(rd->valuestring, "<|im_start|>assistant\n<think>") != NULL;
+        }
+        printf("  Valley2: %d rendered conversations (%d with tools, %d with reasoning kept in "
+               "an assistant turn), %d rejected ones\n", n_rendered, n_tools, n_assistant, n_errors);
+        CHECK(n_rendered >= 50);
+        CHECK(n_tools >= 12);
+        CHECK(n_assistant >= 3);
+    }
+    TEST("Valley2: no thinking switch; the generation prompt ends the text") {
+        struct chat_msg m = {.role = CHAT_USER, .text = "Hi"};
+        struct chat_opts o = {.enable_thinking = false, .qwen25 = true};
+        struct strbuf out = {0};
+        int32_t n_img = -1;
+        CHECK_EQ(chat_render(&m, 1, &o, &out, &n_img, &err), 0);
+        CHECK_STR(out.s, "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                         "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+        CHECK_EQ(n_img, 0);
+        sb_free(&out);
+    }
+    cJSON_Delete(goldens2);
+    free(text2);
 
     TEST("chat_build: canonical single-image request matches the MODEL.md example") {
         struct chat_msg m = {.role = CHAT_USER, .text = "Describe the given image.", .n_images = 1};

@@ -530,6 +530,104 @@ static void test_missing_and_tied(void)
     }
 }
 
+/* docs/MODEL.md, "Recognising a checkpoint": the family member from config.json, and every
+ * combination that was not released refused with a message that names it. */
+static void test_arch(void)
+{
+    struct testmodel_params p;
+    small_params(&p);
+    testmodel_arch_valley2(&p);
+    p.sig_image = 42; /* 3 x 3 patches: small files */
+    TEST("a Valley2 folder loads as Valley2: biases, no q/k norms, towers bound, no vision") {
+        CHECK_EQ(gen("v2", &p), 0);
+        struct model m;
+        struct vlm_err err = {0};
+        int rc = model_load(&m, sub("v2"), &err);
+        if (rc) fprintf(stderr, "  %s\n", err.msg);
+        CHECK_EQ(rc, 0);
+        CHECK_EQ(m.cfg.arch, MODEL_VALLEY2);
+        CHECK(m.cfg.qkv_bias && !m.cfg.qk_norm && m.cfg.has_siglip && m.cfg.has_eagle_tower);
+        CHECK(!m.cfg.has_vision && !m.cfg.only_navit);
+        CHECK_EQ(m.w.layers[1].bk.ne[0], 2 * 16);
+        CHECK_EQ(m.w.v2.pos_embed.ne[1], 9);
+        CHECK_STR(model_arch_name(m.cfg.arch), "Valley2");
+        model_destroy(&m);
+    }
+    TEST("a Valley2 text-only folder (no tower keys, no tower tensors) loads") {
+        struct testmodel_params t = p;
+        t.vision = false;
+        CHECK_EQ(gen("v2t", &t), 0);
+        struct model m;
+        struct vlm_err err = {0};
+        CHECK_EQ(model_load(&m, sub("v2t"), &err), 0);
+        CHECK(m.cfg.arch == MODEL_VALLEY2 && !m.cfg.has_siglip && !m.cfg.has_vision);
+        model_destroy(&m);
+    }
+    static const struct {
+        const char *what, *key, *val, *want;
+    } cases[] = {
+        {"another architecture is refused by name", "architectures", "[\"Qwen2VLForConditionalGeneration\"]",
+         "architectures \"Qwen2VLForConditionalGeneration\" is not supported: this server serves "
+         "ValleyQwen3ForCausalLM (Valley2.5) and ValleyQwen2ForCausalLM (Valley2)"},
+        {"architectures not a list of one name", "architectures", "\"ValleyQwen2ForCausalLM\"",
+         "\"architectures\" must be a list of one name"},
+        {"another model_type is refused", "model_type", "\"qwen2_vl\"",
+         "model_type \"qwen2_vl\" is not supported"},
+        {"Valley2 with only_navit true is refused", "only_navit", "true",
+         "\"only_navit\": true with ValleyQwen2ForCausalLM"},
+        {"Valley2 with the SigLIP tower but no eagle_vision_tower is refused", "eagle_vision_tower", "null",
+         "with mm_vision_tower but no eagle_vision_tower is not supported"},
+        {"Valley2 with another SigLIP tower is refused", "mm_vision_tower", "\"openai/clip-vit-large-patch14-336\"",
+         "mm_vision_tower \"openai/clip-vit-large-patch14-336\" is not supported"},
+        {"Valley2 with another projector type is refused", "mm_projector_type", "\"mlp2x_gelu\"",
+         "mm_projector_type \"mlp2x_gelu\" is not supported with Valley2"},
+        {"Valley2 with another feature selection is refused", "mm_vision_select_feature", "\"patch\"",
+         "mm_vision_select_feature \"patch\" is not supported"},
+        {"Valley2 SigLIP width edited: mm_hidden_size disagrees", "siglip_vision_config",
+         "{\"hidden_size\": 64, \"intermediate_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"image_size\": 42}",
+         "mm_hidden_size 32 differs from the SigLIP width 64"},
+        {"Valley2 SigLIP MLP edited: names fc1", "siglip_vision_config",
+         "{\"hidden_size\": 32, \"intermediate_size\": 48, \"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"image_size\": 42}",
+         "tensor 'model.vision_tower.vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight' has shape [64, 32]"},
+        {"Valley2 SigLIP image size edited: names the position embedding", "siglip_vision_config",
+         "{\"hidden_size\": 32, \"intermediate_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"image_size\": 56}",
+         "tensor 'model.vision_tower.vision_tower.vision_model.embeddings.position_embedding.weight' has shape [9, 32], config.json implies [16, 32]"},
+        {"Valley2 SigLIP depth edited: names the missing layer", "siglip_vision_config",
+         "{\"hidden_size\": 32, \"intermediate_size\": 64, \"num_hidden_layers\": 3, \"num_attention_heads\": 2, \"image_size\": 42}",
+         "missing tensor 'model.vision_tower.vision_tower.vision_model.encoder.layers.2.layer_norm1.weight'"},
+        {"Valley2 SigLIP hidden_act other than tanh-GELU", "siglip_vision_config",
+         "{\"hidden_size\": 32, \"hidden_act\": \"gelu\"}", "\"hidden_act\" must be \"gelu_pytorch_tanh\""},
+        {"Valley2 projector hidden edited: names mlp.0", "mlp_hidden_dim", "32",
+         "tensor 'model.mm_projector.mlp.0.weight' has shape [64, 32], config.json implies [32, 32]"},
+        {"Valley2 without its tower keys over tower tensors: unknown tensor", "mm_vision_tower", "null",
+         "not part of the Valley2 layout"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        TEST(cases[i].what) {
+            unlink(sub("v2/.stamp"));
+            CHECK_EQ(gen("v2", &p), 0);
+            edit_config(sub("v2"), cases[i].key, cases[i].val);
+            if (!strcmp(cases[i].key, "mm_vision_tower") && !strcmp(cases[i].val, "null"))
+                edit_config(sub("v2"), "eagle_vision_tower", "null");
+            expect_fail(sub("v2"), VLM_EINVAL, cases[i].want);
+        }
+    }
+    TEST("Valley2 without q/k/v biases: names the missing bias") {
+        unlink(sub("v2/.stamp"));
+        CHECK_EQ(gen("v2", &p), 0);
+        drop_tensor(sub("v2"), "model.layers.0.self_attn.k_proj.bias");
+        expect_fail(sub("v2"), VLM_EINVAL, "missing tensor 'model.layers.0.self_attn.k_proj.bias' (expected [32])");
+    }
+    TEST("a Valley2.5 (Qwen3) folder with Valley2 biases: the biases are unknown") {
+        struct testmodel_params q;
+        small_params(&q);
+        q.vision = false;
+        CHECK_EQ(gen("q3b", &q), 0);
+        add_tensor(sub("q3b"), "model.layers.0.self_attn.q_proj.bias");
+        expect_fail(sub("q3b"), VLM_EINVAL, "unknown tensor 'model.layers.0.self_attn.q_proj.bias'");
+    }
+}
+
 /* The ctest fixture checkpoint with the real Qwen3 tokenizer (tests/models.txt). */
 static void test_fixture_model(void)
 {
@@ -558,6 +656,7 @@ int main(void)
     test_load_ok();
     test_mismatch();
     test_missing_and_tied();
+    test_arch();
     test_fixture_model();
     tmpdir_remove();
     return test_report();
