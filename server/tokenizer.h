@@ -102,7 +102,7 @@ bool tok_is_added(const struct tokenizer *t, int32_t id);   /* an added token (s
 /* The stop set: the tokenizer's <|im_end|> and <|endoftext|> (when it has them), then
  * eos[0..n_eos) (config.json / generation_config.json eos_token_id), without repeats, at
  * most cap ids into out. Returns the count. Qwen3 Base configs list only <|endoftext|>, yet
- * the chat reference stops at <|im_end|> (docs/MODEL.md, "Generation"). */
+ * the chat reference stops at <|im_end|> (docs/MODEL.md, "Generation and stopping"). */
 int32_t tok_stop_ids(const struct tokenizer *t, const int32_t *eos, int32_t n_eos, int32_t *out,
                      int32_t cap);
 /* The decoded bytes of one token (not NUL-terminated, may be part of a UTF-8 character),

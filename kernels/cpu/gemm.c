@@ -1,6 +1,6 @@
 /* Matrix products with f32 weights: OpenBLAS sgemm, row-major, weights stored [out, in].
  * OpenBLAS runs single-threaded (cpu_set_blas_threads(1)) on each OpenMP thread's slice of
- * the weight rows, so one pool owns the cores (docs/PERF.md, "Threads"). */
+ * the weight rows, so one pool owns the cores (docs/PERF.md, "CPU products"). */
 #include "kernels/cpu.h"
 
 #include <cblas.h>
