@@ -106,6 +106,7 @@ static const struct config_opt config_options[] = {
     I32("max-videos-per-request", media.max_videos_per_request, 1, 4096, "4", "most videos in one request"),
     I32("max-media-tokens-per-request", media.max_media_tokens, 1, 1 << 24, "16384", "most image and video tokens in one request, counted from the media headers before decoding"),
     SIZE("max-inflight-media-bytes", media.max_inflight_bytes, MiB, 4 * TiB, "2GiB", "decoded pixel memory all requests being prepared may hold; beyond it requests wait, then get 503"),
+    FLT("max-inflight-media-wait", media.max_inflight_wait, 0, 3600, "10", "seconds a request waits for room in --max-inflight-media-bytes before its 503; 0 = answer 503 at once"),
     FLT("fetch-timeout", media.fetch_timeout, 0.1, 3600, "10", "seconds allowed for fetching one media URL"),
     SIZE("fetch-max-bytes", media.fetch_max_bytes, KiB, 16 * GiB, "64MiB", "largest media download"),
     I32("fetch-max-redirects", media.fetch_max_redirects, 0, 20, "3", "most redirects followed when fetching media"),

@@ -109,6 +109,7 @@ struct config_media {
     int32_t max_videos_per_request;   /* video parts */
     int32_t max_media_tokens;         /* image + video tokens per request, from headers */
     int64_t max_inflight_bytes;       /* decoded pixels held by requests being prepared */
+    double max_inflight_wait;         /* seconds a request waits for room in it */
     double fetch_timeout;             /* seconds, whole transfer */
     int64_t fetch_max_bytes;
     int32_t fetch_max_redirects;

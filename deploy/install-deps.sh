@@ -21,7 +21,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 pkgs=(build-essential cmake pkg-config git ca-certificates
       libmicrohttpd-dev libcjson-dev libpcre2-dev libutf8proc-dev libopenblas-dev
       libjpeg-dev libpng-dev libwebp-dev libgif-dev
-      libavformat-dev libavcodec-dev libswscale-dev libavutil-dev
+      libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libcurl4-openssl-dev
       python3 python3-venv)
 if [ "$want_test" = 1 ]; then
     pkgs+=(ffmpeg clang libclang-rt-14-dev chromium chromium-driver yamllint)

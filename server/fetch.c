@@ -1,15 +1,17 @@
 /*
- * fetch.c: a minimal HTTP/1.1 GET client for media URLs. See fetch.h.
+ * fetch.c: media URLs through libcurl, under the address policy of fetch.h.
+ *
+ * Redirects are followed here, not by libcurl, so that every hop goes through the same
+ * steps: parse the URL (parse_url), resolve and check its host (check_host), pin libcurl to
+ * exactly the addresses checked (CURLOPT_RESOLVE), and let libcurl connect only to one of
+ * them (opensocket_cb compares the address it is about to connect to with that list).
  */
 #include "server/fetch.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,11 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <libavformat/avio.h>
-#include <libavutil/dict.h>
-#include <libavutil/error.h>
-#include <libavutil/mem.h>
-#include <libavutil/opt.h>
+#include <curl/curl.h>
 
 /* ==== URLs ==== */
 
@@ -150,10 +148,11 @@ static bool host_allowed(const char *host, const char *const *allow, int32_t n_a
     return false;
 }
 
-/* ==== Socket I/O with a deadline ====
- * Every wait is cut into slices of at most FETCH_POLL_MS, so that fetch_cancel_all() is
- * seen within one slice: a cancelled fetch ends as one past its deadline. */
+/* ==== Cancellation ==== */
 
+/* Every wait of a transfer is cut into slices of at most FETCH_POLL_MS, so that
+ * fetch_cancel_all() is seen within one slice: a cancelled fetch ends as one past its
+ * deadline. */
 #define FETCH_POLL_MS 100
 
 static atomic_bool fetch_cancelled;
@@ -163,43 +162,42 @@ void fetch_cancel_all(void)
     atomic_store(&fetch_cancelled, true);
 }
 
-/* Milliseconds to wait before looking again; 0 once the deadline passed or fetches were
- * cancelled. */
-static int poll_slice(uint64_t deadline)
+/* ==== One hop: the checked addresses ==== */
+
+#define FETCH_MAX_ADDRS 16
+
+struct hop {
+    struct url u;
+    struct sockaddr_storage addr[FETCH_MAX_ADDRS]; /* what check_host vetted, port included */
+    int n_addr;
+    bool literal;              /* the host is an IP address: libcurl does not resolve it */
+    char refused[INET6_ADDRSTRLEN + 8]; /* an address libcurl wanted that is not in addr[] */
+};
+
+static void addr_text(const struct sockaddr *sa, char *txt, size_t n)
 {
-    uint64_t now = vlm_now_ns();
-    if (now >= deadline || atomic_load(&fetch_cancelled)) return 0;
-    return (int)VLM_MIN((deadline - now) / 1000000 + 1, (uint64_t)FETCH_POLL_MS);
+    const void *ap = sa->sa_family == AF_INET
+                         ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
+                         : (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+    if (!inet_ntop(sa->sa_family, ap, txt, (socklen_t)n)) snprintf(txt, n, "?");
 }
 
-static int wait_fd(int fd, short ev, uint64_t deadline)
+/* Resolves the hop's host and refuses it when an address is private (see fetch.h); on
+ * success the addresses are kept in h->addr. */
+static int check_host(struct hop *h, const struct fetch_limits *lim, struct vlm_err *err)
 {
-    for (;;) {
-        int ms = poll_slice(deadline);
-        if (!ms) return VLM_EIO;
-        struct pollfd p = {.fd = fd, .events = ev};
-        int r = poll(&p, 1, ms);
-        if (r > 0) return 0;
-        if (r == 0) continue;
-        if (r < 0 && errno != EINTR) return VLM_EIO;
-    }
-}
-
-/* Resolves u's host and refuses it when an address is private (see fetch.h). On success
- * *res (if res != NULL) holds the addresses (freeaddrinfo). */
-static int check_host(const struct url *u, const struct fetch_limits *lim, struct addrinfo **res_out,
-                      struct vlm_err *err)
-{
+    const struct url *u = &h->u;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
-    int g = getaddrinfo(u->host, u->port, &hints, &res);
-    if (g) return vlm_err_set(err, VLM_EIO, 400, "cannot resolve media host '%.100s'", u->host);
+    unsigned char lit[16];
+    h->literal = inet_pton(AF_INET, u->host, lit) == 1 || inet_pton(AF_INET6, u->host, lit) == 1;
+    h->n_addr = 0;
+    if (getaddrinfo(u->host, u->port, &hints, &res))
+        return vlm_err_set(err, VLM_EIO, 400, "cannot resolve media host '%.100s'", u->host);
     bool host_ok = host_allowed(u->host, lim->allow, lim->n_allow);
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        char txt[INET6_ADDRSTRLEN] = "";
-        const void *ap = ai->ai_family == AF_INET
-                             ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
-                             : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
-        inet_ntop(ai->ai_family, ap, txt, sizeof txt);
+        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
+        char txt[INET6_ADDRSTRLEN];
+        addr_text(ai->ai_addr, txt, sizeof txt);
         if (addr_private(ai->ai_addr) && !host_ok &&
             !fetch_addr_allowed(txt, lim->allow, lim->n_allow)) {
             freeaddrinfo(res);
@@ -208,498 +206,285 @@ static int check_host(const struct url *u, const struct fetch_limits *lim, struc
                                "address (%s); add it to --fetch-allow to permit it",
                                u->host, txt);
         }
-    }
-    if (res_out) *res_out = res;
-    else freeaddrinfo(res);
-    return 0;
-}
-
-static int connect_to(const struct url *u, const struct fetch_limits *lim, uint64_t deadline,
-                      int *fd_out, struct vlm_err *err)
-{
-    struct addrinfo *res = NULL;
-    int rc = check_host(u, lim, &res, err);
-    if (rc) return rc;
-    rc = vlm_err_set(err, VLM_EIO, 400, "cannot connect to media host '%.100s'", u->host);
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0) continue;
-        int c = connect(fd, ai->ai_addr, ai->ai_addrlen);
-        if (c < 0 && errno == EINPROGRESS) {
-            if (wait_fd(fd, POLLOUT, deadline) == 0) {
-                int so = 0;
-                socklen_t sl = sizeof so;
-                getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &sl);
-                c = so ? -1 : 0;
-            } else {
-                rc = vlm_err_set(err, VLM_EIO, 400, "timed out connecting to media host '%.100s'",
-                                 u->host);
-            }
-        }
-        if (c == 0) {
-            *fd_out = fd;
-            rc = 0;
-            break;
-        }
-        close(fd);
+        if (h->n_addr < FETCH_MAX_ADDRS && ai->ai_addrlen <= sizeof h->addr[0])
+            memcpy(&h->addr[h->n_addr++], ai->ai_addr, ai->ai_addrlen);
     }
     freeaddrinfo(res);
-    return rc;
-}
-
-static int send_all(int fd, const char *s, size_t n, uint64_t deadline, struct vlm_err *err)
-{
-    while (n) {
-        ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
-        if (w > 0) {
-            s += w;
-            n -= (size_t)w;
-        } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-            if (wait_fd(fd, POLLOUT, deadline))
-                return vlm_err_set(err, VLM_EIO, 400, "timed out sending the media request");
-        } else {
-            return vlm_err_set(err, VLM_EIO, 400, "media request failed: %s", strerror(errno));
-        }
-    }
+    if (!h->n_addr)
+        return vlm_err_set(err, VLM_EIO, 400, "cannot resolve media host '%.100s'", u->host);
     return 0;
 }
 
-/* Reads until EOF into b, at most cap bytes. */
-static int recv_all(int fd, struct strbuf *b, size_t cap, uint64_t deadline, double timeout_s,
-                    struct vlm_err *err)
+static bool same_endpoint(const struct sockaddr *a, const struct sockaddr_storage *b)
 {
-    char buf[16384];
-    for (;;) {
-        ssize_t r = recv(fd, buf, sizeof buf, 0);
-        if (r > 0) {
-            if (b->n + (size_t)r > cap)
-                return vlm_err_set(err, VLM_ETOOBIG, 400,
-                                   "media download larger than the limit (%zu bytes)", cap);
-            sb_append(b, buf, (size_t)r);
-        } else if (r == 0) {
-            return 0;
-        } else if (errno == EAGAIN || errno == EINTR) {
-            if (wait_fd(fd, POLLIN, deadline))
-                return vlm_err_set(err, VLM_EIO, 400, "media fetch timed out after %g s",
-                                   timeout_s);
-        } else {
-            return vlm_err_set(err, VLM_EIO, 400, "media fetch failed: %s", strerror(errno));
-        }
+    if (a->sa_family != b->ss_family) return false;
+    if (a->sa_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
     }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port && !memcmp(&x->sin6_addr, &y->sin6_addr, 16);
 }
 
-/* ==== Responses ==== */
-
-static const char *header_value(const char *hdrs, size_t n, const char *name, size_t *vlen)
+/* libcurl's socket for a connection: opened only when the address it is about to connect to
+ * is one that check_host vetted for this hop. */
+static curl_socket_t opensocket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 {
-    size_t nl = strlen(name);
-    const char *p = hdrs, *end = hdrs + n;
-    while (p < end) {
-        const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
-        if (!eol) eol = end;
-        if ((size_t)(eol - p) > nl && p[nl] == ':' && !strncasecmp(p, name, nl)) {
-            const char *v = p + nl + 1;
-            while (v < eol && (*v == ' ' || *v == '\t')) v++;
-            const char *ve = eol;
-            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-            *vlen = (size_t)(ve - v);
-            return v;
-        }
-        p = eol + 2;
-    }
-    return NULL;
+    struct hop *h = arg;
+    if (purpose != CURLSOCKTYPE_IPCXN) return CURL_SOCKET_BAD;
+    for (int i = 0; i < h->n_addr; i++)
+        if (same_endpoint(&a->addr, &h->addr[i]))
+            return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (a->family == AF_INET || a->family == AF_INET6)
+        addr_text(&a->addr, h->refused, sizeof h->refused);
+    else
+        snprintf(h->refused, sizeof h->refused, "family %d", a->family);
+    return CURL_SOCKET_BAD;
 }
 
-static int dechunk(const char *s, size_t n, struct strbuf *out, struct vlm_err *err)
+/* "host:port:addr,addr" for CURLOPT_RESOLVE (IPv6 addresses in brackets). */
+static struct curl_slist *pin_list(const struct hop *h)
 {
-    size_t i = 0;
-    for (;;) {
-        char *e;
-        if (i >= n) break;
-        unsigned long len = strtoul(s + i, &e, 16);
-        const char *eol = memmem(s + i, n - i, "\r\n", 2);
-        if (!eol || e == s + i) break;
-        i = (size_t)(eol - s) + 2;
-        if (len == 0) return 0;
-        if (len > n - i) break;
-        sb_append(out, s + i, len);
-        i += len + 2;
+    if (h->literal) return NULL;
+    struct strbuf s = {0};
+    sb_printf(&s, "%s:%s:", h->u.host, h->u.port);
+    for (int i = 0; i < h->n_addr; i++) {
+        char txt[INET6_ADDRSTRLEN];
+        addr_text((const struct sockaddr *)&h->addr[i], txt, sizeof txt);
+        bool v6 = h->addr[i].ss_family == AF_INET6;
+        sb_printf(&s, "%s%s%s%s", i ? "," : "", v6 ? "[" : "", txt, v6 ? "]" : "");
     }
-    return vlm_err_set(err, VLM_EIO, 400, "malformed chunked body from the media host");
+    struct curl_slist *l = curl_slist_append(NULL, s.s);
+    sb_free(&s);
+    return l;
 }
 
-/* ==== https: libavformat's https protocol behind a checking CONNECT proxy ====
- * FFmpeg does TLS (certificates verified against the system CA bundle or ca_file, SNI and
- * host name from the URL), HTTP and redirects; only https/tls/tcp/httpproxy may be opened,
- * so a redirect to another scheme fails. Its TCP connections, though, all go through a
- * one-request CONNECT proxy on 127.0.0.1 run by a thread of this file: for every
- * "CONNECT host:port" (the first hop and each redirect) the proxy resolves the host, applies
- * the address policy (check_host) and connects to exactly the addresses it checked
- * (connect_to), then relays bytes. So https gets the same guarantees as http: every hop
- * checked, no second resolution. FFmpeg bypasses a proxy for hosts matched by the
- * environment's no_proxy list; such hosts are refused before FFmpeg is called. */
+/* ==== The transfer ==== */
 
-struct tunnel {
-    const struct fetch_limits *lim;
-    uint64_t deadline;
-    int lfd;              /* listening socket, 127.0.0.1:port */
-    int stop_rd, stop_wr; /* a byte on stop_wr ends the proxy thread */
-    int hops;             /* CONNECTs seen */
-    bool refused;         /* a hop failed the policy or could not connect: err holds why */
-    struct vlm_err err;
+struct sink {
+    CURL *easy;
+    struct strbuf body;
+    size_t cap;
+    bool over;    /* the body passed cap */
+    bool skipped; /* not a 2xx: the body is not wanted, the transfer was stopped */
 };
 
-/* Reads a CONNECT request head from fd; 0 with u filled, or <0. */
-static int tunnel_read_connect(struct tunnel *t, int fd, struct url *u)
+static size_t write_cb(char *p, size_t size, size_t nmemb, void *arg)
 {
-    char head[2048];
-    size_t n = 0;
-    while (n < sizeof head - 1) {
-        if (wait_fd(fd, POLLIN, t->deadline)) return -1;
-        ssize_t r = recv(fd, head + n, sizeof head - 1 - n, 0);
-        if (r <= 0) {
-            if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-            return -1;
-        }
-        n += (size_t)r;
-        head[n] = 0;
-        if (strstr(head, "\r\n\r\n")) break;
-    }
-    char target[300];
-    if (sscanf(head, "CONNECT %299s HTTP/1.%*d", target) != 1) return -1;
-    char full[320];
-    snprintf(full, sizeof full, "https://%s/", target);
-    struct vlm_err scratch = {0};
-    return parse_url(full, u, &scratch) ? -1 : 0;
-}
-
-/* Copies bytes both ways until one side closes, the deadline passes, a new client arrives
- * on the listening socket, or stop is signalled. */
-static void tunnel_relay(struct tunnel *t, int a, int b)
-{
-    char buf[16384];
-    for (;;) {
-        int ms = poll_slice(t->deadline);
-        if (!ms) return;
-        struct pollfd p[4] = {{.fd = a, .events = POLLIN}, {.fd = b, .events = POLLIN},
-                              {.fd = t->lfd, .events = POLLIN},
-                              {.fd = t->stop_rd, .events = POLLIN}};
-        int r = poll(p, 4, ms);
-        if (r == 0 || (r < 0 && errno == EINTR)) continue;
-        if (r < 0 || p[2].revents || p[3].revents) return;
-        for (int i = 0; i < 2; i++) {
-            if (!p[i].revents) continue;
-            int from = i ? b : a, to = i ? a : b;
-            ssize_t k = recv(from, buf, sizeof buf, 0);
-            if (k < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-            if (k <= 0) return;
-            for (ssize_t off = 0; off < k;) {
-                ssize_t w = send(to, buf + off, (size_t)(k - off), MSG_NOSIGNAL);
-                if (w > 0) off += w;
-                else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-                    if (wait_fd(to, POLLOUT, t->deadline)) return;
-                } else {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-static void *tunnel_main(void *arg)
-{
-    struct tunnel *t = arg;
-    for (;;) {
-        int ms = poll_slice(t->deadline);
-        if (!ms) break;
-        struct pollfd p[2] = {{.fd = t->lfd, .events = POLLIN},
-                              {.fd = t->stop_rd, .events = POLLIN}};
-        int r = poll(p, 2, ms);
-        if (r == 0 || (r < 0 && errno == EINTR)) continue;
-        if (r < 0 || p[1].revents) break;
-        int c = accept4(t->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (c < 0) continue;
-        struct url u;
-        int up = -1;
-        if (tunnel_read_connect(t, c, &u) == 0) {
-            t->hops++;
-            struct vlm_err e = {0};
-            if (connect_to(&u, t->lim, t->deadline, &up, &e) == 0) {
-                static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
-                if (send_all(c, ok, sizeof ok - 1, t->deadline, &e) == 0) tunnel_relay(t, c, up);
-                close(up);
-            } else if (!t->refused) {
-                t->refused = true;
-                t->err = e;
-                static const char no[] = "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n";
-                send_all(c, no, sizeof no - 1, t->deadline, &e);
-            }
-        }
-        close(c);
-    }
-    return NULL;
-}
-
-/* Starts the proxy thread; *proxy_url gets "http://127.0.0.1:port". */
-static int tunnel_start(struct tunnel *t, pthread_t *th, char *proxy_url, size_t n,
-                        struct vlm_err *err)
-{
-    int sp[2] = {-1, -1};
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    t->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (t->lfd < 0 || bind(t->lfd, (struct sockaddr *)&a, sizeof a) || listen(t->lfd, 4) ||
-        getsockname(t->lfd, (struct sockaddr *)&a, &al) || pipe2(sp, O_CLOEXEC)) {
-        if (t->lfd >= 0) close(t->lfd);
-        return vlm_err_set(err, VLM_EIO, 503, "cannot start the https fetch tunnel: %s",
-                           strerror(errno));
-    }
-    t->stop_rd = sp[0];
-    t->stop_wr = sp[1];
-    if (pthread_create(th, NULL, tunnel_main, t)) {
-        close(t->lfd);
-        close(sp[0]);
-        close(sp[1]);
-        return vlm_err_set(err, VLM_EIO, 503, "cannot start the https fetch tunnel");
-    }
-    snprintf(proxy_url, n, "http://127.0.0.1:%d", (int)ntohs(a.sin_port));
-    return 0;
-}
-
-static void tunnel_stop(struct tunnel *t, pthread_t th)
-{
-    ssize_t w;
-    do w = write(t->stop_wr, "x", 1);
-    while (w < 0 && errno == EINTR);
-    pthread_join(th, NULL);
-    close(t->lfd);
-    close(t->stop_rd);
-    close(t->stop_wr);
-}
-
-/* Whether FFmpeg would bypass the proxy for host: a conservative reading of its no_proxy
- * rules (any entry that is "*" or a suffix of the host counts). */
-static bool no_proxy_matches(const char *host)
-{
-    const char *env = getenv("no_proxy");
-    if (!env || !env[0]) return false;
-    size_t hl = strlen(host);
-    for (const char *p = env; *p;) {
-        p += strspn(p, ", ");
-        size_t n = strcspn(p, ", ");
-        if (!n) break;
-        const char *e = p;
-        size_t en = n;
-        while (en && *e == '.') e++, en--;
-        if ((n == 1 && *p == '*') || (en && en <= hl && !strncasecmp(host + hl - en, e, en)))
-            return true;
-        p += n;
-    }
-    return false;
-}
-
-static int av_deadline_passed(void *opaque)
-{
-    return vlm_now_ns() > *(const uint64_t *)opaque || atomic_load(&fetch_cancelled);
-}
-
-static int fetch_https(const char *url, const struct url *u, const struct fetch_limits *lim,
-                       uint64_t deadline, struct strbuf *body, struct vlm_err *err)
-{
-    if (no_proxy_matches(u->host))
-        return vlm_err_set(err, VLM_EINVAL, 400,
-                           "https media host '%.100s' matches the server's no_proxy setting, "
-                           "which would skip the address checks; refused", u->host);
-    struct tunnel t = {.lim = lim, .deadline = deadline};
-    pthread_t th;
-    char proxy[64];
-    int rc = tunnel_start(&t, &th, proxy, sizeof proxy, err);
-    if (rc) return rc;
-
-    AVDictionary *opt = NULL;
-    char tmo[32], redirs[16];
-    snprintf(tmo, sizeof tmo, "%lld", (long long)(lim->timeout_s * 1e6));
-    snprintf(redirs, sizeof redirs, "%d", (int)VLM_MAX(lim->max_redirects, 0));
-    av_dict_set(&opt, "rw_timeout", tmo, 0);
-    av_dict_set(&opt, "timeout", tmo, 0);
-    av_dict_set(&opt, "tls_verify", "1", 0);
-    if (lim->ca_file) av_dict_set(&opt, "ca_file", lim->ca_file, 0);
-    else if (access("/etc/ssl/certs/ca-certificates.crt", R_OK) == 0)
-        av_dict_set(&opt, "ca_file", "/etc/ssl/certs/ca-certificates.crt", 0);
-    av_dict_set(&opt, "user_agent", "valley-server", 0);
-    av_dict_set(&opt, "seekable", "0", 0);
-    av_dict_set(&opt, "reconnect", "0", 0);
-    av_dict_set(&opt, "max_redirects", redirs, 0);
-    av_dict_set(&opt, "http_proxy", proxy, 0);
-    av_dict_set(&opt, "protocol_whitelist", "https,tls,httpproxy,tcp", 0);
-    AVIOInterruptCB cb = {av_deadline_passed, &deadline};
-    AVIOContext *pb = NULL;
-    int r = avio_open2(&pb, url, AVIO_FLAG_READ, &cb, &opt);
-    av_dict_free(&opt);
-    size_t cap = (size_t)lim->max_bytes;
-    uint8_t buf[16384];
-    while (r >= 0) {
-        int k = avio_read(pb, buf, sizeof buf);
-        if (k == AVERROR_EOF || k == 0) break;
-        if (k < 0) {
-            r = k;
-            break;
-        }
-        if (body->n + (size_t)k > cap) {
-            rc = vlm_err_set(err, VLM_ETOOBIG, 400,
-                             "media download larger than the limit (%zu bytes)", cap);
-            break;
-        }
-        sb_append(body, (const char *)buf, (size_t)k);
-    }
-    avio_closep(&pb);
-    tunnel_stop(&t, th);
-    if (rc) return rc;
-    if (t.refused) { /* the proxy's reason beats FFmpeg's generic I/O error */
-        if (err) *err = t.err;
-        return t.err.code ? t.err.code : VLM_EINVAL;
-    }
-    if (r >= 0) return 0;
-    if (vlm_now_ns() > deadline)
-        return vlm_err_set(err, VLM_EIO, 400, "media fetch timed out after %g s", lim->timeout_s);
-    if (r == AVERROR_HTTP_BAD_REQUEST || r == AVERROR_HTTP_UNAUTHORIZED ||
-        r == AVERROR_HTTP_FORBIDDEN || r == AVERROR_HTTP_NOT_FOUND ||
-        r == AVERROR_HTTP_OTHER_4XX || r == AVERROR_HTTP_SERVER_ERROR)
-        return vlm_err_set(err, VLM_EINVAL, 400, "fetching the media URL failed: %s",
-                           av_err2str(r));
-    if (r == AVERROR(EIO) && t.hops == lim->max_redirects + 1)
-        return vlm_err_set(err, VLM_EIO, 400,
-                           "cannot fetch the media URL: I/O error, or more than %d redirects",
-                           lim->max_redirects);
-    return vlm_err_set(err, VLM_EIO, 400, "cannot fetch the media URL: %s", av_err2str(r));
-}
-
-int fetch_parse_response(const char *raw, size_t n, size_t cap, int *status, char *loc,
-                         size_t loc_cap, struct strbuf *body, struct vlm_err *err)
-{
-    const char *hend = memmem(raw, n, "\r\n\r\n", 4);
-    *status = 0;
-    if (loc_cap) loc[0] = 0;
-    if (!hend || sscanf(raw, "HTTP/%*d.%*d %d", status) != 1 || *status < 100 || *status > 999)
-        return vlm_err_set(err, VLM_EIO, 400, "malformed HTTP response from the media host");
-    size_t hlen = (size_t)(hend - raw) + 2, vlen = 0;
-    const char *b = hend + 4;
-    size_t blen = n - (size_t)(b - raw);
-    if (*status >= 300 && *status < 400) {
-        const char *l = header_value(raw, hlen, "Location", &vlen);
-        if (!l || vlen == 0 || vlen >= loc_cap)
-            return vlm_err_set(err, VLM_EINVAL, 400, "media host redirected without Location");
-        memcpy(loc, l, vlen);
-        loc[vlen] = 0;
+    struct sink *k = arg;
+    size_t n = size * nmemb;
+    long status = 0;
+    curl_easy_getinfo(k->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (status < 200 || status >= 300) {
+        k->skipped = true;
         return 0;
     }
-    if (*status < 200 || *status >= 300)
-        return vlm_err_set(err, VLM_EINVAL, 400, "fetching the media URL failed: HTTP %d",
-                           *status);
-    int rc = 0;
-    const char *te = header_value(raw, hlen, "Transfer-Encoding", &vlen);
-    if (te && vlen >= 7 && !strncasecmp(te, "chunked", 7)) {
-        rc = dechunk(b, blen, body, err);
-    } else {
-        const char *cl = header_value(raw, hlen, "Content-Length", &vlen);
-        size_t want = blen;
-        if (cl) {
-            want = (size_t)strtoull(cl, NULL, 10);
-            if (want > blen) rc = vlm_err_set(err, VLM_EIO, 400, "media download truncated");
-        }
-        if (!rc) sb_append(body, b, VLM_MIN(want, blen));
+    if (n > k->cap - k->body.n) {
+        k->over = true;
+        return 0;
     }
-    if (!rc && body->n > cap)
-        rc = vlm_err_set(err, VLM_ETOOBIG, 400,
-                         "media download larger than the limit (%zu bytes)", cap);
-    if (!rc && body->n == 0) rc = vlm_err_set(err, VLM_EINVAL, 400, "empty media download");
-    if (rc) sb_free(body);
-    return rc;
+    sb_append(&k->body, p, n);
+    return n;
+}
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc;
+
+static void curl_init(void)
+{
+    curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* Runs the easy handle to its end in slices of FETCH_POLL_MS. *cut: stopped here because
+ * the deadline passed or fetches were cancelled. */
+static CURLcode run_transfer(CURLM *m, CURL *e, uint64_t deadline, bool *cut)
+{
+    CURLcode res = CURLE_FAILED_INIT;
+    *cut = false;
+    if (curl_multi_add_handle(m, e) != CURLM_OK) return res;
+    for (int running = 1;;) {
+        if (curl_multi_perform(m, &running) != CURLM_OK) break;
+        if (!running) break;
+        if (vlm_now_ns() >= deadline || atomic_load(&fetch_cancelled)) {
+            *cut = true;
+            break;
+        }
+        curl_multi_poll(m, NULL, 0, FETCH_POLL_MS, NULL);
+    }
+    int left;
+    for (CURLMsg *msg; (msg = curl_multi_info_read(m, &left));)
+        if (msg->msg == CURLMSG_DONE) res = msg->data.result;
+    curl_multi_remove_handle(m, e);
+    return res;
+}
+
+/* The error for a transfer that did not end with CURLE_OK. */
+static int transfer_error(CURLcode res, const struct hop *h, const struct sink *k,
+                          const struct fetch_limits *lim, uint64_t start, uint64_t deadline,
+                          const char *detail, struct vlm_err *err)
+{
+    if (h->refused[0])
+        return vlm_err_set(err, VLM_EINVAL, 400,
+                           "media URL host '%.100s': refused a connection to %s, an address "
+                           "that was not checked", h->u.host, h->refused);
+    if (k->over || res == CURLE_FILESIZE_EXCEEDED)
+        return vlm_err_set(err, VLM_ETOOBIG, 400,
+                           "media download larger than the limit (%zu bytes)", k->cap);
+    if (res == CURLE_OPERATION_TIMEDOUT && vlm_now_ns() + 50000000 < deadline)
+        return vlm_err_set(err, VLM_EIO, 400,
+                           "media host too slow: under %d bytes/s for %d s (timed out after "
+                           "%.1f s)", FETCH_LOW_SPEED_BYTES, FETCH_LOW_SPEED_S,
+                           (double)(vlm_now_ns() - start) / 1e9);
+    if (res == CURLE_OPERATION_TIMEDOUT || res == CURLE_ABORTED_BY_CALLBACK)
+        return vlm_err_set(err, VLM_EIO, 400, "media fetch timed out after %g s", lim->timeout_s);
+    if (res == CURLE_COULDNT_CONNECT)
+        return vlm_err_set(err, VLM_EIO, 400, "cannot connect to media host '%.100s'",
+                           h->u.host);
+    if (res == CURLE_PARTIAL_FILE)
+        return vlm_err_set(err, VLM_EIO, 400, "media download truncated");
+    if (res == CURLE_PEER_FAILED_VERIFICATION || res == CURLE_SSL_CONNECT_ERROR ||
+        res == CURLE_SSL_CACERT_BADFILE)
+        return vlm_err_set(err, VLM_EIO, 400, "TLS with media host '%.100s' failed: %s",
+                           h->u.host, detail[0] ? detail : curl_easy_strerror(res));
+    return vlm_err_set(err, VLM_EIO, 400, "cannot fetch the media URL: %s",
+                       detail[0] ? detail : curl_easy_strerror(res));
+}
+
+/* Sets the options every hop shares. */
+static int setup_easy(CURL *e, const struct fetch_limits *lim, struct sink *k, struct hop *h,
+                      char *errbuf)
+{
+    int bad = 0;
+    bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
+    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    bad |= curl_easy_setopt(e, CURLOPT_PROXY, ""); /* never a proxy from the environment */
+    bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "valley-server");
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, k);
+    bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
+    bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, h);
+    bad |= curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)k->cap);
+    bad |= curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, (long)FETCH_LOW_SPEED_BYTES);
+    bad |= curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)FETCH_LOW_SPEED_S);
+    bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (lim->ca_file) bad |= curl_easy_setopt(e, CURLOPT_CAINFO, lim->ca_file);
+    return bad;
 }
 
 int fetch_url(const char *url, const struct fetch_limits *lim, uint8_t **out, size_t *n,
               struct vlm_err *err)
 {
-    if (!strncasecmp(url, "https://", 8)) {
-        *out = NULL;
-        *n = 0;
-        struct url u;
-        int rc = parse_url(url, &u, err);
-        if (!rc) rc = check_host(&u, lim, NULL, err);
-        struct strbuf body = {0};
-        if (!rc) rc = fetch_https(url, &u, lim, vlm_now_ns() + (uint64_t)(lim->timeout_s * 1e9),
-                                  &body, err);
-        if (!rc && body.n == 0) rc = vlm_err_set(err, VLM_EINVAL, 400, "empty media download");
-        if (rc) {
-            sb_free(&body);
-            return rc;
-        }
-        *out = (uint8_t *)body.s;
-        *n = body.n;
-        return 0;
-    }
-
     *out = NULL;
     *n = 0;
-    uint64_t deadline = vlm_now_ns() + (uint64_t)(lim->timeout_s * 1e9);
+    uint64_t start = vlm_now_ns(), deadline = start + (uint64_t)(lim->timeout_s * 1e9);
     char cur[2300];
     if (strlen(url) >= sizeof cur) return vlm_err_set(err, VLM_EINVAL, 400, "URL too long");
     strcpy(cur, url);
-    size_t cap = (size_t)lim->max_bytes;
-    size_t raw_cap = cap + cap / 8 + 65536; /* headers and chunk framing */
+    bool tls_first = !strncasecmp(url, "https://", 8);
+
+    /* everything that needs no connection is refused before libcurl is set up */
+    struct hop *h = calloc(1, sizeof *h);
+    if (!h) return vlm_err_set(err, VLM_ENOMEM, 503, "out of memory");
+    int rc = parse_url(cur, &h->u, err);
+    if (!rc) rc = check_host(h, lim, err);
+    if (rc) {
+        free(h);
+        return rc;
+    }
+    pthread_once(&curl_once, curl_init);
+    struct sink k = {.cap = (size_t)lim->max_bytes};
+    CURLM *m = curl_init_rc == CURLE_OK ? curl_multi_init() : NULL;
+    k.easy = m ? curl_easy_init() : NULL;
+    char errbuf[CURL_ERROR_SIZE] = "";
+    if (!k.easy || setup_easy(k.easy, lim, &k, h, errbuf)) {
+        rc = vlm_err_set(err, VLM_ENOMEM, 503, "cannot set up the media fetch");
+        goto done;
+    }
     for (int hop = 0;; hop++) {
-        if (!strncasecmp(cur, "https://", 8)) { /* redirected to https */
-            struct fetch_limits rest = *lim;
-            uint64_t now = vlm_now_ns();
-            rest.max_redirects = lim->max_redirects - hop;
-            rest.timeout_s = now < deadline ? (double)(deadline - now) / 1e9 : 0;
-            return fetch_url(cur, &rest, out, n, err);
+        if (atomic_load(&fetch_cancelled)) {
+            rc = vlm_err_set(err, VLM_EIO, 400, "media fetch timed out after %g s",
+                             lim->timeout_s);
+            break;
         }
-        struct url u;
-        int rc = parse_url(cur, &u, err);
-        if (rc) return rc;
-        int fd = -1;
-        if ((rc = connect_to(&u, lim, deadline, &fd, err))) return rc;
-        struct strbuf req = {0}, raw = {0};
-        sb_printf(&req,
-                  "GET %s HTTP/1.1\r\nHost: %s%s%s\r\nUser-Agent: valley-server\r\n"
-                  "Accept: */*\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
-                  u.path, u.host, strcmp(u.port, "80") ? ":" : "",
-                  strcmp(u.port, "80") ? u.port : "");
-        rc = send_all(fd, req.s, req.n, deadline, err);
-        if (!rc) rc = recv_all(fd, &raw, raw_cap, deadline, lim->timeout_s, err);
-        close(fd);
-        sb_free(&req);
-        if (rc) {
-            sb_free(&raw);
-            return rc;
+        if (hop) { /* a redirect: the new URL is parsed and checked like the first */
+            struct url prev = h->u;
+            memset(h, 0, sizeof *h);
+            if ((rc = parse_url(cur, &h->u, err))) break;
+            if (tls_first && strncasecmp(cur, "https://", 8)) {
+                rc = vlm_err_set(err, VLM_EINVAL, 400,
+                                 "media host '%.100s' redirected from https to another scheme "
+                                 "(%.100s); refused", prev.host, cur);
+                break;
+            }
+            if ((rc = check_host(h, lim, err))) break;
         }
-        int status = 0;
-        char loc[sizeof cur];
-        struct strbuf bodybuf = {0};
-        rc = fetch_parse_response(raw.s ? raw.s : "", raw.n, cap, &status, loc,
-                                  sizeof cur - 300, &bodybuf, err);
-        sb_free(&raw);
-        if (rc) return rc;
+        uint64_t now = vlm_now_ns();
+        long left_ms = now < deadline ? (long)((deadline - now) / 1000000) + 1 : 1;
+        struct curl_slist *pin = pin_list(h);
+        errbuf[0] = 0;
+        curl_easy_setopt(k.easy, CURLOPT_URL, cur);
+        curl_easy_setopt(k.easy, CURLOPT_RESOLVE, pin);
+        curl_easy_setopt(k.easy, CURLOPT_TIMEOUT_MS, left_ms);
+        curl_easy_setopt(k.easy, CURLOPT_CONNECTTIMEOUT_MS, left_ms);
+        sb_free(&k.body);
+        k.over = k.skipped = false;
+        bool cut;
+        CURLcode res = run_transfer(m, k.easy, deadline, &cut);
+        curl_easy_setopt(k.easy, CURLOPT_RESOLVE, NULL);
+        curl_slist_free_all(pin);
+        if (cut) {
+            rc = vlm_err_set(err, VLM_EIO, 400, "media fetch timed out after %g s",
+                             lim->timeout_s);
+            break;
+        }
+        if (res != CURLE_OK && !(res == CURLE_WRITE_ERROR && k.skipped && !k.over)) {
+            rc = transfer_error(res, h, &k, lim, start, deadline, errbuf, err);
+            break;
+        }
+        long status = 0;
+        curl_easy_getinfo(k.easy, CURLINFO_RESPONSE_CODE, &status);
         if (status >= 300 && status < 400) {
-            if (hop + 1 > lim->max_redirects)
-                return vlm_err_set(err, VLM_EINVAL, 400,
-                                   "media URL redirected more than %d times", lim->max_redirects);
-            char next[sizeof cur];
-            int len;
-            if (loc[0] == '/' && loc[1] != '/')
-                len = snprintf(next, sizeof next, "http://%s%s%s%s%s",
-                               strchr(u.host, ':') ? "[" : "", u.host,
-                               strchr(u.host, ':') ? "]:" : ":", u.port, loc);
-            else
-                len = snprintf(next, sizeof next, "%s", loc);
-            if (len < 0 || (size_t)len >= sizeof next)
-                return vlm_err_set(err, VLM_EINVAL, 400, "media host redirected to a URL too long");
-            strcpy(cur, next);
+            char *loc = NULL;
+            curl_easy_getinfo(k.easy, CURLINFO_REDIRECT_URL, &loc);
+            if (!loc || !loc[0]) {
+                rc = vlm_err_set(err, VLM_EINVAL, 400, "media host redirected without Location");
+                break;
+            }
+            if (hop + 1 > lim->max_redirects) {
+                rc = vlm_err_set(err, VLM_EINVAL, 400,
+                                 "media URL redirected more than %d times (too many redirects)",
+                                 lim->max_redirects);
+                break;
+            }
+            if (strlen(loc) >= sizeof cur) {
+                rc = vlm_err_set(err, VLM_EINVAL, 400, "media host redirected to a URL too long");
+                break;
+            }
+            strcpy(cur, loc);
             continue;
         }
-        *out = (uint8_t *)bodybuf.s;
-        *n = bodybuf.n;
-        return 0;
+        if (status < 200 || status >= 300) {
+            rc = vlm_err_set(err, VLM_EINVAL, 400, "fetching the media URL failed: HTTP %ld",
+                             status);
+            break;
+        }
+        if (!k.body.n) {
+            rc = vlm_err_set(err, VLM_EINVAL, 400, "empty media download");
+            break;
+        }
+        *out = (uint8_t *)k.body.s;
+        *n = k.body.n;
+        k.body = (struct strbuf){0};
+        rc = 0;
+        break;
     }
+done:
+    sb_free(&k.body);
+    if (k.easy) curl_easy_cleanup(k.easy);
+    if (m) curl_multi_cleanup(m);
+    free(h);
+    return rc;
 }

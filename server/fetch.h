@@ -1,21 +1,20 @@
 /*
  * fetch: downloads one media URL for a request, with caps on bytes, time and redirects.
  *
- * http:// is a minimal HTTP/1.1 GET client over a non-blocking socket with poll() deadlines
- * (Content-Length and chunked bodies, 3xx redirects re-checked hop by hop). https:// goes
- * through libavformat's https protocol (already linked for video; libcurl is not a
- * dependency): certificates verified (system CA bundle or ca_file), only https/tls/tcp/
- * httpproxy allowed, the transfer bounded by an interrupt deadline, and every TCP connection
- * FFmpeg makes (first hop and redirects) tunnelled through a CONNECT proxy thread of
- * fetch.c on 127.0.0.1 that applies the same address policy.
+ * Transfers go through libcurl (http and https only, no proxy from the environment,
+ * certificates verified against the system CA bundle or ca_file). Redirects are followed by
+ * fetch.c itself, hop by hop, so that each hop is checked as below; the redirect cap, the byte
+ * cap and the deadline cover the whole fetch, and a transfer slower than
+ * FETCH_LOW_SPEED_BYTES per second for FETCH_LOW_SPEED_S seconds is cut earlier. A redirect
+ * from https to http (or any other scheme) is refused.
  *
  * SSRF guard: every hop's host is resolved first and refused (400) when any address is
  * loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local (169.254/16,
  * fe80::/10), CGNAT (100.64/10), unspecified (0/8, ::), multicast or reserved (224/3), unless
  * the host name or the address matches an entry of the allow list (exact host name,
- * IPv4/IPv6 address, or CIDR "10.0.0.0/8"). The socket then connects to exactly the
- * addresses that were checked (no second lookup, so DNS rebinding cannot slip in), for http
- * and https alike.
+ * IPv4/IPv6 address, or CIDR "10.0.0.0/8"). libcurl is then pinned to exactly the
+ * addresses that were checked (CURLOPT_RESOLVE: no second lookup, so DNS rebinding cannot slip
+ * in), and its socket callback refuses to connect anywhere else, for http and https alike.
  *
  * Called by the prep workers (blocking is fine there, never on the HTTP or engine thread).
  * Thread-safe.
@@ -27,6 +26,12 @@
 #include <stdint.h>
 
 #include "engine/base.h"
+
+/* The low-speed cut-off: a transfer (connection, headers or body) that moves fewer than
+ * FETCH_LOW_SPEED_BYTES per second over FETCH_LOW_SPEED_S seconds ends with an error, even
+ * before the deadline. */
+#define FETCH_LOW_SPEED_BYTES 1024
+#define FETCH_LOW_SPEED_S 5
 
 struct fetch_limits {
     double timeout_s;          /* whole transfer including redirects */
@@ -50,12 +55,6 @@ void fetch_cancel_all(void);
 
 /* Whether a numeric address (text) matches an allow-list entry (address or CIDR); exposed
  * for tests. */
-/* Parses one complete HTTP/1.1 response as received (raw[0..n), NUL-terminated at raw[n]).
- * 0 with *status set and, for 3xx, the Location in loc (loc_cap bytes); for 2xx the body
- * (chunked decoded, Content-Length honoured, at most cap bytes) appended to *body. Any other
- * status, a malformed head or body, or a body over cap: an error for the user (400). */
-int fetch_parse_response(const char *raw, size_t n, size_t cap, int *status, char *loc,
-                         size_t loc_cap, struct strbuf *body, struct vlm_err *err);
 bool fetch_addr_allowed(const char *addr, const char *const *allow, int32_t n_allow);
 
 #endif

@@ -1158,7 +1158,8 @@ static enum MHD_Result serve_get(struct conn *c)
         struct sched_stats st;
         sched_get_stats(s->d.loop, &st);
         struct strbuf b = {0};
-        metrics_render(s->d.metrics, &st, s->d.model_name, &b);
+        struct media_budget *mb = s->d.prep_ctx ? s->d.prep_ctx->budget : NULL;
+        metrics_render(s->d.metrics, &st, s->d.model_name, mb ? media_budget_used(mb) : -1, &b);
         return send_buf(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.s, b.n, false);
     }
     default:

@@ -271,7 +271,8 @@ int main(int argc, char **argv, char **envp)
     pc.max_images = cfg.media.max_images_per_request;
     pc.max_videos = cfg.media.max_videos_per_request;
     pc.max_media_tokens = cfg.media.max_media_tokens;
-    pc.budget = media_budget = media_budget_new(cfg.media.max_inflight_bytes);
+    pc.budget = media_budget = media_budget_new(cfg.media.max_inflight_bytes,
+                                                   cfg.media.max_inflight_wait);
     pc.media.max_pixels = cfg.media.max_image_pixels;
     pc.media.max_bytes = (size_t)cfg.media.max_image_bytes;
     pc.fetch_timeout = cfg.media.fetch_timeout;

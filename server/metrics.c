@@ -3,6 +3,8 @@
  */
 #include "server/metrics.h"
 
+#include "server/video.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -81,7 +83,7 @@ static void hist(struct strbuf *o, const struct metrics_hist *h, const char *nam
 }
 
 void metrics_render(const struct metrics *m, const struct sched_stats *st, const char *model,
-                    struct strbuf *o)
+                    int64_t media_bytes_held, struct strbuf *o)
 {
     char lbl[200];
     snprintf(lbl, sizeof lbl, "model_name=\"%s\"", model);
@@ -134,6 +136,12 @@ void metrics_render(const struct metrics *m, const struct sched_stats *st, const
     metric(o, "valley:http_requests_inflight", "gauge",
            "HTTP requests with generation under way.", lbl,
            atomic_load_explicit(&m->inflight, memory_order_relaxed));
+    metric(o, "valley:video_frames_decoded_total", "counter",
+           "Video frames decoded for sampling.", lbl, (int64_t)video_frames_decoded());
+    if (media_bytes_held >= 0)
+        metric(o, "valley:media_inflight_bytes", "gauge",
+               "Bytes of --max-inflight-media-bytes held by requests being prepared.", lbl,
+               media_bytes_held);
     head(o, "valley:http_responses_total", "counter", "HTTP responses by status class.");
     for (int c = 2; c <= 5; c++)
         sb_printf(o, "valley:http_responses_total{%s,code=\"%dxx\"} %" PRIu64 "\n", lbl, c,

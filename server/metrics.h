@@ -41,8 +41,9 @@ struct metrics {
 void metrics_init(struct metrics *m);
 void metrics_hist_observe(struct metrics_hist *h, double seconds);
 void metrics_status(struct metrics *m, int http_status);
-/* Appends the Prometheus text to out. st may be NULL. */
+/* Appends the Prometheus text to out. st may be NULL; media_bytes_held: the bytes of the
+ * in-flight media budget (--max-inflight-media-bytes) held now, < 0 when there is none. */
 void metrics_render(const struct metrics *m, const struct sched_stats *st, const char *model_name,
-                    struct strbuf *out);
+                    int64_t media_bytes_held, struct strbuf *out);
 
 #endif

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -117,23 +118,23 @@ void prep_pool_free(struct prep_pool *p)
 
 /* ==== The in-flight media budget ====
  * A counter of bytes under a mutex; requests wait on the condition variable for room, up
- * to PREP_BUDGET_WAIT_S, and give up at once when the budget is cancelled (shutdown). */
-
-#define PREP_BUDGET_WAIT_S 10
+ * to wait_s, and give up at once when the budget is cancelled (shutdown). */
 
 struct media_budget {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int64_t cap, used;
+    double wait_s;
     bool cancelled;
 };
 
-struct media_budget *media_budget_new(int64_t bytes)
+struct media_budget *media_budget_new(int64_t bytes, double wait_s)
 {
     struct media_budget *b = xcalloc(1, sizeof *b);
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
     b->cap = bytes;
+    b->wait_s = wait_s > 0 ? wait_s : 0;
     return b;
 }
 
@@ -170,12 +171,19 @@ static int budget_take(struct media_budget *b, int64_t bytes, struct vlm_err *er
     if (!b || bytes <= 0) return 0;
     if (bytes > b->cap)
         return vlm_err_set(err, VLM_EINVAL, 400,
-                           "decoding this request's images takes %lld bytes, over this server's "
-                           "limit of %lld (--max-inflight-media-bytes); send smaller images",
+                           "decoding this request's images and video frames takes %lld bytes, "
+                           "over this server's limit of %lld (--max-inflight-media-bytes); send "
+                           "smaller images or fewer frames",
                            (long long)bytes, (long long)b->cap);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += PREP_BUDGET_WAIT_S;
+    double whole = floor(b->wait_s);
+    until.tv_sec += (time_t)whole;
+    until.tv_nsec += (long)((b->wait_s - whole) * 1e9);
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
     int rc = 0;
     pthread_mutex_lock(&b->mu);
     while (!b->cancelled && b->used + bytes > b->cap && rc != ETIMEDOUT)
@@ -185,7 +193,7 @@ static int budget_take(struct media_budget *b, int64_t bytes, struct vlm_err *er
     pthread_mutex_unlock(&b->mu);
     if (!ok)
         return vlm_err_set(err, VLM_ETOOBIG, 503,
-                           "the server is busy decoding other requests' images; retry later");
+                           "the server is busy decoding other requests' media; retry later");
     return 0;
 }
 
@@ -310,12 +318,11 @@ static int video_opts(const struct prep_ctx *c, const struct oai_request *q,
     return 0;
 }
 
-/* Appends the vision inputs of one media entry to *items: one for an image, one per sampled
- * frame for a video. */
-/* An image's bytes, fetched and sized before anything is decoded. */
+/* A media entry's bytes, fetched and sized before anything is decoded. */
 struct media_src {
-    uint8_t *bytes;  /* owned; NULL for a video */
+    uint8_t *bytes;               /* owned */
     size_t n;
+    struct video_params vparams;  /* a video's sampling options (video_opts) */
 };
 
 static void name_media_error(const struct oai_media_ref *m, int32_t idx, struct vlm_err *err)
@@ -329,25 +336,15 @@ static void name_media_error(const struct oai_media_ref *m, int32_t idx, struct 
 
 /* Appends the vision inputs of one media entry to *items: one for an image (its bytes in
  * src), one per sampled frame for a video. */
-static int load_media(const struct prep_ctx *c, const struct oai_request *q,
-                      const struct oai_media_ref *m, const struct media_src *src, int32_t idx,
+static int load_media(const struct prep_ctx *c, const struct oai_media_ref *m, const struct media_src *src, int32_t idx,
                       const struct vision_prep_params *vp, struct prep_item **items,
                       int32_t *n_items, struct vlm_err *err)
 {
-    uint8_t *bytes = NULL;
-    size_t n = 0;
     bool video = m->kind == OAI_MEDIA_VIDEO;
     struct media_image im = {0};
     struct video_frames vf = {0};
-    struct video_params vparams = c->video;
-    int rc = video ? video_opts(c, q, m, &vparams, err) : 0;
-    if (!rc && video) {
-        rc = media_bytes(c, m->url, c->video.max_bytes, &bytes, &n, err);
-        if (!rc) rc = video_decode(bytes, n, &vparams, &vf, err);
-    } else if (!rc) {
-        rc = media_decode_image(src->bytes, src->n, &c->media, &im, err);
-    }
-    free(bytes);
+    int rc = video ? video_decode(src->bytes, src->n, &src->vparams, &vf, err)
+                   : media_decode_image(src->bytes, src->n, &c->media, &im, err);
     int32_t k = video ? vf.n : 1;
     if (!rc && *n_items + k > c->max_images)
         rc = vlm_err_set(err, VLM_EINVAL, 400,
@@ -366,14 +363,14 @@ static int load_media(const struct prep_ctx *c, const struct oai_request *q,
 }
 
 /* ==== Cost before work ====
- * Every image's bytes are fetched and its header read; its token count follows from the
- * header's size through the two resize stages (vision_prep_smart_resize), and its memory
- * from the rasters and patch rows those stages make. Before any pixel is decoded, the
- * request is refused when it has too many videos, when its image tokens pass the
- * per-request limit or alone fill the context, or when an image passes --max-image-pixels;
- * then the decode memory is taken from the server-wide budget (waiting for room, or 503).
- * Videos are counted once their frames are decoded (their size is in the container, not in
- * a fixed header), before preprocessing. */
+ * Every media entry's bytes are fetched and its header read: an image's size, a video's
+ * frame size and duration (video_probe), which give the number of frames sampled. The token
+ * count follows from the size through the two resize stages (vision_prep_smart_resize), once
+ * per image and once per sampled frame, and the memory from the rasters and patch rows those
+ * stages make. Before any pixel is decoded, the request is refused when it has too many
+ * videos, images or frames, when its media tokens pass the per-request limit or alone fill
+ * the context, or when an image passes --max-image-pixels; then the decode memory is taken
+ * from the server-wide budget (waiting for room, or 503). */
 
 static int image_cost(const struct vision_prep_params *vp, int32_t w, int32_t h,
                       int32_t *tokens, int64_t *bytes, struct vlm_err *err)
@@ -403,35 +400,51 @@ static int media_cost(const struct prep_ctx *c, const struct oai_request *q,
     if (c->max_videos > 0 && n_videos > c->max_videos)
         return vlm_err_param(err, VLM_EINVAL, 400, "messages",
                              "at most %d videos per request", (int)c->max_videos);
+    int64_t pictures = 0; /* images and sampled frames */
     for (int32_t i = 0; i < q->n_media; i++) {
         const struct oai_media_ref *m = &q->media[i];
-        if (m->kind == OAI_MEDIA_VIDEO) continue;
-        int rc = media_bytes(c, m->url, c->media.max_bytes, &src[i].bytes, &src[i].n, err);
-        int32_t w = 0, h = 0, t = 0;
+        bool video = m->kind == OAI_MEDIA_VIDEO;
+        int32_t w = 0, h = 0, t = 0, k = 1;
         int64_t b = 0;
-        if (!rc) rc = media_probe_image(src[i].bytes, src[i].n, NULL, &w, &h, err);
-        if (!rc && (int64_t)w * h > c->media.max_pixels)
-            rc = vlm_err_set(err, VLM_ETOOBIG, 413,
-                             "image is %dx%d = %lld pixels, over the limit of %lld pixels",
-                             (int)w, (int)h, (long long)w * h, (long long)c->media.max_pixels);
+        int rc = video ? video_opts(c, q, m, &src[i].vparams, err) : 0;
+        if (!rc)
+            rc = media_bytes(c, m->url, video ? c->video.max_bytes : c->media.max_bytes,
+                             &src[i].bytes, &src[i].n, err);
+        if (!rc && video) {
+            struct video_info vi;
+            rc = video_probe(src[i].bytes, src[i].n, &src[i].vparams, &vi, err);
+            w = vi.w, h = vi.h, k = vi.num;
+        } else if (!rc) {
+            rc = media_probe_image(src[i].bytes, src[i].n, NULL, &w, &h, err);
+            if (!rc && (int64_t)w * h > c->media.max_pixels)
+                rc = vlm_err_set(err, VLM_ETOOBIG, 413,
+                                 "image is %dx%d = %lld pixels, over the limit of %lld pixels",
+                                 (int)w, (int)h, (long long)w * h,
+                                 (long long)c->media.max_pixels);
+        }
         if (!rc) rc = image_cost(vp, w, h, &t, &b, err);
         if (rc) {
             name_media_error(m, i, err);
             return rc;
         }
-        tokens += t;
-        bytes += b;
+        tokens += (int64_t)k * t;
+        bytes += (int64_t)k * b;
+        pictures += k;
     }
+    if (pictures > c->max_images)
+        return vlm_err_param(err, VLM_EINVAL, 400, "messages",
+                             "at most %d images and video frames per request (this one has "
+                             "%lld)", (int)c->max_images, (long long)pictures);
     if (c->max_media_tokens > 0 && tokens > c->max_media_tokens)
         return vlm_err_param(err, VLM_EINVAL, 400, "messages",
-                             "the request's images come to %lld tokens, over this server's "
-                             "limit of %d media tokens per request",
+                             "the request's images and video frames come to %lld tokens, over "
+                             "this server's limit of %d media tokens per request",
                              (long long)tokens, (int)c->max_media_tokens);
     if (c->max_model_len > 0 && tokens + 1 > c->max_model_len)
         return vlm_err_param(err, VLM_ETOOBIG, 400, "messages",
                              "This model's maximum context length is %d tokens. However, your "
-                             "request's images alone take %lld tokens. Please send fewer or "
-                             "smaller images.",
+                             "request's images and videos alone take %lld tokens. Please send "
+                             "fewer or smaller images or videos.",
                              (int)c->max_model_len, (long long)tokens);
     int rc = budget_take(c->budget, bytes, err);
     if (!rc) *budget_bytes = bytes;
@@ -470,7 +483,7 @@ static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struc
     int rc = media_cost(c, q, &vp, src, &budget_bytes, err);
     for (int32_t i = 0; i < q->n_media && !rc; i++) {
         int32_t before = out->n_items;
-        rc = load_media(c, q, &q->media[i], &src[i], i, &vp, &out->items, &out->n_items, err);
+        rc = load_media(c, &q->media[i], &src[i], i, &vp, &out->items, &out->n_items, err);
         per_media[i] = out->n_items - before;
         free(src[i].bytes);
         src[i].bytes = NULL;

@@ -40,13 +40,13 @@ void prep_pool_free(struct prep_pool *p);
 
 /* ==== The in-flight media budget ====
  * Bytes of decoded pixels (rasters of both resize stages and patch rows) that requests being
- * prepared may hold together (--max-inflight-media-bytes). A request takes its images' share,
- * computed from their headers, before decoding them and gives it back once its inputs are
- * built; it waits up to 10 s for room, then gets 503 (a request that alone needs more than
- * the whole budget gets 400). Thread-safe. */
+ * prepared may hold together (--max-inflight-media-bytes). A request takes its images' and video
+ * frames' share, computed from their headers, before decoding them and gives it back once its inputs are
+ * built; it waits up to wait_s seconds for room (--max-inflight-media-wait), then gets 503
+ * (a request that alone needs more than the whole budget gets 400). Thread-safe. */
 
 struct media_budget;
-struct media_budget *media_budget_new(int64_t bytes);
+struct media_budget *media_budget_new(int64_t bytes, double wait_s);
 /* Wakes every waiter and makes every later wait fail with 503 (shutdown). */
 void media_budget_cancel(struct media_budget *b);
 int64_t media_budget_used(struct media_budget *b);

@@ -10,7 +10,16 @@
 #include <libswscale/swscale.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+
+/* frames the sampling decoder has produced, all requests together (video_frames_decoded) */
+static _Atomic uint64_t frames_decoded;
+
+uint64_t video_frames_decoded(void)
+{
+    return atomic_load_explicit(&frames_decoded, memory_order_relaxed);
+}
 
 /* ==== Parameters and sampling ==== */
 
@@ -131,8 +140,12 @@ static int bad(struct vlm_err *err, const char *what)
     return vlm_err_set(err, VLM_EINVAL, 400, "video: %s", what);
 }
 
-/* Opens the container, picks the video stream and its decoder. */
-static int vdec_open(struct vdec *d, const uint8_t *data, size_t n, struct vlm_err *err)
+/* Opens the container from memory and picks the video stream; with full, also reads the
+ * stream info (libavformat may decode a few frames of its own for that) and opens the
+ * decoder. Without full, only what the container's headers say is known; when they do not
+ * give the frame size, the stream info is read after all. */
+static int vdec_open(struct vdec *d, const uint8_t *data, size_t n, bool full,
+                     struct vlm_err *err)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, quiet_ffmpeg);
@@ -155,9 +168,17 @@ static int vdec_open(struct vdec *d, const uint8_t *data, size_t n, struct vlm_e
         d->fmt = NULL; /* freed by avformat_open_input on failure */
         return bad(err, "not a video file (unknown container)");
     }
-    if (avformat_find_stream_info(d->fmt, NULL) < 0) return bad(err, "cannot read stream info");
     const AVCodec *codec = NULL;
-    d->stream = av_find_best_stream(d->fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
+    bool info = full;
+    for (;;) {
+        if (info && avformat_find_stream_info(d->fmt, NULL) < 0)
+            return bad(err, "cannot read stream info");
+        d->stream = av_find_best_stream(d->fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
+        if (info || (d->stream >= 0 && d->fmt->streams[d->stream]->codecpar->width > 0 &&
+                     d->fmt->streams[d->stream]->codecpar->height > 0))
+            break;
+        info = true; /* the headers alone do not say: read the stream info */
+    }
     if (d->stream < 0 || !codec) {
         return d->stream == AVERROR_DECODER_NOT_FOUND
                    ? bad(err, "no decoder for the video codec")
@@ -165,6 +186,7 @@ static int vdec_open(struct vdec *d, const uint8_t *data, size_t n, struct vlm_e
     }
     AVStream *st = d->fmt->streams[d->stream];
     if (st->disposition & AV_DISPOSITION_ATTACHED_PIC) return bad(err, "the file has no video stream");
+    if (!full) return 0;
     d->dec = avcodec_alloc_context3(codec);
     if (!d->dec) return vlm_err_set(err, VLM_ENOMEM, 503, "video: out of memory");
     if (avcodec_parameters_to_context(d->dec, st->codecpar) < 0) return bad(err, "bad codec parameters");
@@ -238,6 +260,7 @@ static int vdec_decode_to(struct vdec *d, int64_t target)
     for (;;) {
         int rc = avcodec_receive_frame(d->dec, d->frame);
         if (rc == 0) {
+            atomic_fetch_add_explicit(&frames_decoded, 1, memory_order_relaxed);
             int64_t p = d->frame->best_effort_timestamp;
             if (p == AV_NOPTS_VALUE) p = d->frame->pts;
             if (p == AV_NOPTS_VALUE) p = d->last_pts == INT64_MIN ? 0 : d->last_pts + 1;
@@ -302,6 +325,94 @@ static int vdec_to_rgb(struct vdec *d, const struct video_params *p, struct medi
 
 /* ==== The whole path ==== */
 
+/* What the container says, checked against the limits: frame size, duration (0 when not
+ * given) and the stream. */
+static int vdec_header(struct vdec *d, const struct video_params *p, int64_t *w, int64_t *h,
+                       double *duration, struct vlm_err *err)
+{
+    AVStream *st = d->fmt->streams[d->stream];
+    *duration = d->fmt->duration != AV_NOPTS_VALUE ? (double)d->fmt->duration / AV_TIME_BASE
+                : st->duration != AV_NOPTS_VALUE ? (double)st->duration * av_q2d(st->time_base)
+                                                 : 0.0;
+    if (*duration > p->max_duration_s)
+        return vlm_err_set(err, VLM_ETOOBIG, 413, "video: %.0f s is over the %.0f-second limit",
+                           *duration, p->max_duration_s);
+    *w = st->codecpar->width;
+    *h = st->codecpar->height;
+    if (*w <= 0 || *h <= 0) return bad(err, "the video stream has no frame size");
+    if (*w * *h > p->max_frame_pixels)
+        return vlm_err_set(err, VLM_ETOOBIG, 413,
+                           "video: resolution %lldx%lld is over the %lld-pixel limit",
+                           (long long)*w, (long long)*h, (long long)p->max_frame_pixels);
+    return 0;
+}
+
+/* at most 1000 frames per second of the allowed duration, and at least a few thousand */
+static int64_t max_packets(const struct video_params *p)
+{
+    return (int64_t)(p->max_duration_s * 1000.0) + 4096;
+}
+
+/* The number of frames sampled (docs/MODEL.md, "Video"): num_frames, or round(duration *
+ * fps) when fps is given; at least 1, at most max_frames. */
+static int32_t sample_count(const struct video_params *p, double duration)
+{
+    int32_t num = p->num_frames;
+    if (p->fps > 0.0) num = (int32_t)lround(duration * p->fps);
+    if (num < 1) num = 1;
+    if (num > p->max_frames) num = p->max_frames;
+    return num;
+}
+
+/* Checks that num frames of w x h fit the decoded-memory limit. */
+static int decoded_fits(const struct video_params *p, int32_t num, int64_t w, int64_t h,
+                        struct vlm_err *err)
+{
+    size_t frame_bytes = (size_t)(w * h * 3), all;
+    if (!vlm_mul_ok(frame_bytes, (size_t)num, &all) || all > p->max_decoded_bytes)
+        return vlm_err_set(err, VLM_ETOOBIG, 413,
+                           "video: %d frames of %lldx%lld exceed the decoded-memory limit", num,
+                           (long long)w, (long long)h);
+    return 0;
+}
+
+int video_probe(const uint8_t *data, size_t n, const struct video_params *p,
+                struct video_info *out, struct vlm_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (n == 0) return bad(err, "empty video");
+    if (n > p->max_bytes)
+        return vlm_err_set(err, VLM_ETOOBIG, 413, "video: %zu bytes is over the %zu-byte limit",
+                           n, p->max_bytes);
+    struct vdec d = {0};
+    int64_t w = 0, h = 0;
+    double duration = 0;
+    int rc = vdec_open(&d, data, n, false, err);
+    if (!rc) rc = vdec_header(&d, p, &w, &h, &duration, err);
+    if (!rc && duration <= 0.0 && p->fps > 0.0) {
+        /* no duration in the headers: the packets' timestamps give it (no decoding) */
+        struct frame_ts *ts = NULL;
+        int64_t total = 0;
+        AVStream *st = d.fmt->streams[d.stream];
+        d.pkt = av_packet_alloc();
+        rc = d.pkt ? vdec_index(&d, max_packets(p), &ts, &total, err)
+                   : vlm_err_set(err, VLM_ENOMEM, 503, "video: out of memory");
+        if (!rc && st->time_base.den > 0)
+            duration = (double)(ts[total - 1].pts - ts[0].pts) * av_q2d(st->time_base);
+        free(ts);
+    }
+    if (!rc) {
+        out->w = (int32_t)w;
+        out->h = (int32_t)h;
+        out->duration_s = duration;
+        out->num = sample_count(p, duration);
+        rc = decoded_fits(p, out->num, w, h, err);
+    }
+    vdec_close(&d);
+    if (rc) memset(out, 0, sizeof *out);
+    return rc;
+}
+
 int video_decode(const uint8_t *data, size_t n, const struct video_params *p,
                  struct video_frames *out, struct vlm_err *err)
 {
@@ -312,47 +423,17 @@ int video_decode(const uint8_t *data, size_t n, const struct video_params *p,
                            n, p->max_bytes);
     struct vdec d = {0};
     struct frame_ts *ts = NULL;
-    int64_t total = 0;
-    int rc = vdec_open(&d, data, n, err);
+    int64_t total = 0, w = 0, h = 0;
+    double duration = 0;
+    int rc = vdec_open(&d, data, n, true, err);
+    if (!rc) rc = vdec_header(&d, p, &w, &h, &duration, err);
+    if (!rc) rc = vdec_index(&d, max_packets(p), &ts, &total, err);
     if (rc) goto done;
-
     AVStream *st = d.fmt->streams[d.stream];
-    double duration = d.fmt->duration != AV_NOPTS_VALUE ? (double)d.fmt->duration / AV_TIME_BASE
-                      : st->duration != AV_NOPTS_VALUE ? (double)st->duration * av_q2d(st->time_base)
-                                                       : 0.0;
-    if (duration > p->max_duration_s) {
-        rc = vlm_err_set(err, VLM_ETOOBIG, 413, "video: %.0f s is over the %.0f-second limit",
-                         duration, p->max_duration_s);
-        goto done;
-    }
-    int64_t w = st->codecpar->width, h = st->codecpar->height;
-    if (w <= 0 || h <= 0) {
-        rc = bad(err, "the video stream has no frame size");
-        goto done;
-    }
-    if (w * h > p->max_frame_pixels) {
-        rc = vlm_err_set(err, VLM_ETOOBIG, 413, "video: resolution %lldx%lld is over the %lld-pixel limit",
-                         (long long)w, (long long)h, (long long)p->max_frame_pixels);
-        goto done;
-    }
-    /* at most 1000 frames per second of the allowed duration, and at least a few thousand */
-    int64_t max_packets = (int64_t)(p->max_duration_s * 1000.0) + 4096;
-    rc = vdec_index(&d, max_packets, &ts, &total, err);
-    if (rc) goto done;
     if (duration <= 0.0 && st->time_base.den > 0)
         duration = (double)(ts[total - 1].pts - ts[0].pts) * av_q2d(st->time_base);
-
-    int32_t num = p->num_frames;
-    if (p->fps > 0.0) num = (int32_t)lround(duration * p->fps);
-    if (num < 1) num = 1;
-    if (num > p->max_frames) num = p->max_frames;
-    size_t frame_bytes = (size_t)(w * h * 3), all;
-    if (!vlm_mul_ok(frame_bytes, (size_t)num, &all) || all > p->max_decoded_bytes) {
-        rc = vlm_err_set(err, VLM_ETOOBIG, 413,
-                         "video: %d frames of %lldx%lld exceed the decoded-memory limit", num,
-                         (long long)w, (long long)h);
-        goto done;
-    }
+    int32_t num = sample_count(p, duration);
+    if ((rc = decoded_fits(p, num, w, h, err))) goto done;
     out->indices = trycalloc((size_t)num, sizeof *out->indices);
     out->frames = trycalloc((size_t)num, sizeof *out->frames);
     if (!out->indices || !out->frames) {

@@ -14,7 +14,11 @@
  * Limits are checked before allocating: container duration, resolution, the number of
  * packets indexed, and the decoded bytes of all sampled frames. Every failure is a
  * VLM_E* code with a message and an HTTP status (400, or 413 for VLM_ETOOBIG). Thread-safe:
- * no global state (FFmpeg's logging is silenced once).
+ * the only global state is a counter of decoded frames (and FFmpeg's logging, silenced once).
+ *
+ * Cost before work: video_probe reads only the container's headers (frame size, duration),
+ * so the number of sampled frames, and from it the request's media tokens, are known before
+ * a single frame is decoded (prep.c refuses a request over its limits there).
  */
 #ifndef VLM_VIDEO_H
 #define VLM_VIDEO_H
@@ -43,6 +47,23 @@ void video_frames_free(struct video_frames *v); /* accepts a zeroed struct */
 
 /* numpy's floor(linspace(0, total - 1, num)) into idx (num entries). total >= 1, num >= 1. */
 void video_sample_indices(int64_t total, int32_t num, int32_t *idx);
+
+/* What the container's headers say about a clip, under the same limits as video_decode. */
+struct video_info {
+    int32_t w, h;       /* frame size */
+    int32_t num;        /* frames video_decode will sample */
+    double duration_s;  /* 0 when the headers do not give it */
+};
+
+/* Opens data[0..n) and fills *out from the headers, decoding nothing (when the headers give
+ * no duration and p->fps is set, the packets are read for their timestamps, still without
+ * decoding). The same limit checks as video_decode (size, duration, resolution, decoded
+ * bytes). *out is zeroed on failure. */
+int video_probe(const uint8_t *data, size_t n, const struct video_params *p,
+                struct video_info *out, struct vlm_err *err);
+
+/* Frames decoded by video_decode since the process started (GET /metrics). */
+uint64_t video_frames_decoded(void);
 
 /* Decodes the sampled frames of data[0..n). *out is zeroed on failure. */
 int video_decode(const uint8_t *data, size_t n, const struct video_params *p,

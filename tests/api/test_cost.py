@@ -1,7 +1,8 @@
 """Cost before work: an image's tokens are counted from its header (size -> the two resize
-stages -> tokens) and the request refused before any pixel is decoded when it passes the
-context, the per-request media limits or the decode memory budget. RSS is read from
-/proc/<pid>/status."""
+stages -> tokens), a video's from its container's headers (frame size and duration -> frames
+sampled -> the same stages, per frame), and the request refused before any pixel is decoded
+when it passes the context, the per-request media limits or the decode memory budget. RSS is
+read from /proc/<pid>/status; decoded video frames are counted in /metrics."""
 
 import base64
 import struct
@@ -145,3 +146,123 @@ def test_decode_budget(model_dir):
         assert r.status_code == 200, r.text
     finally:
         assert s.stop() == 0
+
+
+# ---- videos: counted from the container's headers before a frame is decoded ----------------
+# A 640x480 frame passes both resize stages as 644x476: 46 x 34 patches of 14, 391 tokens.
+# Each sampled frame counts like an image, so num_frames N costs 391 N tokens.
+
+FRAME_TOKENS = 391
+
+
+@pytest.fixture(scope="module")
+def vga_media(tmp_path_factory):
+    """A 4 s 640x480 H.264 clip (one keyframe, so sampled frames decode from the start) served
+    by a loopback http.server."""
+    import shutil
+    import subprocess
+    from videoutil import start_media_server
+    if not shutil.which("ffmpeg"):
+        pytest.skip("the ffmpeg CLI is not installed")
+    d = tmp_path_factory.mktemp("vga")
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=640x480:rate=25:duration=4", "-c:v", "libx264", "-preset",
+                    "ultrafast", "-g", "1000", "-pix_fmt", "yuv420p", "-movflags", "+faststart",
+                    str(d / "vga.mp4")], check=True, timeout=300)
+    url, shutdown = start_media_server(d)
+    yield url + "/v/vga.mp4"
+    shutdown()
+
+
+def video_body(url, num_frames):
+    return {"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": [
+        {"type": "video_url", "video_url": {"url": url, "num_frames": num_frames}},
+        {"type": "text", "text": "what happens?"}]}]}
+
+
+def metric(http, name):
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+@pytest.fixture(scope="module")
+def vsrv(model_dir):
+    s = Server(model_dir, ["--api-key", API_KEY, "--fetch-allow", "127.0.0.1/32",
+                           "--max-model-len", "2048", "--max-media-tokens-per-request", "4096",
+                           "--max-images-per-request", "12", "--video-max-frames", "32"])
+    yield s
+    assert s.stop() == 0, s.log_text()[-3000:]
+
+
+@pytest.fixture()
+def vhttp(vsrv):
+    with httpx.Client(base_url=vsrv.url, headers={"Authorization": f"Bearer {API_KEY}"},
+                      timeout=120) as c:
+        yield c
+
+
+def test_video_refused_from_headers(vsrv, vhttp, vga_media):
+    """Over the frames-per-request limit (16 > 12), the media-token limit (12 x 391 = 4692 >
+    4096) or the context (8 x 391 = 3128 > 2048): 400 with not one frame decoded, on
+    /v1/chat/completions and /tokenize alike; RSS does not grow."""
+    decoded = metric(vhttp, "valley:video_frames_decoded_total")
+    pid = vsrv.proc.pid
+    before = rss_kib(pid)
+    for path in ("/v1/chat/completions", "/tokenize"):
+        r = vhttp.post(path, json=video_body(vga_media, 16))
+        assert r.status_code == 400 and "at most 12 images and video frames" in r.text, r.text
+        r = vhttp.post(path, json=video_body(vga_media, 12))
+        assert r.status_code == 400, r.text
+        assert f"{12 * FRAME_TOKENS} tokens" in r.text and "media tokens per request" in r.text
+        r = vhttp.post(path, json=video_body(vga_media, 8))
+        assert r.status_code == 400, r.text
+        e = r.json()["error"]
+        assert e["code"] == "context_length_exceeded", e
+        assert f"alone take {8 * FRAME_TOKENS} tokens" in e["message"], e
+    assert metric(vhttp, "valley:video_frames_decoded_total") == decoded
+    assert rss_kib(pid) - before < 50 * 1024
+    # the counter does count: two frames fit, are decoded, and cost what the headers said
+    r = vhttp.post("/tokenize", json=video_body(vga_media, 2))
+    assert r.status_code == 200, r.text
+    assert metric(vhttp, "valley:video_frames_decoded_total") >= decoded + 2
+    r = vhttp.post("/v1/chat/completions", json=video_body(vga_media, 2))
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens"] > 2 * FRAME_TOKENS
+
+
+def test_inflight_media_budget_answers_503(model_dir, vga_media):
+    """--max-inflight-media-bytes: while one request holds most of the budget (32 frames
+    being decoded and preprocessed, about 320 MB), a second that needs as much gets 503 +
+    Retry-After (--max-inflight-media-wait 0: no waiting); once the first is done the budget
+    is empty again and the second passes."""
+    import threading
+    s = Server(model_dir, ["--api-key", API_KEY, "--fetch-allow", "127.0.0.1/32",
+                           "--max-model-len", "32768", "--max-images-per-request", "32",
+                           "--max-inflight-media-bytes", "400MiB",
+                           "--max-inflight-media-wait", "0"])
+    try:
+        with httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {API_KEY}"},
+                          timeout=300) as c:
+            assert metric(c, "valley:media_inflight_bytes") == 0
+            first = {}
+            t = threading.Thread(target=lambda: first.update(
+                r=c.post("/tokenize", json=video_body(vga_media, 32))))
+            t.start()
+            held = 0
+            deadline = time.time() + 120
+            while not held and t.is_alive() and time.time() < deadline:
+                held = metric(c, "valley:media_inflight_bytes")
+            assert held > 200 << 20, "the first request never held the budget"
+            r = c.post("/tokenize", json=video_body(vga_media, 32))
+            t.join()
+            assert first["r"].status_code == 200, first["r"].text
+            assert r.status_code == 503, r.text
+            assert r.headers.get("retry-after") == "1"
+            assert "busy" in r.json()["error"]["message"], r.text
+            assert metric(c, "valley:media_inflight_bytes") == 0
+            r = c.post("/tokenize", json=video_body(vga_media, 32))
+            assert r.status_code == 200, r.text
+    finally:
+        assert s.stop() == 0, s.log_text()[-3000:]

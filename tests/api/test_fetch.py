@@ -1,4 +1,4 @@
-"""Safe fetching of media URLs (server/fetch.c), through video_url and image_url parts.
+"""Safe fetching of media URLs (server/fetch.c, libcurl), through video_url and image_url parts.
 
 Two servers: "open" allows 127.0.0.1/32 explicitly (--fetch-allow), "strict" allows only the
 host name "localhost", so a first hop to localhost passes while a redirect to 127.0.0.1 (and
@@ -115,7 +115,7 @@ def test_cidr_allow_list_is_exact(model_dir, media):
         stop_server(s)
 
 
-# ---- https: FFmpeg's TLS behind fetch.c's checking CONNECT proxy ------------------------
+# ---- https: libcurl (OpenSSL), every hop checked by fetch.c -----------------------------
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory):
@@ -141,7 +141,7 @@ def test_https_fetch_and_policy(model_dir, smedia, tls):
             assert r.status_code == 200, (path, r.text)
         expect_error(chat(s, video_msgs(smedia + "/missing.mp4")), (400,), "404")
         expect_error(chat(s, video_msgs(smedia + "/loop")), (400,), "redirects")
-        # a redirect hop to a private address: refused by the proxy, never connected
+        # a redirect hop to a private address: refused by the hop check, never connected
         expect_error(chat(s, video_msgs(smedia + "/to-private-https")), (400,), "private",
                      "10.1.2.3")
         # https -> http downgrade and other schemes are not followed

@@ -3,7 +3,8 @@
  * multicast and IPv6-embedded addresses refused before any connection), URL parsing
  * refusals, and the http client against a canned server thread on 127.0.0.1 (plain and
  * chunked bodies, redirects, redirect loops and caps, a redirect to a private address, 404,
- * a byte cap, a stalled server cut by the deadline). Never connects anywhere but 127.0.0.1.
+ * a byte cap, a stalled server cut by the deadline and, with a long deadline, by the
+ * low-speed rule; fetch_cancel_all). Never connects anywhere but 127.0.0.1.
  */
 #include "server/fetch.h"
 #include "test.h"
@@ -213,6 +214,22 @@ int main(void)
         /* without the allow list, loopback is refused */
         CHECK_EQ(get(URL("/ok"), NULL, 0, 1 << 20, 10, 3, NULL, &err), VLM_EINVAL);
         CHECK(strstr(err.msg, "private") != NULL);
+    }
+
+    TEST("loopback server: the low-speed cut-off ends a stalled transfer before the deadline") {
+        struct vlm_err err;
+        uint64_t t0 = vlm_now_ns();
+        CHECK_EQ(get(URL("/stall"), allow, 1, 1 << 20, 60, 3, NULL, &err), VLM_EIO);
+        double s = (double)(vlm_now_ns() - t0) / 1e9;
+        CHECK(strstr(err.msg, "too slow") != NULL);
+        CHECK(s >= FETCH_LOW_SPEED_S - 0.5 && s < 50); /* cut by the speed rule, not at 60 s */
+    }
+
+    TEST("after fetch_cancel_all every fetch fails as timed out") {
+        struct vlm_err err;
+        fetch_cancel_all();
+        CHECK_EQ(get(URL("/ok"), allow, 1, 1 << 20, 10, 3, NULL, &err), VLM_EIO);
+        CHECK(strstr(err.msg, "timed out") != NULL);
     }
 
     VLM_ASSERT(write(k.stop_wr, "x", 1) == 1);

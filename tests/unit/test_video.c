@@ -1,6 +1,8 @@
 /*
  * Video: frame sampling equals numpy's floor(linspace) (the reference demo), frames equal the
- * ffmpeg CLI's frames at those indices (within 1 level), and hostile inputs fail cleanly.
+ * ffmpeg CLI's frames at those indices (within 1 level), video_probe predicts the frame count
+ * and size from the headers without decoding (for num_frames and fps sampling), and hostile
+ * inputs fail cleanly.
  * Clips are generated here with the ffmpeg command-line tool into a temporary folder.
  */
 #include "server/video.h"
@@ -51,6 +53,11 @@ static void check_clip(const char *name, int32_t num, const int32_t *expect, int
     p.num_frames = num;
     struct video_frames v;
     struct vlm_err err = {0};
+    /* the headers say what the decode will find, without decoding a frame */
+    struct video_info vi;
+    uint64_t decoded = video_frames_decoded();
+    CHECK_EQ(video_probe(data, n, &p, &vi, &err), 0);
+    CHECK_EQ(video_frames_decoded(), decoded);
     int rc = video_decode(data, n, &p, &v, &err);
     if (rc) fprintf(stderr, "  %s: %s\n", name, err.msg);
     CHECK_EQ(rc, 0);
@@ -59,6 +66,16 @@ static void check_clip(const char *name, int32_t num, const int32_t *expect, int
         return;
     }
     CHECK_EQ(v.n, num);
+    CHECK_EQ(vi.num, v.n);
+    CHECK(vi.w == v.frames[0].w && vi.h == v.frames[0].h);
+    CHECK(video_frames_decoded() > decoded);
+    /* fps sampling: the same count from the headers' duration as from the decode's */
+    p.fps = 3.0;
+    struct video_frames vf;
+    CHECK_EQ(video_probe(data, n, &p, &vi, &err), 0);
+    CHECK_EQ(video_decode(data, n, &p, &vf, &err), 0);
+    CHECK_EQ(vi.num, vf.n);
+    video_frames_free(&vf);
     if (total >= 0) CHECK_EQ(v.total_frames, total);
     for (int32_t i = 0; i < v.n; i++) {
         if (expect) CHECK_EQ(v.indices[i], expect[i]);
@@ -90,6 +107,9 @@ static void check_bad(const char *label, const uint8_t *data, size_t n,
 {
     struct video_frames v;
     struct vlm_err err = {0};
+    struct video_info vi;
+    /* the probe never succeeds with more than the decode would give */
+    if (video_probe(data, n, p, &vi, &err) == 0) CHECK(vi.num >= 1 && vi.w > 0 && vi.h > 0);
     int rc = video_decode(data, n, p, &v, &err);
     fprintf(stderr, "  %s -> %d %s\n", label, err.http_status, err.msg);
     CHECK(rc < 0);
