@@ -22,6 +22,7 @@
 
 #include "server/fetch.h"
 #include "server/openai.h"
+#include "server/responses.h"
 #include "server/session.h"
 #include "server/utf8.h"
 #include "server/web.h"
@@ -37,7 +38,8 @@
 enum route {
     ROUTE_NONE, ROUTE_CHAT, ROUTE_COMPLETION, ROUTE_TOKENIZE, ROUTE_DETOKENIZE, ROUTE_MODELS,
     ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS, ROUTE_PAGE, ROUTE_BAD_METHOD, ROUTE_PREFLIGHT,
-    ROUTE_VERSION, ROUTE_PING, ROUTE_INVOCATIONS, ROUTE_MODEL, ROUTE_TOKENIZER_INFO
+    ROUTE_VERSION, ROUTE_PING, ROUTE_INVOCATIONS, ROUTE_MODEL, ROUTE_TOKENIZER_INFO,
+    ROUTE_RESPONSES, ROUTE_RESPONSE_GET, ROUTE_RESPONSE_DELETE /* server/responses.h */
 };
 
 #define HTTP_SERVER_VERSION "0.1.0" /* GET /version */
@@ -62,7 +64,8 @@ struct conn {
     struct vlm_err err;
     char *result;               /* owned JSON for tokenize / detokenize */
     char *req_id;               /* owned; the client's X-Request-Id, echoed */
-    char *url_tail;             /* owned; GET /v1/models/{id}: the id */
+    char *url_tail;             /* owned; /v1/models/{id}, /v1/responses/{id}: the id */
+    struct resp_req *resp;      /* owned; POST /v1/responses: its shapes around the session */
     bool ch_ready;              /* sess.ch[] complete (guarded by mu) */
     bool prep_done;             /* the worker is finished with the fields above (mu) */
     /* suspend / resume */
@@ -92,6 +95,7 @@ struct http_server {
     pthread_mutex_t live_mu;
     struct conn *live;          /* conns with work under way */
     char *models_json;          /* owned, GET /v1/models body */
+    struct resp_store *responses; /* owned; finished Responses API objects */
     char csp[512];              /* the page's Content-Security-Policy */
 };
 
@@ -149,6 +153,7 @@ static void conn_release(struct conn *c)
     sess_destroy(&c->sess);
     free(c->req_id);
     free(c->url_tail);
+    resp_req_free(c->resp);
     body_free(c);
     sb_free(&c->out);
     free(c->result);
@@ -412,7 +417,8 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
         }
         if (c->sess.eof) return MHD_CONTENT_READER_END_OF_STREAM;
         clear_wake(c);
-        sess_pump_stream(&c->sess, &c->out);
+        if (c->resp) resp_pump_stream(c->resp, c->srv->responses, &c->sess, &c->out);
+        else sess_pump_stream(&c->sess, &c->out);
         if (c->out.n > c->out_off || c->sess.eof) continue;
         if (conn_suspend(c)) return 0;
     }
@@ -469,6 +475,7 @@ static enum MHD_Result continue_plain(struct conn *c)
     if (sess_aborted(&c->sess) && atomic_load(&c->srv->aborting))
         return send_error_msg(c, 503, VLM_EINVAL, NULL,
                               "the server is shutting down; the request was aborted");
+    if (c->resp) return send_json(c, 200, resp_session_json(c->resp, c->srv->responses, &c->sess));
     return send_json(c, 200, sess_response_json(&c->sess));
 }
 
@@ -510,10 +517,20 @@ static char *tokenize_json(struct conn *c, const struct prep_prompt *pp)
 
 static enum oai_kind route_kind(enum route r)
 {
-    return r == ROUTE_CHAT         ? OAI_KIND_CHAT
+    return r == ROUTE_CHAT || r == ROUTE_RESPONSES ? OAI_KIND_CHAT
            : r == ROUTE_COMPLETION ? OAI_KIND_COMPLETION
            : r == ROUTE_TOKENIZE   ? OAI_KIND_TOKENIZE
                                    : OAI_KIND_DETOKENIZE;
+}
+
+/* The body as the route's request (a Responses API request: a chat request and c->resp). */
+static int parse_body(struct conn *c, struct vlm_err *err)
+{
+    struct http_server *s = c->srv;
+    const char *b = c->body.s ? c->body.s : "";
+    if (c->route == ROUTE_RESPONSES)
+        return resp_parse(b, c->body.n, &s->lim, s->responses, &c->sess.q, &c->resp, err);
+    return oai_parse(route_kind(c->route), b, c->body.n, &s->lim, &c->sess.q, err);
 }
 
 static void prep_job(void *arg)
@@ -526,7 +543,7 @@ static void prep_job(void *arg)
         goto done;
     }
     if (c->parse_later) {
-        rc = oai_parse(route_kind(c->route), c->body.s, c->body.n, &s->lim, &c->sess.q, &c->err);
+        rc = parse_body(c, &c->err);
         body_free(c);
         if (rc) goto done;
     }
@@ -578,8 +595,13 @@ static enum route find_route(const char *method, const char *url)
         {"/ping", "GET", ROUTE_PING},
         {"/invocations", "POST", ROUTE_INVOCATIONS},
         {"/tokenizer_info", "GET", ROUTE_TOKENIZER_INFO},
+        {"/v1/responses", "POST", ROUTE_RESPONSES},
     };
     if (!strcmp(method, "POST") && !strcmp(url, "/ping")) return ROUTE_PING; /* vLLM: both */
+    if (!strncmp(url, "/v1/responses/", 14) && url[14])
+        return !strcmp(method, "GET") || !strcmp(method, "HEAD") ? ROUTE_RESPONSE_GET
+               : !strcmp(method, "DELETE")                       ? ROUTE_RESPONSE_DELETE
+                                                                 : ROUTE_BAD_METHOD;
     if (!strncmp(url, "/v1/models/", 11) && url[11])
         return strcmp(method, "GET") && strcmp(method, "HEAD") ? ROUTE_BAD_METHOD : ROUTE_MODEL;
     for (size_t i = 0; i < ARRAY_LEN(table); i++) {
@@ -675,6 +697,14 @@ static enum MHD_Result serve_get(struct conn *c)
         cJSON_Delete(all);
         return send_json(c, 200, js);
     }
+    case ROUTE_RESPONSE_GET: case ROUTE_RESPONSE_DELETE: { /* server/responses.h */
+        char *js = c->route == ROUTE_RESPONSE_GET ? resp_store_get(s->responses, c->url_tail)
+                                                  : resp_deleted_json(s->responses, c->url_tail);
+        if (js) return send_json(c, 200, js);
+        char msg[160];
+        snprintf(msg, sizeof msg, "Response with id '%.100s' not found.", c->url_tail);
+        return send_error_msg(c, 404, VLM_ENOTFOUND, "response_id", msg);
+    }
     case ROUTE_METRICS: {
         struct sched_stats st;
         sched_get_stats(s->d.loop, &st);
@@ -721,6 +751,7 @@ static enum MHD_Result on_body_done(struct conn *c)
         return serve_page(c);
     case ROUTE_HEALTH: case ROUTE_READY: case ROUTE_MODELS: case ROUTE_METRICS:
     case ROUTE_PING: case ROUTE_VERSION: case ROUTE_MODEL: case ROUTE_TOKENIZER_INFO:
+    case ROUTE_RESPONSE_GET: case ROUTE_RESPONSE_DELETE:
         return serve_get(c);
     default:
         break;
@@ -743,12 +774,10 @@ static enum MHD_Result on_body_done(struct conn *c)
     c->parse_later = c->body.n > HTTP_INLINE_PARSE_BYTES;
     if (!c->parse_later) {
         struct vlm_err err = {0};
-        if (oai_parse(route_kind(c->route), c->body.s ? c->body.s : "", c->body.n, &s->lim,
-                      &c->sess.q, &err))
-            return send_error(c, &err);
+        if (parse_body(c, &err)) return send_error(c, &err);
         body_free(c);
     }
-    if (c->route == ROUTE_CHAT || c->route == ROUTE_COMPLETION)
+    if (c->route == ROUTE_CHAT || c->route == ROUTE_COMPLETION || c->route == ROUTE_RESPONSES)
         oai_meta_init(&c->sess.meta, route_kind(c->route),
                       s->d.model_name, atomic_fetch_add(&s->next_id, 1));
     c->sess.meta.model = s->d.model_name;
@@ -843,7 +872,8 @@ static enum MHD_Result on_headers(struct conn *c, const char *version)
         return send_error_msg(c, 413, VLM_ETOOBIG, NULL, msg);
     }
     bool work = c->route == ROUTE_CHAT || c->route == ROUTE_COMPLETION ||
-                c->route == ROUTE_TOKENIZE || c->route == ROUTE_DETOKENIZE;
+                c->route == ROUTE_TOKENIZE || c->route == ROUTE_DETOKENIZE ||
+                c->route == ROUTE_RESPONSES;
     if (work && atomic_load(&s->draining))
         return send_error_msg(c, 503, VLM_EINVAL, NULL, "the server is shutting down");
     if (length > 0 && work) {
@@ -876,6 +906,7 @@ static enum MHD_Result on_resumed(struct conn *c)
         if (!ready) return MHD_YES;
         if (c->prep_rc && atomic_load(&c->srv->aborting))
             return send_error_msg(c, 503, VLM_EINVAL, NULL, "the server is shutting down");
+        if (c->prep_rc && c->resp) resp_map_err(c->resp, &c->err);
         if (c->prep_rc) return send_error(c, &c->err);
         if (c->result) {
             char *r = c->result;
@@ -903,6 +934,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         pthread_mutex_init(&c->mu, NULL);
         c->route = find_route(method, url);
         if (c->route == ROUTE_MODEL) c->url_tail = xstrdup(url + strlen("/v1/models/"));
+        if (c->route == ROUTE_RESPONSE_GET || c->route == ROUTE_RESPONSE_DELETE)
+            c->url_tail = xstrdup(url + strlen("/v1/responses/"));
         const char *rid = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "X-Request-Id");
         if (rid && rid[0] && strlen(rid) <= 256 && !strpbrk(rid, "\r\n")) c->req_id = xstrdup(rid);
         sess_init(&c->sess, &s->env);
@@ -1006,6 +1039,7 @@ int http_start(struct http_server **out, const struct http_deps *d, struct vlm_e
                                .loop = d->loop, .metrics = d->metrics, .next_id = &s->next_id};
     pthread_mutex_init(&s->live_mu, NULL);
     s->models_json = models_json(d);
+    s->responses = resp_store_new(d->api->responses_store_size, d->api->responses_store_bytes);
     page_csp(s->csp, sizeof s->csp);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
@@ -1023,6 +1057,7 @@ int http_start(struct http_server **out, const struct http_deps *d, struct vlm_e
     freeaddrinfo(ai);
     if (!s->mhd) {
         free(s->models_json);
+        resp_store_free(s->responses);
         free(s);
         return vlm_err_set(err, VLM_EIO, 0, "cannot listen on %s:%d (address in use?)",
                            host ? host : "*", (int)d->http->port);
@@ -1071,5 +1106,6 @@ void http_stop(struct http_server *s)
     MHD_stop_daemon(s->mhd);
     pthread_mutex_destroy(&s->live_mu);
     free(s->models_json);
+    resp_store_free(s->responses);
     free(s);
 }

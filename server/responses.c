@@ -173,6 +173,18 @@ bool resp_store_delete(struct resp_store *s, const char *id)
     return e != NULL;
 }
 
+char *resp_deleted_json(struct resp_store *s, const char *id)
+{
+    if (!resp_store_delete(s, id)) return NULL;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "object", "response");
+    cJSON_AddBoolToObject(o, "deleted", true);
+    char *js = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return js;
+}
+
 int32_t resp_store_count(struct resp_store *s)
 {
     if (!s) return 0;
@@ -825,7 +837,7 @@ void resp_map_err(const struct resp_req *rq, struct vlm_err *err)
 /* ==== Rendering ==== */
 
 static struct out_item *add_item(struct resp_req *rq, int kind, int32_t call,
-                                 const struct oai_tool_out *calls)
+                                 const struct textout_call *calls)
 {
     if (rq->n_items == rq->cap_items) {
         rq->cap_items = rq->cap_items ? rq->cap_items * 2 : 4;
@@ -851,7 +863,7 @@ static const char *item_status(const struct resp_req *rq, int32_t i, const struc
 }
 
 /* Output item i as it stands (status NULL: in progress, with empty text / arguments). */
-static cJSON *item_json(const struct resp_req *rq, int32_t i, const struct oai_tool_out *calls,
+static cJSON *item_json(const struct resp_req *rq, int32_t i, const struct textout_call *calls,
                         const char *status)
 {
     const struct out_item *it = &rq->items[i];
@@ -889,7 +901,7 @@ static cJSON *item_json(const struct resp_req *rq, int32_t i, const struct oai_t
         break;
     }
     default: {
-        const struct oai_tool_out *c = &calls[it->call];
+        const struct textout_call *c = &calls[it->call];
         cJSON_AddStringToObject(o, "id", it->id);
         cJSON_AddStringToObject(o, "type", "function_call");
         cJSON_AddStringToObject(o, "status", status ? status : "in_progress");
@@ -904,7 +916,7 @@ static cJSON *item_json(const struct resp_req *rq, int32_t i, const struct oai_t
 
 /* The response object; res NULL: as it starts (in progress, no output). */
 static cJSON *render(const struct resp_req *rq, const struct resp_result *res,
-                     const struct oai_tool_out *calls)
+                     const struct textout_call *calls)
 {
     cJSON *o = cJSON_Duplicate(rq->object, true);
     if (!res) return o;
@@ -948,7 +960,7 @@ static bool blank(const char *s, size_t n)
 }
 
 /* The conversation to store: the request's messages and the assistant's answer. */
-static char *history_json(const struct resp_req *rq, const struct oai_tool_out *calls,
+static char *history_json(const struct resp_req *rq, const struct textout_call *calls,
                           int32_t n_calls)
 {
     cJSON *h = cJSON_Duplicate(rq->history, true);
@@ -1049,10 +1061,10 @@ static cJSON *part_json(const struct out_item *it, bool final)
 }
 
 static void open_item(struct strbuf *out, struct resp_req *rq, int kind, int32_t call,
-                      const struct oai_tool_out *calls);
+                      const struct textout_call *calls);
 
 /* Closes the open item: its text's done events, its part's, the item's. */
-static void close_item(struct strbuf *out, struct resp_req *rq, const struct oai_tool_out *calls,
+static void close_item(struct strbuf *out, struct resp_req *rq, const struct textout_call *calls,
                        const struct resp_result *res)
 {
     int32_t i = rq->open;
@@ -1078,7 +1090,7 @@ static void close_item(struct strbuf *out, struct resp_req *rq, const struct oai
 }
 
 static void open_item(struct strbuf *out, struct resp_req *rq, int kind, int32_t call,
-                      const struct oai_tool_out *calls)
+                      const struct textout_call *calls)
 {
     close_item(out, rq, calls, NULL);
     struct out_item *it = add_item(rq, kind, call, calls);
@@ -1128,7 +1140,7 @@ void resp_sse_begin(struct strbuf *out, struct resp_req *rq)
 
 void resp_sse_delta(struct strbuf *out, struct resp_req *rq, const char *reasoning,
                     size_t reasoning_len, const char *content, size_t content_len,
-                    const struct oai_tool_out *calls, int32_t n_calls)
+                    const struct textout_call *calls, int32_t n_calls)
 {
     if (reasoning_len) {
         if (!open_is(rq, ITEM_REASONING)) open_item(out, rq, ITEM_REASONING, 0, calls);
@@ -1181,4 +1193,49 @@ void resp_sse_end(struct strbuf *out, struct resp_req *rq, struct resp_store *st
     free(s);
     emit(out, rq, res->failed ? "response.failed"
                   : res->length ? "response.incomplete" : "response.completed", ev);
+}
+
+/* ==== On a chat session ==== */
+
+/* Choice 0's result; usage as the chat response counts it. */
+static struct resp_result result_of(const struct session *s)
+{
+    const struct sess_choice *h = &s->ch[0];
+    bool cut = !h->stop_hit && h->state >= REQ_FINISHED_ABORT;
+    return (struct resp_result){
+        .reasoning = h->reasoning.s, .content = h->content.s, .calls = h->out.tools.calls,
+        .n_calls = textout_n_calls(&h->out),
+        .length = !h->stop_hit && h->state == REQ_FINISHED_LENGTH,
+        .failed = !cut ? NULL
+                  : h->state == REQ_FINISHED_ABORT ? "the request was aborted"
+                                                   : "the engine failed while generating",
+        .input_tokens = s->n_prompt, .output_tokens = h->n_tokens,
+        .cached_tokens = h->state && !h->stop_hit ? h->usage.cached_tokens : 0,
+        .reasoning_tokens = h->n_think};
+}
+
+void resp_pump_stream(struct resp_req *rq, struct resp_store *store, struct session *s,
+                      struct strbuf *out)
+{
+    if (s->eof || s->n_ch < 1) return;
+    struct sess_choice *h = &s->ch[0];
+    if (!h->role_sent) resp_sse_begin(out, rq);
+    h->role_sent = true;
+    bool done = sess_pump(s);
+    resp_sse_delta(out, rq, h->reasoning.s, h->reasoning.n, h->content.s, h->content.n,
+                   h->out.tools.calls, textout_n_calls(&h->out));
+    h->content.n = h->reasoning.n = 0;
+    if (h->content.s) h->content.s[0] = 0;
+    if (h->reasoning.s) h->reasoning.s[0] = 0;
+    if (!done) return;
+    struct resp_result res = result_of(s);
+    resp_sse_end(out, rq, store, &res);
+    s->eof = true;
+    sess_record_finish(s);
+}
+
+char *resp_session_json(struct resp_req *rq, struct resp_store *store, struct session *s)
+{
+    struct resp_result res = result_of(s);
+    return resp_finish(rq, store, &res);
 }

@@ -32,6 +32,8 @@
 
 #include "engine/base.h"
 #include "server/openai.h"
+#include "server/session.h"
+#include "server/textout.h"
 
 /* ==== The store ==== */
 
@@ -44,6 +46,9 @@ void resp_store_free(struct resp_store *s); /* NULL ok */
 char *resp_store_get(struct resp_store *s, const char *id);
 /* Removes id; false when it was not there. */
 bool resp_store_delete(struct resp_store *s, const char *id);
+/* DELETE /v1/responses/{id}: removes id and returns {"id", "object": "response", "deleted":
+ * true} (malloc'ed), or NULL when it was not there. */
+char *resp_deleted_json(struct resp_store *s, const char *id);
 int32_t resp_store_count(struct resp_store *s);
 
 /* ==== Requests ==== */
@@ -69,7 +74,7 @@ bool resp_streaming(const struct resp_req *rq);
 struct resp_result {
     const char *reasoning;  /* the thinking text; NULL or "" = none */
     const char *content;    /* the answer text (after the tool-call parser) */
-    const struct oai_tool_out *calls; /* borrowed, (n_calls) */
+    const struct textout_call *calls; /* borrowed, (n_calls) */
     int32_t n_calls;
     bool length;            /* ended by max_output_tokens (status "incomplete") */
     const char *failed;     /* NULL, or why the output stopped short (status "failed") */
@@ -88,8 +93,17 @@ char *resp_finish(struct resp_req *rq, struct resp_store *store, const struct re
 void resp_sse_begin(struct strbuf *out, struct resp_req *rq);
 void resp_sse_delta(struct strbuf *out, struct resp_req *rq, const char *reasoning,
                     size_t reasoning_len, const char *content, size_t content_len,
-                    const struct oai_tool_out *calls, int32_t n_calls);
+                    const struct textout_call *calls, int32_t n_calls);
 void resp_sse_end(struct strbuf *out, struct resp_req *rq, struct resp_store *store,
                   const struct resp_result *res);
+
+/* ==== On a chat session (session.h; its one choice) ==== */
+
+/* Streaming: one pump, the events appended to out; after the end, s->eof and the request
+ * recorded in the metrics. */
+void resp_pump_stream(struct resp_req *rq, struct resp_store *store, struct session *s,
+                      struct strbuf *out);
+/* Non-streaming, after sess_pump returned true: the response object (resp_finish). */
+char *resp_session_json(struct resp_req *rq, struct resp_store *store, struct session *s);
 
 #endif

@@ -226,7 +226,9 @@ static void consume(struct session *s, struct sess_choice *h, const struct req_e
                                        ev->top_ids, ev->top_lp, h->text_len, s->q.tokens_as_ids);
         h->n_lp++;
     }
+    int think_before = h->out.text.think;
     int stopped = textout_push(&h->out, ev->token, &h->content, &h->reasoning);
+    if (think_before == TEXTOUT_THINK_IN || h->out.text.think == TEXTOUT_THINK_IN) h->n_think++;
     if (!s->q.include_reasoning) { /* include_reasoning: false drops the thinking text */
         h->reasoning.n = 0;
         if (h->reasoning.s) h->reasoning.s[0] = 0;

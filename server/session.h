@@ -82,6 +82,7 @@ struct sess_choice {
     struct cJSON *plp;          /* prompt_logprobs being returned (owned) */
     bool stop_token_hit;        /* a stop_token_ids entry ended the choice */
     int32_t stop_token;
+    int32_t n_think;            /* tokens from <think> through </think> (Responses usage) */
 };
 
 struct session {
