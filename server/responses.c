@@ -231,6 +231,11 @@ bool resp_streaming(const struct resp_req *rq)
     return rq->stream;
 }
 
+const char *resp_id(const struct resp_req *rq)
+{
+    return rq->id;
+}
+
 void resp_req_free(struct resp_req *rq)
 {
     if (!rq) return;

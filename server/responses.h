@@ -67,6 +67,7 @@ void resp_req_free(struct resp_req *rq); /* NULL ok */
  * ...) to name the Responses field the client sent. */
 void resp_map_err(const struct resp_req *rq, struct vlm_err *err);
 bool resp_streaming(const struct resp_req *rq);
+const char *resp_id(const struct resp_req *rq); /* "resp_..." */
 
 /* ==== Results ==== */
 
