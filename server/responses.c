@@ -215,6 +215,8 @@ struct resp_req {
     cJSON *history;       /* owned: the conversation as chat messages, without instructions */
     char **src;           /* owned, (n_src): the Responses field of each chat message */
     int32_t n_src;
+    char **img_src;       /* owned, (n_img): the Responses field of each image, in order */
+    int32_t n_img;
     /* output */
     struct out_item *items;
     int32_t n_items, cap_items;
@@ -243,6 +245,8 @@ void resp_req_free(struct resp_req *rq)
     cJSON_Delete(rq->history);
     for (int32_t i = 0; i < rq->n_src; i++) free(rq->src[i]);
     free(rq->src);
+    for (int32_t i = 0; i < rq->n_img; i++) free(rq->img_src[i]);
+    free(rq->img_src);
     for (int32_t i = 0; i < rq->n_items; i++) sb_free(&rq->items[i].text);
     free(rq->items);
     sb_free(&rq->held);
@@ -286,10 +290,17 @@ static void add_src(struct resp_req *rq, const char *src)
     rq->src[rq->n_src++] = xstrdup(src);
 }
 
+/* Media errors name the conversation's k-th image ("messages.image[k]", prep.c). */
+static void add_img_src(struct resp_req *rq, const char *src)
+{
+    rq->img_src = xrealloc(rq->img_src, sizeof *rq->img_src * (size_t)(rq->n_img + 1));
+    rq->img_src[rq->n_img++] = xstrdup(src);
+}
+
 /* A message's content: a string, or a list of input_text / output_text / refusal /
  * input_image parts -> chat parts, one for one (so "content[j]" names the same part). */
-static int convert_content(const cJSON *content, const char *param, cJSON **out,
-                           struct vlm_err *err)
+static int convert_content(struct resp_req *rq, const cJSON *content, const char *param,
+                           cJSON **out, struct vlm_err *err)
 {
     char p[96];
     if (cJSON_IsString(content)) {
@@ -332,6 +343,8 @@ static int convert_content(const cJSON *content, const char *param, cJSON **out,
                              !strcmp(detail->valuestring, "high") ||
                              !strcmp(detail->valuestring, "original"))))
                 return bad_type(err, p, "\"auto\", \"low\", \"high\" or \"original\"");
+            pfmt(p, sizeof p, "%s[%d].image_url", param, j);
+            add_img_src(rq, p);
             cJSON_AddStringToObject(part, "type", "image_url");
             cJSON *iu = cJSON_AddObjectToObject(part, "image_url");
             cJSON_AddStringToObject(iu, "url", url->valuestring);
@@ -394,7 +407,7 @@ static int convert_input(const cJSON *input, struct resp_req *rq, cJSON *msgs,
             cJSON *content = NULL;
             const cJSON *c = get(it, "content");
             if (!c) return bad_type(err, p, "a string or an array of content parts");
-            rc = convert_content(c, p, &content, err);
+            rc = convert_content(rq, c, p, &content, err);
             if (rc) {
                 cJSON_Delete(content);
                 return rc;
@@ -433,7 +446,7 @@ static int convert_input(const cJSON *input, struct resp_req *rq, cJSON *msgs,
             pfmt(p, sizeof p, "input[%d].output", i);
             if (!output) return bad_type(err, p, "a string or an array of content parts");
             cJSON *content = NULL;
-            rc = convert_content(output, p, &content, err);
+            rc = convert_content(rq, output, p, &content, err);
             if (rc) {
                 cJSON_Delete(content);
                 return rc;
@@ -735,6 +748,11 @@ static int build(const cJSON *root, struct pyjson_span body, const struct oai_li
             cJSON_AddItemToArray(rq->history, cJSON_Duplicate(m, true));
             cJSON_AddItemToArray(msgs, cJSON_Duplicate(m, true));
             add_src(rq, "previous_response_id");
+            const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+            for (const cJSON *part = cJSON_IsArray(content) ? content->child : NULL; part;
+                 part = part->next)
+                if (cJSON_GetObjectItemCaseSensitive(part, "image_url"))
+                    add_img_src(rq, "previous_response_id");
         }
         cJSON_Delete(past);
     }
@@ -820,6 +838,9 @@ void resp_map_err(const struct resp_req *rq, struct vlm_err *err)
         bool keep = !strncmp(src, "input[", 6) && !strncmp(rest, ".content", 8);
         snprintf(out, sizeof out, "%s%s", src, keep ? rest : "");
         if (!strcmp(src, "instructions") || !strcmp(src, "input")) snprintf(out, sizeof out, "%s", src);
+    } else if (!strncmp(p, "messages.image[", 15) && sscanf(p + 15, "%d", &k) == 1 && k >= 0 &&
+               k < rq->n_img) {
+        snprintf(out, sizeof out, "%s", rq->img_src[k]);
     } else if (!strcmp(p, "messages")) {
         snprintf(out, sizeof out, "input");
     } else if (!strcmp(p, "max_tokens")) {
