@@ -801,9 +801,10 @@ int resp_parse(const char *body, size_t len, const struct oai_limits *lim,
     const cJSON *model = get(root, "model");
     if (model && cJSON_IsString(model) && lim->model_name &&
         strcmp(model->valuestring, lim->model_name)) {
+        rc = vlm_err_param(err, VLM_EINVAL, 404, "model", "The model `%.80s` does not exist.",
+                           model->valuestring);
         cJSON_Delete(root);
-        return vlm_err_param(err, VLM_EINVAL, 404, "model", "The model `%.80s` does not exist.",
-                             model->valuestring);
+        return rc;
     }
     struct resp_req *rq = xcalloc(1, sizeof *rq);
     rq->open = -1;
