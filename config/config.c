@@ -74,6 +74,8 @@ static const struct config_opt config_options[] = {
     I64("seed", sched.seed, 0, INT64_MAX, "0", "base seed for requests that do not set one (0: the clock)"),
     FLT("max-step-ms", sched.max_step_ms, 0, 3600000, "500", "prefill chunks are sized from measured step times so that an engine step takes about this long (other requests wait at most one step); 0 = chunks of up to max-num-batched-tokens"),
     I32("max-waiting", api.max_waiting, 1, 1 << 24, "1024", "queued requests before new ones are answered 503"),
+    I32("responses-store-size", api.responses_store_size, 0, 1 << 24, "1024", "finished Responses API objects kept in memory for GET /v1/responses/{id} and previous_response_id (least recently used dropped first); 0 = none"),
+    SIZE("responses-store-bytes", api.responses_store_bytes, KiB, 64 * GiB, "256MiB", "bytes the stored responses and their conversations may take together (least recently used dropped first)"),
     /* HTTP */
     STR("host", http.host, "0.0.0.0", "address to listen on"),
     I32("port", http.port, 0, 65535, "8000", "TCP port to listen on; 0 = any free port"),

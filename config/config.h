@@ -73,6 +73,8 @@ struct config_api {
     enum config_wrap image_start_end_tokens;
     int32_t prep_threads;             /* request-preparation workers */
     int32_t max_waiting;              /* queued requests before new ones get 503 */
+    int32_t responses_store_size;     /* stored Responses API objects (server/responses.h) */
+    int64_t responses_store_bytes;    /* their bytes together */
 };
 
 /* The scheduler (scheduler/). */

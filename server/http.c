@@ -1,6 +1,7 @@
 /*
- * http.c: libmicrohttpd daemon, routing, suspend/resume streaming, SSE. See http.h for the
- * request lifecycle.
+ * http.c: the transport: libmicrohttpd daemon, routing, body reading, the API key, CORS,
+ * suspend/resume, the SSE response, error replies. A completion's content is its session's
+ * (session.h). See http.h for the request lifecycle.
  */
 #include "server/http.h"
 
@@ -9,7 +10,6 @@
 #include <libavutil/mem.h>
 #include <libavutil/sha.h>
 #include <errno.h>
-#include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -22,13 +22,15 @@
 
 #include "server/fetch.h"
 #include "server/openai.h"
-#include "server/structured.h"
+#include "server/responses.h"
+#include "server/session.h"
+#include "server/utf8.h"
 #include "server/web.h"
 
 /* ==== Data structures ====
  * struct conn is one HTTP request (MHD's per-request context). Its owners, counted in refs:
- * MHD (until the completion callback), a queued prep job, each struct request built for it
- * (released by the request's cleanup, so the engine thread's notify never sees a freed
+ * MHD (until the completion callback), a queued prep job, each struct request its session
+ * built (sess_hooks; released by the request's cleanup, so the engine thread's notify never sees a freed
  * conn), and a streaming response (released by its free callback). The mutex guards the
  * suspend/resume handshake and the closed flag; everything else is touched by one thread at
  * a time (the prep worker before it resumes the connection, the HTTP thread after). */
@@ -36,7 +38,8 @@
 enum route {
     ROUTE_NONE, ROUTE_CHAT, ROUTE_COMPLETION, ROUTE_TOKENIZE, ROUTE_DETOKENIZE, ROUTE_MODELS,
     ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS, ROUTE_PAGE, ROUTE_BAD_METHOD, ROUTE_PREFLIGHT,
-    ROUTE_VERSION, ROUTE_PING, ROUTE_INVOCATIONS, ROUTE_MODEL, ROUTE_TOKENIZER_INFO
+    ROUTE_VERSION, ROUTE_PING, ROUTE_INVOCATIONS, ROUTE_MODEL, ROUTE_TOKENIZER_INFO,
+    ROUTE_RESPONSES, ROUTE_RESPONSE_GET, ROUTE_RESPONSE_DELETE /* server/responses.h */
 };
 
 #define HTTP_SERVER_VERSION "0.1.0" /* GET /version */
@@ -44,34 +47,6 @@ enum route {
 enum phase { PHASE_BODY, PHASE_PREP, PHASE_RUN, PHASE_SENT };
 
 #define HTTP_INLINE_PARSE_BYTES 65536 /* bodies above this are parsed by a prep worker */
-
-struct choice {
-    struct request *r;          /* the HTTP side's reference; NULL once released */
-    bool submitted;
-    struct oai_text text;
-    struct strbuf content, reasoning; /* stream: this pump's delta; else everything */
-    bool tools_on;              /* tools given, tool_choice "auto": content goes through tools */
-    struct oai_tools tools;     /* the hermes parser (owned); calls found so far */
-    struct strbuf raw;          /* scratch: content before the tools parser */
-    int32_t n_calls_sent;       /* stream: tool calls already sent */
-    cJSON *lp;                  /* logprobs being built (owned), NULL without logprobs */
-    int32_t n_lp;               /* entries in lp */
-    int32_t n_tokens;           /* completion tokens counted so far */
-    int32_t text_len;           /* bytes of text released (completion text_offset) */
-    int state;                  /* final enum req_state, 0 while running */
-    bool stop_hit;              /* a stop string ended this choice */
-    bool done, role_sent;
-    struct req_usage usage;     /* from the stream when it finished */
-    uint64_t t_last_ns;
-    /* completions batches, echo and vLLM's extras (choices.c) */
-    int32_t prompt_idx;         /* the prompt of the batch this choice continues */
-    struct i32_vec ids;         /* output ids so far (return_token_ids) */
-    int32_t ids_sent;           /* stream: ids already sent */
-    bool prelude_done;          /* the echoed prompt / prompt logprobs taken */
-    cJSON *plp;                 /* prompt_logprobs being returned (owned) */
-    bool stop_token_hit;        /* a stop_token_ids entry ended the choice */
-    int32_t stop_token;
-};
 
 struct conn {
     _Atomic int refs;
@@ -83,21 +58,15 @@ struct conn {
     int64_t body_held;          /* bytes of body counted in srv->body_bytes */
     bool too_big;               /* the body passed --max-body-bytes: dropped, 413 at its end */
     bool over_budget;           /* all bodies together passed the server's cap: dropped, 503 */
-    uint64_t t_start_ns, t_first_ns;
-    struct oai_request q;       /* owned */
-    struct oai_meta meta;
+    struct session sess;        /* the request (sess.q) and, for completions, its choices */
     /* written by the prep worker, read after resume */
     int prep_rc;
     struct vlm_err err;
     char *result;               /* owned JSON for tokenize / detokenize */
-    int32_t n_prompt;
-    struct choice *ch;          /* owned, (n_ch) */
-    int32_t n_ch;
-    struct i32_vec *prompt_ids; /* owned, (n_prompts): each prompt as submitted */
-    int32_t n_prompts;
     char *req_id;               /* owned; the client's X-Request-Id, echoed */
-    char *url_tail;             /* owned; GET /v1/models/{id}: the id */
-    bool ch_ready;              /* ch[] complete (guarded by mu) */
+    char *url_tail;             /* owned; /v1/models/{id}, /v1/responses/{id}: the id */
+    struct resp_req *resp;      /* owned; POST /v1/responses: its shapes around the session */
+    bool ch_ready;              /* sess.ch[] complete (guarded by mu) */
     bool prep_done;             /* the worker is finished with the fields above (mu) */
     /* suspend / resume */
     pthread_mutex_t mu;
@@ -105,7 +74,7 @@ struct conn {
     /* response */
     struct strbuf out;          /* SSE bytes not yet handed to MHD */
     size_t out_off;
-    bool eof, error_sent, inflight, recorded;
+    bool inflight;
     bool parse_later;           /* a big body: the prep worker parses it */
     bool gone;                  /* the client left (seen by client_gone) */
     bool close;                 /* answered before the body was read: the connection closes */
@@ -114,6 +83,7 @@ struct conn {
 
 struct http_server {
     struct http_deps d;
+    struct sess_env env;        /* what every session borrows (from d) */
     struct oai_limits lim;
     struct MHD_Daemon *mhd;
     uint16_t port;
@@ -125,6 +95,7 @@ struct http_server {
     pthread_mutex_t live_mu;
     struct conn *live;          /* conns with work under way */
     char *models_json;          /* owned, GET /v1/models body */
+    struct resp_store *responses; /* owned; finished Responses API objects */
     char csp[512];              /* the page's Content-Security-Policy */
 };
 
@@ -179,24 +150,10 @@ static void conn_retain(struct conn *c)
 static void conn_release(struct conn *c)
 {
     if (atomic_fetch_sub(&c->refs, 1) != 1) return;
-    for (int32_t i = 0; i < c->n_ch; i++) {
-        struct choice *h = &c->ch[i];
-        VLM_ASSERT(!h->r);
-        oai_text_destroy(&h->text);
-        oai_tools_destroy(&h->tools);
-        sb_free(&h->raw);
-        sb_free(&h->content);
-        sb_free(&h->reasoning);
-        cJSON_Delete(h->lp);
-        cJSON_Delete(h->plp);
-        i32_vec_free(&h->ids);
-    }
-    free(c->ch);
-    for (int32_t i = 0; i < c->n_prompts; i++) i32_vec_free(&c->prompt_ids[i]);
-    free(c->prompt_ids);
+    sess_destroy(&c->sess);
     free(c->req_id);
     free(c->url_tail);
-    oai_request_destroy(&c->q);
+    resp_req_free(c->resp);
     body_free(c);
     sb_free(&c->out);
     free(c->result);
@@ -446,300 +403,6 @@ static enum MHD_Result send_error_msg(struct conn *c, int status, int code, cons
     return send_error(c, &e);
 }
 
-/* ==== Choices: from stream events to text ====
- * pump() drains every choice's stream once. Each event is counted for usage, gets its
- * logprob entry, and goes through the text pipeline; a stop string found there aborts the
- * request in the scheduler (the only way text flows back). */
-
-static const char *finish_name(const struct choice *h)
-{
-    bool calls = h->tools_on && h->tools.n_calls > 0;
-    if (calls && (h->stop_hit || h->state == REQ_FINISHED_STOP || h->state == REQ_FINISHED_LENGTH))
-        return "tool_calls";
-    if (h->stop_hit) return "stop";
-    switch (h->state) {
-    case REQ_FINISHED_STOP: return "stop";
-    case REQ_FINISHED_LENGTH: return "length";
-    case REQ_FINISHED_ABORT: return "abort";
-    default: return "error";
-    }
-}
-
-static void consume(struct conn *c, struct choice *h, const struct req_event *ev)
-{
-    struct http_server *s = c->srv;
-    if (h->stop_hit) return;
-    uint64_t now = vlm_now_ns();
-    if (!c->t_first_ns) {
-        c->t_first_ns = now;
-        metrics_hist_observe(&s->d.metrics->ttft, (double)(now - c->t_start_ns) / 1e9);
-    } else if (h->t_last_ns) {
-        metrics_hist_observe(&s->d.metrics->itl, (double)(now - h->t_last_ns) / 1e9);
-    }
-    h->t_last_ns = now;
-    h->n_tokens++;
-    if (c->q.echo_only) return; /* the one token generated under echo + max_tokens 0 */
-    i32_vec_push(&h->ids, ev->token);
-    if (ev->is_stop) {
-        for (int32_t i = 0; i < c->q.n_stop_ids; i++)
-            if (ev->token == c->q.stop_ids[i]) h->stop_token_hit = true;
-        for (int32_t i = 0; i < s->d.n_eos && !c->q.ignore_eos; i++)
-            if (ev->token == s->d.eos_ids[i]) h->stop_token_hit = false; /* EOS: null */
-        h->stop_token = ev->token;
-        return;
-    }
-    size_t before = h->content.n;
-    if (h->lp) {
-        int32_t n_top = VLM_MIN(ev->n_top, c->q.top_logprobs);
-        if (c->route == ROUTE_CHAT)
-            oai_logprob_add_chat(h->lp, s->d.tok, ev->token, ev->logprob, n_top, ev->top_ids,
-                                 ev->top_lp, c->q.tokens_as_ids);
-        else
-            oai_logprob_add_completion(h->lp, s->d.tok, ev->token, ev->logprob, n_top,
-                                       ev->top_ids, ev->top_lp, h->text_len, c->q.tokens_as_ids);
-        h->n_lp++;
-    }
-    int stopped = oai_text_push(&h->text, ev->token, h->tools_on ? &h->raw : &h->content,
-                                &h->reasoning);
-    if (h->tools_on) {
-        oai_tools_push(&h->tools, h->raw.s, h->raw.n, &h->content);
-        h->raw.n = 0;
-    }
-    if (!c->q.include_reasoning) { /* include_reasoning: false drops the thinking text */
-        h->reasoning.n = 0;
-        if (h->reasoning.s) h->reasoning.s[0] = 0;
-    }
-    if (stopped) {
-        h->stop_hit = true;
-        sched_abort(s->d.loop, h->r->id, REQ_FINISHED_STOP);
-    }
-    h->text_len += (int32_t)(h->content.n - before);
-}
-
-/* Before a choice's first output: what comes from the prompt. echo (completions) puts the
- * prompt's text in front of the output and, with logprobs, the prompt tokens' entries in
- * front of the output's (the first one null, as vLLM writes it); prompt_logprobs builds
- * vLLM's list. Both read the request's prompt logprobs, complete once the request has an
- * event or has finished (request.h). */
-static void prelude(struct conn *c, struct choice *h)
-{
-    struct http_server *s = c->srv;
-    const struct request *r = h->r;
-    const struct i32_vec *p = &c->prompt_ids[h->prompt_idx];
-    const struct req_prompt_lp *pl = &r->plp;
-    bool have = pl->lp && pl->n_done >= (int32_t)p->n;
-    bool as_ids = c->q.tokens_as_ids;
-    h->prelude_done = true;
-    if (c->q.prompt_logprobs >= 0 && have) {
-        h->plp = cJSON_CreateArray();
-        cJSON_AddItemToArray(h->plp, cJSON_CreateNull());
-        for (size_t t = 1; t < p->n; t++)
-            cJSON_AddItemToArray(h->plp, oai_prompt_logprob_entry(
-                s->d.tok, p->v[t], pl->lp[t], pl->rank[t], pl->n_top,
-                pl->top_ids + t * (size_t)pl->n_top, pl->top_lp + t * (size_t)pl->n_top, as_ids));
-    }
-    if (!c->q.echo) return;
-    if (c->route == ROUTE_CHAT) {
-        /* vLLM: the reply starts with the last message when that has the reply's role, i.e.
-         * an assistant message continued with add_generation_prompt false */
-        const struct oai_message *last = &c->q.msgs[c->q.n_msgs - 1];
-        if (!c->q.add_generation_prompt && last->role == OAI_ROLE_ASSISTANT)
-            oai_utf8_sanitize(&h->content, last->text, strlen(last->text));
-        return;
-    }
-    const struct oai_prompt *op = &c->q.prompts[h->prompt_idx];
-    if (op->text && !c->q.truncate_prompt_tokens) {
-        sb_append(&h->content, op->text, op->len);
-    } else {
-        struct strbuf t = {0};
-        tok_decode(s->d.tok, p->v, p->n, c->q.skip_special_tokens, &t);
-        oai_utf8_sanitize(&h->content, t.s ? t.s : "", t.n);
-        sb_free(&t);
-    }
-    if (h->lp && have) {
-        int32_t off = 0;
-        for (size_t t = 0; t < p->n; t++) {
-            size_t nb = 0;
-            tok_bytes(s->d.tok, p->v[t], &nb);
-            int32_t k = VLM_MIN(pl->n_top, c->q.top_logprobs);
-            oai_logprob_add_completion(h->lp, s->d.tok, p->v[t], t ? pl->lp[t] : NAN, t ? k : 0,
-                                       pl->top_ids + t * (size_t)pl->n_top,
-                                       pl->top_lp + t * (size_t)pl->n_top, off, as_ids);
-            off += (int32_t)nb;
-            h->n_lp++;
-        }
-    }
-    h->text_len = (int32_t)h->content.n;
-}
-
-static cJSON *new_lp(const struct conn *c)
-{
-    if (!c->q.logprobs) return NULL;
-    return c->route == ROUTE_CHAT ? cJSON_CreateArray() : oai_logprobs_completion_new();
-}
-
-/* Drains choice h. Returns true if it is done. */
-static bool pump_choice(struct conn *c, struct choice *h)
-{
-    if (h->done) return true;
-    struct req_event ev[16];
-    int state = 0;
-    struct req_usage u = {0};
-    int32_t k;
-    do {
-        k = req_stream_read(h->r, ev, (int32_t)ARRAY_LEN(ev), &state, &u);
-        if (!h->prelude_done && (k > 0 || req_state_finished(state))) prelude(c, h);
-        for (int32_t j = 0; j < k; j++) consume(c, h, &ev[j]);
-    } while (k == (int32_t)ARRAY_LEN(ev));
-    if (h->stop_hit || req_state_finished(state)) {
-        if (!h->stop_hit) {
-            size_t before = h->content.n;
-            oai_text_finish(&h->text, h->tools_on ? &h->raw : &h->content, &h->reasoning);
-            h->text_len += (int32_t)(h->content.n - before);
-        }
-        if (h->tools_on) {
-            oai_tools_push(&h->tools, h->raw.s, h->raw.n, &h->content);
-            h->raw.n = 0;
-            oai_tools_finish(&h->tools, &h->content);
-        }
-        h->state = req_state_finished(state) ? state : REQ_FINISHED_STOP;
-        if (req_state_finished(state)) h->usage = u;
-        h->done = true;
-    }
-    return h->done;
-}
-
-static struct oai_usage conn_usage(const struct conn *c)
-{
-    struct oai_usage u = {.prompt_tokens = c->n_prompt, .cached_tokens = -1};
-    for (int32_t i = 0; i < c->n_ch; i++) {
-        u.completion_tokens += c->ch[i].n_tokens;
-        if (c->ch[i].state && !c->ch[i].stop_hit && u.cached_tokens < 0)
-            u.cached_tokens = c->ch[i].usage.cached_tokens;
-    }
-    if (u.cached_tokens < 0) u.cached_tokens = 0;
-    return u;
-}
-
-static void record_finish(struct conn *c)
-{
-    struct metrics *m = c->srv->d.metrics;
-    if (c->recorded) return;
-    c->recorded = true;
-    struct oai_usage u = conn_usage(c);
-    atomic_fetch_add(&m->prompt_tokens, (uint64_t)u.prompt_tokens);
-    atomic_fetch_add(&m->generation_tokens, (uint64_t)u.completion_tokens);
-    for (int32_t i = 0; i < c->n_ch; i++) {
-        const struct choice *h = &c->ch[i];
-        int f = h->stop_hit || h->state == REQ_FINISHED_STOP ? METRICS_FINISH_STOP
-                : h->state == REQ_FINISHED_LENGTH           ? METRICS_FINISH_LENGTH
-                : h->state == REQ_FINISHED_ABORT            ? METRICS_FINISH_ABORT
-                                                            : METRICS_FINISH_ERROR;
-        atomic_fetch_add(&m->finished[f], 1);
-    }
-    double ms = (double)(vlm_now_ns() - c->t_start_ns) / 1e6;
-    metrics_hist_observe(&m->e2e, ms / 1e3);
-    const struct choice *h0 = c->n_ch ? &c->ch[0] : NULL;
-    uint64_t id = h0 && h0->r ? h0->r->id : 0;
-    bool bad = h0 && !h0->stop_hit && h0->state >= REQ_FINISHED_ABORT;
-    if (bad) log_info("req=%llu %s n=%d prompt=%d completion=%d finish=%s %.1f ms",
-                      (unsigned long long)id, c->route == ROUTE_CHAT ? "chat" : "completion",
-                      (int)c->n_ch, (int)u.prompt_tokens, (int)u.completion_tokens,
-                      finish_name(h0), ms);
-    else log_debug("req=%llu %s n=%d prompt=%d completion=%d finish=%s %.1f ms",
-                   (unsigned long long)id, c->route == ROUTE_CHAT ? "chat" : "completion",
-                   (int)c->n_ch, (int)u.prompt_tokens, (int)u.completion_tokens,
-                   h0 ? finish_name(h0) : "-", ms);
-}
-
-/* A stream chunk's extras for choice h (vLLM's): the usage so far
- * (continuous_usage_stats), the ids since the last chunk and, on the first chunk, the
- * prompt's ids (return_token_ids), the stop_reason. */
-static struct oai_chunk_extra chunk_extra(struct conn *c, struct choice *h,
-                                          struct oai_usage *u)
-{
-    struct oai_chunk_extra x = {.stop_str = h->stop_hit ? c->q.stop[h->text.stop_idx] : NULL,
-                                .has_stop_token = h->stop_token_hit,
-                                .stop_token = h->stop_token};
-    if (c->q.continuous_usage) {
-        *u = (struct oai_usage){.prompt_tokens = (int32_t)c->prompt_ids[h->prompt_idx].n,
-                                .completion_tokens = h->n_tokens, .cached_tokens = -1};
-        x.usage = u;
-    }
-    if (c->q.return_token_ids) {
-        x.token_ids = h->ids.v + h->ids_sent;
-        x.n_token_ids = (int32_t)h->ids.n - h->ids_sent;
-        h->ids_sent = (int32_t)h->ids.n;
-        if (!h->role_sent) {
-            x.prompt_ids = c->prompt_ids[h->prompt_idx].v;
-            x.n_prompt_ids = (int32_t)c->prompt_ids[h->prompt_idx].n;
-        }
-    }
-    return x;
-}
-
-/* Streaming: one pump over all choices, SSE chunks appended to c->out. */
-static void pump_stream(struct conn *c)
-{
-    bool all = true;
-    for (int32_t i = 0; i < c->n_ch; i++) {
-        struct choice *h = &c->ch[i];
-        if (h->done) continue;
-        bool chat = c->route == ROUTE_CHAT;
-        struct oai_usage cu;
-        if (chat && !h->role_sent) {
-            struct oai_chunk_extra x = chunk_extra(c, h, &cu);
-            oai_sse_chunk_x(&c->out, &c->meta, i, "assistant", "", 0, NULL, 0, NULL, NULL, &x);
-            h->role_sent = true;
-        }
-        bool done = pump_choice(c, h);
-        if (done && h->state == REQ_FINISHED_ERROR && !h->stop_hit) {
-            if (!c->error_sent) {
-                struct vlm_err e;
-                vlm_err_set(&e, VLM_EDEVICE, 500, "the engine failed while generating");
-                oai_sse_error(&c->out, &e);
-                c->error_sent = true;
-            }
-        } else {
-            /* content first, then the calls completed in this pump; the finish reason
-             * rides on the last chunk */
-            int32_t new_calls = h->tools_on ? h->tools.n_calls - h->n_calls_sent : 0;
-            const char *fin = done ? finish_name(h) : NULL;
-            if (h->content.n || h->reasoning.n || h->n_lp || (done && !new_calls)) {
-                struct oai_chunk_extra x = chunk_extra(c, h, &cu);
-                oai_sse_chunk_x(&c->out, &c->meta, i, NULL, h->content.n ? h->content.s : NULL,
-                                h->content.n, h->reasoning.n ? h->reasoning.s : NULL,
-                                h->reasoning.n, new_calls ? NULL : fin, h->n_lp ? h->lp : NULL,
-                                &x);
-                h->role_sent = true;
-                if (h->n_lp) {
-                    h->lp = new_lp(c);
-                    h->n_lp = 0;
-                }
-            }
-            if (new_calls) {
-                oai_sse_tool_calls(&c->out, &c->meta, i, h->tools.calls, h->n_calls_sent,
-                                   new_calls, fin);
-                h->n_calls_sent = h->tools.n_calls;
-            }
-        }
-        h->content.n = 0;
-        if (h->content.s) h->content.s[0] = 0;
-        h->reasoning.n = 0;
-        if (h->reasoning.s) h->reasoning.s[0] = 0;
-        if (!done) all = false;
-    }
-    if (all && !c->eof) {
-        if (c->q.include_usage && !c->error_sent) {
-            struct oai_usage u = conn_usage(c);
-            oai_sse_usage(&c->out, &c->meta, &u);
-        }
-        oai_sse_done(&c->out);
-        c->eof = true;
-        record_finish(c);
-    }
-}
-
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
@@ -752,10 +415,11 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             if (c->out_off == c->out.n) c->out.n = c->out_off = 0;
             return (ssize_t)n;
         }
-        if (c->eof) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (c->sess.eof) return MHD_CONTENT_READER_END_OF_STREAM;
         clear_wake(c);
-        pump_stream(c);
-        if (c->out.n > c->out_off || c->eof) continue;
+        if (c->resp) resp_pump_stream(c->resp, c->srv->responses, &c->sess, &c->out);
+        else sess_pump_stream(&c->sess, &c->out);
+        if (c->out.n > c->out_off || c->sess.eof) continue;
         if (conn_suspend(c)) return 0;
     }
 }
@@ -795,165 +459,46 @@ static enum MHD_Result continue_plain(struct conn *c)
 {
     for (;;) {
         clear_wake(c);
-        bool all = true;
-        for (int32_t i = 0; i < c->n_ch; i++) all &= pump_choice(c, &c->ch[i]);
-        if (all) break;
+        if (sess_pump(&c->sess)) break;
         if (!c->gone && client_gone(c)) {
             c->gone = true;
             atomic_fetch_add(&c->srv->d.metrics->client_disconnects, 1);
-            for (int32_t i = 0; i < c->n_ch; i++)
-                if (c->ch[i].submitted && !c->ch[i].done)
-                    sched_abort(c->srv->d.loop, c->ch[i].r->id, REQ_FINISHED_ABORT);
-            log_info("http: client went away; %d request(s) aborted", (int)c->n_ch);
+            sess_abort_running(&c->sess);
+            log_info("http: client went away; %d request(s) aborted", (int)c->sess.n_ch);
         }
         if (conn_suspend(c)) return MHD_YES;
     }
-    record_finish(c);
-    for (int32_t i = 0; i < c->n_ch; i++)
-        if (c->ch[i].state == REQ_FINISHED_ERROR && !c->ch[i].stop_hit)
-            return send_error_msg(c, 500, VLM_EDEVICE, NULL, "the engine failed while generating");
+    sess_record_finish(&c->sess);
+    if (sess_failed(&c->sess))
+        return send_error_msg(c, 500, VLM_EDEVICE, NULL, "the engine failed while generating");
     /* cut short by the end of the drain: no partial answer, the client may retry elsewhere */
-    for (int32_t i = 0; i < c->n_ch; i++)
-        if (c->ch[i].state == REQ_FINISHED_ABORT && !c->ch[i].stop_hit &&
-            atomic_load(&c->srv->aborting))
-            return send_error_msg(c, 503, VLM_EINVAL, NULL,
-                                  "the server is shutting down; the request was aborted");
-    struct oai_choice_out *co = xcalloc((size_t)c->n_ch, sizeof *co);
-    for (int32_t i = 0; i < c->n_ch; i++) {
-        struct choice *h = &c->ch[i];
-        co[i].content = h->content.s ? h->content.s : "";
-        if (h->tools_on && h->tools.n_calls > 0) {
-            /* vLLM: the text before the calls, null when there is none */
-            bool blank = true;
-            for (size_t k = 0; k < h->content.n && blank; k++)
-                blank = h->content.s[k] == ' ' || h->content.s[k] == '\n' ||
-                        h->content.s[k] == '\t' || h->content.s[k] == '\r';
-            if (blank) co[i].content = NULL;
-            co[i].tool_calls = h->tools.calls;
-            co[i].n_tool_calls = h->tools.n_calls;
-        }
-        co[i].reasoning = h->reasoning.s;
-        co[i].finish = finish_name(h);
-        co[i].logprobs = h->lp;
-        h->lp = NULL;
-        co[i].stop_str = h->stop_hit ? c->q.stop[h->text.stop_idx] : NULL;
-        co[i].has_stop_token = h->stop_token_hit;
-        co[i].stop_token = h->stop_token;
-        if (c->q.return_token_ids) {
-            static const int32_t no_ids[1];
-            co[i].token_ids = h->ids.v ? h->ids.v : no_ids;
-            co[i].n_token_ids = (int32_t)h->ids.n;
-            co[i].prompt_ids = c->prompt_ids[h->prompt_idx].v;
-            co[i].n_prompt_ids = (int32_t)c->prompt_ids[h->prompt_idx].n;
-        }
-        co[i].prompt_logprobs = h->plp;
-        h->plp = NULL;
-    }
-    struct oai_usage u = conn_usage(c);
-    char *json = oai_response_json(&c->meta, co, c->n_ch, &u);
-    free(co);
-    return send_json(c, 200, json);
+    if (sess_aborted(&c->sess) && atomic_load(&c->srv->aborting))
+        return send_error_msg(c, 503, VLM_EINVAL, NULL,
+                              "the server is shutting down; the request was aborted");
+    if (c->resp) return send_json(c, 200, resp_session_json(c->resp, c->srv->responses, &c->sess));
+    return send_json(c, 200, sess_response_json(&c->sess));
 }
 
 /* ==== Preparation (prep worker threads) ==== */
 
-/* Builds and submits one request per choice: n for each of the n_pp prompts, choice index
- * prompt * n + sample (vLLM's order). */
-static int make_requests(struct conn *c, struct prep_prompt *pps, int32_t n_pp)
+static void conn_retain_hook(void *user)
+{
+    conn_retain(user);
+}
+
+/* Prepares and submits the session's choices, then publishes them to http_abort_all. */
+static int start_session(struct conn *c)
 {
     struct http_server *s = c->srv;
-    const struct oai_request *q = &c->q;
-    int32_t n_ch = n_pp * q->n;
-    c->prompt_ids = xcalloc((size_t)n_pp, sizeof *c->prompt_ids);
-    c->n_prompts = n_pp;
-    c->n_prompt = 0;
-    for (int32_t k = 0; k < n_pp; k++) {
-        i32_vec_append(&c->prompt_ids[k], pps[k].ids.v, pps[k].ids.n);
-        c->n_prompt += (int32_t)pps[k].ids.n;
-    }
-    struct choice *ch = xcalloc((size_t)n_ch, sizeof *ch);
-    struct req_params rp = {0};
-    rp.sp = q->sp;
-    memcpy(rp.stop_ids, q->stop_ids, sizeof rp.stop_ids);
-    rp.n_stop = q->n_stop_ids;
-    rp.n_eos = VLM_MIN(s->d.n_eos, REQ_MAX_EOS);
-    memcpy(rp.eos_ids, s->d.eos_ids, sizeof(int32_t) * (size_t)rp.n_eos);
-    rp.ignore_eos = q->ignore_eos;
-    rp.prompt_logprobs = q->prompt_logprobs >= 0;
-    rp.prompt_top = VLM_MAX(q->prompt_logprobs, q->echo ? q->top_logprobs : 0);
-    int rc = 0;
-    int32_t n_built = 0;
-    for (int32_t i = 0; i < n_ch && !rc; i++) {
-        struct prep_prompt *pp = &pps[i / q->n];
-        uint64_t id = atomic_fetch_add(&s->next_id, 1);
-        rp.max_tokens = pp->max_tokens;
-        rp.sp.seed = q->has_seed ? q->sp.seed + (uint64_t)(i % q->n)
-                                 : vlm_mix64(id ^ (s->d.seed ? s->d.seed : vlm_now_ns()));
-        struct request *r = req_new(id, pp->ids.v, (int32_t)pp->ids.n, &rp);
-        if (!r) {
-            rc = vlm_err_set(&c->err, VLM_ENOMEM, 503, "out of memory for the request");
-            break;
-        }
-        for (int32_t k = 0; k < pp->n_items && !rc; k++) {
-            struct vision_prep_out *v = &pp->items[k].v;
-            size_t bytes = (size_t)v->n_patches * (size_t)v->row_len * sizeof(float);
-            float *px;
-            if (i % q->n == q->n - 1) { /* the prompt's last choice takes the pixels */
-                px = v->pixels;
-                v->pixels = NULL;
-            } else {
-                px = trymalloc(bytes);
-                if (px) memcpy(px, v->pixels, bytes);
-            }
-            struct mm_item it = {.hash = v->hash, .grid_t = v->grid_t, .grid_h = v->grid_h,
-                                 .grid_w = v->grid_w, .n_patches = v->n_patches,
-                                 .n_tokens = v->n_tokens};
-            if (!px) rc = vlm_err_set(&c->err, VLM_ENOMEM, 503, "out of memory for the image");
-            else if (req_add_item(r, pp->items[k].offset, &it, px))
-                rc = vlm_err_set(&c->err, VLM_EINVAL, 400, "bad image placement in the prompt");
-        }
-        r->notify = on_notify;
-        r->notify_user = c;
-        r->cleanup = on_req_cleanup;
-        r->user = c;
-        conn_retain(c); /* released by on_req_cleanup */
-        struct choice *h = &ch[i];
-        h->r = r;
-        h->prompt_idx = i / q->n;
-        oai_text_init(&h->text, s->d.tok, q->skip_special_tokens, (const char *const *)q->stop,
-                      q->n_stop, pp->thinking && c->route == ROUTE_CHAT);
-        h->tools_on = c->route == ROUTE_CHAT && q->n_tools > 0 &&
-                      (q->tool_choice == OAI_TOOL_CHOICE_AUTO || q->forced_tools);
-        if (q->grammar) { /* structured outputs: scheduler/constrain.h */
-            r->grammar = q->grammar;
-            grammar_retain(r->grammar);
-            r->vocab = st_vocab(s->d.tok, s->d.vocab_size);
-            bool think = pp->thinking && c->route == ROUTE_CHAT;
-            r->grammar_after = think ? tok_find(s->d.tok, "</think>") : -1;
-        }
-        oai_tools_init(&h->tools, vlm_mix64(id ^ 0x746f6f6c73ull) ^ vlm_now_ns());
-        h->lp = new_lp(c);
-        n_built = i + 1;
-    }
-    for (int32_t i = 0; i < n_built && !rc; i++) {
-        rc = sched_submit(s->d.loop, ch[i].r, &c->err);
-        if (!rc) ch[i].submitted = true;
-    }
-    if (rc) {
-        if (c->err.code == VLM_ETOOBIG && c->err.http_status < 400) c->err.http_status = 503;
-        for (int32_t i = 0; i < n_built; i++)
-            if (ch[i].submitted) sched_abort(s->d.loop, ch[i].r->id, REQ_FINISHED_ABORT);
-    }
+    const struct sess_hooks hooks = {.notify = on_notify, .cleanup = on_req_cleanup,
+                                     .retain = conn_retain_hook, .user = c};
+    int rc = sess_prepare(&c->sess, &hooks, &c->err);
     pthread_mutex_lock(&c->mu);
-    c->ch = ch;
-    c->n_ch = n_built;
     c->ch_ready = true;
     pthread_mutex_unlock(&c->mu);
     /* http_abort_all sets aborting before it looks at ch_ready: either it saw these
      * requests, or they are aborted here (a second abort is a no-op) */
-    if (!rc && atomic_load(&s->aborting))
-        for (int32_t i = 0; i < n_built; i++)
-            sched_abort(s->d.loop, ch[i].r->id, REQ_FINISHED_ABORT);
+    if (!rc && atomic_load(&s->aborting)) sess_abort_submitted(&c->sess);
     return rc;
 }
 
@@ -972,10 +517,20 @@ static char *tokenize_json(struct conn *c, const struct prep_prompt *pp)
 
 static enum oai_kind route_kind(enum route r)
 {
-    return r == ROUTE_CHAT         ? OAI_KIND_CHAT
+    return r == ROUTE_CHAT || r == ROUTE_RESPONSES ? OAI_KIND_CHAT
            : r == ROUTE_COMPLETION ? OAI_KIND_COMPLETION
            : r == ROUTE_TOKENIZE   ? OAI_KIND_TOKENIZE
                                    : OAI_KIND_DETOKENIZE;
+}
+
+/* The body as the route's request (a Responses API request: a chat request and c->resp). */
+static int parse_body(struct conn *c, struct vlm_err *err)
+{
+    struct http_server *s = c->srv;
+    const char *b = c->body.s ? c->body.s : "";
+    if (c->route == ROUTE_RESPONSES)
+        return resp_parse(b, c->body.n, &s->lim, s->responses, &c->sess.q, &c->resp, err);
+    return oai_parse(route_kind(c->route), b, c->body.n, &s->lim, &c->sess.q, err);
 }
 
 static void prep_job(void *arg)
@@ -988,14 +543,14 @@ static void prep_job(void *arg)
         goto done;
     }
     if (c->parse_later) {
-        rc = oai_parse(route_kind(c->route), c->body.s, c->body.n, &s->lim, &c->q, &c->err);
+        rc = parse_body(c, &c->err);
         body_free(c);
         if (rc) goto done;
     }
     if (c->route == ROUTE_DETOKENIZE) {
         struct strbuf text = {0}, clean = {0};
-        tok_decode(s->d.tok, c->q.prompt_ids, (size_t)c->q.n_prompt_ids, false, &text);
-        oai_utf8_sanitize(&clean, text.s ? text.s : "", text.n);
+        tok_decode(s->d.tok, c->sess.q.prompt_ids, (size_t)c->sess.q.n_prompt_ids, false, &text);
+        utf8_sanitize(&clean, text.s ? text.s : "", text.n);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "prompt", clean.s);
         c->result = cJSON_PrintUnformatted(o);
@@ -1004,28 +559,11 @@ static void prep_job(void *arg)
         sb_free(&clean);
     } else if (c->route == ROUTE_TOKENIZE) {
         struct prep_prompt pp;
-        rc = prep_prompt_build(s->d.prep_ctx, &c->q, true, &pp, &c->err);
+        rc = prep_prompt_build(s->d.prep_ctx, &c->sess.q, true, &pp, &c->err);
         if (!rc) c->result = tokenize_json(c, &pp);
         prep_prompt_destroy(&pp);
     } else {
-        /* a completions batch: each prompt prepared on its own (chat: one) */
-        int32_t n = c->q.n_prompts > 0 ? c->q.n_prompts : 1, k = 0;
-        struct prep_prompt *pp = xcalloc((size_t)n, sizeof *pp);
-        for (; k < n && !rc; k++) {
-            struct oai_request one = c->q;
-            if (c->q.n_prompts > 0) {
-                one.prompt = c->q.prompts[k].text;
-                one.prompt_len = c->q.prompts[k].len;
-                one.prompt_ids = c->q.prompts[k].ids;
-                one.n_prompt_ids = c->q.prompts[k].n_ids;
-            }
-            rc = prep_prompt_build(s->d.prep_ctx, &one, false, &pp[k], &c->err);
-            if (rc && n > 1 && c->err.param[0] && !strncmp(c->err.param, "prompt", 6))
-                snprintf(c->err.param, sizeof c->err.param, "prompt[%d]", (int)k);
-        }
-        if (!rc) rc = make_requests(c, pp, n);
-        for (int32_t i = 0; i < n; i++) prep_prompt_destroy(&pp[i]);
-        free(pp);
+        rc = start_session(c);
     }
 done:
     c->prep_rc = rc;
@@ -1057,8 +595,13 @@ static enum route find_route(const char *method, const char *url)
         {"/ping", "GET", ROUTE_PING},
         {"/invocations", "POST", ROUTE_INVOCATIONS},
         {"/tokenizer_info", "GET", ROUTE_TOKENIZER_INFO},
+        {"/v1/responses", "POST", ROUTE_RESPONSES},
     };
     if (!strcmp(method, "POST") && !strcmp(url, "/ping")) return ROUTE_PING; /* vLLM: both */
+    if (!strncmp(url, "/v1/responses/", 14) && url[14])
+        return !strcmp(method, "GET") || !strcmp(method, "HEAD") ? ROUTE_RESPONSE_GET
+               : !strcmp(method, "DELETE")                       ? ROUTE_RESPONSE_DELETE
+                                                                 : ROUTE_BAD_METHOD;
     if (!strncmp(url, "/v1/models/", 11) && url[11])
         return strcmp(method, "GET") && strcmp(method, "HEAD") ? ROUTE_BAD_METHOD : ROUTE_MODEL;
     for (size_t i = 0; i < ARRAY_LEN(table); i++) {
@@ -1110,7 +653,7 @@ static char *tokenizer_info_json(const struct http_deps *d)
     size_t n = 0;
     const char *b = d->n_eos > 0 ? tok_bytes(d->tok, d->eos_ids[0], &n) : NULL;
     struct strbuf eos = {0};
-    if (b) oai_utf8_sanitize(&eos, b, n);
+    if (b) utf8_sanitize(&eos, b, n);
     if (eos.s) cJSON_AddStringToObject(o, "eos_token", eos.s);
     else cJSON_AddNullToObject(o, "eos_token");
     sb_free(&eos);
@@ -1153,6 +696,14 @@ static enum MHD_Result serve_get(struct conn *c)
         cJSON_Delete(m);
         cJSON_Delete(all);
         return send_json(c, 200, js);
+    }
+    case ROUTE_RESPONSE_GET: case ROUTE_RESPONSE_DELETE: { /* server/responses.h */
+        char *js = c->route == ROUTE_RESPONSE_GET ? resp_store_get(s->responses, c->url_tail)
+                                                  : resp_deleted_json(s->responses, c->url_tail);
+        if (js) return send_json(c, 200, js);
+        char msg[160];
+        snprintf(msg, sizeof msg, "Response with id '%.100s' not found.", c->url_tail);
+        return send_error_msg(c, 404, VLM_ENOTFOUND, "response_id", msg);
     }
     case ROUTE_METRICS: {
         struct sched_stats st;
@@ -1201,6 +752,7 @@ static enum MHD_Result on_body_done(struct conn *c)
         return serve_page(c);
     case ROUTE_HEALTH: case ROUTE_READY: case ROUTE_MODELS: case ROUTE_METRICS:
     case ROUTE_PING: case ROUTE_VERSION: case ROUTE_MODEL: case ROUTE_TOKENIZER_INFO:
+    case ROUTE_RESPONSE_GET: case ROUTE_RESPONSE_DELETE:
         return serve_get(c);
     default:
         break;
@@ -1223,15 +775,13 @@ static enum MHD_Result on_body_done(struct conn *c)
     c->parse_later = c->body.n > HTTP_INLINE_PARSE_BYTES;
     if (!c->parse_later) {
         struct vlm_err err = {0};
-        if (oai_parse(route_kind(c->route), c->body.s ? c->body.s : "", c->body.n, &s->lim,
-                      &c->q, &err))
-            return send_error(c, &err);
+        if (parse_body(c, &err)) return send_error(c, &err);
         body_free(c);
     }
-    if (c->route == ROUTE_CHAT || c->route == ROUTE_COMPLETION)
-        oai_meta_init(&c->meta, route_kind(c->route),
+    if (c->route == ROUTE_CHAT || c->route == ROUTE_COMPLETION || c->route == ROUTE_RESPONSES)
+        oai_meta_init(&c->sess.meta, route_kind(c->route),
                       s->d.model_name, atomic_fetch_add(&s->next_id, 1));
-    c->meta.model = s->d.model_name;
+    c->sess.meta.model = s->d.model_name;
     /* in flight from here until the completion callback */
     c->inflight = true;
     atomic_fetch_add(&s->inflight, 1);
@@ -1323,7 +873,8 @@ static enum MHD_Result on_headers(struct conn *c, const char *version)
         return send_error_msg(c, 413, VLM_ETOOBIG, NULL, msg);
     }
     bool work = c->route == ROUTE_CHAT || c->route == ROUTE_COMPLETION ||
-                c->route == ROUTE_TOKENIZE || c->route == ROUTE_DETOKENIZE;
+                c->route == ROUTE_TOKENIZE || c->route == ROUTE_DETOKENIZE ||
+                c->route == ROUTE_RESPONSES;
     if (work && atomic_load(&s->draining))
         return send_error_msg(c, 503, VLM_EINVAL, NULL, "the server is shutting down");
     if (length > 0 && work) {
@@ -1356,6 +907,7 @@ static enum MHD_Result on_resumed(struct conn *c)
         if (!ready) return MHD_YES;
         if (c->prep_rc && atomic_load(&c->srv->aborting))
             return send_error_msg(c, 503, VLM_EINVAL, NULL, "the server is shutting down");
+        if (c->prep_rc && c->resp) resp_map_err(c->resp, &c->err);
         if (c->prep_rc) return send_error(c, &c->err);
         if (c->result) {
             char *r = c->result;
@@ -1363,7 +915,7 @@ static enum MHD_Result on_resumed(struct conn *c)
             return send_json(c, 200, r);
         }
         c->phase = PHASE_RUN;
-        if (c->q.stream) return start_stream(c);
+        if (c->sess.q.stream) return start_stream(c);
     }
     return continue_plain(c);
 }
@@ -1383,9 +935,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         pthread_mutex_init(&c->mu, NULL);
         c->route = find_route(method, url);
         if (c->route == ROUTE_MODEL) c->url_tail = xstrdup(url + strlen("/v1/models/"));
+        if (c->route == ROUTE_RESPONSE_GET || c->route == ROUTE_RESPONSE_DELETE)
+            c->url_tail = xstrdup(url + strlen("/v1/responses/"));
         const char *rid = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "X-Request-Id");
         if (rid && rid[0] && strlen(rid) <= 256 && !strpbrk(rid, "\r\n")) c->req_id = xstrdup(rid);
-        c->t_start_ns = vlm_now_ns();
+        sess_init(&c->sess, &s->env);
+        c->sess.t_start_ns = vlm_now_ns();
         *con_cls = c;
         return on_headers(c, version);
     }
@@ -1419,25 +974,11 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
     pthread_mutex_lock(&c->mu);
     c->closed = true;
     pthread_mutex_unlock(&c->mu);
-    bool gone = false;
-    for (int32_t i = 0; i < c->n_ch; i++) {
-        struct choice *h = &c->ch[i];
-        if (h->submitted && !h->done) {
-            sched_abort(s->d.loop, h->r->id, REQ_FINISHED_ABORT);
-            gone = true;
-        }
-    }
-    if (gone) {
-        /* also when continue_plain saw the client leave first: libmicrohttpd may close the
-         * connection before the aborted choices come back, and they must still be counted */
-        for (int32_t i = 0; i < c->n_ch; i++)
-            if (!c->ch[i].done) c->ch[i].state = REQ_FINISHED_ABORT;
-        record_finish(c);
-    }
+    bool gone = sess_cancel(&c->sess); /* choices still running: the client went away */
     if (gone && !c->gone) {
         atomic_fetch_add(&s->d.metrics->client_disconnects, 1);
         log_info("http: client went away (%s); %d request(s) aborted",
-                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "completed" : "error", (int)c->n_ch);
+                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "completed" : "error", (int)c->sess.n_ch);
     }
     if (c->inflight) {
         pthread_mutex_lock(&s->live_mu);
@@ -1448,11 +989,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
         atomic_fetch_sub(&s->inflight, 1);
         atomic_fetch_sub(&s->d.metrics->inflight, 1);
     }
-    for (int32_t i = 0; i < c->n_ch; i++) {
-        struct request *r = c->ch[i].r;
-        c->ch[i].r = NULL;
-        if (r) req_release(r); /* may drop the last reference on c: release ours last */
-    }
+    sess_release_requests(&c->sess); /* may drop the last reference on c: ours goes last */
     conn_release(c);
 }
 
@@ -1498,8 +1035,12 @@ int http_start(struct http_server **out, const struct http_deps *d, struct vlm_e
                                  .vocab_size = d->vocab_size,
                                  .max_model_len = d->max_model_len};
     atomic_init(&s->next_id, 1);
+    s->env = (struct sess_env){.tok = d->tok, .vocab_size = d->vocab_size, .eos_ids = d->eos_ids,
+                               .n_eos = d->n_eos, .seed = d->seed, .prep_ctx = d->prep_ctx,
+                               .loop = d->loop, .metrics = d->metrics, .next_id = &s->next_id};
     pthread_mutex_init(&s->live_mu, NULL);
     s->models_json = models_json(d);
+    s->responses = resp_store_new(d->api->responses_store_size, d->api->responses_store_bytes);
     page_csp(s->csp, sizeof s->csp);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
@@ -1517,6 +1058,7 @@ int http_start(struct http_server **out, const struct http_deps *d, struct vlm_e
     freeaddrinfo(ai);
     if (!s->mhd) {
         free(s->models_json);
+        resp_store_free(s->responses);
         free(s);
         return vlm_err_set(err, VLM_EIO, 0, "cannot listen on %s:%d (address in use?)",
                            host ? host : "*", (int)d->http->port);
@@ -1551,10 +1093,7 @@ void http_abort_all(struct http_server *s)
     pthread_mutex_lock(&s->live_mu);
     for (struct conn *c = s->live; c; c = c->next) {
         pthread_mutex_lock(&c->mu);
-        if (c->ch_ready && !c->closed)
-            for (int32_t i = 0; i < c->n_ch; i++)
-                if (c->ch[i].submitted && c->ch[i].r)
-                    sched_abort(s->d.loop, c->ch[i].r->id, REQ_FINISHED_ABORT);
+        if (c->ch_ready && !c->closed) sess_abort_submitted(&c->sess);
         pthread_mutex_unlock(&c->mu);
     }
     pthread_mutex_unlock(&s->live_mu);
@@ -1568,5 +1107,6 @@ void http_stop(struct http_server *s)
     MHD_stop_daemon(s->mhd);
     pthread_mutex_destroy(&s->live_mu);
     free(s->models_json);
+    resp_store_free(s->responses);
     free(s);
 }

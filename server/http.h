@@ -9,13 +9,13 @@
  *   body     accumulated up to max_body_bytes (beyond: 413 once the body is read), counted
  *            against max_buffered_body_bytes;
  *   parse    openai.c on the HTTP thread (JSON only), 400/404 at once on errors;
- *   prepare  the connection is suspended and the job goes to the prep pool (chat template,
- *            tokenizer, media), which builds n requests (one per choice), submits them to
- *            the scheduler and resumes the connection;
+ *   prepare  the connection is suspended and the job goes to the prep pool: tokenize and
+ *            detokenize are answered from there; a completion becomes a session
+ *            (session.h: chat template, tokenizer, media, one scheduler request per
+ *            choice), and the worker resumes the connection;
  *   stream   the engine thread's notify hook resumes the connection once per step; the
- *            content reader drains the request streams, detokenizes, matches stop strings
- *            (a match aborts the request as REQ_FINISHED_STOP) and writes SSE chunks, or,
- *            for a non-streaming request, accumulates until every choice is done;
+ *            content reader pumps the session, which writes SSE chunks, or, for a
+ *            non-streaming request, pumps until every choice is done and then answers;
  *   complete MHD's completion callback runs for normal ends and for clients that went
  *            away: unfinished requests are aborted, and the HTTP side's references dropped.
  *

@@ -14,6 +14,7 @@
 #include "server/jsonstrict.h"
 #include "server/pyjson.h"
 #include "server/structured.h"
+#include "server/utf8.h"
 
 /* ==== Field access ====
  * Every accessor treats a JSON null like an absent field (clients send null for "unset"),
@@ -719,7 +720,7 @@ static cJSON *error_object(const struct vlm_err *e)
     cJSON *root = cJSON_CreateObject();
     cJSON *o = cJSON_AddObjectToObject(root, "error");
     struct strbuf msg = {0};
-    oai_utf8_sanitize(&msg, e->msg, strlen(e->msg));
+    utf8_sanitize(&msg, e->msg, strlen(e->msg));
     cJSON_AddStringToObject(o, "message", msg.s ? msg.s : "error");
     sb_free(&msg);
     cJSON_AddStringToObject(o, "type", oai_error_type(e->http_status));
@@ -736,324 +737,6 @@ char *oai_error_json(const struct vlm_err *e)
     cJSON_Delete(root);
     VLM_ASSERT(s);
     return s;
-}
-
-/* ==== UTF-8 ==== */
-
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if invalid there. */
-static size_t utf8_valid_len(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    size_t len;
-    unsigned lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf) len = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0) lo = 0xa0;
-        if (c == 0xed) hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0) lo = 0x90;
-        if (c == 0xf4) hi = 0x8f;
-    } else return 0;
-    if (n < len) return 0;
-    if (s[1] < lo || s[1] > hi) return 0;
-    for (size_t i = 2; i < len; i++)
-        if ((s[i] & 0xc0) != 0x80) return 0;
-    return len;
-}
-
-void oai_utf8_sanitize(struct strbuf *out, const char *s, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0, run = 0;
-    while (i < n) {
-        size_t l = p[i] ? utf8_valid_len(p + i, n - i) : 0;
-        if (l) {
-            i += l;
-            continue;
-        }
-        if (i > run) sb_append(out, s + run, i - run);
-        /* NUL bytes also become U+FFFD: they cannot travel in a C string */
-        sb_append(out, "\xef\xbf\xbd", 3);
-        i++;
-        run = i;
-    }
-    if (n > run) sb_append(out, s + run, n - run);
-    if (!out->s) sb_append(out, "", 0);
-}
-
-/* ==== The output text pipeline ====
- * hold keeps decoded text that might still turn into a stop string or a think tag. After each
- * token: (1) the earliest complete stop string in hold ends the output; (2) otherwise everything
- * is released except the longest tail that is a proper prefix of a stop string or of the tag
- * that the think state is waiting for. Released text goes through the think router. */
-
-static const char THINK_OPEN[] = "<think>", THINK_CLOSE[] = "</think>";
-
-void oai_text_init(struct oai_text *t, const struct tokenizer *tok, bool skip_special,
-                   const char *const *stop, int32_t n_stop, bool thinking)
-{
-    memset(t, 0, sizeof *t);
-    t->tok = tok;
-    tok_stream_init(&t->ts);
-    t->skip_special = skip_special;
-    t->stop = stop;
-    t->n_stop = n_stop;
-    t->think = thinking ? OAI_THINK_START : OAI_THINK_OFF;
-}
-
-void oai_text_destroy(struct oai_text *t)
-{
-    sb_free(&t->hold);
-    sb_free(&t->piece);
-}
-
-/* Longest k < strlen(pat) such that s[n-k..n) == pat[0..k). */
-static size_t partial_suffix(const char *s, size_t n, const char *pat)
-{
-    size_t m = strlen(pat);
-    for (size_t k = VLM_MIN(n, m - 1); k > 0; k--)
-        if (!memcmp(s + n - k, pat, k)) return k;
-    return 0;
-}
-
-static void route(struct oai_text *t, const char *s, size_t n, struct strbuf *content,
-                  struct strbuf *reasoning)
-{
-    while (n > 0) {
-        if (t->think == OAI_THINK_START) {
-            size_t lo = strlen(THINK_OPEN);
-            if (n >= lo && !memcmp(s, THINK_OPEN, lo)) {
-                s += lo;
-                n -= lo;
-                t->think = OAI_THINK_IN;
-            } else {
-                t->think = OAI_THINK_DONE;
-            }
-            continue;
-        }
-        if (t->think == OAI_THINK_IN) {
-            const char *e = memmem(s, n, THINK_CLOSE, strlen(THINK_CLOSE));
-            size_t take = e ? (size_t)(e - s) : n;
-            sb_append(reasoning, s, take);
-            if (!e) return;
-            t->think = OAI_THINK_DONE;
-            s += take + strlen(THINK_CLOSE);
-            n -= take + strlen(THINK_CLOSE);
-            continue;
-        }
-        sb_append(content, s, n);
-        return;
-    }
-}
-
-static void release(struct oai_text *t, size_t upto, struct strbuf *content,
-                    struct strbuf *reasoning)
-{
-    if (upto == 0) return;
-    route(t, t->hold.s, upto, content, reasoning);
-    memmove(t->hold.s, t->hold.s + upto, t->hold.n - upto);
-    t->hold.n -= upto;
-    t->hold.s[t->hold.n] = 0;
-}
-
-int oai_text_push_bytes(struct oai_text *t, const char *s, size_t n, struct strbuf *content,
-                        struct strbuf *reasoning)
-{
-    if (t->stopped) return 0;
-    sb_append(&t->hold, s, n);
-    if (!t->hold.n) return 0;
-    /* (1) earliest complete stop string */
-    size_t best = SIZE_MAX;
-    for (int32_t i = 0; i < t->n_stop; i++) {
-        const char *e = memmem(t->hold.s, t->hold.n, t->stop[i], strlen(t->stop[i]));
-        if (e && (size_t)(e - t->hold.s) < best) {
-            best = (size_t)(e - t->hold.s);
-            t->stop_idx = i;
-        }
-    }
-    if (best != SIZE_MAX) {
-        release(t, best, content, reasoning);
-        t->hold.n = 0;
-        t->hold.s[0] = 0;
-        t->stopped = true;
-        return 1;
-    }
-    /* (2) hold back a possible beginning of a stop string or an awaited tag; the think state
-     * only changes inside route(), so decide the tag from the state before releasing. */
-    size_t keep = 0;
-    for (int32_t i = 0; i < t->n_stop; i++)
-        keep = VLM_MAX(keep, partial_suffix(t->hold.s, t->hold.n, t->stop[i]));
-    if (t->think == OAI_THINK_START) {
-        /* undecided until we see whether the output opens with <think> */
-        if (t->hold.n < strlen(THINK_OPEN) && !memcmp(THINK_OPEN, t->hold.s, t->hold.n))
-            keep = t->hold.n;
-    } else if (t->think == OAI_THINK_IN) {
-        keep = VLM_MAX(keep, partial_suffix(t->hold.s, t->hold.n, THINK_CLOSE));
-    }
-    release(t, t->hold.n - keep, content, reasoning);
-    /* a release that closed the think block may leave a held tail that no longer needs
-     * holding; it goes out with the next token or at finish */
-    return 0;
-}
-
-int oai_text_push(struct oai_text *t, int32_t token, struct strbuf *content,
-                  struct strbuf *reasoning)
-{
-    if (t->stopped) return 0;
-    sb_free(&t->piece);
-    tok_stream_push(t->tok, &t->ts, token, t->skip_special, &t->piece);
-    if (!t->piece.n) return 0;
-    return oai_text_push_bytes(t, t->piece.s, t->piece.n, content, reasoning);
-}
-
-void oai_text_finish(struct oai_text *t, struct strbuf *content, struct strbuf *reasoning)
-{
-    if (t->stopped) return;
-    sb_free(&t->piece);
-    tok_stream_flush(&t->ts, &t->piece);
-    if (t->piece.n && oai_text_push_bytes(t, t->piece.s, t->piece.n, content, reasoning)) return;
-    if (t->think == OAI_THINK_START && t->hold.n) t->think = OAI_THINK_DONE;
-    if (t->hold.n) release(t, t->hold.n, content, reasoning);
-}
-
-/* ==== Tool calls in the output ====
- * A small state machine over released content: outside a block, text goes out (held
- * whitespace first) up to a possible beginning of "<tool_call>"; inside, the block is kept
- * until "</tool_call>". See openai.h for the rules. */
-
-static const char TOOL_OPEN[] = "<tool_call>", TOOL_CLOSE[] = "</tool_call>";
-
-void oai_tools_init(struct oai_tools *p, uint64_t seed)
-{
-    memset(p, 0, sizeof *p);
-    p->seed = seed;
-}
-
-void oai_tools_destroy(struct oai_tools *p)
-{
-    if (!p) return;
-    for (int32_t i = 0; i < p->n_calls; i++) {
-        free(p->calls[i].name);
-        free(p->calls[i].arguments);
-    }
-    free(p->calls);
-    sb_free(&p->hold);
-    sb_free(&p->ws);
-    memset(p, 0, sizeof *p);
-}
-
-static bool is_ws(char c)
-{
-    return c == ' ' || c == '\n' || c == '\r' || c == '\t';
-}
-
-/* Text outside blocks. Before the first tag it goes out as is; after it, a whitespace tail
- * is held until something other than whitespace follows. */
-static void tools_outside(struct oai_tools *p, const char *s, size_t n, struct strbuf *content)
-{
-    if (!p->seen) {
-        sb_append(content, s, n);
-        return;
-    }
-    size_t body = n;
-    while (body > 0 && is_ws(s[body - 1])) body--;
-    if (body > 0) {
-        sb_append(content, p->ws.s ? p->ws.s : "", p->ws.n);
-        p->ws.n = 0;
-        sb_append(content, s, body);
-    }
-    sb_append(&p->ws, s + body, n - body);
-}
-
-static void tool_id(const struct oai_tools *p, char *id)
-{
-    static const char alnum[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    uint64_t k = (uint64_t)p->n_calls, h = 0;
-    memcpy(id, "call_", 5);
-    for (int i = 0; i < OAI_TOOL_ID_CHARS; i++) {
-        if (i % 8 == 0) h = vlm_hash64(&k, sizeof k, p->seed + (uint64_t)i);
-        id[5 + i] = alnum[h % 62];
-        h /= 62;
-    }
-    id[5 + OAI_TOOL_ID_CHARS] = 0;
-}
-
-/* One block body: a call if it is a JSON object with a string "name" and an "arguments"
- * member (written back as json.dumps writes it), else the block goes to the content as it
- * was. */
-static void tools_block(struct oai_tools *p, const char *s, size_t n, bool closed,
-                        struct strbuf *content)
-{
-    struct pyjson_span block = {s, n}, name, args;
-    struct strbuf nm = {0}, a = {0};
-    bool ok = !pyjson_dumps(s, n, NULL) && pyjson_member(block, "name", &name) &&
-              name.s[0] == '"' && !pyjson_string(name, &nm) &&
-              pyjson_member(block, "arguments", &args) && !pyjson_dumps(args.s, args.n, &a);
-    if (ok) {
-        if (p->n_calls == p->cap) {
-            p->cap = p->cap ? 2 * p->cap : 4;
-            p->calls = xrealloc(p->calls, sizeof *p->calls * (size_t)p->cap);
-        }
-        struct oai_tool_out *c = &p->calls[p->n_calls];
-        tool_id(p, c->id);
-        c->name = nm.s;
-        c->arguments = a.s;
-        p->n_calls++;
-        p->ws.n = 0; /* whitespace up to a parsed block is dropped */
-        return;
-    }
-    sb_free(&nm);
-    sb_free(&a);
-    sb_append(content, p->ws.s ? p->ws.s : "", p->ws.n);
-    p->ws.n = 0;
-    sb_puts(content, TOOL_OPEN);
-    sb_append(content, s, n);
-    if (closed) sb_puts(content, TOOL_CLOSE);
-}
-
-static void hold_drop(struct strbuf *b, size_t k)
-{
-    memmove(b->s, b->s + k, b->n - k);
-    b->n -= k;
-    b->s[b->n] = 0;
-}
-
-void oai_tools_push(struct oai_tools *p, const char *s, size_t n, struct strbuf *content)
-{
-    if (n) sb_append(&p->hold, s, n);
-    while (p->hold.n) {
-        if (!p->in_call) {
-            const char *q = memmem(p->hold.s, p->hold.n, TOOL_OPEN, strlen(TOOL_OPEN));
-            size_t out = q ? (size_t)(q - p->hold.s)
-                           : p->hold.n - partial_suffix(p->hold.s, p->hold.n, TOOL_OPEN);
-            tools_outside(p, p->hold.s, out, content);
-            if (!q) {
-                hold_drop(&p->hold, out);
-                return;
-            }
-            hold_drop(&p->hold, out + strlen(TOOL_OPEN));
-            p->seen = p->in_call = true;
-        } else {
-            const char *q = memmem(p->hold.s, p->hold.n, TOOL_CLOSE, strlen(TOOL_CLOSE));
-            if (!q) return;
-            size_t body = (size_t)(q - p->hold.s);
-            tools_block(p, p->hold.s, body, true, content);
-            hold_drop(&p->hold, body + strlen(TOOL_CLOSE));
-            p->in_call = false;
-        }
-    }
-}
-
-void oai_tools_finish(struct oai_tools *p, struct strbuf *content)
-{
-    if (p->in_call) tools_block(p, p->hold.s ? p->hold.s : "", p->hold.n, false, content);
-    else if (p->hold.n) tools_outside(p, p->hold.s, p->hold.n, content);
-    p->hold.n = 0;
-    p->ws.n = 0;
-    p->in_call = false;
 }
 
 /* ==== Responses ==== */
@@ -1080,7 +763,7 @@ static char *token_text(const struct tokenizer *tok, int32_t id, bool as_ids)
     }
     size_t n = 0;
     const char *b = tok_bytes(tok, id, &n);
-    oai_utf8_sanitize(&s, b ? b : "", b ? n : 0);
+    utf8_sanitize(&s, b ? b : "", b ? n : 0);
     if (!s.s) sb_puts(&s, "");
     return s.s;
 }
@@ -1198,7 +881,7 @@ static cJSON *usage_object(const struct oai_usage *u)
 }
 
 /* {["index",] "id", "type": "function", "function": {"name", "arguments"}}; index < 0: none */
-static cJSON *tool_call_object(const struct oai_tool_out *t, int32_t index)
+static cJSON *tool_call_object(const struct textout_call *t, int32_t index)
 {
     cJSON *o = cJSON_CreateObject();
     if (index >= 0) cJSON_AddNumberToObject(o, "index", index);
@@ -1206,10 +889,10 @@ static cJSON *tool_call_object(const struct oai_tool_out *t, int32_t index)
     cJSON_AddStringToObject(o, "type", "function");
     cJSON *f = cJSON_AddObjectToObject(o, "function");
     struct strbuf s = {0};
-    oai_utf8_sanitize(&s, t->name, strlen(t->name));
+    utf8_sanitize(&s, t->name, strlen(t->name));
     cJSON_AddStringToObject(f, "name", s.s);
     s.n = 0;
-    oai_utf8_sanitize(&s, t->arguments, strlen(t->arguments));
+    utf8_sanitize(&s, t->arguments, strlen(t->arguments));
     cJSON_AddStringToObject(f, "arguments", s.s);
     sb_free(&s);
     return o;
@@ -1354,7 +1037,7 @@ void oai_sse_chunk_x(struct strbuf *out, const struct oai_meta *m, int32_t index
 }
 
 void oai_sse_tool_calls(struct strbuf *out, const struct oai_meta *m, int32_t index,
-                        const struct oai_tool_out *calls, int32_t first, int32_t n,
+                        const struct textout_call *calls, int32_t first, int32_t n,
                         const char *finish)
 {
     cJSON *root = cJSON_CreateObject();

@@ -7,11 +7,10 @@
  * http_status 400 and err->param naming it ("messages[1].content[0].image_url",
  * "temperature", ...). A model name other than the served one is a 404.
  *
- * The output text pipeline (struct oai_text) turns sampled token ids into the text a client
- * sees: incremental detokenizing, stop strings matched on the text across token boundaries
- * (never included in the output), and the <think>...</think> split into reasoning_content.
+ * What a choice's tokens become as text (stop strings, the <think> split, tool calls) is
+ * server/textout.h; the completion session that drives it, server/session.h.
  *
- * Callers: http.c (HTTP thread) and prep.c (workers). No function here blocks or touches
+ * Callers: http.c (HTTP thread), session.c and prep.c (workers). No function here blocks or touches
  * shared state; every function is thread-safe on distinct objects.
  */
 #ifndef VLM_OPENAI_H
@@ -24,6 +23,7 @@
 #include "engine/base.h"
 #include "engine/batch.h"
 #include "engine/grammar.h"
+#include "server/textout.h"
 #include "server/tokenizer.h"
 
 struct cJSON;
@@ -177,76 +177,6 @@ char *oai_error_json(const struct vlm_err *e);
 /* OpenAI's error type for an HTTP status ("invalid_request_error", ...). */
 const char *oai_error_type(int http_status);
 
-/* ==== The output text pipeline ==== */
-
-enum oai_think { OAI_THINK_OFF, OAI_THINK_START, OAI_THINK_IN, OAI_THINK_DONE };
-
-/* One choice's text state. Text is released only when it can no longer become part of a
- * stop string or a think tag; what is held back is in hold. */
-struct oai_text {
-    const struct tokenizer *tok;       /* borrowed */
-    struct tok_stream ts;
-    bool skip_special;
-    const char *const *stop;           /* borrowed, (n_stop) */
-    int32_t n_stop;
-    int think;                         /* enum oai_think */
-    struct strbuf hold;                /* owned; decoded, not yet released */
-    struct strbuf piece;               /* owned; scratch */
-    bool stopped;                      /* a stop string matched: nothing more is released */
-    int32_t stop_idx;                  /* which one (stop[stop_idx]) once stopped */
-};
-
-/* thinking: route <think>...</think> at the start of the output to reasoning. */
-void oai_text_init(struct oai_text *t, const struct tokenizer *tok, bool skip_special,
-                   const char *const *stop, int32_t n_stop, bool thinking);
-void oai_text_destroy(struct oai_text *t);
-/* Feeds one sampled token. Released text is appended to content or reasoning. Returns 1 when
- * a stop string completed (the text before it was released, the rest dropped), else 0. */
-int oai_text_push(struct oai_text *t, int32_t token, struct strbuf *content,
-                  struct strbuf *reasoning);
-/* End of output: releases what is held back (an incomplete character becomes U+FFFD). */
-void oai_text_finish(struct oai_text *t, struct strbuf *content, struct strbuf *reasoning);
-/* Same as oai_text_push for already-decoded bytes (tests; the pipeline after decoding). */
-int oai_text_push_bytes(struct oai_text *t, const char *s, size_t n, struct strbuf *content,
-                        struct strbuf *reasoning);
-
-/* ==== Tool calls in the output (vLLM's hermes parser) ====
- * With tools and tool_choice "auto", a choice's content (after the <think> split and the stop
- * strings) goes through struct oai_tools. Text before the first "<tool_call>" is content and
- * streams as usual (only a possible beginning of the tag is held back). From the tag on,
- * each "<tool_call>...</tool_call>" block (or an unterminated one at the end) is parsed as
- * {"name": string, "arguments": any}: a block that parses becomes a call with arguments
- * written as json.dumps(arguments, ensure_ascii=False) and an id "call_" + 24 letters or
- * digits; one that does not stays in the content as it was. Text outside blocks after the
- * first tag is content too, except whitespace that runs up to a parsed block or the end.
- * The result does not depend on how the text is cut into pushes. */
-
-#define OAI_TOOL_ID_CHARS 24
-
-struct oai_tool_out {
-    char id[8 + OAI_TOOL_ID_CHARS]; /* "call_" + 24 alphanumerics */
-    char *name;                     /* owned */
-    char *arguments;                /* owned; a JSON text */
-};
-
-struct oai_tools {
-    bool seen;                  /* a "<tool_call>" tag was seen */
-    bool in_call;               /* inside a block */
-    struct strbuf hold;         /* outside: a possible start of the tag; inside: the block */
-    struct strbuf ws;           /* whitespace after the first tag, not yet released */
-    struct oai_tool_out *calls; /* owned, (n_calls) */
-    int32_t n_calls, cap;
-    uint64_t seed;              /* for the ids */
-};
-
-void oai_tools_init(struct oai_tools *p, uint64_t seed);
-void oai_tools_destroy(struct oai_tools *p); /* accepts a zeroed struct */
-/* Feeds content text; content released by the parser is appended to content, complete calls
- * to p->calls. */
-void oai_tools_push(struct oai_tools *p, const char *s, size_t n, struct strbuf *content);
-/* End of output: an unterminated block is parsed as if it were closed; held text released. */
-void oai_tools_finish(struct oai_tools *p, struct strbuf *content);
-
 /* ==== Responses ==== */
 
 /* What every response and chunk of one request carries. */
@@ -287,7 +217,7 @@ struct oai_choice_out {
     const char *reasoning;   /* borrowed; NULL or "" = none */
     const char *finish;      /* "stop" / "length" / "abort" / "tool_calls" */
     struct cJSON *logprobs;  /* taken (NULL = "logprobs": null) */
-    const struct oai_tool_out *tool_calls; /* borrowed, (n_tool_calls) */
+    const struct textout_call *tool_calls; /* borrowed, (n_tool_calls) */
     int32_t n_tool_calls;
     /* vLLM's extras */
     const char *stop_str;    /* stop_reason: the stop string that ended the choice, or */
@@ -328,15 +258,12 @@ void oai_sse_chunk_x(struct strbuf *out, const struct oai_meta *m, int32_t index
 /* One SSE event whose delta holds calls[first..first+n) as "tool_calls" entries
  * {index, id, type, function: {name, arguments}}; finish may be NULL. */
 void oai_sse_tool_calls(struct strbuf *out, const struct oai_meta *m, int32_t index,
-                        const struct oai_tool_out *calls, int32_t first, int32_t n,
+                        const struct textout_call *calls, int32_t first, int32_t n,
                         const char *finish);
 /* The usage chunk: choices [] and usage (stream_options.include_usage). */
 void oai_sse_usage(struct strbuf *out, const struct oai_meta *m, const struct oai_usage *u);
 /* An error in the middle of a stream: data: {"error":{...}} */
 void oai_sse_error(struct strbuf *out, const struct vlm_err *e);
 void oai_sse_done(struct strbuf *out); /* "data: [DONE]\n\n" */
-
-/* Appends s[0..n) to out as valid UTF-8 (each invalid sequence -> U+FFFD). */
-void oai_utf8_sanitize(struct strbuf *out, const char *s, size_t n);
 
 #endif

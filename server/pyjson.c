@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/utf8.h"
+
 struct cur {
     const char *p, *end;
 };
@@ -47,16 +49,7 @@ enum str_mode { STR_PY, STR_UTF8 };
 static void put_utf8(struct strbuf *out, unsigned cp)
 {
     char b[4];
-    size_t n;
-    if (cp < 0x80) b[0] = (char)cp, n = 1;
-    else if (cp < 0x800) b[0] = (char)(0xc0 | cp >> 6), b[1] = (char)(0x80 | (cp & 0x3f)), n = 2;
-    else if (cp < 0x10000)
-        b[0] = (char)(0xe0 | cp >> 12), b[1] = (char)(0x80 | ((cp >> 6) & 0x3f)),
-        b[2] = (char)(0x80 | (cp & 0x3f)), n = 3;
-    else
-        b[0] = (char)(0xf0 | cp >> 18), b[1] = (char)(0x80 | ((cp >> 12) & 0x3f)),
-        b[2] = (char)(0x80 | ((cp >> 6) & 0x3f)), b[3] = (char)(0x80 | (cp & 0x3f)), n = 4;
-    put(out, b, n);
+    put(out, b, (size_t)utf8_encode(cp, b));
 }
 
 /* One decoded code point (< 0x80 ones go through Python's escape table). */

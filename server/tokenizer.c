@@ -1,11 +1,12 @@
 /*
  * tokenizer.c: byte-level BPE from a Hugging Face tokenizer.json. See tokenizer.h for the
  * pipeline and the contract; this file is laid out in the same order: the byte-level map,
- * the two hash tables, loading, UTF-8 helpers, encoding, decoding.
+ * the two hash tables, loading, encoding, decoding (UTF-8 helpers: utf8.h).
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "server/tokenizer.h"
 #include "server/tokenizer_slow.h"
+#include "server/utf8.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -79,38 +80,6 @@ static void bytelevel_init(void)
         byte_cp[b] = printable ? (uint32_t)b : (uint32_t)(256 + n++);
         cp_byte[byte_cp[b]] = (int16_t)b;
     }
-}
-
-/* Decodes one code point of valid UTF-8 at s (n > 0 bytes left); returns its length. */
-static int utf8_next(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    unsigned char b = s[0];
-    if (b < 0x80 || n < 2) { *cp = b; return 1; }
-    if (b < 0xE0) { *cp = ((b & 0x1Fu) << 6) | (s[1] & 0x3Fu); return 2; }
-    if (b < 0xF0 || n < 4) {
-        if (n < 3) { *cp = b; return 1; }
-        *cp = ((b & 0x0Fu) << 12) | ((s[1] & 0x3Fu) << 6) | (s[2] & 0x3Fu);
-        return 3;
-    }
-    *cp = ((b & 0x07u) << 18) | ((s[1] & 0x3Fu) << 12) | ((s[2] & 0x3Fu) << 6) | (s[3] & 0x3Fu);
-    return 4;
-}
-
-static int utf8_put(uint32_t cp, char *o)
-{
-    if (cp < 0x80) { o[0] = (char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
 }
 
 /* ==== Hash tables ====
@@ -211,7 +180,7 @@ static void raw_to_bytes(const char *s, size_t n, struct strbuf *out)
     size_t start = out->n;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
-        i += (size_t)utf8_next((const unsigned char *)s + i, n - i, &cp);
+        i += (size_t)utf8_decode((const unsigned char *)s + i, n - i, &cp);
         if (cp >= 324 || cp_byte[cp] < 0) {
             out->n = start;
             sb_append(out, s, n);
@@ -222,7 +191,6 @@ static void raw_to_bytes(const char *s, size_t n, struct strbuf *out)
     }
 }
 
-static bool utf8_valid(const unsigned char *s, size_t n);
 
 /* Records spelling s for id (later definitions of an id replace earlier ones). */
 static void set_token(struct tokenizer *t, struct strbuf *raw, struct strbuf *bytes, int32_t id,
@@ -376,7 +344,7 @@ static int tok_build(struct tokenizer *t, const cJSON *root, const char *src,
     size_t n_vocab = 0;
     for (const cJSON *v = vocab->child; v; v = v->next, n_vocab++) {
         if (!json_int(v, 0, TOK_MAX_ID - 1, &id)) LOAD_FAIL("vocab entry has a bad id");
-        if (!v->string || !utf8_valid((const unsigned char *)v->string, strlen(v->string)))
+        if (!v->string || !utf8_valid(v->string, strlen(v->string)))
             LOAD_FAIL("vocab entry has a bad key");
         max_id = VLM_MAX(max_id, id);
     }
@@ -397,7 +365,7 @@ static int tok_build(struct tokenizer *t, const cJSON *root, const char *src,
     t->added = xcalloc((size_t)n_added + 1, sizeof *t->added);
     for (const cJSON *a = added ? added->child : NULL; a; a = a->next) {
         const char *c = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "content"));
-        if (!utf8_valid((const unsigned char *)c, strlen(c))) LOAD_FAIL("added token content is not UTF-8");
+        if (!utf8_valid(c, strlen(c))) LOAD_FAIL("added token content is not UTF-8");
         json_int(cJSON_GetObjectItemCaseSensitive(a, "id"), 0, TOK_MAX_ID - 1, &id);
         bool special = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "special"));
         if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "lstrip")) ||
@@ -439,7 +407,7 @@ static int tok_build(struct tokenizer *t, const cJSON *root, const char *src,
     /* single-byte tokens, then merges: rank = position in the list */
     for (int b = 0; b < 256; b++) {
         char s[4];
-        int n = utf8_put(byte_cp[b], s);
+        int n = utf8_encode(byte_cp[b], s);
         t->byte_id[b] = str_lookup(t, s, (size_t)n);
     }
     size_t n_merges = (size_t)cJSON_GetArraySize(merges);
@@ -681,80 +649,6 @@ const char *tok_bytes(const struct tokenizer *t, int32_t id, size_t *len)
     return t->bytes + t->tokens[id].bytes_off;
 }
 
-/* ==== UTF-8 ====
- * utf8_scan walks bytes the way Rust's from_utf8_lossy does: a maximal invalid subpart
- * (a byte that cannot start a character, or the valid start of a character cut short)
- * becomes one U+FFFD. With final=false it stops before an incomplete tail at the end and
- * returns where it stopped, so a stream can keep that tail for the next token. */
-static const char REPLACEMENT[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
-
-static inline bool is_cont(unsigned char c)
-{
-    return (c & 0xC0) == 0x80;
-}
-
-/* How many bytes starting at s[0] (n bytes available) form a valid character: the length
- * when complete and valid, 0 when s[0..k) is a valid but incomplete prefix using all n
- * bytes, or -k when the first k bytes are a maximal invalid subpart. */
-static int utf8_char(const unsigned char *s, size_t n)
-{
-    unsigned char b = s[0];
-    if (b < 0x80) return 1;
-    int w;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (b >= 0xC2 && b <= 0xDF) w = 2;
-    else if (b >= 0xE0 && b <= 0xEF) {
-        w = 3;
-        if (b == 0xE0) lo = 0xA0;
-        if (b == 0xED) hi = 0x9F;
-    } else if (b >= 0xF0 && b <= 0xF4) {
-        w = 4;
-        if (b == 0xF0) lo = 0x90;
-        if (b == 0xF4) hi = 0x8F;
-    } else {
-        return -1;
-    }
-    if (n < 2) return 0;
-    if (s[1] < lo || s[1] > hi) return -1;
-    for (int k = 2; k < w; k++) {
-        if ((size_t)k >= n) return 0;
-        if (!is_cont(s[k])) return -k;
-    }
-    return w;
-}
-
-static bool utf8_valid(const unsigned char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        if (s[i] < 0x80) { i++; continue; }
-        int k = utf8_char(s + i, n - i);
-        if (k <= 0) return false;
-        i += (size_t)k;
-    }
-    return true;
-}
-
-static size_t utf8_scan(const unsigned char *s, size_t n, bool final, struct strbuf *out)
-{
-    size_t i = 0, run = 0;
-    while (i < n) {
-        if (s[i] < 0x80) { i++; continue; }
-        int k = utf8_char(s + i, n - i);
-        if (k > 0) { i += (size_t)k; continue; }
-        sb_append(out, (const char *)s + run, i - run);
-        if (k == 0) { /* incomplete tail: s[i..n) */
-            if (!final) return i;
-            sb_append(out, REPLACEMENT, 3);
-            return n;
-        }
-        sb_append(out, REPLACEMENT, 3);
-        i += (size_t)-k;
-        run = i;
-    }
-    sb_append(out, (const char *)s + run, n - run);
-    return n;
-}
-
 /* ==== Encoding ====
  * tok_encode: validate, cut out added tokens, then per piece NFC -> regex split -> BPE per
  * word. All scratch memory lives in a struct tok_work made per call, so calls on one
@@ -905,7 +799,7 @@ static int bpe_word(const struct tokenizer *t, struct tok_work *w, const unsigne
     if (t->ignore_merges && n <= 256) {
         char buf[512];
         size_t k = 0;
-        for (size_t i = 0; i < n; i++) k += (size_t)utf8_put(byte_cp[s[i]], buf + k);
+        for (size_t i = 0; i < n; i++) k += (size_t)utf8_encode(byte_cp[s[i]], buf + k);
         int32_t id = str_lookup(t, buf, k);
         if (id >= 0) { i32_vec_push(out, id); return 0; }
     }
@@ -970,7 +864,7 @@ static int encode_piece(const struct tokenizer *t, struct tok_work *w, const cha
         if (me > ms) off = me;
         else { /* empty match: step over one character */
             off = ms + 1;
-            while (off < len && is_cont(s[off])) off++;
+            while (off < len && utf8_is_cont(s[off])) off++;
         }
     }
     if (last < len && (rc = bpe_word(t, w, s + last, len - last, out))) goto oom;
@@ -987,7 +881,7 @@ int tok_encode(const struct tokenizer *t, const char *text, size_t len, struct i
 {
     const unsigned char *s = (const unsigned char *)text;
     if (len == 0) return 0;
-    if (!utf8_valid(s, len)) return vlm_err_set(err, VLM_EINVAL, 400, "tokenizer: input is not valid UTF-8");
+    if (!utf8_valid(text, len)) return vlm_err_set(err, VLM_EINVAL, 400, "tokenizer: input is not valid UTF-8");
     struct tok_work w = {0};
     w.md = pcre2_match_data_create_from_pattern(t->re, NULL);
     if (!w.md) return vlm_err_set(err, VLM_ENOMEM, 503, "tokenizer: out of memory");
@@ -1030,7 +924,7 @@ void tok_decode(const struct tokenizer *t, const int32_t *ids, size_t n, bool sk
         sb_append(&raw, t->bytes + e->bytes_off, e->bytes_len);
     }
     sb_append(out, "", 0);
-    if (raw.n) utf8_scan((const unsigned char *)raw.s, raw.n, true, out);
+    if (raw.n) utf8_lossy(out, raw.s, raw.n, true);
     sb_free(&raw);
 }
 
@@ -1048,7 +942,7 @@ void tok_stream_push(const struct tokenizer *t, struct tok_stream *s, int32_t id
     size_t n = e->bytes_len;
     VLM_ASSERT(s->n_pending >= 0 && s->n_pending <= 3);
     if (s->n_pending == 0) {
-        size_t used = utf8_scan(b, n, false, out);
+        size_t used = utf8_lossy(out, (const char *)b, n, false);
         s->n_pending = (int)(n - used);
         memcpy(s->pending, b + used, n - used);
         return;
@@ -1059,7 +953,7 @@ void tok_stream_push(const struct tokenizer *t, struct tok_stream *s, int32_t id
     if (total > sizeof small) buf = xmalloc(total);
     memcpy(buf, s->pending, (size_t)s->n_pending);
     memcpy(buf + s->n_pending, b, n);
-    size_t used = utf8_scan(buf, total, false, out);
+    size_t used = utf8_lossy(out, (const char *)buf, total, false);
     s->n_pending = (int)(total - used);
     memcpy(s->pending, buf + used, total - used);
     if (buf != small) free(buf);
@@ -1067,6 +961,6 @@ void tok_stream_push(const struct tokenizer *t, struct tok_stream *s, int32_t id
 
 void tok_stream_flush(struct tok_stream *s, struct strbuf *out)
 {
-    if (s->n_pending > 0) sb_append(out, REPLACEMENT, 3);
+    if (s->n_pending > 0) sb_puts(out, UTF8_REPLACEMENT);
     s->n_pending = 0;
 }

@@ -8,12 +8,12 @@
 #include "server/tokenizer_slow.h"
 
 #include "engine/slowtok.h"
+#include "server/utf8.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <utf8proc.h>
 
 #define SLOW_FAIL(...) \
     do { rc = vlm_err_set(err, VLM_EINVAL, 500, "tokenizer: " __VA_ARGS__); goto done; } while (0)
@@ -28,25 +28,13 @@ static int py_space(const unsigned char *s, size_t n)
 {
     if (*s == ' ' || (*s >= 0x09 && *s <= 0x0d) || (*s >= 0x1c && *s <= 0x1f)) return 1;
     if (*s < 0x80) return 0;
-    utf8proc_int32_t cp;
-    utf8proc_ssize_t k = utf8proc_iterate(s, (utf8proc_ssize_t)VLM_MIN(n, 4), &cp);
+    int k = utf8_char(s, n); /* <= 0 inside a character: the caller may step by bytes */
     if (k <= 0) return 0;
+    uint32_t cp;
+    utf8_decode(s, (size_t)k, &cp);
     bool ws = cp == 0x85 || cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) ||
               cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f || cp == 0x3000;
     return ws ? (int)k : 0;
-}
-
-static bool utf8_ok(const char *s, size_t n)
-{
-    const utf8proc_uint8_t *p = (const utf8proc_uint8_t *)s;
-    for (size_t i = 0; i < n;) {
-        if (p[i] < 0x80) { i++; continue; }
-        utf8proc_int32_t cp;
-        utf8proc_ssize_t k = utf8proc_iterate(p + i, (utf8proc_ssize_t)VLM_MIN(n - i, 4), &cp);
-        if (k <= 0) return false;
-        i += (size_t)k;
-    }
-    return true;
 }
 
 /* Parses merges.txt into [[a, b], ...] and the line of each merge. */
@@ -58,7 +46,7 @@ static int parse_merges(const struct tok_text *f, const char *name, cJSON **out,
     int32_t *lines = NULL;
     size_t n_lines = 0, cap = 0;
     const unsigned char *s = (const unsigned char *)f->s;
-    if (!utf8_ok(f->s, f->n)) SLOW_FAIL("%s is not valid UTF-8", name);
+    if (!utf8_valid(f->s, f->n)) SLOW_FAIL("%s is not valid UTF-8", name);
     int32_t line_no = 0;
     for (size_t pos = 0; pos < f->n;) {
         size_t e = pos;
@@ -70,7 +58,7 @@ static int parse_merges(const struct tok_text *f, const char *name, cJSON **out,
         while (a < b && (k = py_space(s + a, b - a)) > 0) a += (size_t)k;
         while (b > a) { /* strip from the right: step back over one character */
             size_t c = b - 1;
-            while (c > a && (s[c] & 0xC0) == 0x80) c--;
+            while (c > a && utf8_is_cont(s[c])) c--;
             if (!py_space(s + c, b - c)) break;
             b = c;
         }
@@ -234,7 +222,7 @@ int tok_slow_tree(cJSON **out, int32_t **merge_line, const struct tok_slow_files
     const struct tok_text *texts[] = {&f->vocab, &f->config, &f->added_tokens, &f->special_map};
     const char *names[] = {vname, cname, aname, sname};
     for (size_t i = 0; i < ARRAY_LEN(texts); i++)
-        if (texts[i]->s && !utf8_ok(texts[i]->s, texts[i]->n))
+        if (texts[i]->s && !utf8_valid(texts[i]->s, texts[i]->n))
             SLOW_FAIL("%s is not valid UTF-8", names[i]);
 
     /* --- vocab.json: ids 0..N-1, each once, no spelling twice --- */

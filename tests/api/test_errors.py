@@ -24,6 +24,21 @@ def cbody(**kw):
     return b
 
 
+def rbody(**kw):
+    b = {"model": "tiny", "input": "hi", "max_output_tokens": 2}
+    b.update(kw)
+    return b
+
+
+R = "/v1/responses"
+FC = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}
+RTOOL = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+
+
+def ritem(*parts):
+    return [{"role": "user", "content": list(parts)}]
+
+
 def img_msg(url):
     return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
                                          {"type": "text", "text": "what is this?"}]}]
@@ -178,6 +193,106 @@ CASES = [
      b'"content": "x"}], "seed": 9223372036854775808}', 400, "seed"),
     ("seed 1e30", "/v1/chat/completions", body(seed=1e30), 400, "seed"),
     ("seed below -2^63", "/v1/chat/completions", body(seed=-(2 ** 63) - 4096), 400, "seed"),
+    # the Responses API (tests/api/test_responses.py)
+    ("responses: invalid json", R, b"{not json", 400, None),
+    ("responses: input missing", R, {"model": "tiny"}, 400, "input"),
+    ("responses: input wrong type", R, rbody(input=5), 400, "input"),
+    ("responses: empty input", R, rbody(input=[]), 400, "input"),
+    ("responses: item not an object", R, rbody(input=["x"]), 400, "input[0]"),
+    ("responses: item role unknown", R, rbody(input=[{"role": "robot", "content": "x"}]), 400,
+     "input[0].role"),
+    ("responses: item type unknown", R, rbody(input=[{"type": "item_reference", "id": "x"}]),
+     400, "input[0].type"),
+    ("responses: content wrong type", R, rbody(input=[{"role": "user", "content": 5}]), 400,
+     "input[0].content"),
+    ("responses: content part unknown", R, rbody(input=ritem({"type": "input_file"})), 400,
+     "input[0].content[0].type"),
+    ("responses: input_text without text", R, rbody(input=ritem({"type": "input_text"})), 400,
+     "input[0].content[0].text"),
+    ("responses: input_image without url", R, rbody(input=ritem({"type": "input_image"})), 400,
+     "input[0].content[0].image_url"),
+    ("responses: input_image file_id", R,
+     rbody(input=ritem({"type": "input_image", "file_id": "file-1"})), 400,
+     "input[0].content[0].file_id"),
+    ("responses: input_image detail", R,
+     rbody(input=ritem({"type": "input_image", "image_url": "data:,", "detail": "max"})), 400,
+     "input[0].content[0].detail"),
+    ("responses: input_image not an image", R,
+     rbody(input=ritem({"type": "input_text", "text": "see"},
+                       {"type": "input_image", "image_url": "data:image/png;base64,aGVsbG8="})),
+     400, "input[0].content[1].image_url"),
+    ("responses: image url bad scheme", R,
+     rbody(input=[{"role": "user", "content": "first"},
+                  {"role": "user", "content": [{"type": "input_image",
+                                                "image_url": data_url(png_bytes(16, 16))},
+                                               {"type": "input_image",
+                                                "image_url": "ftp://x/y.png"}]}]),
+     400, "input[1].content[1].image_url"),
+    ("responses: function_call without name", R,
+     rbody(input=[{"role": "user", "content": "x"}, {**FC, "name": ""}]), 400, "input[1].name"),
+    ("responses: function_call arguments not JSON", R,
+     rbody(input=[{"role": "user", "content": "x"}, {**FC, "arguments": "{x"}]), 400,
+     "input[1].arguments"),
+    ("responses: function_call_output without call_id", R,
+     rbody(input=[{"type": "function_call_output", "output": "x"}]), 400, "input[0].call_id"),
+    ("responses: function_call_output output wrong type", R,
+     rbody(input=[{"type": "function_call_output", "call_id": "c1", "output": 5}]), 400,
+     "input[0].output"),
+    ("responses: instructions wrong type", R, rbody(instructions=["x"]), 400, "instructions"),
+    ("responses: max_output_tokens zero", R, rbody(max_output_tokens=0), 400,
+     "max_output_tokens"),
+    ("responses: max_output_tokens float", R, rbody(max_output_tokens=1.5), 400,
+     "max_output_tokens"),
+    ("responses: max_output_tokens over context", R, rbody(max_output_tokens=100000), 400,
+     "max_output_tokens"),
+    ("responses: temperature out of range", R, rbody(temperature=5), 400, "temperature"),
+    ("responses: top_p out of range", R, rbody(top_p=0), 400, "top_p"),
+    ("responses: stream wrong type", R, rbody(stream="yes"), 400, "stream"),
+    ("responses: store wrong type", R, rbody(store="yes"), 400, "store"),
+    ("responses: parallel_tool_calls wrong type", R, rbody(parallel_tool_calls=1), 400,
+     "parallel_tool_calls"),
+    ("responses: previous_response_id wrong type", R, rbody(previous_response_id=5), 400,
+     "previous_response_id"),
+    ("responses: previous_response_id unknown", R, rbody(previous_response_id="resp_nope"), 404,
+     "previous_response_id"),
+    ("responses: tools wrong type", R, rbody(tools={}), 400, "tools"),
+    ("responses: tool type not function", R, rbody(tools=[{"type": "web_search"}]), 400,
+     "tools[0].type"),
+    ("responses: tool without name", R, rbody(tools=[{"type": "function"}]), 400,
+     "tools[0].name"),
+    ("responses: tool parameters wrong type", R,
+     rbody(tools=[{**RTOOL, "parameters": "x"}]), 400, "tools[0].parameters"),
+    ("responses: tool strict wrong type", R, rbody(tools=[{**RTOOL, "strict": "x"}]), 400,
+     "tools[0].strict"),
+    ("responses: tool_choice unknown", R, rbody(tools=[RTOOL], tool_choice="any"), 400,
+     "tool_choice"),
+    ("responses: tool_choice type", R, rbody(tools=[RTOOL], tool_choice={"type": "mcp"}), 400,
+     "tool_choice.type"),
+    ("responses: tool_choice without name", R,
+     rbody(tools=[RTOOL], tool_choice={"type": "function"}), 400, "tool_choice.name"),
+    ("responses: tool_choice without tools", R, rbody(tool_choice="required"), 400,
+     "tool_choice"),
+    ("responses: reasoning wrong type", R, rbody(reasoning="high"), 400, "reasoning"),
+    ("responses: reasoning effort unknown", R, rbody(reasoning={"effort": "huge"}), 400,
+     "reasoning.effort"),
+    ("responses: reasoning summary wrong type", R, rbody(reasoning={"summary": 1}), 400,
+     "reasoning.summary"),
+    ("responses: text wrong type", R, rbody(text="json"), 400, "text"),
+    ("responses: text.format type unknown", R, rbody(text={"format": {"type": "xml"}}), 400,
+     "text.format.type"),
+    ("responses: text.format schema wrong type", R,
+     rbody(text={"format": {"type": "json_schema", "name": "x", "schema": 5}}), 400,
+     "text.format.schema"),
+    ("responses: metadata not strings", R, rbody(metadata={"a": 1}), 400, "metadata"),
+    ("responses: include wrong type", R, rbody(include="x"), 400, "include"),
+    ("responses: background", R, rbody(background=True), 400, "background"),
+    ("responses: conversation", R, rbody(conversation="conv_1"), 400, "conversation"),
+    ("responses: truncation auto", R, rbody(truncation="auto"), 400, "truncation"),
+    ("responses: unknown model", R, rbody(model="gpt-9"), 404, "model"),
+    ("responses: big body, bad field", R, rbody(max_output_tokens=0, pad="p" * 100000), 400,
+     "max_output_tokens"),
+    ("responses: big body, unknown previous id", R,
+     rbody(previous_response_id="resp_x", pad="p" * 100000), 404, "previous_response_id"),
 ]
 
 

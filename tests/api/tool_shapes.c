@@ -3,14 +3,48 @@
  * random model never writes a tool call, so the Python test gives a canned model output on
  * stdin and reads, with the openai SDK, what the server's output path makes of it: line 1 is
  * the non-streaming response body, then the SSE events of the same output cut into 3-byte
- * pieces (content deltas, tool_calls deltas, finish_reason "tool_calls"), as http.c sends
- * them. Thinking is on: a leading <think> block goes to reasoning_content.
+ * pieces (content deltas, tool_calls deltas, finish_reason "tool_calls"). Both come from the
+ * server's own code: a chat session (session.h) for a request with tools and thinking on,
+ * whose one choice is fed the canned text as decoded bytes instead of sampled tokens.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/openai.h"
+#include "server/session.h"
+
+static const struct oai_limits LIM = {.model_name = "tiny", .max_n = 1, .max_images = 1,
+                                      .min_pixels = 3136, .max_pixels = 1 << 20,
+                                      .vocab_size = 1000};
+static const char REQUEST[] =
+    "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]}";
+
+/* A session of one choice for REQUEST, as sess_prepare leaves it minus the scheduler
+ * request; the prompt opened a <think> block. */
+static void session_open(struct session *s, const struct sess_env *env, uint64_t seed)
+{
+    struct vlm_err err = {0};
+    sess_init(s, env);
+    if (oai_parse(OAI_KIND_CHAT, REQUEST, strlen(REQUEST), &LIM, &s->q, &err)) {
+        fprintf(stderr, "tool_shapes: %s\n", err.msg);
+        exit(1);
+    }
+    oai_meta_init(&s->meta, OAI_KIND_CHAT, "tiny", 1);
+    s->ch = xcalloc(1, sizeof *s->ch);
+    s->n_ch = 1;
+    s->n_prompt = 1;
+    sess_choice_init(s, &s->ch[0], 0, true, seed);
+}
+
+/* The choice's end, as the scheduler reports it: one token, finished by EOS. */
+static void choice_end(struct sess_choice *h)
+{
+    textout_finish(&h->out, &h->content, &h->reasoning);
+    h->n_tokens = 1;
+    h->state = REQ_FINISHED_STOP;
+    h->done = true;
+}
 
 int main(void)
 {
@@ -19,65 +53,35 @@ int main(void)
     size_t got;
     while ((got = fread(buf, 1, sizeof buf, stdin)) > 0) sb_append(&in, buf, got);
     if (!in.s) sb_append(&in, "", 0);
-    struct oai_meta m;
-    oai_meta_init(&m, OAI_KIND_CHAT, "tiny", 1);
-    struct oai_usage u = {.prompt_tokens = 1, .completion_tokens = 1};
+    const struct sess_env env = {0}; /* no tokenizer: the text comes decoded */
 
     /* non-streaming: everything, then the response */
-    struct oai_text t;
-    struct oai_tools p;
-    struct strbuf raw = {0}, content = {0}, reasoning = {0};
-    oai_text_init(&t, NULL, true, NULL, 0, true);
-    oai_tools_init(&p, 1);
-    oai_text_push_bytes(&t, in.s, in.n, &raw, &reasoning);
-    oai_text_finish(&t, &raw, &reasoning);
-    oai_tools_push(&p, raw.s, raw.n, &content);
-    oai_tools_finish(&p, &content);
-    bool blank = true;
-    for (size_t k = 0; k < content.n && blank; k++)
-        blank = content.s[k] == ' ' || content.s[k] == '\t' || content.s[k] == '\r' ||
-                content.s[k] == '\n';
-    struct oai_choice_out co = {.content = p.n_calls && blank ? NULL : (content.s ? content.s : ""),
-                                .reasoning = reasoning.s,
-                                .finish = p.n_calls ? "tool_calls" : "stop",
-                                .tool_calls = p.calls, .n_tool_calls = p.n_calls};
-    char *js = oai_response_json(&m, &co, 1, &u);
+    struct session s;
+    session_open(&s, &env, 1);
+    struct sess_choice *h = &s.ch[0];
+    textout_push_bytes(&h->out, in.s, in.n, &h->content, &h->reasoning);
+    choice_end(h);
+    char *js = sess_response_json(&s);
     printf("%s\n", js);
     free(js);
-    oai_text_destroy(&t);
-    oai_tools_destroy(&p);
+    sess_destroy(&s);
 
     /* streaming: 3-byte pieces, one pump per piece */
     struct strbuf out = {0};
-    int32_t sent = 0;
-    oai_text_init(&t, NULL, true, NULL, 0, true);
-    oai_tools_init(&p, 2);
-    oai_sse_chunk(&out, &m, 0, "assistant", "", 0, NULL, 0, NULL, NULL);
+    session_open(&s, &env, 2);
+    h = &s.ch[0];
     for (size_t i = 0; i <= in.n; i += 3) {
-        bool done = i + 3 > in.n;
-        raw.n = content.n = reasoning.n = 0;
-        if (i < in.n) oai_text_push_bytes(&t, in.s + i, VLM_MIN(3, in.n - i), &raw, &reasoning);
-        if (done) oai_text_finish(&t, &raw, &reasoning);
-        oai_tools_push(&p, raw.s, raw.n, &content);
-        if (done) oai_tools_finish(&p, &content);
-        int32_t new_calls = p.n_calls - sent;
-        const char *fin = done ? (p.n_calls ? "tool_calls" : "stop") : NULL;
-        if (content.n || reasoning.n || (done && !new_calls))
-            oai_sse_chunk(&out, &m, 0, NULL, content.n ? content.s : NULL, content.n,
-                          reasoning.n ? reasoning.s : NULL, reasoning.n, new_calls ? NULL : fin,
-                          NULL);
-        if (new_calls) oai_sse_tool_calls(&out, &m, 0, p.calls, sent, new_calls, fin);
-        sent = p.n_calls;
-        if (done) break;
+        sess_stream_role(&s, 0, &out);
+        if (i < in.n) textout_push_bytes(&h->out, in.s + i, VLM_MIN(3, in.n - i), &h->content,
+                                         &h->reasoning);
+        if (i + 3 > in.n) choice_end(h);
+        sess_stream_delta(&s, 0, &out);
+        if (h->done) break;
     }
     oai_sse_done(&out);
     fwrite(out.s, 1, out.n, stdout);
-    oai_text_destroy(&t);
-    oai_tools_destroy(&p);
+    sess_destroy(&s);
     sb_free(&out);
-    sb_free(&raw);
-    sb_free(&content);
-    sb_free(&reasoning);
     sb_free(&in);
     return 0;
 }

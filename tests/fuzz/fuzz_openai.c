@@ -24,20 +24,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct vlm_err e = {0};
     int rc = oai_parse(kind, body, n, &lim, &q, &e);
     if (rc == 0) {
-        struct oai_text t;
+        struct textout_text t;
         struct strbuf c = {0}, r = {0};
-        oai_text_init(&t, NULL, true, (const char *const *)q.stop, q.n_stop, data[0] & 4);
+        textout_text_init(&t, NULL, true, (const char *const *)q.stop, q.n_stop, data[0] & 4);
         for (size_t i = 0; i < n; i += 3)
-            oai_text_push_bytes(&t, body + i, n - i < 3 ? n - i : 3, &c, &r);
-        oai_text_finish(&t, &c, &r);
-        oai_text_destroy(&t);
+            textout_text_push_bytes(&t, body + i, n - i < 3 ? n - i : 3, &c, &r);
+        textout_text_finish(&t, &c, &r);
+        textout_text_destroy(&t);
         /* the tool-call parser over the same bytes, cut the same way */
-        struct oai_tools tp;
+        struct textout_tools tp;
         struct strbuf tc = {0};
-        oai_tools_init(&tp, 1);
-        for (size_t i = 0; i < n; i += 3) oai_tools_push(&tp, body + i, n - i < 3 ? n - i : 3, &tc);
-        oai_tools_finish(&tp, &tc);
-        oai_tools_destroy(&tp);
+        textout_tools_init(&tp, 1);
+        for (size_t i = 0; i < n; i += 3) textout_tools_push(&tp, body + i, n - i < 3 ? n - i : 3, &tc);
+        textout_tools_finish(&tp, &tc);
+        textout_tools_destroy(&tp);
         sb_free(&tc);
         sb_free(&c);
         sb_free(&r);

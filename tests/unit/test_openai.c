@@ -356,11 +356,11 @@ struct out {
     int stops;
 };
 
-static void push_all(struct oai_text *t, const char *const *pieces, size_t n, struct out *o)
+static void push_all(struct textout_text *t, const char *const *pieces, size_t n, struct out *o)
 {
     for (size_t i = 0; i < n; i++)
-        o->stops += oai_text_push_bytes(t, pieces[i], strlen(pieces[i]), &o->c, &o->r);
-    oai_text_finish(t, &o->c, &o->r);
+        o->stops += textout_text_push_bytes(t, pieces[i], strlen(pieces[i]), &o->c, &o->r);
+    textout_text_finish(t, &o->c, &o->r);
 }
 
 static const char *S(const struct strbuf *b)
@@ -373,109 +373,109 @@ static void test_text(void)
     TEST("stop string across token boundaries") {
         const char *stop[] = {"lo Wo"};
         const char *p[] = {"Hel", "lo W", "orld", "!"};
-        struct oai_text t;
+        struct textout_text t;
         struct out o = {0};
-        oai_text_init(&t, NULL, true, stop, 1, false);
+        textout_text_init(&t, NULL, true, stop, 1, false);
         push_all(&t, p, ARRAY_LEN(p), &o);
         CHECK_STR(S(&o.c), "Hel");
         CHECK_EQ(o.stops, 1);
         CHECK(t.stopped);
-        oai_text_destroy(&t);
+        textout_text_destroy(&t);
         sb_free(&o.c);
         sb_free(&o.r);
     }
     TEST("held-back prefix released when it does not complete") {
         const char *stop[] = {"STOP", "xyz"};
         const char *p[] = {"aS", "T", "Ox", "y!"};
-        struct oai_text t;
+        struct textout_text t;
         struct out o = {0};
-        oai_text_init(&t, NULL, true, stop, 2, false);
-        o.stops += oai_text_push_bytes(&t, p[0], 2, &o.c, &o.r);
+        textout_text_init(&t, NULL, true, stop, 2, false);
+        o.stops += textout_text_push_bytes(&t, p[0], 2, &o.c, &o.r);
         CHECK_STR(S(&o.c), "a"); /* "S" held back */
-        for (int i = 1; i < 4; i++) o.stops += oai_text_push_bytes(&t, p[i], strlen(p[i]), &o.c, &o.r);
-        oai_text_finish(&t, &o.c, &o.r);
+        for (int i = 1; i < 4; i++) o.stops += textout_text_push_bytes(&t, p[i], strlen(p[i]), &o.c, &o.r);
+        textout_text_finish(&t, &o.c, &o.r);
         CHECK_STR(S(&o.c), "aSTOxy!");
         CHECK_EQ(o.stops, 0);
-        oai_text_destroy(&t);
+        textout_text_destroy(&t);
         sb_free(&o.c);
         sb_free(&o.r);
     }
     TEST("earliest of several stop strings wins") {
         const char *stop[] = {"cd", "b"};
         const char *p[] = {"abcd"};
-        struct oai_text t;
+        struct textout_text t;
         struct out o = {0};
-        oai_text_init(&t, NULL, true, stop, 2, false);
+        textout_text_init(&t, NULL, true, stop, 2, false);
         push_all(&t, p, 1, &o);
         CHECK_STR(S(&o.c), "a");
-        oai_text_destroy(&t);
+        textout_text_destroy(&t);
         sb_free(&o.c);
         sb_free(&o.r);
     }
     TEST("think split") {
         const char *p[] = {"<think>", "abc", "</th", "ink>", "\n\nanswer"};
-        struct oai_text t;
+        struct textout_text t;
         struct out o = {0};
-        oai_text_init(&t, NULL, true, NULL, 0, true);
+        textout_text_init(&t, NULL, true, NULL, 0, true);
         push_all(&t, p, ARRAY_LEN(p), &o);
         CHECK_STR(S(&o.r), "abc");
         CHECK_STR(S(&o.c), "\n\nanswer");
-        oai_text_destroy(&t);
+        textout_text_destroy(&t);
         sb_free(&o.c);
         sb_free(&o.r);
     }
     TEST("think tag split across tokens, and unclosed think") {
         const char *p[] = {"<thi", "nk>x</think>y"};
-        struct oai_text t;
+        struct textout_text t;
         struct out o = {0};
-        oai_text_init(&t, NULL, true, NULL, 0, true);
+        textout_text_init(&t, NULL, true, NULL, 0, true);
         push_all(&t, p, ARRAY_LEN(p), &o);
         CHECK_STR(S(&o.r), "x");
         CHECK_STR(S(&o.c), "y");
-        oai_text_destroy(&t);
+        textout_text_destroy(&t);
         sb_free(&o.c);
         sb_free(&o.r);
         const char *p2[] = {"<think>", "still thinking"};
         struct out o2 = {0};
-        oai_text_init(&t, NULL, true, NULL, 0, true);
+        textout_text_init(&t, NULL, true, NULL, 0, true);
         push_all(&t, p2, ARRAY_LEN(p2), &o2);
         CHECK_STR(S(&o2.r), "still thinking");
         CHECK_STR(S(&o2.c), "");
-        oai_text_destroy(&t);
+        textout_text_destroy(&t);
         sb_free(&o2.c);
         sb_free(&o2.r);
     }
     TEST("thinking on, output without <think>: all content") {
         const char *p[] = {"<b>", "old</think>"};
-        struct oai_text t;
+        struct textout_text t;
         struct out o = {0};
-        oai_text_init(&t, NULL, true, NULL, 0, true);
+        textout_text_init(&t, NULL, true, NULL, 0, true);
         push_all(&t, p, ARRAY_LEN(p), &o);
         CHECK_STR(S(&o.c), "<b>old</think>");
         CHECK_STR(S(&o.r), "");
-        oai_text_destroy(&t);
+        textout_text_destroy(&t);
         sb_free(&o.c);
         sb_free(&o.r);
     }
     TEST("thinking off keeps tags in content; stop inside reasoning") {
         const char *p[] = {"<think>x</think>y"};
-        struct oai_text t;
+        struct textout_text t;
         struct out o = {0};
-        oai_text_init(&t, NULL, true, NULL, 0, false);
+        textout_text_init(&t, NULL, true, NULL, 0, false);
         push_all(&t, p, 1, &o);
         CHECK_STR(S(&o.c), "<think>x</think>y");
-        oai_text_destroy(&t);
+        textout_text_destroy(&t);
         sb_free(&o.c);
         sb_free(&o.r);
         const char *stop[] = {"b"};
         const char *p2[] = {"<think>a", "bc</think>d"};
         struct out o2 = {0};
-        oai_text_init(&t, NULL, true, stop, 1, true);
+        textout_text_init(&t, NULL, true, stop, 1, true);
         push_all(&t, p2, ARRAY_LEN(p2), &o2);
         CHECK_STR(S(&o2.r), "a");
         CHECK_STR(S(&o2.c), "");
         CHECK_EQ(o2.stops, 1);
-        oai_text_destroy(&t);
+        textout_text_destroy(&t);
         sb_free(&o2.c);
         sb_free(&o2.r);
     }
@@ -525,12 +525,6 @@ static void test_json(void)
         CHECK_EQ(cJSON_GetArraySize(cJSON_GetObjectItem(j, "choices")), 0);
         CHECK_EQ(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "total_tokens")->valueint, 7);
         cJSON_Delete(j);
-        sb_free(&b);
-    }
-    TEST("utf8 sanitize") {
-        struct strbuf b = {0};
-        oai_utf8_sanitize(&b, "a\xc3(b\xe2\x82\xac\xf0\x9f", 9);
-        CHECK_STR(b.s, "a\xef\xbf\xbd(b\xe2\x82\xac\xef\xbf\xbd\xef\xbf\xbd");
         sb_free(&b);
     }
 }

@@ -3,15 +3,17 @@
  * what json.loads refuses, member lookup, a tool's model_dump form), the request side (tools
  * and tool calls as the template will render them), and the output side (the
  * hermes parser: plain call, several calls, text before, malformed JSON, unicode, every cut
- * of the text into two pushes and into single bytes, think + tool call through oai_text),
- * plus the response and stream chunk shapes.
+ * of the text into two pushes and into single bytes, think + tool call through struct
+ * textout), plus the response and stream chunk shapes as a session (session.h) writes them.
  */
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "server/pyjson.h"
 #include "server/openai.h"
+#include "server/session.h"
 #include "test.h"
 
 static const struct oai_limits LIM = {.model_name = "tiny", .max_n = 8, .max_images = 4,
@@ -163,27 +165,27 @@ static void test_request(void)
 
 struct parsed {
     struct strbuf content;
-    struct oai_tools p;
+    struct textout_tools p;
 };
 
 /* Feeds text cut at the given offsets (sorted, in (0, n)), then finishes. */
 static void run_cuts(struct parsed *r, const char *text, const size_t *cuts, int n_cuts)
 {
     memset(r, 0, sizeof *r);
-    oai_tools_init(&r->p, 42);
+    textout_tools_init(&r->p, 42);
     size_t at = 0, n = strlen(text);
     for (int i = 0; i <= n_cuts; i++) {
         size_t to = i < n_cuts ? cuts[i] : n;
-        oai_tools_push(&r->p, text + at, to - at, &r->content);
+        textout_tools_push(&r->p, text + at, to - at, &r->content);
         at = to;
     }
-    oai_tools_finish(&r->p, &r->content);
+    textout_tools_finish(&r->p, &r->content);
 }
 
 static void parsed_free(struct parsed *r)
 {
     sb_free(&r->content);
-    oai_tools_destroy(&r->p);
+    textout_tools_destroy(&r->p);
 }
 
 static const char *S(const struct strbuf *b)
@@ -231,7 +233,7 @@ static void test_parser(void)
         if (r.p.n_calls == 1) {
             CHECK_STR(r.p.calls[0].name, "get_weather");
             CHECK_STR(r.p.calls[0].arguments, "{\"city\": \"Paris\"}");
-            CHECK_EQ(strlen(r.p.calls[0].id), 5 + OAI_TOOL_ID_CHARS);
+            CHECK_EQ(strlen(r.p.calls[0].id), 5 + TEXTOUT_CALL_ID_CHARS);
             CHECK(!strncmp(r.p.calls[0].id, "call_", 5));
         }
         CHECK_STR(S(&r.content), "");
@@ -300,30 +302,51 @@ static void test_parser(void)
         parsed_free(&r);
     }
 
-    TEST("think + tool call through the text pipeline") {
+    TEST("think + tool call through both stages (struct textout)") {
         const char *pieces[] = {"<think>", "\nI need the", " weather.\n", "</think>", "\n\n",
                                 "<tool", "_call>\n{\"name\": \"w\", ", "\"arguments\": {\"c\": 1}}",
                                 "\n</tool_", "call>"};
-        struct oai_text t;
-        struct strbuf raw = {0}, reasoning = {0}, content = {0};
-        struct oai_tools p;
-        oai_text_init(&t, NULL, true, NULL, 0, true);
-        oai_tools_init(&p, 7);
-        for (size_t i = 0; i < ARRAY_LEN(pieces); i++) {
-            oai_text_push_bytes(&t, pieces[i], strlen(pieces[i]), &raw, &reasoning);
-            oai_tools_push(&p, raw.s, raw.n, &content);
-            raw.n = 0;
-        }
-        oai_text_finish(&t, &raw, &reasoning);
-        oai_tools_push(&p, raw.s, raw.n, &content);
-        oai_tools_finish(&p, &content);
+        struct textout o;
+        struct strbuf reasoning = {0}, content = {0};
+        textout_init(&o, NULL, true, NULL, 0, true, true, 7);
+        for (size_t i = 0; i < ARRAY_LEN(pieces); i++)
+            CHECK_EQ(textout_push_bytes(&o, pieces[i], strlen(pieces[i]), &content, &reasoning), 0);
+        textout_finish(&o, &content, &reasoning);
         CHECK_STR(S(&reasoning), "\nI need the weather.\n");
         CHECK_STR(S(&content), "\n\n");
-        CHECK_EQ(p.n_calls, 1);
-        if (p.n_calls == 1) CHECK_STR(p.calls[0].arguments, "{\"c\": 1}");
-        oai_tools_destroy(&p);
-        oai_text_destroy(&t);
-        sb_free(&raw);
+        CHECK_EQ(textout_n_calls(&o), 1);
+        if (textout_n_calls(&o) == 1) CHECK_STR(o.tools.calls[0].arguments, "{\"c\": 1}");
+        textout_destroy(&o);
+        sb_free(&reasoning);
+        sb_free(&content);
+    }
+
+    TEST("a stop string ends the text; a call before it is still parsed") {
+        static const char *const stop[] = {"END"};
+        struct textout o;
+        struct strbuf reasoning = {0}, content = {0};
+        textout_init(&o, NULL, true, stop, 1, false, true, 7);
+        const char *t = "<tool_call>{\"name\": \"w\", \"arguments\": {}}</tool_call> ok END x";
+        CHECK_EQ(textout_push_bytes(&o, t, strlen(t), &content, &reasoning), 1);
+        CHECK_EQ(textout_push_bytes(&o, "more", 4, &content, &reasoning), 0);
+        textout_finish(&o, &content, &reasoning);
+        CHECK_STR(S(&content), " ok"); /* whitespace up to the end is dropped after a call */
+        CHECK_EQ(textout_n_calls(&o), 1);
+        textout_destroy(&o);
+        sb_free(&reasoning);
+        sb_free(&content);
+    }
+
+    TEST("tools off: the tags are plain content") {
+        struct textout o;
+        struct strbuf reasoning = {0}, content = {0};
+        textout_init(&o, NULL, true, NULL, 0, false, false, 7);
+        const char *t = "<tool_call>{\"name\": \"w\", \"arguments\": {}}</tool_call>";
+        textout_push_bytes(&o, t, strlen(t), &content, &reasoning);
+        textout_finish(&o, &content, &reasoning);
+        CHECK_STR(S(&content), t);
+        CHECK_EQ(textout_n_calls(&o), 0);
+        textout_destroy(&o);
         sb_free(&reasoning);
         sb_free(&content);
     }
@@ -331,19 +354,51 @@ static void test_parser(void)
 
 /* ==== Response shapes ==== */
 
+/* A chat session of one choice (server/session.h) for a request with a tool, as
+ * sess_prepare leaves it minus the scheduler request; its choice is fed decoded text. */
+static void session_open(struct session *s, const struct sess_env *env, const char *extra)
+{
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+             "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]%s}", extra);
+    struct vlm_err e = {0};
+    sess_init(s, env);
+    CHECK_EQ(oai_parse(OAI_KIND_CHAT, body, strlen(body), &LIM, &s->q, &e), 0);
+    oai_meta_init(&s->meta, OAI_KIND_CHAT, "tiny", 1);
+    s->ch = xcalloc(1, sizeof *s->ch);
+    s->n_ch = 1;
+    s->n_prompt = 3;
+    sess_choice_init(s, &s->ch[0], 0, false, 5);
+}
+
+/* Feeds text to the session's choice, then ends it as the scheduler would (state). */
+static void session_feed(struct session *s, const char *text, int state)
+{
+    struct sess_choice *h = &s->ch[0];
+    textout_push_bytes(&h->out, text, strlen(text), &h->content, &h->reasoning);
+    textout_finish(&h->out, &h->content, &h->reasoning);
+    h->n_tokens = 4;
+    h->state = state;
+    h->done = true;
+}
+
+static const cJSON *choice0(const cJSON *j)
+{
+    return cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+}
+
 static void test_shapes(void)
 {
-    TEST("response: content null, tool_calls, finish tool_calls; stream delta") {
-        struct parsed r;
-        run_cuts(&r, "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": \"b\"}}</tool_call>", NULL, 0);
-        struct oai_meta m;
-        oai_meta_init(&m, OAI_KIND_CHAT, "tiny", 1);
-        struct oai_choice_out co = {.content = NULL, .finish = "tool_calls",
-                                    .tool_calls = r.p.calls, .n_tool_calls = r.p.n_calls};
-        struct oai_usage u = {.prompt_tokens = 3, .completion_tokens = 4};
-        char *js = oai_response_json(&m, &co, 1, &u);
+    const struct sess_env env = {0};
+    TEST("session response: content null before calls, tool_calls, finish tool_calls") {
+        struct session s;
+        session_open(&s, &env, "");
+        session_feed(&s, " \n<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": \"b\"}}</tool_call>",
+                     REQ_FINISHED_STOP);
+        char *js = sess_response_json(&s);
         cJSON *j = cJSON_Parse(js);
-        const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+        const cJSON *c0 = choice0(j);
         const cJSON *msg = cJSON_GetObjectItem(c0, "message");
         CHECK(cJSON_IsNull(cJSON_GetObjectItem(msg, "content")));
         CHECK_STR(cJSON_GetObjectItem(c0, "finish_reason")->valuestring, "tool_calls");
@@ -351,24 +406,91 @@ static void test_shapes(void)
         CHECK(tc != NULL);
         if (tc) {
             CHECK_STR(cJSON_GetObjectItem(tc, "type")->valuestring, "function");
-            CHECK_STR(cJSON_GetObjectItem(tc, "id")->valuestring, r.p.calls[0].id);
+            CHECK_STR(cJSON_GetObjectItem(tc, "id")->valuestring, s.ch[0].out.tools.calls[0].id);
             const cJSON *f = cJSON_GetObjectItem(tc, "function");
             CHECK_STR(cJSON_GetObjectItem(f, "name")->valuestring, "f");
             CHECK_STR(cJSON_GetObjectItem(f, "arguments")->valuestring, "{\"a\": \"b\"}");
         }
+        const cJSON *u = cJSON_GetObjectItem(j, "usage");
+        CHECK_EQ(cJSON_GetObjectItem(u, "prompt_tokens")->valueint, 3);
+        CHECK_EQ(cJSON_GetObjectItem(u, "completion_tokens")->valueint, 4);
         cJSON_Delete(j);
         free(js);
-        struct strbuf out = {0};
-        oai_sse_tool_calls(&out, &m, 0, r.p.calls, 0, 1, "tool_calls");
-        CHECK(!strncmp(out.s, "data: {", 7));
-        j = cJSON_Parse(out.s + 6);
-        c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
-        tc = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(c0, "delta"), "tool_calls"), 0);
-        CHECK(tc && cJSON_GetObjectItem(tc, "index")->valueint == 0);
-        CHECK_STR(cJSON_GetObjectItem(c0, "finish_reason")->valuestring, "tool_calls");
+        sess_destroy(&s);
+    }
+
+    TEST("session response: text before the calls kept; length with calls is tool_calls") {
+        struct session s;
+        session_open(&s, &env, "");
+        session_feed(&s, "Sure.<tool_call>{\"name\": \"f\", \"arguments\": {}}</tool_call>",
+                     REQ_FINISHED_LENGTH);
+        char *js = sess_response_json(&s);
+        cJSON *j = cJSON_Parse(js);
+        const cJSON *msg = cJSON_GetObjectItem(choice0(j), "message");
+        CHECK_STR(cJSON_GetObjectItem(msg, "content")->valuestring, "Sure.");
+        CHECK_STR(cJSON_GetObjectItem(choice0(j), "finish_reason")->valuestring, "tool_calls");
         cJSON_Delete(j);
+        free(js);
+        sess_destroy(&s);
+    }
+
+    TEST("session response: tool_choice none leaves the tags in the content") {
+        struct session s;
+        session_open(&s, &env, ",\"tool_choice\":\"none\"");
+        const char *t = "<tool_call>{\"name\": \"f\", \"arguments\": {}}</tool_call>";
+        session_feed(&s, t, REQ_FINISHED_STOP);
+        char *js = sess_response_json(&s);
+        cJSON *j = cJSON_Parse(js);
+        const cJSON *msg = cJSON_GetObjectItem(choice0(j), "message");
+        CHECK_STR(cJSON_GetObjectItem(msg, "content")->valuestring, t);
+        CHECK(!cJSON_GetObjectItem(msg, "tool_calls") ||
+              !cJSON_GetArraySize(cJSON_GetObjectItem(msg, "tool_calls")));
+        CHECK_STR(cJSON_GetObjectItem(choice0(j), "finish_reason")->valuestring, "stop");
+        cJSON_Delete(j);
+        free(js);
+        sess_destroy(&s);
+    }
+
+    TEST("session stream: role, content, one tool_calls delta carrying the finish reason") {
+        struct session s;
+        session_open(&s, &env, "");
+        struct sess_choice *h = &s.ch[0];
+        struct strbuf out = {0};
+        const char *pieces[] = {"Hi", "<tool_call>{\"name\": \"f\", ", "\"arguments\": {}}</tool_call>"};
+        for (size_t i = 0; i < ARRAY_LEN(pieces); i++) {
+            sess_stream_role(&s, 0, &out);
+            textout_push_bytes(&h->out, pieces[i], strlen(pieces[i]), &h->content, &h->reasoning);
+            if (i + 1 == ARRAY_LEN(pieces)) {
+                textout_finish(&h->out, &h->content, &h->reasoning);
+                h->state = REQ_FINISHED_STOP;
+                h->done = true;
+            }
+            sess_stream_delta(&s, 0, &out);
+        }
+        /* the events: role, "Hi", the call with finish_reason tool_calls */
+        const char *ev[3] = {0};
+        int n_ev = 0;
+        for (const char *p = out.s; p && (p = strstr(p, "data: ")) && n_ev < 3; p += 6) ev[n_ev++] = p + 6;
+        CHECK_EQ(n_ev, 3);
+        if (n_ev == 3) {
+            cJSON *j = cJSON_Parse(ev[0]);
+            CHECK_STR(cJSON_GetObjectItem(cJSON_GetObjectItem(choice0(j), "delta"), "role")->valuestring,
+                      "assistant");
+            cJSON_Delete(j);
+            j = cJSON_Parse(ev[1]);
+            CHECK_STR(cJSON_GetObjectItem(cJSON_GetObjectItem(choice0(j), "delta"), "content")->valuestring,
+                      "Hi");
+            CHECK(cJSON_IsNull(cJSON_GetObjectItem(choice0(j), "finish_reason")));
+            cJSON_Delete(j);
+            j = cJSON_Parse(ev[2]);
+            const cJSON *tc = cJSON_GetArrayItem(
+                cJSON_GetObjectItem(cJSON_GetObjectItem(choice0(j), "delta"), "tool_calls"), 0);
+            CHECK(tc && cJSON_GetObjectItem(tc, "index")->valueint == 0);
+            CHECK_STR(cJSON_GetObjectItem(choice0(j), "finish_reason")->valuestring, "tool_calls");
+            cJSON_Delete(j);
+        }
         sb_free(&out);
-        parsed_free(&r);
+        sess_destroy(&s);
     }
 }
 
