@@ -552,28 +552,63 @@ static int gp_grammar(struct gp *p)
 
 /* ==== Checks ==== */
 
-/* Nodes are created after their children, so one pass in index order sees every child's
- * value first; the rules' nullability is the least fixpoint of these passes. */
+/* Which nodes can match the empty string (and so which rules: rule.nullable), by
+ * propagation: a node found nullable tells its parent (an ALT or REP parent becomes
+ * nullable, a SEQ parent once both children are) and, when it is a rule's body, every call
+ * of that rule. Linear in the nodes. NULL when out of memory. */
 static uint8_t *gn_nullable(struct gp *p)
 {
-    uint8_t *nn = trycalloc((size_t)p->nt + 1, 1);
-    if (!nn) return NULL;
-    for (bool changed = true; changed;) {
-        changed = false;
-        for (int32_t x = 0; x < p->nt; x++) {
-            const struct gn *t = &p->t[x];
-            switch (t->kind) {
-            case GN_EMPTY: nn[x] = 1; break;
-            case GN_LIT: nn[x] = t->len == 0; break;
-            case GN_CLASS: nn[x] = 0; break;
-            case GN_REF: nn[x] = p->r[t->a].nullable; break;
-            case GN_SEQ: nn[x] = nn[t->a] && nn[t->b]; break;
-            case GN_ALT: nn[x] = nn[t->a] || nn[t->b]; break;
-            default: nn[x] = t->min == 0 || nn[t->a]; break;
-            }
+    size_t nt = (size_t)p->nt + 1, nr = (size_t)p->nr + 1;
+    uint8_t *nn = trycalloc(nt, 1), *cnt = trycalloc(nt, 1);
+    int32_t *parent = trymalloc(nt * sizeof *parent), *rule_of = trymalloc(nt * sizeof *rule_of);
+    int32_t *ref_off = trycalloc(nr + 1, sizeof *ref_off), *refs = trymalloc(nt * sizeof *refs);
+    int32_t *queue = trymalloc(nt * sizeof *queue), *pos = trymalloc((nr + 1) * sizeof *pos);
+    int32_t qh = 0, qt = 0;
+    bool ok = nn && cnt && parent && rule_of && ref_off && refs && queue && pos;
+    if (!ok) goto out;
+    for (int32_t x = 0; x < p->nt; x++) parent[x] = rule_of[x] = -1;
+    for (int32_t k = 0; k < p->nr; k++) rule_of[p->r[k].body] = k;
+    for (int32_t x = 0; x < p->nt; x++) {
+        const struct gn *t = &p->t[x];
+        if (t->kind == GN_SEQ || t->kind == GN_ALT) parent[t->a] = parent[t->b] = x;
+        else if (t->kind == GN_REP) parent[t->a] = x;
+        else if (t->kind == GN_REF) ref_off[t->a + 1]++;
+    }
+    for (int32_t k = 0; k < p->nr; k++) ref_off[k + 1] += ref_off[k];
+    for (int32_t k = 0; k <= p->nr; k++) pos[k] = ref_off[k];
+    for (int32_t x = 0; x < p->nt; x++)
+        if (p->t[x].kind == GN_REF) refs[pos[p->t[x].a]++] = x;
+    for (int32_t x = 0; x < p->nt; x++) {
+        const struct gn *t = &p->t[x];
+        if (t->kind == GN_EMPTY || (t->kind == GN_LIT && t->len == 0) ||
+            (t->kind == GN_REP && t->min == 0))
+            nn[x] = 1, queue[qt++] = x;
+    }
+    while (qh < qt) {
+        int32_t x = queue[qh++];
+        int32_t k = rule_of[x];
+        if (k >= 0 && !p->r[k].nullable) {
+            p->r[k].nullable = 1;
+            for (int32_t j = ref_off[k]; j < ref_off[k + 1]; j++)
+                if (!nn[refs[j]]) nn[refs[j]] = 1, queue[qt++] = refs[j];
         }
-        for (int32_t k = 0; k < p->nr; k++)
-            if (!p->r[k].nullable && nn[p->r[k].body]) p->r[k].nullable = 1, changed = true;
+        int32_t q = parent[x];
+        if (q < 0 || nn[q]) continue;
+        if (p->t[q].kind == GN_SEQ && ++cnt[q] < 2) continue;
+        nn[q] = 1;
+        queue[qt++] = q;
+    }
+out:
+    free(cnt);
+    free(parent);
+    free(rule_of);
+    free(ref_off);
+    free(refs);
+    free(queue);
+    free(pos);
+    if (!ok) {
+        free(nn);
+        return NULL;
     }
     return nn;
 }

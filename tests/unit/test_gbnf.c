@@ -306,6 +306,34 @@ int main(void)
         grammar_release(g);
     }
 
+    TEST("gbnf: nullability through a long chain of rules, and left recursion around it") {
+        /* r1 ::= r2 "a"?, ..., each rule nullable only through the next: 100 rules is within
+         * the matcher's live-state bound, 3000 is for the left-recursion check */
+        static const int sizes[] = {100, 3000};
+        for (int i = 0; i < 2; i++) {
+            int N = sizes[i];
+            size_t cap = (size_t)N * 40 + 100, len = 0;
+            char *text = malloc(cap);
+            len += (size_t)snprintf(text + len, cap - len, i == 0 ? "root ::= r1 \"!\"\n"
+                                                                  : "root ::= r1 root \"x\" | \"!\"\n");
+            for (int k = 1; k < N; k++)
+                len += (size_t)snprintf(text + len, cap - len, "r%d ::= r%d \"a\"?\n", k, k + 1);
+            if (i == 0) {
+                snprintf(text + len, cap - len, "r%d ::= \"\" | \"b\"\n", N);
+                struct grammar *g = gbnf(text);
+                CHECK(g && full_match(g, "!") && full_match(g, "baa!") && !full_match(g, "ab!"));
+                grammar_release(g);
+            } else { /* r1 is nullable only through all 3000: then root calls itself first */
+                snprintf(text + len, cap - len, "r%d ::= \"\"\n", N);
+                char err[300] = "";
+                struct grammar *g = st_compile_grammar(text, strlen(text), err, sizeof err);
+                CHECK(!g && strstr(err, "left recursion (root -> root)"));
+                grammar_release(g);
+            }
+            free(text);
+        }
+    }
+
     TEST("gbnf: token masks equal feeding each token") {
         struct gram_vocab *v = small_vocab();
         static const struct {
