@@ -2,8 +2,8 @@
  * grammar: constrained decoding over bytes. A grammar is a set of rules, each a small
  * automaton whose edges read one byte from a range, take no input (epsilon), or call another
  * rule (push the return node, run the callee, pop). Together they are one pushdown
- * automaton over bytes; regular expressions, JSON Schema (server/structured.c) and literal
- * choices all compile to it through struct gram_builder.
+ * automaton over bytes; regular expressions, GBNF grammars (engine/gbnf.c), JSON Schema
+ * (server/structured.c) and literal choices all compile to it through struct gram_builder.
  *
  * A struct gram_matcher runs one output against a grammar. Its state is a set of threads
  * (node, stack); stacks are hash-consed frames, so equal stacks are equal ids and a state
@@ -96,6 +96,18 @@ enum {
 /* Compiles re[0..n) into *out. 0, or -1 with a message in err[0..errlen). */
 int gb_regex(struct gram_builder *b, const char *re, size_t n, int flags, struct gfrag *out,
              char *err, size_t errlen);
+
+/* EBNF grammars in the GBNF notation (llama.cpp's; vLLM's "grammar" field): rules
+ * `name ::= alternatives`, the start rule named root. Names are letters, digits, '-' and
+ * '_'; a rule runs until the next `name ::=`. Expressions: "strings" and [classes]
+ * ([^...] negated, a-z ranges) with the escapes \n \t \r \\ \" \xHH \uHHHH \UHHHHHHHH and
+ * escaped punctuation, '.' (any character), rule names, ( groups ), alternation |,
+ * postfix * + ? {m} {m,} {m,n} {,n}; # comments. Characters are Unicode code points, matched
+ * as UTF-8. Left recursion is refused (the message names the cycle of rules). Adds the
+ * rules to b and sets *root to the root rule's id (for gb_finish). 0, or -1 with a message
+ * (syntax errors say the line and column) in err[0..errlen). */
+int gb_gbnf(struct gram_builder *b, const char *text, size_t n, int32_t *root, char *err,
+            size_t errlen);
 
 struct grammar;
 

@@ -941,6 +941,18 @@ struct grammar *st_compile_regex(const char *re, size_t n, char *err, size_t err
     return gb_finish(b, root, err, errlen);
 }
 
+struct grammar *st_compile_grammar(const char *text, size_t n, char *err, size_t errlen)
+{
+    struct gram_builder *b = gb_new();
+    if (!b) return snprintf(err, errlen, "out of memory"), NULL;
+    int32_t root;
+    if (gb_gbnf(b, text, n, &root, err, errlen)) {
+        gb_free(b);
+        return NULL;
+    }
+    return gb_finish(b, root, err, errlen);
+}
+
 struct grammar *st_compile_choice(const char *const *s, const size_t *len, int32_t n, char *err,
                                   size_t errlen)
 {
@@ -1165,9 +1177,6 @@ static int parse_fields(const cJSON *o, bool so, struct want *w, int *n, bool *n
         } else if (!cJSON_IsString(v) || !v->valuestring[0]) {
             return bad(err, param, "'%s' must be a non-empty string", param);
         }
-        if (F[k].kind == C_GRAMMAR)
-            return bad(err, param, "'%s' (EBNF/GBNF grammars) is not supported yet; use json, "
-                                   "regex or choice", param);
         int rc = add_want(w, n, F[k].kind, v, param, err);
         if (rc) return rc;
     }
@@ -1279,6 +1288,9 @@ int st_parse_request(const cJSON *root, bool chat, struct st_request *out, struc
             free(len);
             break;
         }
+        case C_GRAMMAR:
+            g = st_compile_grammar(v->valuestring, strlen(v->valuestring), msg, sizeof msg);
+            break;
         case C_TOOLS: g = compile_tool_calls(v, w.name, &o, msg, sizeof msg); break;
         default: break;
         }
@@ -1288,6 +1300,8 @@ int st_parse_request(const cJSON *root, bool chat, struct st_request *out, struc
     cJSON_Delete(parsed);
     if (!g) {
         if (w.kind == C_TOOLS) return bad(err, "tools", "bad tool parameters: %s", msg);
+        if (w.kind == C_GRAMMAR)
+            return bad(err, w.param, "bad grammar in '%s': %s", w.param, msg);
         if (w.kind == C_REGEX)
             return bad(err, w.param, "bad regular expression in '%s': %s", w.param, msg);
         return bad(err, w.param, "bad schema in '%s': %s", w.param, msg);

@@ -1,7 +1,8 @@
 /*
  * structured: structured-output requests (vLLM's surface) -> one struct grammar
  * (engine/grammar.h). JSON Schema, regular expressions, choices, any JSON object and forced
- * tool calls are compiled here; the engine only sees the automaton and the token masks.
+ * tool calls are compiled here (GBNF grammars by engine/gbnf.c); the engine only sees the
+ * automaton and the token masks.
  *
  * Request fields read (chat and completions): response_format {type: text | json_object |
  * json_schema, json_schema: {name, schema, strict}}, structured_outputs {json, regex,
@@ -51,6 +52,8 @@ struct grammar *st_compile_schema(const struct cJSON *schema, const struct st_op
 struct grammar *st_compile_json_object(const struct st_options *o, char *err, size_t errlen);
 /* The whole output matches re (Python re syntax, the supported subset). */
 struct grammar *st_compile_regex(const char *re, size_t n, char *err, size_t errlen);
+/* The output is a sentence of the GBNF grammar text[0..n) (engine/grammar.h, gb_gbnf). */
+struct grammar *st_compile_grammar(const char *text, size_t n, char *err, size_t errlen);
 /* The output is exactly one of the strings. */
 struct grammar *st_compile_choice(const char *const *s, const size_t *len, int32_t n, char *err,
                                   size_t errlen);

@@ -122,6 +122,86 @@ def test_regex(client):
         assert re.fullmatch("[01]{8}", c.message.content)
 
 
+# ---- GBNF grammars (structured_outputs.grammar / guided_grammar), each with the same
+# language written for lark (an independent recognizer) ----
+
+GRAMMARS = {
+    "arith": ("""
+# sums of products; parentheses nest two levels at most, so a random model ends in time
+root  ::= expr
+expr  ::= term (("+" | "-") term){0,3}
+term  ::= num | "(" expr2 ")"
+expr2 ::= term2 (("*" | "/") term2){0,2}
+term2 ::= num | "(" num ("+" num)? ")"
+num   ::= [1-9] [0-9]{0,2} | "0"
+""", r"""
+start: expr
+expr: term (("+" | "-") term)~0..3
+term: NUM | "(" expr2 ")"
+expr2: term2 (("*" | "/") term2)~0..2
+term2: NUM | "(" NUM ("+" NUM)? ")"
+NUM: /[1-9][0-9]{0,2}|0/
+"""),
+    "record": (r"""
+root ::= "{" ws "\"name\":" ws str "," ws "\"tags\":" ws "[" (str ("," ws str){0,2})? "]" ws "}"
+str  ::= "\"" [^"\\\x00-\x1F\x7F]{0,8} "\""
+ws   ::= " "?
+""", r"""
+start: "{" WS? "\"name\":" WS? STR "," WS? "\"tags\":" WS? "[" (STR ("," WS? STR)~0..2)? "]" WS? "}"
+STR: /"[^"\\\x00-\x1f\x7f]{0,8}"/
+WS: " "
+"""),
+    "greeting": (r"""
+root     ::= greet " " name punct
+greet    ::= "Hello" | "Hi" | "Bonjour" | "Grüß Gott"
+name     ::= [A-Z] [a-zéèü]{1,6}
+punct    ::= [.!?] | "\u2026"
+""", r"""
+start: GREET " " NAME PUNCT
+GREET: "Hello" | "Hi" | "Bonjour" | "Grüß Gott"
+NAME: /[A-Z][a-zéèü]{1,6}/
+PUNCT: /[.!?\u2026]/
+"""),
+}
+
+
+def lark_check(name, text):
+    import lark
+    lark.Lark(GRAMMARS[name][1], start="start", parser="earley", lexer="dynamic").parse(text)
+
+
+@pytest.mark.parametrize("name", sorted(GRAMMARS))
+def test_grammar_outputs_match(client, name):
+    gbnf = GRAMMARS[name][0]
+    for extra in ({"structured_outputs": {"grammar": gbnf}}, {"guided_grammar": gbnf}):
+        r = chat(client, extra, max_tokens=300)
+        assert len(r.choices) == 3
+        for c in r.choices:
+            assert c.finish_reason == "stop", c.message.content
+            lark_check(name, c.message.content)
+    if name == "record":  # and it is JSON, as written
+        for c in r.choices:
+            assert set(json.loads(c.message.content)) == {"name", "tags"}
+
+
+def test_grammar_on_completions(client):
+    gbnf = GRAMMARS["arith"][0]
+    r = client.completions.create(model="tiny", prompt="1+1=", n=3, temperature=1.0, max_tokens=200,
+                                  seed=11, extra_body={"guided_grammar": gbnf})
+    for c in r.choices:
+        assert c.finish_reason == "stop", c.text
+        lark_check("arith", c.text)
+
+
+def test_grammar_the_recognizer_is_strict():
+    """The control: the lark recognizer refuses what the grammars refuse."""
+    import lark
+    for name, text in (("arith", "1+"), ("arith", "(((1)))"), ("record", '{"name":"a","tags":[]'),
+                       ("greeting", "Hello bob!")):
+        with pytest.raises(lark.exceptions.LarkError):
+            lark_check(name, text)
+
+
 def test_completions_endpoint(client):
     schema = SCHEMAS["flat"]
     r = client.completions.create(model="tiny", prompt="JSON:", n=3, temperature=1.0, max_tokens=300, seed=3,
@@ -307,8 +387,29 @@ BAD = [
     ({"guided_regex": ""}, "guided_regex", "'guided_regex' must be a non-empty string"),
     ({"guided_choice": []}, "guided_choice", "'guided_choice' must be a non-empty array of strings"),
     ({"guided_choice": ["a", 1]}, "guided_choice", "'guided_choice' must be a non-empty array of non-empty strings"),
-    ({"guided_grammar": "root ::= \"a\""}, "guided_grammar",
-     "'guided_grammar' (EBNF/GBNF grammars) is not supported yet; use json, regex or choice"),
+    ({"guided_grammar": "root ::= item\nitem ::= \"a\" other"}, "guided_grammar",
+     "bad grammar in 'guided_grammar': undefined rule 'other' (used at line 2, column 14)"),
+    ({"structured_outputs": {"grammar": "root ::= (\"a\" | \"b\"\n"}}, "structured_outputs.grammar",
+     "bad grammar in 'structured_outputs.grammar': syntax error at line 1, column 10: unbalanced '(' "
+     "(no matching ')')"),
+    ({"guided_grammar": "root ::= \"a\" [b-"}, "guided_grammar",
+     "bad grammar in 'guided_grammar': syntax error at line 1, column 14: unterminated character class"),
+    ({"guided_grammar": "start: \"a\""}, "guided_grammar",
+     "bad grammar in 'guided_grammar': syntax error at line 1, column 6: expected '::=' after the rule name "
+     "'start'"),
+    ({"guided_grammar": "answer ::= \"a\""}, "guided_grammar",
+     "bad grammar in 'guided_grammar': the grammar has no 'root' rule (the start symbol)"),
+    ({"guided_grammar": "root ::= expr\nexpr ::= expr \"+\" num | num\nnum ::= [0-9]+"}, "guided_grammar",
+     "bad grammar in 'guided_grammar': left recursion (expr -> expr) is not supported; write it with * or +"),
+    ({"guided_grammar": "root ::= \"\\q\""}, "guided_grammar",
+     "bad grammar in 'guided_grammar': syntax error at line 1, column 12: unknown escape '\\q'"),
+    ({"guided_grammar": "root ::= [a-z]{5,2}"}, "guided_grammar",
+     "bad grammar in 'guided_grammar': syntax error at line 1, column 15: bad repetition {5,2}: the maximum is "
+     "below the minimum"),
+    ({"guided_grammar": 7}, "guided_grammar", "'guided_grammar' must be a non-empty string"),
+    ({"structured_outputs": {"grammar": "root ::= \"a\"", "regex": "a"}}, "structured_outputs.grammar",
+     "only one structured-output constraint may be given; 'structured_outputs.regex' and "
+     "'structured_outputs.grammar' both ask for one"),
     ({"guided_whitespace_pattern": " *"}, "guided_whitespace_pattern",
      "'guided_whitespace_pattern' is not supported; use structured_outputs.disable_any_whitespace"),
     ({"structured_outputs": []}, "structured_outputs", "'structured_outputs' must be an object"),

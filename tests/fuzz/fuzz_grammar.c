@@ -1,15 +1,18 @@
 /*
- * fuzz_grammar: the schema and regex compilers and the matcher on arbitrary bytes.
+ * fuzz_grammar: the schema, regex and GBNF compilers and the matcher on arbitrary bytes.
  *
  * The first byte picks the mode:
  *   even: the input after it, up to the first NUL, is a structured-outputs request body (a
- *         JSON object: response_format / guided_json / guided_regex / ... / tools), parsed
- *         by st_parse_request; the bytes after the NUL are an output fed to the grammar;
+ *         JSON object: response_format / guided_json / guided_regex / guided_grammar / ... /
+ *         tools), parsed by st_parse_request; the bytes after the NUL are an output fed to
+ *         the grammar;
  *   odd:  the bytes up to the first NUL spell a regular expression over a small alphabet
  *         (each byte picks a piece: a, b, ., [ab], [^a], (, ), |, *, +, ?, {1,2}, {2}), the
  *         rest is a subject string over "abc"; the matcher's full-match verdict on every
  *         prefix of the subject must equal POSIX regexec's (glibc, REG_EXTENDED) when both
- *         accept the pattern: a reference recognizer.
+ *         accept the pattern: a reference recognizer. The same expression is also written as a
+ *         GBNF grammar (root ::= x, x ::= the pieces as literals and classes) whose verdict must
+ *         agree too.
  * In both modes the token mask after the output so far must equal, token by token, what a
  * fresh matcher says about each token of a small vocabulary (every byte and some pieces).
  */
@@ -73,13 +76,20 @@ static void regex_mode(const uint8_t *d, size_t n)
 {
     static const char *const piece[] = {"a", "b", ".", "[ab]", "[^a]", "(", ")", "|", "*", "+",
                                         "?", "{1,2}", "{2}", "a", "b", "(a|b)"};
-    char re[512] = "";
-    size_t i = 0, len = 0;
+    /* the same expression in GBNF, called through a rule */
+    static const char *const gpiece[] = {"\"a\"", "\"b\"", "[^\\n]", "[ab]", "[^a]", "(",
+                                         ")", "|", "*", "+", "?", "{1,2}", "{2}", "\"a\"",
+                                         "\"b\"", "(\"a\"|\"b\")"};
+    char re[512] = "", gb[1024] = "root ::= x\nx ::= ";
+    size_t i = 0, len = 0, glen = strlen(gb);
     for (; i < n && d[i] && i < 40; i++) {
         const char *p = piece[d[i] % 16];
         size_t k = strlen(p);
         memcpy(re + len, p, k + 1);
         len += k;
+        k = strlen(gpiece[d[i] % 16]);
+        memcpy(gb + glen, gpiece[d[i] % 16], k + 1);
+        glen += k;
     }
     /* forms where POSIX and Python differ or that POSIX leaves undefined */
     if (len == 0 || strstr(re, "()") || strstr(re, "(|") || strstr(re, "|)") || strstr(re, "||") ||
@@ -91,6 +101,7 @@ static void regex_mode(const uint8_t *d, size_t n)
         if (strchr("*+?}", q[0]) && q[1] && strchr("*+?{", q[1])) return;
     char err[200];
     struct grammar *g = st_compile_regex(re, len, err, sizeof err);
+    struct grammar *gg = st_compile_grammar(gb, glen, err, sizeof err);
     char anchored[600];
     snprintf(anchored, sizeof anchored, "^(%s)$", re);
     regex_t px;
@@ -111,12 +122,19 @@ static void regex_mode(const uint8_t *d, size_t n)
             bool got = f && gm_accept_bytes(f, (const uint8_t *)pre, k) && gm_can_end(f);
             gm_free(f);
             if (f && got != ref) abort();
+            if (!gg) continue;
+            f = gm_new(gg);
+            got = f && gm_accept_bytes(f, (const uint8_t *)pre, k) && gm_can_end(f);
+            gm_free(f);
+            if (f && got != ref) abort();
         }
         gm_free(mt);
         check_mask(g, (const uint8_t *)subj, m / 2);
+        if (gg) check_mask(gg, (const uint8_t *)subj, m / 2);
     }
     if (px_ok) regfree(&px);
     grammar_release(g);
+    grammar_release(gg);
 }
 
 static void request_mode(const uint8_t *d, size_t n)
