@@ -150,6 +150,29 @@ static void run_greedy(struct engine *e, const int32_t *ids, int32_t n_ids, int3
     memcpy(toks, ids, (size_t)n_ids * sizeof(int32_t));
     for (int32_t j = 0; j < per_seq_blocks; j++) blocks[j] = 1 + j;
     struct batch_out o;
+    /* the 8 largest logits after the prompt: random weights often make greedy repeat one
+     * token, so the values are the finer check of the conversion */
+    {
+        struct batch_seq s = {.n_tokens = n_ids, .tokens = toks, .blocks = blocks,
+                              .n_blocks = per_seq_blocks, .sp = &sp, .prompt = toks,
+                              .n_prompt = n_ids};
+        struct batch b = {.seqs = &s, .n_seqs = 1};
+        int32_t V = e->m->cfg.vocab_size, top[8];
+        float *lg = xmalloc((size_t)V * sizeof(float));
+        VLM_ASSERT(engine_forward_logits(e, &b, lg) == 1);
+        printf("top8:");
+        for (int i = 0; i < 8; i++) {
+            top[i] = -1;
+            for (int32_t v = 0; v < V; v++) {
+                bool used = false;
+                for (int k = 0; k < i; k++) used |= top[k] == v;
+                if (!used && (top[i] < 0 || lg[v] > lg[top[i]])) top[i] = v;
+            }
+            printf(" %d:%.4f", top[i], lg[top[i]]);
+        }
+        printf("\n");
+        free(lg);
+    }
     printf("greedy:");
     for (int32_t step = 0; step < n; step++) {
         int32_t pos = step == 0 ? 0 : n_ids + step - 1, cnt = step == 0 ? n_ids : 1;

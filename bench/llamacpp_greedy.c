@@ -2,7 +2,8 @@
  * llamacpp_greedy: the llama.cpp side of bench/llamacpp_side_by_side.sh's greedy check.
  * Loads a GGUF with libllama, evaluates the given prompt ids, then decodes N tokens by
  * argmax over the logits (no sampler chain, no chat template, no BOS added) and prints them
- * on one line ("greedy: ..."), the format of `bench_engine --greedy`. Not part of the CMake
+ * on one line ("greedy: ..."), after the 8 largest logits of the prompt's last position
+ * ("top8: id:logit ..."), the format of `bench_engine --greedy`. Not part of the CMake
  * build: the script compiles it against the llama.cpp it built (llama.h is not a dependency
  * of this project).
  *
@@ -40,6 +41,24 @@ int main(int argc, char **argv)
     int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
     struct llama_batch b = llama_batch_get_one(ids, n_ids);
     llama_token tok;
+    if (llama_decode(ctx, b)) return 1;
+    {
+        /* the 8 largest logits after the prompt (the format of bench_engine --greedy) */
+        const float *lg = llama_get_logits_ith(ctx, -1);
+        int top[8];
+        printf("top8:");
+        for (int i = 0; i < 8; i++) {
+            top[i] = -1;
+            for (int v = 0; v < n_vocab; v++) {
+                int used = 0;
+                for (int k = 0; k < i; k++) used |= top[k] == v;
+                if (!used && (top[i] < 0 || lg[v] > lg[top[i]])) top[i] = v;
+            }
+            printf(" %d:%.4f", top[i], lg[top[i]]);
+        }
+        printf("\n");
+    }
+    llama_memory_clear(llama_get_memory(ctx), true);
     printf("greedy:");
     for (int step = 0; step < n; step++) {
         if (llama_decode(ctx, b)) return 1;
