@@ -245,6 +245,7 @@ per = H * (nh * hd) * 2 + H * (nk * hd) * 2 + 3 * H * F
 print(float(sys.argv[2]) * (per * L + V * H))
 EOF
 }
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2fx", x / y; else printf "-" }'; }
 echo
 printf '%-6s %-22s %10s %10s %10s %10s %14s %14s\n' model figure "ours fast" "ours exact" "l.cpp bf16" "l.cpp Q8_0" "fast/bf16" "exact/bf16"
 for m in "${MODELS[@]}"; do
@@ -252,8 +253,7 @@ for m in "${MODELS[@]}"; do
         case $f in pp) name="prefill 512, tok/s" ;; tg1) name="decode b=1, tok/s" ;; tg8) name="decode b=8, tok/s" ;; esac
         a=${R[$m,fast,$f]:-0} b=${R[$m,exact,$f]:-0} c=${R[$m,bf16,$f]:-0} d=${R[$m,q8_0,$f]:-0}
         printf '%-6s %-22s %10.1f %10.1f %10.1f %10.1f %14s %14s\n' "$m" "$name" "$a" "$b" "$c" "$d" \
-            "$(awk -v x="$a" -v y="$c" 'BEGIN { printf y > 0 ? "%.2fx" : "-", x / (y > 0 ? y : 1) }')" \
-            "$(awk -v x="$b" -v y="$c" 'BEGIN { printf y > 0 ? "%.2fx" : "-", x / (y > 0 ? y : 1) }')"
+            "$(ratio "$a" "$c")" "$(ratio "$b" "$c")"
     done
     b16=$(wbytes "$m" 2) b8=$(wbytes "$m" 1.0625)
     awk -v b16="$b16" -v b8="$b8" -v bw="$BW" -v m="$m" -v f="${R[$m,fast,tg1]:-0}" -v e="${R[$m,exact,tg1]:-0}" \
