@@ -7,6 +7,12 @@
  *
  *   bench_engine --model DIR [--prefill N] [--decode STEPS] [--batch B] [--threads T]
  *                [--numerics exact|fast]   (fast by default, as the server)
+ *                [--no-matmul] [--greedy ID,ID,... [--greedy-tokens N (16)]]
+ *
+ * --greedy runs no benchmark: it prefills the given prompt ids, decodes N greedy tokens and
+ * prints them on one line ("greedy: ..."), to check that another engine given the same
+ * weights produces the same tokens (bench/llamacpp_side_by_side.sh). --no-matmul skips the
+ * products at the end.
  *
  * Prefill: one sequence of N tokens (ids 1000 + i), in chunks of 512 tokens, logits only
  * for the last row (as in serving). Decode: B sequences of 16 prompt tokens, then STEPS
@@ -21,6 +27,7 @@
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #define CHUNK 512
@@ -133,6 +140,56 @@ static double run_decode(struct engine *e, int32_t B, int32_t steps, int32_t per
     return dt;
 }
 
+/* Prefill ids, then n greedy steps; prints the generated ids. */
+static void run_greedy(struct engine *e, const int32_t *ids, int32_t n_ids, int32_t n,
+                       int32_t per_seq_blocks)
+{
+    struct sampling_params sp = sampler_params_greedy();
+    int32_t *toks = xmalloc((size_t)(n_ids + n) * sizeof(int32_t));
+    int32_t *blocks = xmalloc((size_t)per_seq_blocks * sizeof(int32_t));
+    memcpy(toks, ids, (size_t)n_ids * sizeof(int32_t));
+    for (int32_t j = 0; j < per_seq_blocks; j++) blocks[j] = 1 + j;
+    struct batch_out o;
+    /* the 8 largest logits after the prompt: random weights often make greedy repeat one
+     * token, so the values are the finer check of the conversion */
+    {
+        struct batch_seq s = {.n_tokens = n_ids, .tokens = toks, .blocks = blocks,
+                              .n_blocks = per_seq_blocks, .sp = &sp, .prompt = toks,
+                              .n_prompt = n_ids};
+        struct batch b = {.seqs = &s, .n_seqs = 1};
+        int32_t V = e->m->cfg.vocab_size, top[8];
+        float *lg = xmalloc((size_t)V * sizeof(float));
+        VLM_ASSERT(engine_forward_logits(e, &b, lg) == 1);
+        printf("top8:");
+        for (int i = 0; i < 8; i++) {
+            top[i] = -1;
+            for (int32_t v = 0; v < V; v++) {
+                bool used = false;
+                for (int k = 0; k < i; k++) used |= top[k] == v;
+                if (!used && (top[i] < 0 || lg[v] > lg[top[i]])) top[i] = v;
+            }
+            printf(" %d:%.4f", top[i], lg[top[i]]);
+        }
+        printf("\n");
+        free(lg);
+    }
+    printf("greedy:");
+    for (int32_t step = 0; step < n; step++) {
+        int32_t pos = step == 0 ? 0 : n_ids + step - 1, cnt = step == 0 ? n_ids : 1;
+        struct batch_seq s = {.pos = pos, .n_tokens = cnt, .tokens = toks + pos,
+                              .blocks = blocks, .n_blocks = per_seq_blocks, .sp = &sp,
+                              .prompt = toks, .n_prompt = n_ids, .output = toks + n_ids,
+                              .n_out = step};
+        struct batch b = {.seqs = &s, .n_seqs = 1};
+        VLM_ASSERT(engine_execute(e, &b, &o) == 0);
+        toks[n_ids + step] = o.token[0];
+        printf(" %d", o.token[0]);
+    }
+    printf("\n");
+    free(toks);
+    free(blocks);
+}
+
 /* GFLOP/s of y(M,N) = x(M,K)·w(N,K)ᵀ through the backend, and through sgemm on an f32
  * copy of w (one thread per OpenMP thread, as the backend runs f32 weights). */
 static void bench_matmul(struct engine *e, const char *what, const struct tensor *w, int32_t M)
@@ -171,11 +228,36 @@ static void bench_matmul(struct engine *e, const char *what, const struct tensor
 int main(int argc, char **argv)
 {
     const char *dir = NULL;
-    int32_t n_prefill = 512, steps = 32, batch = 8, threads = 0;
+    int32_t n_prefill = 512, steps = 32, batch = 8, threads = 0, greedy_n = 16, n_greedy = 0;
+    int32_t greedy_ids[256];
     enum numerics numerics = NUMERICS_FAST;
-    bool bad = false;
-    for (int i = 1; i + 1 < argc; i += 2) {
+    bool bad = false, matmul = true;
+    for (int i = 1; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--no-matmul")) {
+            matmul = false;
+            i--;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            bad = true;
+            break;
+        }
         if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
+        else if (!strcmp(argv[i], "--greedy-tokens")) greedy_n = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--greedy")) {
+            char *p = argv[i + 1], *end;
+            while (*p && n_greedy < 256) {
+                long v = strtol(p, &end, 10);
+                if (end == p || v < 0) {
+                    bad = true;
+                    break;
+                }
+                greedy_ids[n_greedy++] = (int32_t)v;
+                p = *end == ',' ? end + 1 : end;
+                if (*end && *end != ',') bad = true;
+            }
+            bad |= n_greedy == 0;
+        }
         else if (!strcmp(argv[i], "--prefill")) n_prefill = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--decode")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
@@ -183,9 +265,10 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--numerics")) bad |= !numerics_parse(argv[i + 1], &numerics);
         else bad = true;
     }
-    if (bad || !dir || n_prefill < 1 || steps < 1 || batch < 1) {
+    if (bad || !dir || n_prefill < 1 || steps < 1 || batch < 1 || greedy_n < 1 || greedy_n > 256) {
         fprintf(stderr, "usage: bench_engine --model DIR [--prefill N] [--decode STEPS] "
-                        "[--batch B] [--threads T] [--numerics exact|fast]\n");
+                        "[--batch B] [--threads T] [--numerics exact|fast] [--no-matmul]\n"
+                        "       [--greedy ID,ID,... [--greedy-tokens N]]\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0); /* each figure as it comes */
@@ -196,7 +279,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_engine: %s\n", err.msg);
         return 1;
     }
-    int32_t bs = 16, per_seq = (VLM_MAX(n_prefill, 16 + steps + 1) + bs - 1) / bs + 1;
+    int32_t bs = 16, per_seq = (VLM_MAX(VLM_MAX(n_prefill, 16 + steps + 1), n_greedy + greedy_n) + bs - 1) / bs + 1;
     int32_t n_blocks = 1 + VLM_MAX(per_seq, ((16 + steps + 1) / bs + 2) * batch);
     struct engine_params ep = {.bp = {.n_threads = threads, .numerics = numerics}, .block_size = bs, .n_blocks = n_blocks,
                                .max_batched_tokens = VLM_MAX(CHUNK, 16 * batch),
@@ -215,6 +298,12 @@ int main(int argc, char **argv)
     printf("numerics %s, kernels %s, %d threads\n", numerics_name(numerics),
            cpu_isa_name(cpu_matmul_w16_path(cpu_isa_best(), numerics == NUMERICS_FAST)), threads > 0 ? threads : omp_get_num_procs());
     print_memory("after load");
+    if (n_greedy) {
+        run_greedy(&e, greedy_ids, n_greedy, greedy_n, per_seq);
+        engine_destroy(&e);
+        model_destroy(&m);
+        return 0;
+    }
 
     int32_t *ids = xmalloc((size_t)n_prefill * sizeof(int32_t));
     int32_t *blocks = xmalloc((size_t)per_seq * sizeof(int32_t));
@@ -246,10 +335,12 @@ int main(int argc, char **argv)
                t[0] / steps * 1e3, tc[0] / steps * 1e3);
     }
     print_memory("after the runs");
-    bench_matmul(&e, "gate", &e.layers[0].w_gate, CHUNK);
-    bench_matmul(&e, "down", &e.layers[0].w_down, CHUNK);
-    bench_matmul(&e, "lm_head", &e.lm_head, batch);
-    bench_matmul(&e, "lm_head", &e.lm_head, 1);
+    if (matmul) {
+        bench_matmul(&e, "gate", &e.layers[0].w_gate, CHUNK);
+        bench_matmul(&e, "down", &e.layers[0].w_down, CHUNK);
+        bench_matmul(&e, "lm_head", &e.lm_head, batch);
+        bench_matmul(&e, "lm_head", &e.lm_head, 1);
+    }
     free(ids);
     free(blocks);
     engine_destroy(&e);
