@@ -677,7 +677,7 @@ static enum MHD_Result serve_get(struct conn *c)
     }
     case ROUTE_METRICS: {
         struct sched_stats st;
-        sched_get_stats(s->d.loop, &st);
+        loop_get_stats(s->d.loop, &st);
         struct strbuf b = {0};
         metrics_render(s->d.metrics, &st, s->d.model_name, &b);
         return send_buf(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.s, b.n, false);

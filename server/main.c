@@ -225,7 +225,7 @@ int main(int argc, char **argv, char **envp)
              dir, mc->n_layers, mc->hidden_size, mc->vocab_size, mc->has_vision ? "yes" : "no",
              sc.n_blocks - 1, sc.block_size, (long long)(sc.n_blocks - 1) * sc.block_size,
              max_model_len);
-    if (sched_loop_start(&loop, &sc, (struct engine_iface){engine_exec, e}, &err)) goto fail;
+    if (loop_start(&loop, &sc, (struct engine_iface){engine_exec, e}, &err)) goto fail;
 
     struct prep_ctx pc = {0};
     pc.tok = tok;
@@ -356,7 +356,7 @@ fail:
     http_stop(http);
     prep_pool_free(prep);
     media_budget_free(media_budget);
-    if (loop) sched_loop_stop(loop);
+    if (loop) loop_stop(loop);
     tp_group_destroy(tp);
     engine_destroy(&eng);
     tok_free(tok);
