@@ -17,7 +17,7 @@
  * addresses that were checked (no second lookup, so DNS rebinding cannot slip in), for http
  * and https alike.
  *
- * Called by the prep workers (blocking is fine there, never on the HTTP or engine thread).
+ * Called by the workers (workers.h): blocking is fine there, never on the HTTP or engine thread.
  * Thread-safe.
  */
 #ifndef VLM_FETCH_H
