@@ -6,7 +6,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-struct loop_abort {
+struct inbox_abort {
     uint64_t id;
     int why;
 };
@@ -16,7 +16,7 @@ struct loop_abort {
 struct inbox {
     struct request **req;   /* owned array; each entry holds the scheduler's reference */
     int32_t n_req, cap_req;
-    struct loop_abort *ab;  /* owned */
+    struct inbox_abort *ab;  /* owned */
     int32_t n_ab, cap_ab;
 };
 
@@ -33,7 +33,7 @@ struct sched_loop {
 
 /* ==== Submitters ==== */
 
-int sched_submit(struct sched_loop *l, struct request *r, struct vlm_err *err)
+int loop_submit(struct sched_loop *l, struct request *r, struct vlm_err *err)
 {
     int rc = sched_validate(&l->cfg, r, err);
     if (rc) return rc;
@@ -60,7 +60,7 @@ int sched_submit(struct sched_loop *l, struct request *r, struct vlm_err *err)
     return 0;
 }
 
-void sched_abort(struct sched_loop *l, uint64_t req_id, int why)
+void loop_abort(struct sched_loop *l, uint64_t req_id, int why)
 {
     VLM_ASSERT(req_state_finished(why));
     pthread_mutex_lock(&l->mu);
@@ -68,12 +68,12 @@ void sched_abort(struct sched_loop *l, uint64_t req_id, int why)
         l->in.cap_ab = l->in.cap_ab ? l->in.cap_ab * 2 : 64;
         l->in.ab = xrealloc(l->in.ab, (size_t)l->in.cap_ab * sizeof *l->in.ab);
     }
-    l->in.ab[l->in.n_ab++] = (struct loop_abort){.id = req_id, .why = why};
+    l->in.ab[l->in.n_ab++] = (struct inbox_abort){.id = req_id, .why = why};
     pthread_cond_signal(&l->cv);
     pthread_mutex_unlock(&l->mu);
 }
 
-void sched_get_stats(struct sched_loop *l, struct sched_stats *out)
+void loop_get_stats(struct sched_loop *l, struct sched_stats *out)
 {
     sched_get_stats_raw(l->s, out);
 }
@@ -147,8 +147,8 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-int sched_loop_start(struct sched_loop **out, const struct sched_config *cfg,
-                     struct engine_iface eng, struct vlm_err *err)
+int loop_start(struct sched_loop **out, const struct sched_config *cfg,
+               struct engine_iface eng, struct vlm_err *err)
 {
     *out = NULL;
     VLM_ASSERT(eng.execute);
@@ -177,7 +177,7 @@ int sched_loop_start(struct sched_loop **out, const struct sched_config *cfg,
     return 0;
 }
 
-void sched_loop_stop(struct sched_loop *l)
+void loop_stop(struct sched_loop *l)
 {
     if (!l) return;
     pthread_mutex_lock(&l->mu);

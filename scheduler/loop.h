@@ -1,6 +1,6 @@
 /*
  * loop: the engine thread. Other threads talk to it through a mutex-guarded inbox
- * (sched_submit, sched_abort) and read results from each request's stream; they never
+ * (loop_submit, loop_abort) and read results from each request's stream; they never
  * touch scheduler state, and no lock is held while the engine computes.
  *
  *   for (;;) {
@@ -9,7 +9,7 @@
  *       sched_schedule → engine.execute → sched_update (notify each touched request once)
  *   }
  *
- * Thread-safety: every function here is thread-safe except sched_loop_start/stop, which
+ * Thread-safety: every function here is thread-safe except loop_start/stop, which
  * the owner calls once each.
  */
 #ifndef VLM_LOOP_H
@@ -31,26 +31,26 @@ struct sched_loop;
 
 /* Creates the scheduler and starts the engine thread. VLM_EINVAL on a bad config (message
  * in err). */
-int sched_loop_start(struct sched_loop **out, const struct sched_config *cfg,
-                     struct engine_iface eng, struct vlm_err *err);
+int loop_start(struct sched_loop **out, const struct sched_config *cfg,
+               struct engine_iface eng, struct vlm_err *err);
 
 /* Validates r and queues it; takes a reference (the caller keeps its own). Rejects at once
  * a request that could never run (VLM_EINVAL, 400: prompt + 1 > max_model_len or the whole
  * KV cache, an image larger than the encoder cache, max_tokens < 1), a full queue
  * (VLM_ETOOBIG, 503) or a stopping loop (VLM_EINVAL, 503). A request is submitted once. */
-int sched_submit(struct sched_loop *l, struct request *r, struct vlm_err *err);
+int loop_submit(struct sched_loop *l, struct request *r, struct vlm_err *err);
 
 /* Finishes request req_id with state why (REQ_FINISHED_ABORT for a client that went away,
  * REQ_FINISHED_STOP for a stop string). Idempotent; unknown ids are ignored, so abort only
- * after sched_submit returned. Its blocks are free by the end of the current step. */
-void sched_abort(struct sched_loop *l, uint64_t req_id, int why);
+ * after loop_submit returned. Its blocks are free by the end of the current step. */
+void loop_abort(struct sched_loop *l, uint64_t req_id, int why);
 
 /* Stops the thread: requests still queued or running finish as REQ_FINISHED_ABORT (their
  * streams are finished and notified). Graceful drain is the caller's: wait until
- * sched_get_stats shows nothing running or waiting, then stop. Frees l. */
-void sched_loop_stop(struct sched_loop *l);
+ * loop_get_stats shows nothing running or waiting, then stop. Frees l. */
+void loop_stop(struct sched_loop *l);
 
 /* Counters for /metrics (lock-free reads). */
-void sched_get_stats(struct sched_loop *l, struct sched_stats *out);
+void loop_get_stats(struct sched_loop *l, struct sched_stats *out);
 
 #endif

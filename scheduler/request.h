@@ -5,9 +5,9 @@
  * reads.
  *
  * Owners: exactly two, the HTTP side and the scheduler. req_new() returns a request
- * with one reference (the creator's); sched_submit() takes a second one; the last
+ * with one reference (the creator's); loop_submit() takes a second one; the last
  * req_release() frees it. Fields are grouped by who may touch them:
- *   - "input" fields are written by the creator before sched_submit() and read-only after;
+ *   - "input" fields are written by the creator before loop_submit() and read-only after;
  *   - "scheduler" fields belong to the engine thread only;
  *   - the stream is shared, always through its mutex (req_stream_* functions).
  * req_retain/req_release and the req_stream_* readers are thread-safe; the rest is not.
@@ -100,7 +100,7 @@ typedef void (*req_notify_fn)(struct request *r, void *user);
 typedef void (*req_cleanup_fn)(struct request *r, void *user);
 
 struct request {
-    /* ---- input: written before sched_submit(), read-only after ---- */
+    /* ---- input: written before loop_submit(), read-only after ---- */
     uint64_t id;                         /* unique among live requests */
     int32_t *prompt;                     /* owned, (n_prompt) */
     int32_t n_prompt;
@@ -159,7 +159,7 @@ struct request *req_new(uint64_t id, const int32_t *prompt, int32_t n_prompt,
  * Takes ownership of pixels (freed with free()) whatever the result; the item struct is
  * copied. Spans must be added in increasing, non-overlapping offset order. Returns 0,
  * VLM_EINVAL (span outside the prompt, overlapping or out of order, n_tokens < 1) or
- * VLM_ENOMEM. Before sched_submit only. */
+ * VLM_ENOMEM. Before loop_submit only. */
 int req_add_item(struct request *r, int32_t offset, const struct mm_item *item, float *pixels);
 
 void req_retain(struct request *r);

@@ -16,7 +16,7 @@
  * addresses that were checked (CURLOPT_RESOLVE: no second lookup, so DNS rebinding cannot slip
  * in), and its socket callback refuses to connect anywhere else, for http and https alike.
  *
- * Called by the prep workers (blocking is fine there, never on the HTTP or engine thread).
+ * Called by the workers (workers.h): blocking is fine there, never on the HTTP or engine thread.
  * Thread-safe.
  */
 #ifndef VLM_FETCH_H

@@ -29,11 +29,11 @@
 
 /* ==== Data structures ====
  * struct conn is one HTTP request (MHD's per-request context). Its owners, counted in refs:
- * MHD (until the completion callback), a queued prep job, each struct request its session
+ * MHD (until the completion callback), a queued worker job, each struct request its session
  * built (sess_hooks; released by the request's cleanup, so the engine thread's notify never sees a freed
  * conn), and a streaming response (released by its free callback). The mutex guards the
  * suspend/resume handshake and the closed flag; everything else is touched by one thread at
- * a time (the prep worker before it resumes the connection, the HTTP thread after). */
+ * a time (the worker before it resumes the connection, the HTTP thread after). */
 
 enum route {
     ROUTE_NONE, ROUTE_CHAT, ROUTE_COMPLETION, ROUTE_TOKENIZE, ROUTE_DETOKENIZE, ROUTE_MODELS,
@@ -46,7 +46,7 @@ enum route {
 
 enum phase { PHASE_BODY, PHASE_PREP, PHASE_RUN, PHASE_SENT };
 
-#define HTTP_INLINE_PARSE_BYTES 65536 /* bodies above this are parsed by a prep worker */
+#define HTTP_INLINE_PARSE_BYTES 65536 /* bodies above this are parsed by a worker */
 
 struct conn {
     _Atomic int refs;
@@ -59,7 +59,7 @@ struct conn {
     bool too_big;               /* the body passed --max-body-bytes: dropped, 413 at its end */
     bool over_budget;           /* all bodies together passed the server's cap: dropped, 503 */
     struct session sess;        /* the request (sess.q) and, for completions, its choices */
-    /* written by the prep worker, read after resume */
+    /* written by the worker, read after resume */
     int prep_rc;
     struct vlm_err err;
     char *result;               /* owned JSON for tokenize / detokenize */
@@ -75,7 +75,7 @@ struct conn {
     struct strbuf out;          /* SSE bytes not yet handed to MHD */
     size_t out_off;
     bool inflight;
-    bool parse_later;           /* a big body: the prep worker parses it */
+    bool parse_later;           /* a big body: the worker parses it */
     bool gone;                  /* the client left (seen by client_gone) */
     bool close;                 /* answered before the body was read: the connection closes */
     struct conn *prev, *next;   /* the server's live list (inflight ones) */
@@ -164,7 +164,7 @@ static void conn_release(struct conn *c)
 /* ==== Suspend / resume ====
  * The handshake that keeps the HTTP thread from blocking: when a reader finds nothing to
  * do it suspends the connection, unless a wake-up arrived since it last looked; a notifier
- * (engine thread, prep worker) resumes a suspended connection or leaves a wake-up. */
+ * (engine thread, worker) resumes a suspended connection or leaves a wake-up. */
 
 static void conn_wake(struct conn *c)
 {
@@ -479,7 +479,7 @@ static enum MHD_Result continue_plain(struct conn *c)
     return send_json(c, 200, sess_response_json(&c->sess));
 }
 
-/* ==== Preparation (prep worker threads) ==== */
+/* ==== Preparation (worker threads) ==== */
 
 static void conn_retain_hook(void *user)
 {
@@ -707,7 +707,7 @@ static enum MHD_Result serve_get(struct conn *c)
     }
     case ROUTE_METRICS: {
         struct sched_stats st;
-        sched_get_stats(s->d.loop, &st);
+        loop_get_stats(s->d.loop, &st);
         struct strbuf b = {0};
         struct media_budget *mb = s->d.prep_ctx ? s->d.prep_ctx->budget : NULL;
         metrics_render(s->d.metrics, &st, s->d.model_name, mb ? media_budget_used(mb) : -1, &b);
@@ -797,7 +797,7 @@ static enum MHD_Result on_body_done(struct conn *c)
     MHD_suspend_connection(c->mhd);
     pthread_mutex_unlock(&c->mu);
     conn_retain(c); /* the job's */
-    prep_pool_submit(s->d.prep, prep_job, c);
+    workers_submit(s->d.workers, prep_job, c);
     return MHD_YES;
 }
 

@@ -9,7 +9,7 @@
  *   body     accumulated up to max_body_bytes (beyond: 413 once the body is read), counted
  *            against max_buffered_body_bytes;
  *   parse    openai.c on the HTTP thread (JSON only), 400/404 at once on errors;
- *   prepare  the connection is suspended and the job goes to the prep pool: tokenize and
+ *   prepare  the connection is suspended and the job goes to the worker pool: tokenize and
  *            detokenize are answered from there; a completion becomes a session
  *            (session.h: chat template, tokenizer, media, one scheduler request per
  *            choice), and the worker resumes the connection;
@@ -39,6 +39,7 @@
 #include "scheduler/loop.h"
 #include "server/metrics.h"
 #include "server/prep.h"
+#include "server/workers.h"
 #include "server/tokenizer.h"
 
 /* What the server borrows; everything outlives the server. */
@@ -55,7 +56,7 @@ struct http_deps {
                                       request id); 0: from the clock */
     const struct tokenizer *tok;
     const struct prep_ctx *prep_ctx;
-    struct prep_pool *prep;
+    struct workers *workers;
     struct sched_loop *loop;
     struct metrics *metrics;
 };

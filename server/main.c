@@ -1,6 +1,6 @@
 /*
  * valley-server: wiring only. config -> model (the embedded default when --model is not
- * given) -> tokenizer -> engine -> scheduler thread -> prep workers -> HTTP. Then the main
+ * given) -> tokenizer -> engine -> scheduler thread -> workers -> HTTP. Then the main
  * thread waits for SIGTERM/SIGINT and drains: /ready turns 503 at once, new requests get
  * 503, requests in flight may finish for --shutdown-timeout seconds, then the rest are
  * aborted (media fetches cancelled, streams end with finish_reason "abort" and [DONE], the
@@ -29,6 +29,7 @@
 #include "server/http.h"
 #include "server/metrics.h"
 #include "server/prep.h"
+#include "server/workers.h"
 #include "server/tokenizer.h"
 #include "server/video.h"
 #include "server/vision_prep.h"
@@ -144,7 +145,7 @@ int main(int argc, char **argv, char **envp)
     struct engine *e = &eng;    /* what the scheduler drives: eng, or tp's rank 0 */
     struct tokenizer *tok = NULL;
     struct sched_loop *loop = NULL;
-    struct prep_pool *prep = NULL;
+    struct workers *workers = NULL;
     struct http_server *http = NULL;
     struct media_budget *media_budget = NULL;
     struct metrics metrics;
@@ -225,7 +226,7 @@ int main(int argc, char **argv, char **envp)
              dir, model_arch_name(mc->arch), mc->n_layers, mc->hidden_size, mc->vocab_size, mc->has_vision ? "yes" : "no",
              sc.n_blocks - 1, sc.block_size, (long long)(sc.n_blocks - 1) * sc.block_size,
              max_model_len);
-    if (sched_loop_start(&loop, &sc, (struct engine_iface){engine_exec, e}, &err)) goto fail;
+    if (loop_start(&loop, &sc, (struct engine_iface){engine_exec, e}, &err)) goto fail;
 
     struct prep_ctx pc = {0};
     pc.tok = tok;
@@ -282,8 +283,8 @@ int main(int argc, char **argv, char **envp)
     pc.n_fetch_allow = cfg.media.fetch_allow.n;
     pc.local_media_dir = cfg.media.allow_local_media_dir;
     pc.fetch_ca_file = cfg.media.fetch_ca_file;
-    prep = prep_pool_new(cfg.api.prep_threads);
-    if (!prep) {
+    workers = workers_new(cfg.api.prep_threads);
+    if (!workers) {
         vlm_err_set(&err, VLM_ENOMEM, 0, "cannot start the preparation workers");
         goto fail;
     }
@@ -311,7 +312,7 @@ int main(int argc, char **argv, char **envp)
                            .seed = (uint64_t)cfg.sched.seed,
                            .tok = tok,
                            .prep_ctx = &pc,
-                           .prep = prep,
+                           .workers = workers,
                            .loop = loop,
                            .metrics = &metrics};
     if (http_start(&http, &hd, &err)) goto fail;
@@ -354,11 +355,11 @@ int main(int argc, char **argv, char **envp)
 fail:
     if (exit_code) log_error("server: %s", err.msg[0] ? err.msg : vlm_strerror(err.code));
     /* order: no new work (prep idle, HTTP stopped), then the engine thread, then memory */
-    if (prep) while (prep_pool_pending(prep)) usleep(10000);
+    if (workers) while (workers_pending(workers)) usleep(10000);
     http_stop(http);
-    prep_pool_free(prep);
+    workers_free(workers);
     media_budget_free(media_budget);
-    if (loop) sched_loop_stop(loop);
+    if (loop) loop_stop(loop);
     tp_group_destroy(tp);
     engine_destroy(&eng);
     tok_free(tok);

@@ -1,7 +1,7 @@
 /*
  * media: turns the bytes of an image (as sent in a request: a base64 data URL, or raw file
  * bytes) into an 8-bit RGB raster, the way the reference pipeline sees it after PIL's
- * Image.open(...).convert("RGB"). Called by the prep workers; vision_prep.h takes the
+ * Image.open(...).convert("RGB"). Called by the workers (workers.h); vision_prep.h takes the
  * result from here to the patch grid.
  *
  * Formats: JPEG (libjpeg-turbo: baseline, progressive, grayscale, CMYK/YCCK with Adobe

@@ -1,5 +1,5 @@
 /*
- * prep.c: the preparation worker pool and the prompt builder. See prep.h.
+ * prep.c: the prompt builder and the in-flight media budget. See prep.h.
  */
 #include "server/prep.h"
 
@@ -20,101 +20,6 @@
 #include "server/fetch.h"
 #include "server/media.h"
 #include "server/video.h"
-
-/* ==== Worker pool ====
- * A mutex-guarded singly linked FIFO and a condition variable. Workers take one job at a
- * time; shutdown sets stop and wakes everyone, and workers exit once the queue is empty. */
-
-struct prep_job {
-    prep_fn fn;
-    void *arg;
-    struct prep_job *next;
-};
-
-struct prep_pool {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct prep_job *head, *tail; /* owned */
-    int32_t pending;              /* queued + running */
-    bool stop;
-    pthread_t *threads;           /* owned, (n_threads) */
-    int32_t n_threads;
-};
-
-static void *worker(void *arg)
-{
-    struct prep_pool *p = arg;
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        while (!p->head && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
-        struct prep_job *j = p->head;
-        if (!j) break; /* stop and nothing queued */
-        p->head = j->next;
-        if (!p->head) p->tail = NULL;
-        pthread_mutex_unlock(&p->mu);
-        j->fn(j->arg);
-        free(j);
-        pthread_mutex_lock(&p->mu);
-        p->pending--;
-    }
-    pthread_mutex_unlock(&p->mu);
-    return NULL;
-}
-
-struct prep_pool *prep_pool_new(int32_t n_threads)
-{
-    struct prep_pool *p = xcalloc(1, sizeof *p);
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cv, NULL);
-    p->threads = xcalloc((size_t)VLM_MAX(n_threads, 1), sizeof *p->threads);
-    for (int32_t i = 0; i < VLM_MAX(n_threads, 1); i++) {
-        if (pthread_create(&p->threads[i], NULL, worker, p)) break;
-        p->n_threads++;
-    }
-    if (!p->n_threads) {
-        prep_pool_free(p);
-        return NULL;
-    }
-    return p;
-}
-
-void prep_pool_submit(struct prep_pool *p, prep_fn fn, void *arg)
-{
-    struct prep_job *j = xmalloc(sizeof *j);
-    j->fn = fn;
-    j->arg = arg;
-    j->next = NULL;
-    pthread_mutex_lock(&p->mu);
-    if (p->tail) p->tail->next = j;
-    else p->head = j;
-    p->tail = j;
-    p->pending++;
-    pthread_cond_signal(&p->cv);
-    pthread_mutex_unlock(&p->mu);
-}
-
-int32_t prep_pool_pending(struct prep_pool *p)
-{
-    pthread_mutex_lock(&p->mu);
-    int32_t n = p->pending;
-    pthread_mutex_unlock(&p->mu);
-    return n;
-}
-
-void prep_pool_free(struct prep_pool *p)
-{
-    if (!p) return;
-    pthread_mutex_lock(&p->mu);
-    p->stop = true;
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->mu);
-    for (int32_t i = 0; i < p->n_threads; i++) pthread_join(p->threads[i], NULL);
-    VLM_ASSERT(!p->head);
-    pthread_cond_destroy(&p->cv);
-    pthread_mutex_destroy(&p->mu);
-    free(p->threads);
-    free(p);
-}
 
 /* ==== The in-flight media budget ====
  * A counter of bytes under a mutex; requests wait on the condition variable for room, up

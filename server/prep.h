@@ -1,16 +1,13 @@
 /*
- * prep: request preparation, off the HTTP and engine threads (neither of them may
- * block on decoding or resizing).
+ * prep: preparing a request's inputs, on the worker threads (workers.h), off the HTTP and
+ * engine threads (neither of them may block on decoding or resizing): what a worker does for
+ * one prompt (prep_prompt_*): chat template, tokenizer, media fetch / decode /
+ * preprocessing, placeholder expansion, and the context-length check, producing the token
+ * ids and media items a struct request is built from; and the budget of decoded media bytes
+ * those workers share.
  *
- * Two parts:
- *   - a small worker pool (prep_pool_*): a FIFO of jobs run by N threads. Jobs may block
- *     (media fetches, big images); the HTTP thread only enqueues.
- *   - what a worker does for one request (prep_prompt_*): chat template, tokenizer, media
- *     fetch / decode / preprocessing, placeholder expansion, and the context-length check,
- *     producing the token ids and media items a struct request is built from.
- *
- * Thread safety: prep_pool_submit may be called from any thread; prep_prompt_build only reads
- * its struct prep_ctx, so any number of workers may run it at once.
+ * Thread safety: prep_prompt_build only reads its struct prep_ctx, so any number of workers
+ * may run it at once.
  */
 #ifndef VLM_PREP_H
 #define VLM_PREP_H
@@ -23,20 +20,6 @@
 #include "server/tokenizer.h"
 #include "server/video.h"
 #include "server/vision_prep.h"
-
-/* ==== Worker pool ==== */
-
-struct prep_pool;
-typedef void (*prep_fn)(void *arg);
-
-/* Starts n_threads workers (>= 1). Returns NULL if no thread could be started. */
-struct prep_pool *prep_pool_new(int32_t n_threads);
-/* Queues fn(arg); workers run jobs in submission order. Never blocks for long. */
-void prep_pool_submit(struct prep_pool *p, prep_fn fn, void *arg);
-/* Jobs queued or running right now. */
-int32_t prep_pool_pending(struct prep_pool *p);
-/* Runs what is still queued, joins the workers and frees the pool. NULL ok. */
-void prep_pool_free(struct prep_pool *p);
 
 /* ==== The in-flight media budget ====
  * Bytes of decoded pixels (rasters of both resize stages and patch rows) that requests being

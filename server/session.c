@@ -138,13 +138,13 @@ static int make_requests(struct session *s, struct prep_prompt *pps, int32_t n_p
         n_built = i + 1;
     }
     for (int32_t i = 0; i < n_built && !rc; i++) {
-        rc = sched_submit(env->loop, ch[i].r, err);
+        rc = loop_submit(env->loop, ch[i].r, err);
         if (!rc) ch[i].submitted = true;
     }
     if (rc) {
         if (err->code == VLM_ETOOBIG && err->http_status < 400) err->http_status = 503;
         for (int32_t i = 0; i < n_built; i++)
-            if (ch[i].submitted) sched_abort(env->loop, ch[i].r->id, REQ_FINISHED_ABORT);
+            if (ch[i].submitted) loop_abort(env->loop, ch[i].r->id, REQ_FINISHED_ABORT);
     }
     s->ch = ch;
     s->n_ch = n_built;
@@ -235,7 +235,7 @@ static void consume(struct session *s, struct sess_choice *h, const struct req_e
     }
     if (stopped) {
         h->stop_hit = true;
-        sched_abort(env->loop, h->r->id, REQ_FINISHED_STOP);
+        loop_abort(env->loop, h->r->id, REQ_FINISHED_STOP);
     }
     h->text_len += (int32_t)(h->content.n - before);
 }
@@ -533,7 +533,7 @@ int32_t sess_abort_running(struct session *s)
     for (int32_t i = 0; i < s->n_ch; i++) {
         struct sess_choice *h = &s->ch[i];
         if (h->submitted && !h->done) {
-            sched_abort(s->env->loop, h->r->id, REQ_FINISHED_ABORT);
+            loop_abort(s->env->loop, h->r->id, REQ_FINISHED_ABORT);
             n++;
         }
     }
@@ -555,7 +555,7 @@ void sess_abort_submitted(struct session *s)
 {
     for (int32_t i = 0; i < s->n_ch; i++)
         if (s->ch[i].submitted && s->ch[i].r)
-            sched_abort(s->env->loop, s->ch[i].r->id, REQ_FINISHED_ABORT);
+            loop_abort(s->env->loop, s->ch[i].r->id, REQ_FINISHED_ABORT);
 }
 
 void sess_release_requests(struct session *s)

@@ -4,7 +4,7 @@
  * (smart_resize + Pillow bicubic resize), then transformers 4.51.2 Qwen2VLImageProcessor
  * (smart_resize again, a second resize only if the size changed, rescale 1/255, CLIP mean/std
  * normalisation in float32, temporal duplication, patch rows in merge-window order).
- * Called by the prep workers, one image at a time; every function is thread-safe.
+ * Called by the workers (workers.h), one image at a time; every function is thread-safe.
  *
  * Output rows ("Patchify"), outer -> inner: block row bh, block col bw, dy (2), dx (2); each
  * row holds 1176 floats ordered channel (3), temporal slice (2, identical), y (14), x (14)

@@ -137,19 +137,19 @@ static inline void run_on_loop(const struct model_config *mc, const struct sched
     struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
     struct sched_loop *l;
     struct vlm_err err = {0};
-    VLM_ASSERT(sched_loop_start(&l, c, (struct engine_iface){exec_engine, e}, &err) == 0);
+    VLM_ASSERT(loop_start(&l, c, (struct engine_iface){exec_engine, e}, &err) == 0);
     for (int i = 0; i < N_REQ; i++) {
         r[i] = make_req(mc, i);
         r[i]->notify = on_notify;
         r[i]->notify_user = &w;
-        VLM_ASSERT(sched_submit(l, r[i], &err) == 0);
+        VLM_ASSERT(loop_submit(l, r[i], &err) == 0);
     }
     pthread_mutex_lock(&w.mu);
     for (int i = 0; i < N_REQ; i++)
         while (!req_state_finished(req_stream_state(r[i]))) pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
-    sched_get_stats(l, st);
-    sched_loop_stop(l);
+    loop_get_stats(l, st);
+    loop_stop(l);
 }
 
 #endif

@@ -194,7 +194,7 @@ def test_ready_and_metrics(http):
 
 
 def test_many_concurrent_short_requests(aclient):
-    """Requests whose first step ends before the prep worker has returned: every answer still
+    """Requests whose first step ends before the worker has returned: every answer still
     has all its choices (the resume of a step must not overtake the worker)."""
     async def one(i):
         return await aclient.chat.completions.create(

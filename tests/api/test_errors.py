@@ -169,7 +169,7 @@ CASES = [
      body(messages=MSG + [{"role": "assistant", "content": "<think>t</think>"}],
           continue_final_message=True, add_generation_prompt=False), 400, "messages"),
     ("unknown route", "/v1/nothing", {}, 404, None),
-    # bodies over 64 KiB are parsed by a prep worker instead of the HTTP thread
+    # bodies over 64 KiB are parsed by a worker instead of the HTTP thread
     ("big invalid json", "/v1/chat/completions", b"{\"messages\": [" + b" " * 100000, 400, None),
     ("big wrong type", "/v1/chat/completions", body(temperature="x", pad="p" * 100000), 400,
      "temperature"),

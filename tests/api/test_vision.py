@@ -89,7 +89,7 @@ def test_stream_with_image(client):
 
 
 def test_big_inline_image(client, http):
-    """A body over 64 KiB (parsed by a prep worker): a 200x200 noisy PNG."""
+    """A body over 64 KiB (parsed by a worker): a 200x200 noisy PNG."""
     import random
     import struct
     import zlib

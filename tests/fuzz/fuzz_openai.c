@@ -1,8 +1,9 @@
 /*
  * fuzz_openai: the OpenAI request parser and the output text pipeline on arbitrary bytes.
  * The first byte picks the request kind; the body is parsed, and when it parses, its stop
- * strings drive the text pipeline, and the tool-call parser, over the body's own bytes cut
- * into pieces. pyjson (Python's json.dumps of the body) must be a fixed point.
+ * strings drive the text stage, the tool-call parser and both chained (struct textout) over
+ * the body's own bytes cut into pieces. pyjson (Python's json.dumps of the body) must be a
+ * fixed point, and both lossy UTF-8 writers must write valid UTF-8.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -10,6 +11,8 @@
 
 #include "server/openai.h"
 #include "server/pyjson.h"
+#include "server/textout.h"
+#include "server/utf8.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -39,6 +42,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         textout_tools_finish(&tp, &tc);
         textout_tools_destroy(&tp);
         sb_free(&tc);
+        /* both stages chained, tools on */
+        struct textout o;
+        c.n = r.n = 0;
+        textout_init(&o, NULL, true, (const char *const *)q.stop, q.n_stop, data[0] & 4, true, 1);
+        for (size_t i = 0; i < n; i += 3)
+            textout_push_bytes(&o, body + i, n - i < 3 ? n - i : 3, &c, &r);
+        textout_finish(&o, &c, &r);
+        textout_destroy(&o);
         sb_free(&c);
         sb_free(&r);
     } else {
@@ -53,5 +64,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     sb_free(&a);
     sb_free(&b);
+    /* the lossy writers: valid output, whatever the input */
+    struct strbuf l = {0}, z = {0};
+    utf8_lossy(&l, body, n, true);
+    utf8_sanitize(&z, body, n);
+    if (!utf8_valid(l.s ? l.s : "", l.n) || !utf8_valid(z.s, z.n) || memchr(z.s, 0, z.n)) abort();
+    sb_free(&l);
+    sb_free(&z);
     return 0;
 }

@@ -1,5 +1,5 @@
 /*
- * test_prep: the preparation worker pool and the prompt builder (chat template + tokenizer +
+ * test_prep: the worker pool (workers.h) and the prompt builder (chat template + tokenizer +
  * image decode/preprocess + placeholder expansion + context checks), including an
  * allocation-failure sweep over the whole request path: every failing allocation must end
  * in a clean 503 (or the request succeeds), with no leak (ASan build) and no crash.
@@ -10,6 +10,7 @@
 
 #include "server/chat.h"
 #include "server/prep.h"
+#include "server/workers.h"
 #include "test.h"
 
 /* a 2x2 RGB PNG (red, green / blue, white) */
@@ -38,10 +39,10 @@ static struct oai_request parse(enum oai_kind k, const char *body)
 int main(void)
 {
     TEST("pool runs every job, in order of submission, before it is freed") {
-        struct prep_pool *p = prep_pool_new(3);
+        struct workers *p = workers_new(3);
         CHECK(p);
-        for (int i = 0; i < 1000; i++) prep_pool_submit(p, bump, NULL);
-        prep_pool_free(p);
+        for (int i = 0; i < 1000; i++) workers_submit(p, bump, NULL);
+        workers_free(p);
         CHECK_EQ(atomic_load(&counter), 1000);
     }
 

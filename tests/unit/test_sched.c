@@ -213,7 +213,7 @@ static void *submit_thread(void *arg)
         t->r[i]->notify = gate_notify;
         t->r[i]->notify_user = t->g;
         struct vlm_err e;
-        VLM_ASSERT(sched_submit(t->l, t->r[i], &e) == 0);
+        VLM_ASSERT(loop_submit(t->l, t->r[i], &e) == 0);
     }
     return NULL;
 }
@@ -780,7 +780,7 @@ int main(void)
         pthread_cond_init(&g.cv, NULL);
         struct sched_loop *l;
         struct vlm_err e;
-        CHECK_EQ(sched_loop_start(&l, &c, (struct engine_iface){gate_execute, &g}, &e), 0);
+        CHECK_EQ(loop_start(&l, &c, (struct engine_iface){gate_execute, &g}, &e), 0);
         struct submitter t1 = {.l = l, .g = &g, .id0 = 100}, t2 = {.l = l, .g = &g, .id0 = 200};
         pthread_t th1, th2;
         pthread_create(&th1, NULL, submit_thread, &t1);
@@ -794,7 +794,7 @@ int main(void)
         while (n_finished(all, 16) < 16) pthread_cond_wait(&g.cv, &g.mu);
         pthread_mutex_unlock(&g.mu);
         for (int i = 0; i < 16; i++) CHECK(matches_reference(all[i]));
-        sched_get_stats(l, &st);
+        loop_get_stats(l, &st);
         /* how many steps the arrivals spread over depends on thread timing, so preemption is
          * likely here but asserted only in the single-threaded tests above */
         printf("  %lld preemptions\n", (long long)st.preempted_total);
@@ -803,7 +803,7 @@ int main(void)
         /* rejected at once: could never fit */
         struct tr big;
         mk(&c, &big, 1, 128, 0, 4);
-        CHECK_EQ(sched_submit(l, big.r, &e), VLM_EINVAL);
+        CHECK_EQ(loop_submit(l, big.r, &e), VLM_EINVAL);
         CHECK_EQ(e.http_status, 400);
         req_release(big.r);
 
@@ -819,11 +819,11 @@ int main(void)
         pthread_mutex_lock(&g.mu);
         int notified0 = g.notified;
         pthread_mutex_unlock(&g.mu);
-        CHECK_EQ(sched_submit(l, lng.r, &e), 0);
+        CHECK_EQ(loop_submit(l, lng.r, &e), 0);
         pthread_mutex_lock(&g.mu);
         while (g.notified < notified0 + 2) pthread_cond_wait(&g.cv, &g.mu); /* 2 tokens */
         pthread_mutex_unlock(&g.mu);
-        sched_abort(l, 7, REQ_FINISHED_ABORT);
+        loop_abort(l, 7, REQ_FINISHED_ABORT);
         pthread_mutex_lock(&g.mu);
         g.gated = false;
         pthread_cond_broadcast(&g.cv);
@@ -835,8 +835,8 @@ int main(void)
         int32_t n = req_stream_read(lng.r, ev, 64, &state, &u);
         CHECK_EQ(state, REQ_FINISHED_ABORT);
         CHECK(n >= 2 && n <= 3);
-        sched_abort(l, 7, REQ_FINISHED_ABORT); /* idempotent */
-        sched_loop_stop(l);
+        loop_abort(l, 7, REQ_FINISHED_ABORT); /* idempotent */
+        loop_stop(l);
         req_release(lng.r);
         for (int i = 0; i < 16; i++) req_release(all[i]);
         fake_destroy(&g.f);
