@@ -215,14 +215,17 @@ int main(int argc, char **argv)
     /* ---- prefill in chunks, the last one samples the first token ---- */
     uint64_t t0 = vlm_now_ns();
     const struct mm_item *enc[1] = {&item};
+    const int32_t enc_row = 0; /* the one image fills the encoder cache */
     struct batch_out bo;
     for (int32_t p0 = 0; p0 < n_prompt; p0 += ep.max_batched_tokens) {
         int32_t c = VLM_MIN(ep.max_batched_tokens, n_prompt - p0);
         struct batch_seq s = {.pos = p0, .n_tokens = c, .tokens = ids.v + p0, .blocks = blocks,
-                              .n_blocks = n_blocks - 1, .mm = &span, .n_mm = n_images,
+                              .n_blocks = n_blocks - 1, .mm = &span, .mm_row = &enc_row,
+                              .n_mm = n_images,
                               .sp = p0 + c == n_prompt ? &a.sp : NULL, .prompt = ids.v,
                               .n_prompt = n_prompt, .output = out_ids, .n_out = 0};
-        struct batch b = {.seqs = &s, .n_seqs = 1, .encode = enc, .n_encode = p0 == 0 ? n_images : 0};
+        struct batch b = {.seqs = &s, .n_seqs = 1, .encode = enc, .encode_row = &enc_row,
+                          .n_encode = p0 == 0 ? n_images : 0};
         if ((rc = engine_execute(&e, &b, &bo))) {
             vlm_err_set(&err, rc, 500, "engine step failed: %s", vlm_strerror(rc));
             goto fail;

@@ -67,7 +67,7 @@ static void run(struct engine *e, struct seq_state st[N_SEQ], int *n_fallback)
             struct seq_state *s = &st[i];
             int len = s->n_prompt + s->n_gen;
             bseq[i] = (struct batch_seq){
-                .slot = (uint32_t)i, .pos = s->computed, .n_tokens = len - s->computed,
+                .pos = s->computed, .n_tokens = len - s->computed,
                 .tokens = s->tokens + s->computed, .blocks = s->blocks, .n_blocks = 8,
                 .sp = &s->sp, .prompt = s->tokens, .n_prompt = s->n_prompt,
                 .output = s->tokens + s->n_prompt, .n_out = s->n_gen};
