@@ -260,18 +260,18 @@ static int alloc_kv(struct engine *e, struct vlm_err *err)
 /* Device sampling: on when asked for, or by default on a device backend; needs the op and
  * no TP (rank 0 samples from all-gathered rows there). The summaries for max_logit_rows rows
  * live in backend memory and come back in one download per step. */
-static int alloc_prep(struct engine *e, struct vlm_err *err)
+static int alloc_summaries(struct engine *e, struct vlm_err *err)
 {
     const struct backend_ops *ops = e->be.ops;
     int want = e->p.sample_on_device;
-    e->prep_on = ops->sample_prep && !e->comm && (want > 0 || (want == 0 && ops->mem_info));
-    if (!e->prep_on) return 0;
+    e->dev_sampling = ops->sampling && !e->comm && (want > 0 || (want == 0 && ops->mem_info));
+    if (!e->dev_sampling) return 0;
     size_t R = (size_t)e->p.max_logit_rows;
     int rc = 0;
-    e->d_prep = balloc(e, R * sizeof(struct sample_prep), &rc);
+    e->d_summary = balloc(e, R * sizeof(struct sample_summary), &rc);
     if (rc)
         return vlm_err_set(err, rc, 500, "engine: out of backend memory for %zu sampling rows", R);
-    e->h_prep = xmalloc(R * sizeof *e->h_prep);
+    e->h_summary = xmalloc(R * sizeof *e->h_summary);
     e->h_inv_t = xmalloc(R * sizeof *e->h_inv_t);
     e->h_u = xmalloc(R * sizeof *e->h_u);
     return 0;
@@ -336,7 +336,7 @@ static int alloc_workspace(struct engine *e, struct vlm_err *err)
     e->plp_lp = xmalloc(T * sizeof(float));
     e->plp_top_ids = xmalloc(T * VLM_MAX_TOP_LOGPROBS * sizeof(int32_t));
     e->plp_top_lp = xmalloc(T * VLM_MAX_TOP_LOGPROBS * sizeof(float));
-    return alloc_prep(e, err);
+    return alloc_summaries(e, err);
 }
 
 static int init_encoder_cache(struct engine *e, struct vlm_err *err)
@@ -411,7 +411,7 @@ int engine_init(struct engine *e, const struct model *m, const struct engine_par
         return rc;
     }
     if (e->p.emulate.graphs || e->p.emulate.device_bytes) backend_emulate(&e->be, &e->p.emulate);
-    e->graphs = e->be.ops->graph_launch && !e->p.enforce_eager && !e->comm;
+    e->graphs = e->be.ops->graphs && !e->p.enforce_eager && !e->comm;
     /* the memory plan: weights, then the workspace for the largest step and the encoder cache
      * (with the vision tower's scratch for the largest image), then the KV pool; when it is
      * sized from device memory it goes last and takes what is left */
@@ -463,8 +463,8 @@ void engine_destroy(struct engine *e)
     void *bufs[] = {e->x,  e->xn, e->q,  e->att,    e->k,         e->v,
                     e->gate, e->up, e->xs, e->logits, e->logits_all, e->tp_flag};
     for (size_t i = 0; i < ARRAY_LEN(bufs); i++) bfree(e, bufs[i]);
-    bfree(e, e->d_prep);
-    free(e->h_prep);
+    bfree(e, e->d_summary);
+    free(e->h_summary);
     free(e->h_inv_t);
     free(e->h_u);
     free(e->h_tokens);
@@ -712,10 +712,10 @@ static void graph_forward(struct engine *e, int32_t n)
     const struct backend_ops *ops = e->be.ops;
     void *c = e->be.ctx;
     e->n_graph_steps++;
-    if (ops->graph_launch(c)) return;
-    ops->graph_begin(c);
+    if (ops->graphs->launch(c)) return;
+    ops->graphs->begin(c);
     qwen3_forward(e, n, NULL, 0, e->h_rows_id, n);
-    if (!ops->graph_end(c)) qwen3_forward(e, n, NULL, 0, e->h_rows_id, n);
+    if (!ops->graphs->end(c)) qwen3_forward(e, n, NULL, 0, e->h_rows_id, n);
 }
 
 /* encode, then the decoder; logits for rows[0..n_rows) left in e->logits (n_rows may
@@ -777,8 +777,8 @@ static int32_t sampled_rows(struct engine *e, const struct batch *b)
 }
 
 /* Device sampling, first half: the step's logits rows (left in e->logits by forward())
- * reduced on the backend to one struct sample_prep each, downloaded into e->h_prep. */
-static void prep_rows(struct engine *e, const struct batch *b, int32_t n)
+ * reduced on the backend to one struct sample_summary each, downloaded into e->h_summary. */
+static void summarize_rows(struct engine *e, const struct batch *b, int32_t n)
 {
     int32_t r = 0;
     for (int32_t s = 0; s < b->n_seqs; s++) {
@@ -790,8 +790,8 @@ static void prep_rows(struct engine *e, const struct batch *b, int32_t n)
     }
     VLM_ASSERT(r == n);
     struct tensor lg = tensor_make(e->logits, DT_F32, e->cfg.vocab_size, n, 1, 1);
-    e->be.ops->sample_prep(e->be.ctx, e->d_prep, &lg, e->h_inv_t, e->h_u);
-    e->be.ops->download(e->be.ctx, e->h_prep, e->d_prep, (size_t)n * sizeof *e->h_prep);
+    e->be.ops->sampling->sample_summary(e->be.ctx, e->d_summary, &lg, e->h_inv_t, e->h_u);
+    e->be.ops->download(e->be.ctx, e->h_summary, e->d_summary, (size_t)n * sizeof *e->h_summary);
     e->be.ops->sync(e->be.ctx);
 }
 
@@ -863,9 +863,9 @@ int engine_execute(struct engine *e, const struct batch *b, struct batch_out *ou
     bool sampler = !e->comm || e->comm->rank == 0; /* only rank 0 samples */
     int32_t n = sampled_rows(e, b);
     int rc;
-    if (e->prep_on) { /* the rows stay on the backend; their summaries come down */
+    if (e->dev_sampling) { /* the rows stay on the backend; their summaries come down */
         rc = forward(e, b, e->h_rows, n);
-        if (rc == 0 && n > 0) prep_rows(e, b, n);
+        if (rc == 0 && n > 0) summarize_rows(e, b, n);
     } else {
         rc = engine_forward_rows(e, b, e->h_rows, n, sampler ? e->h_logits : NULL);
     }
@@ -879,9 +879,9 @@ int engine_execute(struct engine *e, const struct batch *b, struct batch_out *ou
         const struct batch_seq *q = &b->seqs[s];
         if (!q->sp) continue;
         struct sampler_result res;
-        if (!e->prep_on || q->mask ||
-            sampler_sample_prepped(&e->h_prep[r], V, q->sp, q->n_prompt, q->n_out, &res) < 0) {
-            float *row = e->prep_on ? fetch_row(e, r) : e->h_logits + (size_t)r * (size_t)V;
+        if (!e->dev_sampling || q->mask ||
+            sampler_sample_summary(&e->h_summary[r], V, q->sp, q->n_prompt, q->n_out, &res) < 0) {
+            float *row = e->dev_sampling ? fetch_row(e, r) : e->h_logits + (size_t)r * (size_t)V;
             if (q->mask) sampler_apply_mask(row, q->mask, V); /* a scratch copy of the row */
             sampler_sample(&e->sws, row, q->sp, q->prompt, q->n_prompt, q->output, q->n_out, &res);
             if (q->mask) { /* vLLM writes a masked token's -inf as -9999 */

@@ -2,8 +2,8 @@
  * engine: owns every byte of backend memory for one model replica (or one tensor-parallel
  * rank): the backend, the backend-resident weights, the paged KV cache, the encoder cache
  * (an arena of vision rows placed by the scheduler), the activation workspace, the logits
- * and batch_out buffers. Everything is sized in engine_init from the config maxima, so engine_execute
- * never allocates.
+ * and batch_out buffers. Everything is sized in engine_init from the config maxima, so
+ * engine_execute never allocates.
  *
  * Decode steps (one new token per sequence, logits for each, no image rows, no TP) run as
  * backend graphs when the backend has them (CUDA graphs): the batch is padded to a bucket of
@@ -59,9 +59,9 @@ struct engine_params {
     struct backend_emulation emulate; /* tests: device features for the CPU backend
                                          (backend_emulate), so device paths run in CI */
     int sample_on_device;         /* engine_execute samples from per-row summaries made on the
-                                   * backend (op sample_prep) instead of downloading the rows:
-                                   * 0 auto (on for device backends, those with mem_info), 1 on,
-                                   * -1 off. Never with TP (the rows are gathered on rank 0). */
+                                   * backend (backend_sampling_ops) instead of downloading the
+                                   * rows: 0 auto (on for device backends, those with mem_info),
+                                   * 1 on, -1 off. Never with TP (rows are gathered on rank 0). */
 };
 
 struct vit;
@@ -109,7 +109,7 @@ struct engine {
     int32_t *h_rows;                      /* (R) rows to produce logits for */
     int32_t *h_rows_id;                   /* (max_seqs) 0, 1, 2, ...: a graph step's rows */
     bool graphs;                          /* decode steps may run as backend graphs */
-    int64_t n_graph_steps;                /* steps run through graph_launch/graph_end */
+    int64_t n_graph_steps;                /* steps run through the backend graphs */
     int32_t *h_splice_idx;                /* (T) destination rows of image rows */
     struct qwen3_splice *splices;         /* (T) */
     float *h_logits;                      /* (R, vocab) */
@@ -117,9 +117,9 @@ struct engine {
 
     /* sampling and its outputs (batch_out points here) */
     struct sampler_ws sws;
-    bool prep_on;                         /* device sampling (p.sample_on_device resolved) */
-    void *d_prep;                         /* (R) struct sample_prep, backend memory; prep_on */
-    struct sample_prep *h_prep;           /* (R) its host copy */
+    bool dev_sampling;                    /* device sampling (p.sample_on_device resolved) */
+    void *d_summary;                      /* (R) struct sample_summary, backend memory */
+    struct sample_summary *h_summary;     /* (R) its host copy */
     float *h_inv_t;                       /* (R) 1 / temperature per sampled row, 0: greedy */
     double *h_u;                          /* (R) the row's uniform draw */
     int32_t *out_token;                   /* (max_seqs) */

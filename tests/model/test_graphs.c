@@ -10,7 +10,7 @@
  * 16), contexts cross from the 16- to the 32-column bucket (256 tokens at block size 16),
  * and prefill chunks (eager) share steps with decodes between graph steps. Greedy and seeded
  * top-k/top-p requests are mixed; logprobs (5 top) are compared. The graph engines sample
- * from device summaries (sample_prep) as the CUDA engine does, the eager one on the host.
+ * from device summaries (sample_summary) as the CUDA engine does, the eager one on the host.
  */
 #include "engine/engine.h"
 #include "engine/model.h"

@@ -41,8 +41,8 @@ static inline uint64_t fake_item_row(const struct mm_item *it, int32_t j)
 
 /* The value at position p: spans are the request's (or the chunk's) media spans; with
  * arena, an image row is read from it at mm_row[k] (the engine's view), else computed. */
-static inline uint64_t fake_value(int32_t tok, int32_t p, const struct mm_span *mm, int32_t n_mm,
-                                  const uint64_t *arena, const int32_t *mm_row)
+static inline uint64_t fake_value(int32_t tok, int32_t p, const struct mm_span *mm,
+                                  int32_t n_mm, const uint64_t *arena, const int32_t *mm_row)
 {
     for (int32_t k = 0; k < n_mm; k++)
         if (p >= mm[k].offset && p < mm[k].offset + mm[k].item->n_tokens)
@@ -94,7 +94,8 @@ static int fake_execute(void *eng, const struct batch *b, struct batch_out *out)
         for (int32_t t = 0; t < q->n_tokens; t++) {
             int32_t p = q->pos + t, blk = q->blocks[p / f->bs];
             VLM_ASSERT(blk > 0 && blk < f->n_blocks);
-            f->kv[(size_t)blk * f->bs + p % f->bs] = fake_value(q->tokens[t], p, q->mm, q->n_mm, f->arena, q->mm_row);
+            f->kv[(size_t)blk * f->bs + p % f->bs] =
+                fake_value(q->tokens[t], p, q->mm, q->n_mm, f->arena, q->mm_row);
         }
         if (!q->sp) continue;
         uint64_t h = 0;

@@ -785,7 +785,8 @@ int main(void)
         pthread_cond_init(&g.cv, NULL);
         struct sched_loop *l;
         struct vlm_err e;
-        CHECK_EQ(sched_loop_start(&l, &c, (struct executor){.impl = &g, .execute = gate_execute}, &e), 0);
+        struct executor ex = {.impl = &g, .execute = gate_execute};
+        CHECK_EQ(sched_loop_start(&l, &c, ex, &e), 0);
         struct submitter t1 = {.l = l, .g = &g, .id0 = 100}, t2 = {.l = l, .g = &g, .id0 = 200};
         pthread_t th1, th2;
         pthread_create(&th1, NULL, submit_thread, &t1);
