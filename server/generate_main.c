@@ -103,7 +103,8 @@ static int parse_args(int argc, char **argv, struct gen_args *a)
         fprintf(stderr, "valley-generate: --backend must be auto, cpu or cuda\n");
         return -1;
     }
-    if (a->max_tokens < 1 || a->block_size < 1 || a->tp_size < 1 || a->sp.temperature < 0 || a->sp.top_p <= 0 ||
+    if (a->max_tokens < 1 || a->block_size < 1 || a->tp_size < 1 || a->sp.temperature < 0 ||
+        a->sp.top_p <= 0 ||
         a->sp.top_p > 1 || a->sp.min_p < 0 || a->sp.min_p > 1 || a->sp.repetition_penalty <= 0) {
         fprintf(stderr, "valley-generate: a value is out of range\n");
         return -1;
