@@ -91,7 +91,7 @@ static double run_decode(struct engine *e, int32_t B, int32_t steps, int32_t per
         if (step == 1) t0 = ts; /* step 0 is the prefill */
         for (int32_t s = 0; s < B; s++) {
             int32_t n = step == 0 ? P : 1, pos = step == 0 ? 0 : P + step - 1;
-            seqs[s] = (struct batch_seq){.slot = (uint32_t)s, .pos = pos, .n_tokens = n,
+            seqs[s] = (struct batch_seq){.pos = pos, .n_tokens = n,
                                          .tokens = toks + s * L + pos,
                                          .blocks = blocks + s * per_seq_blocks,
                                          .n_blocks = per_seq_blocks, .sp = &sp,

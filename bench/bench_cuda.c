@@ -13,7 +13,7 @@
  *   vit: one 1024x1024 image (74 x 74 patches of 14 after Qwen2-VL's resize), ms.
  * --fused runs the residual add + RMS norm and the q/k norm + RoPE through the fused
  * launchers (kernels/cuda.h) instead of the table's separate ops. --graphs runs decode steps
- * as the engine does on CUDA: recorded once into a CUDA graph (graph_begin/graph_end, with
+ * as the engine does on CUDA: recorded once into a CUDA graph (graphs->begin/end, with
  * block tables padded to a power of two of columns), replayed after. Each figure is the median
  * of --steps timed steps (10) after 2 warm-up steps; a step ends with the logits download,
  * as in serving.
@@ -232,10 +232,10 @@ static double dec_step(struct bench *B, int32_t n_seqs, int32_t q_len, int32_t c
     o->set_step(c, &m);
     if (B->fused) o->upload(c, B->d_pos, B->pos, (size_t)n * sizeof(int32_t));
     if (m.graph_key) {
-        if (!o->graph_launch(c)) {
-            o->graph_begin(c);
+        if (!o->graphs->launch(c)) {
+            o->graphs->begin(c);
             dec_ops(B, n, n_seqs);
-            VLM_ASSERT(o->graph_end(c));
+            VLM_ASSERT(o->graphs->end(c));
         }
     } else {
         dec_ops(B, n, n_seqs);

@@ -122,7 +122,7 @@ static double run_decode(struct engine *e, int32_t B, int32_t steps, int32_t per
         if (step == 1) t0 = now_s(); /* step 0 is the prefill */
         for (int32_t s = 0; s < B; s++) {
             int32_t n = step == 0 ? P : 1, pos = step == 0 ? 0 : P + step - 1;
-            seqs[s] = (struct batch_seq){.slot = (uint32_t)s, .pos = pos, .n_tokens = n,
+            seqs[s] = (struct batch_seq){.pos = pos, .n_tokens = n,
                                          .tokens = toks + s * L + pos,
                                          .blocks = blocks + s * per_seq_blocks,
                                          .n_blocks = per_seq_blocks, .sp = &sp,
@@ -159,7 +159,8 @@ static void run_greedy(struct engine *e, const int32_t *ids, int32_t n_ids, int3
         struct batch b = {.seqs = &s, .n_seqs = 1};
         int32_t V = e->m->cfg.vocab_size, top[8];
         float *lg = xmalloc((size_t)V * sizeof(float));
-        VLM_ASSERT(engine_forward_logits(e, &b, lg) == 1);
+        int32_t last = n_ids - 1; /* the prompt's last row */
+        VLM_ASSERT(engine_forward_rows(e, &b, &last, 1, lg) == 0);
         printf("top8:");
         for (int i = 0; i < 8; i++) {
             top[i] = -1;

@@ -5,8 +5,8 @@
  *   bench_sample [rows=64]
  *
  * For each parameter set: sampler_sample on the full row (what the engine does without
- * device sampling, after downloading the row), the CPU reference of the sample_prep op on
- * one thread (what a device replaces), and sampler_sample_prepped (what is left on the host
+ * device sampling, after downloading the row), the CPU reference of the sample_summary op on
+ * one thread (what a device replaces), and sampler_sample_summary (what is left on the host
  * with device sampling). Rows are model-like: a smooth bulk and a few dominant tokens.
  * The CUDA op's time is printed by tests/ops/test_cuda_sample on a GPU.
  */
@@ -71,12 +71,12 @@ int main(int argc, char **argv)
     for (int r = 0; r < rows; r++) make_row(l + (size_t)r * VOCAB);
     struct sampler_ws w;
     sampler_ws_init(&w, VOCAB);
-    struct sample_prep *p = xmalloc((size_t)rows * sizeof *p);
+    struct sample_summary *p = xmalloc((size_t)rows * sizeof *p);
     float *inv_t = xmalloc((size_t)rows * sizeof *inv_t);
     double *u = xmalloc((size_t)rows * sizeof *u);
 
     printf("vocab %d, %d rows, ms per row (thread CPU time)\n", VOCAB, rows);
-    printf("%-30s %12s %12s %14s %9s\n", "params", "host sample", "prep (CPU)", "host finish",
+    printf("%-30s %12s %12s %14s %9s\n", "params", "host sample", "summary (CPU)", "host finish",
            "fallback");
     for (size_t si = 0; si < ARRAY_LEN(sets); si++) {
         struct sampling_params sp = sampler_params_greedy();
@@ -98,22 +98,22 @@ int main(int argc, char **argv)
         }
         t0 = cpu_ms();
         for (int r = 0; r < rows; r++) /* one row per call: one thread, no OpenMP team */
-            cpu_sample_prep(&p[r], l + (size_t)r * VOCAB, 1, VOCAB, VOCAB, &inv_t[r], &u[r]);
-        double t_prep = (cpu_ms() - t0) / rows;
+            cpu_sample_summary(&p[r], l + (size_t)r * VOCAB, 1, VOCAB, VOCAB, &inv_t[r], &u[r]);
+        double t_sum = (cpu_ms() - t0) / rows;
         int fb = 0;
         t0 = cpu_ms();
         for (int r = 0; r < rows; r++) {
             sp.seed = (uint64_t)r;
-            fb += sampler_sample_prepped(&p[r], VOCAB, &sp, 0, 0, &res) < 0;
+            fb += sampler_sample_summary(&p[r], VOCAB, &sp, 0, 0, &res) < 0;
         }
         double t_fin = (cpu_ms() - t0) / rows;
-        printf("%-30s %12.3f %12.3f %14.5f %5d/%d\n", sets[si].name, t_host, t_prep, t_fin, fb,
+        printf("%-30s %12.3f %12.3f %14.5f %5d/%d\n", sets[si].name, t_host, t_sum, t_fin, fb,
                rows);
     }
     printf("bytes down per step: rows x %d (f32 logits) = %zu at 256 rows; with device sampling "
            "rows x %zu = %zu at 256 rows\n",
-           VOCAB * 4, (size_t)256 * VOCAB * 4, sizeof(struct sample_prep),
-           (size_t)256 * sizeof(struct sample_prep));
+           VOCAB * 4, (size_t)256 * VOCAB * 4, sizeof(struct sample_summary),
+           (size_t)256 * sizeof(struct sample_summary));
     sampler_ws_destroy(&w);
     free(l);
     free(p);

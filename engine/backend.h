@@ -69,7 +69,7 @@ struct step_meta {
     const int32_t *ctx_len;      /* (n_seqs) tokens in the cache after this step */
     const int32_t *block_tables; /* (n_seqs, max_blocks) block ids, row-major */
     int32_t max_blocks;
-    /* Graph steps (see graph_launch below): nonzero = this step's op sequence and launch
+    /* Graph steps (see struct backend_graph_ops): nonzero = this step's op sequence and launch
      * shapes depend only on this key, so a graph recorded for it can replay the step. The
      * metadata then goes to fixed addresses, and launch shapes use max_ctx. 0: eager. */
     uint64_t graph_key;
@@ -82,6 +82,52 @@ enum op {
     OP_GATHER_ROWS, OP_SCATTER_ROWS, OP_CAST, OP_COUNT
 };
 
+/* ---- The optional families. A backend has a family whole or not at all: its pointer in
+ * struct backend_ops is NULL, or a table with every entry set. ---- */
+
+/* Fused ops: one pass where the plain ops take two. NULL: the forward passes call the plain
+ * ops instead. */
+struct backend_fused_ops {
+    /* the residual add fused with the next norm, per row of ne[0]:
+     * res = res + d; y = w ⊙ res / sqrt(mean(res²) + eps); y may alias d */
+    void (*add_rmsnorm)(void *ctx, struct tensor *res, struct tensor *y, const struct tensor *d,
+                        const struct tensor *w, float eps);
+    /* in place on x(n_tokens, n_heads, head_dim): per-head RMS norm (w (head_dim)) then
+     * rope_neox, the q_norm/k_norm + RoPE of a Qwen3 layer in one pass */
+    void (*norm_rope)(void *ctx, struct tensor *x, const struct tensor *w, float theta,
+                      float eps);
+};
+
+/* Device sampling. NULL: the engine downloads the sampled rows. */
+struct backend_sampling_ops {
+    /* per row r of logits (n_rows, vocab) f32, the summary the host sampler finishes from
+     * (struct sample_summary, kernels/sample.h: max/argmax, raw log-sum-exp, the
+     * SAMPLE_SUMMARY_K best in rank order and, where inv_t[r] > 0, the untruncated draw with
+     * uniform u[r]) into out (n_rows) in backend memory. inv_t, u are host arrays (n_rows).
+     * logits is only read. */
+    void (*sample_summary)(void *ctx, void *out, const struct tensor *logits,
+                           const float *inv_t, const double *u);
+};
+
+/* Graphs. A step whose set_step() had a nonzero graph_key can run as a recorded graph (CUDA
+ * graphs: one launch instead of hundreds). After set_step():
+ *   launch(): true when a graph for the key exists and was enqueued: the step's ops must not
+ *     be called. false: the caller records one with
+ *   begin(); the step's ops; end(): the ops are recorded, not run, then the graph is enqueued
+ *     (true). false: recording failed (or the graph cache is full), the recorded ops were
+ *     dropped and the caller must call them again, eagerly.
+ * Between begin and end only ops may be called (no alloc, upload, download, sync). What an op
+ * copies from host arrays (gather/scatter indices, ViT segments) is frozen in the graph; the
+ * step metadata is not (set_step refreshes it at the same addresses). NULL: every step runs
+ * eagerly. */
+struct backend_graph_ops {
+    bool (*launch)(void *ctx);
+    void (*begin)(void *ctx);
+    bool (*end)(void *ctx);
+};
+
+/* The table: every entry is required except those marked optional (mem_info, map_weight)
+ * and the three optional families at the end. */
 struct backend_ops {
     const char *name;
     enum dtype act_type;          /* dtype activations are computed in (CPU: f32) */
@@ -116,22 +162,12 @@ struct backend_ops {
     /* per row of ne[0]: y = w ⊙ x / sqrt(mean(x²) + eps); y may alias x */
     void (*rmsnorm)(void *ctx, struct tensor *y, const struct tensor *x, const struct tensor *w,
                     float eps);
-    /* (optional) the residual add fused with the next norm, per row of ne[0]:
-     * res = res + d; y = w ⊙ res / sqrt(mean(res²) + eps); y may alias d. NULL: the forward
-     * pass calls add and rmsnorm instead. */
-    void (*add_rmsnorm)(void *ctx, struct tensor *res, struct tensor *y, const struct tensor *d,
-                        const struct tensor *w, float eps);
     /* per row of ne[0]: y = (x - mean) / sqrt(var + eps) ⊙ w + b; y may alias x */
     void (*layernorm)(void *ctx, struct tensor *y, const struct tensor *x, const struct tensor *w,
                       const struct tensor *b, float eps);
     /* in place on x(n_tokens, n_heads, head_dim): rotate-half RoPE, positions from set_step,
      * inv_freq_i = theta^(-2i/head_dim) */
     void (*rope_neox)(void *ctx, struct tensor *x, float theta);
-    /* (optional) in place on x(n_tokens, n_heads, head_dim): per-head RMS norm (w (head_dim))
-     * then rope_neox, the q_norm/k_norm + RoPE of a Qwen3 layer in one pass. NULL: the
-     * forward pass calls rmsnorm and rope_neox instead. */
-    void (*norm_rope)(void *ctx, struct tensor *x, const struct tensor *w, float theta,
-                      float eps);
     /* in place on x(n, n_heads, head_dim): x = x·cos + rot_half(x)·sin with per-row tables
      * cos, sin (n, head_dim) f32 */
     void (*rope_table)(void *ctx, struct tensor *x, const struct tensor *cos,
@@ -164,28 +200,11 @@ struct backend_ops {
                          const int32_t *idx);
     /* y = x converted to y's dtype (same shape) */
     void (*cast)(void *ctx, struct tensor *y, const struct tensor *x);
-    /* (optional) device sampling: per row r of logits (n_rows, vocab) f32, the summary the
-     * host sampler finishes from (struct sample_prep, kernels/sample.h: max/argmax, raw
-     * log-sum-exp, the SAMPLE_PREP_K best in rank order and, where inv_t[r] > 0, the
-     * untruncated draw with uniform u[r]) into out (n_rows) in backend memory. inv_t, u are
-     * host arrays (n_rows). logits is only read. NULL: the engine downloads the rows. */
-    void (*sample_prep)(void *ctx, void *out, const struct tensor *logits, const float *inv_t,
-                        const double *u);
 
-    /* ---- graphs (optional, all three or none) ----
-     * A step whose set_step() had a nonzero graph_key can run as a recorded graph (CUDA
-     * graphs: one launch instead of hundreds). After set_step():
-     *   graph_launch(): true when a graph for the key exists and was enqueued: the step's ops
-     *     must not be called. false: the caller records one with
-     *   graph_begin(); the step's ops; graph_end(): the ops are recorded, not run, then the
-     *     graph is enqueued (true). false: recording failed (or the graph cache is full), the
-     *     recorded ops were dropped and the caller must call them again, eagerly.
-     * Between begin and end only ops may be called (no alloc, upload, download, sync). What an
-     * op copies from host arrays (gather/scatter indices, ViT segments) is frozen in the
-     * graph; the step metadata is not (set_step refreshes it at the same addresses). */
-    bool (*graph_launch)(void *ctx);
-    void (*graph_begin)(void *ctx);
-    bool (*graph_end)(void *ctx);
+    /* ---- optional families (above) ---- */
+    const struct backend_fused_ops *fused;
+    const struct backend_sampling_ops *sampling;
+    const struct backend_graph_ops *graphs;
 };
 
 struct backend {

@@ -349,14 +349,23 @@ static void cpu_op_cast(void *ctx, struct tensor *y, const struct tensor *x)
     for (int64_t i = 0; i < n; i++) F(y)[i] = load_elem(x->data, x->type, i);
 }
 
-static void cpu_op_sample_prep(void *ctx, void *out, const struct tensor *logits,
-                               const float *inv_t, const double *u)
+static void cpu_op_sample_summary(void *ctx, void *out, const struct tensor *logits,
+                                  const float *inv_t, const double *u)
 {
     (void)ctx;
     VLM_ASSERT(logits->type == DT_F32 && logits->ne[2] == 1 && logits->ne[3] == 1);
-    cpu_sample_prep(out, CF(logits), logits->ne[1], logits->ne[0],
-                    logits->nb[1] / (int64_t)sizeof(float), inv_t, u);
+    cpu_sample_summary(out, CF(logits), logits->ne[1], logits->ne[0],
+                       logits->nb[1] / (int64_t)sizeof(float), inv_t, u);
 }
+
+static const struct backend_fused_ops cpu_fused = {
+    .add_rmsnorm = cpu_op_add_rmsnorm,
+    .norm_rope = cpu_op_norm_rope,
+};
+
+static const struct backend_sampling_ops cpu_sampling = {
+    .sample_summary = cpu_op_sample_summary,
+};
 
 static const struct backend_ops cpu_ops = {
     .name = "cpu",
@@ -375,10 +384,8 @@ static const struct backend_ops cpu_ops = {
     .matmul = cpu_op_matmul,
     .add = cpu_op_add,
     .rmsnorm = cpu_op_rmsnorm,
-    .add_rmsnorm = cpu_op_add_rmsnorm,
     .layernorm = cpu_op_layernorm,
     .rope_neox = cpu_op_rope_neox,
-    .norm_rope = cpu_op_norm_rope,
     .rope_table = cpu_op_rope_table,
     .silu_mul = cpu_op_silu_mul,
     .gelu_erf = cpu_op_gelu_erf,
@@ -390,7 +397,8 @@ static const struct backend_ops cpu_ops = {
     .gather_rows = cpu_op_gather_rows,
     .scatter_rows = cpu_op_scatter_rows,
     .cast = cpu_op_cast,
-    .sample_prep = cpu_op_sample_prep,
+    .fused = &cpu_fused,
+    .sampling = &cpu_sampling,
 };
 
 int backend_cpu_init(struct backend *b, const struct backend_params *p, struct vlm_err *err)

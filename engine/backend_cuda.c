@@ -12,7 +12,7 @@
  *   - small host arrays handed to single ops (gather/scatter indices, ViT segment bounds,
  *     attention tile lists) go through the same staging buffers.
  *
- * CUDA graphs (graph_launch/begin/end, see backend.h): a step with a graph key puts its
+ * CUDA graphs (struct backend_graph_ops, backend.h): a step with a graph key puts its
  * metadata at fixed addresses (struct cuda_graphs' meta region, refreshed by one async copy
  * per step outside the graph) and shapes its launches from the key's bounds (max_blocks,
  * max_ctx), so one capture per key replays every later step with that key. While capturing,
@@ -807,8 +807,8 @@ static void cuda_mem_info(void *ctx, size_t *free_bytes, size_t *total_bytes)
 }
 
 /* The step's per-row temperatures and draws go up through the staging area. */
-static void cuda_op_sample_prep(void *ctx, void *out, const struct tensor *logits,
-                                const float *inv_t, const double *u)
+static void cuda_op_sample_summary(void *ctx, void *out, const struct tensor *logits,
+                                   const float *inv_t, const double *u)
 {
     struct cuda_ctx *c = ctx;
     bind(c);
@@ -817,9 +817,24 @@ static void cuda_op_sample_prep(void *ctx, void *out, const struct tensor *logit
     if (n <= 0) return;
     const float *d_inv_t = stage_put(c, inv_t, (size_t)n * sizeof *inv_t);
     const double *d_u = stage_put(c, u, (size_t)n * sizeof *u);
-    cuda_sample_prep(out, logits->data, n, (int32_t)logits->ne[0],
-                     logits->nb[1] / (int64_t)sizeof(float), d_inv_t, d_u, c->stream);
+    cuda_sample_summary(out, logits->data, n, (int32_t)logits->ne[0],
+                        logits->nb[1] / (int64_t)sizeof(float), d_inv_t, d_u, c->stream);
 }
+
+static const struct backend_fused_ops cuda_fused = {
+    .add_rmsnorm = cuda_op_add_rmsnorm,
+    .norm_rope = cuda_op_norm_rope,
+};
+
+static const struct backend_sampling_ops cuda_sampling = {
+    .sample_summary = cuda_op_sample_summary,
+};
+
+static const struct backend_graph_ops cuda_graphs = {
+    .launch = cuda_graph_launch,
+    .begin = cuda_graph_begin,
+    .end = cuda_graph_end,
+};
 
 static const struct backend_ops cuda_ops = {
     .name = "cuda",
@@ -838,10 +853,8 @@ static const struct backend_ops cuda_ops = {
     .matmul = cuda_op_matmul,
     .add = cuda_op_add,
     .rmsnorm = cuda_op_rmsnorm,
-    .add_rmsnorm = cuda_op_add_rmsnorm,
     .layernorm = cuda_op_layernorm,
     .rope_neox = cuda_op_rope_neox,
-    .norm_rope = cuda_op_norm_rope,
     .rope_table = cuda_op_rope_table,
     .silu_mul = cuda_op_silu_mul,
     .gelu_erf = cuda_op_gelu_erf,
@@ -853,10 +866,9 @@ static const struct backend_ops cuda_ops = {
     .gather_rows = cuda_op_gather_rows,
     .scatter_rows = cuda_op_scatter_rows,
     .cast = cuda_op_cast,
-    .graph_launch = cuda_graph_launch,
-    .graph_begin = cuda_graph_begin,
-    .graph_end = cuda_graph_end,
-    .sample_prep = cuda_op_sample_prep,
+    .fused = &cuda_fused,
+    .sampling = &cuda_sampling,
+    .graphs = &cuda_graphs,
 };
 
 /* ==== Init ==== */

@@ -9,7 +9,7 @@
  *     memory plan: KV pool from --gpu-memory-utilization, out-of-memory at start-up).
  *
  * The recording is faithful where a recorded graph differs from eager calls:
- *   - ops are recorded, not run, between graph_begin and graph_end; graph_end runs the
+ *   - ops are recorded, not run, between graphs->begin and graphs->end; end runs the
  *     recording once (as CUDA's launch after instantiation);
  *   - host arrays an op copies (gather/scatter indices, ViT segment bounds) are copied at
  *     record time and the copy is what a replay uses, as the CUDA backend's staged copies
@@ -61,6 +61,9 @@ struct rec_graph {
 struct emu_ctx {
     struct backend inner;          /* owned */
     struct backend_ops ops;        /* inner's table with the op entries replaced */
+    struct backend_fused_ops fused;       /* ops.fused when inner has the family */
+    struct backend_sampling_ops sampling; /* ops.sampling when inner has the family */
+    struct backend_graph_ops graph_ops;   /* ops.graphs when graphs are emulated */
     size_t device_bytes, used;     /* emulated device size (0: none) and bytes allocated */
     uint64_t key;                  /* of the last set_step */
     struct step_shape shape;       /* of the last set_step */
@@ -94,10 +97,10 @@ static void play(struct emu_ctx *c, const struct rec_call *r)
     case R_MATMUL: o->matmul(x, &t[0], &t[1], &t[2], r->has_t4 ? &t[3] : NULL); break;
     case R_ADD: o->add(x, &t[0], &t[1], &t[2]); break;
     case R_RMSNORM: o->rmsnorm(x, &t[0], &t[1], &t[2], r->f[0]); break;
-    case R_ADD_RMSNORM: o->add_rmsnorm(x, &t[0], &t[1], &t[2], &t[3], r->f[0]); break;
+    case R_ADD_RMSNORM: o->fused->add_rmsnorm(x, &t[0], &t[1], &t[2], &t[3], r->f[0]); break;
     case R_LAYERNORM: o->layernorm(x, &t[0], &t[1], &t[2], r->has_t4 ? &t[3] : NULL, r->f[0]); break;
     case R_ROPE_NEOX: o->rope_neox(x, &t[0], r->f[0]); break;
-    case R_NORM_ROPE: o->norm_rope(x, &t[0], &t[1], r->f[0], r->f[1]); break;
+    case R_NORM_ROPE: o->fused->norm_rope(x, &t[0], &t[1], r->f[0], r->f[1]); break;
     case R_ROPE_TABLE: o->rope_table(x, &t[0], &t[1], &t[2]); break;
     case R_SILU_MUL: o->silu_mul(x, &t[0], &t[1], &t[2]); break;
     case R_GELU_ERF: o->gelu_erf(x, &t[0], &t[1]); break;
@@ -215,12 +218,12 @@ static bool g_supports(void *ctx, enum op op, enum dtype type)
     return IN((struct emu_ctx *)ctx)->supports(ICTX((struct emu_ctx *)ctx), op, type);
 }
 
-static void g_sample_prep(void *ctx, void *out, const struct tensor *logits, const float *inv_t,
-                          const double *u)
+static void g_sample_summary(void *ctx, void *out, const struct tensor *logits,
+                             const float *inv_t, const double *u)
 {
     struct emu_ctx *c = ctx;
-    not_recording(c, "sample_prep"); /* the engine samples after the step's graph */
-    IN(c)->sample_prep(ICTX(c), out, logits, inv_t, u);
+    not_recording(c, "sample_summary"); /* the engine samples after the step's graph */
+    IN(c)->sampling->sample_summary(ICTX(c), out, logits, inv_t, u);
 }
 
 /* The inner backend allocates weights itself: with an emulated device size the result is
@@ -493,7 +496,7 @@ static bool g_graph_end(void *ctx)
 
 void backend_emulate(struct backend *b, const struct backend_emulation *e)
 {
-    VLM_ASSERT(b->ops && !b->ops->graph_launch && !b->ops->mem_info);
+    VLM_ASSERT(b->ops && !b->ops->graphs && !b->ops->mem_info);
     struct emu_ctx *c = xcalloc(1, sizeof *c);
     c->inner = *b;
     c->device_bytes = e->device_bytes;
@@ -506,19 +509,27 @@ void backend_emulate(struct backend *b, const struct backend_emulation *e)
         .mem_info = e->device_bytes ? g_mem_info : NULL,
         .load_weight = g_load_weight, .map_weight = in->map_weight ? g_map_weight : NULL,
         .set_step = g_set_step, .matmul = g_matmul, .add = g_add,
-        .rmsnorm = g_rmsnorm, .add_rmsnorm = in->add_rmsnorm ? g_add_rmsnorm : NULL,
+        .rmsnorm = g_rmsnorm,
         .layernorm = g_layernorm, .rope_neox = g_rope_neox,
-        .norm_rope = in->norm_rope ? g_norm_rope : NULL, .rope_table = g_rope_table,
+        .rope_table = g_rope_table,
         .silu_mul = g_silu_mul, .gelu_erf = g_gelu_erf, .quick_gelu = g_quick_gelu,
         .embed = g_embed, .kv_store = g_kv_store, .attn_paged = g_attn_paged,
         .attn_varlen = g_attn_varlen, .gather_rows = g_gather_rows,
         .scatter_rows = g_scatter_rows, .cast = g_cast,
-        .sample_prep = in->sample_prep ? g_sample_prep : NULL,
     };
+    if (in->fused) {
+        c->fused = (struct backend_fused_ops){.add_rmsnorm = g_add_rmsnorm,
+                                              .norm_rope = g_norm_rope};
+        o->fused = &c->fused;
+    }
+    if (in->sampling) {
+        c->sampling = (struct backend_sampling_ops){.sample_summary = g_sample_summary};
+        o->sampling = &c->sampling;
+    }
     if (e->graphs) {
-        o->graph_launch = g_graph_launch;
-        o->graph_begin = g_graph_begin;
-        o->graph_end = g_graph_end;
+        c->graph_ops = (struct backend_graph_ops){.launch = g_graph_launch,
+                                                  .begin = g_graph_begin, .end = g_graph_end};
+        o->graphs = &c->graph_ops;
     }
     b->ops = o;
     b->ctx = c;

@@ -277,7 +277,7 @@ uint64_t vlm_wall_s(void)
 
 uint64_t vlm_hash64(const void *data, size_t n, uint64_t seed)
 {
-    /* FNV-1a over 8-byte words with a final avalanche (splitmix64). */
+    /* FNV-1a over 8-byte words with a final avalanche (splitmix64's, kernels/mix64.h). */
     const uint8_t *p = data;
     uint64_t h = 0xcbf29ce484222325ull ^ seed;
     size_t i = 0;
@@ -288,12 +288,6 @@ uint64_t vlm_hash64(const void *data, size_t n, uint64_t seed)
         h ^= h >> 29;
     }
     for (; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
-    h ^= (uint64_t)n;
-    h ^= h >> 30;
-    h *= 0xbf58476d1ce4e5b9ull;
-    h ^= h >> 27;
-    h *= 0x94d049bb133111ebull;
-    h ^= h >> 31;
-    return h;
+    return vlm_mix64_final(h ^ (uint64_t)n);
 }
 

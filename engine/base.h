@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "kernels/fp.h"
+#include "kernels/mix64.h"
 
 /* ==== Return codes ====
  * Functions that can fail return int: 0 on success or one of these negative codes.
@@ -122,17 +123,7 @@ uint64_t vlm_now_ns(void);      /* CLOCK_MONOTONIC */
 uint64_t vlm_wall_s(void);      /* seconds since the epoch */
 
 /* ==== Hashing ==== */
-/* splitmix64 (Steele, Lea, Flood 2014) as a function of its state x: the value the generator
- * returns after stepping from x. The project's one integer mixer: counter-based draws
- * (vlm_mix64(key)), streams (x = vlm_mix64(s), s += VLM_MIX64_STEP), seed derivation. */
-#define VLM_MIX64_STEP 0x9e3779b97f4a7c15ull
-static inline uint64_t vlm_mix64(uint64_t x)
-{
-    x += VLM_MIX64_STEP;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
+/* vlm_mix64 (splitmix64), VLM_MIX64_STEP: kernels/mix64.h */
 
 /* 64-bit FNV-1a style content hash chained with seed (not cryptographic). */
 uint64_t vlm_hash64(const void *data, size_t n, uint64_t seed);

@@ -3,6 +3,11 @@
  * Everything in a struct batch is borrowed for exactly one engine_execute() call; the engine
  * never keeps a pointer from it. struct batch_out buffers belong to the engine and are valid
  * until the next engine_execute().
+ *
+ * The scheduler places everything: KV blocks (batch_seq.blocks) and encoder-cache rows. The
+ * encoder cache is an arena of encoder_cache_tokens rows of projector output; the scheduler
+ * decides which rows hold which item (scheduler/sched.c), the engine writes an item's rows
+ * where batch.encode_row says and reads a span's rows where batch_seq.mm_row says.
  */
 #ifndef VLM_BATCH_H
 #define VLM_BATCH_H
@@ -47,13 +52,13 @@ struct mm_span {
 };
 
 struct batch_seq {
-    uint32_t slot;                 /* engine row for per-sequence scratch, < max_seqs */
     int32_t pos;                   /* position of tokens[0] == tokens already computed */
     int32_t n_tokens;              /* new tokens this step: >1 prefill chunk, 1 decode */
     const int32_t *tokens;         /* (n_tokens) */
     const int32_t *blocks;         /* (n_blocks) block table covering [0, pos + n_tokens) */
     int32_t n_blocks;
     const struct mm_span *mm;      /* spans overlapping [pos, pos + n_tokens), (n_mm) */
+    const int32_t *mm_row;         /* (n_mm) first encoder-cache row of each span's item */
     int32_t n_mm;
     const struct sampling_params *sp; /* NULL: don't sample (a non-final prefill chunk) */
     const int32_t *prompt;         /* (n_prompt) for the repetition penalty */
@@ -71,9 +76,9 @@ struct batch {
     struct batch_seq *seqs;
     int32_t n_seqs;
     const struct mm_item *const *encode; /* items to run through the ViT this step, (n_encode) */
+    const int32_t *encode_row;      /* (n_encode) where each goes: encoder-cache rows
+                                     * [encode_row[i], encode_row[i] + encode[i]->n_tokens) */
     int32_t n_encode;
-    const uint64_t *evict;          /* encoder-cache entries no longer needed, (n_evict) */
-    int32_t n_evict;
 };
 
 /* One entry per sequence with sp != NULL, in batch order. */

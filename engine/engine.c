@@ -5,7 +5,6 @@
 #include "engine/engine.h"
 #include "engine/comm.h"
 #include "engine/qwen3.h"
-#include "engine/tp.h"
 
 #if __has_include("engine/vit.h")
 #include "engine/vit.h"
@@ -280,18 +279,18 @@ static int alloc_kv(struct engine *e, struct vlm_err *err)
 /* Device sampling: on when asked for, or by default on a device backend; needs the op and
  * no TP (rank 0 samples from all-gathered rows there). The summaries for max_logit_rows rows
  * live in backend memory and come back in one download per step. */
-static int alloc_prep(struct engine *e, struct vlm_err *err)
+static int alloc_summaries(struct engine *e, struct vlm_err *err)
 {
     const struct backend_ops *ops = e->be.ops;
     int want = e->p.sample_on_device;
-    e->prep_on = ops->sample_prep && !e->comm && (want > 0 || (want == 0 && ops->mem_info));
-    if (!e->prep_on) return 0;
+    e->dev_sampling = ops->sampling && !e->comm && (want > 0 || (want == 0 && ops->mem_info));
+    if (!e->dev_sampling) return 0;
     size_t R = (size_t)e->p.max_logit_rows;
     int rc = 0;
-    e->d_prep = balloc(e, R * sizeof(struct sample_prep), &rc);
+    e->d_summary = balloc(e, R * sizeof(struct sample_summary), &rc);
     if (rc)
         return vlm_err_set(err, rc, 500, "engine: out of backend memory for %zu sampling rows", R);
-    e->h_prep = xmalloc(R * sizeof *e->h_prep);
+    e->h_summary = xmalloc(R * sizeof *e->h_summary);
     e->h_inv_t = xmalloc(R * sizeof *e->h_inv_t);
     e->h_u = xmalloc(R * sizeof *e->h_u);
     return 0;
@@ -356,7 +355,7 @@ static int alloc_workspace(struct engine *e, struct vlm_err *err)
     e->plp_lp = xmalloc(T * sizeof(float));
     e->plp_top_ids = xmalloc(T * VLM_MAX_TOP_LOGPROBS * sizeof(int32_t));
     e->plp_top_lp = xmalloc(T * VLM_MAX_TOP_LOGPROBS * sizeof(float));
-    return alloc_prep(e, err);
+    return alloc_summaries(e, err);
 }
 
 static int init_encoder_cache(struct engine *e, struct vlm_err *err)
@@ -374,9 +373,6 @@ static int init_encoder_cache(struct engine *e, struct vlm_err *err)
     if (rc)
         return vlm_err_set(err, rc, 500, "engine: out of backend memory for %d encoder-cache rows",
                            e->p.encoder_cache_tokens);
-    e->max_enc = VLM_MIN(e->p.encoder_cache_tokens, 4096);
-    e->enc = xcalloc((size_t)e->max_enc, sizeof *e->enc);
-    e->enc_new = xcalloc((size_t)e->max_enc, sizeof *e->enc_new);
     return 0;
 #else
     (void)err;
@@ -410,8 +406,9 @@ int engine_init(struct engine *e, const struct model *m, const struct engine_par
     else if (e->p.comm && (e->p.comm->size != tp || e->p.comm->rank != e->p.tp_rank))
         rc = vlm_err_set(err, VLM_EINVAL, 500, "engine: communicator rank %d/%d != tp rank %d/%d",
                          e->p.comm->rank, e->p.comm->size, e->p.tp_rank, tp);
-    else if (tp > 1)
-        rc = tp_check(&e->cfg, tp, e->p.backend, tp, err);
+    else if (e->cfg.n_kv_heads % tp || e->cfg.n_heads % tp || e->cfg.intermediate_size % tp)
+        rc = vlm_err_set(err, VLM_EINVAL, 500, "engine: tp_size %d must divide "
+                         "num_key_value_heads, num_attention_heads and intermediate_size", tp);
     if (rc) {
         memset(e, 0, sizeof *e);
         return rc;
@@ -433,7 +430,7 @@ int engine_init(struct engine *e, const struct model *m, const struct engine_par
         return rc;
     }
     if (e->p.emulate.graphs || e->p.emulate.device_bytes) backend_emulate(&e->be, &e->p.emulate);
-    e->graphs = e->be.ops->graph_launch && !e->p.enforce_eager && !e->comm;
+    e->graphs = e->be.ops->graphs && !e->p.enforce_eager && !e->comm;
     /* the memory plan: weights, then the workspace for the largest step and the encoder cache
      * (with the vision tower's scratch for the largest image), then the KV pool; when it is
      * sized from device memory it goes last and takes what is left */
@@ -467,8 +464,6 @@ void engine_destroy(struct engine *e)
     vit_destroy(e->vit);
 #endif
     bfree(e, e->enc_arena);
-    free(e->enc);
-    free(e->enc_new);
     if (e->lm_head.data != e->embed.data) bfree(e, e->lm_head.data);
     bfree(e, e->embed.data);
     bfree(e, e->final_norm.data);
@@ -488,8 +483,8 @@ void engine_destroy(struct engine *e)
     void *bufs[] = {e->x,  e->xn, e->q,  e->att,    e->k,         e->v,
                     e->gate, e->up, e->xs, e->logits, e->logits_all, e->tp_flag};
     for (size_t i = 0; i < ARRAY_LEN(bufs); i++) bfree(e, bufs[i]);
-    bfree(e, e->d_prep);
-    free(e->h_prep);
+    bfree(e, e->d_summary);
+    free(e->h_summary);
     free(e->h_inv_t);
     free(e->h_u);
     free(e->h_tokens);
@@ -530,55 +525,43 @@ int32_t engine_block_size(const struct engine *e)
     return e->block_size;
 }
 
+static int exec_step(void *e, const struct batch *b, struct batch_out *out)
+{
+    return engine_execute(e, b, out);
+}
+
+static int exec_rows(void *e, const struct batch *b, const int32_t *rows, int32_t n_rows,
+                     float *logits)
+{
+    return engine_forward_rows(e, b, rows, n_rows, logits);
+}
+
+struct executor engine_executor(struct engine *e)
+{
+    VLM_ASSERT(!e->comm); /* a rank alone would wait forever in its collectives */
+    return (struct executor){.impl = e, .execute = exec_step, .forward_rows = exec_rows,
+                             .kv_blocks = e->n_blocks, .block_size = e->block_size,
+                             .vocab_size = e->cfg.vocab_size};
+}
+
 /* ==== Encoder cache ====
- * A fixed arena of encoder_cache_tokens rows; entries (hash -> row range) are kept sorted by
- * first row and new items go to the first gap that fits (first fit). The scheduler does the
- * accounting (it only schedules encodes that fit its budget and evicts what is no longer
- * needed), so the engine just follows b->evict and b->encode. */
-
-static int32_t enc_find(const struct engine *e, uint64_t hash)
-{
-    for (int32_t i = 0; i < e->n_enc; i++)
-        if (e->enc[i].hash == hash) return i;
-    return -1;
-}
-
-static void enc_evict(struct engine *e, uint64_t hash)
-{
-    int32_t i = enc_find(e, hash);
-    if (i < 0) return; /* evicting an absent entry is harmless */
-    memmove(&e->enc[i], &e->enc[i + 1], (size_t)(e->n_enc - i - 1) * sizeof *e->enc);
-    e->n_enc--;
-}
-
-/* First row of a free range of n rows, or -1. Writes the insertion index to *at. */
-static int32_t enc_fit(const struct engine *e, int32_t n, int32_t *at)
-{
-    int32_t start = 0;
-    for (int32_t i = 0; i <= e->n_enc; i++) {
-        int32_t end = i < e->n_enc ? e->enc[i].row0 : e->p.encoder_cache_tokens;
-        if (end - start >= n) {
-            *at = i;
-            return start;
-        }
-        if (i < e->n_enc) start = e->enc[i].row0 + e->enc[i].n_rows;
-    }
-    return -1;
-}
+ * A fixed arena of encoder_cache_tokens rows. The scheduler owns the placement (which rows
+ * hold which item, what is evicted); the engine encodes b->encode[i] into rows
+ * [b->encode_row[i], + n_tokens) and splices a span's rows from b->seqs[s].mm_row. */
 
 static struct tensor enc_rows(const struct engine *e, int32_t row0, int32_t n)
 {
+    VLM_ASSERT(row0 >= 0 && n > 0 && row0 + n <= e->p.encoder_cache_tokens);
     struct tensor all = tensor_make(e->enc_arena, e->be.ops->act_type, e->cfg.hidden_size,
                                     e->p.encoder_cache_tokens, 1, 1);
     return tensor_rows(&all, row0, n);
 }
 
-/* Tensor parallel: the vision tower is data-parallel with replicated weights. Every rank
- * keeps the same cache bookkeeping (same evictions, same first-fit rows); the k-th new item
- * of the step is encoded by rank k % tp only. Then one all-reduce of an error flag (so a
- * rank whose encode failed cannot leave the others waiting in a broadcast) and one
- * broadcast per item from its owner. */
-static int enc_share(struct engine *e, const struct batch *b, int32_t n_new, int failed)
+/* Tensor parallel: the vision tower is data-parallel with replicated weights; item i of the
+ * step is encoded by rank i % tp only. Then one all-reduce of an error flag (so a rank whose
+ * encode failed cannot leave the others waiting in a broadcast) and one broadcast per item
+ * from its owner. */
+static int enc_share(struct engine *e, const struct batch *b, int failed)
 {
     const struct backend_ops *ops = e->be.ops;
     float flag = failed ? 1.0f : 0.0f;
@@ -586,59 +569,33 @@ static int enc_share(struct engine *e, const struct batch *b, int32_t n_new, int
     e->comm->ops->all_reduce_sum(e->comm->ctx, e->tp_flag, 1, DT_F32);
     ops->download(e->be.ctx, &flag, e->tp_flag, sizeof flag);
     ops->sync(e->be.ctx);
-    for (int32_t k = 0; k < n_new; k++) {
-        const struct mm_item *it = b->encode[e->enc_new[k]];
-        int32_t ei = enc_find(e, it->hash);
-        VLM_ASSERT(ei >= 0);
-        if (flag != 0.0f) {
-            enc_evict(e, it->hash); /* every rank forgets this step's items alike */
-        } else {
-            struct tensor rows = enc_rows(e, e->enc[ei].row0, it->n_tokens);
-            e->comm->ops->broadcast(e->comm->ctx, rows.data, tensor_nbytes(&rows),
-                                    k % e->comm->size);
-        }
-    }
     if (flag != 0.0f) return failed ? failed : VLM_EINVAL;
+    for (int32_t i = 0; i < b->n_encode; i++) {
+        struct tensor rows = enc_rows(e, b->encode_row[i], b->encode[i]->n_tokens);
+        e->comm->ops->broadcast(e->comm->ctx, rows.data, tensor_nbytes(&rows), i % e->comm->size);
+    }
     return 0;
 }
 
-/* Encodes the items of b->encode not cached yet, one vit_encode call per item (items are
- * few per step and the ViT cost is in the patches, not the calls). With TP, each rank
- * encodes its share and the rows are exchanged (enc_share). */
+/* Encodes the items of b->encode, one vit_encode call per item (items are few per step and
+ * the ViT cost is in the patches, not the calls). With TP, each rank encodes its share and
+ * the rows are exchanged (enc_share). */
 static int enc_run(struct engine *e, const struct batch *b)
 {
-    for (int32_t i = 0; i < b->n_evict; i++) enc_evict(e, b->evict[i]);
-    int32_t n_new = 0;
-    int failed = 0;
-    for (int32_t i = 0; i < b->n_encode; i++) {
-        const struct mm_item *it = b->encode[i];
-        if (enc_find(e, it->hash) >= 0) continue;
+    if (b->n_encode == 0) return 0;
 #ifdef ENGINE_HAVE_VIT
-        if (!e->vit) return VLM_EUNSUPPORTED;
-        int32_t at, row0 = enc_fit(e, it->n_tokens, &at);
-        if (row0 < 0 || e->n_enc == e->max_enc) {
-            log_error("engine: encoder cache full (%d rows wanted, %d entries)", it->n_tokens,
-                      e->n_enc);
-            if (e->comm && n_new > 0) enc_share(e, b, n_new, VLM_ENOSPC);
-            return VLM_ENOSPC;
-        }
-        struct tensor out = enc_rows(e, row0, it->n_tokens);
-        bool mine = !e->comm || n_new % e->comm->size == e->comm->rank;
-        e->enc_new[n_new++] = i; /* n_new <= n_enc <= max_enc */
-        if (mine && !failed) {
-            int rc = vit_encode(e->vit, &b->encode[i], 1, &out);
-            if (rc && !e->comm) return rc;
-            failed = rc;
-        }
-        memmove(&e->enc[at + 1], &e->enc[at], (size_t)(e->n_enc - at) * sizeof *e->enc);
-        e->enc[at] = (struct engine_enc_entry){it->hash, row0, it->n_tokens};
-        e->n_enc++;
-#else
-        return VLM_EUNSUPPORTED;
-#endif
+    if (!e->vit) return VLM_EUNSUPPORTED;
+    int failed = 0;
+    for (int32_t i = 0; i < b->n_encode && !failed; i++) {
+        if (e->comm && i % e->comm->size != e->comm->rank) continue;
+        struct tensor out = enc_rows(e, b->encode_row[i], b->encode[i]->n_tokens);
+        failed = vit_encode(e->vit, &b->encode[i], 1, &out);
     }
-    if (e->comm && n_new > 0) return enc_share(e, b, n_new, failed);
-    return 0;
+    if (e->comm) return enc_share(e, b, failed);
+    return failed;
+#else
+    return VLM_EUNSUPPORTED;
+#endif
 }
 
 /* ==== Step ====
@@ -685,15 +642,13 @@ static int32_t build_step(struct engine *e, const struct batch *b, int32_t *n_sp
             int32_t lo = VLM_MAX(sp->offset, q->pos);
             int32_t hi = VLM_MIN(sp->offset + sp->item->n_tokens, ctx);
             if (lo >= hi) continue;
-            int32_t ei = enc_find(e, sp->item->hash);
-            VLM_ASSERT(ei >= 0); /* the scheduler encodes an item before its span runs */
             int32_t *idx = e->h_splice_idx + n + (lo - q->pos);
             for (int32_t p = lo; p < hi; p++) {
                 idx[p - lo] = n + (p - q->pos);
                 e->h_tokens[n + (p - q->pos)] = 0; /* any valid id; the row is overwritten */
             }
             e->splices[ns++] = (struct qwen3_splice){
-                .src = enc_rows(e, e->enc[ei].row0 + (lo - sp->offset), hi - lo), .idx = idx};
+                .src = enc_rows(e, q->mm_row[k] + (lo - sp->offset), hi - lo), .idx = idx};
         }
         n += q->n_tokens;
     }
@@ -777,13 +732,13 @@ static void graph_forward(struct engine *e, int32_t n)
     const struct backend_ops *ops = e->be.ops;
     void *c = e->be.ctx;
     e->n_graph_steps++;
-    if (ops->graph_launch(c)) return;
-    ops->graph_begin(c);
+    if (ops->graphs->launch(c)) return;
+    ops->graphs->begin(c);
     qwen3_forward(e, n, NULL, 0, e->h_rows_id, n);
-    if (!ops->graph_end(c)) qwen3_forward(e, n, NULL, 0, e->h_rows_id, n);
+    if (!ops->graphs->end(c)) qwen3_forward(e, n, NULL, 0, e->h_rows_id, n);
 }
 
-/* evict/encode, then the decoder; logits for rows[0..n_rows) left in e->logits (n_rows may
+/* encode, then the decoder; logits for rows[0..n_rows) left in e->logits (n_rows may
  * be 0: a prefill chunk that only fills the KV cache) */
 static int forward(struct engine *e, const struct batch *b, const int32_t *rows, int32_t n_rows)
 {
@@ -816,8 +771,8 @@ static void gather_logits(struct engine *e, int32_t n_rows, float *logits)
     }
 }
 
-int engine_rank_forward_rows(struct engine *e, const struct batch *b, const int32_t *rows,
-                             int32_t n_rows, float *logits)
+int engine_forward_rows(struct engine *e, const struct batch *b, const int32_t *rows,
+                        int32_t n_rows, float *logits)
 {
     int rc = forward(e, b, rows, n_rows);
     if (rc || n_rows == 0) return rc;
@@ -828,13 +783,6 @@ int engine_rank_forward_rows(struct engine *e, const struct batch *b, const int3
         gather_logits(e, n_rows, logits);
     e->be.ops->sync(e->be.ctx);
     return 0;
-}
-
-int engine_forward_rows(struct engine *e, const struct batch *b, const int32_t *rows,
-                        int32_t n_rows, float *logits)
-{
-    if (e->tp) return tp_group_run(e->tp, b, NULL, rows, n_rows, logits, false);
-    return engine_rank_forward_rows(e, b, rows, n_rows, logits);
 }
 
 /* Rows of the last token of every sequence with sampling params; returns their count. */
@@ -848,22 +796,9 @@ static int32_t sampled_rows(struct engine *e, const struct batch *b)
     return n;
 }
 
-int engine_forward_logits(struct engine *e, const struct batch *b, float *logits)
-{
-    int32_t n = sampled_rows(e, b);
-    int rc = engine_forward_rows(e, b, e->h_rows, n, logits);
-    return rc ? rc : n;
-}
-
-int engine_execute(struct engine *e, const struct batch *b, struct batch_out *out)
-{
-    if (e->tp) return tp_group_run(e->tp, b, out, NULL, 0, NULL, true);
-    return engine_rank_execute(e, b, out);
-}
-
 /* Device sampling, first half: the step's logits rows (left in e->logits by forward())
- * reduced on the backend to one struct sample_prep each, downloaded into e->h_prep. */
-static void prep_rows(struct engine *e, const struct batch *b, int32_t n)
+ * reduced on the backend to one struct sample_summary each, downloaded into e->h_summary. */
+static void summarize_rows(struct engine *e, const struct batch *b, int32_t n)
 {
     int32_t r = 0;
     for (int32_t s = 0; s < b->n_seqs; s++) {
@@ -875,8 +810,8 @@ static void prep_rows(struct engine *e, const struct batch *b, int32_t n)
     }
     VLM_ASSERT(r == n);
     struct tensor lg = tensor_make(e->logits, DT_F32, e->cfg.vocab_size, n, 1, 1);
-    e->be.ops->sample_prep(e->be.ctx, e->d_prep, &lg, e->h_inv_t, e->h_u);
-    e->be.ops->download(e->be.ctx, e->h_prep, e->d_prep, (size_t)n * sizeof *e->h_prep);
+    e->be.ops->sampling->sample_summary(e->be.ctx, e->d_summary, &lg, e->h_inv_t, e->h_u);
+    e->be.ops->download(e->be.ctx, e->h_summary, e->d_summary, (size_t)n * sizeof *e->h_summary);
     e->be.ops->sync(e->be.ctx);
 }
 
@@ -943,16 +878,16 @@ static void prompt_logprobs(struct engine *e, const struct batch *b, bool sample
     }
 }
 
-int engine_rank_execute(struct engine *e, const struct batch *b, struct batch_out *out)
+int engine_execute(struct engine *e, const struct batch *b, struct batch_out *out)
 {
     bool sampler = !e->comm || e->comm->rank == 0; /* only rank 0 samples */
     int32_t n = sampled_rows(e, b);
     int rc;
-    if (e->prep_on) { /* the rows stay on the backend; their summaries come down */
+    if (e->dev_sampling) { /* the rows stay on the backend; their summaries come down */
         rc = forward(e, b, e->h_rows, n);
-        if (rc == 0 && n > 0) prep_rows(e, b, n);
+        if (rc == 0 && n > 0) summarize_rows(e, b, n);
     } else {
-        rc = engine_rank_forward_rows(e, b, e->h_rows, n, sampler ? e->h_logits : NULL);
+        rc = engine_forward_rows(e, b, e->h_rows, n, sampler ? e->h_logits : NULL);
     }
     if (rc < 0) return rc;
     if (!sampler) {
@@ -964,9 +899,9 @@ int engine_rank_execute(struct engine *e, const struct batch *b, struct batch_ou
         const struct batch_seq *q = &b->seqs[s];
         if (!q->sp) continue;
         struct sampler_result res;
-        if (!e->prep_on || q->mask ||
-            sampler_sample_prepped(&e->h_prep[r], V, q->sp, q->n_prompt, q->n_out, &res) < 0) {
-            float *row = e->prep_on ? fetch_row(e, r) : e->h_logits + (size_t)r * (size_t)V;
+        if (!e->dev_sampling || q->mask ||
+            sampler_sample_summary(&e->h_summary[r], V, q->sp, q->n_prompt, q->n_out, &res) < 0) {
+            float *row = e->dev_sampling ? fetch_row(e, r) : e->h_logits + (size_t)r * (size_t)V;
             if (q->mask) sampler_apply_mask(row, q->mask, V); /* a scratch copy of the row */
             sampler_sample(&e->sws, row, q->sp, q->prompt, q->n_prompt, q->output, q->n_out, &res);
             if (q->mask) { /* vLLM writes a masked token's -inf as -9999 */

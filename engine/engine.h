@@ -1,9 +1,9 @@
 /*
  * engine: owns every byte of backend memory for one model replica (or one tensor-parallel
  * rank): the backend, the backend-resident weights, the paged KV cache, the encoder cache
- * (vision rows keyed by item hash), the activation workspace, the logits and batch_out
- * buffers. Everything is sized in engine_init from the config maxima, so engine_execute
- * never allocates.
+ * (an arena of vision rows placed by the scheduler), the activation workspace, the logits
+ * and batch_out buffers. Everything is sized in engine_init from the config maxima, so
+ * engine_execute never allocates.
  *
  * Decode steps (one new token per sequence, logits for each, no image rows, no TP) run as
  * backend graphs when the backend has them (CUDA graphs): the batch is padded to a bucket of
@@ -11,10 +11,10 @@
  * block tables to a bucket of columns, so one graph per (sequence bucket, column bucket)
  * replays every such step; see graph_pad() in engine.c.
  *
- * One step (engine_execute) = follow b->evict, encode b->encode with the vision tower into
- * the encoder cache, run the Qwen3 decoder (qwen3.c) over all sequences of the ragged batch
- * (splicing cached image rows at their mm spans), sample the last row of every sequence that
- * has sampling params.
+ * One step (engine_execute) = encode b->encode with the vision tower into the encoder-cache
+ * rows the scheduler chose (batch.h), run the Qwen3 decoder (qwen3.c) over all sequences of
+ * the ragged batch (splicing cached image rows at their mm spans), sample the last row of
+ * every sequence that has sampling params.
  *
  * KV layout, per layer, K and V each (n_blocks, block_size, n_kv_heads, head_dim):
  *
@@ -23,14 +23,16 @@
  *
  * A sequence's block table (from the scheduler) maps position p to block blocks[p / bs].
  *
- * Callers: scheduler/loop.c (the engine thread), valley-generate, tests, bench. Not
- * thread-safe: one thread drives one engine.
+ * Callers: through engine_executor (executor.h) the scheduler's engine thread and
+ * valley-generate; tp.c, one engine per rank; tests, bench. Not thread-safe: one thread
+ * drives one engine.
  */
 #ifndef VLM_ENGINE_H
 #define VLM_ENGINE_H
 
 #include "engine/backend.h"
 #include "engine/batch.h"
+#include "engine/executor.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
 
@@ -57,20 +59,13 @@ struct engine_params {
     struct backend_emulation emulate; /* tests: device features for the CPU backend
                                          (backend_emulate), so device paths run in CI */
     int sample_on_device;         /* engine_execute samples from per-row summaries made on the
-                                   * backend (op sample_prep) instead of downloading the rows:
-                                   * 0 auto (on for device backends, those with mem_info), 1 on,
-                                   * -1 off. Never with TP (the rows are gathered on rank 0). */
-};
-
-/* One entry of the encoder cache: an item's projector rows at arena rows [row0, row0+n). */
-struct engine_enc_entry {
-    uint64_t hash;
-    int32_t row0, n_rows;
+                                   * backend (backend_sampling_ops) instead of downloading the
+                                   * rows: 0 auto (on for device backends, those with mem_info),
+                                   * 1 on, -1 off. Never with TP (rows are gathered on rank 0). */
 };
 
 struct vit;
 struct comm;
-struct tp_group;
 
 struct engine {
     struct backend be;                /* owned */
@@ -82,8 +77,6 @@ struct engine {
     int32_t vocab_local, vocab0;      /* this rank's vocab rows [vocab0, vocab0 + vocab_local);
                                        * vocab_local is the padded share ceil(vocab / tp) */
     struct comm *comm;                /* borrowed (p.comm); NULL: no collectives */
-    struct tp_group *tp;              /* borrowed; set on rank 0 only: the public step
-                                       * functions fan out to every rank through it */
 
     /* weights in backend memory (owned; lm_head aliases embed when tied) */
     struct tensor embed;              /* (vocab, hidden); TP: (vocab_local + 1, hidden), this
@@ -116,7 +109,7 @@ struct engine {
     int32_t *h_rows;                      /* (R) rows to produce logits for */
     int32_t *h_rows_id;                   /* (max_seqs) 0, 1, 2, ...: a graph step's rows */
     bool graphs;                          /* decode steps may run as backend graphs */
-    int64_t n_graph_steps;                /* steps run through graph_launch/graph_end */
+    int64_t n_graph_steps;                /* steps run through the backend graphs */
     int32_t *h_splice_idx;                /* (T) destination rows of image rows */
     struct qwen3_splice *splices;         /* (T) */
     float *h_logits;                      /* (R, vocab) */
@@ -124,9 +117,9 @@ struct engine {
 
     /* sampling and its outputs (batch_out points here) */
     struct sampler_ws sws;
-    bool prep_on;                         /* device sampling (p.sample_on_device resolved) */
-    void *d_prep;                         /* (R) struct sample_prep, backend memory; prep_on */
-    struct sample_prep *h_prep;           /* (R) its host copy */
+    bool dev_sampling;                    /* device sampling (p.sample_on_device resolved) */
+    void *d_summary;                      /* (R) struct sample_summary, backend memory */
+    struct sample_summary *h_summary;     /* (R) its host copy */
     float *h_inv_t;                       /* (R) 1 / temperature per sampled row, 0: greedy */
     double *h_u;                          /* (R) the row's uniform draw */
     int32_t *out_token;                   /* (max_seqs) */
@@ -137,12 +130,9 @@ struct engine {
     int32_t *plp_top_ids;                 /* (T, VLM_MAX_TOP_LOGPROBS) */
     float *plp_lp, *plp_top_lp;           /* (T), (T, VLM_MAX_TOP_LOGPROBS): prompt logprobs */
 
-    /* encoder cache */
+    /* encoder cache: rows placed by the scheduler (batch.h) */
     struct vit *vit;                      /* owned; NULL without vision */
     void *enc_arena;                      /* (encoder_cache_tokens, hidden) act dtype */
-    struct engine_enc_entry *enc;         /* (max_enc) sorted by row0 */
-    int32_t n_enc, max_enc;
-    int32_t *enc_new;                     /* (max_enc) b->encode indices of the step's new items */
 };
 
 /* Uploads m's weights, sizes the KV cache, encoder cache and workspace. m must outlive the
@@ -157,24 +147,22 @@ void engine_destroy(struct engine *e); /* accepts a zeroed struct */
 int32_t engine_kv_blocks(const struct engine *e);
 int32_t engine_block_size(const struct engine *e);
 
-/* One step: evict, encode, decoder forward, sample. out's arrays point into the engine and
- * stay valid until the next call. Returns 0 or a negative VLM_E* code (encoder cache full). */
+/* One step: encode, decoder forward, sample. out's arrays point into the engine and stay
+ * valid until the next call. Returns 0 or a negative VLM_E* code (an item the vision tower
+ * refuses).
+ * Tensor parallel (e->comm set, tp.c): every rank of a group calls this with the same batch
+ * at once (the collectives inside pair up); only rank 0 samples and fills out, the other
+ * ranks may pass NULL. */
 int engine_execute(struct engine *e, const struct batch *b, struct batch_out *out);
 
-/* Lower level, for tests and the CLI. Runs the decoder over b (b->encode/evict are followed
- * too) and writes f32 logits to logits (host, (n_rows, vocab)) for the token rows rows[]:
- * indices into the concatenation of all sequences' new tokens, at most max_logit_rows. */
+/* Lower level, for tests and the CLI. Runs the decoder over b (b->encode is followed too)
+ * and writes f32 logits to logits (host, (n_rows, vocab)) for the token rows rows[]:
+ * indices into the concatenation of all sequences' new tokens, at most max_logit_rows.
+ * With TP as above: only rank 0 writes logits (the others may pass NULL). */
 int engine_forward_rows(struct engine *e, const struct batch *b, const int32_t *rows,
                         int32_t n_rows, float *logits);
-/* The same for the last row of every sequence with sp != NULL, in batch order. Returns the
- * number of rows written (>= 0) or a negative code. */
-int engine_forward_logits(struct engine *e, const struct batch *b, float *logits);
 
-/* One rank's share of a step, for tp.c: every rank of a group calls the same function with
- * the same arguments at once (the collectives inside pair up). Only rank 0 writes logits /
- * samples into out; the other ranks may pass NULL. Same returns as above. */
-int engine_rank_execute(struct engine *e, const struct batch *b, struct batch_out *out);
-int engine_rank_forward_rows(struct engine *e, const struct batch *b, const int32_t *rows,
-                             int32_t n_rows, float *logits);
+/* The step interface over this engine alone (executor.h); not for a TP rank. */
+struct executor engine_executor(struct engine *e);
 
 #endif

@@ -37,8 +37,8 @@ static struct tensor heads3(void *data, enum dtype t, int64_t n, int64_t heads, 
 static void residual_norm(const struct backend_ops *ops, void *c, struct tensor *x,
                           struct tensor *d, const struct tensor *w, float eps)
 {
-    if (ops->add_rmsnorm) {
-        ops->add_rmsnorm(c, x, d, d, w, eps);
+    if (ops->fused) {
+        ops->fused->add_rmsnorm(c, x, d, d, w, eps);
     } else {
         ops->add(c, x, x, d);
         ops->rmsnorm(c, d, x, w, eps);
@@ -50,8 +50,8 @@ static void residual_norm(const struct backend_ops *ops, void *c, struct tensor 
 static void norm_rope(const struct backend_ops *ops, void *c, struct tensor *x,
                       const struct tensor *w, float theta, float eps)
 {
-    if (ops->norm_rope) {
-        ops->norm_rope(c, x, w, theta, eps);
+    if (ops->fused) {
+        ops->fused->norm_rope(c, x, w, theta, eps);
     } else {
         ops->rmsnorm(c, x, x, w, eps);
         ops->rope_neox(c, x, theta);

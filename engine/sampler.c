@@ -298,7 +298,7 @@ int32_t sampler_sample(struct sampler_ws *w, const float *logits, const struct s
 }
 
 /* ==== Finishing from a device summary ====
- * sampler_sample_prepped replays sampler_sample's float ops on the SAMPLE_PREP_K candidates
+ * sampler_sample_summary replays sampler_sample's float ops on the SAMPLE_SUMMARY_K candidates
  * (the best raw logits, rank order) instead of the row. Every token outside them has a raw
  * logit <= p->next_v, hence (scaling and expf are monotone) a scaled value and a
  * probability <= those of next_v, and ranks after every candidate strictly above them. So a
@@ -306,33 +306,34 @@ int32_t sampler_sample(struct sampler_ws *w, const float *logits, const struct s
  * alone; one that ends at or below it could take in an outside token (a tie, or mass still
  * missing), and the caller samples from the full row instead. */
 
-_Static_assert(SAMPLE_PREP_K >= VLM_MAX_TOP_LOGPROBS, "the candidates must cover the top-N");
+_Static_assert(SAMPLE_SUMMARY_K >= VLM_MAX_TOP_LOGPROBS, "the candidates must cover the top-N");
 
-struct prep_cand {
+struct summary_cand {
     int32_t id;
     float work; /* raw * inv_t */
     float prob; /* expf(work - mx) */
     bool kept;
 };
 
-enum prep_key { PREP_BY_WORK, PREP_BY_PROB, PREP_BY_ID };
+enum summary_key { SUMMARY_BY_WORK, SUMMARY_BY_PROB, SUMMARY_BY_ID };
 
-static bool prep_before(const struct prep_cand *a, const struct prep_cand *b, enum prep_key k)
+static bool summary_before(const struct summary_cand *a, const struct summary_cand *b,
+                           enum summary_key k)
 {
     switch (k) {
-    case PREP_BY_WORK: return ranks_before(a->work, a->id, b->work, b->id);
-    case PREP_BY_PROB: return ranks_before(a->prob, a->id, b->prob, b->id);
-    case PREP_BY_ID: return a->id < b->id;
+    case SUMMARY_BY_WORK: return ranks_before(a->work, a->id, b->work, b->id);
+    case SUMMARY_BY_PROB: return ranks_before(a->prob, a->id, b->prob, b->id);
+    case SUMMARY_BY_ID: return a->id < b->id;
     }
     return false;
 }
 
-/* Insertion sort of the indices ord[0..n) into c[] (n <= SAMPLE_PREP_K). */
-static void prep_sort(int32_t *ord, int32_t n, const struct prep_cand *c, enum prep_key k)
+/* Insertion sort of the indices ord[0..n) into c[] (n <= SAMPLE_SUMMARY_K). */
+static void summary_sort(int32_t *ord, int32_t n, const struct summary_cand *c, enum summary_key k)
 {
     for (int32_t i = 1; i < n; i++) {
         int32_t x = ord[i], j = i;
-        while (j > 0 && prep_before(&c[x], &c[ord[j - 1]], k)) {
+        while (j > 0 && summary_before(&c[x], &c[ord[j - 1]], k)) {
             ord[j] = ord[j - 1];
             j--;
         }
@@ -342,13 +343,13 @@ static void prep_sort(int32_t *ord, int32_t n, const struct prep_cand *c, enum p
 
 /* Sum of the kept probabilities in id order (sampler.c sums the whole row in index order;
  * the zeros in between add nothing) and the count of positive ones. */
-static double prep_kept_mass(const struct prep_cand *c, const int32_t *by_id, int32_t n,
+static double summary_kept_mass(const struct summary_cand *c, const int32_t *by_id, int32_t n,
                              int32_t *alive)
 {
     double total = 0.0;
     *alive = 0;
     for (int32_t j = 0; j < n; j++) {
-        const struct prep_cand *x = &c[by_id[j]];
+        const struct summary_cand *x = &c[by_id[j]];
         if (!x->kept) continue;
         total += x->prob;
         *alive += x->prob > 0.0f;
@@ -358,23 +359,23 @@ static double prep_kept_mass(const struct prep_cand *c, const int32_t *by_id, in
 
 /* top-k / top-p / min-p on the candidates, then the draw. Returns the index into p->top_*
  * of the token, or -1 (the full row is needed). */
-static int32_t prep_truncated(const struct sample_prep *p, int32_t vocab,
+static int32_t summary_truncated(const struct sample_summary *p, int32_t vocab,
                               const struct sampling_params *sp, int32_t n_out)
 {
     int32_t K = p->n_top;
     bool complete = K == vocab; /* every token is a candidate */
     float inv_t = 1.0f / sp->temperature;
     float mx = p->max * inv_t; /* == max of l * inv_t: rounding is monotone */
-    struct prep_cand c[SAMPLE_PREP_K];
-    int32_t ord[SAMPLE_PREP_K], by_id[SAMPLE_PREP_K];
-    VLM_ASSERT(K > 0 && K <= SAMPLE_PREP_K);
+    struct summary_cand c[SAMPLE_SUMMARY_K];
+    int32_t ord[SAMPLE_SUMMARY_K], by_id[SAMPLE_SUMMARY_K];
+    VLM_ASSERT(K > 0 && K <= SAMPLE_SUMMARY_K);
     for (int32_t j = 0; j < K; j++) {
         float w = p->top_v[j] * inv_t;
-        c[j] = (struct prep_cand){.id = p->top_ids[j], .work = w, .prob = expf(w - mx),
+        c[j] = (struct summary_cand){.id = p->top_ids[j], .work = w, .prob = expf(w - mx),
                                   .kept = true};
         by_id[j] = j;
     }
-    prep_sort(by_id, K, c, PREP_BY_ID);
+    summary_sort(by_id, K, c, SUMMARY_BY_ID);
     float work_out = p->next_v * inv_t, prob_out = expf(work_out - mx); /* outside bound */
     bool inside = complete; /* the kept set is known to lie among the candidates */
 
@@ -382,7 +383,7 @@ static int32_t prep_truncated(const struct sample_prep *p, int32_t vocab,
         int32_t k = sp->top_k;
         if (k > K) return -1;
         for (int32_t j = 0; j < K; j++) ord[j] = j;
-        prep_sort(ord, K, c, PREP_BY_WORK);
+        summary_sort(ord, K, c, SUMMARY_BY_WORK);
         if (!complete && !(c[ord[k - 1]].work > work_out)) return -1;
         for (int32_t j = k; j < K; j++) c[ord[j]].kept = false;
         inside = true;
@@ -390,7 +391,7 @@ static int32_t prep_truncated(const struct sample_prep *p, int32_t vocab,
     if (sp->top_p > 0.0f && sp->top_p < 1.0f) {
         /* apply_top_p: its mass and alive count over what top-k left, the whole row otherwise */
         int32_t alive;
-        double total = prep_kept_mass(c, by_id, K, &alive);
+        double total = summary_kept_mass(c, by_id, K, &alive);
         if (!inside) {
             if (p->token < 0) return -1; /* no full-row statistics: inv_t was 0 */
             total = p->total;
@@ -404,7 +405,7 @@ static int32_t prep_truncated(const struct sample_prep *p, int32_t vocab,
             else ord[n++] = j;
         }
         if (n == 0) return -1; /* cannot happen (the best token has prob 1); be safe */
-        prep_sort(ord, n, c, PREP_BY_PROB);
+        summary_sort(ord, n, c, SUMMARY_BY_PROB);
         double cum = 0.0, want = (double)sp->top_p * total;
         int32_t keep = 0;
         while (keep < n && (keep == 0 || cum < want)) cum += c[ord[keep++]].prob;
@@ -423,11 +424,11 @@ static int32_t prep_truncated(const struct sample_prep *p, int32_t vocab,
     }
 
     int32_t alive;
-    double total = prep_kept_mass(c, by_id, K, &alive);
+    double total = summary_kept_mass(c, by_id, K, &alive);
     double target = sampler_uniform(sp->seed, (uint64_t)n_out) * total, cum = 0.0;
     int32_t tok = -1;
     for (int32_t j = 0; j < K; j++) {
-        const struct prep_cand *x = &c[by_id[j]];
+        const struct summary_cand *x = &c[by_id[j]];
         if (!x->kept || x->prob <= 0.0f) continue;
         cum += x->prob;
         tok = by_id[j];
@@ -436,7 +437,7 @@ static int32_t prep_truncated(const struct sample_prep *p, int32_t vocab,
     return tok;
 }
 
-int32_t sampler_sample_prepped(const struct sample_prep *p, int32_t vocab,
+int32_t sampler_sample_summary(const struct sample_summary *p, int32_t vocab,
                                const struct sampling_params *sp, int32_t n_prompt, int32_t n_out,
                                struct sampler_result *r)
 {
@@ -452,12 +453,12 @@ int32_t sampler_sample_prepped(const struct sample_prep *p, int32_t vocab,
         tok_logit = p->max;
     } else if ((sp->top_k > 0 && sp->top_k < vocab) || (sp->top_p > 0.0f && sp->top_p < 1.0f) ||
                sp->min_p > 0.0f) {
-        int32_t j = prep_truncated(p, vocab, sp, n_out);
+        int32_t j = summary_truncated(p, vocab, sp, n_out);
         if (j < 0) return -1;
         tok = p->top_ids[j];
         tok_logit = p->top_v[j];
     } else {
-        VLM_ASSERT(p->token >= 0); /* sample_prep drew it: inv_t was > 0 */
+        VLM_ASSERT(p->token >= 0); /* sample_summary drew it: inv_t was > 0 */
         tok = p->token;
         tok_logit = p->token_logit;
     }

@@ -28,12 +28,12 @@
  * They are computed only when asked for (sp->logprobs >= 0; logprob is 0 otherwise): the
  * softmax over a 151 936-entry vocabulary costs more than greedy sampling itself.
  *
- * Device sampling: a backend with the sample_prep op reduces each row on the device to a
- * struct sample_prep (kernels/sample.h); sampler_sample_prepped finishes from it and gives
+ * Device sampling: a backend with the sample_summary op reduces each row on the device to a
+ * struct sample_summary (kernels/sample.h); sampler_sample_summary finishes from it and gives
  * what sampler_sample gives on the row (bit for bit from the CPU op's summary; from the
  * CUDA op's, up to its sums' rounding: a draw on a boundary may take the neighbour), or
  * says it needs the row (penalties, or a truncation whose cut reaches below the
- * SAMPLE_PREP_K candidates).
+ * SAMPLE_SUMMARY_K candidates).
  *
  * Callers: engine.c (one call per sampled row), tests. Thread safety: a struct sampler_ws
  * belongs to one thread at a time; sampler_sample is otherwise reentrant.
@@ -73,13 +73,13 @@ int32_t sampler_sample(struct sampler_ws *w, const float *logits, const struct s
 
 /* Samples one token from a row's device summary p (vocab = the row's length), as
  * sampler_sample would on the row itself with the same sp and n_out; p must come from
- * sample_prep with inv_t = 1.0f / sp->temperature (or 0 when greedy) and
+ * sample_summary with inv_t = 1.0f / sp->temperature (or 0 when greedy) and
  * u = sampler_uniform(sp->seed, n_out). n_prompt, n_out: the counts sampler_sample would get
  * (penalties only matter when there are ids to penalize). Returns the token and fills *r, or
- * -1 when the result needs the full row (active penalties; top-k above SAMPLE_PREP_K; a
+ * -1 when the result needs the full row (active penalties; top-k above SAMPLE_SUMMARY_K; a
  * top-k/top-p/min-p cut that a token outside the candidates could tie or join): then call
  * sampler_sample on the row. */
-int32_t sampler_sample_prepped(const struct sample_prep *p, int32_t vocab,
+int32_t sampler_sample_summary(const struct sample_summary *p, int32_t vocab,
                                const struct sampling_params *sp, int32_t n_prompt, int32_t n_out,
                                struct sampler_result *r);
 

@@ -52,21 +52,14 @@ void testmodel_arch_valley2(struct testmodel_params *p)
 }
 
 /* ==== Random numbers ====
- * splitmix64, one stream per tensor seeded from (seed, tensor name), so a tensor's values
- * do not depend on which other tensors exist. A value is 24 random bits turned into an
- * exact float u in [-1, 1), then scaled by a power of two or by a float computed with
- * sqrt (correctly rounded everywhere). */
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = vlm_mix64(*s);
-    *s += VLM_MIX64_STEP;
-    return z;
-}
+ * splitmix64 (vlm_mix64_next), one stream per tensor seeded from (seed, tensor name), so a
+ * tensor's values do not depend on which other tensors exist. A value is 24 random bits
+ * turned into an exact float u in [-1, 1), then scaled by a power of two or by a float
+ * computed with sqrt (correctly rounded everywhere). */
 
 static float uniform_pm1(uint64_t *s)
 {
-    int32_t k = (int32_t)(splitmix64(s) >> 40) - (1 << 23); /* [-2^23, 2^23) */
+    int32_t k = (int32_t)(vlm_mix64_next(s) >> 40) - (1 << 23); /* [-2^23, 2^23) */
     return (float)k * (1.0f / 8388608.0f);
 }
 
@@ -247,7 +240,7 @@ struct gen_ctx {
 static uint64_t gen_state(uint64_t seed, const char *name)
 {
     uint64_t s = seed ^ vlm_hash64(name, strlen(name), 0x76616c6c6579ull);
-    (void)splitmix64(&s);
+    (void)vlm_mix64_next(&s);
     return s;
 }
 

@@ -20,7 +20,7 @@
 /* ==== Group ==== */
 
 struct tp_job {
-    bool execute;             /* engine_rank_execute, else engine_rank_forward_rows */
+    bool execute;             /* engine_execute, else engine_forward_rows */
     const struct batch *b;    /* borrowed for the step */
     const int32_t *rows;      /* (n_rows) borrowed */
     int32_t n_rows;
@@ -35,7 +35,7 @@ struct tp_worker {
 
 struct tp_group {
     int size;
-    struct engine *eng;        /* (size) owned; eng[0].tp == this group */
+    struct engine *eng;        /* (size) owned */
     struct comm *comms;        /* (size) owned */
     struct tp_worker *workers; /* (size) owned; [1..size) have threads */
     pthread_mutex_t mu;
@@ -51,8 +51,8 @@ struct tp_group {
 static int tp_run_rank(struct engine *e, const struct tp_job *j, struct batch_out *out,
                        float *logits)
 {
-    return j->execute ? engine_rank_execute(e, j->b, out)
-                      : engine_rank_forward_rows(e, j->b, j->rows, j->n_rows, logits);
+    return j->execute ? engine_execute(e, j->b, out)
+                      : engine_forward_rows(e, j->b, j->rows, j->n_rows, logits);
 }
 
 static void *tp_worker_main(void *arg)
@@ -85,8 +85,9 @@ static void *tp_worker_main(void *arg)
     }
 }
 
-int tp_group_run(struct tp_group *g, const struct batch *b, struct batch_out *out,
-                 const int32_t *rows, int32_t n_rows, float *logits, bool execute)
+/* One step on every rank (rank 0 on the calling thread); returns rank 0's code. */
+static int tp_group_run(struct tp_group *g, const struct batch *b, struct batch_out *out,
+                        const int32_t *rows, int32_t n_rows, float *logits, bool execute)
 {
     struct tp_job j = {.execute = execute, .b = b, .rows = rows, .n_rows = n_rows};
     pthread_mutex_lock(&g->mu);
@@ -227,7 +228,6 @@ int tp_group_create(struct tp_group **out, const struct model *m, const struct e
         tp_group_destroy(g);
         return rc;
     }
-    g->eng[0].tp = g;
     const struct engine *e = &g->eng[0];
     log_info("tp: %d ranks over %s; per rank %d/%d heads, %d/%d KV heads, ffn %d/%d, vocab %d "
              "(of %d, padded to %d)",
@@ -238,14 +238,23 @@ int tp_group_create(struct tp_group **out, const struct model *m, const struct e
     return 0;
 }
 
-struct engine *tp_group_engine(struct tp_group *g)
+static int tp_execute(void *g, const struct batch *b, struct batch_out *out)
 {
-    return &g->eng[0];
+    return tp_group_run(g, b, out, NULL, 0, NULL, true);
 }
 
-int tp_group_size(const struct tp_group *g)
+static int tp_forward_rows(void *g, const struct batch *b, const int32_t *rows, int32_t n_rows,
+                           float *logits)
 {
-    return g->size;
+    return tp_group_run(g, b, NULL, rows, n_rows, logits, false);
+}
+
+struct executor tp_group_executor(struct tp_group *g)
+{
+    const struct engine *e = &g->eng[0]; /* every rank has the same pool and vocabulary */
+    return (struct executor){.impl = g, .execute = tp_execute, .forward_rows = tp_forward_rows,
+                             .kv_blocks = engine_kv_blocks(e), .block_size = engine_block_size(e),
+                             .vocab_size = e->cfg.vocab_size};
 }
 
 void tp_group_destroy(struct tp_group *g)
@@ -257,7 +266,6 @@ void tp_group_destroy(struct tp_group *g)
     pthread_mutex_unlock(&g->mu);
     for (int r = 1; r < g->size; r++)
         if (g->workers[r].started) pthread_join(g->workers[r].th, NULL);
-    g->eng[0].tp = NULL;
     /* collectives first: an NCCL communicator uses its rank's stream */
     for (int r = 0; r < g->size; r++) comm_destroy(&g->comms[r]);
     for (int r = 0; r < g->size; r++) engine_destroy(&g->eng[r]);

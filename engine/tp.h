@@ -1,11 +1,11 @@
 /*
- * tp: a tensor-parallel group. N ranks, each with its own backend, its own engine shard
- * (engine.c loads only the rank's slice of each weight; qwen3.c adds the collectives) and,
- * for ranks 1..N-1, its own thread. Rank 0's engine is the one the caller drives: its
- * engine_execute / engine_forward_rows / engine_forward_logits fan the step out to every
- * rank (they all execute the same batch with their shard, SPMD) and return when all are
- * done, so the scheduler is unchanged: it schedules once, block ids mean the same on every
- * rank, and only rank 0 samples.
+ * tp: a tensor-parallel group, an executor (executor.h) like one engine. N ranks, each with
+ * its own backend, its own engine shard (engine.c loads only the rank's slice of each
+ * weight; qwen3.c adds the collectives) and, for ranks 1..N-1, its own thread. The group's
+ * execute / forward_rows run the step on every rank (they all execute the same batch with
+ * their shard, SPMD, through engine_execute / engine_forward_rows) and return when all are
+ * done, so the scheduler is unchanged: it schedules once, block ids and encoder-cache rows
+ * mean the same on every rank, and only rank 0 samples.
  *
  * Sharding (Megatron-style, docs/TP.md): q/k/v and gate/up split by output rows (heads and
  * ffn rows per rank), o_proj and down_proj by input columns followed by an all-reduce sum;
@@ -16,13 +16,14 @@
  *
  * Communicators: comm_local (ranks are threads sharing host memory) with the CPU backend,
  * NCCL with the CUDA backend. Thread-safety: tp_group_create/destroy from one thread; the
- * rank-0 engine is then driven from one thread, like any engine.
+ * executor is then driven from one thread, like an engine.
  */
 #ifndef VLM_TP_H
 #define VLM_TP_H
 
 #include "engine/comm.h"
 #include "engine/engine.h"
+#include "engine/executor.h"
 
 struct tp_group;
 
@@ -41,17 +42,10 @@ int tp_check(const struct model_config *c, int tp_size, int backend, int devices
 int tp_group_create(struct tp_group **out, const struct model *m, const struct engine_params *p,
                     struct vlm_err *err);
 
-/* Rank 0's engine: pass it to engine_execute & co. (they fan out), engine_kv_blocks,
- * engine_block_size. Owned by the group. */
-struct engine *tp_group_engine(struct tp_group *g);
-int tp_group_size(const struct tp_group *g);
+/* The step interface over the whole group (valid until tp_group_destroy). */
+struct executor tp_group_executor(struct tp_group *g);
 
 /* Stops the worker threads, destroys every engine and communicator. Accepts NULL. */
 void tp_group_destroy(struct tp_group *g);
-
-/* For engine.c: run one step on every rank (rank 0 on the calling thread). kind selects
- * engine_rank_execute (rows == NULL) or engine_rank_forward_rows. Returns rank 0's code. */
-int tp_group_run(struct tp_group *g, const struct batch *b, struct batch_out *out,
-                 const int32_t *rows, int32_t n_rows, float *logits, bool execute);
 
 #endif

@@ -93,10 +93,10 @@ void cpu_attn_varlen(float *o, const float *q, const float *k, const float *v,
 int64_t cpu_attn_varlen_scratch(void);
 
 /* Per row r of logits (n_rows, vocab) with row stride `stride` floats: the struct
- * sample_prep summary (kernels/sample.h) into out[r], with the exact loops of
+ * summary (struct sample_summary, kernels/sample.h) into out[r], with the exact loops of
  * engine/sampler.c (sequential, index order, sums in double), so sampling from it gives
  * what sampler_sample gives on the row. inv_t, u (n_rows); inv_t[r] <= 0: no draw. */
-void cpu_sample_prep(struct sample_prep *out, const float *logits, int64_t n_rows, int64_t vocab,
-                     int64_t stride, const float *inv_t, const double *u);
+void cpu_sample_summary(struct sample_summary *out, const float *logits, int64_t n_rows,
+                        int64_t vocab, int64_t stride, const float *inv_t, const double *u);
 
 #endif

@@ -181,13 +181,13 @@ void cuda_attn_varlen(void *o, const void *q, const void *k, const void *v, cons
 /* ==== sample.cu ==== */
 
 /* Per row r of logits (n_rows, vocab) f32 with row stride `stride` floats: the struct
- * sample_prep summary (kernels/sample.h) into out[r]; inv_t, u (n_rows) device arrays,
- * inv_t[r] <= 0: no draw. One block per row. Semantics of cpu_sample_prep; the sums are
+ * summary (struct sample_summary, kernels/sample.h) into out[r]; inv_t, u (n_rows) device arrays,
+ * inv_t[r] <= 0: no draw. One block per row. Semantics of cpu_sample_summary; the sums are
  * associated differently (lse and total within double rounding; a draw whose target lies
  * within rounding of a boundary may pick the neighbouring token). */
-void cuda_sample_prep(struct sample_prep *out, const float *logits, int32_t n_rows,
-                      int32_t vocab, int64_t stride, const float *inv_t, const double *u,
-                      cudaStream_t s);
+void cuda_sample_summary(struct sample_summary *out, const float *logits, int32_t n_rows,
+                         int32_t vocab, int64_t stride, const float *inv_t, const double *u,
+                         cudaStream_t s);
 
 #ifdef __cplusplus
 }

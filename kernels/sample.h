@@ -1,6 +1,6 @@
 /*
  * sample.h: the per-row summary of a logits row that device sampling downloads instead of
- * the row itself (backend op sample_prep; kernels/cpu/sample.c is the reference,
+ * the row itself (backend op sample_summary; kernels/cpu/sample.c is the reference,
  * kernels/cuda/sample.cu the device version, engine/sampler.c finishes the sampling on the
  * host from it). Plain C, shared by the C and CUDA sides: the layout is the contract.
  *
@@ -9,8 +9,8 @@
  *   max, argmax   the largest l, lowest id on ties (the greedy token);
  *   lse           max + log(sum_i exp((double)l_i - max)), the log-softmax denominator of
  *                 the raw row (sampler.h's logprob convention);
- *   top_ids/top_v the SAMPLE_PREP_K best entries in rank order (value desc, id asc);
- *   next_v        the value of the next entry in that order (rank SAMPLE_PREP_K + 1): every
+ *   top_ids/top_v the SAMPLE_SUMMARY_K best entries in rank order (value desc, id asc);
+ *   next_v        the value of the next entry in that order (rank SAMPLE_SUMMARY_K + 1): every
  *                 token outside top_ids has l <= next_v; -inf when there is none;
  *   with inv_t > 0, the float ops of sampler.c: w_i = l_i * inv_t, mx = max_i w_i,
  *   p_i = expf(w_i - mx);
@@ -26,9 +26,9 @@
 
 /* Candidates kept per row; must cover the largest logprobs top-N (sampler.c checks) and
  * bounds the top-k the host can finish without the full row. */
-#define SAMPLE_PREP_K 64
+#define SAMPLE_SUMMARY_K 64
 
-struct sample_prep {
+struct sample_summary {
     double lse;                       /* log-sum-exp of the raw row */
     double total;                     /* sum of p_i (inv_t > 0), else 0 */
     float max;                        /* largest raw logit */
@@ -36,11 +36,11 @@ struct sample_prep {
     int32_t token;                    /* full-vocabulary draw (inv_t > 0), else -1 */
     float token_logit;                /* raw logit of token (0 when token is -1) */
     int32_t n_alive;                  /* ids with p_i > 0 (inv_t > 0), else 0 */
-    int32_t n_top;                    /* entries below: min(SAMPLE_PREP_K, vocab) */
+    int32_t n_top;                    /* entries below: min(SAMPLE_SUMMARY_K, vocab) */
     float next_v;                     /* bound on every logit outside top_ids */
     int32_t pad;                      /* 0; the size stays a multiple of 8 on both sides */
-    int32_t top_ids[SAMPLE_PREP_K];   /* rank order: value desc, id asc */
-    float top_v[SAMPLE_PREP_K];       /* raw logits of top_ids */
+    int32_t top_ids[SAMPLE_SUMMARY_K];   /* rank order: value desc, id asc */
+    float top_v[SAMPLE_SUMMARY_K];       /* raw logits of top_ids */
 };
 
 #endif

@@ -23,7 +23,7 @@ struct inbox {
 struct sched_loop {
     struct sched_config cfg;   /* read-only after start: submitters validate against it */
     struct sched *s;           /* engine thread only */
-    struct engine_iface eng;
+    struct executor ex;
     pthread_t thread;
     pthread_mutex_t mu;        /* guards in, stop */
     pthread_cond_t cv;
@@ -132,7 +132,7 @@ static void *loop_main(void *arg)
             continue;
         }
         uint64_t t0 = vlm_now_ns();
-        int rc = l->eng.execute(l->eng.eng, &b, &out);
+        int rc = l->ex.execute(l->ex.impl, &b, &out);
         if (!rc && l->cfg.max_step_ms > 0) adapt_chunk(l, &b, vlm_now_ns() - t0);
         if (rc) {
             log_error("engine: step failed (%s); failing %d requests", vlm_strerror(rc),
@@ -148,17 +148,17 @@ static void *loop_main(void *arg)
 }
 
 int loop_start(struct sched_loop **out, const struct sched_config *cfg,
-               struct engine_iface eng, struct vlm_err *err)
+               struct executor ex, struct vlm_err *err)
 {
     *out = NULL;
-    VLM_ASSERT(eng.execute);
+    VLM_ASSERT(ex.execute);
     struct sched *s = sched_new(cfg, err);
     if (!s) return err ? err->code : VLM_EINVAL;
     struct sched_loop *l = xcalloc(1, sizeof *l);
     l->cfg = *cfg;
     l->s = s;
     if (cfg->max_step_ms > 0) sched_set_prefill_chunk(s, LOOP_FIRST_CHUNK);
-    l->eng = eng;
+    l->ex = ex;
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
     if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {

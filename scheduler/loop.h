@@ -17,22 +17,17 @@
 
 #include "engine/base.h"
 #include "engine/batch.h"
+#include "engine/executor.h"
 #include "scheduler/request.h"
 #include "scheduler/sched.h"
 
-/* The engine as the loop sees it (engine_execute with its context), so the scheduler does
- * not depend on which engine runs. execute returns 0 or a negative VLM_E* code. */
-struct engine_iface {
-    int (*execute)(void *eng, const struct batch *b, struct batch_out *out);
-    void *eng;
-};
-
 struct sched_loop;
 
-/* Creates the scheduler and starts the engine thread. VLM_EINVAL on a bad config (message
- * in err). */
+/* Creates the scheduler and starts the engine thread, which drives ex.execute (executor.h:
+ * one engine or a TP group; the loop does not know which). VLM_EINVAL on a bad config
+ * (message in err). */
 int loop_start(struct sched_loop **out, const struct sched_config *cfg,
-               struct engine_iface eng, struct vlm_err *err);
+               struct executor ex, struct vlm_err *err);
 
 /* Validates r and queues it; takes a reference (the caller keeps its own). Rejects at once
  * a request that could never run (VLM_EINVAL, 400: prompt + 1 > max_model_len or the whole

@@ -128,7 +128,7 @@ static void req_free(struct request *r)
     free(r->tokens);
     free(r->blocks);
     free(r->block_hash);
-    free(r->mm_held);
+    free(r->mm_row);
     free(r->stream.ev);
     free((void *)r->params.sp.bias_ids);
     free((void *)r->params.sp.bias);

@@ -139,11 +139,11 @@ struct request {
     uint64_t *block_hash;                /* owned, (cap_blocks) chained hashes of full blocks */
     int32_t n_hashed;                    /* entries of block_hash computed */
     int32_t n_committed;                 /* leading blocks offered to the prefix cache */
-    uint8_t *mm_held;                    /* owned, (n_mm) 1: holds an encoder-cache reference */
+    int32_t *mm_row;                     /* owned, (n_mm) >= 0: holds an encoder-cache reference,
+                                          * the item's first row; -1: none */
     int32_t mm_done;                     /* spans [0, mm_done) are fully computed */
     int32_t n_cached_first;              /* prefix-hit tokens at the first admission, -1 before */
     int32_t n_preempted;                 /* times preempted */
-    uint32_t slot;                       /* engine scratch row while running */
     struct request *q_prev, *q_next;     /* waiting queue links */
     int32_t run_idx;                     /* index in the running array, -1 if not running */
     struct gram_matcher *gm;             /* owned; structured outputs, see constrain.h */

@@ -14,19 +14,18 @@
  * Everything is sized in sched_new; a step allocates nothing except a request's event
  * buffer growing (amortized, request.c). */
 
-/* A resident encoder-cache item. */
+/* A resident encoder-cache item: rows [row0, row0 + n_tokens) of the engine's arena. */
 struct enc_entry {
     uint64_t hash;
     int32_t n_tokens;
+    int32_t row0;        /* placed here (enc_place); the engine writes where told */
     int32_t refs;        /* requests holding it (scheduled span not yet computed) */
-    int32_t row0;        /* first row in the engine's arena (the engine's placement, mirrored) */
     uint64_t last_use;   /* LRU clock among refs == 0 entries */
     uint32_t pin;        /* == sched.enc_stamp: hit by the range being planned */
-    uint8_t evicting;    /* 1: in this step's evict list; 2: tentatively, while planning */
-    uint8_t fresh;       /* inserted this step: placed by enc_simulate */
+    bool evicting;       /* tentatively evicted while a range is planned */
 };
 
-/* An occupied arena range, for the placement simulation. */
+/* An occupied arena range, for placement. */
 struct enc_occ {
     int32_t row0, n;
 };
@@ -46,27 +45,25 @@ struct sched {
     int32_t n_running;
     struct request *wait_head, *wait_tail;  /* FCFS; preempted ones go to the head */
     int32_t n_waiting;
-    uint32_t *free_slots;            /* (max_num_seqs) stack of engine scratch rows */
-    int32_t n_free_slots;
 
-    struct enc_entry *enc;           /* (2 * cap_enc) resident items (+ this step's evicted) */
+    struct enc_entry *enc;           /* (cap_enc) resident items */
     int32_t n_enc;
-    int32_t cap_enc;                 /* max resident items: the engine's limit */
-    int32_t enc_used;                /* tokens resident, not counting evicted ones */
+    int32_t cap_enc;                 /* max resident items: one per row at most */
+    int32_t enc_used;                /* rows resident, not counting tentative evictions */
     uint64_t enc_clock;
     uint32_t enc_stamp;
-    struct enc_occ *occ;             /* (cap_enc + 1) simulation scratch */
+    struct enc_occ *occ;             /* (cap_enc + 1) placement scratch */
     const struct mm_item **plan;     /* (cap_enc) items one range must encode */
+    int32_t *plan_row;               /* (cap_enc) their rows */
 
     /* the current step (valid until the next sched_schedule) */
     struct batch_seq *seqs;          /* (max_num_seqs) */
     struct request **seq_req;        /* (max_num_seqs) the request behind each seq */
     const struct mm_item **encode;   /* (cap_enc) */
-    uint64_t *evict;                 /* (cap_enc) */
+    int32_t *encode_row;             /* (cap_enc) */
     struct batch b;
     int32_t *hits;                   /* (n_blocks) prefix lookup scratch */
     bool in_step;                    /* between sched_schedule and sched_update */
-    bool enc_resync;                 /* the engine failed a step: its encoder cache is unknown */
     bool enc_blocked;                /* this step, an earlier request waits for encoder room */
     int32_t prefill_chunk;           /* most tokens per request per step while it prefills */
 
@@ -111,17 +108,15 @@ struct sched *sched_new(const struct sched_config *cfg, struct vlm_err *err)
     VLM_ASSERT(rc == 0);
     int32_t ns = c->max_num_seqs;
     s->running = xcalloc((size_t)ns, sizeof *s->running);
-    s->free_slots = xmalloc((size_t)ns * sizeof *s->free_slots);
-    for (int32_t i = 0; i < ns; i++) s->free_slots[i] = (uint32_t)(ns - 1 - i);
-    s->n_free_slots = ns;
-    s->cap_enc = VLM_MAX(VLM_MIN(c->encoder_cache_tokens, SCHED_MAX_ENC_ITEMS), 1);
-    s->enc = xcalloc((size_t)s->cap_enc * 2, sizeof *s->enc);
+    s->cap_enc = VLM_MAX(c->encoder_cache_tokens, 1);
+    s->enc = xcalloc((size_t)s->cap_enc, sizeof *s->enc);
     s->occ = xcalloc((size_t)s->cap_enc + 1, sizeof *s->occ);
     s->plan = xcalloc((size_t)s->cap_enc, sizeof *s->plan);
+    s->plan_row = xcalloc((size_t)s->cap_enc, sizeof *s->plan_row);
     s->seqs = xcalloc((size_t)ns, sizeof *s->seqs);
     s->seq_req = xcalloc((size_t)ns, sizeof *s->seq_req);
     s->encode = xcalloc((size_t)s->cap_enc, sizeof *s->encode);
-    s->evict = xcalloc((size_t)s->cap_enc * 2, sizeof *s->evict); /* + a failed step's */
+    s->encode_row = xcalloc((size_t)s->cap_enc, sizeof *s->encode_row);
     s->hits = xcalloc((size_t)c->n_blocks, sizeof *s->hits);
     ctr_set(s, CTR_KV_USED, 0);
     return s;
@@ -154,10 +149,11 @@ int sched_validate(const struct sched_config *cfg, struct request *r, struct vlm
     cap = VLM_MIN(cap, kv_tokens);
     r->cap_tokens = (int32_t)cap;
     r->tokens = trymalloc((size_t)cap * sizeof *r->tokens);
-    r->mm_held = trycalloc((size_t)VLM_MAX(r->n_mm, 1), 1);
-    if (!r->tokens || !r->mm_held || kv_cache_req_init(cfg->block_size, r) != 0)
+    r->mm_row = trymalloc((size_t)VLM_MAX(r->n_mm, 1) * sizeof *r->mm_row);
+    if (!r->tokens || !r->mm_row || kv_cache_req_init(cfg->block_size, r) != 0)
         return vlm_err_set(err, VLM_ENOMEM, 503, "out of memory for the request");
     memcpy(r->tokens, r->prompt, (size_t)r->n_prompt * sizeof *r->tokens);
+    for (int32_t k = 0; k < r->n_mm; k++) r->mm_row[k] = -1;
     r->n_tokens = r->n_prompt;
     r->n_computed = 0;
     r->state = REQ_WAITING;
@@ -198,10 +194,9 @@ static void wait_unlink(struct sched *s, struct request *r)
 
 static void running_push(struct sched *s, struct request *r)
 {
-    VLM_ASSERT(s->n_running < s->cfg.max_num_seqs && s->n_free_slots > 0);
+    VLM_ASSERT(s->n_running < s->cfg.max_num_seqs);
     r->run_idx = s->n_running;
     s->running[s->n_running++] = r;
-    r->slot = s->free_slots[--s->n_free_slots];
     r->state = REQ_RUNNING;
 }
 
@@ -216,7 +211,6 @@ static void running_remove(struct sched *s, struct request *r)
     }
     s->n_running--;
     r->run_idx = -1;
-    s->free_slots[s->n_free_slots++] = r->slot;
 }
 
 static void update_gauges(struct sched *s)
@@ -228,16 +222,15 @@ static void update_gauges(struct sched *s)
     ctr_set(s, CTR_ENC_USED, s->enc_used);
 }
 
-/* ==== Encoder cache accounting ====
- * The engine keeps projector rows in an arena of encoder_cache_tokens rows: each step it
- * drops the items in batch.evict, then places the items of batch.encode in order, each at
- * the first gap that fits (first fit), at most SCHED_MAX_ENC_ITEMS items (engine.c). Free
- * rows are not enough: they must be contiguous. So the scheduler mirrors that placement
- * exactly (enc_simulate) and only schedules a range whose new items the engine will be able
- * to place, evicting unreferenced items in LRU order until they fit.
+/* ==== Encoder cache ====
+ * The engine keeps projector rows in an arena of encoder_cache_tokens rows and writes each
+ * item where the batch says (batch.encode_row); the scheduler owns the placement, as it owns
+ * the KV block ids. An item needs a contiguous run of rows, so free rows are not enough: a
+ * range's new items are placed first fit (enc_place), evicting unreferenced items in LRU
+ * order until they fit. Evicting is bookkeeping only: the rows are simply reused.
  *
- * enc_schedule() plans (commit false: nothing changes) or commits (references, encode and
- * evict lists, placement) one request's range; a plan that fits commits the same way.
+ * enc_schedule() plans (commit false: nothing changes) or commits (references, placement,
+ * the step's encode list) one request's range; a plan that fits commits the same way.
  *
  * Starvation: an item can only be placed once the items pinned around it are released,
  * and a stream of younger requests hitting or encoding items could keep that from ever
@@ -252,25 +245,29 @@ static struct enc_entry *enc_find(struct sched *s, uint64_t hash)
     return NULL;
 }
 
+static void enc_remove(struct sched *s, struct enc_entry *e)
+{
+    s->enc_used -= e->evicting ? 0 : e->n_tokens;
+    *e = s->enc[--s->n_enc];
+}
+
 static void enc_unref(struct sched *s, struct request *r, int32_t k)
 {
     struct enc_entry *e = enc_find(s, r->mm[k].item->hash);
-    VLM_ASSERT(e && e->refs > 0 && r->mm_held[k]);
-    r->mm_held[k] = 0;
+    VLM_ASSERT(e && e->refs > 0 && r->mm_row[k] == e->row0);
+    r->mm_row[k] = -1;
     if (--e->refs == 0) e->last_use = ++s->enc_clock;
 }
 
-/* Replays the engine's placement for this step: the items resident before it (minus the
- * evicted ones) stay where they are; this step's encodes, then extra[0..n_extra), go to
- * the first gap that fits. Returns false if one does not fit. With write, records the
- * placement of this step's entries. */
-static bool enc_simulate(struct sched *s, const struct mm_item *const *extra, int32_t n_extra,
-                         bool write)
+/* Places items[0..n) first fit among the resident items not being evicted: rows[j] gets
+ * item j's first row. Returns false if one does not fit. */
+static bool enc_place(struct sched *s, const struct mm_item *const *items, int32_t n,
+                      int32_t *rows)
 {
-    int32_t n_occ = 0, rows = s->cfg.encoder_cache_tokens;
+    int32_t n_occ = 0;
     for (int32_t i = 0; i < s->n_enc; i++) {
         const struct enc_entry *e = &s->enc[i];
-        if (e->evicting || e->fresh) continue;
+        if (e->evicting) continue;
         int32_t j = n_occ++; /* insertion sort by row0 */
         while (j > 0 && s->occ[j - 1].row0 > e->row0) {
             s->occ[j] = s->occ[j - 1];
@@ -278,13 +275,11 @@ static bool enc_simulate(struct sched *s, const struct mm_item *const *extra, in
         }
         s->occ[j] = (struct enc_occ){e->row0, e->n_tokens};
     }
-    for (int32_t t = 0; t < s->b.n_encode + n_extra; t++) {
-        const struct mm_item *it = t < s->b.n_encode ? s->encode[t] : extra[t - s->b.n_encode];
-        if (n_occ == s->cap_enc) return false;
+    for (int32_t t = 0; t < n; t++) {
         int32_t start = 0, at = -1;
         for (int32_t i = 0; i <= n_occ; i++) {
-            int32_t end = i < n_occ ? s->occ[i].row0 : rows;
-            if (end - start >= it->n_tokens) {
+            int32_t end = i < n_occ ? s->occ[i].row0 : s->cfg.encoder_cache_tokens;
+            if (end - start >= items[t]->n_tokens) {
                 at = i;
                 break;
             }
@@ -292,13 +287,9 @@ static bool enc_simulate(struct sched *s, const struct mm_item *const *extra, in
         }
         if (at < 0) return false;
         memmove(&s->occ[at + 1], &s->occ[at], (size_t)(n_occ - at) * sizeof *s->occ);
-        s->occ[at] = (struct enc_occ){start, it->n_tokens};
+        s->occ[at] = (struct enc_occ){start, items[t]->n_tokens};
         n_occ++;
-        if (write && t < s->b.n_encode) {
-            struct enc_entry *e = enc_find(s, it->hash);
-            VLM_ASSERT(e && e->fresh);
-            e->row0 = start;
-        }
+        rows[t] = start;
     }
     return true;
 }
@@ -306,7 +297,8 @@ static bool enc_simulate(struct sched *s, const struct mm_item *const *extra, in
 /* Whether the items r needs for tokens [pos, pos + n_new) are resident or can be placed
  * (evicting unreferenced items, LRU first). *first_new gets the offset of the first span
  * that would need a new item (-1 if none) and *first_new_end its end. With commit (the
- * range must fit), takes the references and extends this step's encode and evict lists. */
+ * range must fit), evicts, places, takes the references and extends this step's encode
+ * list. */
 static bool enc_try(struct sched *s, struct request *r, int32_t pos, int32_t n_new, bool commit,
                     int32_t *first_new_out, int32_t *first_new_end)
 {
@@ -317,7 +309,7 @@ static bool enc_try(struct sched *s, struct request *r, int32_t pos, int32_t n_n
     for (int32_t k = r->mm_done; k < r->n_mm; k++) {
         const struct mm_span *sp = &r->mm[k];
         if (sp->offset >= pos + n_new) break;
-        if (sp->offset + sp->item->n_tokens <= pos || r->mm_held[k]) continue;
+        if (sp->offset + sp->item->n_tokens <= pos || r->mm_row[k] >= 0) continue;
         if (s->enc_blocked && !commit) { /* no new references behind a waiting request */
             first_new = sp->offset;
             *first_new_end = sp->offset + sp->item->n_tokens;
@@ -337,7 +329,7 @@ static bool enc_try(struct sched *s, struct request *r, int32_t pos, int32_t n_n
             first_new = sp->offset;
             *first_new_end = sp->offset + sp->item->n_tokens;
         }
-        if (n_items == s->cap_enc) {
+        if (n_items == s->cap_enc) { /* more items than rows: they cannot all fit */
             ok = false;
             break;
         }
@@ -346,7 +338,7 @@ static bool enc_try(struct sched *s, struct request *r, int32_t pos, int32_t n_n
     }
     while (ok && n_items > 0) {
         if (s->enc_used + need <= s->cfg.encoder_cache_tokens &&
-            enc_simulate(s, s->plan, n_items, false))
+            enc_place(s, s->plan, n_items, s->plan_row))
             break;
         struct enc_entry *victim = NULL;
         for (int32_t i = 0; i < s->n_enc; i++) {
@@ -359,44 +351,37 @@ static bool enc_try(struct sched *s, struct request *r, int32_t pos, int32_t n_n
             ok = false;
             break;
         }
-        victim->evicting = 2;
+        victim->evicting = true;
         s->enc_used -= victim->n_tokens;
     }
     if (!ok || !commit) {
         for (int32_t i = 0; i < s->n_enc; i++)
-            if (s->enc[i].evicting == 2) {
-                s->enc[i].evicting = 0;
+            if (s->enc[i].evicting) {
+                s->enc[i].evicting = false;
                 s->enc_used += s->enc[i].n_tokens;
             }
         *first_new_out = first_new;
         return ok;
     }
-    for (int32_t i = 0; i < s->n_enc; i++)
-        if (s->enc[i].evicting == 2) {
-            s->enc[i].evicting = 1;
-            VLM_ASSERT(s->b.n_evict < 2 * s->cap_enc);
-            s->evict[s->b.n_evict++] = s->enc[i].hash;
-        }
+    for (int32_t i = s->n_enc - 1; i >= 0; i--)
+        if (s->enc[i].evicting) enc_remove(s, &s->enc[i]);
     for (int32_t j = 0; j < n_items; j++) {
-        VLM_ASSERT(s->n_enc < 2 * s->cap_enc && s->b.n_encode < s->cap_enc);
+        VLM_ASSERT(s->n_enc < s->cap_enc && s->b.n_encode < s->cap_enc);
         s->enc[s->n_enc++] = (struct enc_entry){.hash = s->plan[j]->hash,
                                                 .n_tokens = s->plan[j]->n_tokens,
-                                                .fresh = 1};
+                                                .row0 = s->plan_row[j]};
         s->enc_used += s->plan[j]->n_tokens;
+        s->encode_row[s->b.n_encode] = s->plan_row[j];
         s->encode[s->b.n_encode++] = s->plan[j];
-    }
-    if (n_items) {
-        bool placed = enc_simulate(s, NULL, 0, true);
-        VLM_ASSERT(placed);
     }
     for (int32_t k = r->mm_done; k < r->n_mm; k++) {
         const struct mm_span *sp = &r->mm[k];
         if (sp->offset >= pos + n_new) break;
-        if (sp->offset + sp->item->n_tokens <= pos || r->mm_held[k]) continue;
+        if (sp->offset + sp->item->n_tokens <= pos || r->mm_row[k] >= 0) continue;
         struct enc_entry *e = enc_find(s, sp->item->hash);
         VLM_ASSERT(e);
         e->refs++;
-        r->mm_held[k] = 1;
+        r->mm_row[k] = e->row0;
     }
     ctr_add(s, CTR_ENC_MISS, n_items);
     ctr_add(s, CTR_ENC_HIT, n_spans - n_items);
@@ -428,48 +413,12 @@ static int32_t enc_schedule(struct sched *s, struct request *r, int32_t pos, int
     return VLM_MAX(fn - pos, 0);
 }
 
-/* After a failed step the engine may have applied any part of it. Every item that step
- * encoded was held only by the failed requests, so nothing still running needs an
- * unreferenced item: drop them all (again listing the failed step's evictions; evicting an
- * absent item is harmless to the engine) so the mirror is exact again. Returns the number
- * of hashes now in s->evict. */
-static int32_t enc_resync(struct sched *s)
-{
-    int32_t n = s->b.n_evict, j = 0; /* the failed step's list is still in s->evict */
-    for (int32_t i = 0; i < s->n_enc; i++) {
-        struct enc_entry *e = &s->enc[i];
-        if (e->refs == 0) {
-            VLM_ASSERT(n < 2 * s->cap_enc);
-            s->evict[n++] = e->hash;
-            s->enc_used -= e->n_tokens;
-            continue;
-        }
-        s->enc[j++] = *e;
-    }
-    s->n_enc = j;
-    s->enc_resync = false;
-    log_warn("scheduler: encoder cache resynchronized after an engine failure (%d evictions)", n);
-    return n;
-}
-
-/* End of planning: forget the evicted entries, fix this step's placements. */
-static void enc_step_done(struct sched *s)
-{
-    int32_t j = 0;
-    for (int32_t i = 0; i < s->n_enc; i++) {
-        if (s->enc[i].evicting) continue;
-        s->enc[i].fresh = 0;
-        s->enc[j++] = s->enc[i];
-    }
-    s->n_enc = j;
-}
-
 /* Releases the items whose spans r has computed past, and advances r->mm_done. */
 static void enc_release_done(struct sched *s, struct request *r)
 {
     while (r->mm_done < r->n_mm &&
            r->mm[r->mm_done].offset + r->mm[r->mm_done].item->n_tokens <= r->n_computed) {
-        if (r->mm_held[r->mm_done]) enc_unref(s, r, r->mm_done);
+        if (r->mm_row[r->mm_done] >= 0) enc_unref(s, r, r->mm_done);
         r->mm_done++;
     }
 }
@@ -477,7 +426,7 @@ static void enc_release_done(struct sched *s, struct request *r)
 static void enc_release_all(struct sched *s, struct request *r)
 {
     for (int32_t k = r->mm_done; k < r->n_mm; k++)
-        if (r->mm_held[k]) enc_unref(s, r, k);
+        if (r->mm_row[k] >= 0) enc_unref(s, r, k);
     r->mm_done = 0;
 }
 
@@ -557,14 +506,14 @@ void sched_free(struct sched *s)
     while (s->wait_head) sched_abort_id(s, s->wait_head->id, REQ_FINISHED_ABORT);
     kv_pool_destroy(&s->pool);
     free(s->running);
-    free(s->free_slots);
     free(s->enc);
     free(s->occ);
     free(s->plan);
+    free(s->plan_row);
     free(s->seqs);
     free(s->seq_req);
     free(s->encode);
-    free(s->evict);
+    free(s->encode_row);
     free(s->hits);
     free(s);
 }
@@ -584,13 +533,13 @@ static void add_seq(struct sched *s, struct request *r, int32_t n_new)
     int32_t k_end = k;
     while (k_end < r->n_mm && r->mm[k_end].offset < pos + n_new) k_end++;
     *q = (struct batch_seq){
-        .slot = r->slot,
         .pos = pos,
         .n_tokens = n_new,
         .tokens = r->tokens + pos,
         .blocks = r->blocks,
         .n_blocks = r->n_blocks,
         .mm = k_end > k ? r->mm + k : NULL,
+        .mm_row = k_end > k ? r->mm_row + k : NULL,
         .n_mm = k_end - k,
         .sp = pos + n_new == r->n_tokens ? &r->params.sp : NULL,
         .prompt = r->tokens,
@@ -619,10 +568,8 @@ int32_t sched_schedule(struct sched *s, struct batch *out)
     const int32_t bs = s->cfg.block_size;
     int32_t budget = s->cfg.max_num_batched_tokens;
     bool preempted = false;
-    int32_t n_evict = s->enc_resync ? enc_resync(s) : 0;
     s->enc_blocked = false;
-    s->b = (struct batch){.seqs = s->seqs, .encode = s->encode, .evict = s->evict,
-                          .n_evict = n_evict};
+    s->b = (struct batch){.seqs = s->seqs, .encode = s->encode, .encode_row = s->encode_row};
 
     for (int32_t i = 0; i < s->n_running && budget > 0; i++) {
         struct request *r = s->running[i];
@@ -669,8 +616,6 @@ int32_t sched_schedule(struct sched *s, struct batch *out)
         add_seq(s, r, n_new);
         budget -= n_new;
     }
-
-    enc_step_done(s);
 
     /* The batch invariants (vLLM asserts the same at the end of schedule()). */
     int32_t total = 0;
@@ -762,7 +707,6 @@ void sched_update(struct sched *s, const struct batch *b, const struct batch_out
         for (int32_t i = 0; i < s->n_running; i++) {
             struct request *r = s->running[i];
             if (req_state_finished(r->state)) {
-                s->free_slots[s->n_free_slots++] = r->slot;
                 r->run_idx = -1;
                 continue;
             }
@@ -782,13 +726,19 @@ void sched_fail(struct sched *s, const struct batch *b)
 {
     VLM_ASSERT(s->in_step && b->seqs == s->seqs);
     s->in_step = false;
-    s->enc_resync = true; /* see enc_resync */
     for (int32_t i = 0; i < b->n_seqs; i++) {
         struct request *r = s->seq_req[i];
         if (req_state_finished(r->state)) continue;
         finish(s, r, REQ_FINISHED_ERROR);
         running_remove(s, r);
         notify_and_drop(r);
+    }
+    /* The engine may have written any part of the step's new items; only the step's
+     * requests (finished now) held them, so they are forgotten. Other rows are untouched. */
+    for (int32_t i = 0; i < b->n_encode; i++) {
+        struct enc_entry *e = enc_find(s, b->encode[i]->hash);
+        VLM_ASSERT(e && e->refs == 0);
+        enc_remove(s, e);
     }
     update_gauges(s);
 }
@@ -835,19 +785,19 @@ void sched_check(const struct sched *s)
             refs[r->blocks[j]]++;
         }
         for (int32_t k = 0; k < r->n_mm; k++) {
-            if (!r->mm_held[k]) continue;
+            if (r->mm_row[k] < 0) continue;
             VLM_ASSERT(k >= r->mm_done);
             int32_t e = -1;
             for (int32_t j = 0; j < s->n_enc; j++)
                 if (s->enc[j].hash == r->mm[k].item->hash) e = j;
-            VLM_ASSERT(e >= 0);
+            VLM_ASSERT(e >= 0 && s->enc[e].row0 == r->mm_row[k]);
             enc_refs[e]++;
         }
     }
     int32_t n_wait = 0;
     for (const struct request *w = s->wait_head; w; w = w->q_next) {
         VLM_ASSERT(w->n_blocks == 0 && w->run_idx < 0 && !req_state_finished(w->state));
-        for (int32_t k = 0; k < w->n_mm; k++) VLM_ASSERT(!w->mm_held[k]);
+        for (int32_t k = 0; k < w->n_mm; k++) VLM_ASSERT(w->mm_row[k] < 0);
         n_wait++;
     }
     VLM_ASSERT(n_wait == s->n_waiting);
@@ -856,7 +806,7 @@ void sched_check(const struct sched *s)
     VLM_ASSERT(s->n_enc <= s->cap_enc);
     for (int32_t j = 0; j < s->n_enc; j++) {
         const struct enc_entry *e = &s->enc[j];
-        VLM_ASSERT(enc_refs[j] == e->refs && !e->evicting && !e->fresh);
+        VLM_ASSERT(enc_refs[j] == e->refs && !e->evicting);
         VLM_ASSERT(e->row0 >= 0 && e->row0 + e->n_tokens <= s->cfg.encoder_cache_tokens);
         for (int32_t k = 0; k < j; k++) /* disjoint rows */
             VLM_ASSERT(e->row0 >= s->enc[k].row0 + s->enc[k].n_tokens ||
@@ -864,7 +814,6 @@ void sched_check(const struct sched *s)
         used += e->n_tokens;
     }
     VLM_ASSERT(used == s->enc_used);
-    VLM_ASSERT(s->n_free_slots + s->n_running == s->cfg.max_num_seqs);
     free(refs);
     free(enc_refs);
 }

@@ -12,15 +12,14 @@
  *                   offers full blocks to the prefix cache, finishes requests, notifies each
  *                   touched request once.
  *
- * Encoder cache accounting: the scheduler decides which media items the engine encodes
- * (batch.encode) and drops (batch.evict). The engine applies evict before encode and puts
- * each new item at the first free run of rows that fits, in batch.encode order, in an
- * arena of encoder_cache_tokens rows (engine.c); the scheduler mirrors that layout, so
- * every encode it asks for fits (both must be given the same encoder_cache_tokens). A
- * request holds a reference on an item from the first step whose chunk overlaps the item's
- * span until its computed tokens pass the span's end (or it is preempted or finished);
- * only unreferenced items are evicted, least recently used first. An image used by several
- * requests is encoded once per residency.
+ * Encoder cache: the engine keeps projector rows in an arena of encoder_cache_tokens rows
+ * (both must be given the same size); the scheduler places the items in it, as it hands out
+ * KV blocks: batch.encode lists the items to encode this step with their first rows
+ * (batch.encode_row), batch_seq.mm_row where each span's item lives. A request holds a
+ * reference on an item from the first step whose chunk overlaps the item's span until its
+ * computed tokens pass the span's end (or it is preempted or finished); only unreferenced
+ * items are evicted, least recently used first. An image used by several requests is
+ * encoded once per residency. A failed step's new items are forgotten (sched_fail).
  *
  * Engine thread only (loop.c), except sched_validate() which any thread may call.
  */
@@ -34,10 +33,6 @@
 #include "engine/base.h"
 #include "engine/batch.h"
 #include "scheduler/request.h"
-
-/* Most items the engine's encoder cache holds at once (engine.c uses the same limit:
- * min(encoder_cache_tokens, this)). */
-#define SCHED_MAX_ENC_ITEMS 4096
 
 struct sched_config {
     int32_t block_size;             /* tokens per KV block */
@@ -103,7 +98,8 @@ int32_t sched_schedule(struct sched *s, struct batch *b);
 /* Applies the engine's output for the batch returned by the last sched_schedule. */
 void sched_update(struct sched *s, const struct batch *b, const struct batch_out *out);
 
-/* The engine failed on b: every request in it finishes with REQ_FINISHED_ERROR. */
+/* The engine failed on b: every request in it finishes with REQ_FINISHED_ERROR, and the
+ * items b was to encode leave the encoder cache. */
 void sched_fail(struct sched *s, const struct batch *b);
 
 /* Snapshot of the counters (any thread). */

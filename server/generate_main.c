@@ -7,14 +7,18 @@
  *                   [--top-k K] [--min-p P] [--repetition-penalty R] [--seed S]
  *                   [--image FILE] [--no-chat] [--think] [--threads N] [--block-size B]
  *                   [--backend auto|cpu|cuda] [--numerics exact|fast]
+ *                   [--tensor-parallel-size N]
  *
  * With chat (the default) the prompt is one user message rendered by server/chat.c exactly
  * as Valley2.5's processor does, including the implicit 3x3 black image of text-only
  * requests when the model has a vision tower. --no-chat tokenizes the prompt as it is.
- * Generation stops at max tokens or at one of config.json's EOS ids.
+ * Generation stops at max tokens or at one of config.json's EOS ids. With
+ * --tensor-parallel-size above 1 the steps run on a TP group (engine/tp.h) instead of one
+ * engine; either way through the step interface (engine/executor.h), as in the server.
  */
 #include "engine/engine.h"
 #include "engine/model.h"
+#include "engine/tp.h"
 #include "server/chat.h"
 #include "server/media.h"
 #include "server/tokenizer.h"
@@ -25,7 +29,7 @@
 
 struct gen_args {
     const char *model, *prompt, *image, *backend;
-    int32_t max_tokens, threads, block_size;
+    int32_t max_tokens, threads, block_size, tp_size;
     enum numerics numerics; /* cpu backend products (fast, as the server) */
     bool no_chat, think;
     struct sampling_params sp;
@@ -37,7 +41,7 @@ static void usage(void)
             "usage: valley-generate --model DIR --prompt TEXT [--max-tokens N] [--temperature T]\n"
             "       [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R] [--seed S]\n"
             "       [--image FILE] [--no-chat] [--think] [--threads N] [--block-size B]\n"
-            "       [--backend auto|cpu|cuda] [--numerics exact|fast]\n"
+            "       [--backend auto|cpu|cuda] [--numerics exact|fast] [--tensor-parallel-size N]\n"
             "  --numerics: the cpu backend's products: fast (default, as the server) rounds\n"
             "  activations to bf16; exact keeps them f32 (the f32 reference)\n");
 }
@@ -47,6 +51,7 @@ static int parse_args(int argc, char **argv, struct gen_args *a)
     memset(a, 0, sizeof *a);
     a->max_tokens = 128;
     a->block_size = 16;
+    a->tp_size = 1;
     a->numerics = NUMERICS_FAST;
     a->sp = sampler_params_greedy();
     for (int i = 1; i < argc; i++) {
@@ -76,6 +81,7 @@ static int parse_args(int argc, char **argv, struct gen_args *a)
             }
         }
         else if (!strcmp(k, "--block-size")) a->block_size = (int32_t)strtol(v, &end, 10);
+        else if (!strcmp(k, "--tensor-parallel-size")) a->tp_size = (int32_t)strtol(v, &end, 10);
         else if (!strcmp(k, "--top-k")) a->sp.top_k = (int32_t)strtol(v, &end, 10);
         else if (!strcmp(k, "--seed")) a->sp.seed = strtoull(v, &end, 10);
         else if (!strcmp(k, "--temperature")) a->sp.temperature = strtof(v, &end);
@@ -97,7 +103,8 @@ static int parse_args(int argc, char **argv, struct gen_args *a)
         fprintf(stderr, "valley-generate: --backend must be auto, cpu or cuda\n");
         return -1;
     }
-    if (a->max_tokens < 1 || a->block_size < 1 || a->sp.temperature < 0 || a->sp.top_p <= 0 ||
+    if (a->max_tokens < 1 || a->block_size < 1 || a->tp_size < 1 || a->sp.temperature < 0 ||
+        a->sp.top_p <= 0 ||
         a->sp.top_p > 1 || a->sp.min_p < 0 || a->sp.min_p > 1 || a->sp.repetition_penalty <= 0) {
         fprintf(stderr, "valley-generate: a value is out of range\n");
         return -1;
@@ -141,6 +148,8 @@ int main(int argc, char **argv)
     struct model m = {0};
     struct tokenizer *tok = NULL;
     struct engine e = {0};
+    struct tp_group *tp = NULL; /* --tensor-parallel-size > 1 (e stays unused) */
+    struct executor ex;
     struct i32_vec ids = {0}, raw = {0};
     struct vision_prep_out vo = {0};
     struct strbuf text = {0};
@@ -201,14 +210,20 @@ int main(int argc, char **argv)
         .bp = {.n_threads = a.threads, .numerics = a.numerics}, .block_size = bs, .n_blocks = n_blocks,
         .max_batched_tokens = VLM_MIN(n_prompt, 512), .max_seqs = 1,
         .encoder_cache_tokens = n_images ? item.n_tokens : 0,
-        .max_image_patches = n_images ? item.n_patches : 0,
+        .max_image_patches = n_images ? item.n_patches : 0, .tp_size = a.tp_size,
     };
     bool use_cuda;
     enum backend_choice want = !strcmp(a.backend, "cuda") ? BACKEND_CUDA
                              : !strcmp(a.backend, "cpu")  ? BACKEND_CPU : BACKEND_AUTO;
     if ((rc = backend_pick(want, &use_cuda, &err))) goto fail;
     ep.backend = use_cuda ? ENGINE_BACKEND_CUDA : ENGINE_BACKEND_CPU;
-    if ((rc = engine_init(&e, &m, &ep, &err))) goto fail;
+    if (a.tp_size > 1) {
+        if ((rc = tp_group_create(&tp, &m, &ep, &err))) goto fail;
+        ex = tp_group_executor(tp);
+    } else {
+        if ((rc = engine_init(&e, &m, &ep, &err))) goto fail;
+        ex = engine_executor(&e);
+    }
     blocks = xmalloc((size_t)n_blocks * sizeof *blocks);
     for (int32_t i = 0; i < n_blocks - 1; i++) blocks[i] = i + 1;
     out_ids = xmalloc((size_t)a.max_tokens * sizeof *out_ids);
@@ -216,15 +231,18 @@ int main(int argc, char **argv)
     /* ---- prefill in chunks, the last one samples the first token ---- */
     uint64_t t0 = vlm_now_ns();
     const struct mm_item *enc[1] = {&item};
+    const int32_t enc_row = 0; /* the one image fills the encoder cache */
     struct batch_out bo;
     for (int32_t p0 = 0; p0 < n_prompt; p0 += ep.max_batched_tokens) {
         int32_t c = VLM_MIN(ep.max_batched_tokens, n_prompt - p0);
         struct batch_seq s = {.pos = p0, .n_tokens = c, .tokens = ids.v + p0, .blocks = blocks,
-                              .n_blocks = n_blocks - 1, .mm = &span, .n_mm = n_images,
+                              .n_blocks = n_blocks - 1, .mm = &span, .mm_row = &enc_row,
+                              .n_mm = n_images,
                               .sp = p0 + c == n_prompt ? &a.sp : NULL, .prompt = ids.v,
                               .n_prompt = n_prompt, .output = out_ids, .n_out = 0};
-        struct batch b = {.seqs = &s, .n_seqs = 1, .encode = enc, .n_encode = p0 == 0 ? n_images : 0};
-        if ((rc = engine_execute(&e, &b, &bo))) {
+        struct batch b = {.seqs = &s, .n_seqs = 1, .encode = enc, .encode_row = &enc_row,
+                          .n_encode = p0 == 0 ? n_images : 0};
+        if ((rc = ex.execute(ex.impl, &b, &bo))) {
             vlm_err_set(&err, rc, 500, "engine step failed: %s", vlm_strerror(rc));
             goto fail;
         }
@@ -248,7 +266,7 @@ int main(int argc, char **argv)
                               .prompt = ids.v, .n_prompt = n_prompt, .output = out_ids,
                               .n_out = n_out};
         struct batch b = {.seqs = &s, .n_seqs = 1};
-        if ((rc = engine_execute(&e, &b, &bo))) {
+        if ((rc = ex.execute(ex.impl, &b, &bo))) {
             vlm_err_set(&err, rc, 500, "engine step failed: %s", vlm_strerror(rc));
             goto fail;
         }
@@ -270,6 +288,7 @@ fail:
 done:
     free(blocks);
     free(out_ids);
+    tp_group_destroy(tp);
     engine_destroy(&e);
     vision_prep_out_free(&vo);
     i32_vec_free(&ids);

@@ -38,11 +38,6 @@
  * timeout of clients that stopped reading. Past it the process leaves at once (a bug). */
 #define SERVER_ABORT_GRACE_S 120
 
-static int engine_exec(void *eng, const struct batch *b, struct batch_out *out)
-{
-    return engine_execute(eng, b, out);
-}
-
 /* The embedded default model lives in $XDG_CACHE_HOME/valley/default-model (or
  * ~/.cache/...); it is written once and reused. */
 static int default_model_dir(char *dir, size_t cap, struct vlm_err *err)
@@ -142,7 +137,7 @@ int main(int argc, char **argv, char **envp)
     struct model model = {0};
     struct engine eng = {0};
     struct tp_group *tp = NULL; /* --tensor-parallel-size > 1: the ranks (eng stays unused) */
-    struct engine *e = &eng;    /* what the scheduler drives: eng, or tp's rank 0 */
+    struct executor ex;         /* what the scheduler drives: eng, or the tp group */
     struct tokenizer *tok = NULL;
     struct sched_loop *loop = NULL;
     struct workers *workers = NULL;
@@ -193,9 +188,10 @@ int main(int argc, char **argv, char **envp)
     ep.encoder_cache_tokens = mc->has_vision ? cfg.sched.encoder_cache_tokens : 0;
     if (ep.tp_size > 1) {
         if (tp_group_create(&tp, &model, &ep, &err)) goto fail;
-        e = tp_group_engine(tp);
-    } else if (engine_init(&eng, &model, &ep, &err)) {
-        goto fail;
+        ex = tp_group_executor(tp);
+    } else {
+        if (engine_init(&eng, &model, &ep, &err)) goto fail;
+        ex = engine_executor(&eng);
     }
 
     int32_t max_model_len = cfg.sched.max_model_len > 0 ? cfg.sched.max_model_len
@@ -206,8 +202,8 @@ int main(int argc, char **argv, char **envp)
                     max_model_len, mc->max_position_embeddings);
         goto fail;
     }
-    struct sched_config sc = {.block_size = engine_block_size(e),
-                              .n_blocks = engine_kv_blocks(e),
+    struct sched_config sc = {.block_size = ex.block_size,
+                              .n_blocks = ex.kv_blocks,
                               .max_num_seqs = cfg.sched.max_num_seqs,
                               .max_num_batched_tokens = cfg.sched.max_num_batched_tokens,
                               .max_model_len = max_model_len,
@@ -226,7 +222,7 @@ int main(int argc, char **argv, char **envp)
              dir, model_arch_name(mc->arch), mc->n_layers, mc->hidden_size, mc->vocab_size, mc->has_vision ? "yes" : "no",
              sc.n_blocks - 1, sc.block_size, (long long)(sc.n_blocks - 1) * sc.block_size,
              max_model_len);
-    if (loop_start(&loop, &sc, (struct engine_iface){engine_exec, e}, &err)) goto fail;
+    if (loop_start(&loop, &sc, ex, &err)) goto fail;
 
     struct prep_ctx pc = {0};
     pc.tok = tok;

@@ -109,11 +109,6 @@ static inline int n_diff(int32_t a[N_REQ][N_GEN], int32_t b[N_REQ][N_GEN])
     return d;
 }
 
-static inline int exec_engine(void *e, const struct batch *b, struct batch_out *o)
-{
-    return engine_execute(e, b, o);
-}
-
 struct waiter {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -129,15 +124,15 @@ static inline void on_notify(struct request *r, void *user)
 }
 
 /* Submits requests 0..N_REQ-1 at once to a scheduler loop (config c) whose engine thread
- * drives e, waits until every one has finished, reads the loop's counters into *st and stops
+ * drives ex, waits until every one has finished, reads the loop's counters into *st and stops
  * the loop. r receives the requests, one reference each: the caller reads and releases them. */
 static inline void run_on_loop(const struct model_config *mc, const struct sched_config *c,
-                               struct engine *e, struct request *r[N_REQ], struct sched_stats *st)
+                               struct executor ex, struct request *r[N_REQ], struct sched_stats *st)
 {
     struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
     struct sched_loop *l;
     struct vlm_err err = {0};
-    VLM_ASSERT(loop_start(&l, c, (struct engine_iface){exec_engine, e}, &err) == 0);
+    VLM_ASSERT(loop_start(&l, c, ex, &err) == 0);
     for (int i = 0; i < N_REQ; i++) {
         r[i] = make_req(mc, i);
         r[i]->notify = on_notify;

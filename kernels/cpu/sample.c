@@ -1,4 +1,4 @@
-/* The sample_prep reference: one row per iteration, the loops of engine/sampler.c. */
+/* The sample_summary reference: one row per iteration, the loops of engine/sampler.c. */
 #include "kernels/cpu.h"
 
 #include <math.h>
@@ -10,7 +10,8 @@ static inline int ranks_before(float va, int32_t a, float vb, int32_t b)
     return va > vb || (va == vb && a < b);
 }
 
-static void prep_row(struct sample_prep *p, const float *l, int32_t V, float inv_t, double u)
+static void summarize_row(struct sample_summary *p, const float *l, int32_t V, float inv_t,
+                          double u)
 {
     /* greedy: the first maximum */
     int32_t best = 0;
@@ -28,9 +29,9 @@ static void prep_row(struct sample_prep *p, const float *l, int32_t V, float inv
 
     /* the K + 1 best by insertion into a sorted list (few insertions on real rows): K
      * candidates and the bound on the rest */
-    int32_t ids[SAMPLE_PREP_K + 1];
-    float vs[SAMPLE_PREP_K + 1];
-    int32_t K = V <= SAMPLE_PREP_K ? V : SAMPLE_PREP_K + 1, n = 0;
+    int32_t ids[SAMPLE_SUMMARY_K + 1];
+    float vs[SAMPLE_SUMMARY_K + 1];
+    int32_t K = V <= SAMPLE_SUMMARY_K ? V : SAMPLE_SUMMARY_K + 1, n = 0;
     for (int32_t i = 0; i < V; i++) {
         float v = l[i];
         if (n == K && !ranks_before(v, i, vs[n - 1], ids[n - 1])) continue;
@@ -43,10 +44,10 @@ static void prep_row(struct sample_prep *p, const float *l, int32_t V, float inv
         ids[j] = i;
         vs[j] = v;
     }
-    p->n_top = K <= SAMPLE_PREP_K ? K : SAMPLE_PREP_K;
+    p->n_top = K <= SAMPLE_SUMMARY_K ? K : SAMPLE_SUMMARY_K;
     memcpy(p->top_ids, ids, (size_t)p->n_top * sizeof *ids);
     memcpy(p->top_v, vs, (size_t)p->n_top * sizeof *vs);
-    p->next_v = K > SAMPLE_PREP_K ? vs[SAMPLE_PREP_K] : -INFINITY;
+    p->next_v = K > SAMPLE_SUMMARY_K ? vs[SAMPLE_SUMMARY_K] : -INFINITY;
     p->pad = 0;
 
     p->token = -1;
@@ -82,10 +83,10 @@ static void prep_row(struct sample_prep *p, const float *l, int32_t V, float inv
     p->token_logit = tok >= 0 ? l[tok] : 0.0f;
 }
 
-void cpu_sample_prep(struct sample_prep *out, const float *logits, int64_t n_rows, int64_t vocab,
-                     int64_t stride, const float *inv_t, const double *u)
+void cpu_sample_summary(struct sample_summary *out, const float *logits, int64_t n_rows,
+                        int64_t vocab, int64_t stride, const float *inv_t, const double *u)
 {
 #pragma omp parallel for if (n_rows > 1)
     for (int64_t r = 0; r < n_rows; r++)
-        prep_row(&out[r], logits + r * stride, (int32_t)vocab, inv_t[r], u[r]);
+        summarize_row(&out[r], logits + r * stride, (int32_t)vocab, inv_t[r], u[r]);
 }

@@ -5,6 +5,7 @@
  * one element per iteration.
  */
 #include "kernels/cuda/common.cuh"
+#include "kernels/mix64.h"
 
 struct op_add {
     __device__ float operator()(float a, float b) const { return a + b; }
@@ -111,15 +112,13 @@ extern "C" void cuda_add_bias(void *y, enum cuda_dtype yt, const void *bias, int
     CUDA_LAUNCH_CHECK();
 }
 
-/* grid-stride; element i = lo + (hi - lo) · u(seed, i), u from a 64-bit mix (splitmix64). */
+/* grid-stride; element i = lo + (hi - lo) · u(seed, i), u from splitmix64 (kernels/mix64.h)
+ * over the counter seed + i. */
 static __global__ void fill_uniform_kernel(bf16 *p, int64_t n, uint64_t seed, float lo, float hi)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
-        uint64_t z = seed + 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        z ^= z >> 31;
+        uint64_t z = vlm_mix64(seed + VLM_MIX64_STEP * (uint64_t)i);
         float u = (float)(z >> 40) * (1.0f / 16777216.0f);
         p[i] = to_bf(lo + (hi - lo) * u);
     }

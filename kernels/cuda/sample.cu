@@ -1,5 +1,5 @@
 /*
- * sample_prep on the device: each f32 logits row reduced to the struct sample_prep the host
+ * sample_summary on the device: each f32 logits row reduced to the struct sample_summary the host
  * sampler finishes from (kernels/sample.h; kernels/cpu/sample.c is the reference). The row
  * is only read; what leaves the device is 560 bytes per row instead of 4 * vocab.
  *
@@ -31,7 +31,7 @@
 #include <limits.h>
 
 #define SP_THREADS 1024
-#define SP_KC (SAMPLE_PREP_K + 1) /* selected: the K candidates and the bound on the rest */
+#define SP_KC (SAMPLE_SUMMARY_K + 1) /* selected: the K candidates and the bound on the rest */
 
 /* An order-preserving key: larger float, larger key. -0 maps to +0 (they compare equal). */
 __device__ __forceinline__ uint32_t sp_key(float v)
@@ -200,9 +200,9 @@ __device__ void sp_select_digit(unsigned *hist, uint32_t *prefix, uint32_t *mask
 
 /* grid = rows; block = SP_THREADS; thread t owns the chunk [t * chunk, (t+1) * chunk). */
 static __global__ void __launch_bounds__(SP_THREADS)
-    sample_prep_kernel(struct sample_prep *out, const float *__restrict__ logits, int32_t V,
-                       int64_t stride, const float *__restrict__ inv_ts,
-                       const double *__restrict__ us)
+    sample_summary_kernel(struct sample_summary *out, const float *__restrict__ logits, int32_t V,
+                          int64_t stride, const float *__restrict__ inv_ts,
+                          const double *__restrict__ us)
 {
     __shared__ unsigned hist[256];
     __shared__ double dws[33];
@@ -215,7 +215,7 @@ static __global__ void __launch_bounds__(SP_THREADS)
     __shared__ int32_t n_above;
 
     const float *l = logits + (int64_t)blockIdx.x * stride;
-    struct sample_prep *p = out + blockIdx.x;
+    struct sample_summary *p = out + blockIdx.x;
     float inv_t = inv_ts[blockIdx.x];
     int tid = threadIdx.x;
     int32_t chunk = (V + (int32_t)blockDim.x - 1) / (int32_t)blockDim.x;
@@ -319,7 +319,7 @@ static __global__ void __launch_bounds__(SP_THREADS)
         int32_t id = c_id[tid];
         int r = 0;
         for (int j = 0; j < n_sel; j++) r += sp_before(c_v[j], c_id[j], v, id);
-        if (r < SAMPLE_PREP_K) {
+        if (r < SAMPLE_SUMMARY_K) {
             p->top_ids[r] = id;
             p->top_v[r] = v;
         } else {
@@ -330,9 +330,9 @@ static __global__ void __launch_bounds__(SP_THREADS)
         p->lse = (double)mx + log(lse_s);
         p->max = mx;
         p->argmax = arg;
-        p->n_top = min(V, SAMPLE_PREP_K);
+        p->n_top = min(V, SAMPLE_SUMMARY_K);
         p->pad = 0;
-        if (V <= SAMPLE_PREP_K) p->next_v = -INFINITY;
+        if (V <= SAMPLE_SUMMARY_K) p->next_v = -INFINITY;
         p->total = draw ? mass_total : 0.0;
         p->n_alive = draw ? alive_total : 0;
         if (!draw || walker < 0) {
@@ -342,12 +342,12 @@ static __global__ void __launch_bounds__(SP_THREADS)
     }
 }
 
-extern "C" void cuda_sample_prep(struct sample_prep *out, const float *logits, int32_t n_rows,
-                                 int32_t vocab, int64_t stride, const float *inv_t,
-                                 const double *u, cudaStream_t s)
+extern "C" void cuda_sample_summary(struct sample_summary *out, const float *logits, int32_t n_rows,
+                                    int32_t vocab, int64_t stride, const float *inv_t,
+                                    const double *u, cudaStream_t s)
 {
     if (n_rows <= 0) return;
-    sample_prep_kernel<<<(unsigned)n_rows, SP_THREADS, 0, s>>>(out, logits, vocab, stride, inv_t,
-                                                                u);
+    sample_summary_kernel<<<(unsigned)n_rows, SP_THREADS, 0, s>>>(out, logits, vocab, stride, inv_t,
+                                                                   u);
     CUDA_LAUNCH_CHECK();
 }

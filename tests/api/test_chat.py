@@ -169,6 +169,32 @@ def test_greedy_equals_cli_with_image(client, model_dir, tmp_path):
     assert r.choices[0].message.content == want
 
 
+@pytest.mark.parametrize("with_image", [False, True])
+def test_cli_tensor_parallel_equals_one_engine(model_dir, tmp_path, with_image):
+    """valley-generate runs its steps on one engine or on a TP group, behind the same step
+    interface: at --tensor-parallel-size 2 the greedy text is the single engine's (exact
+    numerics, so the split reductions cannot round differently)."""
+    from conftest import png_bytes
+    extra = ["--numerics", "exact"]
+    if with_image:
+        (tmp_path / "img.png").write_bytes(png_bytes(90, 60, seed=4))
+        extra += ["--image", str(tmp_path / "img.png")]
+    texts = []
+    for tp in ("1", "2"):
+        out = subprocess.run([str(binary("valley-generate")), "--model", str(model_dir),
+                              "--prompt", "Describe it.", "--max-tokens", "16",
+                              "--temperature", "0", "--threads", "2",
+                              "--tensor-parallel-size", tp, *extra],
+                             capture_output=True, timeout=300)
+        assert out.returncode == 0, out.stderr.decode()[-500:]
+        texts.append(out.stdout.decode("utf-8", "replace"))
+    assert texts[0].strip() and texts[0] == texts[1]
+    bad = subprocess.run([str(binary("valley-generate")), "--model", str(model_dir),
+                          "--prompt", "x", "--tensor-parallel-size", "3"],
+                         capture_output=True, timeout=300)
+    assert bad.returncode != 0 and b"--tensor-parallel-size 3 must divide" in bad.stderr
+
+
 def test_cors(http):
     r = http.options("/v1/chat/completions", headers={
         "Origin": "http://example.com", "Access-Control-Request-Method": "POST",

@@ -14,7 +14,7 @@
 #                               1. nvidia-smi, the device copy bandwidth (the decode floor's
 #                                  denominator), through torch when it is there;
 #                               2. test_ops: every CUDA op against the CPU backend;
-#                                  test_cuda_sample: sample_prep against the CPU, and its
+#                                  test_cuda_sample: sample_summary against the CPU, and its
 #                                  time at (1/64/256, 151936);
 #                               3. compute-sanitizer memcheck over test_ops;
 #                               4. bench_cuda: the Qwen3-8B decoder (decode b=1/8/64/256 at
@@ -191,9 +191,9 @@ echo
 grep -E 'FAIL|non-finite' "$LOGS/test_ops.txt" | head -20
 echo
 sed -n '/^perf on/,$p' "$LOGS/perf.txt" | head -30
-grep -h '^perf sample_prep' "$LOGS/cuda_sample.txt" 2>/dev/null
+grep -h '^perf sample_summary' "$LOGS/cuda_sample.txt" 2>/dev/null
 grep -h 'graphs vs eager\|worst max' "$LOGS/cuda_forward.txt" 2>/dev/null | head -12
-grep -E '^perf sample_prep|FAILED|mismatches' "$LOGS/cuda_sample.txt" 2>/dev/null | head -8
+grep -E '^perf sample_summary|FAILED|mismatches' "$LOGS/cuda_sample.txt" 2>/dev/null | head -8
 echo
 cat "$LOGS/bench.txt" "$LOGS/bench_fused.txt" "$LOGS/bench_graphs.txt" "$LOGS/bench_hf.txt" "$LOGS/comm.txt" \
     2>/dev/null | grep -vi warn | head -50

@@ -55,6 +55,7 @@ static void run(struct engine *e, enum mode mode, bool sample, int32_t out[N_SEQ
         }
     }
     struct batch_seq bseq[N_SEQ];
+    int who[N_SEQ]; /* the seq_state behind each bseq entry */
     int alone_cur = 0;
     for (;;) {
         int n = 0;
@@ -66,8 +67,9 @@ static void run(struct engine *e, enum mode mode, bool sample, int32_t out[N_SEQ
             int len = s->n_prompt + s->n_gen, todo = len - s->computed;
             if (mode == MODE_CHUNKED && todo > 7) todo = 7;
             bool last = s->computed + todo == len;
+            who[n] = i;
             bseq[n++] = (struct batch_seq){
-                .slot = (uint32_t)i, .pos = s->computed, .n_tokens = todo,
+                .pos = s->computed, .n_tokens = todo,
                 .tokens = s->tokens + s->computed, .blocks = s->blocks, .n_blocks = per,
                 .sp = last ? &s->sp : NULL, .prompt = s->tokens, .n_prompt = s->n_prompt,
                 .output = s->tokens + s->n_prompt, .n_out = s->n_gen};
@@ -81,7 +83,7 @@ static void run(struct engine *e, enum mode mode, bool sample, int32_t out[N_SEQ
         VLM_ASSERT(engine_execute(e, &b, &o) == 0);
         int r = 0;
         for (int k = 0; k < n; k++) {
-            struct seq_state *s = &st[bseq[k].slot];
+            struct seq_state *s = &st[who[k]];
             s->computed += bseq[k].n_tokens;
             if (bseq[k].sp) s->tokens[s->n_prompt + s->n_gen++] = o.token[r++];
         }

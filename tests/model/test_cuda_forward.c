@@ -135,7 +135,8 @@ static void check_image(const char *name, const struct model *m, struct engine *
     spans[1] = (struct mm_span){.offset = n, .item = &items[1]};
     for (int i = 0; i < items[1].n_tokens; i++) tok[n++] = 7;
     for (int i = 0; i < 6; i++) tok[n++] = 300 + i;
-    VLM_ASSERT(n <= CHUNK);
+    VLM_ASSERT(n <= CHUNK && items[0].n_tokens + items[1].n_tokens <= 64);
+    int32_t enc_row[2] = {0, items[0].n_tokens}; /* packed into the encoder cache */
     int32_t rows[CHUNK];
     for (int i = 0; i < n; i++) rows[i] = i;
     int64_t V = c->vocab_size;
@@ -144,8 +145,10 @@ static void check_image(const char *name, const struct model *m, struct engine *
     int rcs[2];
     for (int k = 0; k < 2; k++) {
         struct batch_seq s = {.pos = 0, .n_tokens = n, .tokens = tok, .blocks = blocks,
-                              .n_blocks = N_BLOCKS - 1, .mm = spans, .n_mm = 2};
-        struct batch b = {.seqs = &s, .n_seqs = 1, .encode = enc, .n_encode = 2};
+                              .n_blocks = N_BLOCKS - 1, .mm = spans, .mm_row = enc_row,
+                              .n_mm = 2};
+        struct batch b = {.seqs = &s, .n_seqs = 1, .encode = enc, .encode_row = enc_row,
+                          .n_encode = 2};
         rcs[k] = engine_forward_rows(es[k], &b, rows, n, outs[k]);
     }
     double worst = 0;

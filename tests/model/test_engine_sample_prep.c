@@ -1,7 +1,7 @@
 // models: gqa4
 /*
  * test_engine_sample_prep: device sampling through the engine. The CPU backend has the
- * sample_prep op (its reference implementation) but leaves device sampling off by default;
+ * sample_summary op (its reference implementation) but leaves device sampling off by default;
  * here one engine forces it on and another off, both decode the same 8 requests (mixed
  * sampling parameters: greedy, temperature, top-k/top-p/min-p, logprobs, a repetition
  * penalty and a top-k above the candidates, which fall back to the full row) for 32 steps,
@@ -42,7 +42,7 @@ static struct sampling_params params_for(int i)
     case 4: sp.temperature = 0.7f; sp.min_p = 0.1f; break;
     case 5: sp.temperature = 1.0f; sp.top_p = 0.5f; sp.logprobs = 3; break;
     case 6: sp.temperature = 0.8f; sp.repetition_penalty = 1.3f; break; /* falls back */
-    case 7: sp.temperature = 1.1f; sp.top_k = SAMPLE_PREP_K + 36; break; /* falls back */
+    case 7: sp.temperature = 1.1f; sp.top_k = SAMPLE_SUMMARY_K + 36; break; /* falls back */
     }
     return sp;
 }
@@ -67,7 +67,7 @@ static void run(struct engine *e, struct seq_state st[N_SEQ], int *n_fallback)
             struct seq_state *s = &st[i];
             int len = s->n_prompt + s->n_gen;
             bseq[i] = (struct batch_seq){
-                .slot = (uint32_t)i, .pos = s->computed, .n_tokens = len - s->computed,
+                .pos = s->computed, .n_tokens = len - s->computed,
                 .tokens = s->tokens + s->computed, .blocks = s->blocks, .n_blocks = 8,
                 .sp = &s->sp, .prompt = s->tokens, .n_prompt = s->n_prompt,
                 .output = s->tokens + s->n_prompt, .n_out = s->n_gen};
@@ -78,9 +78,9 @@ static void run(struct engine *e, struct seq_state st[N_SEQ], int *n_fallback)
         VLM_ASSERT(o.n == N_SEQ);
         for (int i = 0; i < N_SEQ; i++) {
             struct seq_state *s = &st[i];
-            if (e->prep_on) { /* the same decision the engine made */
+            if (e->dev_sampling) { /* the same decision the engine made */
                 struct sampler_result r;
-                *n_fallback += sampler_sample_prepped(&e->h_prep[i], e->cfg.vocab_size, &s->sp,
+                *n_fallback += sampler_sample_summary(&e->h_summary[i], e->cfg.vocab_size, &s->sp,
                                                       s->n_prompt, s->n_gen, &r) < 0;
             }
             s->computed += bseq[i].n_tokens;
@@ -114,14 +114,14 @@ int main(void)
     TEST("sample_on_device: auto is off on the CPU backend, 1 turns it on") {
         ep.sample_on_device = 0;
         VLM_ASSERT(engine_init(&e_off, &m, &ep, &err) == 0);
-        CHECK(!e_off.prep_on);
+        CHECK(!e_off.dev_sampling);
         engine_destroy(&e_off);
         ep.sample_on_device = -1;
         VLM_ASSERT(engine_init(&e_off, &m, &ep, &err) == 0);
-        CHECK(!e_off.prep_on);
+        CHECK(!e_off.dev_sampling);
         ep.sample_on_device = 1;
         VLM_ASSERT(engine_init(&e_on, &m, &ep, &err) == 0);
-        CHECK(e_on.prep_on);
+        CHECK(e_on.dev_sampling);
     }
 
     TEST("device sampling on == off: tokens, logprobs, top-N over 32 steps") {

@@ -10,7 +10,7 @@
  * 16), contexts cross from the 16- to the 32-column bucket (256 tokens at block size 16),
  * and prefill chunks (eager) share steps with decodes between graph steps. Greedy and seeded
  * top-k/top-p requests are mixed; logprobs (5 top) are compared. The graph engines sample
- * from device summaries (sample_prep) as the CUDA engine does, the eager one on the host.
+ * from device summaries (sample_summary) as the CUDA engine does, the eager one on the host.
  */
 #include "engine/engine.h"
 #include "engine/model.h"
@@ -67,6 +67,7 @@ static void run(struct engine *e, struct result *res)
         }
     }
     struct batch_seq bseq[N_SEQ];
+    int who[N_SEQ]; /* the seq_state behind each bseq entry */
     for (int step = 0;; step++) {
         int n = 0, n_decode = 0;
         bool any_left = false;
@@ -79,8 +80,9 @@ static void run(struct engine *e, struct result *res)
             if (todo > CHUNK) todo = CHUNK;
             bool last = s->computed + todo == len;
             n_decode += todo == 1 && last;
+            who[n] = i;
             bseq[n++] = (struct batch_seq){
-                .slot = (uint32_t)i, .pos = s->computed, .n_tokens = todo,
+                .pos = s->computed, .n_tokens = todo,
                 .tokens = s->tokens + s->computed, .blocks = s->blocks, .n_blocks = PER,
                 .sp = last ? &s->sp : NULL, .prompt = s->tokens, .n_prompt = s->n_prompt,
                 .output = s->tokens + s->n_prompt, .n_out = s->n_gen};
@@ -96,7 +98,7 @@ static void run(struct engine *e, struct result *res)
         VLM_ASSERT(engine_execute(e, &b, &o) == 0);
         int r = 0;
         for (int k = 0; k < n; k++) {
-            int i = (int)bseq[k].slot;
+            int i = who[k];
             struct seq_state *s = &st[i];
             s->computed += bseq[k].n_tokens;
             if (!bseq[k].sp) continue;

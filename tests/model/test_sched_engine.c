@@ -71,7 +71,7 @@ static bool run_loop(const struct sched_config *c, int32_t out[N_REQ][N_GEN], st
     struct engine e;
     if (engine_start(&e, &m, c)) return false;
     struct request *r[N_REQ];
-    run_on_loop(&m.cfg, c, &e, r, st);
+    run_on_loop(&m.cfg, c, engine_executor(&e), r, st);
     bool ok = true;
     for (int i = 0; i < N_REQ; i++) {
         int state;

@@ -19,7 +19,7 @@
 
 /* ==== Helpers ==== */
 
-enum { N_IMG = 3, MAX_LEN = 256, N_GREEDY = 32, MAX_ROWS = 8, BLOCK = 16 };
+enum { N_IMG = 3, MAX_LEN = 256, N_GREEDY = 32, MAX_ROWS = 8, BLOCK = 16, ENC_ROWS = 64 };
 
 static int32_t argmax(const float *x, int32_t n)
 {
@@ -47,8 +47,11 @@ struct prompt {
     int32_t tokens[MAX_LEN];           /* spliced sequence; image rows hold 0 */
     int32_t len;
     struct mm_span spans[N_IMG];
+    int32_t span_row[N_IMG];           /* encoder-cache row of each span's item */
     int32_t n_spans;
-    const struct mm_item *encode[N_IMG];
+    const struct mm_item *encode[N_IMG]; /* distinct items, packed from row 0 */
+    int32_t encode_row[N_IMG];
+    int32_t n_encode;
 };
 
 /* Expands golden ids (with -200 sentinels) into the spliced token sequence and its spans. */
@@ -61,8 +64,19 @@ static void build_prompt(struct prompt *p, const cJSON *jp, const struct mm_item
         if (t->valueint == -200) {
             const struct mm_item *it = &items[cJSON_GetArrayItem(imgs, sentinel++)->valueint];
             VLM_ASSERT(p->len + it->n_tokens <= MAX_LEN);
-            p->spans[p->n_spans] = (struct mm_span){.offset = p->len, .item = it};
-            p->encode[p->n_spans++] = it;
+            int32_t row = -1, used = 0;
+            for (int32_t k = 0; k < p->n_encode; k++) {
+                if (p->encode[k] == it) row = p->encode_row[k];
+                used += p->encode[k]->n_tokens;
+            }
+            if (row < 0) {
+                row = used;
+                VLM_ASSERT(used + it->n_tokens <= ENC_ROWS);
+                p->encode_row[p->n_encode] = row;
+                p->encode[p->n_encode++] = it;
+            }
+            p->span_row[p->n_spans] = row;
+            p->spans[p->n_spans++] = (struct mm_span){.offset = p->len, .item = it};
             for (int32_t i = 0; i < it->n_tokens; i++) p->tokens[p->len++] = 0;
         } else {
             VLM_ASSERT(p->len < MAX_LEN);
@@ -77,9 +91,9 @@ static struct batch one_seq(struct batch_seq *s, const struct prompt *p, const i
 {
     *s = (struct batch_seq){.pos = pos, .n_tokens = n, .tokens = tok ? tok : p->tokens + pos,
                             .blocks = blocks, .n_blocks = (MAX_LEN + N_GREEDY) / BLOCK + 1,
-                            .mm = p->spans, .n_mm = p->n_spans};
+                            .mm = p->spans, .mm_row = p->span_row, .n_mm = p->n_spans};
     return (struct batch){.seqs = s, .n_seqs = 1, .encode = encode ? p->encode : NULL,
-                          .n_encode = encode ? p->n_spans : 0};
+                          .encode_row = p->encode_row, .n_encode = encode ? p->n_encode : 0};
 }
 
 /* The prompts of one golden file on the checkpoint it was made on. */
@@ -95,7 +109,7 @@ static void run_golden(const char *model_name, const char *golden_name)
     struct engine_params ep = {.bp = {.n_threads = 2}, .backend = ENGINE_BACKEND_CPU,
                                .block_size = BLOCK, .n_blocks = (MAX_LEN + N_GREEDY) / BLOCK + 2,
                                .max_batched_tokens = MAX_LEN, .max_seqs = 2,
-                               .max_logit_rows = MAX_ROWS, .encoder_cache_tokens = 64,
+                               .max_logit_rows = MAX_ROWS, .encoder_cache_tokens = ENC_ROWS,
                                .max_image_patches = 256};
     TEST("engine_init with the vision tower") {
         CHECK_EQ(engine_init(&e, &m, &ep, &err), 0);

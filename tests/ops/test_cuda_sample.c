@@ -1,5 +1,5 @@
 /*
- * test_cuda_sample: the sample_prep op on the CUDA backend against the CPU backend (the
+ * test_cuda_sample: the sample_summary op on the CUDA backend against the CPU backend (the
  * reference, kernels/cpu/sample.c), on random rows: vocabularies from 1 to 151936, rows
  * with bf16 ties, -inf entries, peaked and flat rows, temperatures from 1e-4 to 100 and
  * greedy rows (no draw).
@@ -15,7 +15,7 @@
  * It then times the op at (rows, 151936) for 1, 64 and 256 rows.
  *
  * Without a GPU (or built without CUDA) only the CPU part runs (the op through the backend
- * table on strided rows == cpu_sample_prep on packed rows), then the program exits 77.
+ * table on strided rows == cpu_sample_summary on packed rows), then the program exits 77.
  */
 #include "engine/backend.h"
 #include "engine/sampler.h"
@@ -42,7 +42,7 @@ static void make_rows(float *l, int32_t n, int32_t V, int64_t stride, float *inv
 
 /* Runs the op on backend b over host rows (n, stride); summaries into out (n). */
 static void run_op(struct backend *b, const float *rows, int32_t n, int32_t V, int64_t stride,
-                   const float *inv_t, const double *u, struct sample_prep *out)
+                   const float *inv_t, const double *u, struct sample_summary *out)
 {
     size_t bytes = (size_t)n * (size_t)stride * sizeof(float);
     void *d_rows = b->ops->alloc(b->ctx, bytes);
@@ -51,7 +51,7 @@ static void run_op(struct backend *b, const float *rows, int32_t n, int32_t V, i
     b->ops->upload(b->ctx, d_rows, rows, bytes);
     struct tensor t = tensor_make(d_rows, DT_F32, V, n, 1, 1);
     t.nb[1] = stride * (int64_t)sizeof(float);
-    b->ops->sample_prep(b->ctx, d_out, &t, inv_t, u);
+    b->ops->sampling->sample_summary(b->ctx, d_out, &t, inv_t, u);
     b->ops->download(b->ctx, out, d_out, (size_t)n * sizeof *out);
     b->ops->sync(b->ctx);
     b->ops->release(b->ctx, d_rows);
@@ -60,7 +60,7 @@ static void run_op(struct backend *b, const float *rows, int32_t n, int32_t V, i
 
 static void cpu_part(struct backend *cpu)
 {
-    TEST("cpu: the op on strided rows == cpu_sample_prep on packed rows") {
+    TEST("cpu: the op on strided rows == cpu_sample_summary on packed rows") {
         int32_t V = 1000, n = 12;
         int64_t stride = V + 37;
         float *rows = xmalloc((size_t)n * (size_t)stride * sizeof *rows);
@@ -70,11 +70,11 @@ static void cpu_part(struct backend *cpu)
         make_rows(rows, n, V, stride, inv_t, u);
         for (int32_t r = 0; r < n; r++)
             memcpy(packed + (size_t)r * V, rows + r * stride, (size_t)V * sizeof *packed);
-        struct sample_prep a[12], b[12];
+        struct sample_summary a[12], b[12];
         memset(a, 0, sizeof a);
         memset(b, 0, sizeof b);
         run_op(cpu, rows, n, V, stride, inv_t, u, a);
-        cpu_sample_prep(b, packed, n, V, V, inv_t, u);
+        cpu_sample_summary(b, packed, n, V, V, inv_t, u);
         CHECK(memcmp(a, b, sizeof a) == 0);
         free(rows);
         free(packed);
@@ -112,14 +112,14 @@ static void gpu_part(struct backend *cpu, struct backend *gpu)
             float *rows = xmalloc((size_t)n * (size_t)V * sizeof *rows);
             float *inv_t = xmalloc((size_t)n * sizeof *inv_t);
             double *u = xmalloc((size_t)n * sizeof *u);
-            struct sample_prep *a = xcalloc((size_t)n, sizeof *a);
-            struct sample_prep *b = xcalloc((size_t)n, sizeof *b);
+            struct sample_summary *a = xcalloc((size_t)n, sizeof *a);
+            struct sample_summary *b = xcalloc((size_t)n, sizeof *b);
             make_rows(rows, n, V, V, inv_t, u);
             run_op(cpu, rows, n, V, V, inv_t, u, a);
             run_op(gpu, rows, n, V, V, inv_t, u, b);
             int bad_top = 0, bad_lse = 0, bad_tot = 0, near = 0, bad_tok = 0;
             for (int32_t r = 0; r < n; r++) {
-                const struct sample_prep *x = &a[r], *y = &b[r];
+                const struct sample_summary *x = &a[r], *y = &b[r];
                 const float *l = rows + (size_t)r * V;
                 bool top = x->argmax == y->argmax && x->max == y->max && x->n_top == y->n_top &&
                            x->next_v == y->next_v;
@@ -167,23 +167,24 @@ static void gpu_part(struct backend *cpu, struct backend *gpu)
     make_rows(rows, R, V, V, inv_t, u);
     for (int32_t r = 0; r < R; r++) inv_t[r] = 1.0f / 0.8f; /* every row draws */
     void *d_rows = gpu->ops->alloc(gpu->ctx, (size_t)R * (size_t)V * sizeof(float));
-    void *d_out = gpu->ops->alloc(gpu->ctx, (size_t)R * sizeof(struct sample_prep));
+    void *d_out = gpu->ops->alloc(gpu->ctx, (size_t)R * sizeof(struct sample_summary));
     VLM_ASSERT(d_rows && d_out);
     gpu->ops->upload(gpu->ctx, d_rows, rows, (size_t)R * (size_t)V * sizeof(float));
     static const int32_t ns[] = {1, 64, 256};
     for (size_t k = 0; k < ARRAY_LEN(ns); k++) {
         struct tensor t = tensor_make(d_rows, DT_F32, V, ns[k], 1, 1);
-        gpu->ops->sample_prep(gpu->ctx, d_out, &t, inv_t, u); /* warm-up */
+        gpu->ops->sampling->sample_summary(gpu->ctx, d_out, &t, inv_t, u); /* warm-up */
         gpu->ops->sync(gpu->ctx);
         int reps = 20;
         double t0 = now_s();
-        for (int i = 0; i < reps; i++) gpu->ops->sample_prep(gpu->ctx, d_out, &t, inv_t, u);
+        for (int i = 0; i < reps; i++)
+            gpu->ops->sampling->sample_summary(gpu->ctx, d_out, &t, inv_t, u);
         gpu->ops->sync(gpu->ctx);
         double us = (now_s() - t0) / reps * 1e6;
-        printf("perf sample_prep rows=%d vocab=%d: %.1f us (%.1f GB/s of logits read once), "
+        printf("perf sample_summary rows=%d vocab=%d: %.1f us (%.1f GB/s of logits read once), "
                "%zu bytes down instead of %zu\n",
                ns[k], V, us, (double)ns[k] * V * 4 / (us * 1e3),
-               (size_t)ns[k] * sizeof(struct sample_prep), (size_t)ns[k] * (size_t)V * 4);
+               (size_t)ns[k] * sizeof(struct sample_summary), (size_t)ns[k] * (size_t)V * 4);
     }
     gpu->ops->release(gpu->ctx, d_rows);
     gpu->ops->release(gpu->ctx, d_out);
@@ -199,7 +200,7 @@ int main(void)
     struct backend cpu = {0};
     struct backend_params bp = {.n_threads = 0, .device = 0};
     VLM_ASSERT(backend_cpu_init(&cpu, &bp, &err) == 0);
-    VLM_ASSERT(cpu.ops->sample_prep);
+    VLM_ASSERT(cpu.ops->sampling);
     cpu_part(&cpu);
 
     struct backend gpu = {0};
@@ -214,8 +215,8 @@ int main(void)
         TEST_SKIP("the CUDA part needs a GPU (built with CUDA and a device present)");
     }
 #ifdef VLM_HAVE_CUDA
-    if (!gpu.ops->sample_prep) {
-        printf("cuda: sample_prep not supported\n");
+    if (!gpu.ops->sampling) {
+        printf("cuda: sample_summary not supported\n");
     } else {
         gpu_part(&cpu, &gpu);
     }

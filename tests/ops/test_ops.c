@@ -529,8 +529,8 @@ static float *case_add_rmsnorm(struct run *r, const struct tcase *c, int64_t *n)
     struct tensor res = tensor_make(r_put(r, t, hr, N), t, c->k, c->m, 1, 1);
     struct tensor d = tensor_make(r_put(r, t, hd, N), t, c->k, c->m, 1, 1);
     struct tensor w = r_weight(r, hw, c->k, 1);
-    VLM_ASSERT(r->b->ops->add_rmsnorm); /* optional in the table; both backends have it */
-    RUN_OP(r, r->b->ops->add_rmsnorm(r->b->ctx, &res, &d, &d, &w, 1e-6f));
+    VLM_ASSERT(r->b->ops->fused); /* optional in the table; both backends have it */
+    RUN_OP(r, r->b->ops->fused->add_rmsnorm(r->b->ctx, &res, &d, &d, &w, 1e-6f));
     r->bytes = (double)(4 * N * (int64_t)dtype_size(t));
     float *oy = r_get(r, d.data, t, N), *orr = r_get(r, res.data, t, N);
     float *out = xmalloc((size_t)(2 * N) * sizeof *out);
@@ -551,8 +551,8 @@ static float *case_qk_norm_rope(struct run *r, const struct tcase *c, int64_t *n
     struct tensor w = r_weight(r, hw, c->hd, 1);
     struct flat_step fs;
     set_flat_step(r, &fs, c->m, NULL, NULL);
-    VLM_ASSERT(r->b->ops->norm_rope); /* optional in the table; both backends have it */
-    RUN_OP(r, r->b->ops->norm_rope(r->b->ctx, &x, &w, 1e6f, 1e-6f));
+    VLM_ASSERT(r->b->ops->fused); /* optional in the table; both backends have it */
+    RUN_OP(r, r->b->ops->fused->norm_rope(r->b->ctx, &x, &w, 1e6f, 1e-6f));
     r->bytes = (double)(2 * N * (int64_t)dtype_size(t));
     free(hx), free(hw);
     flat_step_free(&fs);

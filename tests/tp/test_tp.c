@@ -57,6 +57,7 @@ struct prompt {
     struct mm_span spans[2];
     int32_t n_spans;
     const struct mm_item *encode[2];
+    int32_t rows[2]; /* encoder-cache rows of the spans' items, packed from row 0 */
 };
 
 static void text_prompt(struct prompt *p, int32_t vocab)
@@ -79,6 +80,7 @@ static void image_prompt(struct prompt *p, const struct mm_item *a, const struct
             p->tokens[p->len] = (int32_t)(vlm_mix64(900 + (uint64_t)p->len) % (uint64_t)m.cfg.vocab_size);
         if (k == 2) break;
         p->spans[p->n_spans] = (struct mm_span){.offset = p->len, .item = items[k]};
+        p->rows[p->n_spans] = k ? p->rows[k - 1] + items[k - 1]->n_tokens : 0;
         p->encode[p->n_spans++] = items[k];
         for (int32_t i = 0; i < items[k]->n_tokens; i++) p->tokens[p->len++] = 0;
     }
@@ -86,17 +88,19 @@ static void image_prompt(struct prompt *p, const struct mm_item *a, const struct
 
 /* Prefill p in one step, then N_GREEDY - 1 decode steps, feeding back the argmax.
  * logits (N_GREEDY, vocab), tokens (N_GREEDY). Returns 0 or the engine's code. */
-static int generate(struct engine *e, const struct prompt *p, float *logits, int32_t *toks)
+static int generate(const struct executor *x, const struct prompt *p, float *logits,
+                    int32_t *toks)
 {
-    int32_t V = e->cfg.vocab_size, blocks[N_BLOCKS];
+    int32_t V = x->vocab_size, blocks[N_BLOCKS];
     for (int32_t i = 0; i < N_BLOCKS; i++) blocks[i] = 1 + i;
     struct batch_seq s = {.pos = 0, .n_tokens = p->len, .tokens = p->tokens, .blocks = blocks,
                           .n_blocks = (MAX_LEN + N_GREEDY) / BLOCK + 1, .mm = p->spans,
-                          .n_mm = p->n_spans};
-    struct batch b = {.seqs = &s, .n_seqs = 1, .encode = p->encode, .n_encode = p->n_spans};
+                          .mm_row = p->rows, .n_mm = p->n_spans};
+    struct batch b = {.seqs = &s, .n_seqs = 1, .encode = p->encode, .encode_row = p->rows,
+                      .n_encode = p->n_spans};
     for (int32_t k = 0; k < N_GREEDY; k++) {
         int32_t row = s.n_tokens - 1;
-        int rc = engine_forward_rows(e, &b, &row, 1, logits + (size_t)k * V);
+        int rc = x->forward_rows(x->impl, &b, &row, 1, logits + (size_t)k * V);
         if (rc) return rc;
         toks[k] = argmax(logits + (size_t)k * V, V);
         s.pos += s.n_tokens;
@@ -140,7 +144,7 @@ static double worst_rel(const float *a, const float *ref, int32_t rows, int32_t 
 static bool run_tp(const struct model *mm, int tp, const struct prompt *pr, int n_prompts,
                    float **logits, int32_t toks[][N_GREEDY])
 {
-    struct engine plain, *e = &plain;
+    struct engine plain;
     struct tp_group *g = NULL;
     struct engine_params ep = params(tp);
     struct vlm_err err = {0};
@@ -149,9 +153,9 @@ static bool run_tp(const struct model *mm, int tp, const struct prompt *pr, int 
         fprintf(stderr, "  tp %d: %s\n", tp, err.msg);
         return false;
     }
-    if (g) e = tp_group_engine(g);
+    struct executor x = g ? tp_group_executor(g) : engine_executor(&plain);
     bool ok = true;
-    for (int i = 0; i < n_prompts && ok; i++) ok = generate(e, &pr[i], logits[i], toks[i]) == 0;
+    for (int i = 0; i < n_prompts && ok; i++) ok = generate(&x, &pr[i], logits[i], toks[i]) == 0;
     if (g) tp_group_destroy(g);
     else engine_destroy(&plain);
     return ok;
@@ -200,10 +204,10 @@ static bool run_loop_tp(const struct sched_config *c, int tp, int32_t out[N_REQ]
         fprintf(stderr, "  tp_group_create: %s\n", err.msg);
         return false;
     }
-    struct engine *e = tp_group_engine(g);
-    VLM_ASSERT(engine_kv_blocks(e) == c->n_blocks);
+    struct executor x = tp_group_executor(g);
+    VLM_ASSERT(x.kv_blocks == c->n_blocks);
     struct request *r[N_REQ];
-    run_on_loop(&m.cfg, c, e, r, st);
+    run_on_loop(&m.cfg, c, x, r, st);
     bool ok = true;
     for (int i = 0; i < N_REQ; i++) {
         int state;
@@ -400,15 +404,14 @@ int main(int argc, char **argv)
         struct tp_group *g;
         struct engine_params ep = params(2);
         CHECK_EQ(tp_group_create(&g, &m, &ep, &err), 0);
-        struct engine *e = tp_group_engine(g);
+        struct executor x = tp_group_executor(g);
         struct mm_item bad = item_b;
         bad.n_tokens = 15; /* inconsistent with its grid: vit_encode refuses it */
         struct prompt p = pr[1];
         p.encode[1] = &bad;
         p.spans[1].item = &bad;
-        CHECK(generate(e, &p, got[1], tok[1]) != 0); /* item 1 is rank 1's */
-        CHECK_EQ(e->n_enc, 0); /* rank 0 dropped the item it had encoded */
-        CHECK_EQ(generate(e, &pr[1], got[1], tok[1]), 0);
+        CHECK(generate(&x, &p, got[1], tok[1]) != 0); /* item 1 is rank 1's */
+        CHECK_EQ(generate(&x, &pr[1], got[1], tok[1]), 0);
         CHECK(memcmp(tok[1], ref_tok[1], sizeof tok[1]) == 0);
         tp_group_destroy(g);
     }
@@ -419,9 +422,9 @@ int main(int argc, char **argv)
         struct tp_group *g;
         struct engine_params ep = params(2);
         CHECK_EQ(tp_group_create(&g, &m, &ep, &err), 0);
-        struct engine *e = tp_group_engine(g);
-        CHECK_EQ(generate(e, &pr[0], got[0], tok[0]), 0); /* warm-up: thread pools, buffers */
-        CHECK_EQ(generate(e, &pr[1], got[1], tok[1]), 0);
+        struct executor x = tp_group_executor(g);
+        CHECK_EQ(generate(&x, &pr[0], got[0], tok[0]), 0); /* warm-up: thread pools, buffers */
+        CHECK_EQ(generate(&x, &pr[1], got[1], tok[1]), 0);
         struct mm_item a2 = item_a, b2 = item_b; /* new hashes: encoded again, broadcast */
         a2.hash += 100;
         b2.hash += 100;
@@ -429,8 +432,8 @@ int main(int argc, char **argv)
         image_prompt(&p2, &a2, &b2);
         n_allocs = 0;
         counting = 1;
-        CHECK_EQ(generate(e, &pr[0], got[0], tok[0]), 0);
-        CHECK_EQ(generate(e, &p2, got[1], tok[1]), 0);
+        CHECK_EQ(generate(&x, &pr[0], got[0], tok[0]), 0);
+        CHECK_EQ(generate(&x, &p2, got[1], tok[1]), 0);
         counting = 0;
         CHECK_EQ(n_allocs, 0);
         CHECK(memcmp(tok[1], ref_tok[1], sizeof tok[1]) == 0);

@@ -3,11 +3,13 @@
  * it must agree with.
  *
  * The fake "KV" of each position is a value derived from what that position holds: the
- * token id for text, or (item hash, row) for an image placeholder, whose item must be
- * resident in the fake encoder cache. The next token is a hash of the whole context read
- * back through the block table. So a wrong block table, a wrong prefix hit, a block
- * overwritten while shared, or an image used while not encoded changes the output, and
- * fake_reference() (the same function computed directly, one request alone) catches it.
+ * token id for text, or (item hash, row) for an image placeholder, read back from the fake
+ * encoder-cache arena at the row the batch names (batch_seq.mm_row), where an encode wrote
+ * it (batch.encode_row). The next token is a hash of the whole context read back through
+ * the block table. So a wrong block table, a wrong prefix hit, a block overwritten while
+ * shared, an image used while not encoded or after its rows were given to another item
+ * changes the output, and fake_reference() (the same function computed directly, one
+ * request alone) catches it.
  */
 #ifndef VLM_SCHED_FAKE_H
 #define VLM_SCHED_FAKE_H
@@ -19,29 +21,33 @@
 #include "engine/batch.h"
 #include "scheduler/request.h"
 
-#define FAKE_MAX_RES 1024
 #define FAKE_MAX_SEQS 512
 
 struct fake_engine {
     int32_t n_blocks, bs, vocab;
     uint64_t *kv;                   /* (n_blocks, bs) value written at each slot */
-    uint64_t res[FAKE_MAX_RES];     /* resident encoder items */
-    int32_t res_row0[FAKE_MAX_RES], res_n[FAKE_MAX_RES];
-    int32_t n_res;
-    int32_t enc_rows;               /* > 0: model the engine's arena (first fit) of this
-                                     * many rows and fail like it when an item has no room */
-    int64_t n_encodes, n_evicts, steps;
-    bool lenient_evict;             /* set once a step was failed on purpose */
+    uint64_t *arena;                /* (enc_rows) the encoder cache: an item row's value */
+    int32_t enc_rows;
+    int64_t n_encodes, steps;
     int32_t token[FAKE_MAX_SEQS];
     float logprob[FAKE_MAX_SEQS];
 };
 
-/* The value at position p: spans are the request's (or the chunk's) media spans. */
-static inline uint64_t fake_value(int32_t tok, int32_t p, const struct mm_span *mm, int32_t n_mm)
+/* Row j of an encoded item: what its encode writes to the arena. */
+static inline uint64_t fake_item_row(const struct mm_item *it, int32_t j)
+{
+    return vlm_mix64(it->hash ^ vlm_mix64((uint64_t)j));
+}
+
+/* The value at position p: spans are the request's (or the chunk's) media spans; with
+ * arena, an image row is read from it at mm_row[k] (the engine's view), else computed. */
+static inline uint64_t fake_value(int32_t tok, int32_t p, const struct mm_span *mm,
+                                  int32_t n_mm, const uint64_t *arena, const int32_t *mm_row)
 {
     for (int32_t k = 0; k < n_mm; k++)
         if (p >= mm[k].offset && p < mm[k].offset + mm[k].item->n_tokens)
-            return vlm_mix64(mm[k].item->hash ^ vlm_mix64((uint64_t)(p - mm[k].offset)));
+            return arena ? arena[mm_row[k] + p - mm[k].offset]
+                         : fake_item_row(mm[k].item, p - mm[k].offset);
     return vlm_mix64(((uint64_t)(uint32_t)tok << 32) ^ (uint64_t)p);
 }
 
@@ -56,52 +62,23 @@ static inline void fake_init(struct fake_engine *f, int32_t n_blocks, int32_t bs
     f->bs = bs;
     f->vocab = vocab;
     f->kv = xcalloc((size_t)n_blocks * bs, sizeof *f->kv);
+    f->arena = xcalloc((size_t)(enc_rows > 0 ? enc_rows : 1), sizeof *f->arena);
 }
 
-static inline void fake_destroy(struct fake_engine *f) { free(f->kv); }
-
-static inline int fake_res_find(const struct fake_engine *f, uint64_t h)
+static inline void fake_destroy(struct fake_engine *f)
 {
-    for (int i = 0; i < f->n_res; i++)
-        if (f->res[i] == h) return i;
-    return -1;
+    free(f->kv);
+    free(f->arena);
 }
 
 static int fake_execute(void *eng, const struct batch *b, struct batch_out *out)
 {
     struct fake_engine *f = eng;
     f->steps++;
-    for (int32_t i = 0; i < b->n_evict; i++) {
-        int k = fake_res_find(f, b->evict[i]);
-        if (k < 0 && f->lenient_evict) continue; /* after a failed step, as engine.c */
-        VLM_ASSERT(k >= 0); /* evicting something not resident */
-        f->n_res--;
-        f->res[k] = f->res[f->n_res];
-        f->res_row0[k] = f->res_row0[f->n_res];
-        f->res_n[k] = f->res_n[f->n_res];
-        f->n_evicts++;
-    }
-    for (int32_t i = 0; i < b->n_encode; i++) {
-        VLM_ASSERT(fake_res_find(f, b->encode[i]->hash) < 0); /* once per residency */
-        VLM_ASSERT(f->n_res < FAKE_MAX_RES);
-        int32_t n = b->encode[i]->n_tokens, row0 = -1;
-        if (f->enc_rows > 0) {
-            /* first fit over the occupied ranges, as engine.c places items */
-            int32_t max_items = f->enc_rows < 4096 ? f->enc_rows : 4096;
-            if (f->n_res == max_items) return VLM_ENOSPC;
-            for (int32_t start = 0; start + n <= f->enc_rows && row0 < 0;) {
-                int32_t next = -1;
-                for (int32_t j = 0; j < f->n_res; j++)
-                    if (f->res_row0[j] < start + n && f->res_row0[j] + f->res_n[j] > start)
-                        next = next < f->res_row0[j] + f->res_n[j] ? f->res_row0[j] + f->res_n[j] : next;
-                if (next < 0) row0 = start;
-                else start = next;
-            }
-            if (row0 < 0) return VLM_ENOSPC;
-        }
-        f->res_row0[f->n_res] = row0;
-        f->res_n[f->n_res] = n;
-        f->res[f->n_res++] = b->encode[i]->hash;
+    for (int32_t i = 0; i < b->n_encode; i++) { /* where the scheduler placed it */
+        int32_t row0 = b->encode_row[i], n = b->encode[i]->n_tokens;
+        VLM_ASSERT(row0 >= 0 && row0 + n <= f->enc_rows);
+        for (int32_t j = 0; j < n; j++) f->arena[row0 + j] = fake_item_row(b->encode[i], j);
         f->n_encodes++;
     }
     int32_t n_out = 0;
@@ -112,12 +89,13 @@ static int fake_execute(void *eng, const struct batch *b, struct batch_out *out)
             const struct mm_span *sp = &q->mm[k];
             VLM_ASSERT(sp->offset < q->pos + q->n_tokens &&
                        sp->offset + sp->item->n_tokens > q->pos);
-            VLM_ASSERT(fake_res_find(f, sp->item->hash) >= 0); /* used while not encoded */
+            VLM_ASSERT(q->mm_row[k] >= 0 && q->mm_row[k] + sp->item->n_tokens <= f->enc_rows);
         }
         for (int32_t t = 0; t < q->n_tokens; t++) {
             int32_t p = q->pos + t, blk = q->blocks[p / f->bs];
             VLM_ASSERT(blk > 0 && blk < f->n_blocks);
-            f->kv[(size_t)blk * f->bs + p % f->bs] = fake_value(q->tokens[t], p, q->mm, q->n_mm);
+            f->kv[(size_t)blk * f->bs + p % f->bs] =
+                fake_value(q->tokens[t], p, q->mm, q->n_mm, f->arena, q->mm_row);
         }
         if (!q->sp) continue;
         uint64_t h = 0;
@@ -138,7 +116,7 @@ static int32_t fake_reference(const struct request *r, int32_t cap, int32_t voca
 {
     uint64_t h = 0;
     for (int32_t p = 0; p < r->n_prompt; p++)
-        h = vlm_mix64(h ^ fake_value(r->prompt[p], p, r->mm, r->n_mm));
+        h = vlm_mix64(h ^ fake_value(r->prompt[p], p, r->mm, r->n_mm, NULL, NULL));
     int32_t n = 0;
     for (;;) {
         int32_t tok = fake_token(h, vocab);
@@ -155,7 +133,7 @@ static int32_t fake_reference(const struct request *r, int32_t cap, int32_t voca
             *state = REQ_FINISHED_LENGTH;
             return n;
         }
-        h = vlm_mix64(h ^ fake_value(tok, r->n_prompt + n - 1, NULL, 0));
+        h = vlm_mix64(h ^ fake_value(tok, r->n_prompt + n - 1, NULL, 0, NULL, NULL));
     }
 }
 

@@ -411,9 +411,9 @@ int main(void)
         CHECK_EQ(sampler_sample(&w, logits_, &sp, NULL, 0, NULL, 0, &r), best);
         CHECK_NEAR(r.logprob, raw, 1e-9);
         /* a device summary cannot apply a bias: the caller is sent to the row */
-        struct sample_prep p = {0};
+        struct sample_summary p = {0};
         sp.n_bias = 2;
-        CHECK_EQ(sampler_sample_prepped(&p, V, &sp, 0, 0, &r), -1);
+        CHECK_EQ(sampler_sample_summary(&p, V, &sp, 0, 0, &r), -1);
     }
 
     sampler_ws_destroy(&w);

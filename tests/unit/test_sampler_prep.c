@@ -1,8 +1,8 @@
 /*
  * test_sampler_prep: device sampling's host half. For random logits rows (several vocabulary
  * sizes, odd ones included; ties; -inf entries; peaked and flat rows) and a table of sampling
- * parameters, the row summary is computed by the CPU reference of the sample_prep op
- * (cpu_sample_prep) and sampler_sample_prepped must give exactly what sampler_sample gives on
+ * parameters, the row summary is computed by the CPU reference of the sample_summary op
+ * (cpu_sample_summary) and sampler_sample_summary must give exactly what sampler_sample gives on
  * the row (token, logprob bits, top-N ids and logprob bits), or fall back where the
  * parameters make that necessary. Fallbacks are counted per parameter set: penalties must
  * always fall back, and every other set must finish on the host most of the time.
@@ -95,7 +95,7 @@ int main(void)
     static const int32_t prompt[] = {3, 0, 5, 3};
     static const int32_t output[] = {0, 2, 2, 9};
 
-    TEST("prepped == sampler_sample on random rows, every parameter set") {
+    TEST("from the summary == sampler_sample on random rows, every parameter set") {
         for (size_t vi = 0; vi < ARRAY_LEN(vocabs); vi++) {
             int32_t V = vocabs[vi];
             int n_rows = V > 10000 ? 1 : 3, n_seeds = V > 10000 ? 2 : 4;
@@ -111,14 +111,14 @@ int main(void)
                             int32_t n_out = si; /* the repetition penalty has the prompt */
                             float inv_t = sp.temperature > 1e-5f ? 1.0f / sp.temperature : 0.0f;
                             double u = sampler_uniform(sp.seed, (uint64_t)n_out);
-                            struct sample_prep p;
-                            cpu_sample_prep(&p, row, 1, V, V, &inv_t, &u);
+                            struct sample_summary p;
+                            cpu_sample_summary(&p, row, 1, V, V, &inv_t, &u);
                             struct sampler_result want, got;
                             memset(&want, 0, sizeof want);
                             memset(&got, 0, sizeof got);
                             sampler_sample(&w, row, &sp, prompt, (int32_t)ARRAY_LEN(prompt),
                                            output, n_out, &want);
-                            int32_t tok = sampler_sample_prepped(&p, V, &sp,
+                            int32_t tok = sampler_sample_summary(&p, V, &sp,
                                                                  (int32_t)ARRAY_LEN(prompt),
                                                                  n_out, &got);
                             runs[ci]++;
@@ -153,7 +153,7 @@ int main(void)
             if (cases[ci].must_fall_back) {
                 /* the repetition penalty always has prompt ids; presence needs output ids */
                 CHECK(fallbacks[ci] >= runs[ci] / 2);
-            } else if (cases[ci].k > SAMPLE_PREP_K) {
+            } else if (cases[ci].k > SAMPLE_SUMMARY_K) {
                 CHECK(fallbacks[ci] > 0); /* every vocabulary above K + 1 */
             } else {
                 /* a model's rows are peaked: a few tokens hold the mass, and the cut lands
@@ -172,8 +172,8 @@ int main(void)
         float row[10] = {0, 3, 1, 3, -INFINITY, 3, 0, 0, 0, 0};
         float inv_t = 0.0f;
         double u = 0.0;
-        struct sample_prep p;
-        cpu_sample_prep(&p, row, 1, 10, 10, &inv_t, &u);
+        struct sample_summary p;
+        cpu_sample_summary(&p, row, 1, 10, 10, &inv_t, &u);
         CHECK_EQ(p.argmax, 1);
         CHECK_EQ(p.n_top, 10);
         CHECK_EQ(p.top_ids[0], 1);
@@ -183,7 +183,7 @@ int main(void)
         CHECK_EQ(p.token, -1);
         struct sampling_params sp = sampler_params_greedy();
         struct sampler_result r;
-        CHECK_EQ(sampler_sample_prepped(&p, 10, &sp, 0, 0, &r), 1);
+        CHECK_EQ(sampler_sample_summary(&p, 10, &sp, 0, 0, &r), 1);
     }
 
     TEST("a cut at the last candidate's value falls back") {
@@ -196,15 +196,15 @@ int main(void)
         sp.top_k = 5;
         float inv_t = 1.0f;
         double u = sampler_uniform(sp.seed, 0);
-        struct sample_prep p;
-        cpu_sample_prep(&p, row, 1, 100, 100, &inv_t, &u);
+        struct sample_summary p;
+        cpu_sample_summary(&p, row, 1, 100, 100, &inv_t, &u);
         struct sampler_result r;
-        CHECK_EQ(sampler_sample_prepped(&p, 100, &sp, 0, 0, &r), -1);
+        CHECK_EQ(sampler_sample_summary(&p, 100, &sp, 0, 0, &r), -1);
         sp.top_k = 0; /* untruncated: the device draw is used as is */
         struct sampler_ws w;
         sampler_ws_init(&w, 100);
         struct sampler_result want;
-        CHECK_EQ(sampler_sample_prepped(&p, 100, &sp, 0, 0, &r),
+        CHECK_EQ(sampler_sample_summary(&p, 100, &sp, 0, 0, &r),
                  sampler_sample(&w, row, &sp, NULL, 0, NULL, 0, &want));
         sampler_ws_destroy(&w);
     }
