@@ -5,7 +5,7 @@
 #   3. ASan+UBSan build, ctest on the unit, model, tp and ops labels, and the API's
 #      malformed-input, protocol and cost tables (tests/api/test_{errors,protocol,cost}.py)
 #      against its server; ThreadSanitizer build of the scheduler test (scheduler and its loop
-#      thread on a fake engine)
+#      thread on a fake engine) and of the server under the streaming API tests
 #   4. libFuzzer build (clang), each fuzz target for a bounded time
 #   5. API and deployment tests: pytest (official openai package against the real server,
 #      manifests and chart validated offline)
@@ -13,8 +13,8 @@
 #   bash tests/run.sh --quick   the day-to-day subset: steps 1 and 2 with ctest limited to
 #                               the unit and model labels, then the API tests (tests/api);
 #                               no sanitizer, fuzz, deployment or browser run
-# Environment: CI=true turns warnings into errors. VLM_FUZZ_SECONDS (default 30) bounds each
-# fuzz target. VLM_JOBS sets build parallelism (default: all cores).
+# Environment: CI=true turns warnings into errors. VLM_FUZZ_SECONDS (default 20) bounds each
+# fuzz target (default 20). VLM_JOBS sets build parallelism (default: all cores).
 set -euo pipefail
 quick=0
 for a in "$@"; do
@@ -28,7 +28,7 @@ cd "$root"
 jobs="${VLM_JOBS:-$(nproc)}"
 werror=OFF
 [ "${CI:-}" = "true" ] && werror=ON
-export VLM_FUZZ_SECONDS="${VLM_FUZZ_SECONDS:-30}"
+export VLM_FUZZ_SECONDS="${VLM_FUZZ_SECONDS:-20}"
 
 step() { printf '\n==== %s (at %ds) ====\n' "$*" "$SECONDS"; }
 
@@ -55,15 +55,21 @@ cmake --build build-asan -j "$jobs"
     LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0" \
     ctest --output-on-failure -j "$jobs" -L 'unit|setup|model|tp|ops')
 
-step "ThreadSanitizer build (scheduler and loop)"
-# Only test_sched: the engine's OpenMP regions (libgomp is not instrumented) make TSan report
-# races it cannot see the synchronization of, and the server binary (FFmpeg and the rest)
-# does not start under TSan on Debian 12.
+step "ThreadSanitizer build (scheduler, loop, and the server under the streaming tests)"
+# test_sched: the scheduler and its loop thread on a fake engine (no OpenMP in the way).
 cmake -S . -B build-tsan -DVLM_WERROR=$werror -DVLM_TSAN=ON -DVLM_CUDA=OFF \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-tsan -j "$jobs" --target test_sched
 (cd build-tsan && TSAN_OPTIONS=halt_on_error=1:exitcode=66 \
     ctest --output-on-failure -R '^test_sched$')
+# The server under TSan: the HTTP threads, the prep workers and the scheduler loop, through
+# the streaming API tests. The engine's OpenMP regions are left out by tests/tsan.supp
+# (libgomp is not instrumented) and by one engine thread (VLM_TEST_THREADS=1); a report
+# makes the server exit 66 and the test fail.
+cmake --build build-tsan -j "$jobs" --target valley-server valley-make-model
+VLM_BUILD_DIR="$root/build-tsan" VLM_TEST_THREADS=1 \
+    TSAN_OPTIONS="halt_on_error=1:exitcode=66:history_size=4:suppressions=$root/tests/tsan.supp" \
+    .venv/bin/python -m pytest -q tests/api/test_stream.py
 
 step "malformed-input and protocol tables against the ASan+UBSan server (pytest)"
 VLM_BUILD_DIR="$root/build-asan" ASAN_OPTIONS=detect_leaks=1 \

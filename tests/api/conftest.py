@@ -65,7 +65,8 @@ class Server:
         margs = ["--model", str(model)] if model is not None else []
         args = [str(binary("valley-server")), *margs, "--host", "127.0.0.1",
                 "--port", "0", "--served-model-name", "tiny", "--kv-cache-memory", "64MiB",
-                "--max-model-len", "2048", "--threads", "2", *extra]
+                "--max-model-len", "2048", "--threads", os.environ.get("VLM_TEST_THREADS", "2"),
+                *extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log,
                                      env={**os.environ, **(env or {})})
         self.port = None

@@ -111,9 +111,10 @@ def test_sigterm_aborts_everything_cleanly(model_dir, media_server):
             out["stream"] = chunks
 
         def long_prompt():
+            # long enough to be under way at the signal however fast the engine is
             ids = [(i * 7919) % 50000 + 100 for i in range(3000)]
             out["long"] = httpx.post(srv.url + "/v1/completions", timeout=300, json={
-                "model": "tiny", "prompt": ids, "max_tokens": 200, "ignore_eos": True})
+                "model": "tiny", "prompt": ids, "max_tokens": 5000, "ignore_eos": True})
 
         def fetching():
             msg = [{"role": "user", "content": [

@@ -13,7 +13,11 @@ import time
 
 import httpx
 
-from conftest import Server
+import subprocess
+
+import pytest
+
+from conftest import Server, binary, fixtures_dir
 
 LONG = [(i * 7919) % 50000 + 100 for i in range(14000)]
 
@@ -28,8 +32,22 @@ def ttft(url) -> float:
     raise AssertionError("no token")
 
 
-def test_short_request_during_long_prefill(model_dir):
-    srv = Server(model_dir, ["--max-model-len", "16384", "--kv-cache-memory", "512MiB",
+@pytest.fixture(scope="module")
+def wide_model(tmp_path_factory):
+    """A text model wide enough (hidden 512, 8 layers) that a 14k-token prefill takes tens of
+    seconds on two cores: the test model of the other files prefills it in a few seconds,
+    before the short requests could be measured against it."""
+    out = tmp_path_factory.mktemp("wide") / "wide"
+    subprocess.run([str(binary("valley-make-model")), "--out", str(out), "--seed", "3",
+                    "--hidden", "512", "--layers", "8", "--heads", "8", "--kv-heads", "2",
+                    "--head-dim", "64", "--ffn", "2048", "--no-vision",
+                    "--tokenizer", str(fixtures_dir() / "qwen3-tokenizer")],
+                   check=True, stdout=subprocess.DEVNULL, timeout=300)
+    return out
+
+
+def test_short_request_during_long_prefill(wide_model):
+    srv = Server(wide_model, ["--max-model-len", "16384", "--kv-cache-memory", "512MiB",
                              "--shutdown-timeout", "0"])
     try:
         out = {}
