@@ -287,22 +287,29 @@ static void check_model(const char *name)
         /* greedy: each engine follows its own choices; they must agree */
         int32_t tc = argmax(lc + (size_t)(n - 1) * V, V), tg = argmax(lg + (size_t)(n - 1) * V, V);
         int same = 0;
-        double m_c = margin(lc + (size_t)(n - 1) * V, V);
+        const float *row_c = lc + (size_t)(n - 1) * V;
+        double m_c = margin(row_c, V);
         for (int k = 0; k < N_GEN && tc == tg; k++) {
             same++;
             decode(&cpu, tc, n + k, blocks, lc);
             decode(&gpu, tg, n + k, blocks, lg);
+            row_c = lc;
             m_c = margin(lc, V);
             tc = argmax(lc, V);
             tg = argmax(lg, V);
         }
+        /* a near tie may go either way in bf16: the engines may part only where the CPU's
+         * top two are closer than the logits bound (BOUND x max|logit| of that row) */
+        double scale = 0;
+        for (int64_t v = 0; v < V; v++) scale = fmax(scale, fabs((double)row_c[v]));
+        bool tie = same < N_GEN && m_c < BOUND * scale;
         tn = tname_next();
-        snprintf(tn, 160, "%s: prompt of %d: %d greedy tokens identical", name, n, N_GEN);
+        snprintf(tn, 160, "%s: prompt of %d: %d greedy tokens identical (or parted at a near tie)", name, n, N_GEN);
         TEST(tn) {
-            CHECK(same >= N_GEN);
+            CHECK(same >= N_GEN || tie);
             if (same < N_GEN)
-                printf("  %s n=%d: diverged after %d tokens (cpu margin %.3g)\n", name, n, same,
-                       m_c);
+                printf("  %s n=%d: diverged after %d tokens (cpu margin %.3g, bound %.3g: %s)\n",
+                       name, n, same, m_c, BOUND * scale, tie ? "a near tie" : "a real difference");
         }
         printf("  %s n=%d: final logits hash cpu %016llx cuda %016llx\n", name, n,
                (unsigned long long)vlm_hash64(lc, (size_t)V * sizeof(float), 0),
