@@ -1,5 +1,5 @@
-/* The pieces of a small convolution and of adaptive pooling over channels-last maps (the
- * ConvAdapter projector and the vision-token cap of Valley2, docs/MODEL.md). */
+/* The patches of a 3×3 stride-2 convolution and adaptive average pooling over channels-last
+ * maps: the ConvAdapter projector and the AnyRes token cap of docs/MODEL.md, "Valley2". */
 #include "kernels/cpu.h"
 
 #include <stddef.h>
