@@ -11,6 +11,9 @@
  *
  *   1. CPU self-check (always, also in CI): each case twice on the CPU backend; the two runs
  *      must agree bit for bit and be finite. This exercises the harness and every case.
+ *   1b. CPU against PyTorch (always): the ops whose definition is PyTorch's (tanh GELU, row
+ *      softmax, the 3x3 stride-2 convolution as im2col + product, adaptive average pooling)
+ *      on the inputs and outputs of tests/golden/make_ops_goldens.py (tests/golden/ops/).
  *   2. CUDA parity (when built with CUDA and a GPU is present): each case on the CUDA
  *      backend against the CPU result; "not supported" for ops the backend lacks. Without a
  *      GPU the program exits 77 (ctest: skipped) after step 1.
@@ -24,6 +27,7 @@
 #include "kernels/cuda.h"
 #endif
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <string.h>
 #include <time.h>
@@ -162,15 +166,24 @@ static float *r_get(struct run *r, const void *d, enum dtype t, int64_t n)
     return out;
 }
 
-/* A weight (rows, cols) through load_weight, as the engine loads them. */
-static struct tensor r_weight(struct run *r, const float *h, int64_t cols, int64_t rows)
+/* A weight (rows, cols) through load_weight, as the engine loads them, from a host copy in
+ * dtype t (the checkpoint's: f32, bf16 or f16). */
+static struct tensor r_weight_t(struct run *r, const float *h, int64_t cols, int64_t rows,
+                                enum dtype t)
 {
-    struct tensor src = tensor_make((void *)h, DT_F32, cols, rows, 1, 1);
+    void *buf = host_convert(t, h, cols * rows);
+    struct tensor src = tensor_make(buf, t, cols, rows, 1, 1);
     struct tensor w = r->b->ops->load_weight(r->b->ctx, &src);
+    free(buf);
     VLM_ASSERT(w.data);
     VLM_ASSERT(r->n_allocs < RUN_MAX_ALLOCS);
     r->allocs[r->n_allocs++] = w.data;
     return w;
+}
+
+static struct tensor r_weight(struct run *r, const float *h, int64_t cols, int64_t rows)
+{
+    return r_weight_t(r, h, cols, rows, DT_F32);
 }
 
 /* Runs the op once (parity), or once plus 5 timed batches of r->reps / 5 repetitions
@@ -223,6 +236,8 @@ struct tcase {
     int64_t m, n, k;
     int32_t heads, kv_heads, hd, block_size, n_seqs;
     int32_t q_len[MAX_SEQS], ctx[MAX_SEQS]; /* attention: new tokens, context after step */
+    int32_t ih, iw, oh, ow; /* channels-last maps: input and output height, width */
+    float scale;        /* inputs scaled by this (0: 1), for large magnitudes */
     int flag;           /* bias / f32 out / ... per op */
     uint64_t seed;      /* set per run */
 };
@@ -234,12 +249,14 @@ static enum dtype act(const struct run *r)
 
 static float *case_matmul(struct run *r, const struct tcase *c, int64_t *n)
 {
-    /* y(m, n) = x(m, k)·w(n, k)ᵀ (+ bias(n) when flag & 1); y f32 when flag & 2 (logits) */
+    /* y(m, n) = x(m, k)·w(n, k)ᵀ (+ bias(n) when flag & 1); y f32 when flag & 2 (logits);
+     * the checkpoint's weight and bias f16 when flag & 4, bf16 when flag & 8 (else f32) */
     enum dtype yt = (c->flag & 2) ? DT_F32 : act(r);
+    enum dtype wt = (c->flag & 4) ? DT_F16 : (c->flag & 8) ? DT_BF16 : DT_F32;
     float *hx = rand_vec(c->m * c->k), *hw = rand_vec(c->n * c->k), *hb = rand_vec(c->n);
     struct tensor x = tensor_make(r_put(r, act(r), hx, c->m * c->k), act(r), c->k, c->m, 1, 1);
-    struct tensor w = r_weight(r, hw, c->k, c->n);
-    struct tensor b = r_weight(r, hb, c->n, 1);
+    struct tensor w = r_weight_t(r, hw, c->k, c->n, wt);
+    struct tensor b = r_weight_t(r, hb, c->n, 1, wt);
     struct tensor y = tensor_make(r_out(r, yt, c->m * c->n), yt, c->n, c->m, 1, 1);
     RUN_OP(r, r->b->ops->matmul(r->b->ctx, &y, &x, &w, (c->flag & 1) ? &b : NULL));
     size_t es = dtype_size(act(r));
@@ -249,12 +266,16 @@ static float *case_matmul(struct run *r, const struct tcase *c, int64_t *n)
     return r_get(r, y.data, yt, *n);
 }
 
-/* add / silu_mul / gelu_erf / quick_gelu over m elements; flag 1: output aliases input a */
+/* add / silu_mul / gelu_erf / quick_gelu / gelu_tanh over m elements; flag 1: output aliases
+ * input a; a scaled by c->scale when set (a power of two: still exact in bf16) */
 static float *case_eltwise(struct run *r, const struct tcase *c, int64_t *n)
 {
     float *ha = rand_vec(c->m), *hb = rand_vec(c->m);
-    if (c->kind == OP_SILU_MUL || c->kind == OP_GELU_ERF || c->kind == OP_QUICK_GELU)
+    if (c->kind == OP_SILU_MUL || c->kind == OP_GELU_ERF || c->kind == OP_QUICK_GELU ||
+        c->kind == OP_GELU_TANH)
         for (int64_t i = 0; i < c->m; i++) ha[i] *= 4.0f; /* reach the non-linear parts */
+    if (c->scale)
+        for (int64_t i = 0; i < c->m; i++) ha[i] *= c->scale;
     struct tensor a = tensor_make(r_put(r, act(r), ha, c->m), act(r), c->m, 1, 1, 1);
     struct tensor b = tensor_make(r_put(r, act(r), hb, c->m), act(r), c->m, 1, 1, 1);
     struct tensor y = c->flag ? a : tensor_make(r_out(r, act(r), c->m), act(r), c->m, 1, 1, 1);
@@ -266,6 +287,7 @@ static float *case_eltwise(struct run *r, const struct tcase *c, int64_t *n)
     case OP_SILU_MUL: RUN_OP(r, o->silu_mul(x, &y, &a, &b)); break;
     case OP_GELU_ERF: RUN_OP(r, o->gelu_erf(x, &y, &a)); n_in = 1; break;
     case OP_QUICK_GELU: RUN_OP(r, o->quick_gelu(x, &y, &a)); n_in = 1; break;
+    case OP_GELU_TANH: RUN_OP(r, o->gelu_tanh(x, &y, &a)); n_in = 1; break;
     default: VLM_ASSERT(!"not an elementwise op");
     }
     r->bytes = (double)((n_in + 1) * c->m * (int64_t)dtype_size(act(r)));
@@ -479,6 +501,69 @@ static float *case_attn_varlen(struct run *r, const struct tcase *c, int64_t *n)
     return r_get(r, o.data, t, *n);
 }
 
+/* softmax_rows over (m rows, k): inputs times c->scale, plus 1000 when flag & 1 (rounded
+ * to bf16 again, so every backend reads the same numbers); flag & 2: in place */
+static float *case_softmax(struct run *r, const struct tcase *c, int64_t *n)
+{
+    int64_t N = c->m * c->k;
+    float *hx = rand_vec(N);
+    for (int64_t i = 0; i < N; i++) {
+        float v = hx[i] * (c->scale ? c->scale : 1.0f) + ((c->flag & 1) ? 1000.0f : 0.0f);
+        hx[i] = bf16_to_f32(f32_to_bf16(v));
+    }
+    enum dtype t = act(r);
+    struct tensor x = tensor_make(r_put(r, t, hx, N), t, c->k, c->m, 1, 1);
+    struct tensor y = (c->flag & 2) ? x : tensor_make(r_out(r, t, N), t, c->k, c->m, 1, 1);
+    RUN_OP(r, r->b->ops->softmax_rows(r->b->ctx, &y, &x));
+    r->bytes = (double)(2 * N * (int64_t)dtype_size(t));
+    free(hx);
+    *n = N;
+    return r_get(r, y.data, t, *n);
+}
+
+/* im2col_3x3s2 of an (ih, iw) map of k channels; flag 1: then the product with a conv weight
+ * (n, 9k) and bias (n), the whole convolution as the ConvAdapter runs it (its output is
+ * compared, else the patches are) */
+static float *case_im2col(struct run *r, const struct tcase *c, int64_t *n)
+{
+    int64_t oh = (c->ih - 1) / 2 + 1, ow = (c->iw - 1) / 2 + 1, P = oh * ow;
+    int64_t NX = (int64_t)c->ih * c->iw * c->k, NP = P * 9 * c->k;
+    float *hx = rand_vec(NX), *hw = rand_vec(c->n * 9 * c->k), *hb = rand_vec(c->n);
+    enum dtype t = act(r);
+    struct tensor x = tensor_make(r_put(r, t, hx, NX), t, c->k, (int64_t)c->ih * c->iw, 1, 1);
+    struct tensor p = tensor_make(r_out(r, t, NP), t, 9 * c->k, P, 1, 1);
+    const struct backend_ops *o = r->b->ops;
+    if (!c->flag) {
+        RUN_OP(r, o->im2col_3x3s2(r->b->ctx, &p, &x, c->ih, c->iw));
+        *n = NP;
+    } else {
+        struct tensor w = r_weight(r, hw, 9 * c->k, c->n), b = r_weight(r, hb, c->n, 1);
+        struct tensor y = tensor_make(r_out(r, t, P * c->n), t, c->n, P, 1, 1);
+        RUN_OP(r, o->im2col_3x3s2(r->b->ctx, &p, &x, c->ih, c->iw);
+               o->matmul(r->b->ctx, &y, &p, &w, &b));
+        p = y;
+        *n = P * c->n;
+    }
+    r->bytes = (double)((NX + NP) * (int64_t)dtype_size(t));
+    free(hx), free(hw), free(hb);
+    return r_get(r, p.data, t, *n);
+}
+
+/* avgpool_adaptive of an (ih, iw) map of k channels to (oh, ow) */
+static float *case_avgpool(struct run *r, const struct tcase *c, int64_t *n)
+{
+    int64_t NX = (int64_t)c->ih * c->iw * c->k, NY = (int64_t)c->oh * c->ow * c->k;
+    float *hx = rand_vec(NX);
+    enum dtype t = act(r);
+    struct tensor x = tensor_make(r_put(r, t, hx, NX), t, c->k, (int64_t)c->ih * c->iw, 1, 1);
+    struct tensor y = tensor_make(r_out(r, t, NY), t, c->k, (int64_t)c->oh * c->ow, 1, 1);
+    RUN_OP(r, r->b->ops->avgpool_adaptive(r->b->ctx, &y, &x, c->ih, c->iw, c->oh, c->ow));
+    r->bytes = (double)((NX + NY) * (int64_t)dtype_size(t));
+    free(hx);
+    *n = NY;
+    return r_get(r, y.data, t, *n);
+}
+
 /* gather (flag 0): dst m rows of k from src n rows; scatter (flag 1): src m rows into a
  * random dst of n rows at distinct rows */
 static float *case_rows(struct run *r, const struct tcase *c, int64_t *n)
@@ -573,6 +658,11 @@ static const struct tcase cases[] = {
     {"matmul", case_matmul, OP_MATMUL, DT_COUNT, 5e-3f, .m = 64, .n = 256, .k = 512},
     {"matmul+bias", case_matmul, OP_MATMUL, DT_COUNT, 5e-3f, .m = 5, .n = 48, .k = 80, .flag = 1},
     {"matmul->f32", case_matmul, OP_MATMUL, DT_F32, 5e-3f, .m = 3, .n = 101, .k = 64, .flag = 2},
+    /* q/k/v products with biases from f16 and bf16 checkpoints (Qwen2.5 decoder, SigLIP) */
+    {"matmul+bias f16 w", case_matmul, OP_MATMUL, DT_COUNT, 5e-3f, .m = 7, .n = 216, .k = 1152, .flag = 5},
+    {"matmul+bias f16 w", case_matmul, OP_MATMUL, DT_COUNT, 5e-3f, .m = 37, .n = 130, .k = 200, .flag = 5},
+    {"matmul+bias bf16 w", case_matmul, OP_MATMUL, DT_COUNT, 5e-3f, .m = 1, .n = 216, .k = 1152, .flag = 9},
+    {"matmul+bias bf16 w", case_matmul, OP_MATMUL, DT_COUNT, 5e-3f, .m = 19, .n = 97, .k = 72, .flag = 9},
     /* elementwise: lengths on and off the 8-wide vector path; in place */
     {"add", case_eltwise, OP_ADD, DT_COUNT, 5e-3f, .m = 1001},
     {"add", case_eltwise, OP_ADD, DT_COUNT, 5e-3f, .m = 4096, .flag = 1},
@@ -582,6 +672,32 @@ static const struct tcase cases[] = {
     {"gelu_erf", case_eltwise, OP_GELU_ERF, DT_COUNT, 5e-3f, .m = 2048, .flag = 1},
     {"quick_gelu", case_eltwise, OP_QUICK_GELU, DT_COUNT, 5e-3f, .m = 1003},
     {"quick_gelu", case_eltwise, OP_QUICK_GELU, DT_COUNT, 5e-3f, .m = 2048, .flag = 1},
+    {"gelu_tanh", case_eltwise, OP_GELU_TANH, DT_COUNT, 5e-3f, .m = 1003},
+    {"gelu_tanh", case_eltwise, OP_GELU_TANH, DT_COUNT, 5e-3f, .m = 2048, .flag = 1},
+    {"gelu_tanh", case_eltwise, OP_GELU_TANH, DT_COUNT, 5e-3f, .m = 777, .scale = 1024.0f},
+    /* softmax rows: odd widths, a vocabulary-wide row, large magnitudes, in place */
+    {"softmax_rows", case_softmax, OP_SOFTMAX_ROWS, DT_COUNT, 1e-2f, .m = 5, .k = 37, .scale = 4.0f},
+    {"softmax_rows", case_softmax, OP_SOFTMAX_ROWS, DT_COUNT, 1e-2f, .m = 3, .k = 32000, .scale = 16.0f},
+    {"softmax_rows", case_softmax, OP_SOFTMAX_ROWS, DT_COUNT, 1e-2f, .m = 4, .k = 1001, .scale = 64.0f, .flag = 1},
+    {"softmax_rows", case_softmax, OP_SOFTMAX_ROWS, DT_COUNT, 1e-2f, .m = 9, .k = 100, .scale = 8.0f, .flag = 2},
+    /* maps: 3x3 stride-2 patches (exact) and the convolution through them, channels not a
+     * multiple of 32; adaptive pooling, shrinking, with overlapping bins, non-square */
+    {"im2col_3x3s2", case_im2col, OP_IM2COL_3X3S2, DT_COUNT, 0.0f, .k = 40, .ih = 27, .iw = 27},
+    {"im2col_3x3s2", case_im2col, OP_IM2COL_3X3S2, DT_COUNT, 0.0f, .k = 33, .ih = 13, .iw = 13},
+    {"im2col_3x3s2", case_im2col, OP_IM2COL_3X3S2, DT_COUNT, 0.0f, .k = 7, .ih = 9, .iw = 20},
+    {"im2col_3x3s2", case_im2col, OP_IM2COL_3X3S2, DT_COUNT, 0.0f, .k = 5, .ih = 1, .iw = 2},
+    {"conv3x3s2 (im2col+matmul)", case_im2col, OP_IM2COL_3X3S2, DT_COUNT, 5e-3f,
+     .n = 48, .k = 40, .ih = 27, .iw = 27, .flag = 1},
+    {"conv3x3s2 (im2col+matmul)", case_im2col, OP_IM2COL_3X3S2, DT_COUNT, 5e-3f,
+     .n = 17, .k = 33, .ih = 14, .iw = 9, .flag = 1},
+    {"avgpool_adaptive", case_avgpool, OP_AVGPOOL_ADAPTIVE, DT_COUNT, 5e-3f,
+     .k = 37, .ih = 24, .iw = 42, .oh = 20, .ow = 35},
+    {"avgpool_adaptive", case_avgpool, OP_AVGPOOL_ADAPTIVE, DT_COUNT, 5e-3f,
+     .k = 33, .ih = 5, .iw = 7, .oh = 3, .ow = 4},
+    {"avgpool_adaptive", case_avgpool, OP_AVGPOOL_ADAPTIVE, DT_COUNT, 5e-3f,
+     .k = 64, .ih = 27, .iw = 27, .oh = 14, .ow = 14},
+    {"avgpool_adaptive", case_avgpool, OP_AVGPOOL_ADAPTIVE, DT_COUNT, 5e-3f,
+     .k = 3, .ih = 9, .iw = 3, .oh = 2, .ow = 5},
     /* norms: hidden rows, odd widths, the per-head view, in place */
     {"rmsnorm", case_norm, OP_RMSNORM, DT_COUNT, 5e-3f, .m = 7, .k = 100},
     {"rmsnorm", case_norm, OP_RMSNORM, DT_COUNT, 5e-3f, .m = 5, .k = 4096},
@@ -640,6 +756,12 @@ static const struct tcase cases[] = {
      .heads = 2, .hd = 32, .n_seqs = 1, .q_len = {100}},
     {"attn_varlen", case_attn_varlen, OP_ATTN_VARLEN, DT_COUNT, 1e-2f,
      .heads = 16, .hd = 80, .n_seqs = 3, .q_len = {70, 5, 130}},
+    /* head size 72 (SigLIP so400m: 1152 / 16): no tensor-core instance, the CUDA-core
+     * kernel at any length; a 27x27 tile's 729 rows */
+    {"attn_varlen", case_attn_varlen, OP_ATTN_VARLEN, DT_COUNT, 1e-2f,
+     .heads = 3, .hd = 72, .n_seqs = 3, .q_len = {16, 7, 33}},
+    {"attn_varlen", case_attn_varlen, OP_ATTN_VARLEN, DT_COUNT, 1e-2f,
+     .heads = 4, .hd = 72, .n_seqs = 2, .q_len = {729, 70}},
     /* fused variants (CUDA launchers; compositions of table ops on the CPU) */
     {"add_rmsnorm (fused)", case_add_rmsnorm, OP_RMSNORM, DT_COUNT, 1e-2f, .m = 6, .k = 4096},
     {"add_rmsnorm (fused)", case_add_rmsnorm, OP_RMSNORM, DT_COUNT, 1e-2f, .m = 3, .k = 100},
@@ -666,6 +788,9 @@ static void case_name(const struct tcase *c, char *buf, size_t n)
             P("%s%d/%d", s ? "," : "", c->q_len[s], c->ctx[s]);
         P("]");
     }
+    if (c->ih) P(" map=%dx%d", c->ih, c->iw);
+    if (c->oh) P("->%dx%d", c->oh, c->ow);
+    if (c->scale) P(" scale=%g", (double)c->scale);
     if (c->flag) P(" flag=%d", c->flag);
 #undef P
 }
@@ -713,8 +838,11 @@ static double rel_err(const float *out, const float *ref, int64_t n)
     return sqrt(num / den);
 }
 
-/* Every case twice on the CPU: identical and finite. */
-static void cpu_self_check(struct backend *cpu, struct tcase *cs, size_t n_cases)
+/* Every case twice on the CPU: identical and finite; and once more through the emulation
+ * wrapper (backend_emulate() over another CPU backend), whose entries must hand every
+ * argument through unchanged: identical again. */
+static void cpu_self_check(struct backend *cpu, struct backend *emu, struct tcase *cs,
+                           size_t n_cases)
 {
     for (size_t i = 0; i < n_cases; i++) {
         char name[256];
@@ -726,8 +854,14 @@ static void cpu_self_check(struct backend *cpu, struct tcase *cs, size_t n_cases
             CHECK(bad == 0);
             CHECK_EQ(n, n2);
             CHECK(memcmp(a, b, (size_t)n * sizeof *a) == 0);
-            printf("  %-70s %s\n", name, bad == 0 && !memcmp(a, b, (size_t)n * 4) ? "OK" : "FAIL");
-            free(a), free(b);
+            int64_t n3 = 0;
+            float *e = run_case(emu, &cs[i], 1, &n3, NULL);
+            CHECK_EQ(n, n3);
+            bool same_e = n == n3 && !memcmp(a, e, (size_t)n * sizeof *a);
+            CHECK(same_e);
+            printf("  %-70s %s\n", name,
+                   bad == 0 && !memcmp(a, b, (size_t)n * 4) && same_e ? "OK" : "FAIL");
+            free(a), free(b), free(e);
         }
     }
 }
@@ -765,6 +899,136 @@ static void parity(struct backend *cpu, struct backend *be, struct tcase *cs, si
     }
 }
 
+/* ==== CPU against PyTorch (tests/golden/ops/ops.json) ==== */
+
+/* The float array `key` of case j (*n elements; caller frees); NULL if absent. */
+static float *json_floats(const cJSON *j, const char *key, int64_t *n)
+{
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!cJSON_IsArray(a)) return NULL;
+    *n = cJSON_GetArraySize(a);
+    float *v = xmalloc((size_t)(*n > 0 ? *n : 1) * sizeof *v);
+    int64_t i = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, a) v[i++] = (float)e->valuedouble;
+    return v;
+}
+
+static int32_t json_int(const cJSON *j, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsNumber(v) ? (int32_t)v->valuedouble : -1;
+}
+
+/* One golden case on the CPU backend: the output (*n elements) of the op on its inputs. */
+static float *golden_run(struct backend *b, const cJSON *j, const char *op, int64_t *n)
+{
+    const struct backend_ops *o = b->ops;
+    int64_t nx = 0, nw = 0, nb = 0;
+    float *x = json_floats(j, "x", &nx), *y = NULL;
+    VLM_ASSERT(x);
+    struct tensor tx = tensor_make(x, DT_F32, nx, 1, 1, 1);
+    if (!strcmp(op, "gelu_tanh")) {
+        y = xmalloc((size_t)nx * sizeof *y);
+        struct tensor ty = tensor_make(y, DT_F32, nx, 1, 1, 1);
+        o->gelu_tanh(b->ctx, &ty, &tx);
+        *n = nx;
+    } else if (!strcmp(op, "softmax")) {
+        int32_t rows = json_int(j, "rows"), dim = json_int(j, "dim");
+        VLM_ASSERT((int64_t)rows * dim == nx);
+        tx = tensor_make(x, DT_F32, dim, rows, 1, 1);
+        o->softmax_rows(b->ctx, &tx, &tx); /* in place, as the contract allows */
+        y = x;
+        x = NULL;
+        *n = nx;
+    } else if (!strcmp(op, "conv3x3s2")) {
+        int32_t h = json_int(j, "h"), w = json_int(j, "w"), cin = json_int(j, "cin");
+        int32_t cout = json_int(j, "cout"), oh = json_int(j, "oh"), ow = json_int(j, "ow");
+        VLM_ASSERT(oh == (h - 1) / 2 + 1 && ow == (w - 1) / 2 + 1);
+        float *hw = json_floats(j, "w_", &nw), *hb = json_floats(j, "b", &nb);
+        VLM_ASSERT(hw && hb && nw == (int64_t)cout * cin * 9 && nb == cout);
+        tx = tensor_make(x, DT_F32, cin, (int64_t)h * w, 1, 1);
+        float *p = xmalloc((size_t)oh * ow * 9 * cin * sizeof *p);
+        struct tensor tp = tensor_make(p, DT_F32, 9 * cin, (int64_t)oh * ow, 1, 1);
+        o->im2col_3x3s2(b->ctx, &tp, &tx, h, w);
+        /* the weight [cout, cin, 3, 3] read as [cout, cin·9], as loaded from a checkpoint */
+        struct tensor sw = tensor_make(hw, DT_F32, 9 * cin, cout, 1, 1);
+        struct tensor sb = tensor_make(hb, DT_F32, cout, 1, 1, 1);
+        struct tensor tw = o->load_weight(b->ctx, &sw), tb = o->load_weight(b->ctx, &sb);
+        VLM_ASSERT(tw.data && tb.data);
+        *n = (int64_t)oh * ow * cout;
+        y = xmalloc((size_t)*n * sizeof *y);
+        struct tensor ty = tensor_make(y, DT_F32, cout, (int64_t)oh * ow, 1, 1);
+        o->matmul(b->ctx, &ty, &tp, &tw, &tb);
+        o->release(b->ctx, tw.data);
+        o->release(b->ctx, tb.data);
+        free(p), free(hw), free(hb);
+    } else if (!strcmp(op, "avgpool")) {
+        int32_t ih = json_int(j, "ih"), iw = json_int(j, "iw"), oh = json_int(j, "oh");
+        int32_t ow = json_int(j, "ow"), c = json_int(j, "c");
+        VLM_ASSERT((int64_t)ih * iw * c == nx);
+        tx = tensor_make(x, DT_F32, c, (int64_t)ih * iw, 1, 1);
+        *n = (int64_t)oh * ow * c;
+        y = xmalloc((size_t)*n * sizeof *y);
+        struct tensor ty = tensor_make(y, DT_F32, c, (int64_t)oh * ow, 1, 1);
+        o->avgpool_adaptive(b->ctx, &ty, &tx, ih, iw, oh, ow);
+    } else {
+        VLM_ASSERT(!"unknown golden op");
+    }
+    free(x);
+    return y;
+}
+
+/* Every case of the golden file on the CPU: ‖out − torch‖ / ‖torch‖ within f32 rounding. */
+static void golden_checks(struct backend *cpu)
+{
+    const char *path = test_path("VLM_SOURCE_DIR", "tests/golden/ops/ops.json");
+    char *txt = vlm_read_file(path, NULL);
+    if (!txt && !getenv("VLM_SOURCE_DIR")) { /* a packed binary run by hand elsewhere */
+        printf("  %s not found (VLM_SOURCE_DIR unset): PyTorch goldens skipped\n", path);
+        return;
+    }
+    cJSON *root = txt ? cJSON_Parse(txt) : NULL;
+    const cJSON *cases_j = cJSON_GetObjectItemCaseSensitive(root, "cases");
+    TEST("PyTorch goldens of the ops are there") {
+        CHECK(txt != NULL);
+        CHECK(cJSON_GetArraySize(cases_j) >= 10);
+    }
+    const cJSON *j;
+    cJSON_ArrayForEach(j, cases_j) {
+        const cJSON *op_j = cJSON_GetObjectItemCaseSensitive(j, "op");
+        const char *op = cJSON_IsString(op_j) ? op_j->valuestring : "?";
+        char shape[96];
+        int32_t h = VLM_MAX(json_int(j, "h"), json_int(j, "ih"));
+        int32_t w = VLM_MAX(json_int(j, "w"), json_int(j, "iw"));
+        if (h > 0) snprintf(shape, sizeof shape, "%dx%d->%dx%d", h, w, json_int(j, "oh"), json_int(j, "ow"));
+        else snprintf(shape, sizeof shape, "%d values", cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "x")));
+        TEST(title("cpu vs PyTorch: %s %s", op, shape)) {
+            int64_t n = 0, n_ref = 0;
+            float *ref = json_floats(j, "y", &n_ref), *out = golden_run(cpu, j, op, &n);
+            CHECK(ref != NULL);
+            CHECK_EQ(n, n_ref);
+            /* the larger of the norm error and the worst element's, relative to max(1, |ref|)
+             * (large inputs would hide a wrong small one in the norm) */
+            double err = INFINITY;
+            if (ref && n == n_ref) {
+                err = rel_err(out, ref, n);
+                for (int64_t i = 0; i < n; i++)
+                    err = fmax(err, fabs((double)out[i] - ref[i]) / fmax(1.0, fabs(ref[i])));
+            }
+            /* conv sums 9·cin products in another order than PyTorch: a few f32 ulps */
+            double bound = !strcmp(op, "conv3x3s2") ? 1e-5 : 1e-6;
+            CHECK(count_nonfinite(out, n) == 0);
+            CHECK(err <= bound);
+            printf("  %-50s err=%.2e bound=%.0e %s\n", title("%s %s", op, shape), err, bound,
+                   err <= bound ? "OK" : "FAIL");
+            free(ref), free(out);
+        }
+    }
+    cJSON_Delete(root);
+    free(txt);
+}
+
 /* ==== Perf: the real shapes ==== */
 
 static const struct tcase perf_cases[] = {
@@ -800,6 +1064,14 @@ static const struct tcase perf_cases[] = {
     {"vit attn 1 image", case_attn_varlen, OP_ATTN_VARLEN, DT_COUNT, 0,
      .heads = 16, .hd = 80, .n_seqs = 1, .q_len = {5329}},
     {"vit gelu", case_eltwise, OP_GELU_ERF, DT_COUNT, 0, .m = 5329 * 5120},
+    /* SigLIP so400m on one 384x384 tile: 729 patches, dim 1152, 16 heads of 72, mlp 4304 */
+    {"siglip gelu_tanh", case_eltwise, OP_GELU_TANH, DT_COUNT, 0, .m = 729 * 4304},
+    {"siglip attn 1 tile", case_attn_varlen, OP_ATTN_VARLEN, DT_COUNT, 0,
+     .heads = 16, .hd = 72, .n_seqs = 1, .q_len = {729}},
+    {"softmax vocab b64", case_softmax, OP_SOFTMAX_ROWS, DT_COUNT, 0, .m = 64, .k = 151936},
+    {"im2col 27x27 c3584", case_im2col, OP_IM2COL_3X3S2, DT_COUNT, 0, .k = 3584, .ih = 27, .iw = 27},
+    {"avgpool 48x48->27x27", case_avgpool, OP_AVGPOOL_ADAPTIVE, DT_COUNT, 0,
+     .k = 1152, .ih = 48, .iw = 48, .oh = 27, .ow = 27},
 };
 
 static void perf(struct backend *be, uint64_t seed)
@@ -866,7 +1138,14 @@ int main(int argc, char **argv)
         backend_destroy(&cpu);
         return 0;
     }
-    if (!do_perf) cpu_self_check(&cpu, cs, ARRAY_LEN(cs));
+    if (!do_perf) {
+        struct backend emu = {0};
+        VLM_ASSERT(backend_cpu_init(&emu, &bp, &err) == 0);
+        backend_emulate(&emu, &(struct backend_emulation){0});
+        cpu_self_check(&cpu, &emu, cs, ARRAY_LEN(cs));
+        backend_destroy(&emu);
+        golden_checks(&cpu);
+    }
 
     struct backend gpu = {0};
 #ifdef VLM_HAVE_CUDA
