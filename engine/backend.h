@@ -79,7 +79,8 @@ struct step_meta {
 enum op {
     OP_MATMUL, OP_ADD, OP_RMSNORM, OP_LAYERNORM, OP_ROPE_NEOX, OP_ROPE_TABLE, OP_SILU_MUL,
     OP_GELU_ERF, OP_QUICK_GELU, OP_EMBED, OP_KV_STORE, OP_ATTN_PAGED, OP_ATTN_VARLEN,
-    OP_GATHER_ROWS, OP_SCATTER_ROWS, OP_CAST, OP_COUNT
+    OP_GATHER_ROWS, OP_SCATTER_ROWS, OP_CAST, OP_GELU_TANH, OP_IM2COL_3X3S2, OP_AVGPOOL_ADAPTIVE,
+    OP_SOFTMAX_ROWS, OP_COUNT
 };
 
 /* ---- The optional families. A backend has a family whole or not at all: its pointer in
@@ -200,6 +201,26 @@ struct backend_ops {
                          const int32_t *idx);
     /* y = x converted to y's dtype (same shape) */
     void (*cast)(void *ctx, struct tensor *y, const struct tensor *x);
+
+    /* ---- the SigLIP tower and the ConvAdapter projector (Valley2) ---- */
+    /* y = 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))), PyTorch's gelu(approximate="tanh");
+     * may alias */
+    void (*gelu_tanh)(void *ctx, struct tensor *y, const struct tensor *x);
+    /* The patches of a 3×3 convolution with stride 2 and zero padding 1, so that y · Wᵀ with
+     * the conv weight [Cout, Cin, 3, 3] viewed as [Cout, Cin·9] is that convolution.
+     * x (h·w, C): a channels-last map, row iy·w + ix. y (oh·ow, 9·C), oh = (h - 1)/2 + 1,
+     * ow = (w - 1)/2 + 1: column c·9 + ky·3 + kx of row oy·ow + ox holds x at
+     * (2·oy - 1 + ky, 2·ox - 1 + kx), channel c, or 0 outside the map. y must not alias x. */
+    void (*im2col_3x3s2)(void *ctx, struct tensor *y, const struct tensor *x, int32_t h,
+                         int32_t w);
+    /* Adaptive average pooling of x (ih·iw, C), channels-last, to y (oh·ow, C): output (i, j)
+     * is the mean over rows floor(i·ih/oh) .. ceil((i+1)·ih/oh) - 1 and columns
+     * floor(j·iw/ow) .. ceil((j+1)·iw/ow) - 1 (PyTorch's adaptive_avg_pool2d; bins may
+     * overlap). Sums in f32. y must not alias x. */
+    void (*avgpool_adaptive)(void *ctx, struct tensor *y, const struct tensor *x, int32_t ih,
+                             int32_t iw, int32_t oh, int32_t ow);
+    /* per row of ne[0]: y = exp(x - max) / Σ exp(x - max), f32 accumulation; may alias */
+    void (*softmax_rows)(void *ctx, struct tensor *y, const struct tensor *x);
 
     /* ---- optional families (above) ---- */
     const struct backend_fused_ops *fused;

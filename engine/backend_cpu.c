@@ -349,6 +349,40 @@ static void cpu_op_cast(void *ctx, struct tensor *y, const struct tensor *x)
     for (int64_t i = 0; i < n; i++) F(y)[i] = load_elem(x->data, x->type, i);
 }
 
+static void cpu_op_gelu_tanh(void *ctx, struct tensor *y, const struct tensor *x)
+{
+    (void)ctx;
+    VLM_ASSERT(tensor_nelem(x) == tensor_nelem(y));
+    cpu_gelu_tanh(F(y), CF(x), tensor_nelem(y));
+}
+
+static void cpu_op_im2col_3x3s2(void *ctx, struct tensor *y, const struct tensor *x, int32_t h,
+                                int32_t w)
+{
+    (void)ctx;
+    int64_t C = x->ne[0], oh = (h - 1) / 2 + 1, ow = (w - 1) / 2 + 1;
+    VLM_ASSERT(h > 0 && w > 0 && tensor_nrows(x) == (int64_t)h * w);
+    VLM_ASSERT(y->ne[0] == 9 * C && tensor_nrows(y) == oh * ow && y->data != x->data);
+    cpu_im2col_3x3s2(F(y), CF(x), h, w, C);
+}
+
+static void cpu_op_avgpool_adaptive(void *ctx, struct tensor *y, const struct tensor *x,
+                                    int32_t ih, int32_t iw, int32_t oh, int32_t ow)
+{
+    (void)ctx;
+    VLM_ASSERT(ih > 0 && iw > 0 && oh > 0 && ow > 0);
+    VLM_ASSERT(tensor_nrows(x) == (int64_t)ih * iw && tensor_nrows(y) == (int64_t)oh * ow);
+    VLM_ASSERT(y->ne[0] == x->ne[0] && y->data != x->data);
+    cpu_avgpool_adaptive(F(y), CF(x), ih, iw, oh, ow, x->ne[0]);
+}
+
+static void cpu_op_softmax_rows(void *ctx, struct tensor *y, const struct tensor *x)
+{
+    (void)ctx;
+    VLM_ASSERT(tensor_nelem(x) == tensor_nelem(y) && y->ne[0] == x->ne[0]);
+    cpu_softmax_rows(F(y), CF(x), tensor_nrows(x), x->ne[0]);
+}
+
 static void cpu_op_sample_summary(void *ctx, void *out, const struct tensor *logits,
                                   const float *inv_t, const double *u)
 {
@@ -397,6 +431,10 @@ static const struct backend_ops cpu_ops = {
     .gather_rows = cpu_op_gather_rows,
     .scatter_rows = cpu_op_scatter_rows,
     .cast = cpu_op_cast,
+    .gelu_tanh = cpu_op_gelu_tanh,
+    .im2col_3x3s2 = cpu_op_im2col_3x3s2,
+    .avgpool_adaptive = cpu_op_avgpool_adaptive,
+    .softmax_rows = cpu_op_softmax_rows,
     .fused = &cpu_fused,
     .sampling = &cpu_sampling,
 };

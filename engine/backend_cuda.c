@@ -578,6 +578,53 @@ static void cuda_op_quick_gelu(void *ctx, struct tensor *y, const struct tensor 
     cuda_quick_gelu(y->data, x->data, tensor_nelem(y), c->stream);
 }
 
+static void cuda_op_gelu_tanh(void *ctx, struct tensor *y, const struct tensor *x)
+{
+    struct cuda_ctx *c = ctx;
+    bind(c);
+    VLM_ASSERT(tensor_nelem(x) == tensor_nelem(y));
+    BF(y);
+    BF(x);
+    cuda_gelu_tanh(y->data, x->data, tensor_nelem(y), c->stream);
+}
+
+static void cuda_op_softmax_rows(void *ctx, struct tensor *y, const struct tensor *x)
+{
+    struct cuda_ctx *c = ctx;
+    bind(c);
+    VLM_ASSERT(tensor_nelem(x) == tensor_nelem(y) && y->ne[0] == x->ne[0]);
+    VLM_ASSERT(x->ne[0] <= INT32_MAX);
+    BF(y);
+    BF(x);
+    cuda_softmax_rows(y->data, x->data, tensor_nrows(x), (int32_t)x->ne[0], c->stream);
+}
+
+static void cuda_op_im2col_3x3s2(void *ctx, struct tensor *y, const struct tensor *x, int32_t h,
+                                 int32_t w)
+{
+    struct cuda_ctx *c = ctx;
+    bind(c);
+    int64_t C = x->ne[0], oh = (h - 1) / 2 + 1, ow = (w - 1) / 2 + 1;
+    VLM_ASSERT(h > 0 && w > 0 && tensor_nrows(x) == (int64_t)h * w && C <= INT32_MAX / 9);
+    VLM_ASSERT(y->ne[0] == 9 * C && tensor_nrows(y) == oh * ow && y->data != x->data);
+    BF(y);
+    BF(x);
+    cuda_im2col_3x3s2(y->data, x->data, h, w, (int32_t)C, c->stream);
+}
+
+static void cuda_op_avgpool_adaptive(void *ctx, struct tensor *y, const struct tensor *x,
+                                     int32_t ih, int32_t iw, int32_t oh, int32_t ow)
+{
+    struct cuda_ctx *c = ctx;
+    bind(c);
+    VLM_ASSERT(ih > 0 && iw > 0 && oh > 0 && ow > 0 && x->ne[0] <= INT32_MAX);
+    VLM_ASSERT(tensor_nrows(x) == (int64_t)ih * iw && tensor_nrows(y) == (int64_t)oh * ow);
+    VLM_ASSERT(y->ne[0] == x->ne[0] && y->data != x->data);
+    BF(y);
+    BF(x);
+    cuda_avgpool_adaptive(y->data, x->data, ih, iw, oh, ow, (int32_t)x->ne[0], c->stream);
+}
+
 static void cuda_op_embed(void *ctx, struct tensor *y, const struct tensor *table)
 {
     struct cuda_ctx *c = ctx;
@@ -866,6 +913,10 @@ static const struct backend_ops cuda_ops = {
     .gather_rows = cuda_op_gather_rows,
     .scatter_rows = cuda_op_scatter_rows,
     .cast = cuda_op_cast,
+    .gelu_tanh = cuda_op_gelu_tanh,
+    .im2col_3x3s2 = cuda_op_im2col_3x3s2,
+    .avgpool_adaptive = cuda_op_avgpool_adaptive,
+    .softmax_rows = cuda_op_softmax_rows,
     .fused = &cuda_fused,
     .sampling = &cuda_sampling,
     .graphs = &cuda_graphs,

@@ -31,7 +31,8 @@
 enum rec_kind {
     R_MATMUL, R_ADD, R_RMSNORM, R_ADD_RMSNORM, R_LAYERNORM, R_ROPE_NEOX, R_NORM_ROPE,
     R_ROPE_TABLE, R_SILU_MUL, R_GELU_ERF, R_QUICK_GELU, R_EMBED, R_KV_STORE, R_ATTN_PAGED,
-    R_ATTN_VARLEN, R_GATHER_ROWS, R_SCATTER_ROWS, R_CAST
+    R_ATTN_VARLEN, R_GATHER_ROWS, R_SCATTER_ROWS, R_CAST, R_GELU_TANH, R_IM2COL_3X3S2,
+    R_AVGPOOL_ADAPTIVE, R_SOFTMAX_ROWS
 };
 
 /* One recorded call: tensors by value (views of memory that outlives the graph), host
@@ -41,6 +42,7 @@ struct rec_call {
     struct tensor t[5];
     bool has_t4;       /* matmul bias / layernorm b present */
     float f[2];
+    int32_t i[4];      /* integer arguments (map sizes) */
     struct kv_layer *kv;
     const int32_t *idx; /* owned copy in a recorded graph (borrowed in an eager call) */
     int32_t n;
@@ -112,6 +114,12 @@ static void play(struct emu_ctx *c, const struct rec_call *r)
     case R_GATHER_ROWS: o->gather_rows(x, &t[0], &t[1], r->idx); break;
     case R_SCATTER_ROWS: o->scatter_rows(x, &t[0], &t[1], r->idx); break;
     case R_CAST: o->cast(x, &t[0], &t[1]); break;
+    case R_GELU_TANH: o->gelu_tanh(x, &t[0], &t[1]); break;
+    case R_IM2COL_3X3S2: o->im2col_3x3s2(x, &t[0], &t[1], r->i[0], r->i[1]); break;
+    case R_AVGPOOL_ADAPTIVE:
+        o->avgpool_adaptive(x, &t[0], &t[1], r->i[0], r->i[1], r->i[2], r->i[3]);
+        break;
+    case R_SOFTMAX_ROWS: o->softmax_rows(x, &t[0], &t[1]); break;
     }
 }
 
@@ -445,6 +453,40 @@ static void g_cast(void *ctx, struct tensor *y, const struct tensor *x)
     submit(ctx, r);
 }
 
+static void g_gelu_tanh(void *ctx, struct tensor *y, const struct tensor *x)
+{
+    struct rec_call call = {.kind = R_GELU_TANH}, *r = &call;
+    T(0, y);
+    T(1, x);
+    submit(ctx, r);
+}
+
+static void g_im2col_3x3s2(void *ctx, struct tensor *y, const struct tensor *x, int32_t h,
+                           int32_t w)
+{
+    struct rec_call call = {.kind = R_IM2COL_3X3S2, .i = {h, w}}, *r = &call;
+    T(0, y);
+    T(1, x);
+    submit(ctx, r);
+}
+
+static void g_avgpool_adaptive(void *ctx, struct tensor *y, const struct tensor *x, int32_t ih,
+                               int32_t iw, int32_t oh, int32_t ow)
+{
+    struct rec_call call = {.kind = R_AVGPOOL_ADAPTIVE, .i = {ih, iw, oh, ow}}, *r = &call;
+    T(0, y);
+    T(1, x);
+    submit(ctx, r);
+}
+
+static void g_softmax_rows(void *ctx, struct tensor *y, const struct tensor *x)
+{
+    struct rec_call call = {.kind = R_SOFTMAX_ROWS}, *r = &call;
+    T(0, y);
+    T(1, x);
+    submit(ctx, r);
+}
+
 #undef T
 
 /* ==== Graph entries ==== */
@@ -515,7 +557,9 @@ void backend_emulate(struct backend *b, const struct backend_emulation *e)
         .silu_mul = g_silu_mul, .gelu_erf = g_gelu_erf, .quick_gelu = g_quick_gelu,
         .embed = g_embed, .kv_store = g_kv_store, .attn_paged = g_attn_paged,
         .attn_varlen = g_attn_varlen, .gather_rows = g_gather_rows,
-        .scatter_rows = g_scatter_rows, .cast = g_cast,
+        .scatter_rows = g_scatter_rows, .cast = g_cast, .gelu_tanh = g_gelu_tanh,
+        .im2col_3x3s2 = g_im2col_3x3s2, .avgpool_adaptive = g_avgpool_adaptive,
+        .softmax_rows = g_softmax_rows,
     };
     if (in->fused) {
         c->fused = (struct backend_fused_ops){.add_rmsnorm = g_add_rmsnorm,

@@ -68,6 +68,23 @@ void cpu_gelu_erf(float *y, const float *x, int64_t n);
 /* y = x · sigmoid(1.702 x) */
 void cpu_quick_gelu(float *y, const float *x, int64_t n);
 
+/* y = 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))); y may alias x. n elements. */
+void cpu_gelu_tanh(float *y, const float *x, int64_t n);
+/* per row of x, y (rows, dim): y = exp(x - max) / Σ exp(x - max), f32 sums; y may alias x */
+void cpu_softmax_rows(float *y, const float *x, int64_t rows, int64_t dim);
+
+/* ---- Channels-last maps (kernels/cpu/conv.c): x (h·w, C), row iy·w + ix ---- */
+
+/* The 3×3, stride 2, padding 1 patches: y (oh·ow, 9·C), oh = (h-1)/2 + 1, ow = (w-1)/2 + 1;
+ * column c·9 + ky·3 + kx of row oy·ow + ox = x(2·oy - 1 + ky, 2·ox - 1 + kx, c), 0 outside.
+ * y must not alias x. */
+void cpu_im2col_3x3s2(float *y, const float *x, int32_t h, int32_t w, int64_t C);
+/* Adaptive average pooling (ih, iw) -> (oh, ow): output (i, j) is the mean of rows
+ * floor(i·ih/oh) .. ceil((i+1)·ih/oh) - 1, columns likewise; sums in f32 in row-major order
+ * of the bin. y (oh·ow, C) must not alias x (ih·iw, C). */
+void cpu_avgpool_adaptive(float *y, const float *x, int32_t ih, int32_t iw, int32_t oh,
+                          int32_t ow, int64_t C);
+
 /* y(n, dim) = table[ids[i]] */
 void cpu_embed(float *y, const float *table, const int32_t *ids, int64_t n, int64_t dim);
 

@@ -96,6 +96,24 @@ void cuda_silu_mul(void *y, const void *g, const void *u, int64_t n, cudaStream_
 void cuda_gelu_erf(void *y, const void *x, int64_t n, cudaStream_t s);
 /* y = x · sigmoid(1.702 x), bf16, may alias. */
 void cuda_quick_gelu(void *y, const void *x, int64_t n, cudaStream_t s);
+/* y = 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))), bf16, may alias. */
+void cuda_gelu_tanh(void *y, const void *x, int64_t n, cudaStream_t s);
+
+/* ==== softmax.cu ==== */
+
+/* per row of x, y (rows, dim) bf16: y = exp(x - max) / Σ exp(x - max), f32 sums; one block
+ * per row; y may alias x. */
+void cuda_softmax_rows(void *y, const void *x, int64_t rows, int32_t dim, cudaStream_t s);
+
+/* ==== conv.cu: channels-last maps x (h·w, C) bf16, row iy·w + ix ==== */
+
+/* The 3×3 stride-2 padding-1 patches, semantics of cpu_im2col_3x3s2: y (oh·ow, 9·C) bf16,
+ * oh = (h-1)/2 + 1, ow = (w-1)/2 + 1. y must not alias x. */
+void cuda_im2col_3x3s2(void *y, const void *x, int32_t h, int32_t w, int32_t C, cudaStream_t s);
+/* Adaptive average pooling (ih, iw) -> (oh, ow), semantics of cpu_avgpool_adaptive (f32
+ * sums in the same order): y (oh·ow, C) bf16, must not alias x (ih·iw, C). */
+void cuda_avgpool_adaptive(void *y, const void *x, int32_t ih, int32_t iw, int32_t oh,
+                           int32_t ow, int32_t C, cudaStream_t s);
 /* y (rows, cols) of type yt += bias (cols) bf16, in place. */
 void cuda_add_bias(void *y, enum cuda_dtype yt, const void *bias, int64_t rows, int32_t cols,
                    cudaStream_t s);

@@ -1,6 +1,6 @@
 /*
  * Elementwise ops over bf16: residual add, SwiGLU (silu(gate) ⊙ up), exact GELU, quick GELU,
- * and the bias add after a product. Memory-bound: when every pointer is 16-byte aligned and
+ * tanh GELU, and the bias add after a product. Memory-bound: when every pointer is 16-byte aligned and
  * n a multiple of 8, each thread moves 16 bytes per operand (8 bf16) per iteration; otherwise
  * one element per iteration.
  */
@@ -21,6 +21,13 @@ struct op_gelu_erf {
 };
 struct op_quick_gelu {
     __device__ float operator()(float x, float) const { return x / (1.0f + expf(-1.702f * x)); }
+};
+
+struct op_gelu_tanh {
+    __device__ float operator()(float x, float) const
+    {
+        return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    }
 };
 
 /* grid-stride; vector path: one thread does 8 elements (one uint4 per operand). b may be
@@ -82,6 +89,11 @@ extern "C" void cuda_gelu_erf(void *y, const void *x, int64_t n, cudaStream_t s)
 extern "C" void cuda_quick_gelu(void *y, const void *x, int64_t n, cudaStream_t s)
 {
     launch_binary<op_quick_gelu>(y, x, nullptr, n, s);
+}
+
+extern "C" void cuda_gelu_tanh(void *y, const void *x, int64_t n, cudaStream_t s)
+{
+    launch_binary<op_gelu_tanh>(y, x, nullptr, n, s);
 }
 
 /* grid-stride over rows · cols elements; y[r, c] += bias[c] in y's own type. */
