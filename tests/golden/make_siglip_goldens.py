@@ -8,9 +8,10 @@ bf16), `valley2_f16` (conv_adapter, f16) and `valley2_ovis` (ovis_conv_adapter) 
 tests/models.txt it regenerates the folder with valley-make-model, loads the SigLIP tensors,
 widened to float32, into transformers' SiglipVisionModel, runs the projector as
 re-implemented below from Valley2's formulas (docs/MODEL.md, "Valley2 projectors") and
-assembles the tiles as the reference model does (base tile, crops stitched, unpadded with the original size, then adaptive average pooling
-when over the token cap). For each case it records the geometry, a few whole rows and the
-row and column sums of the output (tests/golden/siglip/goldens.json).
+assembles the tiles as the reference model does (base tile, crops stitched, unpadded with
+the original size, then adaptive average pooling when over the token cap). For each case it
+records the geometry, a few whole rows and the row and column sums of the output
+(tests/golden/siglip/goldens.json).
 
   /work/refvenv/bin/python tests/golden/make_siglip_goldens.py --make-model build/valley-make-model
 
