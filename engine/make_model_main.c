@@ -6,7 +6,8 @@
  *       [--kv-heads N] [--head-dim N] [--ffn N] [--vocab N] [--tie] [--vit-depth N]
  *       [--vit-dim N] [--vit-heads N] [--vit-mlp-ratio N] [--merger-hidden N] [--no-vision]
  *       [--dtype bf16|f16|f32] [--arch valley2] [--sig-dim N] [--sig-layers N]
- *       [--sig-heads N] [--sig-ffn N] [--sig-image N] [--proj-hidden N] [--shards N] [--tokenizer DIR] [--slow-tokenizer]
+ *       [--sig-heads N] [--sig-ffn N] [--sig-image N] [--proj-hidden N]
+ *       [--mm-projector conv_adapter|ovis_conv_adapter] [--shards N] [--tokenizer DIR] [--slow-tokenizer]
  *       [--valley-tokens] [--script ID,ID,...] [--layout release] [--preset valley2.5]
  *
  * Prints one line: the folder, whether it was written or already up to date, and a hash of
@@ -52,6 +53,9 @@ static void usage(FILE *f)
             "  --sig-dim N, --sig-layers N, --sig-heads N, --sig-ffn N, --sig-image N,\n"
             "  --proj-hidden N    Valley2's SigLIP geometry and projector hidden width\n"
             "                     (32, 2, 2, 64, 384, 64)\n"
+            "  --mm-projector conv_adapter|ovis_conv_adapter\n"
+            "                     Valley2's projector (conv_adapter); ovis_conv_adapter's\n"
+            "                     visual vocabulary has --proj-hidden entries\n"
             "  --shards N         split the weights into N files with an index (1)\n"
             "  --tokenizer DIR    copy tokenizer.json and tokenizer_config.json from DIR\n"
             "                     (default: synthesize a small byte-level BPE tokenizer)\n"
@@ -168,6 +172,15 @@ int main(int argc, char **argv)
                 return 2;
             }
             testmodel_arch_valley2(&p);
+        }
+        else if (!strcmp(a, "--mm-projector")) {
+            if (!strcmp(v, "ovis_conv_adapter")) p.ovis_projector = true;
+            else if (!strcmp(v, "conv_adapter")) p.ovis_projector = false;
+            else {
+                fprintf(stderr, "valley-make-model: --mm-projector must be conv_adapter or "
+                        "ovis_conv_adapter, not '%s'\n", v);
+                return 2;
+            }
         }
         else if (!strcmp(a, "--tokenizer")) p.tokenizer_dir = v;
         else if (!strcmp(a, "--script")) {

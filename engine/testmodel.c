@@ -118,7 +118,7 @@ static void gen_rank4(struct gen_list *g, int64_t d0, int64_t d1, int64_t d2, in
 }
 
 /* Valley2's SigLIP tower (transformers' SiglipVisionModel names, with the attention-pooling
- * head it saves) and its conv_adapter projector. */
+ * head it saves) and its conv_adapter (or ovis_conv_adapter) projector. */
 static void gen_build_valley2(struct gen_list *g, const struct testmodel_params *p)
 {
     const char *sv = "model.vision_tower.vision_tower.vision_model.";
@@ -159,6 +159,18 @@ static void gen_build_valley2(struct gen_list *g, const struct testmodel_params 
     gen_add(g, GEN_BIAS, F, 0, "%shead.mlp.fc1.bias", sv);
     gen_add(g, GEN_LINEAR, E, F, "%shead.mlp.fc2.weight", sv);
     gen_add(g, GEN_BIAS, E, 0, "%shead.mlp.fc2.bias", sv);
+    if (p->ovis_projector) {
+        /* ovis_conv_adapter: Conv2d(E, E, 3, stride 2, pad 1), Linear(E, MH) without bias,
+         * LayerNorm(MH), the embedding table (MH, H) */
+        gen_add(g, GEN_LINEAR, E, E * 9, "%sconv.weight", pj);
+        gen_rank4(g, E, E, 3, 3);
+        gen_add(g, GEN_BIAS, E, 0, "%sconv.bias", pj);
+        gen_add(g, GEN_LINEAR, MH, E, "%smlp.0.weight", pj);
+        gen_add(g, GEN_NORM, MH, 0, "%smlp.1.weight", pj);
+        gen_add(g, GEN_BIAS, MH, 0, "%smlp.1.bias", pj);
+        gen_add(g, GEN_EMBED, MH, H, "%sembedding.weight", pj);
+        return;
+    }
     /* conv_adapter: Linear(E, MH), GELU, Linear(MH, H), Conv2d(H, H, 3, stride 2, pad 1) */
     gen_add(g, GEN_LINEAR, MH, E, "%smlp.0.weight", pj);
     gen_add(g, GEN_BIAS, MH, 0, "%smlp.0.bias", pj);
@@ -831,7 +843,8 @@ static void config_json_valley2(struct strbuf *b, const struct testmodel_params 
         int32_t side = p->sig_image / 14;
         sb_puts(b, ",\n  \"mm_vision_tower\": \"google/siglip-so400m-patch14-384\",\n"
                    "  \"eagle_vision_tower\": \"Qwen/Qwen2-VL-7B-Instruct\",\n"
-                   "  \"mm_projector_type\": \"conv_adapter\",\n");
+                   "  \"mm_projector_type\": ");
+        sb_puts(b, p->ovis_projector ? "\"ovis_conv_adapter\",\n" : "\"conv_adapter\",\n");
         sb_printf(b, "  \"mm_hidden_size\": %d,\n  \"mlp_hidden_dim\": %d,\n", p->sig_dim, p->proj_hidden);
         sb_puts(b, "  \"mm_vision_select_layer\": -2,\n  \"mm_vision_select_feature\": \"cls_patch\",\n"
                    "  \"anyres\": true,\n  \"grid_pinpoints\": \"(1x1),...,(3x3)\",\n"
@@ -984,6 +997,7 @@ static void stamp_text(struct strbuf *b, const struct testmodel_params *p, const
     if (p->valley2)
         sb_printf(b, "valley2 sig=%d,%d,%d,%d,%d proj=%d ", p->sig_dim, p->sig_layers,
                   p->sig_heads, p->sig_ffn, p->sig_image, p->proj_hidden);
+    if (p->valley2 && p->ovis_projector) sb_puts(b, "ovis ");
     if (p->n_script) {
         sb_puts(b, "script=");
         for (int32_t i = 0; i < p->n_script; i++) sb_printf(b, "%s%d", i ? "," : "", p->script[i]);

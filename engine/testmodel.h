@@ -41,6 +41,8 @@ struct testmodel_params {
      * custom merger and navit_merger_hidden_dim. */
     bool valley2;
     int32_t sig_dim, sig_layers, sig_heads, sig_ffn, sig_image, proj_hidden;
+    bool ovis_projector;    /* Valley2: the ovis_conv_adapter projector instead (conv on the
+                               SigLIP width, a proj_hidden-entry visual vocabulary) */
     int32_t shards;         /* 1: model.safetensors; n > 1: n shards + model.safetensors.index.json */
     const char *tokenizer_dir; /* borrowed; NULL: synthesize a small tokenizer */
     bool slow_tokenizer;    /* write the tokenizer as the slow files (vocab.json, merges.txt,
