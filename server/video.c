@@ -376,19 +376,27 @@ static int decoded_fits(const struct video_params *p, int32_t num, int64_t w, in
     return 0;
 }
 
-int video_probe(const uint8_t *data, size_t n, const struct video_params *p,
-                struct video_info *out, struct vlm_err *err)
+/* The common start of the probe and the decode: the size limits, the container opened from
+ * memory (with full, the decoder too) and its header checked. d is closed by the caller. */
+static int vdec_start(struct vdec *d, const uint8_t *data, size_t n, const struct video_params *p,
+                      bool full, int64_t *w, int64_t *h, double *duration, struct vlm_err *err)
 {
-    memset(out, 0, sizeof *out);
     if (n == 0) return bad(err, "empty video");
     if (n > p->max_bytes)
         return vlm_err_set(err, VLM_ETOOBIG, 413, "video: %zu bytes is over the %zu-byte limit",
                            n, p->max_bytes);
+    int rc = vdec_open(d, data, n, full, err);
+    return rc ? rc : vdec_header(d, p, w, h, duration, err);
+}
+
+int video_probe(const uint8_t *data, size_t n, const struct video_params *p,
+                struct video_info *out, struct vlm_err *err)
+{
+    memset(out, 0, sizeof *out);
     struct vdec d = {0};
     int64_t w = 0, h = 0;
     double duration = 0;
-    int rc = vdec_open(&d, data, n, false, err);
-    if (!rc) rc = vdec_header(&d, p, &w, &h, &duration, err);
+    int rc = vdec_start(&d, data, n, p, false, &w, &h, &duration, err);
     if (!rc && duration <= 0.0 && p->fps > 0.0) {
         /* no duration in the headers: the packets' timestamps give it (no decoding) */
         struct frame_ts *ts = NULL;
@@ -417,16 +425,11 @@ int video_decode(const uint8_t *data, size_t n, const struct video_params *p,
                  struct video_frames *out, struct vlm_err *err)
 {
     memset(out, 0, sizeof *out);
-    if (n == 0) return bad(err, "empty video");
-    if (n > p->max_bytes)
-        return vlm_err_set(err, VLM_ETOOBIG, 413, "video: %zu bytes is over the %zu-byte limit",
-                           n, p->max_bytes);
     struct vdec d = {0};
     struct frame_ts *ts = NULL;
     int64_t total = 0, w = 0, h = 0;
     double duration = 0;
-    int rc = vdec_open(&d, data, n, true, err);
-    if (!rc) rc = vdec_header(&d, p, &w, &h, &duration, err);
+    int rc = vdec_start(&d, data, n, p, true, &w, &h, &duration, err);
     if (!rc) rc = vdec_index(&d, max_packets(p), &ts, &total, err);
     if (rc) goto done;
     AVStream *st = d.fmt->streams[d.stream];
