@@ -17,7 +17,8 @@
  * Prefill: one sequence of N tokens (ids 1000 + i), in chunks of 512 tokens, logits only
  * for the last row (as in serving). Decode: B sequences of 16 prompt tokens, then STEPS
  * greedy steps with all B sequences in every step; tok/s counts B tokens per step.
- * Each figure is the best of 5 runs, with the median beside it (the machine is shared).
+ * Each figure is the best of --runs R runs (default 5), with the median beside it (the machine
+ * is shared); the 8B geometry takes --runs 1 or 2.
  * VLM_CPU_ISA=c|avx2|avx512 caps the kernels' instruction set (kernels/cpu.h).
  */
 #include "engine/engine.h"
@@ -73,7 +74,7 @@ static int cmp_d(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-#define RUNS 5
+#define MAX_RUNS 16
 
 static int64_t count_params(const struct model *m)
 {
@@ -230,6 +231,7 @@ int main(int argc, char **argv)
 {
     const char *dir = NULL;
     int32_t n_prefill = 512, steps = 32, batch = 8, threads = 0, greedy_n = 16, n_greedy = 0;
+    int32_t runs = 5;
     int32_t greedy_ids[256];
     enum numerics numerics = NUMERICS_FAST;
     bool bad = false, matmul = true;
@@ -263,12 +265,15 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--decode")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--runs")) runs = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--numerics")) bad |= !numerics_parse(argv[i + 1], &numerics);
         else bad = true;
     }
-    if (bad || !dir || n_prefill < 1 || steps < 1 || batch < 1 || greedy_n < 1 || greedy_n > 256) {
+    if (bad || !dir || n_prefill < 1 || steps < 1 || batch < 1 || greedy_n < 1 || greedy_n > 256 ||
+        runs < 1 || runs > MAX_RUNS) {
         fprintf(stderr, "usage: bench_engine --model DIR [--prefill N] [--decode STEPS] "
-                        "[--batch B] [--threads T] [--numerics exact|fast] [--no-matmul]\n"
+                        "[--batch B] [--threads T] [--numerics exact|fast] [--runs R (1..16)]\n"
+                        "       [--no-matmul]\n"
                         "       [--greedy ID,ID,... [--greedy-tokens N]]\n");
         return 2;
     }
@@ -310,29 +315,29 @@ int main(int argc, char **argv)
     int32_t *blocks = xmalloc((size_t)per_seq * sizeof(int32_t));
     for (int32_t i = 0; i < n_prefill; i++) ids[i] = 1000 + i;
     for (int32_t j = 0; j < per_seq; j++) blocks[j] = 1 + j;
-    double t[RUNS], tc[RUNS];
-    for (int r = 0; r < RUNS; r++) {
+    double t[MAX_RUNS], tc[MAX_RUNS];
+    for (int r = 0; r < runs; r++) {
         double c0 = cpu_s();
         t[r] = run_prefill(&e, n_prefill, ids, blocks, per_seq);
         tc[r] = cpu_s() - c0;
     }
-    qsort(t, RUNS, sizeof *t, cmp_d);
-    qsort(tc, RUNS, sizeof *tc, cmp_d);
+    qsort(t, runs, sizeof *t, cmp_d);
+    qsort(tc, runs, sizeof *tc, cmp_d);
     printf("prefill %5d tokens            %8.1f tok/s  median %8.1f  (%.3f s; %.3f CPU-s)\n",
-           n_prefill, n_prefill / t[0], n_prefill / t[RUNS / 2], t[0], tc[0]);
+           n_prefill, n_prefill / t[0], n_prefill / t[runs / 2], t[0], tc[0]);
     int32_t bsz[] = {1, batch};
     for (int k = 0; k < (batch > 1 ? 2 : 1); k++) {
         int32_t per = (16 + steps + 1) / bs + 2;
-        for (int r = 0; r < RUNS; r++) {
+        for (int r = 0; r < runs; r++) {
             double c0 = cpu_s();
             t[r] = run_decode(&e, bsz[k], steps, per);
             tc[r] = cpu_s() - c0; /* includes the 16-token prefill */
         }
-        qsort(t, RUNS, sizeof *t, cmp_d);
-        qsort(tc, RUNS, sizeof *tc, cmp_d);
+        qsort(t, runs, sizeof *t, cmp_d);
+        qsort(tc, runs, sizeof *tc, cmp_d);
         printf("decode  batch %-3d x %3d steps  %8.1f tok/s  median %8.1f  (%.1f ms/step; %.1f "
                "CPU-ms/step)\n",
-               bsz[k], steps, bsz[k] * steps / t[0], bsz[k] * steps / t[RUNS / 2],
+               bsz[k], steps, bsz[k] * steps / t[0], bsz[k] * steps / t[runs / 2],
                t[0] / steps * 1e3, tc[0] / steps * 1e3);
     }
     print_memory("after the runs");

@@ -4,6 +4,7 @@
 #
 #   bench/llamacpp_side_by_side.sh [--build DIR (build)] [--cache DIR (/work/cache/llamacpp)]
 #       [--threads T (2)] [--python PY (python3)] [--sizes 0.6b[,8b]] [--reps R (3)]
+#       [--ours-runs N (5): bench_engine's best of N]
 #       [--skip-bench]   (build, convert and check only)
 #
 # Steps (each skipped when its output is already in the cache):
@@ -32,7 +33,7 @@
 # Prints figures, asserts nothing; not run by CI (tests only `bash -n` it).
 set -euo pipefail
 
-BUILD=build CACHE=/work/cache/llamacpp THREADS=2 PY=python3 SIZES=0.6b REPS=3 SKIP_BENCH=0
+BUILD=build CACHE=/work/cache/llamacpp THREADS=2 PY=python3 SIZES=0.6b REPS=3 OURS_RUNS=5 SKIP_BENCH=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --build) BUILD=$2; shift 2 ;;
@@ -41,8 +42,9 @@ while [ $# -gt 0 ]; do
     --python) PY=$2; shift 2 ;;
     --sizes) SIZES=$2; shift 2 ;;
     --reps) REPS=$2; shift 2 ;;
+    --ours-runs) OURS_RUNS=$2; shift 2 ;;
     --skip-bench) SKIP_BENCH=1; shift ;;
-    *) echo "usage: $0 [--build DIR] [--cache DIR] [--threads T] [--python PY] [--sizes 0.6b,8b] [--reps R] [--skip-bench]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--build DIR] [--cache DIR] [--threads T] [--python PY] [--sizes 0.6b,8b] [--reps R] [--ours-runs N] [--skip-bench]" >&2; exit 2 ;;
     esac
 done
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -213,7 +215,7 @@ for m in "${MODELS[@]}"; do
     for num in fast exact; do
         say "$m: bench_engine --numerics $num"
         OMP_WAIT_POLICY=passive "$BUILD/tests/bench_engine" --model "$W/$m" --threads "$THREADS" \
-            --numerics "$num" --prefill 512 --decode 32 --batch 8 --no-matmul | tee "$LOGS/ours-$m-$num.log"
+            --numerics "$num" --prefill 512 --decode 32 --batch 8 --runs "$OURS_RUNS" --no-matmul | tee "$LOGS/ours-$m-$num.log"
         R[$m,$num,pp]=$(sed -n 's/^prefill *512 tokens *\([0-9.]*\) tok\/s.*/\1/p' "$LOGS/ours-$m-$num.log")
         R[$m,$num,tg1]=$(sed -n 's/^decode  batch 1 .* steps *\([0-9.]*\) tok\/s.*/\1/p' "$LOGS/ours-$m-$num.log")
         R[$m,$num,tg8]=$(sed -n 's/^decode  batch 8 .* steps *\([0-9.]*\) tok\/s.*/\1/p' "$LOGS/ours-$m-$num.log")
