@@ -5,7 +5,14 @@
  * machine wall time counts time other processes held the cores, so each figure is given
  * from the best wall time and from process CPU time (CPU-s / threads). Asserts nothing.
  *
- *   bench_gemm16 [--threads T (all cores)] [--m M,M,... (1,8,512)]
+ * --stream MIB: the decode case as the engine sees it. The weights are MIB of bf16 (far more
+ * than the caches hold: 1200 is one 0.6B token's worth), cut into consecutive matrices of the
+ * 0.6B layer's shapes in layer order (qkv, o, gate+up, down; the lm_head slice last), and one
+ * pass of products walks all of them once at the given M, so every weight byte comes from
+ * memory, as in a decode step. Prints weight GB/s by wall time and per CPU-second, and the
+ * pass time; compare with bench_membw.
+ *
+ *   bench_gemm16 [--threads T (all cores)] [--m M,M,... (1,8,512)] [--stream MIB]
  */
 #include "engine/base.h"
 #include "kernels/cpu.h"
@@ -28,13 +35,71 @@ struct shape {
     int64_t N, K;
 };
 
+static int stream(int64_t mib, const int64_t *Ms, int nM, int threads)
+{
+    static const struct shape layer[] = {{"qkv", 4096, 1024}, {"o", 1024, 2048},
+                                         {"gate+up", 6144, 1024}, {"down", 1024, 3072}};
+    int64_t n = mib << 19, K = 3072, maxM = 16; /* bf16 elements */
+    uint16_t *w = NULL;
+    if (posix_memalign((void **)&w, 64, (size_t)n * 2)) return 1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < n; i++) w[i] = f32_to_bf16((float)((i * 7919) % 1000) * 1e-3f - 0.5f);
+    float *x = xmalloc((size_t)(maxM * K) * 4), *y = xmalloc((size_t)maxM * 151936 * 4);
+    for (int64_t i = 0; i < maxM * K; i++) x[i] = (float)((i * 31) % 1000) * 1e-3f - 0.5f;
+    void *scratch = NULL;
+    if (posix_memalign(&scratch, 64, (size_t)threads * (size_t)cpu_matmul_w16_scratch(K))) return 1;
+    enum cpu_isa best = cpu_isa_best();
+    printf("%d threads; %lld MiB of bf16 weights streamed per pass; kernels up to %s\n", threads,
+           (long long)mib, cpu_isa_name(best));
+    printf("%4s  %-16s %9s %9s %10s %10s\n", "M", "variant", "GB/s", "(CPU)", "ms/pass",
+           "products");
+    for (int mi = 0; mi < nM; mi++) {
+        int64_t M = Ms[mi];
+        if (M > maxM) continue;
+        for (int v = 2 * (int)CPU_ISA_AVX2; v < 2 * (int)best + 2; v++) {
+            enum cpu_isa isa = (enum cpu_isa)(v / 2);
+            bool fast = v % 2;
+            if (isa == CPU_ISA_AVX512BF16 && !fast) continue; /* exact runs the avx512 kernel */
+            double bw = 1e30, bc = 1e30;
+            int64_t calls = 0;
+            for (int r = 0; r < 5; r++) {
+                double t0 = (double)vlm_now_ns() * 1e-9, c0 = cpu_s();
+                int64_t off = 0;
+                calls = 0;
+                for (int64_t l = 0;; l = (l + 1) % 4, calls++) {
+                    int64_t N = layer[l].N, Kl = layer[l].K;
+                    if (off + N * Kl > n) break;
+                    cpu_matmul_w16(y, x, w + off, false, NULL, M, N, Kl, fast, isa, scratch, threads);
+                    off += N * Kl;
+                }
+                if (n - off >= 1024 * 16) { /* the rest as one lm_head-shaped product */
+                    cpu_matmul_w16(y, x, w + off, false, NULL, M, (n - off) / 1024, 1024, fast,
+                                   isa, scratch, threads);
+                    calls++;
+                }
+                bw = VLM_MIN(bw, (double)vlm_now_ns() * 1e-9 - t0);
+                bc = VLM_MIN(bc, (cpu_s() - c0) / threads);
+            }
+            char name[32];
+            snprintf(name, sizeof name, "%s %s", cpu_isa_name(isa), fast ? "fast" : "exact");
+            printf("%4lld  %-16s %9.1f %9.1f %10.1f %10lld\n", (long long)M, name,
+                   (double)n * 2 / bw * 1e-9, (double)n * 2 / bc * 1e-9, bw * 1e3,
+                   (long long)calls);
+        }
+    }
+    free(scratch), free(w), free(x), free(y);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int threads = omp_get_num_procs();
     int64_t Ms[8] = {1, 8, 512};
     int nM = 3;
+    int64_t stream_mib = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--stream")) stream_mib = atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--m")) {
             nM = 0;
             for (char *p = argv[i + 1]; *p && nM < 8;) {
@@ -45,6 +110,7 @@ int main(int argc, char **argv)
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     cpu_set_blas_threads(1);
+    if (stream_mib > 0) return stream(stream_mib, Ms, nM, threads);
     static const struct shape shapes[] = {
         {"qkv", 4096, 1024}, {"o", 1024, 2048}, {"gate+up", 6144, 1024}, {"down", 1024, 3072}};
     int64_t maxNK = 6144 * 1024, maxM = 512, maxK = 3072;

@@ -1,8 +1,8 @@
 /*
  * test_gemm16: the products with 16-bit weights (kernels/cpu/gemm16.c), every ISA variant
  * this CPU has against the plain C reference, at odd shapes: M from 1 to 40 (the decode
- * block, the prefill blocks and their tails), N not a multiple of the 4-row tile, K not a
- * multiple of any vector width, and K large enough for several x blocks.
+ * block, the prefill blocks and their tails), N not a multiple of the 3- or 4-row group, K
+ * not a multiple of any vector width, and K large enough for several x blocks.
  *
  *   - exact and fast against the reference of the same numerics: every element within
  *     1e-5 of the sum of |x·w| terms (only the summation order differs);
@@ -163,7 +163,7 @@ int main(void)
         CHECK(isnan(cpu_round_bf16(NAN)));
     }
 
-    static const int64_t Ns[] = {1, 3, 6, 13};
+    static const int64_t Ns[] = {1, 3, 6, 8, 13}; /* every remainder of 3- and 4-row groups */
     static const int64_t Ks[] = {1, 7, 15, 16, 31, 33, 100, 129};
     for (int isa = CPU_ISA_AVX2; isa <= (int)best; isa++) {
         for (int f16 = 0; f16 < 2; f16++) {
@@ -176,7 +176,7 @@ int main(void)
                 for (int64_t M = 1; M <= 40 && ok; M++)
                     for (size_t ni = 0; ni < ARRAY_LEN(Ns) && ok; ni++)
                         for (size_t ki = 0; ki < ARRAY_LEN(Ks) && ok; ki++) {
-                            if ((M > 4 && M != 16 && M != 17 && M != 40) && (ni || ki != 6))
+                            if ((M > 4 && M != 7 && M != 16 && M != 17 && M != 40) && (ni || ki != 6))
                                 continue; /* every M at one shape, every shape at a few M */
                             struct prob p;
                             prob_make(&p, M, Ns[ni], Ks[ki], f16);
