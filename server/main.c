@@ -184,6 +184,8 @@ int main(int argc, char **argv, char **envp)
         int32_t t2 = v2s.tokens_per_side * v2s.tokens_per_side;
         v2_max_tokens = t2 + VLM_MIN((v2_max_tiles - 1) * t2, v2s.max_vision_token - t2);
     }
+    int64_t proc_max_pixels = cfg.media.max_pixels;
+    if (mc->arch == MODEL_VALLEY2) proc_max_pixels = VLM_MIN(proc_max_pixels, VALLEY2_PREP_QWEN2VL_MAX_PIXELS);
     struct engine_params ep = {0};
     ep.bp.n_threads = cfg.engine.threads;
     ep.bp.numerics = cfg.engine.numerics == CONFIG_NUMERICS_FAST ? NUMERICS_FAST : NUMERICS_EXACT;
@@ -238,7 +240,7 @@ int main(int argc, char **argv, char **envp)
         /* the largest image a request may send: smart_resize keeps h*w <= max_pixels, one
          * token per (patch*merge)² pixels; a smaller encoder budget is refused at start */
         int64_t unit = (int64_t)mc->patch_size * mc->spatial_merge_size;
-        sc.max_mm_item_tokens = (int32_t)(cfg.media.max_pixels / (unit * unit));
+        sc.max_mm_item_tokens = (int32_t)(proc_max_pixels / (unit * unit));
         /* Valley2: plus the SigLIP side */
         sc.max_mm_item_tokens += v2_max_tokens;
     }
@@ -284,7 +286,7 @@ int main(int argc, char **argv, char **envp)
      * own 3136..12845056, so a limited image is resampled twice, as in the reference
      * (docs/MODEL.md, "Image preprocessing") */
     pc.vp.proc_min_pixels = cfg.media.min_pixels;
-    pc.vp.proc_max_pixels = cfg.media.max_pixels;
+    pc.vp.proc_max_pixels = proc_max_pixels;
     video_params_default(&pc.video);
     pc.video.num_frames = cfg.media.video_num_frames;
     pc.video.max_frames = cfg.media.video_max_frames;

@@ -418,6 +418,7 @@ static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struc
     /* mm_processor_kwargs bound the processor's resize only (fetch_image keeps its own) */
     if (q->min_pixels) vp.proc_min_pixels = q->min_pixels;
     if (q->max_pixels) vp.proc_max_pixels = q->max_pixels;
+    if (c->valley2) vp.proc_max_pixels = VLM_MIN(vp.proc_max_pixels, VALLEY2_PREP_QWEN2VL_MAX_PIXELS);
     int32_t *per_media = xcalloc((size_t)VLM_MAX(q->n_media, 1), sizeof *per_media);
     struct media_src *src = xcalloc((size_t)VLM_MAX(q->n_media, 1), sizeof *src);
     int64_t budget_bytes = 0;

@@ -31,7 +31,8 @@ checkpoint, every image through both towers as Valley2 runs them (docs/MODEL.md,
   * the Qwen2-VL side: qwen-vl-utils fetch_image + Qwen2VLImageProcessor (the pixels), then
     transformers' Qwen2VisionTransformerPretrainedModel with its own PatchMerger;
   * the prompt: the folder's chat template (jinja2), markers wrapped as <im_start><image><im_end>,
-    chunked tokenization (make_chat_goldens.py), the implicit 3x3 black image for a text-only
+    chunked tokenization (make_chat_goldens.py) with AutoTokenizer on the folder's slow files
+    (<im_start>, <im_end> are its added tokens), the implicit 3x3 black image for a text-only
     conversation; each sentinel replaced by the SigLIP rows then the Qwen2-VL rows;
   * Qwen2ForCausalLM on the spliced inputs_embeds, float32: logits at a few rows (every 1024th id
     and the top 16), the smallest top-2 margin and 32 greedy tokens.
@@ -284,8 +285,9 @@ def siglip_side(prep, sg, tensors, c, tower, img, n_images, mvt):
 def qwen2vl_side(vision_process, proc_cls, vit, img):
     """One image's Qwen2-VL rows: fetch_image + Qwen2VLImageProcessor, tower + PatchMerger."""
     stage1 = vision_process.fetch_image({"image": img, "min_pixels": 3136, "max_pixels": 12845056})
-    proc = proc_cls(min_pixels=3136, max_pixels=12845056, patch_size=14, temporal_patch_size=2,
-                    merge_size=2)
+    # Valley2's processor settings: max_pixels 1280 * 28 * 28 for the processor stage
+    proc = proc_cls(min_pixels=3136, max_pixels=1280 * 28 * 28, patch_size=14,
+                    temporal_patch_size=2, merge_size=2)
     out = proc(images=[stage1], return_tensors="pt")
     with torch.no_grad():
         return vit(out["pixel_values"].float(), grid_thw=out["image_grid_thw"]), \
@@ -327,6 +329,8 @@ def run_images(make_model, tok_dir, out_path):
         with open(os.path.join(mdir, "tokenizer_config.json")) as f:
             template = json.load(f)["chat_template"]
         tensors = read_folder(mdir)
+        from transformers import AutoTokenizer
+        hf = AutoTokenizer.from_pretrained(mdir)  # the folder's slow files, its added tokens
     check_layout(c, tensors)
     model, _ = build_hf(c, None, tensors)
     embed = model.get_input_embeddings()
@@ -337,7 +341,11 @@ def run_images(make_model, tok_dir, out_path):
                                         extensions=[jinja2.ext.loopcontrols])
     env.filters["tojson"] = mc.hf_tojson
     tmpl = env.from_string(template)
-    tok = Tokenizer.from_file(os.path.join(tok_dir, "tokenizer.json"))
+    class HfTok:  # the reference tokenizer, shaped like tokenizers.Tokenizer for mc.tokenize
+        def encode(self, s, add_special_tokens=False):
+            return type("E", (), {"ids": hf.encode(s, add_special_tokens=False)})()
+
+    tok = HfTok()
     wrap = c.get("use_special_start_end_token", True)
     vocab = c["vocab_size"]
     stride_ids = list(range(0, vocab, STRIDE))
