@@ -38,7 +38,7 @@ struct sampling_params {
 
 /* One image or video frame to run through the vision tower. pixels rows are in the order of
  * docs/MODEL.md, "Patchify". Owned by the request; borrowed by the engine during the step.
- * A Valley2 image goes through both of its towers (docs/MODEL.md, "Valley2"): sig is its
+ * A Valley2 image goes through both of its towers (docs/MODEL.md, "Valley2 images"): sig is its
  * SigLIP side (sig.n_tiles > 0), whose rows come first, then the Qwen2-VL rows; sig is
  * zeroed for Valley2.5. */
 struct mm_item {

@@ -583,7 +583,7 @@ static int enc_share(struct engine *e, const struct batch *b, int failed)
 }
 
 #ifdef ENGINE_HAVE_VIT
-/* One item into its encoder-cache rows. A Valley2 image (docs/MODEL.md, "Valley2"): the
+/* One item into its encoder-cache rows. A Valley2 image (docs/MODEL.md, "Valley2 images"): the
  * SigLIP rows first, then the Qwen2-VL rows; a Valley2 model takes no item without its
  * SigLIP side, and a Valley2.5 model none with one. */
 static int enc_item(struct engine *e, const struct mm_item *it, int32_t row0)

@@ -17,6 +17,8 @@ conv_adapter projector in the folder).
     prompt ids equal the reference's for a text-only request (the implicit black image through
     both towers), one image as a base64 data URL and from a loopback http server, three
     images, a wide image; the 32 greedy tokens equal the reference's for the first two;
+  * the same images again are served from the prefix cache (keys over both towers' inputs),
+    a changed image is not;
   * an image request over the media-token limit is refused from its header, before decoding.
 """
 
@@ -26,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import API_KEY, ROOT, Server, data_url
+from conftest import API_KEY, ROOT, Server, data_url, png_bytes
 from test_release import http_client, make_model
 
 GOLDENS = ROOT / "tests" / "golden" / "chat" / "valley2_api.json"
@@ -237,3 +239,23 @@ def test_media_tokens_refused_before_decoding(valley2_dir):
         assert httpx.get(s.url + "/health", timeout=10).status_code == 200
     finally:
         assert s.stop() == 0, s.log_text()[-3000:]
+
+
+def test_repeated_images_hit_the_prefix_cache(valley2_img):
+    """the same three images again: their blocks (keyed by both towers' inputs) come from the
+    prefix cache and the answer is the same; with the third image changed (same size, so the
+    same token count) nothing from its span on is a hit"""
+    g = e2e("three")
+    body = dict(model="tiny", max_tokens=8, temperature=0,
+                extra_body={"return_token_ids": True, "ignore_eos": True})
+    urls = data_urls(g)
+    r1 = client(valley2_img).chat.completions.create(messages=image_messages(g, urls), **body)
+    r2 = client(valley2_img).chat.completions.create(messages=image_messages(g, urls), **body)
+    last = g["spans"][-1][0] + g["images"][-1]["siglip_tokens"] + g["images"][-1]["qwen2vl_tokens"]
+    assert r2.usage.prompt_tokens_details.cached_tokens >= last
+    assert r2.choices[0].model_extra["token_ids"] == r1.choices[0].model_extra["token_ids"]
+    w, h = g["images"][-1]["size"]
+    r3 = client(valley2_img).chat.completions.create(
+        messages=image_messages(g, urls[:-1] + [data_url(png_bytes(w, h, seed=5))]), **body)
+    assert r3.usage.prompt_tokens == g["length"]
+    assert r3.usage.prompt_tokens_details.cached_tokens <= g["spans"][-1][0]
