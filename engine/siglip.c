@@ -52,9 +52,9 @@ struct siglip {
     void *x, *a;     /* (max_tiles·np, E) residual stream, normed input / branch output */
     void *q, *k, *v, *o; /* (max_tiles·np, E) each, viewed (rows, heads, head_dim) */
     void *h;         /* (max_tiles·np, F) MLP hidden */
-    void *m1;        /* conv_adapter: (max_tiles·np, MH) projector hidden */
-    void *m2;        /* conv_adapter: (max_tiles·np, H) the projected patch map */
-    void *col;       /* (max_tiles·nt, 9·Cin) im2col rows */
+    void *m1;        /* conv_adapter: (np, MH) one tile's projector hidden */
+    void *m2;        /* conv_adapter: (np, H) one tile's projected patch map */
+    void *col;       /* (nt, 9·Cin) one tile's im2col rows */
     void *cv;        /* ovis: (max_tiles·nt, E) the convolved map */
     void *lg;        /* ovis: (ovis_chunk, MH) visual-vocabulary logits / probabilities */
     void *tok;       /* (max_tiles·nt, H) projector output, tile by tile */
@@ -188,13 +188,13 @@ static int alloc_scratch(struct siglip *s, struct vlm_err *err)
     if (!rc) rc = scratch(s, &s->o, R, s->E, t, err);
     if (!rc) rc = scratch(s, &s->h, R, s->F, t, err);
     if (s->proj == MM_PROJ_CONV_ADAPTER) {
-        if (!rc) rc = scratch(s, &s->m1, R, s->MH, t, err);
-        if (!rc) rc = scratch(s, &s->m2, R, s->H, t, err);
+        if (!rc) rc = scratch(s, &s->m1, s->np, s->MH, t, err);
+        if (!rc) rc = scratch(s, &s->m2, s->np, s->H, t, err);
     } else {
         if (!rc) rc = scratch(s, &s->cv, N, s->E, t, err);
         if (!rc) rc = scratch(s, &s->lg, s->ovis_chunk, s->MH, t, err);
     }
-    if (!rc) rc = scratch(s, &s->col, N, 9 * cin, t, err);
+    if (!rc) rc = scratch(s, &s->col, s->nt, 9 * cin, t, err);
     if (!rc) rc = scratch(s, &s->tok, N, s->H, t, err);
     if (!rc) rc = scratch(s, &s->win, N - s->nt, s->H, t, err);
     return rc;
@@ -420,22 +420,14 @@ static void tower(struct siglip *s, int32_t n_tiles)
     ops->layernorm(ctx, &a, &x, &s->post_w, &s->post_b, s->eps);
 }
 
-/* The 3×3 stride-2 pad-1 convolution of each tile's G×G map (src, G² rows of cin) into T×T
- * rows of tok-like dst: im2col per tile, then one product with bias over all tiles. */
-static void conv3x3s2(struct siglip *s, int32_t n_tiles, void *src, int64_t cin, void *dst,
-                      int64_t cout)
+/* The 3×3 stride-2 pad-1 convolution of one tile's G×G map x (G², cin) into y (T², cout):
+ * im2col, then a product with bias (the im2col rows are 9·cin wide, 32256 for conv_adapter at
+ * H = 3584, so one tile's worth is what is kept). */
+static void conv_tile(struct siglip *s, struct tensor *y, const struct tensor *x, int64_t cin)
 {
-    const struct backend_ops *ops = s->b->ops;
-    void *ctx = s->b->ctx;
-    enum dtype t = s->act;
-    for (int32_t i = 0; i < n_tiles; i++) {
-        struct tensor xt = rows_of(src, t, i * s->np, s->np, cin);
-        struct tensor ct = rows_of(s->col, t, i * s->nt, s->nt, 9 * cin);
-        ops->im2col_3x3s2(ctx, &ct, &xt, s->G, s->G);
-    }
-    int64_t N = (int64_t)n_tiles * s->nt;
-    struct tensor col = mat(s->col, t, N, 9 * cin), y = mat(dst, t, N, cout);
-    ops->matmul(ctx, &y, &col, &s->conv_w, &s->conv_b);
+    struct tensor col = mat(s->col, s->act, s->nt, 9 * cin);
+    s->b->ops->im2col_3x3s2(s->b->ctx, &col, x, s->G, s->G);
+    s->b->ops->matmul(s->b->ctx, y, &col, &s->conv_w, &s->conv_b);
 }
 
 /* The projector: a (n_tiles·G², E) → tok (n_tiles·T², H) (docs/MODEL.md, "Valley2 projectors").
@@ -447,20 +439,28 @@ static void projector(struct siglip *s, int32_t n_tiles)
     const struct backend_ops *ops = s->b->ops;
     void *ctx = s->b->ctx;
     enum dtype t = s->act;
-    int64_t R = (int64_t)n_tiles * s->np, N = (int64_t)n_tiles * s->nt;
-    struct tensor a = mat(s->a, t, R, s->E);
+    int64_t N = (int64_t)n_tiles * s->nt;
     if (s->proj == MM_PROJ_CONV_ADAPTER) {
-        /* Linear → GELU (nn.GELU(): the exact erf form) → Linear, then the convolution */
-        struct tensor m1 = mat(s->m1, t, R, s->MH), m2 = mat(s->m2, t, R, s->H);
-        ops->matmul(ctx, &m1, &a, &s->mlp0_w, &s->mlp0_b);
-        ops->gelu_erf(ctx, &m1, &m1);
-        ops->matmul(ctx, &m2, &m1, &s->mlp2_w, &s->mlp2_b);
-        conv3x3s2(s, n_tiles, s->m2, s->H, s->tok, s->H);
+        /* per tile: Linear → GELU (nn.GELU(): the exact erf form) → Linear, then the
+         * convolution of the resulting map */
+        struct tensor m1 = mat(s->m1, t, s->np, s->MH), m2 = mat(s->m2, t, s->np, s->H);
+        for (int32_t i = 0; i < n_tiles; i++) {
+            struct tensor at = rows_of(s->a, t, i * s->np, s->np, s->E);
+            struct tensor ot = rows_of(s->tok, t, i * s->nt, s->nt, s->H);
+            ops->matmul(ctx, &m1, &at, &s->mlp0_w, &s->mlp0_b);
+            ops->gelu_erf(ctx, &m1, &m1);
+            ops->matmul(ctx, &m2, &m1, &s->mlp2_w, &s->mlp2_b);
+            conv_tile(s, &ot, &m2, s->H);
+        }
         return;
     }
     /* ovis_conv_adapter: the convolution on the tower's width, then per row a probability
      * over the visual vocabulary, softmax(LayerNorm(cv · W0ᵀ)), times the embedding table */
-    conv3x3s2(s, n_tiles, s->a, s->E, s->cv, s->E);
+    for (int32_t i = 0; i < n_tiles; i++) {
+        struct tensor at = rows_of(s->a, t, i * s->np, s->np, s->E);
+        struct tensor ct = rows_of(s->cv, t, i * s->nt, s->nt, s->E);
+        conv_tile(s, &ct, &at, s->E);
+    }
     for (int64_t r0 = 0; r0 < N; r0 += s->ovis_chunk) {
         int64_t nr = VLM_MIN(N - r0, (int64_t)s->ovis_chunk);
         struct tensor cv = rows_of(s->cv, t, r0, nr, s->E);

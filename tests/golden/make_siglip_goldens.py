@@ -3,14 +3,15 @@
 tests/model/test_siglip.c.
 
 Developer script (needs torch, transformers==4.51.2, numpy: the reference venv; CI never runs
-it, CI reads what it writes). For the Valley2 test checkpoints `valley2` (conv_adapter) and
-`valley2_ovis` (ovis_conv_adapter) of tests/models.txt it regenerates the folder with
-valley-make-model, loads the SigLIP tensors, widened to float32, into transformers'
-SiglipVisionModel, runs the projector as re-implemented below from Valley2's formulas
-(docs/MODEL.md, "Valley2 projectors") and assembles the tiles as the reference model does
-(base tile, crops stitched, unpadded with the original size, then adaptive average pooling
-when over the token cap). For each case it records the geometry, a few whole rows and the
-row and column sums of the output (tests/golden/siglip/goldens.json).
+it, CI reads what it writes). For the Valley2 test checkpoints `valley2` (conv_adapter,
+bf16), `valley2_f16` (conv_adapter, f16) and `valley2_ovis` (ovis_conv_adapter) of
+tests/models.txt it regenerates the folder with valley-make-model, loads the SigLIP tensors,
+widened to float32, into transformers' SiglipVisionModel, runs the projector as
+re-implemented below from Valley2's formulas (docs/MODEL.md, "Valley2 projectors") and
+assembles the tiles as the reference model does (base tile, crops stitched, unpadded with
+the original size, then adaptive average pooling when over the token cap). For each case it
+records the geometry, a few whole rows and the row and column sums of the output
+(tests/golden/siglip/goldens.json).
 
   /work/refvenv/bin/python tests/golden/make_siglip_goldens.py --make-model build/valley-make-model
 
@@ -35,7 +36,7 @@ sys.path.insert(0, HERE)
 
 SIGLIP = "model.vision_tower.vision_tower.vision_model."
 PROJ = "model.mm_projector."
-CONFIGS = ["valley2", "valley2_ovis"]
+CONFIGS = ["valley2", "valley2_f16", "valley2_ovis"]
 N_ROWS = 6  # whole rows recorded per case (spread over the output)
 
 
@@ -170,6 +171,9 @@ CASES = [
     ("crops2x2_unpad", 300, 500, 2, 2, 100000, 2),
     ("crops3x1_pooled", 1000, 300, 3, 1, 400, 3),
 ]
+F16_CASES = [
+    ("crops1x2_unpad", 500, 900, 1, 2, 100000, 6),
+]
 OVIS_CASES = [
     ("base", 0, 0, 0, 0, 900, 4),
     ("crops2x1_pooled", 700, 300, 2, 1, 300, 5),
@@ -179,6 +183,9 @@ OVIS_CASES = [
 def g7(v):
     """a float with 8 significant digits (JSON size; well under the 1e-4 tolerance)"""
     return float("%.8g" % float(v))
+
+
+CASES_OF = {"valley2": CASES, "valley2_f16": F16_CASES, "valley2_ovis": OVIS_CASES}
 
 
 def record(out, geom, seed, n_tiles):
@@ -208,7 +215,7 @@ def run_config(name, make_model, tok_dir):
     T = cfg["num_patches_per_side"]
     tower = siglip_tower(tensors, cfg)
     cases = {}
-    for cname, iw, ih, gw, gh, mvt, seed in (OVIS_CASES if "ovis" in name else CASES):
+    for cname, iw, ih, gw, gh, mvt, seed in CASES_OF[name]:
         geom = anyres_geometry(iw, ih, gw, gh, T, mvt)
         n_tiles = 1 + gw * gh
         out = siglip_image_features(tensors, cfg, test_tiles(n_tiles, S, seed), geom, tower)
