@@ -19,7 +19,8 @@ conv_adapter projector in the folder).
     images, a wide image; the 32 greedy tokens equal the reference's for the first two;
   * the same images again are served from the prefix cache (keys over both towers' inputs),
     a changed image is not;
-  * an image request over the media-token limit is refused from its header, before decoding.
+  * an image request over the media-token limit is refused from its header, before decoding;
+  * a video part is a 400 naming Valley2.
 """
 
 import json
@@ -259,3 +260,17 @@ def test_repeated_images_hit_the_prefix_cache(valley2_img):
         messages=image_messages(g, urls[:-1] + [data_url(png_bytes(w, h, seed=5))]), **body)
     assert r3.usage.prompt_tokens == g["length"]
     assert r3.usage.prompt_tokens_details.cached_tokens <= g["spans"][-1][0]
+
+
+def test_video_is_a_clear_400(valley2_img):
+    """Valley2's video path is not served: refused by name before anything is fetched"""
+    from openai import BadRequestError
+    msgs = [{"role": "user", "content": [
+        {"type": "video_url", "video_url": {"url": "http://127.0.0.1:9/never-fetched.mp4"}},
+        {"type": "text", "text": "What happens?"}]}]
+    with pytest.raises(BadRequestError) as ei:
+        client(valley2_img).chat.completions.create(model="tiny", messages=msgs, max_tokens=1)
+    err = ei.value.body
+    assert "video parts are not supported for Valley2 checkpoints" in err["message"], err
+    assert err["param"] == "messages"
+    assert httpx.get(valley2_img.url + "/health", timeout=10).status_code == 200
