@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Golden outputs of Valley2's Qwen2.5 decoder (text only) for tests/model/test_forward_valley2.c.
+"""Golden outputs of Valley2 for tests/model/test_forward_valley2.c (the Qwen2.5 decoder on text)
+and, with --images, tests/model/test_forward_valley2_images.c (image prompts).
 
 Developer script (needs torch, transformers==4.51.2, safetensors, tokenizers: the reference
 venv; CI never runs it, CI reads what it writes). For each Valley2 test checkpoint of
