@@ -15,6 +15,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/siglip.h"
+
 #define VLM_MAX_TOP_LOGPROBS 20
 #define VLM_MAX_STOP_IDS 16
 
@@ -35,14 +37,29 @@ struct sampling_params {
 };
 
 /* One image or video frame to run through the vision tower. pixels rows are in the order of
- * docs/MODEL.md, "Patchify". Owned by the request; borrowed by the engine during the step. */
+ * docs/MODEL.md, "Patchify". Owned by the request; borrowed by the engine during the step.
+ * A Valley2 image goes through both of its towers (docs/MODEL.md, "Valley2 images"): sig is its
+ * SigLIP side (sig.n_tiles > 0), whose rows come first, then the Qwen2-VL rows; sig is
+ * zeroed for Valley2.5. */
 struct mm_item {
-    uint64_t hash;        /* content hash (pixels + grid), the encoder-cache key */
+    uint64_t hash;        /* content hash (pixels + grid, and the SigLIP tiles + geometry when
+                             sig.n_tiles > 0), the encoder-cache key */
     const float *pixels;  /* (n_patches, patch_dim) f32, patch_dim = 3*t_patch*p*p */
     int32_t grid_t, grid_h, grid_w;
     int32_t n_patches;    /* grid_t * grid_h * grid_w */
-    int32_t n_tokens;     /* projector rows = n_patches / merge² */
+    int32_t n_tokens;     /* encoder rows: sig.n_tokens (when sig.n_tiles > 0) + n_patches / merge² */
+    struct siglip_input sig; /* tiles owned like pixels */
 };
+
+/* The item's SigLIP rows (0 without a SigLIP side) and its Qwen2-VL rows. */
+static inline int32_t mm_item_sig_tokens(const struct mm_item *it)
+{
+    return it->sig.n_tiles > 0 ? it->sig.n_tokens : 0;
+}
+static inline int32_t mm_item_vit_tokens(const struct mm_item *it)
+{
+    return it->n_tokens - mm_item_sig_tokens(it);
+}
 
 /* A run of placeholder tokens in a request's prompt that the engine replaces by the rows of
  * an encoded item: prompt positions [offset, offset + item->n_tokens). */

@@ -7,6 +7,7 @@
 #include "engine/qwen3.h"
 
 #if __has_include("engine/vit.h")
+#include "engine/siglip.h"
 #include "engine/vit.h"
 #define ENGINE_HAVE_VIT 1
 #endif
@@ -366,8 +367,11 @@ static int init_encoder_cache(struct engine *e, struct vlm_err *err)
     int32_t max_patches = e->p.max_image_patches;
     if (max_patches <= 0) max_patches = e->p.encoder_cache_tokens * merge2;
     int rc = vit_init(&e->vit, &e->be, e->m, max_patches, err);
+    if (!rc && e->cfg.has_siglip) {
+        int32_t max_tiles = e->p.max_siglip_tiles > 0 ? e->p.max_siglip_tiles : 10;
+        rc = siglip_init(&e->sig, &e->be, e->m, max_tiles, err);
+    }
     if (rc) return rc;
-    rc = 0;
     e->enc_arena = balloc(e, (size_t)e->p.encoder_cache_tokens * (size_t)e->cfg.hidden_size *
                                  dtype_size(e->be.ops->act_type), &rc);
     if (rc)
@@ -462,6 +466,7 @@ void engine_destroy(struct engine *e)
     }
 #ifdef ENGINE_HAVE_VIT
     vit_destroy(e->vit);
+    siglip_destroy(e->sig);
 #endif
     bfree(e, e->enc_arena);
     if (e->lm_head.data != e->embed.data) bfree(e, e->lm_head.data);
@@ -577,9 +582,28 @@ static int enc_share(struct engine *e, const struct batch *b, int failed)
     return 0;
 }
 
+#ifdef ENGINE_HAVE_VIT
+/* One item into its encoder-cache rows. A Valley2 image (docs/MODEL.md, "Valley2 images"): the
+ * SigLIP rows first, then the Qwen2-VL rows; a Valley2 model takes no item without its
+ * SigLIP side, and a Valley2.5 model none with one. */
+static int enc_item(struct engine *e, const struct mm_item *it, int32_t row0)
+{
+    int32_t ns = mm_item_sig_tokens(it), nv = mm_item_vit_tokens(it);
+    if (!e->sig != !ns || nv < 1) return VLM_EINVAL;
+    int rc = 0;
+    if (ns) {
+        struct tensor so = enc_rows(e, row0, ns);
+        rc = siglip_encode(e->sig, &it->sig, &so);
+    }
+    struct tensor out = enc_rows(e, row0 + ns, nv);
+    if (!rc) rc = vit_encode(e->vit, &it, 1, &out);
+    return rc;
+}
+#endif
+
 /* Encodes the items of b->encode, one vit_encode call per item (items are few per step and
- * the ViT cost is in the patches, not the calls). With TP, each rank encodes its share and
- * the rows are exchanged (enc_share). */
+ * the ViT cost is in the patches, not the calls), after siglip_encode for a Valley2 item.
+ * With TP, each rank encodes its share and the rows are exchanged (enc_share). */
 static int enc_run(struct engine *e, const struct batch *b)
 {
     if (b->n_encode == 0) return 0;
@@ -588,8 +612,7 @@ static int enc_run(struct engine *e, const struct batch *b)
     int failed = 0;
     for (int32_t i = 0; i < b->n_encode && !failed; i++) {
         if (e->comm && i % e->comm->size != e->comm->rank) continue;
-        struct tensor out = enc_rows(e, b->encode_row[i], b->encode[i]->n_tokens);
-        failed = vit_encode(e->vit, &b->encode[i], 1, &out);
+        failed = enc_item(e, b->encode[i], b->encode_row[i]);
     }
     if (e->comm) return enc_share(e, b, failed);
     return failed;

@@ -54,6 +54,8 @@ struct engine_params {
     struct comm *comm;            /* borrowed; NULL without TP; set by tp_group_create */
     int32_t encoder_cache_tokens; /* rows of vision embeddings kept (0: no vision) */
     int32_t max_image_patches;    /* patches per vit_encode call (0: 4 * cache tokens) */
+    int32_t max_siglip_tiles;     /* Valley2: SigLIP tiles of one image (0: 10, a base tile and
+                                     3 x 3 crops, what the default grid pinpoints allow) */
     int32_t max_logit_rows;       /* rows engine_forward_rows may return (at least max_seqs) */
     bool enforce_eager;           /* never replay decode steps as backend graphs */
     struct backend_emulation emulate; /* tests: device features for the CPU backend
@@ -65,6 +67,7 @@ struct engine_params {
 };
 
 struct vit;
+struct siglip;
 struct comm;
 
 struct engine {
@@ -132,6 +135,7 @@ struct engine {
 
     /* encoder cache: rows placed by the scheduler (batch.h) */
     struct vit *vit;                      /* owned; NULL without vision */
+    struct siglip *sig;                   /* owned; Valley2's SigLIP tower, NULL otherwise */
     void *enc_arena;                      /* (encoder_cache_tokens, hidden) act dtype */
 };
 

@@ -650,8 +650,8 @@ int model_load(struct model *m, const char *dir, struct vlm_err *err)
         if (m->cfg.has_vision) rc = bind_vision(m, &st, err);
         else m->cfg.merger_hidden = 0;
     } else if (!rc && m->cfg.mm_projector != MM_PROJ_NONE) {
-        /* Valley2 with its towers: both bound by name and shape; the image path does not
-         * run them yet, so the model serves text (has_vision false) */
+        /* Valley2 with its towers: both bound by name and shape; every image goes through
+         * both (docs/MODEL.md, "Valley2") */
         rc = bind_siglip(m, &st, err);
         if (!rc && !st_find(m->files, MODEL_VIT_PREFIX "patch_embed.proj.weight"))
             rc = vlm_err_set(err, VLM_EINVAL, 500,
@@ -659,6 +659,7 @@ int model_load(struct model *m, const char *dir, struct vlm_err *err)
                              "(config.json names eagle_vision_tower: Valley2's Qwen2-VL tower)");
         if (!rc) rc = bind_vision(m, &st, err);
         m->cfg.has_eagle_tower = !rc;
+        m->cfg.has_vision = !rc;
     } else if (!rc) {
         m->cfg.merger_hidden = 0;
     }
@@ -675,8 +676,8 @@ int model_load(struct model *m, const char *dir, struct vlm_err *err)
              c->intermediate_size, c->vocab_size, c->tie_word_embeddings ? "tied, " : "",
              c->has_vision ? "vision" : "text only");
     if (c->has_siglip)
-        log_info("model: Valley2 towers bound (SigLIP %d x %d, %s projector, Qwen2-VL depth %d); "
-                 "they do not run yet: images are refused", c->sig_layers, c->sig_hidden,
+        log_info("model: Valley2 towers: SigLIP %d x %d, %s projector, Qwen2-VL depth %d",
+                 c->sig_layers, c->sig_hidden,
                  c->mm_projector == MM_PROJ_CONV_ADAPTER ? "conv_adapter" : "ovis_conv_adapter",
                  c->vit_depth);
     if (c->has_vision)

@@ -64,7 +64,7 @@ struct model_config {
     bool qk_norm;                         /* per-head q/k RMS norms before RoPE (Valley2.5) */
     /* Valley2's SigLIP tower and projector (docs/MODEL.md, "Valley2 checkpoint layout"):
      * bound and checked by name and shape; has_siglip false when the tensors are absent.
-     * They do not run yet, so a Valley2 model serves text only (has_vision stays false). */
+     * With both towers bound has_vision is true: every image runs through both. */
     bool has_siglip;
     int32_t sig_hidden, sig_ffn, sig_layers, sig_heads, sig_image, sig_patch, sig_channels;
     float sig_eps;
@@ -101,7 +101,7 @@ struct siglip_layer_weights {
     struct tensor fc1_w, fc1_b, fc2_w, fc2_b;        /* (F, E), (F), (E, F), (E) */
 };
 
-/* Valley2's SigLIP tower and projector, as bound (not run yet). */
+/* Valley2's SigLIP tower and projector, as bound (engine/siglip.h runs them). */
 struct valley2_weights {
     struct tensor patch_w, patch_b;       /* (E, C*P*P) the Conv2d weight flattened, (E) */
     struct tensor pos_embed;              /* ((image/patch)², E) */

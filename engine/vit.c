@@ -253,7 +253,7 @@ static bool item_ok(const struct vit *v, const struct mm_item *it)
     if (!it->pixels || it->grid_t < 1 || it->grid_h < mg || it->grid_w < mg) return false;
     if (it->grid_h % mg || it->grid_w % mg) return false;
     int64_t p = (int64_t)it->grid_t * it->grid_h * it->grid_w;
-    return p == it->n_patches && p / (mg * mg) == it->n_tokens;
+    return p == it->n_patches && p / (mg * mg) == mm_item_vit_tokens(it);
 }
 
 /* ==== Forward ==== */

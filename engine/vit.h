@@ -1,6 +1,8 @@
 /*
  * vit: the Qwen2-VL vision tower and Valley2.5's projector (docs/MODEL.md, "Vision tower",
- * "Projector"), written once over the backend table. Pixel rows of one or more images
+ * "Projector"), written once over the backend table. Valley2's Qwen2-VL branch is the same
+ * code: its original PatchMerger has the projector's form (LN_q, fc1, exact GELU, fc2) with a
+ * hidden width of merge²·dim (docs/MODEL.md, "Valley2 checkpoint layout"). Pixel rows of one or more images
  * ("Patchify" order) go in; projector rows, one per 2×2 merge window, come out, ready to be
  * spliced into the decoder input.
  *
@@ -31,8 +33,9 @@ struct vit;
 int vit_init(struct vit **out, struct backend *b, const struct model *m, int32_t max_patches,
              struct vlm_err *err);
 
-/* Runs tower + projector over items[0..n) in one call. out (Σ n_tokens, hidden) in backend
- * memory, act dtype; item k's rows follow item k-1's. items are borrowed for the call.
+/* Runs tower + projector over items[0..n) in one call. out (Σ mm_item_vit_tokens, hidden) in
+ * backend memory, act dtype; item k's rows follow item k-1's (a Valley2 item's SigLIP side is
+ * not read here). items are borrowed for the call.
  * Returns 0, VLM_ETOOBIG if Σ n_patches > max_patches, or VLM_EINVAL if an item's grid is
  * inconsistent (n_patches != t·h·w, h or w not a multiple of the merge size, n_tokens wrong)
  * or out has the wrong shape. Nothing is written to out on error. */

@@ -81,14 +81,17 @@ int req_add_item(struct request *r, int32_t offset, const struct mm_item *item, 
 {
     VLM_ASSERT(r && item);
     int32_t end = offset + item->n_tokens;
+    float *tiles = (float *)item->sig.tiles;
     if (item->n_tokens < 1 || offset < 0 || end > r->n_prompt || end < offset) {
         free(pixels);
+        free(tiles);
         return VLM_EINVAL;
     }
     if (r->n_mm > 0) {
         const struct mm_span *last = &r->mm[r->n_mm - 1];
         if (offset < last->offset + last->item->n_tokens) {
             free(pixels);
+            free(tiles);
             return VLM_EINVAL;
         }
     }
@@ -100,6 +103,7 @@ int req_add_item(struct request *r, int32_t offset, const struct mm_item *item, 
     if (!it || !spans || !items) {
         free(it);
         free(pixels);
+        free(tiles);
         return VLM_ENOMEM;
     }
     *it = *item;
@@ -120,6 +124,7 @@ static void req_free(struct request *r)
     if (r->cleanup) r->cleanup(r, r->user);
     for (int32_t i = 0; i < r->n_items; i++) {
         free((void *)r->items[i]->pixels);
+        free((void *)r->items[i]->sig.tiles);
         free(r->items[i]);
     }
     free(r->items);

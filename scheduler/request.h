@@ -156,8 +156,8 @@ struct request {
 struct request *req_new(uint64_t id, const int32_t *prompt, int32_t n_prompt,
                         const struct req_params *params);
 /* Adds one media item whose placeholder tokens are prompt[offset, offset + item->n_tokens).
- * Takes ownership of pixels (freed with free()) whatever the result; the item struct is
- * copied. Spans must be added in increasing, non-overlapping offset order. Returns 0,
+ * Takes ownership of pixels and of item->sig.tiles (a Valley2 image's SigLIP tiles; both
+ * freed with free()) whatever the result; the item struct is copied. Spans must be added in increasing, non-overlapping offset order. Returns 0,
  * VLM_EINVAL (span outside the prompt, overlapping or out of order, n_tokens < 1) or
  * VLM_ENOMEM. Before loop_submit only. */
 int req_add_item(struct request *r, int32_t offset, const struct mm_item *item, float *pixels);

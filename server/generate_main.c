@@ -169,10 +169,15 @@ int main(int argc, char **argv)
             goto fail;
         }
         if ((rc = tok_encode(tok, a.prompt, strlen(a.prompt), &ids, &err))) goto fail;
+    } else if (a.image && m.cfg.arch == MODEL_VALLEY2) {
+        /* Valley2 images need both towers' inputs: valley-server prepares them */
+        vlm_err_set(&err, VLM_EUNSUPPORTED, 400, "--image is not supported for Valley2 checkpoints "
+                    "here; send images through valley-server");
+        goto fail;
     } else {
         struct chat_msg msg = {.role = CHAT_USER, .text = a.prompt, .n_images = a.image ? 1 : 0};
         struct chat_opts co = {.qwen25 = m.cfg.arch == MODEL_VALLEY2, .enable_thinking = a.think,
-                               .implicit_image = m.cfg.has_vision,
+                               .implicit_image = m.cfg.has_vision && m.cfg.arch != MODEL_VALLEY2,
                                .wrap_image_tokens = m.cfg.use_special_start_end_token};
         if ((rc = chat_build(tok, &msg, 1, &co, &raw, &n_images, &err))) goto fail;
         if (n_images > 1) {

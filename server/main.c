@@ -162,6 +162,30 @@ int main(int argc, char **argv, char **envp)
     log_stop_ids(tok, stop_ids, n_stop);
 
     const struct model_config *mc = &model.cfg;
+    /* Valley2: the SigLIP tiling settings of config.json (docs/MODEL.md, "Valley2 image
+     * preprocessing"); the most tiles one image can take sizes the engine's SigLIP buffers */
+    struct valley2_prep_settings v2s;
+    valley2_prep_settings_default(&v2s);
+    int32_t v2_max_tiles = 0, v2_max_tokens = 0;
+    if (mc->arch == MODEL_VALLEY2 && mc->has_vision) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/config.json", dir);
+        size_t n = 0;
+        char *json = vlm_read_file(path, &n);
+        int bad = json ? valley2_prep_settings_from_config(json, n, &v2s, &err)
+                       : vlm_err_set(&err, VLM_EIO, 500, "cannot read %s", path);
+        free(json);
+        if (bad) goto fail;
+        for (int32_t i = 0; i < v2s.n_pinpoints; i++)
+            v2_max_tiles = VLM_MAX(v2_max_tiles, 1 + (v2s.pinpoints[i][0] / v2s.tile) *
+                                                         (v2s.pinpoints[i][1] / v2s.tile));
+        /* the most SigLIP tokens of one image: the base tile, and a whole crop map kept, or
+         * pooled below max_vision_token */
+        int32_t t2 = v2s.tokens_per_side * v2s.tokens_per_side;
+        v2_max_tokens = t2 + VLM_MIN((v2_max_tiles - 1) * t2, v2s.max_vision_token - t2);
+    }
+    int64_t proc_max_pixels = cfg.media.max_pixels;
+    if (mc->arch == MODEL_VALLEY2) proc_max_pixels = VLM_MIN(proc_max_pixels, VALLEY2_PREP_QWEN2VL_MAX_PIXELS);
     struct engine_params ep = {0};
     ep.bp.n_threads = cfg.engine.threads;
     ep.bp.numerics = cfg.engine.numerics == CONFIG_NUMERICS_FAST ? NUMERICS_FAST : NUMERICS_EXACT;
@@ -186,6 +210,7 @@ int main(int argc, char **argv, char **envp)
     ep.gpu_memory_utilization = cfg.engine.gpu_memory_utilization;
     ep.tp_size = cfg.engine.tensor_parallel_size;
     ep.encoder_cache_tokens = mc->has_vision ? cfg.sched.encoder_cache_tokens : 0;
+    ep.max_siglip_tiles = v2_max_tiles;
     if (ep.tp_size > 1) {
         if (tp_group_create(&tp, &model, &ep, &err)) goto fail;
         ex = tp_group_executor(tp);
@@ -215,7 +240,9 @@ int main(int argc, char **argv, char **envp)
         /* the largest image a request may send: smart_resize keeps h*w <= max_pixels, one
          * token per (patch*merge)² pixels; a smaller encoder budget is refused at start */
         int64_t unit = (int64_t)mc->patch_size * mc->spatial_merge_size;
-        sc.max_mm_item_tokens = (int32_t)(cfg.media.max_pixels / (unit * unit));
+        sc.max_mm_item_tokens = (int32_t)(proc_max_pixels / (unit * unit));
+        /* Valley2: plus the SigLIP side */
+        sc.max_mm_item_tokens += v2_max_tokens;
     }
     log_info("server: model %s: %s, %d layers, hidden %d, vocab %d, vision %s; KV cache %d blocks "
              "of %d tokens (%lld tokens); max_model_len %d",
@@ -230,6 +257,7 @@ int main(int argc, char **argv, char **envp)
     pc.enable_thinking_default = cfg.api.enable_thinking_default;
     pc.has_vision = mc->has_vision;
     pc.valley2 = mc->arch == MODEL_VALLEY2;
+    pc.v2 = v2s;
     pc.implicit_image = cfg.api.implicit_image && mc->has_vision;
     pc.wrap_image_tokens = cfg.api.image_start_end_tokens == CONFIG_WRAP_AUTO
                                ? mc->use_special_start_end_token
@@ -258,7 +286,7 @@ int main(int argc, char **argv, char **envp)
      * own 3136..12845056, so a limited image is resampled twice, as in the reference
      * (docs/MODEL.md, "Image preprocessing") */
     pc.vp.proc_min_pixels = cfg.media.min_pixels;
-    pc.vp.proc_max_pixels = cfg.media.max_pixels;
+    pc.vp.proc_max_pixels = proc_max_pixels;
     video_params_default(&pc.video);
     pc.video.num_frames = cfg.media.video_num_frames;
     pc.video.max_frames = cfg.media.video_max_frames;

@@ -240,10 +240,11 @@ static void name_media_error(const struct oai_media_ref *m, int32_t idx, struct 
 }
 
 /* Appends the vision inputs of one media entry to *items: one for an image (its bytes in
- * src), one per sampled frame for a video. */
+ * src), one per sampled frame for a video. n_images: the request's images (Valley2's tiling
+ * depends on it). */
 static int load_media(const struct prep_ctx *c, const struct oai_media_ref *m, const struct media_src *src, int32_t idx,
-                      const struct vision_prep_params *vp, struct prep_item **items,
-                      int32_t *n_items, struct vlm_err *err)
+                      const struct vision_prep_params *vp, int32_t n_images,
+                      struct prep_item **items, int32_t *n_items, struct vlm_err *err)
 {
     bool video = m->kind == OAI_MEDIA_VIDEO;
     struct media_image im = {0};
@@ -258,7 +259,14 @@ static int load_media(const struct prep_ctx *c, const struct oai_media_ref *m, c
     for (int32_t f = 0; f < k && !rc; f++) {
         struct prep_item *it = &(*items)[*n_items];
         memset(it, 0, sizeof *it);
-        rc = vision_prep_image(video ? &vf.frames[f] : &im, vp, &it->v, err);
+        if (c->valley2) {
+            /* both towers' inputs (docs/MODEL.md, "Valley2 image preprocessing") */
+            struct valley2_prep_item both;
+            rc = valley2_prep_both(&im, &c->v2, vp, n_images, &both, err);
+            if (!rc) it->v = both.qwen2vl, it->sig = both.siglip;
+        } else {
+            rc = vision_prep_image(video ? &vf.frames[f] : &im, vp, &it->v, err);
+        }
         if (!rc) (*n_items)++;
     }
     media_image_free(&im);
@@ -295,9 +303,23 @@ static int image_cost(const struct vision_prep_params *vp, int32_t w, int32_t h,
     return 0;
 }
 
+/* A Valley2 image's SigLIP side (docs/MODEL.md, "Valley2 image preprocessing"): its tokens and
+ * the memory of its tiles and of the canvas they are cut from, from the size alone. */
+static int valley2_cost(const struct prep_ctx *c, int32_t w, int32_t h, int32_t n_images,
+                        int32_t *tokens, int64_t *bytes, struct vlm_err *err)
+{
+    struct valley2_prep_geom g;
+    int rc = valley2_prep_geometry(&c->v2, w, h, n_images, &g, err);
+    if (rc) return rc;
+    int64_t tile = (int64_t)c->v2.tile * c->v2.tile * 3;
+    *tokens = g.n_tokens;
+    *bytes = g.n_tiles * tile * (int64_t)(sizeof(float) + 1) + 3 * (int64_t)g.res_w * g.res_h;
+    return 0;
+}
+
 static int media_cost(const struct prep_ctx *c, const struct oai_request *q,
-                      const struct vision_prep_params *vp, struct media_src *src,
-                      int64_t *budget_bytes, struct vlm_err *err)
+                      const struct vision_prep_params *vp, int32_t n_images,
+                      struct media_src *src, int64_t *budget_bytes, struct vlm_err *err)
 {
     int32_t n_videos = 0;
     int64_t tokens = 0, bytes = 0;
@@ -328,6 +350,13 @@ static int media_cost(const struct prep_ctx *c, const struct oai_request *q,
                                  (long long)c->media.max_pixels);
         }
         if (!rc) rc = image_cost(vp, w, h, &t, &b, err);
+        if (!rc && c->valley2) {
+            int32_t ts = 0;
+            int64_t bs = 0;
+            rc = valley2_cost(c, w, h, n_images, &ts, &bs, err);
+            t += ts;
+            b += bs;
+        }
         if (rc) {
             name_media_error(m, i, err);
             return rc;
@@ -362,7 +391,10 @@ void prep_prompt_destroy(struct prep_prompt *p)
 {
     if (!p) return;
     i32_vec_free(&p->ids);
-    for (int32_t i = 0; i < p->n_items; i++) vision_prep_out_free(&p->items[i].v);
+    for (int32_t i = 0; i < p->n_items; i++) {
+        vision_prep_out_free(&p->items[i].v);
+        valley2_prep_out_free(&p->items[i].sig);
+    }
     free(p->items);
     memset(p, 0, sizeof *p);
 }
@@ -370,25 +402,31 @@ void prep_prompt_destroy(struct prep_prompt *p)
 static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struct prep_prompt *out,
                     struct vlm_err *err)
 {
-    if (q->n_media && c->valley2)
-        return vlm_err_param(err, VLM_EINVAL, 400, "messages",
-                             "images are not yet supported for Valley2 checkpoints (this server "
-                             "runs their decoder only); send text only");
     if (q->n_media && !c->has_vision)
         return vlm_err_param(err, VLM_EINVAL, 400, "messages",
                              "this model has no vision tower; image parts are not accepted");
+    int32_t n_pictures = 0;
+    for (int32_t i = 0; i < q->n_media; i++) {
+        if (q->media[i].kind == OAI_MEDIA_IMAGE) n_pictures++;
+        else if (c->valley2)
+            return vlm_err_param(err, VLM_EINVAL, 400, "messages",
+                                 "video parts are not supported for Valley2 checkpoints; send "
+                                 "images");
+    }
     /* decode every media entry first: a video's frame count decides its number of markers */
     struct vision_prep_params vp = c->vp;
     /* mm_processor_kwargs bound the processor's resize only (fetch_image keeps its own) */
     if (q->min_pixels) vp.proc_min_pixels = q->min_pixels;
     if (q->max_pixels) vp.proc_max_pixels = q->max_pixels;
+    if (c->valley2) vp.proc_max_pixels = VLM_MIN(vp.proc_max_pixels, VALLEY2_PREP_QWEN2VL_MAX_PIXELS);
     int32_t *per_media = xcalloc((size_t)VLM_MAX(q->n_media, 1), sizeof *per_media);
     struct media_src *src = xcalloc((size_t)VLM_MAX(q->n_media, 1), sizeof *src);
     int64_t budget_bytes = 0;
-    int rc = media_cost(c, q, &vp, src, &budget_bytes, err);
+    int rc = media_cost(c, q, &vp, n_pictures, src, &budget_bytes, err);
     for (int32_t i = 0; i < q->n_media && !rc; i++) {
         int32_t before = out->n_items;
-        rc = load_media(c, &q->media[i], &src[i], i, &vp, &out->items, &out->n_items, err);
+        rc = load_media(c, &q->media[i], &src[i], i, &vp, n_pictures, &out->items, &out->n_items,
+                        err);
         per_media[i] = out->n_items - before;
         free(src[i].bytes);
         src[i].bytes = NULL;
@@ -397,7 +435,7 @@ static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struc
     free(src);
     /* what was decoded, videos included, against the per-request limit */
     int64_t media_tokens = 0;
-    for (int32_t i = 0; i < out->n_items; i++) media_tokens += out->items[i].v.n_tokens;
+    for (int32_t i = 0; i < out->n_items; i++) media_tokens += prep_item_tokens(&out->items[i]);
     if (!rc && c->max_media_tokens > 0 && media_tokens > c->max_media_tokens)
         rc = vlm_err_param(err, VLM_EINVAL, 400, "messages",
                            "the request's images and video frames come to %lld tokens, over "
@@ -444,7 +482,15 @@ static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struc
     if (n_images == out->n_items + 1 && out->n_items == 0) {
         /* the implicit image of a text-only conversation is image 0 */
         out->items = xcalloc(1, sizeof *out->items);
-        if ((rc = vision_prep_placeholder(&vp, &out->items[0].v, err))) goto fail;
+        if (c->valley2) {
+            /* through both towers, as the reference does (docs/MODEL.md, "Valley2") */
+            struct valley2_prep_item both;
+            if ((rc = valley2_prep_placeholder(&c->v2, &vp, &both, err))) goto fail;
+            out->items[0].v = both.qwen2vl;
+            out->items[0].sig = both.siglip;
+        } else if ((rc = vision_prep_placeholder(&vp, &out->items[0].v, err))) {
+            goto fail;
+        }
         out->n_items = 1;
     }
     if (NEVER(n_images != out->n_items)) {
@@ -454,7 +500,7 @@ static int chat_ids(const struct prep_ctx *c, const struct oai_request *q, struc
     }
     int32_t *n_tok = xcalloc((size_t)VLM_MAX(n_images, 1), sizeof *n_tok);
     int32_t *offs = xcalloc((size_t)VLM_MAX(n_images, 1), sizeof *offs);
-    for (int32_t i = 0; i < n_images; i++) n_tok[i] = out->items[i].v.n_tokens;
+    for (int32_t i = 0; i < n_images; i++) n_tok[i] = prep_item_tokens(&out->items[i]);
     rc = chat_expand_images(&raw, n_tok, n_images, c->pad_id, &out->ids, offs);
     if (rc) rc = vlm_err_param(err, rc, 400, "messages",
                                "image markers do not match the images given");

@@ -18,6 +18,7 @@
 #include "engine/base.h"
 #include "server/openai.h"
 #include "server/tokenizer.h"
+#include "server/valley2_prep.h"
 #include "server/video.h"
 #include "server/vision_prep.h"
 
@@ -45,7 +46,9 @@ struct prep_ctx {
     bool implicit_image;            /* and the model has vision */
     bool has_vision;
     bool valley2;                   /* a Valley2 checkpoint: the Qwen2.5 template (chat_opts.qwen25),
-                                       no thinking; its towers do not run yet, so images are a 400 */
+                                       no thinking, every image through both towers' inputs
+                                       (valley2_prep_both with v2); videos are a 400 */
+    struct valley2_prep_settings v2; /* Valley2: the SigLIP tiling, from config.json */
     bool wrap_image_tokens;         /* the model's use_special_start_end_token */
     int32_t pad_id;                 /* id written at image placeholder positions */
     int32_t max_model_len;
@@ -71,8 +74,15 @@ struct prep_ctx {
 
 struct prep_item {
     struct vision_prep_out v;       /* owned pixels, grid, hash */
+    struct valley2_prep_out sig;    /* Valley2: the SigLIP tiles (owned); zeroed otherwise */
     int32_t offset;                 /* first placeholder position in the prompt */
 };
+
+/* The prompt positions an item takes: its SigLIP tokens (Valley2) then its Qwen2-VL tokens. */
+static inline int32_t prep_item_tokens(const struct prep_item *it)
+{
+    return it->sig.g.n_tokens * (it->sig.pixels != NULL) + it->v.n_tokens;
+}
 
 struct prep_prompt {
     struct i32_vec ids;             /* the prompt, images expanded to pad ids */

@@ -103,21 +103,48 @@ static int make_requests(struct session *s, struct prep_prompt *pps, int32_t n_p
         }
         for (int32_t k = 0; k < pp->n_items && !rc; k++) {
             struct vision_prep_out *v = &pp->items[k].v;
+            struct valley2_prep_out *sg = &pp->items[k].sig;
             size_t bytes = (size_t)v->n_patches * (size_t)v->row_len * sizeof(float);
-            float *px;
-            if (i % q->n == q->n - 1) { /* the prompt's last choice takes the pixels */
+            size_t sbytes = (size_t)sg->g.n_tiles * 3 * (size_t)sg->tile * (size_t)sg->tile *
+                            sizeof(float);
+            float *px, *tiles = NULL;
+            bool last = i % q->n == q->n - 1; /* the prompt's last choice takes the pixels */
+            if (last) {
                 px = v->pixels;
                 v->pixels = NULL;
+                tiles = sg->pixels;
+                sg->pixels = NULL;
             } else {
                 px = trymalloc(bytes);
                 if (px) memcpy(px, v->pixels, bytes);
+                if (sg->pixels && (tiles = trymalloc(sbytes))) memcpy(tiles, sg->pixels, sbytes);
             }
             struct mm_item it = {.hash = v->hash, .grid_t = v->grid_t, .grid_h = v->grid_h,
                                  .grid_w = v->grid_w, .n_patches = v->n_patches,
                                  .n_tokens = v->n_tokens};
-            if (!px) rc = vlm_err_set(err, VLM_ENOMEM, 503, "out of memory for the image");
-            else if (req_add_item(r, pp->items[k].offset, &it, px))
+            if (sg->g.n_tiles > 0) {
+                /* Valley2: the SigLIP rows first; the key covers both sides */
+                const struct valley2_prep_geom *g = &sg->g;
+                it.sig = (struct siglip_input){.tiles = tiles, .n_tiles = g->n_tiles,
+                                               .grid_w = g->grid_w, .grid_h = g->grid_h,
+                                               .keep_y = g->keep_y, .keep_x = g->keep_x,
+                                               .keep_h = g->keep_h, .keep_w = g->keep_w,
+                                               .pool_h = g->pool_h, .pool_w = g->pool_w,
+                                               .n_tokens = g->n_tokens};
+                uint64_t both[2] = {v->hash, sg->hash};
+                it.hash = vlm_hash64(both, sizeof both, 0x56324954u);
+                it.n_tokens += g->n_tokens;
+                if (!tiles) {
+                    free(px);
+                    px = NULL;
+                }
+            }
+            if (!px) {
+                free(tiles);
+                rc = vlm_err_set(err, VLM_ENOMEM, 503, "out of memory for the image");
+            } else if (req_add_item(r, pp->items[k].offset, &it, px)) {
                 rc = vlm_err_set(err, VLM_EINVAL, 400, "bad image placement in the prompt");
+            }
         }
         r->notify = hooks->notify;
         r->notify_user = hooks->user;

@@ -36,6 +36,10 @@
 #define VALLEY2_PREP_MAX_VISION_TOKEN 900  /* project default when config.json has none */
 #define VALLEY2_PREP_PINPOINTS "(1x1),...,(3x3)"
 #define VALLEY2_PREP_MAX_GRID 8            /* crops per side, at most */
+/* The Qwen2-VL branch of a Valley2 image: the reference builds its Qwen2VLImageProcessor with
+ * max_pixels 1280 * 28 * 28 (at most 1280 tokens); the server's --max-pixels may only lower it
+ * (docs/MODEL.md, "Valley2 image preprocessing") */
+#define VALLEY2_PREP_QWEN2VL_MAX_PIXELS (1280 * 28 * 28)
 
 struct valley2_prep_settings {
     bool anyres;                /* "anyres"; absent: true. false: one tile per image */

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Golden outputs of Valley2's Qwen2.5 decoder (text only) for tests/model/test_forward_valley2.c.
+"""Golden outputs of Valley2 for tests/model/test_forward_valley2.c (the Qwen2.5 decoder on text)
+and, with --images, tests/model/test_forward_valley2_images.c (image prompts).
 
 Developer script (needs torch, transformers==4.51.2, safetensors, tokenizers: the reference
 venv; CI never runs it, CI reads what it writes). For each Valley2 test checkpoint of
@@ -21,7 +22,24 @@ Valley2.5:
     fp16): per prompt the worst max|logit - f32 logit| / max|logit| over its positions
     ("native_rel"), what the engine's --numerics fast bound is compared with.
 
+With --images it writes tests/golden/valley2/e2e.json instead: image prompts on the "valley2"
+checkpoint, every image through both towers as Valley2 runs them (docs/MODEL.md, "Valley2"):
+
+  * the SigLIP side: the Valley2 processor's tiling (make_valley2_prep_goldens.py's
+    re-implementation: AnyRes for a lone image, one tile each when several) through
+    transformers' SiglipVisionModel, the conv_adapter projector and the AnyRes assembly
+    (make_siglip_goldens.siglip_image_features);
+  * the Qwen2-VL side: qwen-vl-utils fetch_image + Qwen2VLImageProcessor (the pixels), then
+    transformers' Qwen2VisionTransformerPretrainedModel with its own PatchMerger;
+  * the prompt: the folder's chat template (jinja2), markers wrapped as <im_start><image><im_end>,
+    chunked tokenization (make_chat_goldens.py) with AutoTokenizer on the folder's slow files
+    (<im_start>, <im_end> are its added tokens), the implicit 3x3 black image for a text-only
+    conversation; each sentinel replaced by the SigLIP rows then the Qwen2-VL rows;
+  * Qwen2ForCausalLM on the spliced inputs_embeds, float32: logits at a few rows (every 1024th id
+    and the top 16), the smallest top-2 margin and 32 greedy tokens.
+
   /work/refvenv/bin/python tests/golden/make_valley2_goldens.py --make-model build/valley-make-model
+  /work/refvenv/bin/python tests/golden/make_valley2_goldens.py --make-model build/valley-make-model --images
 """
 import argparse
 import json
@@ -226,14 +244,196 @@ def run_config(name, make_model, tok_dir, out_dir):
         f.write("\n")
 
 
+# ==== Image prompts (--images) ====
+
+IMG_DIR = os.path.join(HERE, "images")
+V2_DIR = os.path.join(HERE, "valley2")
+STRIDE = 1024
+N_GREEDY = 32
+# (name, user text, image files, max_vision_token override or None). The test folder's
+# max_vision_token (100000) never pools, so "wide" is also run as a folder with 500 would be:
+# 196 + 12 x 42 kept tokens are over the cap and pooled to 9 x 32.
+IMG_PROMPTS = [
+    ("text", "Hello! Who are you?", [], None),
+    ("one", "Describe the image.", ["images/gray_200x150.png"], None),
+    ("three", "Compare the three images.",
+     ["images/rgb_100x37.png", "images/noisy_40x30.png", "images/gray_200x150.png"], None),
+    ("wide", "What is in this picture?", ["valley2/wide_1000x300.png"], None),
+    ("wide_pooled", "What is in this picture?", ["valley2/wide_1000x300.png"], 500),
+]
+
+
+def black_3x3():
+    from PIL import Image
+    return Image.new("RGB", (3, 3), (0, 0, 0))
+
+
+def siglip_side(prep, sg, tensors, c, tower, img, n_images, mvt):
+    """One image's SigLIP rows: the processor's tiles, then tower + projector + assembly."""
+    cands = prep.pinpoints(c.get("grid_pinpoints", prep.DEFAULT_PINPOINTS))
+    w, h = img.size
+    if n_images == 1 and c.get("anyres", True):
+        res, _, _, tiles = prep.anyres_tiles(img, cands)
+        gw, gh = res[0] // prep.TILE, res[1] // prep.TILE
+        px = np.stack([prep.siglip(t) for t in tiles])
+    else:
+        gw = gh = 0
+        px = prep.siglip(img)[None]
+    geom = sg.anyres_geometry(w, h, gw, gh, prep.TPS, mvt)
+    return sg.siglip_image_features(tensors, c, px.astype(np.float32), geom, tower), geom
+
+
+def qwen2vl_side(vision_process, proc_cls, vit, img):
+    """One image's Qwen2-VL rows: fetch_image + Qwen2VLImageProcessor, tower + PatchMerger."""
+    stage1 = vision_process.fetch_image({"image": img, "min_pixels": 3136, "max_pixels": 12845056})
+    # Valley2's processor settings: max_pixels 1280 * 28 * 28 for the processor stage
+    proc = proc_cls(min_pixels=3136, max_pixels=1280 * 28 * 28, patch_size=14,
+                    temporal_patch_size=2, merge_size=2)
+    out = proc(images=[stage1], return_tensors="pt")
+    with torch.no_grad():
+        return vit(out["pixel_values"].float(), grid_thw=out["image_grid_thw"]), \
+            [int(x) for x in out["image_grid_thw"][0]]
+
+
+def build_vit(c, tensors):
+    from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
+    vc = c["vision_config"]
+    conf = Qwen2VLVisionConfig(
+        depth=vc["depth"], embed_dim=vc["embed_dim"], num_heads=vc["num_heads"],
+        mlp_ratio=vc["mlp_ratio"], hidden_size=c["hidden_size"], hidden_act="quick_gelu",
+        patch_size=14, temporal_patch_size=2, spatial_merge_size=2, in_channels=3)
+    conf._attn_implementation = "eager"
+    vit = Qwen2VisionTransformerPretrainedModel(conf).to(torch.float32).eval()
+    vit.load_state_dict({k[len(VIT):]: v[2] for k, v in tensors.items() if k.startswith(VIT)},
+                        strict=True)  # the original PatchMerger: merger.ln_q, merger.mlp.{0,2}
+    return vit
+
+
+def run_images(make_model, tok_dir, out_path):
+    from PIL import Image
+    import jinja2
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    import make_chat_goldens as mc
+    import make_image_goldens as mi
+    import make_siglip_goldens as sg
+    import make_valley2_prep_goldens as prep
+
+    name = "valley2"
+    with tempfile.TemporaryDirectory() as tmp:
+        mdir = os.path.join(tmp, name)
+        subprocess.run([make_model, "--out", mdir, "--tokenizer", tok_dir] + mg.model_args(name),
+                       check=True)
+        with open(os.path.join(mdir, "config.json")) as f:
+            c = json.load(f)
+        with open(os.path.join(mdir, "tokenizer_config.json")) as f:
+            template = json.load(f)["chat_template"]
+        tensors = read_folder(mdir)
+        from transformers import AutoTokenizer
+        hf = AutoTokenizer.from_pretrained(mdir)  # the folder's slow files, its added tokens
+    check_layout(c, tensors)
+    model, _ = build_hf(c, None, tensors)
+    embed = model.get_input_embeddings()
+    vit = build_vit(c, tensors)
+    tower = sg.siglip_tower(tensors, c)
+    vision_process, proc_cls = mi.load_reference()
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = mc.hf_tojson
+    tmpl = env.from_string(template)
+    class HfTok:  # the reference tokenizer, shaped like tokenizers.Tokenizer for mc.tokenize
+        def encode(self, s, add_special_tokens=False):
+            return type("E", (), {"ids": hf.encode(s, add_special_tokens=False)})()
+
+    tok = HfTok()
+    wrap = c.get("use_special_start_end_token", True)
+    vocab = c["vocab_size"]
+    stride_ids = list(range(0, vocab, STRIDE))
+
+    out = []
+    for pname, text, files, mvt_override in IMG_PROMPTS:
+        msgs = [{"role": "user", "text": text, "n_images": len(files)}]
+        prepared, total = mc.prepare(msgs, {"implicit_image": True, "wrap_image_tokens": wrap})
+        rendered = tmpl.render(messages=prepared, add_generation_prompt=True)
+        ids = mc.tokenize(tok, rendered)
+        imgs = [Image.open(os.path.join(HERE, f)).convert("RGB") for f in files] or [black_3x3()]
+        assert ids.count(mc.SENTINEL) == total == len(imgs)
+        mvt = mvt_override or c.get("max_vision_token", prep.DEFAULT_MAX_VISION_TOKEN)
+        feats, per_image = [], []
+        for img in imgs:
+            s_rows, geom = siglip_side(prep, sg, tensors, c, tower, img, len(imgs), mvt)
+            q_rows, grid = qwen2vl_side(vision_process, proc_cls, vit, img)
+            feats.append(torch.cat([s_rows, q_rows], 0))
+            per_image.append({"size": list(img.size), "siglip_tokens": int(s_rows.shape[0]),
+                              "qwen2vl_tokens": int(q_rows.shape[0]), "grid": grid,
+                              "geometry": geom})
+        pieces, spans, k, L, run = [], [], 0, 0, []
+        for t in ids + [None]:
+            if t is None or t == mc.SENTINEL:
+                if run:
+                    pieces.append(embed(torch.tensor(run)))
+                    L += len(run)
+                    run = []
+                if t == mc.SENTINEL:
+                    spans.append([L, k])
+                    pieces.append(feats[k])
+                    L += feats[k].shape[0]
+                    k += 1
+            else:
+                run.append(t)
+        with torch.no_grad():
+            res = model(inputs_embeds=torch.cat(pieces, 0)[None], use_cache=True)
+            logits = res.logits[0].double()
+            first, last = spans[0][0], spans[-1][0] + feats[-1].shape[0] - 1
+            check = sorted({0, first, first + per_image[0]["siglip_tokens"], last, last + 1, L - 1})
+            rows = []
+            for r in check:
+                lr = logits[r]
+                keep = sorted(set(stride_ids) | set(torch.topk(lr, 16).indices.tolist()))
+                rows.append({"row": r, "max_abs": float(lr.abs().max()), "argmax": int(lr.argmax()),
+                             "ids": keep, "values": [float(lr[i]) for i in keep]})
+            pkv, nxt, gen, margin = res.past_key_values, logits[-1], [], float("inf")
+            for _ in range(N_GREEDY):
+                t2 = torch.topk(nxt, 2).values
+                margin = min(margin, float(t2[0] - t2[1]))
+                t = int(nxt.argmax())
+                gen.append(t)
+                res = model(input_ids=torch.tensor([[t]]), past_key_values=pkv, use_cache=True)
+                pkv, nxt = res.past_key_values, res.logits[0, -1].double()
+        print(f"{pname}: L {L}, spans {spans}, per image {[(p['siglip_tokens'], p['qwen2vl_tokens']) for p in per_image]}, "
+              f"greedy {gen[:8]}..., min top-2 margin {margin:.4g}", file=sys.stderr)
+        out.append({"name": pname, "text": text, "files": files, "max_vision_token": mvt,
+                    "ids": ids, "images": per_image, "spans": spans, "length": L,
+                    "rows": rows, "greedy": gen, "min_margin": margin})
+    gold = {
+        "what": "Valley2 image prompts: SigLIP (SiglipVisionModel + conv_adapter + AnyRes "
+                "assembly) then Qwen2-VL (Qwen2VisionTransformerPretrainedModel, PatchMerger) "
+                "rows spliced at each sentinel, Qwen2ForCausalLM float32, transformers %s; made "
+                "by tests/golden/make_valley2_goldens.py --images" % __import__("transformers").__version__,
+        "model": name, "make_model_args": mg.model_args(name), "image_sentinel": mc.SENTINEL,
+        "wrapped": bool(wrap), "prompts": out,
+    }
+    with open(out_path, "w") as f:
+        json.dump(gold, f, separators=(",", ":"))
+        f.write("\n")
+    print("wrote", out_path, os.path.getsize(out_path), "bytes", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--make-model", required=True, help="path to valley-make-model")
     ap.add_argument("--tokenizer", help="tokenizer folder (default: the committed fixture)")
     ap.add_argument("--out", default=os.path.join(HERE, "text"))
     ap.add_argument("--configs", nargs="*", default=CONFIGS)
+    ap.add_argument("--images", action="store_true", help="write valley2/e2e.json (image prompts)")
     a = ap.parse_args()
     a.tokenizer = a.tokenizer or str(vlm_fixtures.tokenizer_dir())
+    if a.images:
+        torch.manual_seed(0)
+        run_images(os.path.abspath(a.make_model), os.path.abspath(a.tokenizer),
+                   os.path.join(V2_DIR, "e2e.json"))
+        return
     os.makedirs(a.out, exist_ok=True)
     torch.manual_seed(0)
     for name in a.configs:

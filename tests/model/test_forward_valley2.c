@@ -8,8 +8,8 @@
  * the bf16 bound, which the reference's own bf16 / f16 run also meets.
  *
  * Also: the folders (the whole Valley-Eagle layout: SigLIP tower, conv_adapter projector,
- * Qwen2-VL tower with the original merger) load as Valley2 with every tensor bound; the
- * towers are bound but not run, so the model reports no vision; f16 weights are used in
+ * Qwen2-VL tower with the original merger) load as Valley2 with every tensor bound and report
+ * vision (images: test_forward_valley2_images.c); f16 weights are used in
  * place like bf16; on the emulated device backend (graphs, device-side sampling summaries)
  * greedy decoding gives the reference tokens too.
  */
@@ -30,7 +30,7 @@ static void check_layout(const char *name, enum dtype want)
         }
         CHECK_EQ(m.cfg.arch, MODEL_VALLEY2);
         CHECK(m.cfg.qkv_bias && !m.cfg.qk_norm && !m.cfg.tie_word_embeddings);
-        CHECK(m.cfg.has_siglip && m.cfg.has_eagle_tower && !m.cfg.has_vision);
+        CHECK(m.cfg.has_siglip && m.cfg.has_eagle_tower && m.cfg.has_vision);
         CHECK_EQ(m.cfg.mm_projector, MM_PROJ_CONV_ADAPTER);
         CHECK_EQ(m.cfg.sig_image, 384);
         CHECK_EQ(m.w.v2.pos_embed.ne[1], 27 * 27); /* 384 / 14 = 27 patches a side */

@@ -538,7 +538,7 @@ static void test_arch(void)
     small_params(&p);
     testmodel_arch_valley2(&p);
     p.sig_image = 42; /* 3 x 3 patches: small files */
-    TEST("a Valley2 folder loads as Valley2: biases, no q/k norms, towers bound, no vision") {
+    TEST("a Valley2 folder loads as Valley2: biases, no q/k norms, towers bound, vision") {
         CHECK_EQ(gen("v2", &p), 0);
         struct model m;
         struct vlm_err err = {0};
@@ -547,7 +547,7 @@ static void test_arch(void)
         CHECK_EQ(rc, 0);
         CHECK_EQ(m.cfg.arch, MODEL_VALLEY2);
         CHECK(m.cfg.qkv_bias && !m.cfg.qk_norm && m.cfg.has_siglip && m.cfg.has_eagle_tower);
-        CHECK(!m.cfg.has_vision && !m.cfg.only_navit);
+        CHECK(m.cfg.has_vision && !m.cfg.only_navit);
         CHECK_EQ(m.w.layers[1].bk.ne[0], 2 * 16);
         CHECK_EQ(m.w.v2.pos_embed.ne[1], 9);
         CHECK_STR(model_arch_name(m.cfg.arch), "Valley2");
