@@ -5,6 +5,8 @@
 #   bench/llamacpp_side_by_side.sh [--build DIR (build)] [--cache DIR (/work/cache/llamacpp)]
 #       [--threads T (2)] [--python PY (python3)] [--sizes 0.6b[,8b]] [--reps R (3)]
 #       [--ours-runs N (5): bench_engine's best of N]
+#       [--ours-wait default|passive|active: OMP_WAIT_POLICY for ours; default leaves libgomp's
+#        own (spin a while, then sleep), as llama-bench keeps its default polling]
 #       [--skip-bench]   (build, convert and check only)
 #
 # Steps (each skipped when its output is already in the cache):
@@ -33,7 +35,7 @@
 # Prints figures, asserts nothing; not run by CI (tests only `bash -n` it).
 set -euo pipefail
 
-BUILD=build CACHE=/work/cache/llamacpp THREADS=2 PY=python3 SIZES=0.6b REPS=3 OURS_RUNS=5 SKIP_BENCH=0
+BUILD=build CACHE=/work/cache/llamacpp THREADS=2 PY=python3 SIZES=0.6b REPS=3 OURS_RUNS=5 OURS_WAIT=default SKIP_BENCH=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --build) BUILD=$2; shift 2 ;;
@@ -43,12 +45,18 @@ while [ $# -gt 0 ]; do
     --sizes) SIZES=$2; shift 2 ;;
     --reps) REPS=$2; shift 2 ;;
     --ours-runs) OURS_RUNS=$2; shift 2 ;;
+    --ours-wait) OURS_WAIT=$2; shift 2 ;;
     --skip-bench) SKIP_BENCH=1; shift ;;
-    *) echo "usage: $0 [--build DIR] [--cache DIR] [--threads T] [--python PY] [--sizes 0.6b,8b] [--reps R] [--ours-runs N] [--skip-bench]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--build DIR] [--cache DIR] [--threads T] [--python PY] [--sizes 0.6b,8b] [--reps R] [--ours-runs N] [--ours-wait W] [--skip-bench]" >&2; exit 2 ;;
     esac
 done
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(cd "$BUILD" && pwd)
+case "$OURS_WAIT" in
+default) OURS_ENV=(env) ;;
+passive|active) OURS_ENV=(env OMP_WAIT_POLICY="$OURS_WAIT") ;;
+*) echo "--ours-wait: default, passive or active" >&2; exit 2 ;;
+esac
 mkdir -p "$CACHE/work" "$CACHE/logs"
 CACHE=$(cd "$CACHE" && pwd)
 W=$CACHE/work LOGS=$CACHE/logs
@@ -147,9 +155,9 @@ done
 IDS=9707,11,1879,315,279,8131,13,358
 for m in "${MODELS[@]}"; do
     say "greedy check on $m: prompt ids $IDS, 16 tokens"
-    OMP_WAIT_POLICY=passive "$BUILD/tests/bench_engine" --model "$W/$m" --threads "$THREADS" \
+    "${OURS_ENV[@]}" "$BUILD/tests/bench_engine" --model "$W/$m" --threads "$THREADS" \
         --numerics exact --greedy "$IDS" >"$LOGS/greedy-$m-exact.txt"
-    OMP_WAIT_POLICY=passive "$BUILD/tests/bench_engine" --model "$W/$m" --threads "$THREADS" \
+    "${OURS_ENV[@]}" "$BUILD/tests/bench_engine" --model "$W/$m" --threads "$THREADS" \
         --numerics fast --greedy "$IDS" >"$LOGS/greedy-$m-fast.txt"
     for q in bf16 q8_0; do
         "$GREEDY" "$W/$m-$q.gguf" "$IDS" 16 "$THREADS" >"$LOGS/greedy-$m-$q.txt" 2>"$LOGS/greedy-$m-$q.err"
@@ -204,17 +212,17 @@ done
 
 # ---- 4. benchmarks, back to back
 best() { sort -g | tail -1; } # the largest of the numbers on stdin
-say "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, $THREADS threads; llama.cpp $(basename "$SRCDIR") (ggml ${LLAMA_COMMIT:-?})"
+say "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, $THREADS threads; ours with OMP_WAIT_POLICY $OURS_WAIT; llama.cpp $(basename "$SRCDIR") (ggml ${LLAMA_COMMIT:-?})"
 UP0=$(uptime)
 echo "uptime before: $UP0"
-BW=$(OMP_WAIT_POLICY=passive "$BUILD/tests/bench_membw" --threads "$THREADS" | tee "$LOGS/membw.log" |
+BW=$("${OURS_ENV[@]}" "$BUILD/tests/bench_membw" --threads "$THREADS" | tee "$LOGS/membw.log" |
     sed -n 's/.*best *\([0-9.]*\) GB\/s.*/\1/p' | head -1)
 echo "read bandwidth (bench_membw, $THREADS threads): $BW GB/s best"
 declare -A R
 for m in "${MODELS[@]}"; do
     for num in fast exact; do
         say "$m: bench_engine --numerics $num"
-        OMP_WAIT_POLICY=passive "$BUILD/tests/bench_engine" --model "$W/$m" --threads "$THREADS" \
+        "${OURS_ENV[@]}" "$BUILD/tests/bench_engine" --model "$W/$m" --threads "$THREADS" \
             --numerics "$num" --prefill 512 --decode 32 --batch 8 --runs "$OURS_RUNS" --no-matmul | tee "$LOGS/ours-$m-$num.log"
         R[$m,$num,pp]=$(sed -n 's/^prefill *512 tokens *\([0-9.]*\) tok\/s.*/\1/p' "$LOGS/ours-$m-$num.log")
         R[$m,$num,tg1]=$(sed -n 's/^decode  batch 1 .* steps *\([0-9.]*\) tok\/s.*/\1/p' "$LOGS/ours-$m-$num.log")
