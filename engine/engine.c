@@ -771,17 +771,23 @@ static void gather_logits(struct engine *e, int32_t n_rows, float *logits)
     }
 }
 
-int engine_forward_rows(struct engine *e, const struct batch *b, const int32_t *rows,
-                        int32_t n_rows, float *logits)
+/* The forward pass's logits rows (e->logits) into logits on the host. */
+static void fetch_logits(struct engine *e, int32_t n_rows, float *logits)
 {
-    int rc = forward(e, b, rows, n_rows);
-    if (rc || n_rows == 0) return rc;
     if (!e->comm)
         e->be.ops->download(e->be.ctx, logits, e->logits,
                             (size_t)n_rows * (size_t)e->cfg.vocab_size * sizeof(float));
     else if (logits) /* rank 0; the other ranks only took part in the all-gather */
         gather_logits(e, n_rows, logits);
     e->be.ops->sync(e->be.ctx);
+}
+
+int engine_forward_rows(struct engine *e, const struct batch *b, const int32_t *rows,
+                        int32_t n_rows, float *logits)
+{
+    int rc = forward(e, b, rows, n_rows);
+    if (rc || n_rows == 0) return rc;
+    fetch_logits(e, n_rows, logits);
     return 0;
 }
 
@@ -882,14 +888,15 @@ int engine_execute(struct engine *e, const struct batch *b, struct batch_out *ou
 {
     bool sampler = !e->comm || e->comm->rank == 0; /* only rank 0 samples */
     int32_t n = sampled_rows(e, b);
-    int rc;
-    if (e->dev_sampling) { /* the rows stay on the backend; their summaries come down */
-        rc = forward(e, b, e->h_rows, n);
-        if (rc == 0 && n > 0) summarize_rows(e, b, n);
-    } else {
-        rc = engine_forward_rows(e, b, e->h_rows, n, sampler ? e->h_logits : NULL);
-    }
+    int rc = forward(e, b, e->h_rows, n);
     if (rc < 0) return rc;
+    /* the masks (structured outputs) are joined here: on an asynchronous backend the forward
+     * pass is still running, on the CPU one the masks were computed beside it */
+    if (sampler && b->masks_ready) b->masks_ready(b->masks_arg);
+    if (n > 0 && e->dev_sampling) /* the rows stay on the backend; their summaries come down */
+        summarize_rows(e, b, n);
+    else if (n > 0)
+        fetch_logits(e, n, sampler ? e->h_logits : NULL);
     if (!sampler) {
         prompt_logprobs(e, b, false, out);
         return 0;
