@@ -293,6 +293,8 @@ static int alloc_summaries(struct engine *e, struct vlm_err *err)
     e->h_summary = xmalloc(R * sizeof *e->h_summary);
     e->h_inv_t = xmalloc(R * sizeof *e->h_inv_t);
     e->h_u = xmalloc(R * sizeof *e->h_u);
+    if (ops->sampling->mask_logits)
+        e->h_mask = xmalloc(R * (size_t)((e->cfg.vocab_size + 31) / 32) * sizeof *e->h_mask);
     return 0;
 }
 
@@ -487,6 +489,7 @@ void engine_destroy(struct engine *e)
     free(e->h_summary);
     free(e->h_inv_t);
     free(e->h_u);
+    free(e->h_mask);
     free(e->h_tokens);
     free(e->h_pos);
     free(e->h_slot);
@@ -821,6 +824,30 @@ static void summarize_rows(struct engine *e, const struct batch *b, int32_t n)
     e->be.ops->sync(e->be.ctx);
 }
 
+/* Device sampling with structured outputs: the masks of the step's sampled rows (all ones
+ * for a row without) go up in one array and the backend sets the disallowed logits to -inf,
+ * so that the summaries, and any row fetched for the fallback, are of the masked rows. */
+static void mask_rows(struct engine *e, const struct batch *b, int32_t n)
+{
+    e->dev_masked = false;
+    bool any = false;
+    for (int32_t s = 0; s < b->n_seqs; s++) any |= b->seqs[s].sp && b->seqs[s].mask;
+    if (!any || !e->h_mask) return;
+    size_t W = (size_t)(e->cfg.vocab_size + 31) / 32;
+    int32_t r = 0;
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        const struct batch_seq *q = &b->seqs[s];
+        if (!q->sp) continue;
+        if (q->mask) memcpy(e->h_mask + (size_t)r * W, q->mask, W * sizeof *e->h_mask);
+        else memset(e->h_mask + (size_t)r * W, 0xff, W * sizeof *e->h_mask);
+        r++;
+    }
+    VLM_ASSERT(r == n);
+    struct tensor lg = tensor_make(e->logits, DT_F32, e->cfg.vocab_size, n, 1, 1);
+    e->be.ops->sampling->mask_logits(e->be.ctx, &lg, e->h_mask);
+    e->dev_masked = true;
+}
+
 /* Row r of the step's logits into e->h_logits (a device-sampling fallback). */
 static float *fetch_row(struct engine *e, int32_t r)
 {
@@ -893,10 +920,12 @@ int engine_execute(struct engine *e, const struct batch *b, struct batch_out *ou
     /* the masks (structured outputs) are joined here: on an asynchronous backend the forward
      * pass is still running, on the CPU one the masks were computed beside it */
     if (sampler && b->masks_ready) b->masks_ready(b->masks_arg);
-    if (n > 0 && e->dev_sampling) /* the rows stay on the backend; their summaries come down */
+    if (n > 0 && e->dev_sampling) { /* the rows stay on the backend; their summaries come down */
+        mask_rows(e, b, n);
         summarize_rows(e, b, n);
-    else if (n > 0)
+    } else if (n > 0) {
         fetch_logits(e, n, sampler ? e->h_logits : NULL);
+    }
     if (!sampler) {
         prompt_logprobs(e, b, false, out);
         return 0;
@@ -906,16 +935,17 @@ int engine_execute(struct engine *e, const struct batch *b, struct batch_out *ou
         const struct batch_seq *q = &b->seqs[s];
         if (!q->sp) continue;
         struct sampler_result res;
-        if (!e->dev_sampling || q->mask ||
+        if (!e->dev_sampling || (q->mask && !e->dev_masked) ||
             sampler_sample_summary(&e->h_summary[r], V, q->sp, q->n_prompt, q->n_out, &res) < 0) {
             float *row = e->dev_sampling ? fetch_row(e, r) : e->h_logits + (size_t)r * (size_t)V;
-            if (q->mask) sampler_apply_mask(row, q->mask, V); /* a scratch copy of the row */
+            /* a scratch copy of the row (already masked when dev_masked: no change) */
+            if (q->mask) sampler_apply_mask(row, q->mask, V);
             sampler_sample(&e->sws, row, q->sp, q->prompt, q->n_prompt, q->output, q->n_out, &res);
-            if (q->mask) { /* vLLM writes a masked token's -inf as -9999 */
-                res.logprob = VLM_MAX(res.logprob, -9999.0f);
-                for (int32_t j = 0; j < res.n_top; j++)
-                    res.top_lp[j] = VLM_MAX(res.top_lp[j], -9999.0f);
-            }
+        }
+        if (q->mask) { /* vLLM writes a masked token's -inf as -9999 */
+            res.logprob = VLM_MAX(res.logprob, -9999.0f);
+            for (int32_t j = 0; j < res.n_top; j++)
+                res.top_lp[j] = VLM_MAX(res.top_lp[j], -9999.0f);
         }
         e->out_token[r] = res.token;
         e->out_logprob[r] = res.logprob;
