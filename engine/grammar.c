@@ -296,7 +296,7 @@ static void cache_clear(struct grammar *g)
         free(g->cache[i]->acc);
         free(g->cache[i]->unc);
         free(g->cache[i]);
-        g->cache[i] = NULL;
+        __atomic_store_n(&g->cache[i], NULL, __ATOMIC_RELEASE);
     }
 }
 
@@ -1479,7 +1479,7 @@ static const struct ncache *cache_get(struct gram_matcher *m, const struct gram_
     pthread_mutex_lock(&g->mu);
     if (g->cache_vocab != v) {
         cache_clear(g);
-        g->cache_vocab = v;
+        __atomic_store_n(&g->cache_vocab, v, __ATOMIC_RELEASE);
     }
     node = cache_key(g, v, node);
     struct ncache *c = g->cache[node];
@@ -1490,25 +1490,26 @@ static const struct ncache *cache_get(struct gram_matcher *m, const struct gram_
     pthread_mutex_lock(&g->mu);
     if (g->cache_vocab != v) {
         cache_clear(g);
-        g->cache_vocab = v;
+        __atomic_store_n(&g->cache_vocab, v, __ATOMIC_RELEASE);
     }
     c = g->cache[node];
-    if (!c) c = g->cache[node] = mine;
+    if (!c) __atomic_store_n(&g->cache[node], c = mine, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&g->mu);
     if (c != mine) ncache_free(mine);
     return c;
 }
 
+/* Without the mutex: entries and cache_vocab are stored atomically (under it), and an entry
+ * once stored stays until the vocabulary changes. */
 bool gm_mask_cached(const struct gram_matcher *m, const struct gram_vocab *v)
 {
     struct grammar *g = m->g;
-    bool all = true;
-    pthread_mutex_lock(&g->mu);
-    for (int32_t i = 0; i < m->n_cur && all; i++)
-        if (m->cur[i].root)
-            all = g->cache_vocab == v && g->cache[cache_key(g, v, m->cur[i].node)];
-    pthread_mutex_unlock(&g->mu);
-    return all;
+    if (__atomic_load_n(&g->cache_vocab, __ATOMIC_ACQUIRE) != v) return false;
+    for (int32_t i = 0; i < m->n_cur; i++)
+        if (m->cur[i].root &&
+            !__atomic_load_n(&g->cache[cache_key(g, v, m->cur[i].node)], __ATOMIC_ACQUIRE))
+            return false;
+    return true;
 }
 
 /* Sets the bits of c's uncertain tokens that thread t accepts. */
