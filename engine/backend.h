@@ -108,6 +108,11 @@ struct backend_sampling_ops {
      * logits is only read. */
     void (*sample_summary)(void *ctx, void *out, const struct tensor *logits,
                            const float *inv_t, const double *u);
+    /* Structured outputs: in logits (n_rows, vocab) f32, every entry of row r whose bit is
+     * clear in mask row r becomes -inf (sampler_apply_mask on the backend). mask is a host
+     * array (n_rows, (vocab + 31) / 32) uint32, bit t%32 of word t/32, uploaded by the call.
+     * NULL: the engine masks downloaded rows instead. */
+    void (*mask_logits)(void *ctx, struct tensor *logits, const uint32_t *mask);
 };
 
 /* Graphs. A step whose set_step() had a nonzero graph_key can run as a recorded graph (CUDA

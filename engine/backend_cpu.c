@@ -9,6 +9,7 @@
  * OpenBLAS runs single-threaded on each pool thread's slice of the weight rows.
  */
 #include "engine/backend.h"
+#include "engine/sampler.h"
 #include "kernels/cpu.h"
 
 #include <omp.h>
@@ -397,8 +398,19 @@ static const struct backend_fused_ops cpu_fused = {
     .norm_rope = cpu_op_norm_rope,
 };
 
+static void cpu_op_mask_logits(void *ctx, struct tensor *logits, const uint32_t *mask)
+{
+    (void)ctx;
+    VLM_ASSERT(logits->type == DT_F32 && logits->ne[2] == 1 && logits->ne[3] == 1);
+    int32_t V = (int32_t)logits->ne[0], W = (V + 31) / 32;
+    for (int64_t r = 0; r < logits->ne[1]; r++)
+        sampler_apply_mask((float *)((char *)logits->data + r * logits->nb[1]),
+                           mask + (size_t)r * (size_t)W, V);
+}
+
 static const struct backend_sampling_ops cpu_sampling = {
     .sample_summary = cpu_op_sample_summary,
+    .mask_logits = cpu_op_mask_logits,
 };
 
 static const struct backend_ops cpu_ops = {

@@ -873,8 +873,28 @@ static const struct backend_fused_ops cuda_fused = {
     .norm_rope = cuda_op_norm_rope,
 };
 
+/* Structured outputs: the step's bitmask goes up through the staging area (in pieces of
+ * rows that fit half of it) and one kernel sets the disallowed logits to -inf. */
+static void cuda_op_mask_logits(void *ctx, struct tensor *logits, const uint32_t *mask)
+{
+    struct cuda_ctx *c = ctx;
+    bind(c);
+    VLM_ASSERT(logits->type == DT_F32 && logits->ne[2] == 1 && logits->ne[3] == 1);
+    int32_t n = (int32_t)logits->ne[1], V = (int32_t)logits->ne[0], W = (V + 31) / 32;
+    int64_t ld = logits->nb[1] / (int64_t)sizeof(float);
+    size_t row_bytes = (size_t)W * sizeof *mask;
+    int32_t piece = (int32_t)VLM_MAX((size_t)1, STAGE_BYTES / 2 / row_bytes);
+    for (int32_t r0 = 0; r0 < n; r0 += piece) {
+        int32_t m = VLM_MIN(piece, n - r0);
+        const uint32_t *d_mask = stage_put(c, mask + (size_t)r0 * W, (size_t)m * row_bytes);
+        cuda_mask_logits((float *)logits->data + (size_t)r0 * (size_t)ld, m, V, ld, d_mask,
+                         c->stream);
+    }
+}
+
 static const struct backend_sampling_ops cuda_sampling = {
     .sample_summary = cuda_op_sample_summary,
+    .mask_logits = cuda_op_mask_logits,
 };
 
 static const struct backend_graph_ops cuda_graphs = {

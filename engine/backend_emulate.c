@@ -234,6 +234,13 @@ static void g_sample_summary(void *ctx, void *out, const struct tensor *logits,
     IN(c)->sampling->sample_summary(ICTX(c), out, logits, inv_t, u);
 }
 
+static void g_mask_logits(void *ctx, struct tensor *logits, const uint32_t *mask)
+{
+    struct emu_ctx *c = ctx;
+    not_recording(c, "mask_logits");
+    IN(c)->sampling->mask_logits(ICTX(c), logits, mask);
+}
+
 /* The inner backend allocates weights itself: with an emulated device size the result is
  * copied into a counted block. */
 static struct tensor g_load_weight(void *ctx, const struct tensor *src)
@@ -567,7 +574,9 @@ void backend_emulate(struct backend *b, const struct backend_emulation *e)
         o->fused = &c->fused;
     }
     if (in->sampling) {
-        c->sampling = (struct backend_sampling_ops){.sample_summary = g_sample_summary};
+        c->sampling = (struct backend_sampling_ops){
+            .sample_summary = g_sample_summary,
+            .mask_logits = in->sampling->mask_logits ? g_mask_logits : NULL};
         o->sampling = &c->sampling;
     }
     if (e->graphs) {

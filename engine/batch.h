@@ -96,6 +96,12 @@ struct batch {
     const int32_t *encode_row;      /* (n_encode) where each goes: encoder-cache rows
                                      * [encode_row[i], encode_row[i] + encode[i]->n_tokens) */
     int32_t n_encode;
+    /* Structured outputs: the masks may still be under way on another thread when the step
+     * starts. When set, the executor calls masks_ready(masks_arg) once, after the forward
+     * pass was started and before it reads any batch_seq.mask (which it fills); the call
+     * may block until the masks are computed. NULL: the masks are final already. */
+    void (*masks_ready)(void *arg);
+    void *masks_arg;
 };
 
 /* One entry per sequence with sp != NULL, in batch order. */

@@ -294,6 +294,8 @@ static int alloc_summaries(struct engine *e, struct vlm_err *err)
     e->h_summary = xmalloc(R * sizeof *e->h_summary);
     e->h_inv_t = xmalloc(R * sizeof *e->h_inv_t);
     e->h_u = xmalloc(R * sizeof *e->h_u);
+    if (ops->sampling->mask_logits)
+        e->h_mask = xmalloc(R * (size_t)((e->cfg.vocab_size + 31) / 32) * sizeof *e->h_mask);
     return 0;
 }
 
@@ -492,6 +494,7 @@ void engine_destroy(struct engine *e)
     free(e->h_summary);
     free(e->h_inv_t);
     free(e->h_u);
+    free(e->h_mask);
     free(e->h_tokens);
     free(e->h_pos);
     free(e->h_slot);
@@ -794,17 +797,23 @@ static void gather_logits(struct engine *e, int32_t n_rows, float *logits)
     }
 }
 
-int engine_forward_rows(struct engine *e, const struct batch *b, const int32_t *rows,
-                        int32_t n_rows, float *logits)
+/* The forward pass's logits rows (e->logits) into logits on the host. */
+static void fetch_logits(struct engine *e, int32_t n_rows, float *logits)
 {
-    int rc = forward(e, b, rows, n_rows);
-    if (rc || n_rows == 0) return rc;
     if (!e->comm)
         e->be.ops->download(e->be.ctx, logits, e->logits,
                             (size_t)n_rows * (size_t)e->cfg.vocab_size * sizeof(float));
     else if (logits) /* rank 0; the other ranks only took part in the all-gather */
         gather_logits(e, n_rows, logits);
     e->be.ops->sync(e->be.ctx);
+}
+
+int engine_forward_rows(struct engine *e, const struct batch *b, const int32_t *rows,
+                        int32_t n_rows, float *logits)
+{
+    int rc = forward(e, b, rows, n_rows);
+    if (rc || n_rows == 0) return rc;
+    fetch_logits(e, n_rows, logits);
     return 0;
 }
 
@@ -836,6 +845,30 @@ static void summarize_rows(struct engine *e, const struct batch *b, int32_t n)
     e->be.ops->sampling->sample_summary(e->be.ctx, e->d_summary, &lg, e->h_inv_t, e->h_u);
     e->be.ops->download(e->be.ctx, e->h_summary, e->d_summary, (size_t)n * sizeof *e->h_summary);
     e->be.ops->sync(e->be.ctx);
+}
+
+/* Device sampling with structured outputs: the masks of the step's sampled rows (all ones
+ * for a row without) go up in one array and the backend sets the disallowed logits to -inf,
+ * so that the summaries, and any row fetched for the fallback, are of the masked rows. */
+static void mask_rows(struct engine *e, const struct batch *b, int32_t n)
+{
+    e->dev_masked = false;
+    bool any = false;
+    for (int32_t s = 0; s < b->n_seqs; s++) any |= b->seqs[s].sp && b->seqs[s].mask;
+    if (!any || !e->h_mask) return;
+    size_t W = (size_t)(e->cfg.vocab_size + 31) / 32;
+    int32_t r = 0;
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        const struct batch_seq *q = &b->seqs[s];
+        if (!q->sp) continue;
+        if (q->mask) memcpy(e->h_mask + (size_t)r * W, q->mask, W * sizeof *e->h_mask);
+        else memset(e->h_mask + (size_t)r * W, 0xff, W * sizeof *e->h_mask);
+        r++;
+    }
+    VLM_ASSERT(r == n);
+    struct tensor lg = tensor_make(e->logits, DT_F32, e->cfg.vocab_size, n, 1, 1);
+    e->be.ops->sampling->mask_logits(e->be.ctx, &lg, e->h_mask);
+    e->dev_masked = true;
 }
 
 /* Row r of the step's logits into e->h_logits (a device-sampling fallback). */
@@ -905,14 +938,17 @@ int engine_execute(struct engine *e, const struct batch *b, struct batch_out *ou
 {
     bool sampler = !e->comm || e->comm->rank == 0; /* only rank 0 samples */
     int32_t n = sampled_rows(e, b);
-    int rc;
-    if (e->dev_sampling) { /* the rows stay on the backend; their summaries come down */
-        rc = forward(e, b, e->h_rows, n);
-        if (rc == 0 && n > 0) summarize_rows(e, b, n);
-    } else {
-        rc = engine_forward_rows(e, b, e->h_rows, n, sampler ? e->h_logits : NULL);
-    }
+    int rc = forward(e, b, e->h_rows, n);
     if (rc < 0) return rc;
+    /* the masks (structured outputs) are joined here: on an asynchronous backend the forward
+     * pass is still running, on the CPU one the masks were computed beside it */
+    if (sampler && b->masks_ready) b->masks_ready(b->masks_arg);
+    if (n > 0 && e->dev_sampling) { /* the rows stay on the backend; their summaries come down */
+        mask_rows(e, b, n);
+        summarize_rows(e, b, n);
+    } else if (n > 0) {
+        fetch_logits(e, n, sampler ? e->h_logits : NULL);
+    }
     if (!sampler) {
         prompt_logprobs(e, b, false, out);
         return 0;
@@ -922,16 +958,17 @@ int engine_execute(struct engine *e, const struct batch *b, struct batch_out *ou
         const struct batch_seq *q = &b->seqs[s];
         if (!q->sp) continue;
         struct sampler_result res;
-        if (!e->dev_sampling || q->mask ||
+        if (!e->dev_sampling || (q->mask && !e->dev_masked) ||
             sampler_sample_summary(&e->h_summary[r], V, q->sp, q->n_prompt, q->n_out, &res) < 0) {
             float *row = e->dev_sampling ? fetch_row(e, r) : e->h_logits + (size_t)r * (size_t)V;
-            if (q->mask) sampler_apply_mask(row, q->mask, V); /* a scratch copy of the row */
+            /* a scratch copy of the row (already masked when dev_masked: no change) */
+            if (q->mask) sampler_apply_mask(row, q->mask, V);
             sampler_sample(&e->sws, row, q->sp, q->prompt, q->n_prompt, q->output, q->n_out, &res);
-            if (q->mask) { /* vLLM writes a masked token's -inf as -9999 */
-                res.logprob = VLM_MAX(res.logprob, -9999.0f);
-                for (int32_t j = 0; j < res.n_top; j++)
-                    res.top_lp[j] = VLM_MAX(res.top_lp[j], -9999.0f);
-            }
+        }
+        if (q->mask) { /* vLLM writes a masked token's -inf as -9999 */
+            res.logprob = VLM_MAX(res.logprob, -9999.0f);
+            for (int32_t j = 0; j < res.n_top; j++)
+                res.top_lp[j] = VLM_MAX(res.top_lp[j], -9999.0f);
         }
         e->out_token[r] = res.token;
         e->out_logprob[r] = res.logprob;

@@ -125,6 +125,9 @@ struct engine {
     struct sample_summary *h_summary;     /* (R) its host copy */
     float *h_inv_t;                       /* (R) 1 / temperature per sampled row, 0: greedy */
     double *h_u;                          /* (R) the row's uniform draw */
+    uint32_t *h_mask;                     /* (R, (vocab + 31) / 32) the step's token masks for
+                                           * the backend's mask_logits; NULL: no such op */
+    bool dev_masked;                      /* this step's masks were applied on the backend */
     int32_t *out_token;                   /* (max_seqs) */
     float *out_logprob;                   /* (max_seqs) */
     int32_t *out_top_ids;                 /* (max_seqs, VLM_MAX_TOP_LOGPROBS) */

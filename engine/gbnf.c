@@ -171,22 +171,12 @@ static bool gp_rule_start(struct gp *p)
     return yes;
 }
 
-/* Decodes one UTF-8 character at p->i; -1 on malformed input. */
+/* Decodes one UTF-8 character at p->i and moves past it; -1 on malformed input. */
 static int64_t gp_utf8(struct gp *p)
 {
-    const uint8_t *u = (const uint8_t *)p->s + p->i;
-    size_t left = p->n - p->i;
-    uint32_t c = u[0];
-    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (!len || (size_t)len > left) return -1;
-    if (len > 1) c &= 0xFFu >> (len + 1);
-    for (int k = 1; k < len; k++) {
-        if ((u[k] & 0xC0) != 0x80) return -1;
-        c = c << 6 | (u[k] & 0x3F);
-    }
-    if ((len == 2 && c < 0x80) || (len == 3 && c < 0x800) || (len == 4 && c < 0x10000) ||
-        c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-        return -1;
+    uint32_t c;
+    int len = gram_utf8_decode((const uint8_t *)p->s + p->i, p->n - p->i, &c);
+    if (len < 0) return -1;
     p->i += (size_t)len;
     return c;
 }

@@ -296,7 +296,7 @@ static void cache_clear(struct grammar *g)
         free(g->cache[i]->acc);
         free(g->cache[i]->unc);
         free(g->cache[i]);
-        g->cache[i] = NULL;
+        __atomic_store_n(&g->cache[i], NULL, __ATOMIC_RELEASE);
     }
 }
 
@@ -535,14 +535,12 @@ static int32_t rx_new(struct rxp *p, int kind)
     return p->nt++;
 }
 
-/* Decodes one UTF-8 character at p->i; -1 on malformed input. */
-static int64_t rx_utf8(struct rxp *p)
+int gram_utf8_decode(const uint8_t *u, size_t n, uint32_t *cp)
 {
-    const uint8_t *u = (const uint8_t *)p->s + p->i;
-    size_t left = p->n - p->i;
+    if (!n) return -1;
     uint32_t c = u[0];
     int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (!len || (size_t)len > left) return -1;
+    if (!len || (size_t)len > n) return -1;
     if (len > 1) c &= 0xFFu >> (len + 1);
     for (int k = 1; k < len; k++) {
         if ((u[k] & 0xC0) != 0x80) return -1;
@@ -551,6 +549,16 @@ static int64_t rx_utf8(struct rxp *p)
     if ((len == 2 && c < 0x80) || (len == 3 && c < 0x800) || (len == 4 && c < 0x10000) ||
         c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
         return -1;
+    *cp = c;
+    return len;
+}
+
+/* Decodes one UTF-8 character at p->i and moves past it; -1 on malformed input. */
+static int64_t rx_utf8(struct rxp *p)
+{
+    uint32_t c;
+    int len = gram_utf8_decode((const uint8_t *)p->s + p->i, p->n - p->i, &c);
+    if (len < 0) return -1;
     p->i += (size_t)len;
     return c;
 }
@@ -1453,6 +1461,17 @@ static int32_t cache_key(const struct grammar *g, const struct gram_vocab *v, in
     return g->canon_far && v->max_depth <= g->horizon ? g->canon_far[node] : g->canon[node];
 }
 
+static void ncache_free(struct ncache *c)
+{
+    free(c->acc);
+    free(c->unc);
+    free(c);
+}
+
+/* The cache entry of node, built on first use. The trie walk runs outside the grammar's
+ * mutex, so that a sequence whose masks are cached is not held up by another thread's first
+ * use of a state of the same grammar (two threads meeting the same new state both walk; the
+ * first to finish stores its entry, the other's is dropped). */
 static const struct ncache *cache_get(struct gram_matcher *m, const struct gram_vocab *v,
                                       int32_t node)
 {
@@ -1460,13 +1479,37 @@ static const struct ncache *cache_get(struct gram_matcher *m, const struct gram_
     pthread_mutex_lock(&g->mu);
     if (g->cache_vocab != v) {
         cache_clear(g);
-        g->cache_vocab = v;
+        __atomic_store_n(&g->cache_vocab, v, __ATOMIC_RELEASE);
     }
     node = cache_key(g, v, node);
     struct ncache *c = g->cache[node];
-    if (!c) c = g->cache[node] = cache_build(m, v, node);
     pthread_mutex_unlock(&g->mu);
+    if (c) return c;
+    struct ncache *mine = cache_build(m, v, node);
+    if (!mine) return NULL;
+    pthread_mutex_lock(&g->mu);
+    if (g->cache_vocab != v) {
+        cache_clear(g);
+        __atomic_store_n(&g->cache_vocab, v, __ATOMIC_RELEASE);
+    }
+    c = g->cache[node];
+    if (!c) __atomic_store_n(&g->cache[node], c = mine, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&g->mu);
+    if (c != mine) ncache_free(mine);
     return c;
+}
+
+/* Without the mutex: entries and cache_vocab are stored atomically (under it), and an entry
+ * once stored stays until the vocabulary changes. */
+bool gm_mask_cached(const struct gram_matcher *m, const struct gram_vocab *v)
+{
+    struct grammar *g = m->g;
+    if (__atomic_load_n(&g->cache_vocab, __ATOMIC_ACQUIRE) != v) return false;
+    for (int32_t i = 0; i < m->n_cur; i++)
+        if (m->cur[i].root &&
+            !__atomic_load_n(&g->cache[cache_key(g, v, m->cur[i].node)], __ATOMIC_ACQUIRE))
+            return false;
+    return true;
 }
 
 /* Sets the bits of c's uncertain tokens that thread t accepts. */

@@ -22,9 +22,10 @@
  * context-dependent tokens are checked against the real stack at each step (sorted, so that
  * tokens sharing a prefix share the work).
  *
- * Threads: a grammar is immutable once built, except its per-node mask cache which is
- * filled under the grammar's own mutex; grammars are shared by reference count across
- * threads. A matcher and a vocabulary's scratch belong to one thread at a time.
+ * Threads: a grammar is immutable once built, except its per-node mask cache, whose entries
+ * are built outside the grammar's own mutex (a trie walk must not hold up other threads'
+ * cached masks) and stored under it; grammars are shared by reference count across
+ * threads. A matcher belongs to one thread at a time; a vocabulary is read-only.
  */
 #ifndef VLM_GRAMMAR_H
 #define VLM_GRAMMAR_H
@@ -109,6 +110,11 @@ int gb_regex(struct gram_builder *b, const char *re, size_t n, int flags, struct
 int gb_gbnf(struct gram_builder *b, const char *text, size_t n, int32_t *root, char *err,
             size_t errlen);
 
+/* For the grammar parsers (the regex compiler, engine/gbnf.c): decodes the UTF-8 character
+ * at u[0..n) into *cp and returns its length in bytes, or -1 for malformed input (a bad or
+ * truncated sequence, an overlong form, a surrogate, above U+10FFFF, or n == 0). */
+int gram_utf8_decode(const uint8_t *u, size_t n, uint32_t *cp);
+
 struct grammar;
 
 /* Freezes the builder with rule root as the start symbol and frees it (whatever the result).
@@ -153,6 +159,10 @@ bool gm_done(const struct gram_matcher *m);
  * t%32 of word t/32). EOS is not the matcher's business: add it when gm_can_end. Returns the
  * number of tokens allowed, or -1 on allocation failure (bits then unspecified). */
 int32_t gm_fill_mask(struct gram_matcher *m, const struct gram_vocab *v, uint32_t *bits);
+/* True when every part of the next gm_fill_mask is cached (the grammar's per-state entries
+ * for v exist): the fill costs the warm figure, not a walk of the vocabulary trie. Safe
+ * while other threads fill masks from the same grammar. */
+bool gm_mask_cached(const struct gram_matcher *m, const struct gram_vocab *v);
 /* Feeds token t of v; same as gm_accept_bytes of its bytes (false for a token without). */
 bool gm_accept_token(struct gram_matcher *m, const struct gram_vocab *v, int32_t t);
 

@@ -23,6 +23,7 @@
 #include "engine/base.h"
 #include "engine/batch.h"
 #include "engine/grammar.h"
+#include "scheduler/constrain.h"
 
 /* States in lifecycle order; everything after REQ_PREEMPTED means finished (vLLM
  * RequestStatus), so req_state_finished() is one comparison. */
@@ -149,6 +150,7 @@ struct request {
     struct gram_matcher *gm;             /* owned; structured outputs, see constrain.h */
     uint32_t *mask;                      /* owned, gv_mask_words(vocab): this step's tokens */
     bool gm_on;                          /* the constraint applies to the next token */
+    struct cmask cm;                     /* the mask work on gm and mask (constrain.h) */
 };
 
 /* Copies prompt. params is copied, with its logit_bias arrays; the prompt-logprob storage

@@ -66,6 +66,11 @@ struct sched {
     bool in_step;                    /* between sched_schedule and sched_update */
     bool enc_blocked;                /* this step, an earlier request waits for encoder room */
     int32_t prefill_chunk;           /* most tokens per request per step while it prefills */
+    struct mask_helper *mh;          /* structured outputs' helper thread (constrain.h);
+                                      * started with the first constrained request */
+    bool mh_tried;
+    bool no_hold;                    /* this schedule: sample even where a cold mask is due */
+    bool held;                       /* this schedule held back a sequence for its mask */
 
     _Atomic int64_t ctr[CTR_N];
 };
@@ -437,6 +442,11 @@ void sched_add(struct sched *s, struct request *r)
     VLM_ASSERT(r->tokens && r->state == REQ_WAITING && r->run_idx < 0);
     wait_push_back(s, r);
     ctr_set(s, CTR_WAITING, s->n_waiting);
+    if (r->grammar) {
+        if (!s->mh_tried) s->mh = mask_helper_new();
+        s->mh_tried = true;
+        constrain_start(s->mh, r);
+    }
 }
 
 int32_t sched_n_live(const struct sched *s) { return s->n_running + s->n_waiting; }
@@ -461,6 +471,7 @@ static void preempt(struct sched *s, struct request *r)
 static void finish(struct sched *s, struct request *r, int state)
 {
     VLM_ASSERT(req_state_finished(state) && !req_state_finished(r->state));
+    constrain_stop(s->mh, r);
     kv_cache_free(&s->pool, r);
     enc_release_all(s, r);
     r->state = state;
@@ -504,6 +515,7 @@ void sched_free(struct sched *s)
     if (!s) return;
     while (s->n_running) sched_abort_id(s, s->running[s->n_running - 1]->id, REQ_FINISHED_ABORT);
     while (s->wait_head) sched_abort_id(s, s->wait_head->id, REQ_FINISHED_ABORT);
+    mask_helper_free(s->mh);
     kv_pool_destroy(&s->pool);
     free(s->running);
     free(s->enc);
@@ -523,6 +535,8 @@ void sched_free(struct sched *s)
  * within the budget; on a block shortage the newest running request is preempted (possibly
  * the one being scheduled). Then, only if nobody was preempted, waiting requests in FCFS
  * order until one does not fit (no skipping ahead: the head of the queue never starves). */
+
+static void join_masks(void *arg);
 
 static void add_seq(struct sched *s, struct request *r, int32_t n_new)
 {
@@ -549,7 +563,22 @@ static void add_seq(struct sched *s, struct request *r, int32_t n_new)
         .prompt_lp = r->params.prompt_logprobs && pos + 1 < r->n_prompt,
         .prompt_top = r->plp.n_top,
     };
-    if (q->sp) q->mask = constrain_mask(r);
+    if (q->sp && r->gm && r->gm_on) s->b.masks_ready = join_masks; /* q->mask: join_masks */
+}
+
+/* Structured outputs: a step that would sample r while its mask is a cold walk still under
+ * way on the helper stops one token short of it (that token waits for a later step; a
+ * decode sits the step out). Returns the tokens to schedule from pos, at most n_new. A new
+ * request that would be left with nothing keeps its n_new and waits for the mask at
+ * sampling time instead, so that the head of the queue is not stuck. */
+static int32_t hold_for_mask(struct sched *s, struct request *r, int32_t pos, int32_t n_new,
+                             bool waiting)
+{
+    if (n_new == 0 || pos + n_new < r->n_tokens || s->no_hold || !constrain_hold(s->mh, r))
+        return n_new;
+    if (n_new == 1 && waiting) return n_new;
+    s->held = true;
+    return n_new == 1 ? 0 : enc_schedule(s, r, pos, n_new - 1, false);
 }
 
 void sched_set_prefill_chunk(struct sched *s, int32_t n)
@@ -562,20 +591,47 @@ int32_t sched_prefill_chunk(const struct sched *s)
     return s->prefill_chunk;
 }
 
+/* The batch's masks_ready: joins the mask of every sequence that samples under a constraint
+ * (called by the engine once the forward pass is under way; see constrain.h). */
+static void join_masks(void *arg)
+{
+    struct sched *s = arg;
+    for (int32_t i = 0; i < s->b.n_seqs; i++)
+        if (s->seqs[i].sp) s->seqs[i].mask = constrain_mask(s->mh, s->seq_req[i]);
+}
+
+static int32_t schedule_once(struct sched *s);
+
 int32_t sched_schedule(struct sched *s, struct batch *out)
 {
     VLM_ASSERT(!s->in_step);
+    s->no_hold = false;
+    int32_t n = schedule_once(s);
+    if (n == 0 && s->held) { /* nothing else can run: wait for the held masks instead */
+        s->no_hold = true;
+        n = schedule_once(s);
+    }
+    *out = s->b;
+    s->in_step = n > 0;
+    return n;
+}
+
+static int32_t schedule_once(struct sched *s)
+{
     const int32_t bs = s->cfg.block_size;
     int32_t budget = s->cfg.max_num_batched_tokens;
     bool preempted = false;
     s->enc_blocked = false;
-    s->b = (struct batch){.seqs = s->seqs, .encode = s->encode, .encode_row = s->encode_row};
+    s->held = false;
+    s->b = (struct batch){.seqs = s->seqs, .encode = s->encode, .encode_row = s->encode_row,
+                          .masks_arg = s};
 
     for (int32_t i = 0; i < s->n_running && budget > 0; i++) {
         struct request *r = s->running[i];
         int32_t n_new = VLM_MIN(VLM_MIN(r->n_tokens - r->n_computed, budget), s->prefill_chunk);
         VLM_ASSERT(n_new > 0);
         n_new = enc_schedule(s, r, r->n_computed, n_new, false);
+        n_new = hold_for_mask(s, r, r->n_computed, n_new, false);
         if (n_new == 0) continue;
         while (kv_cache_alloc(&s->pool, r, NULL, 0, r->n_computed + n_new) == VLM_ENOSPC) {
             struct request *victim = s->running[s->n_running - 1];
@@ -601,6 +657,7 @@ int32_t sched_schedule(struct sched *s, struct batch *out)
         int32_t n_new = VLM_MIN(VLM_MIN(r->n_tokens - n_cached, budget), s->prefill_chunk);
         r->mm_done = 0;
         n_new = enc_schedule(s, r, n_cached, n_new, false);
+        n_new = hold_for_mask(s, r, n_cached, n_new, true);
         if (n_new == 0) break;
         if (kv_cache_alloc(&s->pool, r, s->hits, n_hit, n_cached + n_new) == VLM_ENOSPC) break;
         wait_unlink(s, r);
@@ -627,8 +684,6 @@ int32_t sched_schedule(struct sched *s, struct batch *out)
     VLM_ASSERT(total <= s->cfg.max_num_batched_tokens);
     VLM_ASSERT(s->b.n_seqs <= s->cfg.max_num_seqs && s->n_running <= s->cfg.max_num_seqs);
     update_gauges(s);
-    *out = s->b;
-    s->in_step = s->b.n_seqs > 0;
     return s->b.n_seqs;
 }
 
@@ -692,7 +747,7 @@ void sched_update(struct sched *s, const struct batch *b, const struct batch_out
         r->tokens[r->n_tokens++] = ev.token;
         ctr_add(s, CTR_TOK_OUT, 1);
         int st = stop_state(r, ev.token, &ev.is_stop);
-        if (!st && r->grammar) st = constrain_advance(r, ev.token);
+        if (!st && r->grammar) st = constrain_advance(s->mh, r, ev.token);
         req_stream_push(r, &ev);
         if (st) {
             finish(s, r, st);

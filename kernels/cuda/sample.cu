@@ -351,3 +351,34 @@ extern "C" void cuda_sample_summary(struct sample_summary *out, const float *log
                                                                    u);
     CUDA_LAUNCH_CHECK();
 }
+
+/* ==== Token masks (structured outputs) ==== */
+
+#define MASK_THREADS 256
+
+/* grid (blocks along the row, rows): each thread takes one word of the mask (32 logits) */
+__global__ void mask_logits_kernel(float *logits, int32_t V, int64_t stride, const uint32_t *mask,
+                                   int32_t W)
+{
+    int32_t r = blockIdx.y;
+    float *l = logits + (size_t)r * (size_t)stride;
+    const uint32_t *m = mask + (size_t)r * (size_t)W;
+    for (int32_t w = blockIdx.x * blockDim.x + threadIdx.x; w < W; w += gridDim.x * blockDim.x) {
+        uint32_t bits = m[w];
+        if (bits == 0xffffffffu) continue;
+        int32_t t0 = w * 32, t1 = min(V, t0 + 32);
+        for (int32_t t = t0; t < t1; t++)
+            if (!(bits >> (t - t0) & 1u)) l[t] = -INFINITY;
+    }
+}
+
+extern "C" void cuda_mask_logits(float *logits, int32_t n_rows, int32_t vocab, int64_t stride,
+                                 const uint32_t *mask, cudaStream_t s)
+{
+    if (n_rows <= 0 || vocab <= 0) return;
+    int32_t W = (vocab + 31) / 32;
+    unsigned gx = (unsigned)min((W + MASK_THREADS - 1) / MASK_THREADS, 32);
+    mask_logits_kernel<<<dim3(gx, (unsigned)n_rows), MASK_THREADS, 0, s>>>(logits, vocab, stride,
+                                                                          mask, W);
+    CUDA_LAUNCH_CHECK();
+}

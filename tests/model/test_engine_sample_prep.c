@@ -47,9 +47,43 @@ static struct sampling_params params_for(int i)
     return sp;
 }
 
+/* Structured outputs: with masks on, odd sequences get a token mask each step, handed over
+ * by the batch's masks_ready (as the scheduler does): sequence 1 a few hundred allowed
+ * tokens, 3 fewer tokens than the summary's candidates (so -inf ones rank among them), 5
+ * and 7 about one token in 8. */
+#define MASK_WORDS ((151936 + 31) / 32)
+static uint32_t g_masks[N_SEQ][MASK_WORDS];
+struct mask_step {
+    struct batch_seq *seqs;
+    int step;
+    int32_t vocab;
+};
+
+static void fill_mask(uint32_t *m, int i, int step, int32_t V)
+{
+    int32_t W = (V + 31) / 32;
+    memset(m, 0, (size_t)W * sizeof *m);
+    int32_t n = i == 1 ? 300 : i == 3 ? SAMPLE_SUMMARY_K / 2 : V / 8;
+    for (int32_t k = 0; k < n; k++) {
+        int32_t t = (int32_t)(vlm_mix64((uint64_t)(i * 7919 + step) << 20 ^ (uint64_t)k) %
+                              (uint64_t)V);
+        m[t / 32] |= 1u << (t % 32);
+    }
+}
+
+static void masks_ready(void *arg)
+{
+    struct mask_step *ms = arg;
+    for (int i = 1; i < N_SEQ; i += 2) {
+        fill_mask(g_masks[i], i, ms->step, ms->vocab);
+        ms->seqs[i].mask = g_masks[i];
+    }
+}
+
 /* Prefills every prompt in one step, then decodes the 8 together; results into st. Counts
- * the rows that needed the full row (device sampling on) in *n_fallback. */
-static void run(struct engine *e, struct seq_state st[N_SEQ], int *n_fallback)
+ * the rows that needed the full row (device sampling on) in *n_fallback. With masked, odd
+ * sequences are constrained (see fill_mask); their tokens must be allowed. */
+static void run_masked(struct engine *e, struct seq_state st[N_SEQ], int *n_fallback, bool masked)
 {
     for (int i = 0; i < N_SEQ; i++) {
         struct seq_state *s = &st[i];
@@ -73,6 +107,8 @@ static void run(struct engine *e, struct seq_state st[N_SEQ], int *n_fallback)
                 .output = s->tokens + s->n_prompt, .n_out = s->n_gen};
         }
         struct batch b = {.seqs = bseq, .n_seqs = N_SEQ};
+        struct mask_step ms = {.seqs = bseq, .step = step, .vocab = e->cfg.vocab_size};
+        if (masked) b.masks_ready = masks_ready, b.masks_arg = &ms;
         struct batch_out o;
         VLM_ASSERT(engine_execute(e, &b, &o) == 0);
         VLM_ASSERT(o.n == N_SEQ);
@@ -89,8 +125,17 @@ static void run(struct engine *e, struct seq_state st[N_SEQ], int *n_fallback)
                    sizeof s->top_ids[0]);
             memcpy(s->top_lp[s->n_gen], o.top_lp + i * VLM_MAX_TOP_LOGPROBS, sizeof s->top_lp[0]);
             s->tokens[s->n_prompt + s->n_gen++] = o.token[i];
+            if (masked && i % 2) {
+                int32_t t = o.token[i];
+                VLM_ASSERT(g_masks[i][t / 32] >> (t % 32) & 1);
+            }
         }
     }
+}
+
+static void run(struct engine *e, struct seq_state st[N_SEQ], int *n_fallback)
+{
+    run_masked(e, st, n_fallback, false);
 }
 
 int main(void)
@@ -142,6 +187,28 @@ int main(void)
         CHECK(fb_on >= 2 * N_GEN && fb_on < N_SEQ * N_GEN);
     }
 
+    TEST("with token masks (structured outputs): device sampling on == off, masked on the "
+         "backend") {
+        VLM_ASSERT(e_on.cfg.vocab_size <= MASK_WORDS * 32);
+        static struct seq_state mon[N_SEQ], moff[N_SEQ];
+        int fb;
+        run_masked(&e_on, mon, &fb, true);
+        CHECK(e_on.dev_masked);
+        run_masked(&e_off, moff, &fb, true);
+        int diff_tok = 0, diff_lp = 0, diff_top = 0, changed = 0;
+        for (int i = 0; i < N_SEQ; i++) {
+            diff_tok += memcmp(mon[i].tokens, moff[i].tokens, sizeof mon[i].tokens) != 0;
+            diff_lp += memcmp(mon[i].logprob, moff[i].logprob, sizeof mon[i].logprob) != 0;
+            diff_top += memcmp(mon[i].top_ids, moff[i].top_ids, sizeof mon[i].top_ids) != 0 ||
+                        memcmp(mon[i].top_lp, moff[i].top_lp, sizeof mon[i].top_lp) != 0;
+            changed += memcmp(mon[i].tokens, on[i].tokens, sizeof mon[i].tokens) != 0;
+        }
+        CHECK_EQ(diff_tok, 0);
+        CHECK_EQ(diff_lp, 0);
+        CHECK_EQ(diff_top, 0);
+        CHECK(changed >= N_SEQ / 2); /* the masked ones sample otherwise than unmasked */
+    }
+
     TEST("the requests differ: sampling is not trivially greedy") {
         int distinct = 0;
         for (int i = 1; i < N_SEQ; i++)
@@ -156,6 +223,7 @@ int main(void)
         n_allocs = 0;
         counting = 1;
         run(&e_on, on, &fb);
+        run_masked(&e_on, on, &fb, true); /* and with masks applied on the backend */
         counting = 0;
         CHECK_EQ(n_allocs, 0);
     }

@@ -14,6 +14,11 @@
  *     far above the 1e-9 a double sum alone would give.
  * It then times the op at (rows, 151936) for 1, 64 and 256 rows.
  *
+ * mask_logits (structured outputs: disallowed logits to -inf from a bitmask): the CUDA op
+ * equals the CPU one bit for bit on strided rows with masks of every density (none, all,
+ * one token, sparse, dense, a word boundary at the vocabulary's end), and the CPU op on
+ * strided rows equals sampler_apply_mask on packed ones.
+ *
  * Without a GPU (or built without CUDA) only the CPU part runs (the op through the backend
  * table on strided rows == cpu_sample_summary on packed rows), then the program exits 77.
  */
@@ -58,8 +63,74 @@ static void run_op(struct backend *b, const float *rows, int32_t n, int32_t V, i
     b->ops->release(b->ctx, d_out);
 }
 
+/* Masks (n, W) for rows of vocabulary V: row r of kind r % 6. */
+static void make_masks(uint32_t *m, int32_t n, int32_t V)
+{
+    int32_t W = (V + 31) / 32;
+    for (int32_t r = 0; r < n; r++) {
+        uint32_t *x = m + (size_t)r * W;
+        for (int32_t w = 0; w < W; w++) {
+            uint64_t h = vlm_mix64((uint64_t)r << 32 ^ (uint64_t)w);
+            switch (r % 6) {
+            case 0: x[w] = 0; break;
+            case 1: x[w] = 0xffffffffu; break;
+            case 2: x[w] = w == V / 2 / 32 ? 1u << (V / 2 % 32) : 0; break;      /* one token */
+            case 3: x[w] = (uint32_t)(h & (h >> 17) & (h >> 33)); break;  /* sparse */
+            case 4: x[w] = (uint32_t)(h | (h >> 29)); break;              /* dense */
+            default: x[w] = (uint32_t)h; break;
+            }
+        }
+        if (V % 32) x[W - 1] |= 0xffffffffu << (V % 32); /* bits past V: ignored */
+    }
+}
+
+/* Runs mask_logits on backend b over host rows (n, stride) in place. */
+static void run_mask(struct backend *b, float *rows, int32_t n, int32_t V, int64_t stride,
+                     const uint32_t *mask)
+{
+    size_t bytes = (size_t)n * (size_t)stride * sizeof(float);
+    void *d_rows = b->ops->alloc(b->ctx, bytes);
+    VLM_ASSERT(d_rows);
+    b->ops->upload(b->ctx, d_rows, rows, bytes);
+    struct tensor t = tensor_make(d_rows, DT_F32, V, n, 1, 1);
+    t.nb[1] = stride * (int64_t)sizeof(float);
+    b->ops->sampling->mask_logits(b->ctx, &t, mask);
+    b->ops->download(b->ctx, rows, d_rows, bytes);
+    b->ops->sync(b->ctx);
+    b->ops->release(b->ctx, d_rows);
+}
+
 static void cpu_part(struct backend *cpu)
 {
+    TEST("cpu: mask_logits on strided rows == sampler_apply_mask on packed rows") {
+        int32_t V = 1000, n = 12, W = (V + 31) / 32;
+        int64_t stride = V + 37;
+        float *rows = xmalloc((size_t)n * (size_t)stride * sizeof *rows);
+        float *packed = xmalloc((size_t)n * (size_t)V * sizeof *packed);
+        uint32_t *mask = xmalloc((size_t)n * (size_t)W * sizeof *mask);
+        float inv_t[12];
+        double u[12];
+        make_rows(rows, n, V, stride, inv_t, u);
+        make_masks(mask, n, V);
+        for (int32_t r = 0; r < n; r++) {
+            memcpy(packed + (size_t)r * V, rows + r * stride, (size_t)V * sizeof *packed);
+            sampler_apply_mask(packed + (size_t)r * V, mask + (size_t)r * W, V);
+        }
+        run_mask(cpu, rows, n, V, stride, mask);
+        int bad = 0, ninf = 0;
+        for (int32_t r = 0; r < n; r++)
+            for (int32_t t = 0; t < V; t++) {
+                float x = rows[r * stride + t];
+                bad += memcmp(&x, &packed[(size_t)r * V + t], sizeof x) != 0;
+                ninf += x == -INFINITY;
+            }
+        CHECK_EQ(bad, 0);
+        CHECK(ninf > n * V / 4);
+        free(rows);
+        free(packed);
+        free(mask);
+    }
+
     TEST("cpu: the op on strided rows == cpu_sample_summary on packed rows") {
         int32_t V = 1000, n = 12;
         int64_t stride = V + 37;
@@ -156,6 +227,30 @@ static void gpu_part(struct backend *cpu, struct backend *gpu)
             free(u);
             free(a);
             free(b);
+        }
+    }
+
+    static const int32_t mvocabs[] = {1, 31, 32, 33, 1000, 151936};
+    for (size_t vi = 0; vi < ARRAY_LEN(mvocabs); vi++) {
+        int32_t V = mvocabs[vi], n = 24, W = (V + 31) / 32;
+        int64_t stride = V + 5;
+        char name[96];
+        snprintf(name, sizeof name, "mask_logits cuda == cpu: vocab %d, %d strided rows", V, n);
+        TEST(name) {
+            float *a = xcalloc((size_t)n * (size_t)stride, sizeof *a);
+            float *b = xcalloc((size_t)n * (size_t)stride, sizeof *b);
+            uint32_t *mask = xmalloc((size_t)n * (size_t)W * sizeof *mask);
+            float inv_t[24];
+            double u[24];
+            make_rows(a, n, V, stride, inv_t, u);
+            memcpy(b, a, (size_t)n * (size_t)stride * sizeof *a);
+            make_masks(mask, n, V);
+            run_mask(cpu, a, n, V, stride, mask);
+            run_mask(gpu, b, n, V, stride, mask);
+            CHECK(memcmp(a, b, (size_t)n * (size_t)stride * sizeof *a) == 0);
+            free(a);
+            free(b);
+            free(mask);
         }
     }
 

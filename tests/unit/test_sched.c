@@ -225,6 +225,126 @@ static int n_finished(struct request **r, int n)
     return k;
 }
 
+/* ==== Structured outputs ====
+ * A vocabulary of lowercase words (a-z, every 2- and 3-letter word, the 4-letter words from
+ * a-f: ~100k tokens, so a state's first mask walks a large trie) and id 0 with no bytes, the
+ * EOS. The masked engine samples the fake engine's token moved to the next allowed id, after
+ * joining the masks as engine_execute does, and checks each mask against one computed
+ * serially from a matcher of its own fed the same tokens. */
+
+#define CV_EOS 0
+
+static struct gram_vocab *word_vocab(void)
+{
+    int32_t n = 1 + 26 + 26 * 26 + 26 * 26 * 26 + 6 * 26 * 26 * 26;
+    char (*w)[5] = xcalloc((size_t)n, sizeof *w);
+    const char **bytes = xcalloc((size_t)n, sizeof *bytes);
+    size_t *lens = xcalloc((size_t)n, sizeof *lens);
+    int32_t k = 1;
+    for (int len = 1; len <= 4; len++) {
+        int32_t count = 1;
+        for (int i = 0; i < len; i++) count *= 26;
+        if (len == 4) count = 6 * 26 * 26 * 26;
+        for (int32_t x = 0; x < count; x++, k++) {
+            int32_t y = x;
+            for (int i = len - 1; i >= 0; i--, y /= 26) w[k][i] = (char)('a' + y % 26);
+            bytes[k] = w[k];
+            lens[k] = (size_t)len;
+        }
+    }
+    VLM_ASSERT(k == n);
+    struct gram_vocab *v = gv_new(n, bytes, lens);
+    free(w);
+    free(bytes);
+    free(lens);
+    return v;
+}
+
+static struct grammar *word_grammar(const char *re)
+{
+    struct gram_builder *b = gb_new();
+    struct gfrag f;
+    char err[200];
+    VLM_ASSERT(gb_regex(b, re, strlen(re), 0, &f, err, sizeof err) == 0);
+    int32_t root = gb_rule(b);
+    gb_define(b, root, f);
+    struct grammar *g = gb_finish(b, root, err, sizeof err);
+    VLM_ASSERT(g);
+    return g;
+}
+
+struct masked {
+    struct fake_engine f;
+    const struct gram_vocab *v;
+    struct request *req[4];          /* the constrained requests, with their own matchers */
+    struct gram_matcher *ref[4];
+    int n_req;
+    uint32_t *want;
+    int64_t masked, mismatches, unmasked;
+};
+
+static int masked_execute(void *eng, const struct batch *b, struct batch_out *out)
+{
+    struct masked *m = eng;
+    int rc = fake_execute(&m->f, b, out);
+    if (b->masks_ready) b->masks_ready(b->masks_arg);
+    int32_t k = 0, V = gv_size(m->v);
+    for (int32_t i = 0; i < b->n_seqs; i++) {
+        const struct batch_seq *q = &b->seqs[i];
+        if (!q->sp) continue;
+        int j = 0;
+        while (j < m->n_req && q->tokens + q->n_tokens != m->req[j]->tokens + m->req[j]->n_tokens) j++;
+        if (j < m->n_req) {
+            if (!q->mask) {
+                m->unmasked++;
+            } else {
+                int32_t n = gm_fill_mask(m->ref[j], m->v, m->want);
+                if (n == 0 || gm_can_end(m->ref[j])) m->want[CV_EOS / 32] |= 1u << (CV_EOS % 32);
+                m->masked++;
+                m->mismatches += memcmp(m->want, q->mask, (size_t)gv_mask_words(m->v) * 4) != 0;
+                int32_t t = out->token[k] % V;
+                while (!(q->mask[t / 32] >> (t % 32) & 1)) t = (t + 1) % V;
+                out->token[k] = t;
+                if (t != CV_EOS) VLM_ASSERT(gm_accept_token(m->ref[j], m->v, t));
+            }
+        }
+        k++;
+    }
+    return rc;
+}
+
+static struct batch masked_step(struct sched *s, struct masked *m)
+{
+    struct batch b;
+    struct batch_out o;
+    int32_t n = sched_schedule(s, &b);
+    sched_check(s);
+    if (n) {
+        VLM_ASSERT(masked_execute(m, &b, &o) == 0);
+        sched_update(s, &b, &o);
+        sched_check(s);
+    }
+    return b;
+}
+
+/* The outputs of r (EOS dropped) as text: the words of the vocabulary concatenated. */
+static void output_text(struct request *r, const struct gram_vocab *v, char *text, size_t cap)
+{
+    (void)v;
+    size_t n = 0;
+    for (int32_t i = r->n_prompt; i < r->n_tokens; i++) {
+        int32_t t = r->tokens[i];
+        if (t == CV_EOS) continue;
+        /* ids: 1..26 one letter, then 2, 3, 4 letters in order */
+        int32_t x = t - 1, len = 1, count = 26;
+        while (x >= count) x -= count, len++, count = len == 4 ? 6 * 26 * 26 * 26 : count * 26;
+        char w[5];
+        for (int i2 = len - 1; i2 >= 0; i2--, x /= 26) w[i2] = (char)('a' + x % 26);
+        for (int i2 = 0; i2 < len && n + 1 < cap; i2++) text[n++] = w[i2];
+    }
+    text[n] = 0;
+}
+
 int main(void)
 {
     struct fake_engine f;
@@ -848,6 +968,70 @@ int main(void)
         fake_destroy(&g.f);
         pthread_mutex_destroy(&g.mu);
         pthread_cond_destroy(&g.cv);
+    }
+
+    TEST("structured outputs: masks from the helper thread are the serial ones; a cold mask "
+         "holds its sequence while the others go on")
+    {
+        struct sched_config c = base_cfg();
+        c.max_model_len = 96;
+        struct sched *s = sched_new(&c, NULL);
+        struct masked m = {.v = word_vocab()};
+        int32_t V = gv_size(m.v);
+        m.want = xmalloc((size_t)gv_mask_words(m.v) * sizeof *m.want);
+        fake_init(&m.f, c.n_blocks, c.block_size, V, c.encoder_cache_tokens);
+        /* a fresh grammar: every state's first mask walks the ~100k-token trie */
+        struct grammar *gr = word_grammar("(ab|cd|[e-z]{2,3})[a-z]{0,30}q");
+        struct tr a, b, d;
+        mk(&c, &a, 1, 6, 5, 40);
+        mk(&c, &b, 2, 6, 50, 12);  /* unconstrained */
+        mk(&c, &d, 3, 6, 90, 40);
+        struct tr *con[2] = {&a, &d};
+        for (int i = 0; i < 2; i++) {
+            struct request *r = con[i]->r;
+            r->grammar = gr;
+            grammar_retain(gr);
+            r->vocab = m.v;
+            r->params.eos_ids[0] = CV_EOS;
+            r->params.n_eos = 1;
+            m.req[m.n_req] = r;
+            m.ref[m.n_req++] = gm_new(gr);
+        }
+        grammar_release(gr);
+        submit(s, &c, a.r);
+        submit(s, &c, b.r);
+        submit(s, &c, d.r);
+        /* A's and D's first masks are cold walks on the helper: B's prompt and all of its
+         * tokens go through before either of them samples once */
+        int steps = 0;
+        while (req_stream_state(b.r) == REQ_WAITING && steps < 200) masked_step(s, &m), steps++;
+        CHECK_EQ(req_stream_state(b.r), REQ_FINISHED_LENGTH);
+        CHECK(a.r->n_tokens - a.r->n_prompt <= 1);
+        CHECK(a.r->n_computed < a.r->n_tokens); /* A's last prompt token waits for its mask */
+        while (sched_n_live(s) > 0 && steps < 2000) masked_step(s, &m), steps++;
+        CHECK_EQ(sched_n_live(s), 0);
+        fprintf(stderr, "  %d steps, %lld masked samples\n", steps, (long long)m.masked);
+        CHECK(m.masked > 10);
+        CHECK_EQ(m.mismatches, 0);
+        CHECK_EQ(m.unmasked, 0);
+        for (int i = 0; i < 2; i++) { /* each output is a word of the grammar */
+            struct request *r = con[i]->r;
+            char text[200];
+            output_text(r, m.v, text, sizeof text);
+            int fin = req_stream_state(r);
+            size_t n = strlen(text);
+            CHECK(fin == REQ_FINISHED_STOP || fin == REQ_FINISHED_LENGTH);
+            if (fin == REQ_FINISHED_STOP) CHECK(n >= 3 && text[n - 1] == 'q');
+            for (size_t j = 0; j < n; j++) CHECK(text[j] >= 'a' && text[j] <= 'z');
+            gm_free(m.ref[i]);
+        }
+        sched_free(s);
+        fake_destroy(&m.f);
+        gv_free((struct gram_vocab *)m.v);
+        free(m.want);
+        req_release(a.r);
+        req_release(b.r);
+        req_release(d.r);
     }
 
     TEST("sched_free finishes what is left as aborted, notifying each")
