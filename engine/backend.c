@@ -65,6 +65,39 @@ struct tensor backend_map_weight(const struct backend *b, const struct tensor *s
     return b->ops->map_weight ? b->ops->map_weight(b->ctx, src) : b->ops->load_weight(b->ctx, src);
 }
 
+int backend_map_weights(const struct backend *b, const struct backend_weight *w, size_t n,
+                        const char *who, struct vlm_err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        *w[i].dst = backend_map_weight(b, w[i].src); /* src: a view into the mapped checkpoint */
+        if (!w[i].dst->data)
+            return vlm_err_set(err, VLM_ENOMEM, 503, "%s: out of backend memory loading %s", who,
+                               w[i].name);
+    }
+    return 0;
+}
+
+int backend_scratch(const struct backend *b, void **dst, int64_t rows, int64_t cols, enum dtype t,
+                    const char *who, struct vlm_err *err)
+{
+    size_t bytes = (size_t)VLM_MAX(rows, 1) * (size_t)cols * dtype_size(t);
+    *dst = b->ops->alloc(b->ctx, bytes);
+    if (!*dst)
+        return vlm_err_set(err, VLM_ENOMEM, 503, "%s: out of backend memory (%zu bytes)", who, bytes);
+    return 0;
+}
+
+void backend_release(const struct backend *b, void *p)
+{
+    if (p) b->ops->release(b->ctx, p);
+}
+
+void backend_release_tensor(const struct backend *b, struct tensor *t)
+{
+    backend_release(b, t->data);
+    t->data = NULL;
+}
+
 void backend_destroy(struct backend *b)
 {
     if (b && b->ops && b->ops->destroy) b->ops->destroy(b->ctx);

@@ -283,6 +283,27 @@ void *backend_cuda_stream(const struct backend *b);
 #endif
 /* ops->map_weight when the backend has one, else ops->load_weight. */
 struct tensor backend_map_weight(const struct backend *b, const struct tensor *src_host);
+
+/* ==== Helpers for the encoders (engine/vit.c, engine/siglip.c) ====
+ * `who` names the caller in error messages ("vit: out of backend memory ..."). */
+
+/* One checkpoint tensor to map or convert (backend_map_weight) into *dst; `name` for errors. */
+struct backend_weight {
+    struct tensor *dst;
+    const struct tensor *src;
+    const char *name;
+};
+/* Maps the n weights in order; on failure the ones already mapped stay in their dst (the
+ * caller's destroy releases them) and err names the first that failed (503). */
+int backend_map_weights(const struct backend *b, const struct backend_weight *w, size_t n,
+                        const char *who, struct vlm_err *err);
+/* One scratch allocation of max(rows, 1) x cols elements of type t; 503 when out of memory. */
+int backend_scratch(const struct backend *b, void **dst, int64_t rows, int64_t cols, enum dtype t,
+                    const char *who, struct vlm_err *err);
+/* ops->release for a buffer from ops->alloc, load_weight or map_weight; NULL is a no-op. */
+void backend_release(const struct backend *b, void *p);
+/* backend_release of t->data, then t->data = NULL. */
+void backend_release_tensor(const struct backend *b, struct tensor *t);
 /* Frees the backend; accepts a zeroed struct. */
 void backend_destroy(struct backend *b);
 

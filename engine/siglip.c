@@ -70,34 +70,10 @@ struct siglip {
  * Each weight is used in place or converted by the backend once (backend_map_weight); host
  * views in the model are not kept. Scratch is one allocation per buffer, all sized at init. */
 
-static int load(struct siglip *s, struct tensor *dst, const struct tensor *src, const char *what,
-                struct vlm_err *err)
-{
-    *dst = backend_map_weight(s->b, src); /* src: a view into the mapped checkpoint */
-    if (!dst->data)
-        return vlm_err_set(err, VLM_ENOMEM, 503, "siglip: out of backend memory loading %s", what);
-    return 0;
-}
-
 static int scratch(struct siglip *s, void **dst, int64_t rows, int64_t cols, enum dtype t,
                    struct vlm_err *err)
 {
-    size_t bytes = (size_t)VLM_MAX(rows, 1) * (size_t)cols * dtype_size(t);
-    *dst = s->b->ops->alloc(s->b->ctx, bytes);
-    if (!*dst)
-        return vlm_err_set(err, VLM_ENOMEM, 503, "siglip: out of backend memory (%zu bytes)", bytes);
-    return 0;
-}
-
-static void release(struct siglip *s, void *p)
-{
-    if (p) s->b->ops->release(s->b->ctx, p);
-}
-
-static void release_t(struct siglip *s, struct tensor *t)
-{
-    release(s, t->data);
-    t->data = NULL;
+    return backend_scratch(s->b, dst, rows, cols, t, "siglip", err);
 }
 
 /* A contiguous (rows, cols) view of a buffer. */
@@ -134,38 +110,42 @@ static int load_layers(struct siglip *s, const struct valley2_weights *w, struct
     for (int32_t l = 0; l < s->n_layers && !rc; l++) {
         const struct siglip_layer_weights *f = &w->layers[l];
         struct siglip_layer *d = &s->layers[l];
-        if (!rc) rc = load(s, &d->ln1_w, &f->ln1_w, "layer_norm1.weight", err);
-        if (!rc) rc = load(s, &d->ln1_b, &f->ln1_b, "layer_norm1.bias", err);
-        if (!rc) rc = load(s, &d->q_w, &f->q_w, "q_proj.weight", err);
-        if (!rc) rc = load(s, &d->q_b, &f->q_b, "q_proj.bias", err);
-        if (!rc) rc = load(s, &d->k_w, &f->k_w, "k_proj.weight", err);
-        if (!rc) rc = load(s, &d->k_b, &f->k_b, "k_proj.bias", err);
-        if (!rc) rc = load(s, &d->v_w, &f->v_w, "v_proj.weight", err);
-        if (!rc) rc = load(s, &d->v_b, &f->v_b, "v_proj.bias", err);
-        if (!rc) rc = load(s, &d->o_w, &f->o_w, "out_proj.weight", err);
-        if (!rc) rc = load(s, &d->o_b, &f->o_b, "out_proj.bias", err);
-        if (!rc) rc = load(s, &d->ln2_w, &f->ln2_w, "layer_norm2.weight", err);
-        if (!rc) rc = load(s, &d->ln2_b, &f->ln2_b, "layer_norm2.bias", err);
-        if (!rc) rc = load(s, &d->fc1_w, &f->fc1_w, "mlp.fc1.weight", err);
-        if (!rc) rc = load(s, &d->fc1_b, &f->fc1_b, "mlp.fc1.bias", err);
-        if (!rc) rc = load(s, &d->fc2_w, &f->fc2_w, "mlp.fc2.weight", err);
-        if (!rc) rc = load(s, &d->fc2_b, &f->fc2_b, "mlp.fc2.bias", err);
+        const struct backend_weight layer[] = {
+            {&d->ln1_w, &f->ln1_w, "layer_norm1.weight"}, {&d->ln1_b, &f->ln1_b, "layer_norm1.bias"},
+            {&d->q_w, &f->q_w, "q_proj.weight"},          {&d->q_b, &f->q_b, "q_proj.bias"},
+            {&d->k_w, &f->k_w, "k_proj.weight"},          {&d->k_b, &f->k_b, "k_proj.bias"},
+            {&d->v_w, &f->v_w, "v_proj.weight"},          {&d->v_b, &f->v_b, "v_proj.bias"},
+            {&d->o_w, &f->o_w, "out_proj.weight"},        {&d->o_b, &f->o_b, "out_proj.bias"},
+            {&d->ln2_w, &f->ln2_w, "layer_norm2.weight"}, {&d->ln2_b, &f->ln2_b, "layer_norm2.bias"},
+            {&d->fc1_w, &f->fc1_w, "mlp.fc1.weight"},     {&d->fc1_b, &f->fc1_b, "mlp.fc1.bias"},
+            {&d->fc2_w, &f->fc2_w, "mlp.fc2.weight"},     {&d->fc2_b, &f->fc2_b, "mlp.fc2.bias"},
+        };
+        rc = backend_map_weights(s->b, layer, ARRAY_LEN(layer), "siglip", err);
     }
     return rc;
 }
 
 static int load_projector(struct siglip *s, const struct valley2_weights *w, struct vlm_err *err)
 {
-    int rc = load(s, &s->conv_w, &w->conv_w, "mm_projector.conv.weight", err);
-    if (!rc) rc = load(s, &s->conv_b, &w->conv_b, "mm_projector.conv.bias", err);
-    if (!rc) rc = load(s, &s->mlp0_w, &w->mlp0_w, "mm_projector.mlp.0.weight", err);
+    const struct backend_weight common[] = {
+        {&s->conv_w, &w->conv_w, "mm_projector.conv.weight"},
+        {&s->conv_b, &w->conv_b, "mm_projector.conv.bias"},
+        {&s->mlp0_w, &w->mlp0_w, "mm_projector.mlp.0.weight"},
+    };
+    const struct backend_weight conv_adapter[] = {
+        {&s->mlp0_b, &w->mlp0_b, "mm_projector.mlp.0.bias"},
+        {&s->mlp2_w, &w->mlp2_w, "mm_projector.mlp.2.weight"},
+        {&s->mlp2_b, &w->mlp2_b, "mm_projector.mlp.2.bias"},
+    };
+    const struct backend_weight ovis[] = {
+        {&s->ln_w, &w->ln_w, "mm_projector.mlp.1.weight"},
+        {&s->ln_b, &w->ln_b, "mm_projector.mlp.1.bias"},
+    };
+    int rc = backend_map_weights(s->b, common, ARRAY_LEN(common), "siglip", err);
     if (s->proj == MM_PROJ_CONV_ADAPTER) {
-        if (!rc) rc = load(s, &s->mlp0_b, &w->mlp0_b, "mm_projector.mlp.0.bias", err);
-        if (!rc) rc = load(s, &s->mlp2_w, &w->mlp2_w, "mm_projector.mlp.2.weight", err);
-        if (!rc) rc = load(s, &s->mlp2_b, &w->mlp2_b, "mm_projector.mlp.2.bias", err);
+        if (!rc) rc = backend_map_weights(s->b, conv_adapter, ARRAY_LEN(conv_adapter), "siglip", err);
     } else {
-        if (!rc) rc = load(s, &s->ln_w, &w->ln_w, "mm_projector.mlp.1.weight", err);
-        if (!rc) rc = load(s, &s->ln_b, &w->ln_b, "mm_projector.mlp.1.bias", err);
+        if (!rc) rc = backend_map_weights(s->b, ovis, ARRAY_LEN(ovis), "siglip", err);
         if (!rc) rc = load_transposed(s, &s->emb_t, &w->embedding, err);
     }
     return rc;
@@ -211,7 +191,7 @@ static int load_positions(struct siglip *s, const struct tensor *src, struct vlm
     struct tensor pos = mat(s->pos, s->act, s->np, s->E);
     s->b->ops->cast(s->b->ctx, &pos, &pw);
     s->b->ops->sync(s->b->ctx);
-    release_t(s, &pw);
+    backend_release_tensor(s->b, &pw);
     return 0;
 }
 
@@ -254,11 +234,14 @@ int siglip_init(struct siglip **out, struct backend *b, const struct model *m,
     VLM_ASSERT(w->patch_w.ne[0] == s->patch_dim && w->patch_w.ne[1] == s->E);
     VLM_ASSERT(w->pos_embed.ne[1] == s->np && w->pos_embed.ne[0] == s->E);
 
-    int rc = load(s, &s->patch_w, &w->patch_w, "patch_embedding.weight", err);
-    if (!rc) rc = load(s, &s->patch_b, &w->patch_b, "patch_embedding.bias", err);
+    const struct backend_weight outer[] = {
+        {&s->patch_w, &w->patch_w, "patch_embedding.weight"},
+        {&s->patch_b, &w->patch_b, "patch_embedding.bias"},
+        {&s->post_w, &w->post_ln_w, "post_layernorm.weight"},
+        {&s->post_b, &w->post_ln_b, "post_layernorm.bias"},
+    };
+    int rc = backend_map_weights(s->b, outer, ARRAY_LEN(outer), "siglip", err);
     if (!rc) rc = load_layers(s, w, err);
-    if (!rc) rc = load(s, &s->post_w, &w->post_ln_w, "post_layernorm.weight", err);
-    if (!rc) rc = load(s, &s->post_b, &w->post_ln_b, "post_layernorm.bias", err);
     if (!rc) rc = load_projector(s, w, err);
     if (!rc) rc = alloc_scratch(s, err);
     if (!rc) rc = load_positions(s, &w->pos_embed, err);
@@ -287,25 +270,25 @@ int32_t siglip_max_tiles(const struct siglip *s)
 void siglip_destroy(struct siglip *s)
 {
     if (!s) return;
-    release_t(s, &s->patch_w);
-    release_t(s, &s->patch_b);
+    backend_release_tensor(s->b, &s->patch_w);
+    backend_release_tensor(s->b, &s->patch_b);
     for (int32_t l = 0; s->layers && l < s->n_layers; l++) {
         struct siglip_layer *d = &s->layers[l];
         struct tensor *all[] = {&d->ln1_w, &d->ln1_b, &d->ln2_w, &d->ln2_b, &d->q_w, &d->q_b,
                                 &d->k_w,   &d->k_b,   &d->v_w,   &d->v_b,   &d->o_w, &d->o_b,
                                 &d->fc1_w, &d->fc1_b, &d->fc2_w, &d->fc2_b};
-        for (size_t i = 0; i < ARRAY_LEN(all); i++) release_t(s, all[i]);
+        for (size_t i = 0; i < ARRAY_LEN(all); i++) backend_release_tensor(s->b, all[i]);
     }
     free(s->layers);
     struct tensor *wts[] = {&s->post_w, &s->post_b, &s->mlp0_w, &s->mlp0_b, &s->mlp2_w,
                             &s->mlp2_b, &s->conv_w, &s->conv_b, &s->ln_w,   &s->ln_b,
                             &s->emb_t};
-    for (size_t i = 0; i < ARRAY_LEN(wts); i++) release_t(s, wts[i]);
-    if (s->pix != s->pix_f32) release(s, s->pix);
-    release(s, s->pix_f32);
+    for (size_t i = 0; i < ARRAY_LEN(wts); i++) backend_release_tensor(s->b, wts[i]);
+    if (s->pix != s->pix_f32) backend_release(s->b, s->pix);
+    backend_release(s->b, s->pix_f32);
     void *bufs[] = {s->pos, s->x,  s->a,  s->q,  s->k,   s->v,   s->o,  s->h,
                     s->m1,  s->m2, s->col, s->cv, s->lg, s->tok, s->win};
-    for (size_t i = 0; i < ARRAY_LEN(bufs); i++) release(s, bufs[i]);
+    for (size_t i = 0; i < ARRAY_LEN(bufs); i++) backend_release(s->b, bufs[i]);
     free(s->pix_host);
     free(s->cu_seqlens);
     free(s->idx);

@@ -848,7 +848,7 @@ static void config_json_valley2(struct strbuf *b, const struct testmodel_params 
         sb_printf(b, "  \"mm_hidden_size\": %d,\n  \"mlp_hidden_dim\": %d,\n", p->sig_dim, p->proj_hidden);
         sb_puts(b, "  \"mm_vision_select_layer\": -2,\n  \"mm_vision_select_feature\": \"cls_patch\",\n"
                    "  \"anyres\": true,\n  \"grid_pinpoints\": \"(1x1),...,(3x3)\",\n"
-                   "  \"max_vision_token\": 100000,\n  \"only_crop_single_image\": true,\n");
+                   "  \"max_vision_token\": 500,\n  \"only_crop_single_image\": true,\n");
         sb_printf(b, "  \"num_patches_per_side\": %d,\n  \"vit_crop_size\": %d,\n",
                   (side + 1) / 2, p->sig_image);
         if (p->merger_hidden != 4 * p->vit_dim)

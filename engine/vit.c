@@ -56,34 +56,10 @@ struct vit {
  * Each weight is used in place or converted by the backend once (backend_map_weight); host
  * views in the model are not kept. Scratch is one allocation per buffer, all sized at init. */
 
-static int load(struct vit *v, struct tensor *dst, const struct tensor *src, const char *what,
-                struct vlm_err *err)
-{
-    *dst = backend_map_weight(v->b, src); /* src: a view into the mapped checkpoint */
-    if (!dst->data)
-        return vlm_err_set(err, VLM_ENOMEM, 503, "vit: out of backend memory loading %s", what);
-    return 0;
-}
-
 static int scratch(struct vit *v, void **dst, int64_t rows, int64_t cols, enum dtype t,
                    struct vlm_err *err)
 {
-    size_t bytes = (size_t)rows * (size_t)cols * dtype_size(t);
-    *dst = v->b->ops->alloc(v->b->ctx, bytes);
-    if (!*dst)
-        return vlm_err_set(err, VLM_ENOMEM, 503, "vit: out of backend memory (%zu bytes)", bytes);
-    return 0;
-}
-
-static void release(struct vit *v, void *p)
-{
-    if (p) v->b->ops->release(v->b->ctx, p);
-}
-
-static void release_t(struct vit *v, struct tensor *t)
-{
-    release(v, t->data);
-    t->data = NULL;
+    return backend_scratch(v->b, dst, rows, cols, t, "vit", err);
 }
 
 int vit_init(struct vit **out, struct backend *b, const struct model *m, int32_t max_patches,
@@ -120,30 +96,31 @@ int vit_init(struct vit **out, struct backend *b, const struct model *m, int32_t
     VLM_ASSERT(w->patch_embed.ne[0] == v->patch_dim && w->patch_embed.ne[1] == v->dim);
     VLM_ASSERT(w->merger_fc1_w.ne[0] == (int64_t)m2 * v->dim);
 
-    int rc = load(v, &v->patch_embed, &w->patch_embed, "patch_embed", err);
+    int rc = backend_map_weights(v->b, &(struct backend_weight){&v->patch_embed, &w->patch_embed,
+                                                                "patch_embed"}, 1, "vit", err);
     v->blocks = xcalloc((size_t)v->depth, sizeof *v->blocks);
     for (int32_t l = 0; l < v->depth && !rc; l++) {
         const struct vit_block_weights *s = &w->vit_blocks[l];
         struct vit_block *d = &v->blocks[l];
-        if (!rc) rc = load(v, &d->norm1_w, &s->norm1_w, "norm1.weight", err);
-        if (!rc) rc = load(v, &d->norm1_b, &s->norm1_b, "norm1.bias", err);
-        if (!rc) rc = load(v, &d->qkv_w, &s->qkv_w, "attn.qkv.weight", err);
-        if (!rc) rc = load(v, &d->qkv_b, &s->qkv_b, "attn.qkv.bias", err);
-        if (!rc) rc = load(v, &d->proj_w, &s->proj_w, "attn.proj.weight", err);
-        if (!rc) rc = load(v, &d->proj_b, &s->proj_b, "attn.proj.bias", err);
-        if (!rc) rc = load(v, &d->norm2_w, &s->norm2_w, "norm2.weight", err);
-        if (!rc) rc = load(v, &d->norm2_b, &s->norm2_b, "norm2.bias", err);
-        if (!rc) rc = load(v, &d->fc1_w, &s->fc1_w, "mlp.fc1.weight", err);
-        if (!rc) rc = load(v, &d->fc1_b, &s->fc1_b, "mlp.fc1.bias", err);
-        if (!rc) rc = load(v, &d->fc2_w, &s->fc2_w, "mlp.fc2.weight", err);
-        if (!rc) rc = load(v, &d->fc2_b, &s->fc2_b, "mlp.fc2.bias", err);
+        const struct backend_weight block[] = {
+            {&d->norm1_w, &s->norm1_w, "norm1.weight"}, {&d->norm1_b, &s->norm1_b, "norm1.bias"},
+            {&d->qkv_w, &s->qkv_w, "attn.qkv.weight"},  {&d->qkv_b, &s->qkv_b, "attn.qkv.bias"},
+            {&d->proj_w, &s->proj_w, "attn.proj.weight"}, {&d->proj_b, &s->proj_b, "attn.proj.bias"},
+            {&d->norm2_w, &s->norm2_w, "norm2.weight"}, {&d->norm2_b, &s->norm2_b, "norm2.bias"},
+            {&d->fc1_w, &s->fc1_w, "mlp.fc1.weight"},   {&d->fc1_b, &s->fc1_b, "mlp.fc1.bias"},
+            {&d->fc2_w, &s->fc2_w, "mlp.fc2.weight"},   {&d->fc2_b, &s->fc2_b, "mlp.fc2.bias"},
+        };
+        rc = backend_map_weights(v->b, block, ARRAY_LEN(block), "vit", err);
     }
-    if (!rc) rc = load(v, &v->ln_q_w, &w->merger_ln_w, "merger.ln_q.weight", err);
-    if (!rc) rc = load(v, &v->ln_q_b, &w->merger_ln_b, "merger.ln_q.bias", err);
-    if (!rc) rc = load(v, &v->mfc1_w, &w->merger_fc1_w, "merger.mlp.0.weight", err);
-    if (!rc) rc = load(v, &v->mfc1_b, &w->merger_fc1_b, "merger.mlp.0.bias", err);
-    if (!rc) rc = load(v, &v->mfc2_w, &w->merger_fc2_w, "merger.mlp.2.weight", err);
-    if (!rc) rc = load(v, &v->mfc2_b, &w->merger_fc2_b, "merger.mlp.2.bias", err);
+    const struct backend_weight merger[] = {
+        {&v->ln_q_w, &w->merger_ln_w, "merger.ln_q.weight"},
+        {&v->ln_q_b, &w->merger_ln_b, "merger.ln_q.bias"},
+        {&v->mfc1_w, &w->merger_fc1_w, "merger.mlp.0.weight"},
+        {&v->mfc1_b, &w->merger_fc1_b, "merger.mlp.0.bias"},
+        {&v->mfc2_w, &w->merger_fc2_w, "merger.mlp.2.weight"},
+        {&v->mfc2_b, &w->merger_fc2_b, "merger.mlp.2.bias"},
+    };
+    if (!rc) rc = backend_map_weights(v->b, merger, ARRAY_LEN(merger), "vit", err);
 
     int64_t P = max_patches;
     if (!rc) rc = scratch(v, &v->pix_f32, P, v->patch_dim, DT_F32, err);
@@ -188,25 +165,25 @@ int32_t vit_max_patches(const struct vit *v)
 void vit_destroy(struct vit *v)
 {
     if (!v) return;
-    release_t(v, &v->patch_embed);
+    backend_release_tensor(v->b, &v->patch_embed);
     for (int32_t l = 0; v->blocks && l < v->depth; l++) {
         struct vit_block *d = &v->blocks[l];
         struct tensor *all[] = {&d->norm1_w, &d->norm1_b, &d->qkv_w, &d->qkv_b, &d->proj_w,
                                 &d->proj_b, &d->norm2_w, &d->norm2_b, &d->fc1_w, &d->fc1_b,
                                 &d->fc2_w, &d->fc2_b};
-        for (size_t i = 0; i < ARRAY_LEN(all); i++) release_t(v, all[i]);
+        for (size_t i = 0; i < ARRAY_LEN(all); i++) backend_release_tensor(v->b, all[i]);
     }
     free(v->blocks);
-    release_t(v, &v->ln_q_w);
-    release_t(v, &v->ln_q_b);
-    release_t(v, &v->mfc1_w);
-    release_t(v, &v->mfc1_b);
-    release_t(v, &v->mfc2_w);
-    release_t(v, &v->mfc2_b);
-    if (v->pix != v->pix_f32) release(v, v->pix);
-    release(v, v->pix_f32);
+    backend_release_tensor(v->b, &v->ln_q_w);
+    backend_release_tensor(v->b, &v->ln_q_b);
+    backend_release_tensor(v->b, &v->mfc1_w);
+    backend_release_tensor(v->b, &v->mfc1_b);
+    backend_release_tensor(v->b, &v->mfc2_w);
+    backend_release_tensor(v->b, &v->mfc2_b);
+    if (v->pix != v->pix_f32) backend_release(v->b, v->pix);
+    backend_release(v->b, v->pix_f32);
     void *bufs[] = {v->x, v->a, v->q, v->k, v->v, v->o, v->h, v->mh, v->cos, v->sin};
-    for (size_t i = 0; i < ARRAY_LEN(bufs); i++) release(v, bufs[i]);
+    for (size_t i = 0; i < ARRAY_LEN(bufs); i++) backend_release(v->b, bufs[i]);
     free(v->cos_host);
     free(v->sin_host);
     free(v->cu_seqlens);

@@ -16,9 +16,13 @@ conv_adapter projector in the folder).
     towers in PyTorch, the prompt from the folder's template): usage.prompt_tokens and the
     prompt ids equal the reference's for a text-only request (the implicit black image through
     both towers), one image as a base64 data URL and from a loopback http server, three
-    images, a wide image; the 32 greedy tokens equal the reference's for the first two;
+    images, a wide image (its crop map pooled under the folder's max_vision_token of 500:
+    prompt_tokens equal the reference's pooled count); the 32 greedy tokens equal the
+    reference's for the first two;
   * the same images again are served from the prefix cache (keys over both towers' inputs),
     a changed image is not;
+  * at --tensor-parallel-size 2 image prompts give the reference's tokens (both towers on
+    every rank, each image encoded by one and broadcast);
   * an image request over the media-token limit is refused from its header, before decoding;
   * a video part is a 400 naming Valley2.
 """
@@ -209,7 +213,8 @@ def test_one_image_data_url_and_http(valley2_img, image_server):
 
 @pytest.mark.parametrize("name", ["three", "wide"])
 def test_prompt_tokens_with_images(valley2_img, name):
-    """three images get one SigLIP tile each; the wide one three AnyRes crops, unpadded"""
+    """three images get one SigLIP tile each; the wide one three AnyRes crops, unpadded and
+    pooled"""
     g = e2e(name)
     r = client(valley2_img).chat.completions.create(
         model="tiny", messages=image_messages(g, data_urls(g)), max_tokens=2, temperature=0,
@@ -218,13 +223,49 @@ def test_prompt_tokens_with_images(valley2_img, name):
     assert r.usage.completion_tokens == 2
 
 
+def test_wide_image_pools_through_the_api(valley2_img):
+    """the folder's max_vision_token (500) is below the wide image's 196 + 12 x 42 SigLIP
+    tokens: the server pools the crop map to the reference's 9 x 32 (484 SigLIP tokens, where
+    the released cap keeps 700), and the greedy tokens follow the reference's"""
+    g, unpooled = e2e("wide"), e2e("wide_unpooled")
+    assert g["max_vision_token"] == 500 and unpooled["max_vision_token"] == 100000
+    assert g["images"][0]["siglip_tokens"] == 196 + 9 * 32
+    assert unpooled["images"][0]["siglip_tokens"] == 700
+    r = client(valley2_img).chat.completions.create(
+        model="tiny", messages=image_messages(g, data_urls(g)), max_tokens=8, temperature=0,
+        extra_body={"return_token_ids": True, "ignore_eos": True})
+    check_prompt(r, g)
+    assert r.usage.prompt_tokens == g["length"] < unpooled["length"]
+    assert r.choices[0].model_extra["token_ids"] == g["greedy"][:8]
+
+
+def test_tensor_parallel_images_equal_one_engine(valley2_dir):
+    """at --tensor-parallel-size 2 every rank encodes the image with both towers and its
+    share of the heads (docs/TP.md): one image, three (the second encoded by rank 1 and
+    broadcast) and the pooled wide image give the reference's prompt and greedy tokens, as the
+    single engine does (exact numerics)"""
+    s = Server(valley2_dir, ["--api-key", API_KEY, "--max-body-bytes", "8MiB",
+                             "--numerics", "exact", "--tensor-parallel-size", "2"])
+    try:
+        for name, n in (("one", 32), ("three", 8), ("wide", 8)):
+            g = e2e(name)
+            r = client(s).chat.completions.create(
+                model="tiny", messages=image_messages(g, data_urls(g)), max_tokens=n,
+                temperature=0, extra_body={"return_token_ids": True, "ignore_eos": True})
+            check_prompt(r, g)
+            assert r.choices[0].model_extra["token_ids"] == g["greedy"][:n], name
+        assert "tp: 2 ranks" in s.log_text()
+    finally:
+        assert s.stop() == 0, s.log_text()[-3000:]
+
+
 def test_media_tokens_refused_before_decoding(valley2_dir):
-    """the wide image (700 SigLIP + 396 Qwen2-VL tokens) over a 1000-token limit: refused from
+    """the wide image (484 pooled SigLIP + 396 Qwen2-VL tokens) over an 850-token limit: refused from
     its header, so a body cut after the header gives the same answer, not a decode error"""
     from openai import BadRequestError
     g, one = e2e("wide"), e2e("one")
     s = Server(valley2_dir, ["--api-key", API_KEY, "--max-body-bytes", "8MiB",
-                             "--max-media-tokens-per-request", "1000"])
+                             "--max-media-tokens-per-request", "850"])
     try:
         png = (IMAGES / g["files"][0]).read_bytes()
         for body in (png, png[:64]):
@@ -232,7 +273,7 @@ def test_media_tokens_refused_before_decoding(valley2_dir):
                 client(s).chat.completions.create(
                     model="tiny", messages=image_messages(g, [data_url(body)]), max_tokens=1)
             err = ei.value.body
-            assert "come to 1096 tokens" in err["message"] and "1000" in err["message"], err
+            assert "come to 880 tokens" in err["message"] and "850" in err["message"], err
             assert err["param"] == "messages"
         r = client(s).chat.completions.create(
             model="tiny", messages=image_messages(one, data_urls(one)), max_tokens=1)

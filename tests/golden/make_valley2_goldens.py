@@ -251,15 +251,16 @@ V2_DIR = os.path.join(HERE, "valley2")
 STRIDE = 1024
 N_GREEDY = 32
 # (name, user text, image files, max_vision_token override or None). The test folder's
-# max_vision_token (100000) never pools, so "wide" is also run as a folder with 500 would be:
-# 196 + 12 x 42 kept tokens are over the cap and pooled to 9 x 32.
+# max_vision_token is 500 (valley-make-model --arch valley2), so "wide" pools: 196 + 12 x 42
+# kept tokens are over the cap and pooled to 9 x 32; "wide_unpooled" runs it as a folder with
+# the released cap would, the 12 x 42 map kept.
 IMG_PROMPTS = [
     ("text", "Hello! Who are you?", [], None),
     ("one", "Describe the image.", ["images/gray_200x150.png"], None),
     ("three", "Compare the three images.",
      ["images/rgb_100x37.png", "images/noisy_40x30.png", "images/gray_200x150.png"], None),
     ("wide", "What is in this picture?", ["valley2/wide_1000x300.png"], None),
-    ("wide_pooled", "What is in this picture?", ["valley2/wide_1000x300.png"], 500),
+    ("wide_unpooled", "What is in this picture?", ["valley2/wide_1000x300.png"], 100000),
 ]
 
 

@@ -26,7 +26,8 @@
 #                               6. test_ops --perf: µs and GB/s per op at the real shapes;
 #                               7. test_cuda_forward: the engine on CUDA against the engine on
 #                                  the CPU on generated checkpoints (logits, 16 greedy tokens,
-#                                  image+text), and decode as CUDA graphs against eager.
+#                                  image+text; Valley2: text and an image through SigLIP and
+#                                  Qwen2-VL), and decode as CUDA graphs against eager.
 #   Steps that would not fit in the call's 10 minutes (each has its own limit) are skipped.
 #   Full logs go to $OUT (the device tool brings them back) or build-gpulogs/.
 #
@@ -154,7 +155,7 @@ step "test_cuda_sample (sampling parity)" cuda_sample.txt 60 "$BIN/test_cuda_sam
 MAKE_MODEL=$BIN/valley-make-model
 [ -x "$MAKE_MODEL" ] || MAKE_MODEL=build-gpu/valley-make-model
 export VLM_MODELS=$ROOT/build-gpumodels
-for mname in gqa4 mha tp8; do
+for mname in gqa4 mha tp8 valley2; do
     margs=$(sed -n "s/^$mname:[ ]*//p" tests/models.txt)
     [ -d "$VLM_MODELS/$mname" ] || "$MAKE_MODEL" --out "$VLM_MODELS/$mname" $margs > /dev/null 2>&1
 done

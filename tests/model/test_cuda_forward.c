@@ -1,7 +1,7 @@
-// models: gqa4 mha
+// models: gqa4 mha valley2
 /*
  * test_cuda_forward: the engine on the CUDA backend against the engine on the CPU backend,
- * end to end, on the generated gqa4 (GQA ratio 4) and mha (ratio 1) checkpoints:
+ * end to end, on the generated gqa4 (GQA ratio 4), mha (ratio 1) and valley2 checkpoints:
  *  - logits at every prompt position (prompts of 1, 37 and 300 tokens, prefill in chunks
  *    of 96 so later chunks read KV written by earlier steps, contexts across many blocks):
  *    max |cuda - cpu| / max |cpu| per position within a bf16 bound;
@@ -11,6 +11,12 @@
  *    tower in the step that prefills them and spliced at their spans: logits at every
  *    position within the same bound (exercises layernorm, rope_table, attn_varlen, GELU,
  *    cast and scatter_rows on the device);
+ *  - Valley2 (the valley2 checkpoint: Qwen2.5 decoder with q/k/v biases, SigLIP tower,
+ *    conv_adapter projector, Qwen2-VL tower): the text prompts above, and one image with both
+ *    towers (a base tile plus 1x2 AnyRes crops whose 14x28 map is cropped to 14x20 and pooled
+ *    to 9x13, then 8x8 Qwen2-VL patches) between text in one prefill step: logits at rows
+ *    across the whole prompt within the same bound (exercises gelu_tanh, im2col_3x3s2,
+ *    avgpool_adaptive and the biases on the device);
  *  - the final logits' hash of each run is printed, so drift shows in the logs;
  *  - CUDA graphs: three sequences (5, 37 and 250 tokens) decoded together for 16 steps on a
  *    CUDA engine with graphs (batch padded to 4, block tables to 16/32 columns, replayed from
@@ -108,6 +114,31 @@ static float *make_pixels(int img, const struct model_config *c, int t, int h, i
     return p;
 }
 
+/* One prefill step of a prompt with images (spans, encoded this step into encoder-cache rows
+ * enc_row) on the CPU and the CUDA engine: rcs[] their return codes, the worst relative
+ * difference of the nr requested logits rows returned. */
+static double image_step(struct engine *cpu, struct engine *gpu, const int32_t *tok, int32_t n,
+                         const int32_t *blocks, const struct mm_span *spans,
+                         const struct mm_item *const *enc, int32_t *enc_row, int32_t n_items,
+                         const int32_t *rows, int32_t nr, int64_t V, float *lc, float *lg,
+                         int rcs[2])
+{
+    struct engine *es[2] = {cpu, gpu};
+    float *outs[2] = {lc, lg};
+    for (int k = 0; k < 2; k++) {
+        struct batch_seq s = {.pos = 0, .n_tokens = n, .tokens = tok, .blocks = blocks,
+                              .n_blocks = N_BLOCKS - 1, .mm = spans, .mm_row = enc_row,
+                              .n_mm = n_items};
+        struct batch b = {.seqs = &s, .n_seqs = 1, .encode = enc, .encode_row = enc_row,
+                          .n_encode = n_items};
+        rcs[k] = engine_forward_rows(es[k], &b, rows, nr, outs[k]);
+    }
+    double worst = 0;
+    for (int32_t i = 0; i < nr && !rcs[0] && !rcs[1]; i++)
+        worst = fmax(worst, rel_diff(lc + (size_t)i * V, lg + (size_t)i * V, V));
+    return worst;
+}
+
 /* Two images between text in one prefill step on both engines; every position compared. */
 static void check_image(const char *name, const struct model *m, struct engine *cpu,
                         struct engine *gpu, const int32_t *blocks, float *lc, float *lg)
@@ -139,23 +170,9 @@ static void check_image(const char *name, const struct model *m, struct engine *
     int32_t enc_row[2] = {0, items[0].n_tokens}; /* packed into the encoder cache */
     int32_t rows[CHUNK];
     for (int i = 0; i < n; i++) rows[i] = i;
-    int64_t V = c->vocab_size;
-    struct engine *es[2] = {cpu, gpu};
-    float *outs[2] = {lc, lg};
     int rcs[2];
-    for (int k = 0; k < 2; k++) {
-        struct batch_seq s = {.pos = 0, .n_tokens = n, .tokens = tok, .blocks = blocks,
-                              .n_blocks = N_BLOCKS - 1, .mm = spans, .mm_row = enc_row,
-                              .n_mm = 2};
-        struct batch b = {.seqs = &s, .n_seqs = 1, .encode = enc, .encode_row = enc_row,
-                          .n_encode = 2};
-        rcs[k] = engine_forward_rows(es[k], &b, rows, n, outs[k]);
-    }
-    double worst = 0;
-    for (int i = 0; i < n && !rcs[0] && !rcs[1]; i++) {
-        const float *a = lc + (size_t)i * V, *b = lg + (size_t)i * V;
-        worst = fmax(worst, rel_diff(a, b, V));
-    }
+    double worst = image_step(cpu, gpu, tok, n, blocks, spans, enc, enc_row, 2, rows, n,
+                              c->vocab_size, lc, lg, rcs);
     char *tn = tname_next();
     snprintf(tn, 160, "%s: image+text prompt of %d: logits within %.0e of the CPU", name, n,
              BOUND);
@@ -166,6 +183,60 @@ static void check_image(const char *name, const struct model *m, struct engine *
         printf("  %s image+text n=%d: worst max|d|/max|ref| = %.3e\n", name, n, worst);
     }
     free(pix[0]), free(pix[1]);
+}
+
+/* Valley2 (docs/MODEL.md, "Valley2 images"): one item with a SigLIP side (3 tiles: the base
+ * and 1x2 crops, the 14x28 crop map cropped and pooled) and a Qwen2-VL side, between text,
+ * in one prefill step on both engines; logits compared at VROWS rows: spread over the
+ * prompt, plus the image's first row, its first Qwen2-VL row, the row after it and the last. */
+enum { VROWS = 64 };
+static void check_valley2_image(const char *name, const struct model *m, struct engine *cpu,
+                                struct engine *gpu, const int32_t *blocks, float *lc, float *lg)
+{
+    const struct model_config *c = &m->cfg;
+    int32_t S = c->sig_image, T = (c->sig_image / c->sig_patch - 1) / 2 + 1;
+    int32_t m2 = c->spatial_merge_size * c->spatial_merge_size;
+    int gh = 8, gw = 8;
+    struct mm_item it = {.hash = 91, .grid_t = 1, .grid_h = gh, .grid_w = gw,
+                         .n_patches = gh * gw};
+    float *pix = make_pixels(3, c, 1, gh, gw);
+    /* tiles in [-1, 1) as the processor's (x - 0.5) / 0.5 leaves them */
+    int32_t n_tiles = 3;
+    float *tiles = xmalloc((size_t)n_tiles * 3 * (size_t)S * (size_t)S * sizeof *tiles);
+    for (size_t i = 0; i < (size_t)n_tiles * 3 * (size_t)S * (size_t)S; i++)
+        tiles[i] = (float)((i * 2654435761u) % 2048u) / 1024.0f - 1.0f;
+    it.pixels = pix;
+    it.sig = (struct siglip_input){.tiles = tiles, .n_tiles = n_tiles, .grid_w = 2, .grid_h = 1,
+                                   .keep_y = 0, .keep_x = 4, .keep_h = T, .keep_w = 20,
+                                   .pool_h = 9, .pool_w = 13};
+    it.sig.n_tokens = T * T + it.sig.pool_h * it.sig.pool_w;
+    it.n_tokens = it.sig.n_tokens + it.n_patches / m2;
+    /* text 7 | image | text 9 */
+    int32_t n = 7 + it.n_tokens + 9;
+    int32_t *tok = xmalloc((size_t)n * sizeof *tok);
+    for (int i = 0; i < n; i++) tok[i] = i < 7 ? 100 + i : i < 7 + it.n_tokens ? 7 : 300 + i % 50;
+    struct mm_span span = {.offset = 7, .item = &it};
+    const struct mm_item *enc[1] = {&it};
+    int32_t enc_row[1] = {0};
+    int32_t rows[VROWS], nr = 0;
+    for (int i = 0; i < VROWS - 4; i++) rows[nr++] = (int32_t)((int64_t)i * n / (VROWS - 4));
+    rows[nr++] = 7;
+    rows[nr++] = 7 + it.sig.n_tokens;
+    rows[nr++] = 7 + it.n_tokens;
+    rows[nr++] = n - 1;
+    int rcs[2];
+    double worst = image_step(cpu, gpu, tok, n, blocks, &span, enc, enc_row, 1, rows, nr,
+                              c->vocab_size, lc, lg, rcs);
+    char *tn = tname_next();
+    snprintf(tn, 160, "%s: image (%d SigLIP + %d Qwen2-VL rows) in a prompt of %d: logits within "
+             "%.0e of the CPU", name, it.sig.n_tokens, it.n_patches / m2, n, BOUND);
+    TEST(tn) {
+        CHECK_EQ(rcs[0], 0);
+        CHECK_EQ(rcs[1], 0);
+        CHECK(worst <= BOUND);
+        printf("  %s image+text n=%d: worst max|d|/max|ref| = %.3e\n", name, n, worst);
+    }
+    free(tok), free(tiles), free(pix);
 }
 
 /* Three sequences decoded together on a graph engine and an eager one (both CUDA). */
@@ -241,10 +312,13 @@ static void check_model(const char *name)
     }
     if (rc) return;
 
-    struct engine_params ep = {.block_size = BS, .n_blocks = N_BLOCKS, .max_batched_tokens = CHUNK,
-                               .max_seqs = 4, .max_logit_rows = CHUNK,
-                               .encoder_cache_tokens = m.cfg.has_vision ? 64 : 0,
-                               .max_image_patches = 256};
+    /* Valley2's image step prefills the whole prompt (345 tokens) at once */
+    bool v2 = m.cfg.has_siglip;
+    struct engine_params ep = {.block_size = BS, .n_blocks = N_BLOCKS,
+                               .max_batched_tokens = v2 ? 512 : CHUNK, .max_seqs = 4,
+                               .max_logit_rows = CHUNK,
+                               .encoder_cache_tokens = m.cfg.has_vision ? (v2 ? 512 : 64) : 0,
+                               .max_image_patches = 256, .max_siglip_tiles = v2 ? 3 : 0};
     struct engine cpu, gpu;
     VLM_ASSERT(engine_init(&cpu, &m, &ep, &err) == 0);
     ep.backend = ENGINE_BACKEND_CUDA;
@@ -315,7 +389,8 @@ static void check_model(const char *name)
                (unsigned long long)vlm_hash64(lc, (size_t)V * sizeof(float), 0),
                (unsigned long long)vlm_hash64(lg, (size_t)V * sizeof(float), 0));
     }
-    if (m.cfg.has_vision) check_image(name, &m, &cpu, &gpu, blocks, lc, lg);
+    if (v2) check_valley2_image(name, &m, &cpu, &gpu, blocks, lc, lg);
+    else if (m.cfg.has_vision) check_image(name, &m, &cpu, &gpu, blocks, lc, lg);
     engine_destroy(&cpu); /* its memory is the eager CUDA engine's now */
     ep.enforce_eager = true;
     struct engine eager;
@@ -331,5 +406,6 @@ int main(void)
 {
     check_model("gqa4");
     check_model("mha");
+    check_model("valley2");
     return test_report();
 }

@@ -9,8 +9,8 @@
  * and the spliced length as the reference's, logits at the golden rows within
  * 1e-4 x max|logit|, the 32 greedy tokens identical. Prompts: text only (the implicit 3x3
  * black image through both branches), one image, three images (one SigLIP tile each), a wide
- * image (three AnyRes crops, unpadded), the same with a token cap that pools the crop map; and
- * a prefill split inside the combined item.
+ * image (three AnyRes crops, unpadded, pooled under the folder's cap of 500), the same with
+ * the released cap (100000) that keeps the crop map; and a prefill split inside the combined item.
  */
 #include "engine/engine.h"
 #include "server/media.h"
@@ -273,10 +273,10 @@ int main(void)
             printf("# %s: %d of %d greedy tokens equal\n", name, n_same, N_GREEDY);
             CHECK_EQ(n_same, N_GREEDY);
         }
-        if (!strcmp(name, "wide_pooled")) {
+        if (!strcmp(name, "wide")) {
             /* two prefill chunks, cut inside the Qwen2-VL block of the combined item: the
              * second chunk reads the rest of the item's rows from the encoder cache */
-            TEST("valley2, wide_pooled: a prefill split inside the image gives the same last-row logits") {
+            TEST("valley2, wide (pooled): a prefill split inside the image gives the same last-row logits") {
                 const cJSON *last = cJSON_GetArrayItem(rows, n_rows - 1);
                 int32_t cut = p.spans[0].offset + mm_item_sig_tokens(p.spans[0].item) + 7;
                 int32_t rlast = p.len - 1 - cut;
@@ -294,7 +294,7 @@ int main(void)
         images_free(&im);
         n_prompts++;
     }
-    TEST("valley2: every golden prompt ran (text, one, three, wide, wide pooled)") {
+    TEST("valley2: every golden prompt ran (text, one, three, wide, wide unpooled)") {
         CHECK_EQ(n_prompts, 5);
     }
     free(logits);
