@@ -97,6 +97,11 @@ struct backend_fused_ops {
      * rope_neox, the q_norm/k_norm + RoPE of a Qwen3 layer in one pass */
     void (*norm_rope)(void *ctx, struct tensor *x, const struct tensor *w, float theta,
                       float eps);
+    /* n (1..3) products of one x: y[i] = x · w[i]ᵀ (+ b[i], NULL: none), each element as
+     * matmul computes it, in one pass (the CPU: one parallel region, x packed once).
+     * NULL: the caller calls matmul n times. */
+    void (*matmul_n)(void *ctx, int n, struct tensor *const y[], const struct tensor *x,
+                     const struct tensor *const w[], const struct tensor *const b[]);
 };
 
 /* Device sampling. NULL: the engine downloads the sampled rows. */

@@ -194,6 +194,33 @@ static void cpu_op_matmul(void *ctx, struct tensor *y, const struct tensor *x,
                    c->fast, c->isa, c->mm_scratch, c->n_threads);
 }
 
+/* One parallel region for all n when the weights are 16-bit of one type; else one each. */
+static void cpu_op_matmul_n(void *ctx, int n, struct tensor *const y[], const struct tensor *x,
+                            const struct tensor *const w[], const struct tensor *const b[])
+{
+    struct cpu_ctx *c = ctx;
+    VLM_ASSERT(n >= 1 && n <= CPU_W16_MAX_PRODUCTS);
+    bool same = w[0]->type == DT_BF16 || w[0]->type == DT_F16;
+    for (int i = 1; i < n; i++) same = same && w[i]->type == w[0]->type;
+    if (!same) {
+        for (int i = 0; i < n; i++) cpu_op_matmul(ctx, y[i], x, w[i], b[i]);
+        return;
+    }
+    int64_t M = tensor_nrows(x), K = x->ne[0];
+    VLM_ASSERT(x->type == DT_F32);
+    VLM_ASSERT(c->mm_scratch_bytes >= (size_t)c->n_threads * (size_t)cpu_matmul_w16_scratch(K));
+    struct cpu_w16_product p[CPU_W16_MAX_PRODUCTS];
+    for (int i = 0; i < n; i++) {
+        int64_t N = w[i]->ne[1];
+        VLM_ASSERT(w[i]->ne[0] == K && y[i]->ne[0] == N && tensor_nrows(y[i]) == M);
+        VLM_ASSERT(y[i]->type == DT_F32 && (!b[i] || b[i]->type == DT_F32));
+        p[i] = (struct cpu_w16_product){.y = F(y[i]), .w = w[i]->data,
+                                        .bias = b[i] ? CF(b[i]) : NULL, .N = N};
+    }
+    cpu_matmul_w16_multi(p, n, CF(x), w[0]->type == DT_F16, M, K, c->fast, c->isa, c->mm_scratch,
+                         c->n_threads);
+}
+
 static void cpu_op_add(void *ctx, struct tensor *y, const struct tensor *a, const struct tensor *b)
 {
     (void)ctx;
@@ -396,6 +423,7 @@ static void cpu_op_sample_summary(void *ctx, void *out, const struct tensor *log
 static const struct backend_fused_ops cpu_fused = {
     .add_rmsnorm = cpu_op_add_rmsnorm,
     .norm_rope = cpu_op_norm_rope,
+    .matmul_n = cpu_op_matmul_n,
 };
 
 static void cpu_op_mask_logits(void *ctx, struct tensor *logits, const uint32_t *mask)

@@ -45,6 +45,19 @@ static void residual_norm(const struct backend_ops *ops, void *c, struct tensor 
     }
 }
 
+/* y[i] = x · w[i]ᵀ (+ b[i]) for i < n: one pass when the backend fuses products of one x
+ * (the CPU: one parallel region instead of n) */
+static void matmul_n(const struct backend_ops *ops, void *c, int n, struct tensor *const y[],
+                     const struct tensor *x, const struct tensor *const w[],
+                     const struct tensor *const b[])
+{
+    if (ops->fused && ops->fused->matmul_n) {
+        ops->fused->matmul_n(c, n, y, x, w, b);
+        return;
+    }
+    for (int i = 0; i < n; i++) ops->matmul(c, y[i], x, w[i], b[i]);
+}
+
 /* Per-head RMS norm, then RoPE, in place on x (n, heads, head_dim): fused when the backend
  * has norm_rope. */
 static void norm_rope(const struct backend_ops *ops, void *c, struct tensor *x,
@@ -106,9 +119,10 @@ void qwen3_forward(struct engine *e, int32_t n, const struct qwen3_splice *splic
 
         /* attention block: a (in xn) = input_layernorm(x); q, k, v = a·Wqᵀ (+ bq), ...
          * (the biases: Qwen2.5, docs/MODEL.md, "Valley2") */
-        ops->matmul(c, &q2, &xn, &w->wq, bias_or_null(&w->bq));
-        ops->matmul(c, &k2, &xn, &w->wk, bias_or_null(&w->bk));
-        ops->matmul(c, &v2, &xn, &w->wv, bias_or_null(&w->bv));
+        matmul_n(ops, c, 3, (struct tensor *const[]){&q2, &k2, &v2}, &xn,
+                 (const struct tensor *const[]){&w->wq, &w->wk, &w->wv},
+                 (const struct tensor *const[]){bias_or_null(&w->bq), bias_or_null(&w->bk),
+                                                bias_or_null(&w->bv)});
         /* Qwen3: per-head q_norm / k_norm over head_dim, before RoPE; Qwen2.5: RoPE only */
         if (cfg->qk_norm) {
             norm_rope(ops, c, &q3, &w->q_norm, cfg->rope_theta, eps);
@@ -126,8 +140,9 @@ void qwen3_forward(struct engine *e, int32_t n, const struct qwen3_splice *splic
         residual_norm(ops, c, &x, &xn, &w->mlp_norm, eps);
 
         /* MLP block: x = x + down(silu(gate(m)) ⊙ up(m)) */
-        ops->matmul(c, &gate, &xn, &w->w_gate, NULL);
-        ops->matmul(c, &up, &xn, &w->w_up, NULL);
+        matmul_n(ops, c, 2, (struct tensor *const[]){&gate, &up}, &xn,
+                 (const struct tensor *const[]){&w->w_gate, &w->w_up},
+                 (const struct tensor *const[]){NULL, NULL});
         ops->silu_mul(c, &gate, &gate, &up);
         ops->matmul(c, &xn, &gate, &w->w_down, NULL);
         tp_all_reduce(e, &xn);

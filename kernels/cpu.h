@@ -43,6 +43,20 @@ void cpu_matmul_w16(float *y, const float *x, const uint16_t *w, bool w_f16, con
                     int64_t M, int64_t N, int64_t K, bool fast, enum cpu_isa isa, void *scratch,
                     int n_threads);
 int64_t cpu_matmul_w16_scratch(int64_t K);
+/* Up to CPU_W16_MAX_PRODUCTS products of the same x (M, K), weights of one type (the q, k, v
+ * or gate, up projections of a layer), in one OpenMP parallel region instead of one each:
+ * p[q].y (M, p[q].N) = x · p[q].wᵀ (+ p[q].bias). Each y element bit-identical to
+ * cpu_matmul_w16's. */
+#define CPU_W16_MAX_PRODUCTS 3
+struct cpu_w16_product {
+    float *y;
+    const uint16_t *w;
+    const float *bias; /* NULL: none */
+    int64_t N;
+};
+void cpu_matmul_w16_multi(const struct cpu_w16_product *p, int n_products, const float *x,
+                          bool w_f16, int64_t M, int64_t K, bool fast, enum cpu_isa isa,
+                          void *scratch, int n_threads);
 
 /* y = a + b, n elements; y may alias a or b. */
 void cpu_add(float *y, const float *a, const float *b, int64_t n);

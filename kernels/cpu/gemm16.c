@@ -391,12 +391,18 @@ int64_t cpu_matmul_w16_scratch(int64_t K)
     return max64(MC_BYTES, 16 * K * 4);
 }
 
-void cpu_matmul_w16(float *y, const float *x, const uint16_t *w, bool w_f16, const float *bias,
-                    int64_t M, int64_t N, int64_t K, bool fast, enum cpu_isa isa, void *scratch,
-                    int n_threads)
+/* The products' weight-row groups are numbered one after the other (product 0's groups, then
+ * product 1's, ...) and each thread takes one contiguous range of that numbering, so the
+ * products of one x share one parallel region (one fork/join) and one packing of x. A y
+ * element is computed by the same tile call as in a product of its own: its group, and so
+ * its tile shape, is the same. */
+void cpu_matmul_w16_multi(const struct cpu_w16_product *p, int n_products, const float *x,
+                          bool w_f16, int64_t M, int64_t K, bool fast, enum cpu_isa isa,
+                          void *scratch, int n_threads)
 {
     if (isa == CPU_ISA_REF) {
-        ref_matmul(y, x, w, w_f16, M, N, K, fast);
+        for (int q = 0; q < n_products; q++)
+            ref_matmul(p[q].y, x, p[q].w, w_f16, M, p[q].N, K, fast);
     } else {
         bool bf = fast && !w_f16 && isa == CPU_ISA_AVX512BF16; /* x packed as bf16 */
         bool rnd = fast && !bf;                                /* x packed, rounded f32 */
@@ -407,7 +413,10 @@ void cpu_matmul_w16(float *y, const float *x, const uint16_t *w, bool w_f16, con
         /* the register tile: MR rows of x by NR weight rows (a group) */
         int MR = bf ? 8 : 4, NR = bf ? 3 : 4;
         int64_t pf_groups = (PF_ROWS + NR - 1) / NR;
-        int64_t n_groups = (N + NR - 1) / NR;
+        int64_t first[CPU_W16_MAX_PRODUCTS + 1]; /* first[q]: product q's first group */
+        first[0] = 0;
+        for (int q = 0; q < n_products; q++) first[q + 1] = first[q] + (p[q].N + NR - 1) / NR;
+        int64_t n_groups = first[n_products];
         int nt = (int)min64(max64(1, n_threads), max64(1, n_groups));
 #pragma omp parallel num_threads(nt)
         {
@@ -418,28 +427,44 @@ void cpu_matmul_w16(float *y, const float *x, const uint16_t *w, bool w_f16, con
                 int64_t mc = min64(MC, M - m0);
                 const float *xs = x + m0 * K;
                 const void *xb = xs;
+                if (g0 >= g1) break;
                 if (bf) {
                     bf16_pack_rows((uint16_t *)buf, xs, mc, K);
                     xb = buf;
                 } else if (rnd) {
-                    float *p = (float *)buf;
-                    for (int64_t i = 0; i < mc * K; i++) p[i] = round_bf16(xs[i]);
-                    xb = p;
+                    float *pr = (float *)buf;
+                    for (int64_t i = 0; i < mc * K; i++) pr[i] = round_bf16(xs[i]);
+                    xb = pr;
                 }
+                int q = 0;
+                while (first[q + 1] <= g0) q++;
                 for (int64_t g = g0; g < g1; g++) {
-                    int64_t n = g * NR;
+                    while (first[q + 1] <= g) q++;
+                    int64_t N = p[q].N, n = (g - first[q]) * NR;
+                    const uint16_t *w = p[q].w;
                     int nb = (int)min64(NR, N - n);
-                    const uint16_t *next = g + pf_groups < g1 ? w + (n + NR * pf_groups) * K : NULL;
+                    const uint16_t *next = g + pf_groups < min64(g1, first[q + 1])
+                                               ? w + (n + NR * pf_groups) * K
+                                               : NULL;
                     for (int64_t i = 0; i < mc; i += MR) {
                         int mr = (int)min64(MR, mc - i);
                         tile(mr, nb, (const char *)xb + (size_t)(i * K * esz), K, w + n * K, K,
-                             y + (m0 + i) * N + n, N, w_f16, i == 0 ? next : NULL);
+                             p[q].y + (m0 + i) * N + n, N, w_f16, i == 0 ? next : NULL);
                     }
                 }
             }
         }
     }
-    if (bias)
-        for (int64_t m = 0; m < M; m++)
-            for (int64_t n = 0; n < N; n++) y[m * N + n] += bias[n];
+    for (int q = 0; q < n_products; q++)
+        if (p[q].bias)
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t n = 0; n < p[q].N; n++) p[q].y[m * p[q].N + n] += p[q].bias[n];
+}
+
+void cpu_matmul_w16(float *y, const float *x, const uint16_t *w, bool w_f16, const float *bias,
+                    int64_t M, int64_t N, int64_t K, bool fast, enum cpu_isa isa, void *scratch,
+                    int n_threads)
+{
+    struct cpu_w16_product p = {.y = y, .w = w, .bias = bias, .N = N};
+    cpu_matmul_w16_multi(&p, 1, x, w_f16, M, K, fast, isa, scratch, n_threads);
 }

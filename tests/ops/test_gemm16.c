@@ -199,6 +199,58 @@ int main(void)
             }
         }
     }
+    /* several products of one x in one region: each y the bits of its own product, whatever
+     * the split of the groups over threads (a thread's range crossing a product boundary) */
+    for (int isa = CPU_ISA_REF; isa <= (int)best; isa++) {
+        char name[96];
+        snprintf(name, sizeof name, "%s: 3 products of one x = 3 single products, bit for bit",
+                 cpu_isa_name(isa));
+        TEST(name)
+        {
+            static const int64_t Nq[][3] = {{13, 5, 5}, {1, 8, 3}, {40, 7, 22}};
+            static const int64_t Mq[] = {1, 3, 8, 9, 17};
+            bool ok = true;
+            for (size_t s = 0; s < ARRAY_LEN(Nq) && ok; s++)
+                for (size_t mi = 0; mi < ARRAY_LEN(Mq) && ok; mi++)
+                    for (int f = 0; f < 4 && ok; f++) {
+                        bool fast = f & 1, f16 = f & 2;
+                        int64_t M = Mq[mi], K = 100;
+                        struct prob p[3];
+                        struct cpu_w16_product q[3];
+                        float *single[3];
+                        for (int i = 0; i < 3; i++) {
+                            prob_make(&p[i], M, Nq[s][i], K, f16);
+                            if (i) memcpy(p[i].x, p[0].x, (size_t)(M * K) * sizeof(float));
+                            single[i] = run(&p[i], fast, (enum cpu_isa)isa, 2);
+                            q[i] = (struct cpu_w16_product){
+                                .y = xmalloc((size_t)(M * p[i].N) * sizeof(float)),
+                                .w = p[i].w, .bias = i == 1 ? NULL : p[i].bias, .N = p[i].N};
+                        }
+                        for (int threads = 1; threads <= 3 && ok; threads++) {
+                            size_t sb = (size_t)threads * (size_t)cpu_matmul_w16_scratch(K);
+                            void *scratch = NULL;
+                            VLM_ASSERT(!posix_memalign(&scratch, 64, sb));
+                            cpu_matmul_w16_multi(q, 3, p[0].x, f16, M, K, fast, (enum cpu_isa)isa,
+                                                 scratch, threads);
+                            free(scratch);
+                            for (int i = 0; i < 3 && ok; i++) {
+                                if (i == 1) /* product 1 has no bias: add the single one's */
+                                    for (int64_t m = 0; m < M; m++)
+                                        for (int64_t n = 0; n < p[i].N; n++)
+                                            q[i].y[m * p[i].N + n] += p[i].bias[n];
+                                if (memcmp(q[i].y, single[i], (size_t)(M * p[i].N) * sizeof(float))) {
+                                    fprintf(stderr, "  %s %s M=%lld set %zu, %d threads: "
+                                            "product %d differs\n", cpu_isa_name(isa),
+                                            fast ? "fast" : "exact", (long long)M, s, threads, i);
+                                    ok = false;
+                                }
+                            }
+                        }
+                        for (int i = 0; i < 3; i++) free(single[i]), free(q[i].y), prob_free(&p[i]);
+                    }
+            CHECK(ok);
+        }
+    }
     if (best < CPU_ISA_AVX512BF16)
         printf("note: this CPU lacks %s; those variants were not run\n",
                cpu_isa_name((enum cpu_isa)(best + 1)));
