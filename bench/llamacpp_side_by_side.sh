@@ -139,8 +139,9 @@ for s in "${WANT[@]}"; do
         mem=$(awk '/MemTotal/ {print int($2 / 1048576)}' /proc/meminfo)
         # the engines run one after the other, so the page cache must hold one engine's 16.4 GB
         # at a time (less, and decode reads from disk: the figures would be the disk's)
-        if [ "$avail_disk" -lt 45 ] || [ "$mem" -lt 20 ]; then
-            echo "skipping 8b: it needs ~42 GB of disk (free: $avail_disk GiB) and ~20 GiB of RAM" \
+        have=0; [ -f "$W/m8b-bf16.gguf" ] && [ -f "$W/m8b-q8_0.gguf" ] && [ -d "$W/m8b" ] && have=1
+        if { [ "$have" = 0 ] && [ "$avail_disk" -lt 45 ]; } || [ "$mem" -lt 20 ]; then
+            echo "skipping 8b: it needs ~42 GB of disk unless written already (free: $avail_disk GiB) and ~20 GiB of RAM" \
                 "so that one engine's ~17 GB of weights stay in the page cache (MemTotal $mem GiB)"
             continue
         fi
