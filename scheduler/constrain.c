@@ -45,6 +45,18 @@ int32_t cmask_fill(struct cmask *c)
 
 /* ==== The helper ==== */
 
+/* Computes c's mask with h->mu held on entry and on return, released while it works; c is
+ * CM_BUSY meanwhile, then CM_READY. */
+static void run_job(struct mask_helper *h, struct cmask *c)
+{
+    c->st = CM_BUSY;
+    pthread_mutex_unlock(&h->mu);
+    bool ok = cmask_fill(c) >= 0;
+    pthread_mutex_lock(&h->mu);
+    c->ok = ok;
+    c->st = CM_READY;
+}
+
 static void *helper_main(void *arg)
 {
     struct mask_helper *h = arg;
@@ -56,12 +68,7 @@ static void *helper_main(void *arg)
         h->head = c->next;
         if (!h->head) h->tail = NULL;
         c->next = NULL;
-        c->st = CM_BUSY;
-        pthread_mutex_unlock(&h->mu);
-        bool ok = cmask_fill(c) >= 0;
-        pthread_mutex_lock(&h->mu);
-        c->ok = ok;
-        c->st = CM_READY;
+        run_job(h, c);
         pthread_cond_broadcast(&h->done);
     }
     pthread_mutex_unlock(&h->mu);
@@ -148,12 +155,7 @@ const uint32_t *cmask_join(struct mask_helper *h, struct cmask *c)
     pthread_mutex_lock(&h->mu);
     if (c->st == CM_QUEUED) { /* not started: do it here rather than wait behind others */
         unqueue(h, c);
-        c->st = CM_BUSY;
-        pthread_mutex_unlock(&h->mu);
-        bool ok = cmask_fill(c) >= 0;
-        pthread_mutex_lock(&h->mu);
-        c->ok = ok;
-        c->st = CM_READY;
+        run_job(h, c);
     }
     while (c->st == CM_BUSY) pthread_cond_wait(&h->done, &h->mu);
     const uint32_t *bits = c->st == CM_READY && c->ok ? c->bits : NULL;

@@ -9,6 +9,8 @@
 #define VLM_TEST_VISION_GOLDEN_H
 
 #include <cjson/cJSON.h>
+#include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +86,31 @@ static inline struct mm_item golden_item(const cJSON *g, int img, const struct m
     *pix = make_pixels(img, t, h, w, c->in_chans, c->temporal_patch_size, c->patch_size);
     return (struct mm_item){.pixels = *pix, .grid_t = t, .grid_h = h, .grid_w = w,
                             .n_patches = t * h * w, .n_tokens = t * h * w / m2};
+}
+
+/* Index of the largest logit (the first of equals). */
+static inline int32_t golden_argmax(const float *x, int32_t n)
+{
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* max |logits[ids] - values| / max_abs of one golden logits row ({"ids", "values", "max_abs",
+ * "argmax"}); *argmax_ok: the engine's argmax is the golden's. NaN counts as infinitely off. */
+static inline double golden_row_err(const float *logits, int32_t vocab, const cJSON *row,
+                                    bool *argmax_ok)
+{
+    const cJSON *i = cJSON_GetObjectItem(row, "ids")->child;
+    const cJSON *v = cJSON_GetObjectItem(row, "values")->child;
+    double dmax = 0, mabs = cJSON_GetObjectItem(row, "max_abs")->valuedouble;
+    for (; i && v; i = i->next, v = v->next) {
+        double d = fabs((double)logits[i->valueint] - v->valuedouble);
+        if (!(d <= dmax)) dmax = isnan(d) ? INFINITY : d;
+    }
+    *argmax_ok = golden_argmax(logits, vocab) == cJSON_GetObjectItem(row, "argmax")->valueint;
+    return dmax / mabs;
 }
 
 #endif

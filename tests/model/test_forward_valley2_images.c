@@ -17,6 +17,7 @@
 #include "server/valley2_prep.h"
 #include "server/vision_prep.h"
 #include "test.h"
+#include "vision_golden.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -25,28 +26,6 @@
 
 enum { MAX_IMG = 3, MAX_LEN = 1200, N_GREEDY = 32, MAX_ROWS = 8, BLOCK = 16, ENC_ROWS = 2400 };
 #define N_BLOCKS ((MAX_LEN + N_GREEDY) / BLOCK + 2)
-
-static int32_t argmax(const float *x, int32_t n)
-{
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
-
-/* max |logits[ids] - values| / max_abs of one golden row; argmax checked too */
-static double row_err(const float *logits, int32_t vocab, const cJSON *row, bool *argmax_ok)
-{
-    const cJSON *i = cJSON_GetObjectItem(row, "ids")->child;
-    const cJSON *v = cJSON_GetObjectItem(row, "values")->child;
-    double dmax = 0, mabs = cJSON_GetObjectItem(row, "max_abs")->valuedouble;
-    for (; i && v; i = i->next, v = v->next) {
-        double d = fabs((double)logits[i->valueint] - v->valuedouble);
-        if (!(d <= dmax)) dmax = isnan(d) ? INFINITY : d;
-    }
-    *argmax_ok = argmax(logits, vocab) == cJSON_GetObjectItem(row, "argmax")->valueint;
-    return dmax / mabs;
-}
 
 /* One prompt's images prepared by the server code, as struct mm_item (session.c's mapping). */
 struct images {
@@ -252,7 +231,8 @@ int main(void)
             CHECK_EQ(engine_forward_rows(&e, &b, ridx, n_rows, logits), 0);
             for (int32_t r = 0; r < n_rows; r++) {
                 bool am;
-                double rel = row_err(logits + (size_t)r * vocab, vocab, cJSON_GetArrayItem(rows, r), &am);
+                double rel = golden_row_err(logits + (size_t)r * vocab, vocab,
+                                             cJSON_GetArrayItem(rows, r), &am);
                 printf("# %s row %d: rel %.3g\n", name, ridx[r], rel);
                 CHECK(rel <= 1e-4);
                 CHECK(am);
@@ -260,7 +240,7 @@ int main(void)
         }
         TEST(title("valley2, %s: 32 greedy tokens as the reference%s", name, "")) {
             const cJSON *g = cJSON_GetObjectItem(jp, "greedy");
-            int32_t tok = argmax(logits + (size_t)(n_rows - 1) * vocab, vocab), n_same = 0;
+            int32_t tok = golden_argmax(logits + (size_t)(n_rows - 1) * vocab, vocab), n_same = 0;
             for (int32_t k = 0; k < N_GREEDY; k++) {
                 if (tok != cJSON_GetArrayItem(g, k)->valueint) break;
                 n_same++;
@@ -268,7 +248,7 @@ int main(void)
                 int32_t row0 = 0;
                 struct batch bd = one_seq(&s, &p, blocks, p.len + k, 1, &tok, false);
                 CHECK_EQ(engine_forward_rows(&e, &bd, &row0, 1, logits), 0);
-                tok = argmax(logits, vocab);
+                tok = golden_argmax(logits, vocab);
             }
             printf("# %s: %d of %d greedy tokens equal\n", name, n_same, N_GREEDY);
             CHECK_EQ(n_same, N_GREEDY);
@@ -285,7 +265,7 @@ int main(void)
                 struct batch b2 = one_seq(&s, &p, blocks, cut, p.len - cut, NULL, false);
                 CHECK_EQ(engine_forward_rows(&e, &b2, &rlast, 1, logits), 0);
                 bool am;
-                double rel = row_err(logits, vocab, last, &am);
+                double rel = golden_row_err(logits, vocab, last, &am);
                 printf("# split at %d: rel %.3g\n", cut, rel);
                 CHECK(rel <= 1e-4);
                 CHECK(am);
