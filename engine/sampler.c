@@ -5,6 +5,8 @@
  */
 #include "engine/sampler.h"
 
+#include "kernels/cpu.h"
+
 #include <math.h>
 #include <stdlib.h>
 
@@ -32,13 +34,7 @@ void sampler_ws_destroy(struct sampler_ws *w)
 
 void sampler_apply_mask(float *row, const uint32_t *mask, int32_t vocab)
 {
-    for (int32_t w = 0; w * 32 < vocab; w++) {
-        uint32_t m = mask[w];
-        if (m == 0xFFFFFFFFu) continue;
-        int32_t end = VLM_MIN(vocab, w * 32 + 32);
-        for (int32_t t = w * 32; t < end; t++)
-            if (!(m >> (t & 31) & 1)) row[t] = -INFINITY;
-    }
+    cpu_mask_row(row, mask, vocab, cpu_isa_best());
 }
 
 struct sampling_params sampler_params_greedy(void)
@@ -264,8 +260,7 @@ int32_t sampler_sample(struct sampler_ws *w, const float *logits, const struct s
     int32_t tok = 0;
     if (!(sp->temperature > 1e-5f)) {
         /* greedy: argmax, lowest id on ties */
-        for (int32_t i = 1; i < V; i++)
-            if (w->work[i] > w->work[tok]) tok = i;
+        tok = cpu_argmax(w->work, V, cpu_isa_best());
     } else {
         float inv_t = 1.0f / sp->temperature, mx = -INFINITY;
         for (int32_t i = 0; i < V; i++) {

@@ -130,4 +130,14 @@ int64_t cpu_attn_varlen_scratch(void);
 void cpu_sample_summary(struct sample_summary *out, const float *logits, int64_t n_rows,
                         int64_t vocab, int64_t stride, const float *inv_t, const double *u);
 
+/* Greedy: the lowest index of the largest value of l (n >= 1); NaNs never win (the loop
+ * `if (l[i] > l[best]) best = i` from best = 0, vectorized for isa >= CPU_ISA_AVX512). */
+int32_t cpu_argmax(const float *l, int32_t n, enum cpu_isa isa);
+
+/* Structured outputs: row[t] = -inf where bit t % 32 of mask[t / 32] is clear (the token is
+ * not allowed), row (vocab) in place. Words of all ones are skipped; the rest is branch-free
+ * (AVX-512 or AVX2 blends for isa at those levels, up to cpu_isa_best(); the scalar loop
+ * for CPU_ISA_REF), the same floats in every variant. */
+void cpu_mask_row(float *row, const uint32_t *mask, int32_t vocab, enum cpu_isa isa);
+
 #endif

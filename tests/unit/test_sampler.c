@@ -5,6 +5,7 @@
  * expected token of every seeded call is known exactly and compared.
  */
 #include "engine/sampler.h"
+#include "kernels/cpu.h"
 #include "test.h"
 
 #include <stdlib.h>
@@ -414,6 +415,69 @@ int main(void)
         struct sample_summary p = {0};
         sp.n_bias = 2;
         CHECK_EQ(sampler_sample_summary(&p, V, &sp, 0, 0, &r), -1);
+    }
+
+    TEST("argmax: every instruction set == the scalar loop (ties, NaN, -0, tails)") {
+        static const int32_t sizes[] = {1, 15, 63, 64, 65, 200, 151936};
+        uint64_t st = 777;
+        int bad = 0;
+        for (size_t z = 0; z < sizeof sizes / sizeof *sizes; z++) {
+            int32_t n = sizes[z];
+            float *l = malloc((size_t)n * sizeof *l);
+            for (int kind = 0; kind < 6; kind++) {
+                for (int32_t t = 0; t < n; t++) {
+                    st = st * 6364136223846793005ull + 1442695040888963407ull;
+                    l[t] = (float)(st >> 40) * 1e-3f;
+                    if (kind == 1) l[t] = (float)((st >> 40) % 7); /* many ties */
+                    if (kind == 2 && t % 13 == 0) l[t] = NAN;
+                    if (kind == 3) l[t] = t == 0 ? NAN : l[t]; /* the loop keeps 0 */
+                    if (kind == 4) l[t] = t % 2 ? -0.0f : 0.0f;
+                    if (kind == 5) l[t] = -INFINITY;
+                }
+                if (kind == 0 && n > 3) l[n - 1] = 1e9f; /* the maximum in the tail */
+                int32_t want = 0;
+                for (int32_t t = 1; t < n; t++)
+                    if (l[t] > l[want]) want = t;
+                for (int isa = CPU_ISA_REF; isa <= (int)cpu_isa_best(); isa++)
+                    bad += cpu_argmax(l, n, (enum cpu_isa)isa) != want;
+            }
+            free(l);
+        }
+        CHECK_EQ(bad, 0);
+    }
+
+    TEST("token masks: every instruction set == the bit-by-bit rule, any vocab size") {
+        /* words of all ones, all zeros and random bits; NaN, infinities and -0.0 in the row
+         * must come through bit for bit where allowed */
+        static const int32_t sizes[] = {1, 31, 32, 33, 63, 1000, 151936};
+        uint64_t st = 12345;
+        for (int isa = CPU_ISA_REF; isa <= (int)cpu_isa_best(); isa++) {
+            int bad = 0;
+            for (size_t z = 0; z < sizeof sizes / sizeof *sizes; z++) {
+                int32_t n = sizes[z], nw = (n + 31) / 32;
+                float *row = malloc((size_t)n * sizeof *row), *want = malloc((size_t)n * sizeof *want);
+                uint32_t *mk = malloc((size_t)nw * sizeof *mk);
+                for (int32_t t = 0; t < n; t++) {
+                    st = st * 6364136223846793005ull + 1442695040888963407ull;
+                    uint32_t u = (uint32_t)(st >> 33);
+                    row[t] = t % 97 == 5 ? NAN : t % 89 == 3 ? INFINITY : t % 83 == 1 ? -0.0f
+                                                                                 : (float)u * 1e-6f;
+                }
+                for (int32_t i = 0; i < nw; i++) {
+                    st = st * 6364136223846793005ull + 1442695040888963407ull;
+                    mk[i] = i % 5 == 0 ? 0xFFFFFFFFu : i % 5 == 1 ? 0u : (uint32_t)(st >> 32);
+                }
+                for (int32_t t = 0; t < n; t++)
+                    want[t] = mk[t / 32] >> (t % 32) & 1 ? row[t] : -INFINITY;
+                cpu_mask_row(row, mk, n, (enum cpu_isa)isa);
+                bad += memcmp(row, want, (size_t)n * sizeof *row) != 0;
+                free(row);
+                free(want);
+                free(mk);
+            }
+            if (bad) printf("  isa %s: %d sizes differ\n", cpu_isa_name((enum cpu_isa)isa), bad);
+            CHECK_EQ(bad, 0);
+        }
     }
 
     sampler_ws_destroy(&w);
