@@ -1,10 +1,11 @@
 /*
- * bench_constrained: what structured outputs add to a decode step on the CPU engine, at
+ * bench_constrained: what structured outputs add to a decode step of the engine (CPU, or CUDA
+ * with --backend cuda: the masks go to the device as a bitmask), at
  * batch 1 and batch B with every sequence constrained by one typical JSON Schema, next to
  * the same steps unconstrained. Prints figures, asserts nothing.
  *
  *   bench_constrained --model DIR [--tokenizer tokenizer.json] [--decode STEPS] [--batch B]
- *                     [--threads T]
+ *                     [--threads T] [--backend cpu|cuda]
  *   (tokenizer default: $VLM_FIXTURES/qwen3-tokenizer/tokenizer.json)
  *
  * Two ways to run the masks, each timed warm and cold:
@@ -205,6 +206,7 @@ int main(int argc, char **argv)
 {
     const char *dir = NULL, *tok_path = NULL;
     int32_t steps = 32, batch = 64, threads = 0;
+    bool cuda = false;
     char defpath[4096];
     const char *fx = getenv("VLM_FIXTURES");
     snprintf(defpath, sizeof defpath, "%s/qwen3-tokenizer/tokenizer.json",
@@ -216,11 +218,13 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--decode")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--backend")) cuda = !strcmp(argv[i + 1], "cuda"),
+                                                  bad |= !cuda && strcmp(argv[i + 1], "cpu");
         else bad = true;
     }
     if (bad || !dir || steps < 1 || batch < 1) {
         fprintf(stderr, "usage: bench_constrained --model DIR [--tokenizer tokenizer.json] "
-                        "[--decode STEPS] [--batch B] [--threads T]\n");
+                        "[--decode STEPS] [--batch B] [--threads T] [--backend cpu|cuda]\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -236,7 +240,8 @@ int main(int argc, char **argv)
     struct engine_params ep = {.bp = {.n_threads = threads, .numerics = NUMERICS_FAST},
                                .block_size = bs, .n_blocks = 1 + per * batch,
                                .max_batched_tokens = VLM_MAX(512, P * batch),
-                               .max_seqs = batch};
+                               .max_seqs = batch,
+                               .backend = cuda ? ENGINE_BACKEND_CUDA : ENGINE_BACKEND_CPU};
     struct engine e;
     if (engine_init(&e, &mo, &ep, &err)) {
         fprintf(stderr, "bench_constrained: %s\n", err.msg);
@@ -244,8 +249,8 @@ int main(int argc, char **argv)
     }
     double t_v = now_s();
     const struct gram_vocab *v = st_vocab(tok, mo.cfg.vocab_size);
-    printf("model %s: vocab %d (trie built in %.0f ms), %d layers, hidden %d; schema %zu bytes\n",
-           dir, mo.cfg.vocab_size, (now_s() - t_v) * 1e3, mo.cfg.n_layers, mo.cfg.hidden_size,
+    printf("model %s on %s: vocab %d (trie built in %.0f ms), %d layers, hidden %d; schema %zu "
+           "bytes\n", dir, cuda ? "cuda" : "cpu", mo.cfg.vocab_size, (now_s() - t_v) * 1e3, mo.cfg.n_layers, mo.cfg.hidden_size,
            strlen(SCHEMA));
     int32_t bsz[] = {1, batch};
     struct mask_helper *helper = mask_helper_new();

@@ -39,7 +39,7 @@ CARRY=$ROOT/build-gpucarry   # what pack leaves: carry.tgz (the call's 64 MiB li
                              # the working tree too; OpenBLAS alone is 36 MB unpacked)
 LOGS=${OUT:-$ROOT/build-gpulogs}
 mkdir -p "$LOGS"
-BINS="test_ops test_cuda_sample bench_cuda test_cuda_forward test_tp test_batch_invariance bench_comm" # test binaries packed and run on the GPU
+BINS="test_ops test_cuda_sample bench_cuda test_cuda_forward test_tp test_batch_invariance bench_comm bench_constrained" # test binaries packed and run on the GPU
 DEADLINE=$(( $(date +%s) + ${VLM_GPU_BUDGET_S:-560} ))
 
 # ---- pack (development machine) ----------------------------------------------------------
@@ -47,10 +47,10 @@ if [ "${1:-}" = pack ]; then
     set -e
     BUILD=${VLM_GPU_BUILD:-build-cuda}     # the CUDA build directory to take binaries from
     cmake -S . -B "$BUILD" -DVLM_CUDA=ON >/dev/null
-    for b in $BINS valley-make-model; do cmake --build "$BUILD" -j2 --target "$b"; done
+    for b in $BINS valley-make-model valley-generate; do cmake --build "$BUILD" -j2 --target "$b"; done
     STAGE=$(mktemp -d)
     mkdir -p "$STAGE/lib"
-    for b in $BINS ../valley-make-model; do
+    for b in $BINS ../valley-make-model ../valley-generate; do
         cp "$BUILD"/tests/"$b" "$STAGE/"
         # shared libraries outside glibc/gcc and CUDA (the GPU image has those)
         ldd "$BUILD"/tests/"$b" | awk '$3 ~ /^\// {print $3}' |
@@ -108,7 +108,7 @@ if [ -x "$CARRY/test_ops" ]; then
 else
     t0=$(date +%s)
     if cmake -S . -B build-gpu -DVLM_CUDA=ON -DCMAKE_BUILD_TYPE=Release > "$LOGS/build.txt" 2>&1 &&
-       cmake --build build-gpu -j16 --target $BINS valley-make-model >> "$LOGS/build.txt" 2>&1; then
+       cmake --build build-gpu -j16 --target $BINS valley-make-model valley-generate >> "$LOGS/build.txt" 2>&1; then
         BIN=build-gpu/tests
         row "build" "ok" "$(( $(date +%s) - t0 ))s" "cmake, CUDA on"
     else
@@ -186,6 +186,23 @@ if command -v compute-sanitizer > /dev/null; then
     step "test_cuda_forward under memcheck" memcheck_fwd.txt 120 \
         compute-sanitizer --tool memcheck --leak-check no --error-exitcode 3 "$BIN/test_cuda_forward"
 fi
+# structured outputs on the device: every sequence of a batch-64 decode constrained by one
+# JSON Schema, the masks joined after the forward pass was launched and applied on the GPU
+# (needs the Qwen3 tokenizer: a gqa4 geometry made with it)
+if [ -n "${VLM_FIXTURES:-}" ]; then
+    margs=$(sed -n "s/^gqa4:[ ]*//p" tests/models.txt)
+    [ -d "$VLM_MODELS/gqa4tok" ] || "$MAKE_MODEL" --out "$VLM_MODELS/gqa4tok" $margs \
+        --tokenizer "$VLM_FIXTURES/qwen3-tokenizer" > /dev/null 2>&1
+    SUMMARY='overlapped warm'
+    step "bench_constrained --backend cuda" constrained.txt 150 \
+        "$BIN/bench_constrained" --model "$VLM_MODELS/gqa4tok" --backend cuda --decode 32 --batch 64
+fi
+
+# the full Valley2.5 geometry (random weights, 17.5 GiB bf16) run by valley-generate on the
+# GPU: load, one 1000x1000 image + text, 32 tokens (tests/gpu/real_size.sh)
+SUMMARY='real size: run|prompt:'
+step "real size: Valley2.5 geometry, 1 MP image" real_size.txt 240 \
+    bash tests/gpu/real_size.sh "$MAKE_MODEL" "$BIN/valley-generate"
 
 # the short table last
 echo
@@ -198,6 +215,8 @@ grep -E '^perf sample_summary|FAILED|mismatches' "$LOGS/cuda_sample.txt" 2>/dev/
 echo
 cat "$LOGS/bench.txt" "$LOGS/bench_fused.txt" "$LOGS/bench_graphs.txt" "$LOGS/bench_hf.txt" "$LOGS/comm.txt" \
     2>/dev/null | grep -vi warn | head -50
+grep -h 'batch\|warm\|per row' "$LOGS/constrained.txt" 2>/dev/null | head -12
+grep -h 'real size\|prompt:\|engine:\|cuda:' "$LOGS/real_size.txt" 2>/dev/null | head -12
 echo
 printf '%-34s %-6s %7s  %s\n' "step" "status" "time" "summary"
 printf '%s\n' "${ROWS[@]}"
