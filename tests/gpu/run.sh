@@ -28,7 +28,8 @@
 #                                  the CPU on generated checkpoints (logits, 16 greedy tokens,
 #                                  image+text; Valley2: text and an image through SigLIP and
 #                                  Qwen2-VL), and decode as CUDA graphs against eager.
-#   Steps that would not fit in the call's 10 minutes (each has its own limit) are skipped.
+#   Steps that would not fit in the call's 10 minutes (each has its own limit) are skipped;
+#   VLM_GPU_ONLY=REGEX runs only the steps whose name matches it.
 #   Full logs go to $OUT (the device tool brings them back) or build-gpulogs/.
 #
 # Example device call: run(command="tests/gpu/run.sh", carry=["build-gpucarry"]).
@@ -126,6 +127,8 @@ SUMMARY='passed, .* failed|ERROR SUMMARY|skipped'
 step() {
     local name=$1 log=$2 limit=$3
     shift 3
+    # VLM_GPU_ONLY=REGEX: only the steps whose name matches (a rerun of what failed)
+    [ -n "${VLM_GPU_ONLY:-}" ] && ! [[ $name =~ $VLM_GPU_ONLY ]] && return 0
     if [ $(( $(date +%s) + limit )) -gt "$DEADLINE" ]; then
         row "$name" "skip" "" "no time left in this call"
         return 0
@@ -206,9 +209,9 @@ step "real size: Valley2.5 geometry, 1 MP image" real_size.txt 240 \
 
 # the short table last
 echo
-grep -E 'FAIL|non-finite' "$LOGS/test_ops.txt" | head -20
+grep -E 'FAIL|non-finite' "$LOGS/test_ops.txt" 2>/dev/null | head -20
 echo
-sed -n '/^perf on/,$p' "$LOGS/perf.txt" | head -30
+sed -n '/^perf on/,$p' "$LOGS/perf.txt" 2>/dev/null | head -30
 grep -h '^perf sample_summary' "$LOGS/cuda_sample.txt" 2>/dev/null
 grep -h 'graphs vs eager\|worst max' "$LOGS/cuda_forward.txt" 2>/dev/null | head -12
 grep -E '^perf sample_summary|FAILED|mismatches' "$LOGS/cuda_sample.txt" 2>/dev/null | head -8
