@@ -109,8 +109,8 @@ struct backend_sampling_ops {
     /* per row r of logits (n_rows, vocab) f32, the summary the host sampler finishes from
      * (struct sample_summary, kernels/sample.h: max/argmax, raw log-sum-exp, the
      * SAMPLE_SUMMARY_K best in rank order and, where inv_t[r] > 0, the untruncated draw with
-     * uniform u[r]) into out (n_rows) in backend memory. inv_t, u are host arrays (n_rows).
-     * logits is only read. */
+     * uniform u[r]) into out (n_rows) in backend memory. inv_t, u are host arrays (n_rows);
+     * inv_t[r] < 0: the greedy token alone (sample.h). logits is only read. */
     void (*sample_summary)(void *ctx, void *out, const struct tensor *logits,
                            const float *inv_t, const double *u);
     /* Structured outputs: in logits (n_rows, vocab) f32, every entry of row r whose bit is

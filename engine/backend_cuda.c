@@ -862,6 +862,13 @@ static void cuda_op_sample_summary(void *ctx, void *out, const struct tensor *lo
     int32_t n = (int32_t)logits->ne[1];
     VLM_ASSERT(logits->type == DT_F32 && logits->ne[2] == 1 && logits->ne[3] == 1);
     if (n <= 0) return;
+    bool argmax_only = true; /* every row greedy without logprobs: many blocks per row */
+    for (int32_t r = 0; r < n; r++) argmax_only &= inv_t[r] < 0.0f;
+    if (argmax_only) {
+        cuda_argmax_rows(out, logits->data, n, (int32_t)logits->ne[0],
+                         logits->nb[1] / (int64_t)sizeof(float), c->stream);
+        return;
+    }
     const float *d_inv_t = stage_put(c, inv_t, (size_t)n * sizeof *inv_t);
     const double *d_u = stage_put(c, u, (size_t)n * sizeof *u);
     cuda_sample_summary(out, logits->data, n, (int32_t)logits->ne[0],

@@ -836,7 +836,11 @@ static void summarize_rows(struct engine *e, const struct batch *b, int32_t n)
     for (int32_t s = 0; s < b->n_seqs; s++) {
         const struct sampling_params *sp = b->seqs[s].sp;
         if (!sp) continue;
-        e->h_inv_t[r] = sp->temperature > 1e-5f ? 1.0f / sp->temperature : 0.0f;
+        /* a greedy row without logprobs needs only its argmax (-1: kernels/sample.h); one
+         * with penalties or a bias falls back to the row anyway */
+        e->h_inv_t[r] = sp->temperature > 1e-5f ? 1.0f / sp->temperature
+                      : sp->logprobs < 0        ? -1.0f
+                                                : 0.0f;
         e->h_u[r] = sampler_uniform(sp->seed, (uint64_t)b->seqs[s].n_out);
         r++;
     }

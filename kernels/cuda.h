@@ -208,6 +208,12 @@ void cuda_sample_summary(struct sample_summary *out, const float *logits, int32_
                          int32_t vocab, int64_t stride, const float *inv_t, const double *u,
                          cudaStream_t s);
 
+/* The greedy token alone (kernels/sample.h, inv_t < 0) for every row: argmax and max of each
+ * row into out[r], the other fields as cpu_sample_summary leaves them. Many blocks per row
+ * (coalesced slices), their partials combined in out[r]'s own candidate arrays. */
+void cuda_argmax_rows(struct sample_summary *out, const float *logits, int32_t n_rows,
+                      int32_t vocab, int64_t stride, cudaStream_t s);
+
 /* Structured outputs: logits (n_rows, vocab) f32 with row stride `stride` floats; entry t
  * of row r becomes -inf where bit t%32 of mask[r * ((vocab + 31) / 32) + t/32] is clear
  * (mask: device array). */

@@ -18,6 +18,9 @@
  *   n_alive       the count of p_i > 0;
  *   token         the first id, in index order, whose running sum of p exceeds u * total
  *                 (the untruncated inverse-CDF draw), and token_logit its raw l.
+ * inv_t < 0 asks for the greedy token alone (a greedy row without logprobs, all the host
+ * sampler reads then): argmax and max = l[argmax] are filled, every other field is zero
+ * except token = -1 and next_v = -inf (n_top 0). A backend may fill the rest anyway.
  */
 #ifndef VLM_KERNELS_SAMPLE_H
 #define VLM_KERNELS_SAMPLE_H

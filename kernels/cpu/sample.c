@@ -21,6 +21,15 @@ static void summarize_row(struct sample_summary *p, const float *l, int32_t V, f
 {
     /* greedy: the first maximum */
     p->argmax = cpu_argmax(l, V, cpu_isa_best());
+    if (inv_t < 0.0f) { /* the greedy token alone (kernels/sample.h) */
+        int32_t a = p->argmax;
+        memset(p, 0, sizeof *p);
+        p->argmax = a;
+        p->max = l[a];
+        p->token = -1;
+        p->next_v = -INFINITY;
+        return;
+    }
 
     /* raw log-sum-exp, as sampler.c's fill_logprobs */
     float mx = -INFINITY;

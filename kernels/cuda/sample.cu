@@ -20,11 +20,12 @@
  * the CPU, but in another association, so a target within rounding of a boundary may pick
  * the neighbouring token (test_cuda_sample measures that).
  *
- * TODO(sample): not run on a GPU yet (written without one; the algorithm was emulated in
- * numpy against a direct sort and sequential draw). Per-thread chunks make each warp load
- * touch 32 lines, and two 1024-thread blocks per SM keep 256 KB of them live, about L1's
- * size: if test_cuda_sample shows the op far below L2 bandwidth, give each warp a contiguous
- * range read 32-wide (coalesced) and walk/compact it tile by tile with warp scans.
+ * Checked on an H200 (test_cuda_sample, docs/PERF.md "Device sampling"): one block per row
+ * reads at ~100 GB/s at 64 rows, 373 µs for a single row, since per-thread chunks make each
+ * warp load touch 32 lines and one row has one SM. Greedy rows without logprobs (inv_t < 0,
+ * the common case) skip it: cuda_argmax_rows splits each row over many blocks with
+ * coalesced loads. Making the full summary coalesced (each warp a contiguous range read
+ * 32-wide, walked tile by tile with warp scans) is what would speed up sampled rows.
  */
 #include "kernels/cuda/common.cuh"
 
@@ -329,7 +330,7 @@ static __global__ void __launch_bounds__(SP_THREADS)
     if (tid == 0) {
         p->lse = (double)mx + log(lse_s);
         p->max = mx;
-        p->argmax = arg;
+        p->argmax = arg == INT_MAX ? 0 : arg; /* a row of NaNs: id 0, as the CPU's loop */
         p->n_top = min(V, SAMPLE_SUMMARY_K);
         p->pad = 0;
         if (V <= SAMPLE_SUMMARY_K) p->next_v = -INFINITY;
@@ -349,6 +350,91 @@ extern "C" void cuda_sample_summary(struct sample_summary *out, const float *log
     if (n_rows <= 0) return;
     sample_summary_kernel<<<(unsigned)n_rows, SP_THREADS, 0, s>>>(out, logits, vocab, stride, inv_t,
                                                                    u);
+    CUDA_LAUNCH_CHECK();
+}
+
+/* ==== The greedy token alone (inv_t < 0 on every row) ==== */
+
+#define AM_THREADS 256
+#define AM_SPAN 2048 /* at least this many logits per block */
+
+/* grid (splits, rows): block b of row r reduces the slice [b * per, (b + 1) * per) with
+ * coalesced loads to its best (value desc, id asc) and leaves it in out[r].top_v[b] /
+ * top_ids[b] (splits <= SAMPLE_SUMMARY_K), which argmax_final_kernel combines. */
+static __global__ void __launch_bounds__(AM_THREADS)
+    argmax_part_kernel(struct sample_summary *out, const float *__restrict__ logits, int32_t V,
+                       int64_t stride, int32_t per)
+{
+    __shared__ float wv[33];
+    __shared__ int32_t wi[33];
+    const float *l = logits + (int64_t)blockIdx.y * stride;
+    int32_t i0 = (int32_t)blockIdx.x * per, i1 = min(V, i0 + per);
+    float bv = -INFINITY;
+    int32_t bi = INT_MAX;
+    for (int32_t i = i0 + (int32_t)threadIdx.x; i < i1; i += AM_THREADS) {
+        float x = l[i];
+        if (sp_before(x, i, bv, bi)) {
+            bv = x;
+            bi = i;
+        }
+    }
+    sp_block_argmax(&bv, &bi, wv, wi);
+    if (threadIdx.x == 0) {
+        out[blockIdx.y].top_v[blockIdx.x] = bv;
+        out[blockIdx.y].top_ids[blockIdx.x] = bi;
+    }
+}
+
+/* one warp per row: the best of its splits partials, then the summary's fields as the CPU
+ * reference leaves them for inv_t < 0 (the partials cleared) */
+static __global__ void argmax_final_kernel(struct sample_summary *out, int32_t n_rows,
+                                           int32_t splits)
+{
+    int32_t row = (int32_t)(blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32);
+    int lane = threadIdx.x & 31;
+    if (row >= n_rows) return;
+    struct sample_summary *p = out + row;
+    float bv = -INFINITY;
+    int32_t bi = INT_MAX;
+    for (int j = lane; j < splits; j += 32) {
+        float v = p->top_v[j];
+        int32_t id = p->top_ids[j];
+        if (sp_before(v, id, bv, bi)) {
+            bv = v;
+            bi = id;
+        }
+    }
+    sp_warp_argmax(&bv, &bi);
+    __syncwarp();
+    for (int j = lane; j < SAMPLE_SUMMARY_K; j += 32) {
+        p->top_ids[j] = 0;
+        p->top_v[j] = 0.0f;
+    }
+    if (lane == 0) {
+        bool none = bi == INT_MAX; /* a row of NaNs: id 0, as the CPU's loop */
+        p->lse = 0.0;
+        p->total = 0.0;
+        p->max = none ? __int_as_float(0x7fc00000) : bv;
+        p->argmax = none ? 0 : bi;
+        p->token = -1;
+        p->token_logit = 0.0f;
+        p->n_alive = 0;
+        p->n_top = 0;
+        p->next_v = -INFINITY;
+        p->pad = 0;
+    }
+}
+
+extern "C" void cuda_argmax_rows(struct sample_summary *out, const float *logits, int32_t n_rows,
+                                 int32_t vocab, int64_t stride, cudaStream_t s)
+{
+    if (n_rows <= 0) return;
+    int32_t splits = min(SAMPLE_SUMMARY_K, max(1, (vocab + AM_SPAN - 1) / AM_SPAN));
+    int32_t per = (vocab + splits - 1) / splits;
+    argmax_part_kernel<<<dim3((unsigned)splits, (unsigned)n_rows), AM_THREADS, 0, s>>>(
+        out, logits, vocab, stride, per);
+    CUDA_LAUNCH_CHECK();
+    argmax_final_kernel<<<(unsigned)((n_rows + 7) / 8), 256, 0, s>>>(out, n_rows, splits);
     CUDA_LAUNCH_CHECK();
 }
 

@@ -12,7 +12,9 @@
  *     the boundary between the two tokens, counted from the CPU's running sum: per-element
  *     probabilities differ by an ulp or two, so the running sums differ by ~1e-7 relative,
  *     far above the 1e-9 a double sum alone would give.
- * It then times the op at (rows, 151936) for 1, 64 and 256 rows.
+ * Rows with inv_t < 0 (the greedy token alone: cuda_argmax_rows) give the CPU's summary
+ * byte for byte. It then times the op at (rows, 151936) for 1, 64 and 256 rows, full and
+ * greedy alone.
  *
  * mask_logits (structured outputs: disallowed logits to -inf from a bitmask): the CUDA op
  * equals the CPU one bit for bit on strided rows with masks of every density (none, all,
@@ -150,6 +152,29 @@ static void cpu_part(struct backend *cpu)
         free(rows);
         free(packed);
     }
+
+    TEST("cpu: inv_t < 0 gives the greedy token alone, the full summary's argmax and max") {
+        int32_t V = 1000, n = 12;
+        float *rows = xmalloc((size_t)n * (size_t)V * sizeof *rows);
+        float inv_t[12], greedy[12];
+        double u[12];
+        make_rows(rows, n, V, V, inv_t, u);
+        for (int32_t r = 0; r < n; r++) greedy[r] = -1.0f;
+        struct sample_summary a[12], b[12];
+        run_op(cpu, rows, n, V, V, inv_t, u, a);
+        run_op(cpu, rows, n, V, V, greedy, u, b);
+        int bad = 0;
+        for (int32_t r = 0; r < n; r++)
+            bad += b[r].argmax != a[r].argmax || b[r].max != a[r].max || b[r].n_top != 0 ||
+                   b[r].token != -1 || b[r].next_v != -INFINITY || b[r].lse != 0.0;
+        CHECK_EQ(bad, 0);
+        /* the host sampler finishes a greedy row without logprobs from it */
+        struct sampling_params g = sampler_params_greedy();
+        struct sampler_result res;
+        for (int32_t r = 0; r < n; r++)
+            CHECK_EQ(sampler_sample_summary(&b[r], V, &g, 0, 0, &res), a[r].argmax);
+        free(rows);
+    }
 }
 
 #ifdef VLM_HAVE_CUDA
@@ -230,6 +255,36 @@ static void gpu_part(struct backend *cpu, struct backend *gpu)
         }
     }
 
+    /* the greedy token alone (inv_t < 0 on every row: cuda_argmax_rows, many blocks per
+     * row): argmax and max equal the CPU's; ties, -inf and flat rows are among the kinds */
+    for (size_t vi = 0; vi < ARRAY_LEN(vocabs); vi++) {
+        int32_t V = vocabs[vi], n = 2 * ROW_KINDS * N_TEMPS;
+        int64_t stride = V + 3;
+        char name[96];
+        snprintf(name, sizeof name, "greedy alone cuda == cpu: vocab %d, %d strided rows", V, n);
+        TEST(name) {
+            float *rows = xmalloc((size_t)n * (size_t)stride * sizeof *rows);
+            float *inv_t = xmalloc((size_t)n * sizeof *inv_t);
+            double *u = xmalloc((size_t)n * sizeof *u);
+            struct sample_summary *a = xcalloc((size_t)n, sizeof *a);
+            struct sample_summary *b = xcalloc((size_t)n, sizeof *b);
+            make_rows(rows, n, V, stride, inv_t, u);
+            for (int32_t r = 0; r < n; r++) inv_t[r] = -1.0f;
+            run_op(cpu, rows, n, V, stride, inv_t, u, a);
+            run_op(gpu, rows, n, V, stride, inv_t, u, b);
+            int bad = 0;
+            for (int32_t r = 0; r < n; r++)
+                bad += memcmp(&a[r], &b[r], sizeof a[r]) != 0;
+            if (bad) fprintf(stderr, "  vocab %d: %d rows differ\n", V, bad);
+            CHECK_EQ(bad, 0);
+            free(rows);
+            free(inv_t);
+            free(u);
+            free(a);
+            free(b);
+        }
+    }
+
     static const int32_t mvocabs[] = {1, 31, 32, 33, 1000, 151936};
     for (size_t vi = 0; vi < ARRAY_LEN(mvocabs); vi++) {
         int32_t V = mvocabs[vi], n = 24, W = (V + 31) / 32;
@@ -281,6 +336,22 @@ static void gpu_part(struct backend *cpu, struct backend *gpu)
                ns[k], V, us, (double)ns[k] * V * 4 / (us * 1e3),
                (size_t)ns[k] * sizeof(struct sample_summary), (size_t)ns[k] * (size_t)V * 4);
     }
+    float *greedy = xmalloc((size_t)R * sizeof *greedy);
+    for (int32_t r = 0; r < R; r++) greedy[r] = -1.0f;
+    for (size_t k = 0; k < ARRAY_LEN(ns); k++) {
+        struct tensor t = tensor_make(d_rows, DT_F32, V, ns[k], 1, 1);
+        gpu->ops->sampling->sample_summary(gpu->ctx, d_out, &t, greedy, u); /* warm-up */
+        gpu->ops->sync(gpu->ctx);
+        int reps = 20;
+        double t0 = now_s();
+        for (int i = 0; i < reps; i++)
+            gpu->ops->sampling->sample_summary(gpu->ctx, d_out, &t, greedy, u);
+        gpu->ops->sync(gpu->ctx);
+        double us = (now_s() - t0) / reps * 1e6;
+        printf("perf greedy alone rows=%d vocab=%d: %.1f us (%.1f GB/s of logits)\n", ns[k], V, us,
+               (double)ns[k] * V * 4 / (us * 1e3));
+    }
+    free(greedy);
     gpu->ops->release(gpu->ctx, d_rows);
     gpu->ops->release(gpu->ctx, d_out);
     free(rows);
