@@ -198,6 +198,21 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* The op alone on n device rows (already there), µs per call: one warm-up, then 20. */
+static double time_op(struct backend *gpu, void *d_rows, void *d_out, int32_t V, int32_t n,
+                      const float *inv_t, const double *u)
+{
+    struct tensor t = tensor_make(d_rows, DT_F32, V, n, 1, 1);
+    gpu->ops->sampling->sample_summary(gpu->ctx, d_out, &t, inv_t, u);
+    gpu->ops->sync(gpu->ctx);
+    int reps = 20;
+    double t0 = now_s();
+    for (int i = 0; i < reps; i++)
+        gpu->ops->sampling->sample_summary(gpu->ctx, d_out, &t, inv_t, u);
+    gpu->ops->sync(gpu->ctx);
+    return (now_s() - t0) / reps * 1e6;
+}
+
 static void gpu_part(struct backend *cpu, struct backend *gpu)
 {
     for (size_t vi = 0; vi < ARRAY_LEN(vocabs); vi++) {
@@ -320,34 +335,16 @@ static void gpu_part(struct backend *cpu, struct backend *gpu)
     void *d_out = gpu->ops->alloc(gpu->ctx, (size_t)R * sizeof(struct sample_summary));
     VLM_ASSERT(d_rows && d_out);
     gpu->ops->upload(gpu->ctx, d_rows, rows, (size_t)R * (size_t)V * sizeof(float));
+    float *greedy = xmalloc((size_t)R * sizeof *greedy);
+    for (int32_t r = 0; r < R; r++) greedy[r] = -1.0f;
     static const int32_t ns[] = {1, 64, 256};
     for (size_t k = 0; k < ARRAY_LEN(ns); k++) {
-        struct tensor t = tensor_make(d_rows, DT_F32, V, ns[k], 1, 1);
-        gpu->ops->sampling->sample_summary(gpu->ctx, d_out, &t, inv_t, u); /* warm-up */
-        gpu->ops->sync(gpu->ctx);
-        int reps = 20;
-        double t0 = now_s();
-        for (int i = 0; i < reps; i++)
-            gpu->ops->sampling->sample_summary(gpu->ctx, d_out, &t, inv_t, u);
-        gpu->ops->sync(gpu->ctx);
-        double us = (now_s() - t0) / reps * 1e6;
+        double us = time_op(gpu, d_rows, d_out, V, ns[k], inv_t, u);
         printf("perf sample_summary rows=%d vocab=%d: %.1f us (%.1f GB/s of logits read once), "
                "%zu bytes down instead of %zu\n",
                ns[k], V, us, (double)ns[k] * V * 4 / (us * 1e3),
                (size_t)ns[k] * sizeof(struct sample_summary), (size_t)ns[k] * (size_t)V * 4);
-    }
-    float *greedy = xmalloc((size_t)R * sizeof *greedy);
-    for (int32_t r = 0; r < R; r++) greedy[r] = -1.0f;
-    for (size_t k = 0; k < ARRAY_LEN(ns); k++) {
-        struct tensor t = tensor_make(d_rows, DT_F32, V, ns[k], 1, 1);
-        gpu->ops->sampling->sample_summary(gpu->ctx, d_out, &t, greedy, u); /* warm-up */
-        gpu->ops->sync(gpu->ctx);
-        int reps = 20;
-        double t0 = now_s();
-        for (int i = 0; i < reps; i++)
-            gpu->ops->sampling->sample_summary(gpu->ctx, d_out, &t, greedy, u);
-        gpu->ops->sync(gpu->ctx);
-        double us = (now_s() - t0) / reps * 1e6;
+        us = time_op(gpu, d_rows, d_out, V, ns[k], greedy, u);
         printf("perf greedy alone rows=%d vocab=%d: %.1f us (%.1f GB/s of logits)\n", ns[k], V, us,
                (double)ns[k] * V * 4 / (us * 1e3));
     }
