@@ -58,6 +58,10 @@ if [ "${1:-}" = pack ]; then
             grep -Ev '/(libc|libm|libdl|librt|libpthread|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libnccl|ld-linux)[.-]' |
             while read -r so; do cp -L "$so" "$STAGE/lib/"; done
     done
+    # the server alone, without its libraries (FFmpeg's dependencies are ~200 MB): the run
+    # lists which of them the GPU image lacks, for a later carry of just those
+    cmake --build "$BUILD" -j2 --target valley-server
+    cp "$BUILD"/valley-server "$STAGE/"
     rm -rf "$CARRY" && mkdir -p "$CARRY"
     tar czf "$CARRY/carry.tgz" -C "$STAGE" .
     rm -rf "$STAGE"
@@ -145,6 +149,12 @@ step() {
 
 MISSING=$(ldd "$BIN/test_ops" 2>&1 | grep 'not found' | awk '{print $1}' | tr '\n' ' ')
 [ -n "$MISSING" ] && row "shared libraries" "FAIL" "" "not found: $MISSING"
+if [ -x "$BIN/valley-server" ]; then
+    SRV_MISSING=$(ldd "$BIN/valley-server" 2>&1 | grep 'not found' | awk '{print $1}' | sort -u)
+    echo "$SRV_MISSING" > "$LOGS/server_libs_missing.txt"
+    row "valley-server's libraries here" "info" "" \
+        "$(echo "$SRV_MISSING" | grep -c .) not found (server_libs_missing.txt)"
+fi
 
 export VLM_SOURCE_DIR=$ROOT
 # the committed tokenizer fixture (tests/fixtures), unpacked by Python's standard library
@@ -223,3 +233,9 @@ grep -h 'real size\|prompt:\|engine:\|cuda:' "$LOGS/real_size.txt" 2>/dev/null |
 echo
 printf '%-34s %-6s %7s  %s\n' "step" "status" "time" "summary"
 printf '%s\n' "${ROWS[@]}"
+
+# the device call brings back at most 8 files from $OUT: every log in one archive
+if [ -n "${OUT:-}" ] && [ "$LOGS" = "$OUT" ]; then
+    (cd "$OUT" && tar czf /tmp/vlm-gpulogs.tgz --exclude=logs.tgz . && rm -f ./*.txt &&
+     mv /tmp/vlm-gpulogs.tgz logs.tgz)
+fi
