@@ -5,7 +5,7 @@
  * the same steps unconstrained. Prints figures, asserts nothing.
  *
  *   bench_constrained --model DIR [--tokenizer tokenizer.json] [--decode STEPS] [--batch B]
- *                     [--threads T] [--backend cpu|cuda]
+ *                     [--threads T] [--backend cpu|cuda] [--mask-threads N]
  *   (tokenizer default: $VLM_FIXTURES/qwen3-tokenizer/tokenizer.json)
  *
  * Two ways to run the masks, each timed warm and cold:
@@ -207,6 +207,7 @@ int main(int argc, char **argv)
     const char *dir = NULL, *tok_path = NULL;
     int32_t steps = 32, batch = 64, threads = 0;
     bool cuda = false;
+    int mask_threads = 1;
     char defpath[4096];
     const char *fx = getenv("VLM_FIXTURES");
     snprintf(defpath, sizeof defpath, "%s/qwen3-tokenizer/tokenizer.json",
@@ -218,13 +219,14 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--decode")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--mask-threads")) mask_threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--backend")) cuda = !strcmp(argv[i + 1], "cuda"),
                                                   bad |= !cuda && strcmp(argv[i + 1], "cpu");
         else bad = true;
     }
-    if (bad || !dir || steps < 1 || batch < 1) {
+    if (bad || !dir || steps < 1 || batch < 1 || mask_threads < 1) {
         fprintf(stderr, "usage: bench_constrained --model DIR [--tokenizer tokenizer.json] "
-                        "[--decode STEPS] [--batch B] [--threads T] [--backend cpu|cuda]\n");
+                        "[--decode STEPS] [--batch B] [--threads T] [--backend cpu|cuda] [--mask-threads N]\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -250,10 +252,11 @@ int main(int argc, char **argv)
     double t_v = now_s();
     const struct gram_vocab *v = st_vocab(tok, mo.cfg.vocab_size);
     printf("model %s on %s: vocab %d (trie built in %.0f ms), %d layers, hidden %d; schema %zu "
-           "bytes\n", dir, cuda ? "cuda" : "cpu", mo.cfg.vocab_size, (now_s() - t_v) * 1e3, mo.cfg.n_layers, mo.cfg.hidden_size,
-           strlen(SCHEMA));
+           "bytes; %d mask thread(s)\n",
+           dir, cuda ? "cuda" : "cpu", mo.cfg.vocab_size, (now_s() - t_v) * 1e3, mo.cfg.n_layers,
+           mo.cfg.hidden_size, strlen(SCHEMA), mask_threads);
     int32_t bsz[] = {1, batch};
-    struct mask_helper *helper = mask_helper_new();
+    struct mask_helper *helper = mask_helper_new(mask_threads);
     VLM_ASSERT(helper);
     for (int k = 0; k < (batch > 1 ? 2 : 1); k++) {
         int32_t B = bsz[k];

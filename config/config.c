@@ -72,6 +72,7 @@ static const struct config_opt config_options[] = {
     BOOL("enable-prefix-caching", sched.enable_prefix_caching, "true", "reuse KV blocks of identical prompt prefixes (images included)"),
     I32("encoder-cache-tokens", sched.encoder_cache_tokens, 0, 1 << 24, "16384", "image embeddings kept for reuse, in LLM tokens; 0 = no cache"),
     I64("seed", sched.seed, 0, INT64_MAX, "0", "base seed for requests that do not set one (0: the clock)"),
+    I32("structured-outputs-threads", sched.mask_threads, 0, 256, "0", "threads computing structured-output token masks while the engine runs a step; 0 = 1 with the cpu backend (its cores are the engine's), else min(4, cores / 2)"),
     FLT("max-step-ms", sched.max_step_ms, 0, 3600000, "500", "prefill chunks are sized from measured step times so that an engine step takes about this long (other requests wait at most one step); 0 = chunks of up to max-num-batched-tokens"),
     I32("max-waiting", api.max_waiting, 1, 1 << 24, "1024", "queued requests before new ones are answered 503"),
     I32("responses-store-size", api.responses_store_size, 0, 1 << 24, "1024", "finished Responses API objects kept in memory for GET /v1/responses/{id} and previous_response_id (least recently used dropped first); 0 = none"),

@@ -87,6 +87,7 @@ struct config_sched {
     int32_t encoder_cache_tokens;     /* budget of cached image embeddings, in LLM tokens */
     int64_t seed;                     /* base of per-request sampler seeds */
     double max_step_ms;               /* target engine step time for prefill chunks; 0 = off */
+    int32_t mask_threads;             /* structured-output mask threads; 0 = by backend */
 };
 
 /* The engine (engine/). */

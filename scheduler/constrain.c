@@ -18,7 +18,8 @@ enum {
 };
 
 struct mask_helper {
-    pthread_t thread;
+    pthread_t *threads;   /* n_threads, all taking jobs from one queue */
+    int n_threads;
     pthread_mutex_t mu;   /* guards everything below and every posted cmask's st/ok/next */
     pthread_cond_t work;  /* a job was queued, or stop */
     pthread_cond_t done;  /* a job left CM_BUSY */
@@ -75,33 +76,48 @@ static void *helper_main(void *arg)
     return NULL;
 }
 
-struct mask_helper *mask_helper_new(void)
+/* Stops and joins the started threads. */
+static void stop_threads(struct mask_helper *h)
+{
+    pthread_mutex_lock(&h->mu);
+    VLM_ASSERT(!h->head);
+    h->stop = true;
+    pthread_cond_broadcast(&h->work);
+    pthread_mutex_unlock(&h->mu);
+    for (int i = 0; i < h->n_threads; i++) pthread_join(h->threads[i], NULL);
+}
+
+struct mask_helper *mask_helper_new(int n_threads)
 {
     struct mask_helper *h = trycalloc(1, sizeof *h);
-    if (!h) return NULL;
+    pthread_t *t = trycalloc((size_t)VLM_MAX(n_threads, 1), sizeof *t);
+    if (!h || !t) {
+        free(h);
+        free(t);
+        return NULL;
+    }
+    h->threads = t;
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->work, NULL);
     pthread_cond_init(&h->done, NULL);
-    if (pthread_create(&h->thread, NULL, helper_main, h) != 0) {
-        pthread_mutex_destroy(&h->mu);
-        pthread_cond_destroy(&h->work);
-        pthread_cond_destroy(&h->done);
-        free(h);
-        log_warn("constrain: cannot start the mask helper thread; masks are computed serially");
+    while (h->n_threads < VLM_MAX(n_threads, 1) &&
+           pthread_create(&h->threads[h->n_threads], NULL, helper_main, h) == 0)
+        h->n_threads++;
+    if (h->n_threads == 0) {
+        mask_helper_free(h);
+        log_warn("constrain: cannot start a mask helper thread; masks are computed serially");
         return NULL;
     }
+    if (h->n_threads < n_threads)
+        log_warn("constrain: %d of %d mask helper threads started", h->n_threads, n_threads);
     return h;
 }
 
 void mask_helper_free(struct mask_helper *h)
 {
     if (!h) return;
-    pthread_mutex_lock(&h->mu);
-    VLM_ASSERT(!h->head);
-    h->stop = true;
-    pthread_cond_signal(&h->work);
-    pthread_mutex_unlock(&h->mu);
-    pthread_join(h->thread, NULL);
+    stop_threads(h);
+    free(h->threads);
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->work);
     pthread_cond_destroy(&h->done);

@@ -18,8 +18,8 @@
  *     parts are all cached ("warm", tens of µs) is waited for at sampling time: if the
  *     helper has not started it yet, the joining thread computes it itself.
  *
- * Threads: one helper thread per scheduler, started with the first constrained request (an
- * unconstrained server starts none). A struct cmask belongs to the engine thread except
+ * Threads: a pool of helper threads per scheduler (sched_config.mask_threads, one queue),
+ * started with the first constrained request (an unconstrained server starts none). A struct cmask belongs to the engine thread except
  * between cmask_post and the join (or cancel), when the helper may hold it; the masks are
  * the same bits as computing them serially.
  */
@@ -54,8 +54,9 @@ struct cmask {
  * failure. */
 int32_t cmask_fill(struct cmask *c);
 
-/* The helper thread. NULL when the thread cannot start: then every post computes at once. */
-struct mask_helper *mask_helper_new(void);
+/* The helper: n_threads (>= 1) threads taking posted masks in order. NULL when no thread can
+ * start: then every post computes at once. */
+struct mask_helper *mask_helper_new(int n_threads);
 /* Stops the thread. No job may be queued or running (join or cancel them first). NULL ok. */
 void mask_helper_free(struct mask_helper *h);
 

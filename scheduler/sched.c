@@ -443,7 +443,7 @@ void sched_add(struct sched *s, struct request *r)
     wait_push_back(s, r);
     ctr_set(s, CTR_WAITING, s->n_waiting);
     if (r->grammar) {
-        if (!s->mh_tried) s->mh = mask_helper_new();
+        if (!s->mh_tried) s->mh = mask_helper_new(VLM_MAX(s->cfg.mask_threads, 1));
         s->mh_tried = true;
         constrain_start(s->mh, r);
     }

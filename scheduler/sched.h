@@ -48,6 +48,7 @@ struct sched_config {
     double max_step_ms;             /* loop.c sizes prefill chunks so that a step takes about
                                      * this long (measured step by step); 0: chunks of up to
                                      * max_num_batched_tokens */
+    int32_t mask_threads;           /* structured outputs' mask threads (constrain.h); 0: 1 */
 };
 
 /* Counters for /metrics. Written by the engine thread; read anywhere. */

@@ -235,7 +235,12 @@ int main(int argc, char **argv, char **envp)
                               .enable_prefix_caching = cfg.sched.enable_prefix_caching,
                               .encoder_cache_tokens = ep.encoder_cache_tokens,
                               .max_waiting = cfg.api.max_waiting,
-                              .max_step_ms = cfg.sched.max_step_ms};
+                              .max_step_ms = cfg.sched.max_step_ms,
+                              .mask_threads = cfg.sched.mask_threads};
+    if (sc.mask_threads == 0) { /* the CPU backend's cores run the engine's products */
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        sc.mask_threads = use_cuda ? (int32_t)VLM_MAX(1, VLM_MIN(4, cores / 2)) : 1;
+    }
     if (mc->has_vision) {
         /* the largest image a request may send: smart_resize keeps h*w <= max_pixels, one
          * token per (patch*merge)² pixels; a smaller encoder budget is refused at start */

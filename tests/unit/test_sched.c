@@ -970,68 +970,74 @@ int main(void)
         pthread_cond_destroy(&g.cv);
     }
 
-    TEST("structured outputs: masks from the helper thread are the serial ones; a cold mask "
-         "holds its sequence while the others go on")
-    {
-        struct sched_config c = base_cfg();
-        c.max_model_len = 96;
-        struct sched *s = sched_new(&c, NULL);
-        struct masked m = {.v = word_vocab()};
-        int32_t V = gv_size(m.v);
-        m.want = xmalloc((size_t)gv_mask_words(m.v) * sizeof *m.want);
-        fake_init(&m.f, c.n_blocks, c.block_size, V, c.encoder_cache_tokens);
-        /* a fresh grammar: every state's first mask walks the ~100k-token trie */
-        struct grammar *gr = word_grammar("(ab|cd|[e-z]{2,3})[a-z]{0,30}q");
-        struct tr a, b, d;
-        mk(&c, &a, 1, 6, 5, 40);
-        mk(&c, &b, 2, 6, 50, 12);  /* unconstrained */
-        mk(&c, &d, 3, 6, 90, 40);
-        struct tr *con[2] = {&a, &d};
-        for (int i = 0; i < 2; i++) {
-            struct request *r = con[i]->r;
-            r->grammar = gr;
-            grammar_retain(gr);
-            r->vocab = m.v;
-            r->params.eos_ids[0] = CV_EOS;
-            r->params.n_eos = 1;
-            m.req[m.n_req] = r;
-            m.ref[m.n_req++] = gm_new(gr);
+    for (int mt = 1; mt <= 3; mt += 2) {
+        char mt_name[160];
+        snprintf(mt_name, sizeof mt_name,
+                 "structured outputs, %d mask thread(s): masks from the helpers are the serial "
+                 "ones; a cold mask holds its sequence while the others go on", mt);
+        TEST(mt_name)
+        {
+            struct sched_config c = base_cfg();
+            c.max_model_len = 96;
+            c.mask_threads = mt;
+            struct sched *s = sched_new(&c, NULL);
+            struct masked m = {.v = word_vocab()};
+            int32_t V = gv_size(m.v);
+            m.want = xmalloc((size_t)gv_mask_words(m.v) * sizeof *m.want);
+            fake_init(&m.f, c.n_blocks, c.block_size, V, c.encoder_cache_tokens);
+            /* a fresh grammar: every state's first mask walks the ~100k-token trie */
+            struct grammar *gr = word_grammar("(ab|cd|[e-z]{2,3})[a-z]{0,30}q");
+            struct tr a, b, d;
+            mk(&c, &a, 1, 6, 5, 40);
+            mk(&c, &b, 2, 6, 50, 12);  /* unconstrained */
+            mk(&c, &d, 3, 6, 90, 40);
+            struct tr *con[2] = {&a, &d};
+            for (int i = 0; i < 2; i++) {
+                struct request *r = con[i]->r;
+                r->grammar = gr;
+                grammar_retain(gr);
+                r->vocab = m.v;
+                r->params.eos_ids[0] = CV_EOS;
+                r->params.n_eos = 1;
+                m.req[m.n_req] = r;
+                m.ref[m.n_req++] = gm_new(gr);
+            }
+            grammar_release(gr);
+            submit(s, &c, a.r);
+            submit(s, &c, b.r);
+            submit(s, &c, d.r);
+            /* A's and D's first masks are cold walks on the helper: B's prompt and all of its
+             * tokens go through before either of them samples once */
+            int steps = 0;
+            while (req_stream_state(b.r) == REQ_WAITING && steps < 200) masked_step(s, &m), steps++;
+            CHECK_EQ(req_stream_state(b.r), REQ_FINISHED_LENGTH);
+            CHECK(a.r->n_tokens - a.r->n_prompt <= 1);
+            CHECK(a.r->n_computed < a.r->n_tokens); /* A's last prompt token waits for its mask */
+            while (sched_n_live(s) > 0 && steps < 2000) masked_step(s, &m), steps++;
+            CHECK_EQ(sched_n_live(s), 0);
+            fprintf(stderr, "  %d steps, %lld masked samples\n", steps, (long long)m.masked);
+            CHECK(m.masked > 10);
+            CHECK_EQ(m.mismatches, 0);
+            CHECK_EQ(m.unmasked, 0);
+            for (int i = 0; i < 2; i++) { /* each output is a word of the grammar */
+                struct request *r = con[i]->r;
+                char text[200];
+                output_text(r, m.v, text, sizeof text);
+                int fin = req_stream_state(r);
+                size_t n = strlen(text);
+                CHECK(fin == REQ_FINISHED_STOP || fin == REQ_FINISHED_LENGTH);
+                if (fin == REQ_FINISHED_STOP) CHECK(n >= 3 && text[n - 1] == 'q');
+                for (size_t j = 0; j < n; j++) CHECK(text[j] >= 'a' && text[j] <= 'z');
+                gm_free(m.ref[i]);
+            }
+            sched_free(s);
+            fake_destroy(&m.f);
+            gv_free((struct gram_vocab *)m.v);
+            free(m.want);
+            req_release(a.r);
+            req_release(b.r);
+            req_release(d.r);
         }
-        grammar_release(gr);
-        submit(s, &c, a.r);
-        submit(s, &c, b.r);
-        submit(s, &c, d.r);
-        /* A's and D's first masks are cold walks on the helper: B's prompt and all of its
-         * tokens go through before either of them samples once */
-        int steps = 0;
-        while (req_stream_state(b.r) == REQ_WAITING && steps < 200) masked_step(s, &m), steps++;
-        CHECK_EQ(req_stream_state(b.r), REQ_FINISHED_LENGTH);
-        CHECK(a.r->n_tokens - a.r->n_prompt <= 1);
-        CHECK(a.r->n_computed < a.r->n_tokens); /* A's last prompt token waits for its mask */
-        while (sched_n_live(s) > 0 && steps < 2000) masked_step(s, &m), steps++;
-        CHECK_EQ(sched_n_live(s), 0);
-        fprintf(stderr, "  %d steps, %lld masked samples\n", steps, (long long)m.masked);
-        CHECK(m.masked > 10);
-        CHECK_EQ(m.mismatches, 0);
-        CHECK_EQ(m.unmasked, 0);
-        for (int i = 0; i < 2; i++) { /* each output is a word of the grammar */
-            struct request *r = con[i]->r;
-            char text[200];
-            output_text(r, m.v, text, sizeof text);
-            int fin = req_stream_state(r);
-            size_t n = strlen(text);
-            CHECK(fin == REQ_FINISHED_STOP || fin == REQ_FINISHED_LENGTH);
-            if (fin == REQ_FINISHED_STOP) CHECK(n >= 3 && text[n - 1] == 'q');
-            for (size_t j = 0; j < n; j++) CHECK(text[j] >= 'a' && text[j] <= 'z');
-            gm_free(m.ref[i]);
-        }
-        sched_free(s);
-        fake_destroy(&m.f);
-        gv_free((struct gram_vocab *)m.v);
-        free(m.want);
-        req_release(a.r);
-        req_release(b.r);
-        req_release(d.r);
     }
 
     TEST("sched_free finishes what is left as aborted, notifying each")
