@@ -209,6 +209,9 @@ if [ -n "${VLM_FIXTURES:-}" ]; then
     SUMMARY='overlapped warm'
     step "bench_constrained --backend cuda" constrained.txt 150 \
         "$BIN/bench_constrained" --model "$VLM_MODELS/gqa4tok" --backend cuda --decode 32 --batch 64
+    step "bench_constrained cuda, 4 mask threads" constrained4.txt 150 \
+        "$BIN/bench_constrained" --model "$VLM_MODELS/gqa4tok" --backend cuda --decode 32 \
+        --batch 64 --mask-threads 4
 fi
 
 # the full Valley2.5 geometry (random weights, 17.5 GiB bf16) run by valley-generate on the
@@ -228,7 +231,7 @@ grep -E '^perf sample_summary|FAILED|mismatches' "$LOGS/cuda_sample.txt" 2>/dev/
 echo
 cat "$LOGS/bench.txt" "$LOGS/bench_fused.txt" "$LOGS/bench_graphs.txt" "$LOGS/bench_hf.txt" "$LOGS/comm.txt" \
     2>/dev/null | grep -vi warn | head -50
-grep -h 'batch\|warm\|per row' "$LOGS/constrained.txt" 2>/dev/null | head -12
+grep -h 'batch\|warm\|per row\|thread' "$LOGS/constrained.txt" "$LOGS/constrained4.txt" 2>/dev/null | head -20
 grep -h 'real size\|prompt:\|engine:\|cuda:' "$LOGS/real_size.txt" 2>/dev/null | head -12
 echo
 printf '%-34s %-6s %7s  %s\n' "step" "status" "time" "summary"
