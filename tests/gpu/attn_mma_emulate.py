@@ -368,6 +368,12 @@ def main():
           make_paged(rng, 16, 2, 80, 4, [9, 33], [200, 33]))
     if quick:
         return
+    # test_ops' longer cases: a 300-token chunk after 397 cached tokens, ragged ViT segments
+    check("paged 32/8 hd128 q{300,45} ctx{697,45} (tiles 0,9,10,11; kv 5)",
+          make_paged(rng, 32, 8, 128, 16, [300, 45], [697, 45]), pick=[0, 9, 10, 11],
+          kv_pick=[5])
+    check("varlen 4 heads hd80 {129,1,64,500,63} (head 2)",
+          make_varlen(rng, 4, 80, [129, 1, 64, 500, 63]), kv_pick=[2])
     # prefill 2k causal, GQA 32/8, hd 128: first, second, a middle and the last tiles
     check("prefill 2k 32/8 hd128 (tiles 0,1,33,63; kv 0,7)",
           make_paged(rng, 32, 8, 128, 16, [2048], [2048]), pick=[0, 1, 33, 63], kv_pick=[0, 7])
