@@ -153,7 +153,7 @@ void cuda_kv_store(void *kc, void *vc, const void *k, const void *v, const int32
  * rows numbered r = token_in_seq * group + head_in_group, so a decode step with GQA group g
  * reads each KV block once for its g query heads. */
 #define CUDA_ATTN_ROWS 16     /* query rows per tile, CUDA-core kernel (max) */
-#define CUDA_ATTN_MMA 1       /* 0: never use the tensor-core kernel (64-row tiles) */
+#define CUDA_ATTN_MMA 1       /* 0: never use the tensor-core kernel (64/128-row tiles) */
 #define CUDA_ATTN_MAX_SPLITS 32
 
 struct cuda_attn_tile {
@@ -169,9 +169,9 @@ int32_t cuda_attn_tiles(struct cuda_attn_tile *tiles, const int32_t *q_start, in
 int32_t cuda_attn_tiles_max(int32_t n_tokens, int32_t n_seqs, int32_t group,
                             int32_t rows_per_tile);
 /* The rows per tile the launchers use for a step whose longest sequence has max_q new
- * tokens: 64 when that many rows exist and hd suits the tensor-core kernel (prefill, ViT),
- * else up to 16 for the CUDA-core kernel (decode: just the group, so no warp is wasted on
- * missing rows). The tile size picks the kernel. */
+ * tokens: 128 (hd 80, 128), else 64, when that many rows exist and hd suits the
+ * tensor-core kernel (prefill, ViT), else up to 16 for the CUDA-core kernel (decode: just
+ * the group, so no warp is wasted on missing rows). The tile size picks the kernel. */
 int32_t cuda_attn_rows_per_tile(int32_t max_q, int32_t group, int32_t hd);
 
 /* Causal attention over the paged cache, semantics of cpu_attn_paged. o, q (n_tok, n_heads,

@@ -261,24 +261,38 @@ static __global__ void attn_combine_kernel(bf16 *o, const float *ws_o, const flo
     }
 }
 
-/* ==== Tensor-core variant (prefill) ====
+/* ==== Tensor-core variant (prefill, ViT) ====
  * The same tiles, online softmax and causal limits, with the two products on the tensor
  * cores (mma.sync m16n8k16, bf16 in, f32 accumulate; sm_80 and later), for tiles of
- * ATTN_MMA_ROWS = 64 query rows: what a prefill chunk or a ViT segment gives.
+ * ATTN_MMA_ROWS = 64 query rows (4 warps) or ATTN_MMA_ROWS_WIDE = 128 (8 warps, hd 80 and
+ * 128, when a sequence or segment has that many rows): what a prefill chunk or a ViT
+ * segment gives.
+ * Flash-attention-2 style.
  *
- * Thread mapping: grid = (n_tiles, kv heads, 1); block = 4 warps; warp w owns rows
- * 16w .. 16w + 15 of the tile. In mma terms (g = lane / 4, q = lane % 4), a lane holds the
- * rows g and g + 8 of its warp's 16: Q as A fragments (registers, loaded once), and for each
- * 32-key tile the scores S = Q·Kᵀ (4 n-tiles of 8 keys: keys 8n + 2q, 8n + 2q + 1), then
- * P = softmax part of S, reused in registers as the A fragments of O += P·V; O is hd/8
- * n-tiles of 8 dims (dims 8n + 2q, 8n + 2q + 1). Row max and sum are reduced over the 4
- * lanes of a quad (the lanes that share a row).
- * Shared memory per 32-key tile: K as (32 keys, hd/2 + 4 words), V transposed as (hd dims,
- * 20 words = 32 keys + pad); both paddings make the fragment loads of a warp hit 32
- * different banks. P is rounded to bf16 for the second product (as flash attention does).
+ * Thread mapping: grid = (n_tiles, kv heads, 1), block x taking tile n_tiles - 1 - x;
+ * block = NW warps; warp w owns rows 16w .. 16w + 15 of the tile. In mma terms
+ * (g = lane / 4, q = lane % 4), a lane holds the rows g and g + 8 of its warp's 16: Q as A
+ * fragments (registers, loaded once), and for each 64-key tile the scores S = Q·Kᵀ
+ * (8 n-tiles of 8 keys: keys 8n + 2q, 8n + 2q + 1), then P = softmax part of S, reused in
+ * registers as the A fragments of O += P·V; O is hd/8 n-tiles of 8 dims (dims 8n + 2q,
+ * 8n + 2q + 1). Row max and sum are reduced over the 4 lanes of a quad (the lanes that
+ * share a row); the max is kept in log2 units (scores times scale·log2 e, so every
+ * exponential is one exp2f).
+ * K/V tiles: 64 keys, copied from global memory (block table or segment rows) with cp.async
+ * (16 bytes per copy, zero-filled past the last key) into two shared-memory stages: the copy
+ * of tile t + 1 runs while tile t is computed. Both K and V are stored as they are in memory,
+ * (key, dim) rows of hd bf16 padded by 16 bytes, so the 8 row addresses of each ldmatrix
+ * phase fall on 8 different 16-byte bank groups for every hd here. B fragments come from
+ * ldmatrix.x4: K's directly (rows = keys), V's with .trans (rows = keys, columns = dims,
+ * transposed into the k-major B layout). P is rounded to bf16 for the second product (as
+ * flash attention does).
+ * Causal limits at tile level: a warp skips every key tile past its rows' last visible key,
+ * and masks only the tiles that cross a row's limit or the end of the keys.
+ * tests/gpu/attn_mma_emulate.py replays this indexing lane by lane in numpy.
  */
-#define ATTN_MMA_ROWS 64
-#define ATTN_MMA_BK 32
+#define ATTN_MMA_ROWS 64        /* rows per tile, 4 warps */
+#define ATTN_MMA_ROWS_WIDE 128  /* rows per tile, 8 warps */
+#define ATTN_MMA_BK 64          /* keys per K/V tile */
 
 __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                                uint32_t b1)
@@ -295,25 +309,77 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi)
     return *(uint32_t *)&v;
 }
 
-template <int KC, bool PAGED>
-static __global__ void __launch_bounds__(128) attn_mma_kernel(const struct attn_args a)
+__device__ __forceinline__ uint32_t smem_addr(const void *p)
 {
-    constexpr int HD = KC * 16, HW = HD / 2, NT = HD / 8;
-    constexpr int KS = HW + 4;               /* s_k row stride, words */
-    constexpr int VS = ATTN_MMA_BK / 2 + 4;  /* s_vt row stride, words */
-    __shared__ uint32_t s_k[ATTN_MMA_BK * KS];
-    __shared__ uint32_t s_vt[HD * VS];
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
 
-    const struct cuda_attn_tile tile = a.tiles[blockIdx.x];
+/* 16 bytes global -> shared, asynchronous; zeros when !full (src is not read then) */
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool full)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(full ? 16 : 0)
+                 : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+/* waits until at most N of this thread's committed groups are still in flight */
+template <int N> __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+/* four 8x8 bf16 matrices; lanes 8i .. 8i + 7 give the row addresses of matrix i, register i
+ * gets (row lane / 4, columns 2 (lane % 4), + 1) of matrix i, or with .trans (rows 2 (lane % 4)
+ * and + 1, column lane / 4) */
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+/* shared memory of one instance: 2 stages x (K, V) x 64 keys x (hd + 8) bf16 */
+static constexpr size_t attn_mma_smem(int hd)
+{
+    return (size_t)2 * 2 * ATTN_MMA_BK * (size_t)(hd + 8) * sizeof(bf16);
+}
+
+template <int KC, int NW, bool PAGED>
+static __global__ void __launch_bounds__(NW * 32, 1) attn_mma_kernel(const struct attn_args a)
+{
+    constexpr int HD = KC * 16, NT = HD / 8, ROWS = NW * 16;
+    constexpr int BK = ATTN_MMA_BK, NS = BK / 8; /* score n-tiles per key tile */
+    constexpr int RS = HD + 8;                   /* shared row stride, bf16 (16 bytes pad) */
+    constexpr int TILE = BK * RS;                /* one K or V tile, bf16 */
+    constexpr int CH = HD / 8;                   /* 16-byte chunks per row */
+    extern __shared__ uint4 attn_smem[];         /* [stage][K, V][BK][RS] bf16 */
+    bf16 *s_kv = (bf16 *)attn_smem;
+
+    /* tiles in reverse: a sequence's last tiles see the most keys (causal), so they start
+     * first and the short ones fill the tail of the grid */
+    const struct cuda_attn_tile tile = a.tiles[gridDim.x - 1 - blockIdx.x];
     const int32_t kh = blockIdx.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, qd = lane & 3;
     const int32_t q0 = a.q_start[tile.seq];
     const int32_t n_s = a.q_start[tile.seq + 1] - q0;
-    const int32_t n_rows = min(ATTN_MMA_ROWS, n_s * a.group - tile.row0);
+    const int32_t n_rows = min(ROWS, n_s * a.group - tile.row0);
     const int32_t ctx = PAGED ? a.ctx_len[tile.seq] : 0;
     const int32_t kbeg = PAGED ? 0 : q0;
     const int32_t kend = PAGED ? ctx - n_s + (tile.row0 + n_rows - 1) / a.group + 1 : q0 + n_s;
     const int32_t kv_heads = PAGED ? a.n_kv_heads : a.n_heads;
+    const float scale = a.scale * 1.4426950408889634f; /* log2 e: exp(x) = exp2(x log2 e) */
 
     /* my rows g and g + 8: (token, head) and causal limit (-1: no such row) */
     int32_t lim[2];
@@ -324,6 +390,15 @@ static __global__ void __launch_bounds__(128) attn_mma_kernel(const struct attn_
         int64_t tok = q0 + sr / a.group, head = kh * a.group + sr % a.group;
         th[i] = tok * a.n_heads + head;
         lim[i] = lr >= n_rows ? -1 : PAGED ? ctx - n_s + sr / a.group : kend - 1;
+    }
+    /* the warp's last key seen by any of its rows (wmax; -1: no rows) and by all of them
+     * (wmin; every limit is < kend, so keys <= wmin need no mask) */
+    int32_t wmax = max(lim[0], lim[1]);
+    int32_t wmin = min(lim[0] < 0 ? INT32_MAX : lim[0], lim[1] < 0 ? INT32_MAX : lim[1]);
+#pragma unroll
+    for (int d = 16; d >= 1; d >>= 1) {
+        wmax = max(wmax, __shfl_xor_sync(0xffffffffu, wmax, d));
+        wmin = min(wmin, __shfl_xor_sync(0xffffffffu, wmin, d));
     }
 
     /* Q as A fragments: a0/a1 = rows g/g+8 at dims 16kc + 2qd (+1), a2/a3 = the same + 8 */
@@ -342,89 +417,116 @@ static __global__ void __launch_bounds__(128) attn_mma_kernel(const struct attn_
 #pragma unroll
     for (int n = 0; n < NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    uint16_t *vt16 = (uint16_t *)s_vt;
 
-    for (int32_t j0 = kbeg; j0 < kend; j0 += ATTN_MMA_BK) {
-        __syncthreads(); /* the previous tile is consumed */
-        /* 16-byte loads: unit u = key jj, words c .. c + 3 (dims 2c .. 2c + 7) */
-        for (int32_t u = threadIdx.x; u < ATTN_MMA_BK * (HW / 4); u += blockDim.x) {
-            int32_t jj = u / (HW / 4), c = (u % (HW / 4)) * 4, j = j0 + jj;
-            bf16x8 kx, vx;
-            kx.u = vx.u = make_uint4(0, 0, 0, 0);
-            if (j < kend) {
-                int64_t row = attn_kv_row<PAGED>(a, tile.seq, j);
-                int64_t off = (row * kv_heads + kh) * HD + 2 * c;
-                kx.u = *(const uint4 *)(a.k + off);
-                vx.u = *(const uint4 *)(a.v + off);
-            }
-            uint32_t *sk = s_k + jj * KS + c;
-            sk[0] = kx.u.x, sk[1] = kx.u.y, sk[2] = kx.u.z, sk[3] = kx.u.w;
-            const uint16_t *v16 = (const uint16_t *)&vx;
-#pragma unroll
-            for (int e = 0; e < 8; e++) vt16[(2 * c + e) * (2 * VS) + jj] = v16[e];
+    /* K/V tile t into stage st: chunk u = key u / CH, dims 8 (u % CH) .. + 7 */
+    auto load_tile = [&](int32_t t, int st) {
+        bf16 *sk = s_kv + st * 2 * TILE, *sv = sk + TILE;
+        const int32_t j0 = kbeg + t * BK;
+        for (int u = threadIdx.x; u < BK * CH; u += NW * 32) {
+            const int jj = u / CH, c = u % CH;
+            const int32_t j = j0 + jj;
+            const bool ok = j < kend;
+            const int64_t row = ok ? attn_kv_row<PAGED>(a, tile.seq, j) : 0;
+            const int64_t off = (row * kv_heads + kh) * HD + 8 * c;
+            cp_async16(smem_addr(sk + jj * RS + 8 * c), a.k + off, ok);
+            cp_async16(smem_addr(sv + jj * RS + 8 * c), a.v + off, ok);
         }
-        __syncthreads();
+        cp_async_commit();
+    };
 
-        /* S = Q·Kᵀ: n-tile n covers keys j0 + 8n .. + 7; B fragment = K[key 8n + g][dims] */
-        float sc[ATTN_MMA_BK / 8][4];
-#pragma unroll
-        for (int n = 0; n < ATTN_MMA_BK / 8; n++) {
-            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
-            const uint32_t *kr = s_k + (n * 8 + g) * KS;
-#pragma unroll
-            for (int kc = 0; kc < KC; kc++)
-                mma_bf16_16816(sc[n], qf[kc], kr[kc * 8 + qd], kr[kc * 8 + 4 + qd]);
+    /* ldmatrix row addresses: lane gives row mr of matrix mi */
+    const int mi = lane >> 3, mr = lane & 7;
+    const int32_t n_kt = (kend - kbeg + BK - 1) / BK;
+    if (n_kt > 0) load_tile(0, 0);
+    for (int32_t t = 0; t < n_kt; t++) {
+        if (t + 1 < n_kt) { /* next tile in flight while this one is computed */
+            load_tile(t + 1, (t + 1) & 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
         }
+        __syncthreads(); /* tile t is in shared memory for every thread */
 
-        /* online softmax for rows g (i = 0: elements 0, 1) and g + 8 (i = 1: elements 2, 3) */
+        const int32_t j0 = kbeg + t * BK;
+        if (j0 <= wmax) { /* else every row of this warp is past its causal limit */
+            const bf16 *sk = s_kv + (t & 1) * 2 * TILE, *sv = sk + TILE;
+
+            /* S = Q·Kᵀ: x4 matrix mi = keys 8 (2p + mi / 2) .. + 7, dims 16kc + 8 (mi % 2)
+             * .. + 7: registers b0, b1 of n-tile 2p, then of n-tile 2p + 1 */
+            float sc[NS][4];
 #pragma unroll
-        for (int i = 0; i < 2; i++) {
-            float mx = -INFINITY;
+            for (int p = 0; p < NS / 2; p++) {
+                sc[2 * p][0] = sc[2 * p][1] = sc[2 * p][2] = sc[2 * p][3] = 0.0f;
+                sc[2 * p + 1][0] = sc[2 * p + 1][1] = sc[2 * p + 1][2] = sc[2 * p + 1][3] = 0.0f;
+                const uint32_t ka =
+                    smem_addr(sk + (16 * p + 8 * (mi >> 1) + mr) * RS + 8 * (mi & 1));
 #pragma unroll
-            for (int n = 0; n < ATTN_MMA_BK / 8; n++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    int32_t j = j0 + n * 8 + qd * 2 + e;
-                    float v = (j < kend && j <= lim[i]) ? sc[n][2 * i + e] * a.scale : -INFINITY;
-                    sc[n][2 * i + e] = v;
-                    mx = fmaxf(mx, v);
+                for (int kc = 0; kc < KC; kc++) {
+                    uint32_t b[4];
+                    ldmatrix_x4(b, ka + kc * 32); /* 16 dims = 32 bytes */
+                    mma_bf16_16816(sc[2 * p], qf[kc], b[0], b[1]);
+                    mma_bf16_16816(sc[2 * p + 1], qf[kc], b[2], b[3]);
                 }
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            float mn = fmaxf(m[i], mx);
-            float corr = mn == -INFINITY ? 1.0f : expf(m[i] - mn);
-            float ls = 0.0f;
-#pragma unroll
-            for (int n = 0; n < ATTN_MMA_BK / 8; n++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    float v = sc[n][2 * i + e];
-                    float p = v == -INFINITY ? 0.0f : expf(v - mn);
-                    sc[n][2 * i + e] = p;
-                    ls += p;
-                }
-            l[i] = l[i] * corr + ls; /* this lane's part; the quad's parts add up at the end */
-            m[i] = mn;
-#pragma unroll
-            for (int n = 0; n < NT; n++) {
-                o[n][2 * i] *= corr;
-                o[n][2 * i + 1] *= corr;
             }
-        }
 
-        /* O += P·V: k-chunk kc2 = keys 16kc2 .. + 15 = score n-tiles 2kc2 and 2kc2 + 1 */
+            /* online softmax for rows g (i = 0: elements 0, 1) and g + 8 (i = 1: 2, 3) */
+            const bool mask = j0 + BK - 1 > wmin;
 #pragma unroll
-        for (int kc2 = 0; kc2 < ATTN_MMA_BK / 16; kc2++) {
-            uint32_t pf[4] = {pack_bf16x2(sc[2 * kc2][0], sc[2 * kc2][1]),
-                              pack_bf16x2(sc[2 * kc2][2], sc[2 * kc2][3]),
-                              pack_bf16x2(sc[2 * kc2 + 1][0], sc[2 * kc2 + 1][1]),
-                              pack_bf16x2(sc[2 * kc2 + 1][2], sc[2 * kc2 + 1][3])};
+            for (int i = 0; i < 2; i++) {
+                float mx = -INFINITY;
 #pragma unroll
-            for (int n = 0; n < NT; n++) {
-                const uint32_t *vr = s_vt + (n * 8 + g) * VS;
-                mma_bf16_16816(o[n], pf, vr[kc2 * 8 + qd], vr[kc2 * 8 + 4 + qd]);
+                for (int n = 0; n < NS; n++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float v = sc[n][2 * i + e] * scale;
+                        if (mask && j0 + n * 8 + qd * 2 + e > lim[i]) v = -INFINITY;
+                        sc[n][2 * i + e] = v;
+                        mx = fmaxf(mx, v);
+                    }
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float mn = fmaxf(m[i], mx);
+                const float corr = mn == -INFINITY ? 1.0f : exp2f(m[i] - mn);
+                float ls = 0.0f;
+#pragma unroll
+                for (int n = 0; n < NS; n++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float v = sc[n][2 * i + e];
+                        float p = v == -INFINITY ? 0.0f : exp2f(v - mn);
+                        sc[n][2 * i + e] = p;
+                        ls += p;
+                    }
+                l[i] = l[i] * corr + ls; /* this lane's part; the quad's parts add up at the end */
+                m[i] = mn;
+#pragma unroll
+                for (int n = 0; n < NT; n++) {
+                    o[n][2 * i] *= corr;
+                    o[n][2 * i + 1] *= corr;
+                }
+            }
+
+            /* O += P·V: k-chunk kc2 = keys 16kc2 .. + 15 = score n-tiles 2kc2 and 2kc2 + 1;
+             * x4.trans matrix mi = keys 16kc2 + 8 (mi % 2) .. + 7, dims 8 (2p + mi / 2) .. + 7:
+             * registers b0, b1 of dim n-tile 2p, then of 2p + 1 */
+#pragma unroll
+            for (int kc2 = 0; kc2 < BK / 16; kc2++) {
+                uint32_t pf[4] = {pack_bf16x2(sc[2 * kc2][0], sc[2 * kc2][1]),
+                                  pack_bf16x2(sc[2 * kc2][2], sc[2 * kc2][3]),
+                                  pack_bf16x2(sc[2 * kc2 + 1][0], sc[2 * kc2 + 1][1]),
+                                  pack_bf16x2(sc[2 * kc2 + 1][2], sc[2 * kc2 + 1][3])};
+                const uint32_t va =
+                    smem_addr(sv + (16 * kc2 + 8 * (mi & 1) + mr) * RS + 8 * (mi >> 1));
+#pragma unroll
+                for (int p = 0; p < NT / 2; p++) {
+                    uint32_t b[4];
+                    ldmatrix_x4_trans(b, va + p * 32); /* 16 dims = 32 bytes */
+                    mma_bf16_16816(o[2 * p], pf, b[0], b[1]);
+                    mma_bf16_16816(o[2 * p + 1], pf, b[2], b[3]);
+                }
             }
         }
+        __syncthreads(); /* stage t & 1 is consumed before tile t + 2 is copied into it */
     }
 
 #pragma unroll
@@ -450,16 +552,42 @@ static inline bool attn_mma_hd(int32_t hd)
     return CUDA_ATTN_MMA && (hd == 32 || hd == 64 || hd == 80 || hd == 128);
 }
 
+/* Whether tiles of this many rows were made for the tensor-core kernel. */
+static inline bool attn_mma_rows(int32_t rows_per_tile)
+{
+    return rows_per_tile == ATTN_MMA_ROWS || rows_per_tile == ATTN_MMA_ROWS_WIDE;
+}
+
+template <int KC, int NW, bool PAGED>
+static void attn_mma_go(const struct attn_args &a, dim3 grid, cudaStream_t s)
+{
+    constexpr size_t smem = attn_mma_smem(KC * 16);
+    /* over the 48 KiB default (hd 128): raise the limit (per device, so on every call) */
+    if (smem > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(attn_mma_kernel<KC, NW, PAGED>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    attn_mma_kernel<KC, NW, PAGED><<<grid, NW * 32, smem, s>>>(a);
+}
+
+template <int NW, bool PAGED>
+static void attn_mma_launch_nw(const struct attn_args &a, dim3 grid, cudaStream_t s)
+{
+    switch (a.hd) {
+    case 32: attn_mma_go<2, NW, PAGED>(a, grid, s); break;
+    case 64: attn_mma_go<4, NW, PAGED>(a, grid, s); break;
+    case 80: attn_mma_go<5, NW, PAGED>(a, grid, s); break;
+    default: attn_mma_go<8, NW, PAGED>(a, grid, s); break;
+    }
+}
+
 template <bool PAGED>
 static void attn_mma_launch(const struct attn_args &a, int32_t n_tiles, cudaStream_t s)
 {
     dim3 grid((unsigned)n_tiles, (unsigned)(PAGED ? a.n_kv_heads : a.n_heads), 1);
-    switch (a.hd) {
-    case 32: attn_mma_kernel<2, PAGED><<<grid, 128, 0, s>>>(a); break;
-    case 64: attn_mma_kernel<4, PAGED><<<grid, 128, 0, s>>>(a); break;
-    case 80: attn_mma_kernel<5, PAGED><<<grid, 128, 0, s>>>(a); break;
-    default: attn_mma_kernel<8, PAGED><<<grid, 128, 0, s>>>(a); break;
-    }
+    if (a.rows_per_tile == ATTN_MMA_ROWS_WIDE)
+        attn_mma_launch_nw<8, PAGED>(a, grid, s);
+    else
+        attn_mma_launch_nw<4, PAGED>(a, grid, s);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -467,9 +595,10 @@ static void attn_mma_launch(const struct attn_args &a, int32_t n_tiles, cudaStre
 template <bool PAGED>
 static void attn_launch(const struct attn_args &a, int32_t n_tiles, cudaStream_t s)
 {
-    if (a.rows_per_tile == ATTN_MMA_ROWS) { /* tiles made for the tensor-core kernel */
+    if (attn_mma_rows(a.rows_per_tile)) { /* tiles made for the tensor-core kernel */
         if (a.n_splits != 1 || !attn_mma_hd(a.hd)) {
-            fprintf(stderr, "valley: attention tiles of 64 rows need hd 32/64/80/128, no split\n");
+            fprintf(stderr,
+                    "valley: attention tiles of 64/128 rows need hd 32/64/80/128, no split\n");
             abort();
         }
         attn_mma_launch<PAGED>(a, n_tiles, s);

@@ -8,6 +8,9 @@
 extern "C" int32_t cuda_attn_rows_per_tile(int32_t max_q, int32_t group, int32_t hd)
 {
     int64_t rows = (int64_t)max_q * group;
+    /* 8 warps where the registers allow no more resident warps per SM with 4 (hd 80: 169
+     * registers, hd 128: 215); each K/V tile then serves twice the rows */
+    if (rows >= ATTN_MMA_ROWS_WIDE && attn_mma_hd(hd) && hd >= 80) return ATTN_MMA_ROWS_WIDE;
     if (rows >= ATTN_MMA_ROWS && attn_mma_hd(hd)) return ATTN_MMA_ROWS;
     if (rows >= CUDA_ATTN_ROWS) return CUDA_ATTN_ROWS;
     return (int32_t)((rows + 1) / 2 * 2); /* whole warps of ATTN_RPW rows */
@@ -66,7 +69,7 @@ extern "C" void cuda_attn_paged(void *o, const void *q, const void *kc, const vo
     a.n_tok = n_tok;
     a.n_splits = 1;
     a.split_len = max_ctx;
-    if (n_splits > 1 && ws && rows_per_tile != ATTN_MMA_ROWS) {
+    if (n_splits > 1 && ws && !attn_mma_rows(rows_per_tile)) {
         /* keys per split: a whole number of shared-memory tiles; drop empty splits */
         int32_t len = (int32_t)cdiv(cdiv(max_ctx, n_splits), ATTN_BK) * ATTN_BK;
         int32_t z = (int32_t)cdiv(max_ctx, len);

@@ -749,6 +749,10 @@ static const struct tcase cases[] = {
      AP(32, 8, 128, 16, 2, .q_len = {17, 3}, .ctx = {300, 3})},
     {"attn_paged", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 1e-2f,
      AP(4, 1, 32, 16, 2, .q_len = {20, 1}, .ctx = {40, 9})},
+    /* 128-row tiles over many 64-key tiles (both shared-memory stages reused): a chunk of
+     * 300 tokens after 397 cached ones, next to a short prompt */
+    {"attn_paged", case_attn_paged, OP_ATTN_PAGED, DT_COUNT, 1e-2f,
+     AP(32, 8, 128, 16, 2, .q_len = {300, 45}, .ctx = {697, 45})},
     /* ViT attention: several segments, head size 80; the last two on the tensor cores */
     {"attn_varlen", case_attn_varlen, OP_ATTN_VARLEN, DT_COUNT, 1e-2f,
      .heads = 4, .hd = 80, .n_seqs = 3, .q_len = {16, 7, 33}},
@@ -756,6 +760,9 @@ static const struct tcase cases[] = {
      .heads = 2, .hd = 32, .n_seqs = 1, .q_len = {100}},
     {"attn_varlen", case_attn_varlen, OP_ATTN_VARLEN, DT_COUNT, 1e-2f,
      .heads = 16, .hd = 80, .n_seqs = 3, .q_len = {70, 5, 130}},
+    /* ragged segments around the 64-key and 128-row tile edges, one of 8 key tiles */
+    {"attn_varlen", case_attn_varlen, OP_ATTN_VARLEN, DT_COUNT, 1e-2f,
+     .heads = 4, .hd = 80, .n_seqs = 5, .q_len = {129, 1, 64, 500, 63}},
     /* head size 72 (SigLIP so400m: 1152 / 16): no tensor-core instance, the CUDA-core
      * kernel at any length; a 27x27 tile's 729 rows */
     {"attn_varlen", case_attn_varlen, OP_ATTN_VARLEN, DT_COUNT, 1e-2f,
