@@ -10,13 +10,16 @@
  * 0.6B layer's shapes in layer order (qkv, o, gate+up, down; the lm_head slice last), and one
  * pass of products walks all of them once at the given M, so every weight byte comes from
  * memory, as in a decode step. Prints weight GB/s by wall time and per CPU-second, and the
- * pass time; compare with bench_membw.
+ * pass time; compare with bench_membw. The first M's rows start with "read": a plain read of the
+ * same bytes, matrix by matrix, each thread its contiguous share (what the products could
+ * reach).
  *
  *   bench_gemm16 [--threads T (all cores)] [--m M,M,... (1,8,512)] [--stream MIB]
  */
 #include "engine/base.h"
 #include "kernels/cpu.h"
 
+#include <immintrin.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +38,32 @@ struct shape {
     int64_t N, K;
 };
 
+/* The plain read the products are compared with: each of the threads sums its contiguous
+ * share of w[0, n) with 256-bit loads into four independent sums (as bench_membw), in one
+ * parallel region per matrix, as the products have. */
+__attribute__((target("avx2"))) static uint64_t read_part(const uint16_t *w, int64_t n, int threads)
+{
+    uint64_t total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int64_t a = n * t / T / 64 * 64, b = t == T - 1 ? n : n * (t + 1) / T / 64 * 64, i = a;
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+        for (; i + 64 <= b; i += 64) {
+            s0 = _mm256_add_epi64(s0, _mm256_loadu_si256((const __m256i *)(w + i)));
+            s1 = _mm256_add_epi64(s1, _mm256_loadu_si256((const __m256i *)(w + i + 16)));
+            s2 = _mm256_add_epi64(s2, _mm256_loadu_si256((const __m256i *)(w + i + 32)));
+            s3 = _mm256_add_epi64(s3, _mm256_loadu_si256((const __m256i *)(w + i + 48)));
+        }
+        uint64_t out[4];
+        _mm256_storeu_si256((__m256i *)out,
+                            _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
+        total += out[0] + out[1] + out[2] + out[3];
+        for (; i < b; i++) total += w[i];
+    }
+    return total;
+}
+
 static int stream(int64_t mib, const int64_t *Ms, int nM, int threads)
 {
     static const struct shape layer[] = {{"qkv", 4096, 1024}, {"o", 1024, 2048},
@@ -49,6 +78,7 @@ static int stream(int64_t mib, const int64_t *Ms, int nM, int threads)
     void *scratch = NULL;
     if (posix_memalign(&scratch, 64, (size_t)threads * (size_t)cpu_matmul_w16_scratch(K))) return 1;
     enum cpu_isa best = cpu_isa_best();
+    uint64_t check = 0;
     printf("%d threads; %lld MiB of bf16 weights streamed per pass; kernels up to %s\n", threads,
            (long long)mib, cpu_isa_name(best));
     printf("%4s  %-16s %9s %9s %10s %10s\n", "M", "variant", "GB/s", "(CPU)", "ms/pass",
@@ -56,10 +86,12 @@ static int stream(int64_t mib, const int64_t *Ms, int nM, int threads)
     for (int mi = 0; mi < nM; mi++) {
         int64_t M = Ms[mi];
         if (M > maxM) continue;
-        for (int v = 2 * (int)CPU_ISA_AVX2; v < 2 * (int)best + 2; v++) {
+        /* v = -1 (first M only): the plain read of the same bytes; else isa = v / 2, fast = v % 2 */
+        for (int v = mi == 0 ? -1 : 2 * (int)CPU_ISA_AVX2; v < 2 * (int)best + 2; v++) {
+            if (v >= 0 && v < 2 * (int)CPU_ISA_AVX2) continue;
             enum cpu_isa isa = (enum cpu_isa)(v / 2);
             bool fast = v % 2;
-            if (isa == CPU_ISA_AVX512BF16 && !fast) continue; /* exact runs the avx512 kernel */
+            if (v >= 0 && isa == CPU_ISA_AVX512BF16 && !fast) continue; /* exact: avx512 */
             double bw = 1e30, bc = 1e30;
             int64_t calls = 0;
             for (int r = 0; r < 5; r++) {
@@ -69,24 +101,28 @@ static int stream(int64_t mib, const int64_t *Ms, int nM, int threads)
                 for (int64_t l = 0;; l = (l + 1) % 4, calls++) {
                     int64_t N = layer[l].N, Kl = layer[l].K;
                     if (off + N * Kl > n) break;
-                    cpu_matmul_w16(y, x, w + off, false, NULL, M, N, Kl, fast, isa, scratch, threads);
+                    if (v < 0) check += read_part(w + off, N * Kl, threads);
+                    else cpu_matmul_w16(y, x, w + off, false, NULL, M, N, Kl, fast, isa, scratch, threads);
                     off += N * Kl;
                 }
                 if (n - off >= 1024 * 16) { /* the rest as one lm_head-shaped product */
-                    cpu_matmul_w16(y, x, w + off, false, NULL, M, (n - off) / 1024, 1024, fast,
-                                   isa, scratch, threads);
+                    if (v < 0) check += read_part(w + off, (n - off) / 1024 * 1024, threads);
+                    else cpu_matmul_w16(y, x, w + off, false, NULL, M, (n - off) / 1024, 1024,
+                                        fast, isa, scratch, threads);
                     calls++;
                 }
                 bw = VLM_MIN(bw, (double)vlm_now_ns() * 1e-9 - t0);
                 bc = VLM_MIN(bc, (cpu_s() - c0) / threads);
             }
             char name[32];
-            snprintf(name, sizeof name, "%s %s", cpu_isa_name(isa), fast ? "fast" : "exact");
+            if (v < 0) snprintf(name, sizeof name, "read");
+            else snprintf(name, sizeof name, "%s %s", cpu_isa_name(isa), fast ? "fast" : "exact");
             printf("%4lld  %-16s %9.1f %9.1f %10.1f %10lld\n", (long long)M, name,
                    (double)n * 2 / bw * 1e-9, (double)n * 2 / bc * 1e-9, bw * 1e3,
                    (long long)calls);
         }
     }
+    printf("(checksum of the reads: %llx)\n", (unsigned long long)check);
     free(scratch), free(w), free(x), free(y);
     return 0;
 }
