@@ -14,7 +14,12 @@
  * same bytes, matrix by matrix, each thread its contiguous share (what the products could
  * reach).
  *
+ * --shapes 8b: the 8B decoder's shapes instead (hidden 4096, 32/8 heads x 128, ffn 12288):
+ * qkv N 6144 K 4096, o N 4096 K 4096, gate+up N 24576 K 4096, down N 4096 K 12288. The
+ * f32 copy for sgemm is not made at these sizes (0.4 GB per matrix); sgemm is left out.
+ *
  *   bench_gemm16 [--threads T (all cores)] [--m M,M,... (1,8,512)] [--stream MIB]
+ *                [--shapes 0.6b|8b] [--only VARIANT (e.g. "avx512bf16 fast")] [--runs R (5)]
  */
 #include "engine/base.h"
 #include "kernels/cpu.h"
@@ -133,9 +138,15 @@ int main(int argc, char **argv)
     int64_t Ms[8] = {1, 8, 512};
     int nM = 3;
     int64_t stream_mib = 0;
+    bool big = false;
+    const char *only = NULL;
+    int runs = 5;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--stream")) stream_mib = atol(argv[i + 1]);
+        else if (!strcmp(argv[i], "--shapes")) big = !strcmp(argv[i + 1], "8b");
+        else if (!strcmp(argv[i], "--only")) only = argv[i + 1];
+        else if (!strcmp(argv[i], "--runs")) runs = VLM_MAX(1, atoi(argv[i + 1]));
         else if (!strcmp(argv[i], "--m")) {
             nM = 0;
             for (char *p = argv[i + 1]; *p && nM < 8;) {
@@ -147,17 +158,21 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     cpu_set_blas_threads(1);
     if (stream_mib > 0) return stream(stream_mib, Ms, nM, threads);
-    static const struct shape shapes[] = {
+    static const struct shape small[] = {
         {"qkv", 4096, 1024}, {"o", 1024, 2048}, {"gate+up", 6144, 1024}, {"down", 1024, 3072}};
-    int64_t maxNK = 6144 * 1024, maxM = 512, maxK = 3072;
+    static const struct shape large[] = {
+        {"qkv", 6144, 4096}, {"o", 4096, 4096}, {"gate+up", 24576, 4096}, {"down", 4096, 12288}};
+    const struct shape *shapes = big ? large : small;
+    int64_t maxNK = big ? 24576 * 4096 : 6144 * 1024, maxM = 512, maxK = big ? 12288 : 3072;
+    int64_t maxN = big ? 24576 : 6144;
     uint16_t *w = xmalloc((size_t)maxNK * 2);
-    float *w32 = xmalloc((size_t)maxNK * 4), *x = xmalloc((size_t)(maxM * maxK) * 4);
-    float *y = xmalloc((size_t)(maxM * 6144) * 4);
+    float *w32 = big ? NULL : xmalloc((size_t)maxNK * 4), *x = xmalloc((size_t)(maxM * maxK) * 4);
+    float *y = xmalloc((size_t)(maxM * maxN) * 4);
     uint64_t s = 88172645463325252ull;
     for (int64_t i = 0; i < maxNK; i++) {
         s ^= s << 13, s ^= s >> 7, s ^= s << 17;
         w[i] = f32_to_bf16((float)(s >> 40) / 16777216.0f - 0.5f);
-        w32[i] = bf16_to_f32(w[i]);
+        if (w32) w32[i] = bf16_to_f32(w[i]);
     }
     for (int64_t i = 0; i < maxM * maxK; i++) x[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
     void *scratch = NULL;
@@ -167,17 +182,21 @@ int main(int argc, char **argv)
     printf("%-8s %4s %5s %5s  %-16s %9s %9s %8s\n", "shape", "M", "N", "K", "variant",
            "GFLOP/s", "(CPU)", "GB/s w");
     for (int mi = 0; mi < nM; mi++)
-        for (size_t si = 0; si < ARRAY_LEN(shapes); si++) {
+        for (size_t si = 0; si < ARRAY_LEN(small); si++) {
             int64_t M = Ms[mi], N = shapes[si].N, K = shapes[si].K;
             if (M > maxM) continue;
             double flop = 2.0 * (double)(M * N * K);
-            int reps = (int)VLM_MAX(2, VLM_MIN(200, 1e9 / flop));
-            for (int v = -1; v < 2 * (int)best; v++) {
+            int reps = (int)VLM_MAX(1, VLM_MIN(200, 1e9 / flop));
+            for (int v = w32 ? -1 : 0; v < 2 * (int)best; v++) {
                 /* v = -1: sgemm; else isa = 1 + v / 2, fast = v % 2 */
                 enum cpu_isa isa = (enum cpu_isa)(1 + v / 2);
                 bool fast = v >= 0 && v % 2;
+                char name[32];
+                if (v < 0) snprintf(name, sizeof name, "sgemm f32");
+                else snprintf(name, sizeof name, "%s %s", cpu_isa_name(isa), fast ? "fast" : "exact");
+                if (only && strcmp(only, name)) continue;
                 double bw = 1e30, bc = 1e30;
-                for (int r = 0; r < 5; r++) {
+                for (int r = 0; r < runs; r++) {
                     double t0 = (double)vlm_now_ns() * 1e-9, c0 = cpu_s();
                     for (int i = 0; i < reps; i++) {
                         if (v < 0) cpu_matmul(y, x, w32, NULL, M, N, K, threads);
@@ -186,9 +205,6 @@ int main(int argc, char **argv)
                     bw = VLM_MIN(bw, ((double)vlm_now_ns() * 1e-9 - t0) / reps);
                     bc = VLM_MIN(bc, (cpu_s() - c0) / reps / threads);
                 }
-                char name[32];
-                if (v < 0) snprintf(name, sizeof name, "sgemm f32");
-                else snprintf(name, sizeof name, "%s %s", cpu_isa_name(isa), fast ? "fast" : "exact");
                 double wb = (double)(N * K) * (v < 0 ? 4 : 2);
                 printf("%-8s %4lld %5lld %5lld  %-16s %9.1f %9.1f %8.1f\n", shapes[si].name,
                        (long long)M, (long long)N, (long long)K, name, flop / bw * 1e-9,

@@ -13,8 +13,9 @@
  *
  *   decode (M <= 16): one block of x rows; each thread walks its own range of weight rows
  *     once, every weight row loaded once and used for all M rows (from L1) before the next;
- *   prefill (M > 16): blocks of MC rows of x sized to stay in L2 (MC * K * element size
- *     <= MC_BYTES); the weights are streamed once per block.
+ *   prefill (M > 16): blocks of MC rows of x sized to stay in L2 (MC * row size <=
+ *     PX_BYTES), the rows padded apart so they do not share L1 sets (prefill_multi); the
+ *     weights are streamed once per block.
  *
  * Numerics: exact = f32 x times widened w (bf16 -> f32 is exact), f32 sums; fast = x rounded
  * to bf16 (nearest even) then bf16 products summed in f32: vdpbf16ps on AVX-512 BF16; on the
@@ -34,6 +35,8 @@
 #include <string.h>
 
 #define MC_BYTES ((int64_t)512 << 10) /* x block per thread: half of a Zen 4 L2 */
+#define PX_BYTES ((int64_t)768 << 10) /* prefill x block per thread: 3/4 of a Zen 4 L2 */
+#define PX_PAD 256                     /* bytes after each packed prefill x row */
 #define ALWAYS static inline __attribute__((always_inline))
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define T_512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
@@ -387,8 +390,75 @@ static T_BF16 void bf16_pack_rows(uint16_t *dst, const float *src, int64_t rows,
 
 int64_t cpu_matmul_w16_scratch(int64_t K)
 {
-    /* per thread: at least 16 rows of x as f32 (one decode block), and MC_BYTES */
-    return max64(MC_BYTES, 16 * K * 4);
+    /* per thread: at least 16 rows of x as f32 (one decode block), MC_BYTES, PX_BYTES */
+    return max64(max64(MC_BYTES, PX_BYTES), 16 * K * 4);
+}
+
+/* Prefill (M > 16): each thread packs MC rows of x at a time (MC * row size <= PX_BYTES,
+ * so the block stays in L2) and walks its weight-row groups, each group against every tile
+ * of the block. The packed rows are ldx = K + PX_PAD / element size apart, not K: at the 8B
+ * decoder's K (4096, 12 288: rows of 8 or 24 KiB in bf16, 16 or 48 KiB in f32) rows K apart
+ * start in the same L1 set (Zen 4: 64 sets of 64 bytes, 8 ways), so a tile's 8 x rows and 3
+ * weight rows (11 loads per step, all at the same k) fought over 8 ways and the 8x3 tile
+ * ran at 2/3 of its K-1024 rate; shifted by PX_PAD the x rows fall in different sets
+ * (bench_gemm16 --shapes 8b, docs/PERF.md "8 B prefill: K-blocking"). The weight rows stay
+ * where they are (3 or 4 ways of one set). Exact mode copies x (f32) into the padded block
+ * for the same reason. Blocking K (the tiles' accumulators stored between K blocks of 1024,
+ * which keeps every sum's order) was tried first and was slower: 117 GFLOP/s per CPU-second
+ * at K 4096 on unpadded rows (the old loop: 126), 162 on padded rows (this: 186).
+ * The rows PF_ROWS ahead are prefetched during a group's last tile, not its first as in
+ * decode: from the first, at K 12 288 (3 tiles of 8 rows, 192 KiB of x each), they were
+ * partly gone from L2 by the time they were used (down 170 -> 187 GFLOP/s per CPU-second).
+ * The tile calls, and so every y element's arithmetic, are those of the decode path. */
+static void prefill_multi(const struct cpu_w16_product *p, int n_products, const float *x,
+                          bool w_f16, int64_t M, int64_t K, bool bf, bool rnd, enum cpu_isa isa,
+                          void *scratch, int n_threads)
+{
+    tile_fn tile = bf ? bf16_tile : isa == CPU_ISA_AVX2 ? avx2_tile : avx512_tile;
+    int64_t esz = bf ? 2 : 4, per_thread = cpu_matmul_w16_scratch(K);
+    int MR = bf ? 8 : 4, NR = bf ? 3 : 4;
+    int64_t ldx = K + PX_PAD / esz;
+    int64_t MC = max64(MR, PX_BYTES / (ldx * esz) / MR * MR);
+    int64_t pf_groups = (PF_ROWS + NR - 1) / NR;
+    int64_t first[CPU_W16_MAX_PRODUCTS + 1];
+    first[0] = 0;
+    for (int q = 0; q < n_products; q++) first[q + 1] = first[q] + (p[q].N + NR - 1) / NR;
+    int64_t n_groups = first[n_products];
+    int nt = (int)min64(max64(1, n_threads), max64(1, n_groups));
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int64_t g0 = n_groups * t / T, g1 = n_groups * (t + 1) / T;
+        char *buf = (char *)scratch + (size_t)t * (size_t)per_thread;
+        for (int64_t m0 = 0; m0 < M && g0 < g1; m0 += MC) {
+            int64_t mc = min64(MC, M - m0);
+            const float *xs = x + m0 * K;
+            const void *xb = buf;
+            if (bf) {
+                for (int64_t i = 0; i < mc; i++)
+                    bf16_pack_rows((uint16_t *)buf + i * ldx, xs + i * K, 1, K);
+            } else {
+                float *pr = (float *)buf;
+                for (int64_t i = 0; i < mc; i++)
+                    for (int64_t k = 0; k < K; k++)
+                        pr[i * ldx + k] = rnd ? round_bf16(xs[i * K + k]) : xs[i * K + k];
+            }
+            int q = 0;
+            for (int64_t g = g0; g < g1; g++) {
+                while (first[q + 1] <= g) q++;
+                int64_t N = p[q].N, n = (g - first[q]) * NR;
+                const uint16_t *w = p[q].w + n * K;
+                int nb = (int)min64(NR, N - n);
+                const uint16_t *next =
+                    g + pf_groups < min64(g1, first[q + 1]) ? w + NR * pf_groups * K : NULL;
+                for (int64_t i = 0; i < mc; i += MR) {
+                    const char *xt = (const char *)xb + (size_t)(i * ldx * esz);
+                    tile((int)min64(MR, mc - i), nb, xt, ldx, w, K, p[q].y + (m0 + i) * N + n, N,
+                         w_f16, i + MR >= mc ? next : NULL);
+                }
+            }
+        }
+    }
 }
 
 /* The products' weight-row groups are numbered one after the other (product 0's groups, then
@@ -403,6 +473,9 @@ void cpu_matmul_w16_multi(const struct cpu_w16_product *p, int n_products, const
     if (isa == CPU_ISA_REF) {
         for (int q = 0; q < n_products; q++)
             ref_matmul(p[q].y, x, p[q].w, w_f16, M, p[q].N, K, fast);
+    } else if (M > 16) {
+        bool bf = fast && !w_f16 && isa == CPU_ISA_AVX512BF16;
+        prefill_multi(p, n_products, x, w_f16, M, K, bf, fast && !bf, isa, scratch, n_threads);
     } else {
         bool bf = fast && !w_f16 && isa == CPU_ISA_AVX512BF16; /* x packed as bf16 */
         bool rnd = fast && !bf;                                /* x packed, rounded f32 */
