@@ -394,6 +394,16 @@ int64_t cpu_matmul_w16_scratch(int64_t K)
     return max64(max64(MC_BYTES, PX_BYTES), 16 * K * 4);
 }
 
+/* The weight rows of n products numbered as one sequence of groups of NR rows, product after
+ * product: first[q] is product q's first group; returns the number of groups. */
+static int64_t number_groups(const struct cpu_w16_product *p, int n_products, int NR,
+                             int64_t *first)
+{
+    first[0] = 0;
+    for (int q = 0; q < n_products; q++) first[q + 1] = first[q] + (p[q].N + NR - 1) / NR;
+    return first[n_products];
+}
+
 /* Prefill (M > 16): each thread packs MC rows of x at a time (MC * row size <= PX_BYTES,
  * so the block stays in L2) and walks its weight-row groups, each group against every tile
  * of the block. The packed rows are ldx = K + PX_PAD / element size apart, not K: at the 8B
@@ -421,9 +431,7 @@ static void prefill_multi(const struct cpu_w16_product *p, int n_products, const
     int64_t MC = max64(MR, PX_BYTES / (ldx * esz) / MR * MR);
     int64_t pf_groups = (PF_ROWS + NR - 1) / NR;
     int64_t first[CPU_W16_MAX_PRODUCTS + 1];
-    first[0] = 0;
-    for (int q = 0; q < n_products; q++) first[q + 1] = first[q] + (p[q].N + NR - 1) / NR;
-    int64_t n_groups = first[n_products];
+    int64_t n_groups = number_groups(p, n_products, NR, first);
     int nt = (int)min64(max64(1, n_threads), max64(1, n_groups));
 #pragma omp parallel num_threads(nt)
     {
@@ -495,9 +503,7 @@ void cpu_matmul_w16_multi(const struct cpu_w16_product *p, int n_products, const
         int MR = bf ? 8 : 4, NR = row1 ? 1 : bf ? 3 : 4;
         int64_t pf_groups = (PF_ROWS + NR - 1) / NR;
         int64_t first[CPU_W16_MAX_PRODUCTS + 1]; /* first[q]: product q's first group */
-        first[0] = 0;
-        for (int q = 0; q < n_products; q++) first[q + 1] = first[q] + (p[q].N + NR - 1) / NR;
-        int64_t n_groups = first[n_products];
+        int64_t n_groups = number_groups(p, n_products, NR, first);
         int nt = (int)min64(max64(1, n_threads), max64(1, n_groups));
 #pragma omp parallel num_threads(nt)
         {
