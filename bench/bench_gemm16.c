@@ -46,25 +46,36 @@ struct shape {
 /* The plain read the products are compared with: each of the threads sums its contiguous
  * share of w[0, n) with 256-bit loads into four independent sums (as bench_membw), in one
  * parallel region per matrix, as the products have. */
-__attribute__((target("avx2"))) static uint64_t read_part(const uint16_t *w, int64_t n, int threads)
+__attribute__((target("avx2"))) static uint64_t read_range(const uint16_t *w, int64_t a,
+                                                            int64_t b)
+{
+    int64_t i = a;
+    uint64_t total = 0;
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+    for (; i + 64 <= b; i += 64) {
+        s0 = _mm256_add_epi64(s0, _mm256_loadu_si256((const __m256i *)(w + i)));
+        s1 = _mm256_add_epi64(s1, _mm256_loadu_si256((const __m256i *)(w + i + 16)));
+        s2 = _mm256_add_epi64(s2, _mm256_loadu_si256((const __m256i *)(w + i + 32)));
+        s3 = _mm256_add_epi64(s3, _mm256_loadu_si256((const __m256i *)(w + i + 48)));
+    }
+    uint64_t out[4];
+    _mm256_storeu_si256((__m256i *)out,
+                        _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
+    total += out[0] + out[1] + out[2] + out[3];
+    for (; i < b; i++) total += w[i];
+    return total;
+}
+
+/* (the region itself is plain code: an OpenMP region outlined from an AVX2 function is not
+ * compiled for AVX2 by clang) */
+static uint64_t read_part(const uint16_t *w, int64_t n, int threads)
 {
     uint64_t total = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : total)
     {
         int t = omp_get_thread_num(), T = omp_get_num_threads();
-        int64_t a = n * t / T / 64 * 64, b = t == T - 1 ? n : n * (t + 1) / T / 64 * 64, i = a;
-        __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
-        for (; i + 64 <= b; i += 64) {
-            s0 = _mm256_add_epi64(s0, _mm256_loadu_si256((const __m256i *)(w + i)));
-            s1 = _mm256_add_epi64(s1, _mm256_loadu_si256((const __m256i *)(w + i + 16)));
-            s2 = _mm256_add_epi64(s2, _mm256_loadu_si256((const __m256i *)(w + i + 32)));
-            s3 = _mm256_add_epi64(s3, _mm256_loadu_si256((const __m256i *)(w + i + 48)));
-        }
-        uint64_t out[4];
-        _mm256_storeu_si256((__m256i *)out,
-                            _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
-        total += out[0] + out[1] + out[2] + out[3];
-        for (; i < b; i++) total += w[i];
+        int64_t a = n * t / T / 64 * 64, b = t == T - 1 ? n : n * (t + 1) / T / 64 * 64;
+        total += read_range(w, a, b);
     }
     return total;
 }
